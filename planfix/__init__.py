@@ -1,0 +1,1 @@
+"""Everything that speaks Planfix: the REST client, the account-wide limiter, the emulator."""
