@@ -1,0 +1,46 @@
+"""One settings object behind a cached accessor, read from the environment.
+
+Every variable is documented in `.env.example`. Secrets (API tokens, webhook secrets) are not
+settings: links.yaml names the variables that hold them, and only the link code reads those.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    links_path: str
+    producer_host: str
+    producer_port: int
+    # Multiplies every sync back-off and probe delay; the tests and the demo shrink it.
+    time_scale: float
+    log_level: str
+    log_json: bool
+    # Planfix allows 1 request/s and 20,000-100,000 a day per account (by plan).
+    rate_per_s: float
+    daily_quota: int
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        return cls(
+            redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            links_path=env.get("CROSSLINK_LINKS", "links.yaml"),
+            producer_host=env.get("CROSSLINK_PRODUCER_HOST", "127.0.0.1"),
+            producer_port=int(env.get("CROSSLINK_PRODUCER_PORT", "8080")),
+            time_scale=float(env.get("CROSSLINK_TIME_SCALE", "1.0")),
+            log_level=env.get("CROSSLINK_LOG_LEVEL", "INFO"),
+            log_json=env.get("CROSSLINK_LOG_JSON", "1") not in ("0", "false", "no"),
+            rate_per_s=float(env.get("CROSSLINK_RATE_PER_S", "1.0")),
+            daily_quota=int(env.get("CROSSLINK_DAILY_QUOTA", "20000")),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()
