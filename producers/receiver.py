@@ -1,0 +1,177 @@
+"""The webhook receiver: Planfix scenario requests in, coalesced sync jobs out.
+
+Planfix counts only HTTP 200 as delivered, and after any other answer it holds back every
+outgoing request of that account for three minutes. So every authenticated request is answered
+200 at once, even when its body is unusable: such a body is kept in a visible list of rejected
+events (``crosslink rejected``) instead. Only a request that fails authentication gets 401, and
+an unknown link or side 404, as neither comes from a correctly set up scenario.
+
+Per (link, side, task) at most one sync job is queued: the flag in ``workers.names.pending_key``
+is set with NX, and the job clears it when it starts, so an event arriving during a run queues
+exactly one more run afterwards. Producers enqueue by task name and never import worker code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from marshmallow import ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from producers.payload import PayloadError, parse_body
+from schemas.links import Link, LinksConfig
+from schemas.webhook import WebhookEventSchema
+from workers.names import SYNC_QUEUE, SYNC_TASK, pending_key
+
+log = logging.getLogger("crosslink.producer")
+
+# Planfix comments are capped at 64 KB; a body template quoting one, plus HTML, fits in this.
+MAX_BODY_BYTES = 256 * 1024
+# The pending flag must not outlive a lost job for long: after this, a new event queues again.
+PENDING_TTL_S = 900
+# How many rejected events we keep for operators to look at.
+REJECTED_KEEP = 1000
+REJECTED_KEY = "crosslink:rejected"
+SECRET_HEADER = "x-crosslink-secret"
+BASIC_USER = "planfix"
+# A body preview in the rejected list: enough to see what went wrong, not a data dump.
+PREVIEW_CHARS = 500
+_schema = WebhookEventSchema()
+
+
+@dataclass(frozen=True)
+class SideAuth:
+    mode: str  # "header" | "basic"
+    secret: str
+
+
+def make_celery(redis_url: str) -> Celery:
+    """A Celery app used only to send tasks by name."""
+    app = Celery("crosslink-producer", broker=redis_url)
+    app.conf.update(task_serializer="json", accept_content=["json"],
+                    broker_connection_retry_on_startup=True)
+    return app
+
+
+def authenticate(request: Request, auth: SideAuth) -> bool:
+    """Constant-time check of the side's secret, by header or by Basic auth."""
+    if auth.mode == "basic":
+        header = request.headers.get("authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        user_ok = hmac.compare_digest(user.encode(), BASIC_USER.encode())
+        return hmac.compare_digest(password.encode(), auth.secret.encode()) and user_ok
+    supplied = request.headers.get(SECRET_HEADER, "")
+    return hmac.compare_digest(supplied.encode(), auth.secret.encode())
+
+
+class Receiver:
+    def __init__(self, config: LinksConfig, redis_url: str, env: Mapping[str, str]):
+        self.links: dict[str, Link] = {link.name: link for link in config.links}
+        self.auth: dict[tuple[str, str], SideAuth] = {}
+        for link in config.links:
+            for side_name, side in link.sides.items():
+                self.auth[(link.name, side_name)] = SideAuth(
+                    mode=side.webhook_auth, secret=side.webhook_secret(env)
+                )
+        self.redis = redis.Redis.from_url(redis_url)
+        self.celery = make_celery(redis_url)
+
+    async def hook(self, request: Request) -> Response:
+        link_name = request.path_params["link"]
+        side = request.path_params["side"]
+        auth = self.auth.get((link_name, side))
+        if auth is None:
+            return PlainTextResponse("unknown link or side", status_code=404)
+        if not authenticate(request, auth):
+            log.warning("webhook refused: authentication failed", extra={"link": link_name, "side": side})
+            return PlainTextResponse("unauthorized", status_code=401)
+        raw, too_big = await _read_capped(request)
+        if too_big:
+            await run_in_threadpool(self._reject, link_name, side,
+                                    f"body over {MAX_BODY_BYTES} bytes", raw[:PREVIEW_CHARS])
+            return _ok()
+        try:
+            event = _schema.load(parse_body(raw, request.headers.get("content-type")))
+        except (PayloadError, ValidationError) as exc:
+            reason = str(exc.messages if isinstance(exc, ValidationError) else exc)
+            await run_in_threadpool(self._reject, link_name, side, reason, raw[:PREVIEW_CHARS])
+            return _ok()
+        queued = await run_in_threadpool(self._enqueue, link_name, side, event)
+        log.info("webhook accepted", extra={"link": link_name, "side": side, "task": event["task"],
+                                            "event": event["event"], "job": "queued" if queued else "coalesced"})
+        return _ok()
+
+    def _enqueue(self, link: str, side: str, event: dict) -> bool:
+        """Queue a sync job unless one is already waiting for this task; True if queued."""
+        if event["event"] == "test":
+            self.redis.set(f"crosslink:test-event:{link}:{side}", json.dumps({**event, "at": time.time()}), ex=3600)
+            return False
+        if not self.redis.set(pending_key(link, side, event["task"]), "1", nx=True, ex=PENDING_TTL_S):
+            return False
+        self.celery.send_task(SYNC_TASK, args=[link, side, event["task"]], queue=SYNC_QUEUE)
+        return True
+
+    def _reject(self, link: str, side: str, reason: str, preview: bytes) -> None:
+        record = {"link": link, "side": side, "reason": reason, "at": time.time(),
+                  "body": preview.decode("utf-8", errors="replace")}
+        pipe = self.redis.pipeline()
+        pipe.lpush(REJECTED_KEY, json.dumps(record, ensure_ascii=False))
+        pipe.ltrim(REJECTED_KEY, 0, REJECTED_KEEP - 1)
+        pipe.execute()
+        log.warning("webhook rejected: %s", reason, extra={"link": link, "side": side})
+
+
+async def _read_capped(request: Request) -> tuple[bytes, bool]:
+    """The body, read no further than the cap; (prefix, True) when it was larger."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return b"", True
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+    return b"".join(chunks), False
+
+
+def _ok() -> Response:
+    return JSONResponse({"result": "ok"}, status_code=200)
+
+
+def rejected_events(client: redis.Redis, limit: int = 50) -> list[dict]:
+    return [json.loads(item) for item in client.lrange(REJECTED_KEY, 0, limit - 1)]
+
+
+def create_app(config: LinksConfig, redis_url: str, env: Mapping[str, str]) -> Starlette:
+    receiver = Receiver(config, redis_url, env)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    app = Starlette(routes=[
+        Route("/hooks/{link}/{side}", receiver.hook, methods=["POST", "PUT", "GET"]),
+        Route("/healthz", healthz),
+    ])
+    app.state.receiver = receiver
+    return app
