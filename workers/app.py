@@ -1,0 +1,38 @@
+"""The Celery app: Redis broker, JSON only, late acks, no result backend.
+
+Late acks with reject-on-worker-lost mean a job whose worker dies mid-run is delivered again;
+every write it makes is idempotent (workers.idempotency), so running it twice is safe.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from crosslink.settings import get_settings
+from workers.names import SYNC_QUEUE
+
+# Celery redelivers an unacked message after this; every countdown we use stays well under it.
+VISIBILITY_TIMEOUT_S = 3600
+
+
+def make_app(redis_url: str) -> Celery:
+    app = Celery("crosslink", broker=redis_url, include=["workers.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        task_default_queue=SYNC_QUEUE,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    return app
+
+
+app = make_app(get_settings().redis_url)

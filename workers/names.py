@@ -1,0 +1,18 @@
+"""Celery task and queue names: the only part of the workers that producers may import.
+
+Producers enqueue by name (``send_task``), so they never import worker code and a producer can
+run on a machine without the workers' dependencies.
+"""
+
+SYNC_TASK = "crosslink.sync.task"
+PROBE_LINK = "crosslink.link.probe"
+SYNC_QUEUE = "crosslink.sync"
+
+# The coalescing flag shared by the producer and the sync job: set when a job for
+# (link, side, task) is queued, cleared when that job starts. While it is set, further events
+# for the task enqueue nothing; one arriving during a run sets it again and queues one more run.
+PENDING_KEY = "crosslink:pending:{link}:{side}:{task}"
+
+
+def pending_key(link: str, side: str, task: int) -> str:
+    return PENDING_KEY.format(link=link, side=side, task=task)

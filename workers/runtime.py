@@ -1,0 +1,91 @@
+"""What one worker process holds for its whole life: the links, one Redis client, one limiter,
+and one Planfix client per (link, side) sharing one HTTP connection pool.
+
+Built lazily and per process id, because Celery's prefork pool forks after import: a client
+made before the fork would share sockets between children.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import httpx
+import redis
+
+from crosslink.logs import register_secret
+from crosslink.settings import Settings, get_settings
+from planfix.client import PlanfixClient
+from planfix.limiter import AccountLimiter
+from schemas.links import Link, LinksConfig, load_links
+from workers.idempotency import WriteOnce
+from workers.state import LinkState
+
+# Planfix answers within a few seconds; a write still unanswered after this is treated as
+# "maybe applied" and checked before it is retried.
+HTTP_TIMEOUT_S = 10.0
+HTTP_POOL = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    config: LinksConfig
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    _clients: dict[tuple[str, str], PlanfixClient] = field(default_factory=dict)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url)
+
+    @cached_property
+    def limiter(self) -> AccountLimiter:
+        return AccountLimiter(self.redis, rate_per_s=self.settings.rate_per_s,
+                              daily_quota=self.settings.daily_quota)
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        return httpx.Client(timeout=HTTP_TIMEOUT_S, limits=HTTP_POOL)
+
+    @cached_property
+    def writes(self) -> WriteOnce:
+        return WriteOnce(self.redis)
+
+    def link(self, name: str) -> Link:
+        for link in self.config.links:
+            if link.name == name:
+                return link
+        raise KeyError(f"no link named {name!r} in {self.settings.links_path}")
+
+    def state(self, link: str) -> LinkState:
+        return LinkState(self.redis, link)
+
+    def client(self, link: Link, side: str) -> PlanfixClient:
+        key = (link.name, side)
+        if key not in self._clients:
+            conf = link.sides[side]
+            token = conf.token(self.env)
+            register_secret(token)
+            self._clients[key] = PlanfixClient(
+                conf.base_url, token, account=conf.account, limiter=self.limiter, http=self.http,
+                timeout=HTTP_TIMEOUT_S,
+            )
+        return self._clients[key]
+
+
+_runtime: tuple[int, Runtime] | None = None
+
+
+def runtime() -> Runtime:
+    """This process's runtime, built on first use after any fork."""
+    global _runtime
+    if _runtime is None or _runtime[0] != os.getpid():
+        settings = get_settings()
+        _runtime = (os.getpid(), Runtime(settings=settings, config=load_links(settings.links_path)))
+    return _runtime[1]
+
+
+def reset_runtime() -> None:
+    global _runtime
+    _runtime = None

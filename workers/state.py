@@ -1,0 +1,142 @@
+"""The sync's memory in Redis: which task, comment and file mirrors which, and the last state
+both sides agreed on.
+
+Everything here survives a worker restart. The same links are also written into Planfix itself
+(``sourceDataVersion`` on every mirror, see :func:`mirror_marker`), so that ``crosslink relink``
+can rebuild this registry from the two accounts if Redis is lost.
+
+Key layout (one hash per link and kind, so a link's state can be listed and dropped as a whole):
+  crosslink:reg:{link}:task      "partner:5" -> "12", "client:12" -> "5"
+  crosslink:reg:{link}:comment   "partner:77" -> "301", "client:301" -> "77"
+  crosslink:reg:{link}:file      "partner:9" -> "41"
+  crosslink:snap:{link}          "partner:5" -> canonical task JSON as last synced
+  crosslink:csnap:{link}:{side}:{task}   comment id -> fingerprint of the last mirrored text
+  crosslink:severed:{link}       side -> JSON reason, while that side's access is lost
+  crosslink:parked:{link}        list of parked events (JSON), replayed when access returns
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+PREFIX = "crosslink"
+# Fixed namespace: the same (link, side, object) always yields the same sourceObjectId, so a
+# mirror can be recognised in Planfix even when Redis lost the registry.
+MIRROR_NAMESPACE = uuid.UUID("7d3c5a4e-2f7b-4e55-9b7e-c1a55e11a0c5")
+MARKER_PREFIX = "crosslink"
+
+
+def mirror_source_id(link: str, side: str, kind: str, number: int) -> str:
+    """The sourceObjectId written on the mirror of (side, kind, number)."""
+    return str(uuid.uuid5(MIRROR_NAMESPACE, f"{link}:{side}:{kind}:{number}"))
+
+
+def mirror_marker(link: str, side: str, number: int) -> str:
+    """The sourceDataVersion written on a mirror: names its original in plain text (<=100 chars)."""
+    return f"{MARKER_PREFIX}:{link}:{side}:{number}"
+
+
+def parse_marker(marker: str | None) -> tuple[str, str, int] | None:
+    """(link, side, number) from a mirror's sourceDataVersion, or None if it is not ours."""
+    if not marker:
+        return None
+    parts = marker.split(":")
+    if len(parts) != 4 or parts[0] != MARKER_PREFIX or not parts[3].isdigit():
+        return None
+    return parts[1], parts[2], int(parts[3])
+
+
+@dataclass
+class LinkState:
+    """Registry and snapshots of one link."""
+
+    redis: redis.Redis
+    link: str
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((PREFIX, *parts))
+
+    # --- registry -----------------------------------------------------------------------
+    def counterpart(self, kind: str, side: str, number: int) -> int | None:
+        value = self.redis.hget(self._key("reg", self.link, kind), f"{side}:{number}")
+        return int(value) if value is not None else None
+
+    def counterpart_number(self, side: str, number: int) -> int | None:
+        """The counterpart task of SIDE's task NUMBER (the registry lookup the planner takes)."""
+        return self.counterpart("task", side, number)
+
+    def pair(self, kind: str, side: str, number: int, other_side: str, other: int) -> None:
+        self.redis.hset(
+            self._key("reg", self.link, kind),
+            mapping={f"{side}:{number}": other, f"{other_side}:{other}": number},
+        )
+
+    def pairs(self, kind: str) -> dict[str, int]:
+        raw = self.redis.hgetall(self._key("reg", self.link, kind))
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    def is_mirror(self, kind: str, side: str, number: int) -> bool:
+        """True when (side, number) was created by the sync as a mirror."""
+        return self.redis.sismember(self._key("mirrors", self.link, kind), f"{side}:{number}") == 1
+
+    def mark_mirror(self, kind: str, side: str, number: int) -> None:
+        self.redis.sadd(self._key("mirrors", self.link, kind), f"{side}:{number}")
+
+    # --- snapshots ----------------------------------------------------------------------
+    def snapshot(self, side: str, number: int) -> dict[str, Any] | None:
+        raw = self.redis.hget(self._key("snap", self.link), f"{side}:{number}")
+        return json.loads(raw) if raw is not None else None
+
+    def save_snapshots(self, snapshots: dict[tuple[str, int], dict[str, Any]]) -> None:
+        if snapshots:
+            self.redis.hset(
+                self._key("snap", self.link),
+                mapping={f"{s}:{n}": json.dumps(v, sort_keys=True) for (s, n), v in snapshots.items()},
+            )
+
+    def comment_fingerprints(self, side: str, task: int) -> dict[int, str]:
+        raw = self.redis.hgetall(self._key("csnap", self.link, side, str(task)))
+        return {int(k): _text(v) for k, v in raw.items()}
+
+    def save_comment_fingerprint(self, side: str, task: int, comment: int, fingerprint: str) -> None:
+        self.redis.hset(self._key("csnap", self.link, side, str(task)), str(comment), fingerprint)
+
+    # --- severance ----------------------------------------------------------------------
+    def sever(self, side: str, reason: str, at: float) -> bool:
+        """Mark SIDE severed; True when it was not severed before."""
+        return bool(
+            self.redis.hsetnx(
+                self._key("severed", self.link), side, json.dumps({"reason": reason, "at": at})
+            )
+        )
+
+    def severed(self) -> dict[str, dict[str, Any]]:
+        raw = self.redis.hgetall(self._key("severed", self.link))
+        return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    def restore(self, side: str) -> None:
+        self.redis.hdel(self._key("severed", self.link), side)
+
+    def park(self, event: dict[str, Any]) -> None:
+        self.redis.rpush(self._key("parked", self.link), json.dumps(event, sort_keys=True))
+
+    def take_parked(self) -> list[dict[str, Any]]:
+        """Remove and return every parked event, oldest first (atomically)."""
+        key = self._key("parked", self.link)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lrange(key, 0, -1)
+        pipe.delete(key)
+        raw, _ = pipe.execute()
+        return [json.loads(item) for item in raw]
+
+    def parked_count(self) -> int:
+        return int(self.redis.llen(self._key("parked", self.link)))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

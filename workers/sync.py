@@ -1,0 +1,338 @@
+"""One sync run: bring the counterpart of one task up to date with it. Load, decide, write.
+
+The decisions (scope, mapping, delegation, diff, conflicts, comment policy) are pure functions in
+the sibling modules; this module only reads from Planfix, asks them, and writes what they say,
+each write idempotent:
+- a missing counterpart is created once (check-then-create through WriteOnce, the mirror marked
+  with sourceObjectId/sourceDataVersion so it can be found again if an answer was lost);
+- field updates set absolute values, so repeating one changes nothing;
+- each comment and each file is mirrored once (WriteOnce), edits update the mirror, a deletion
+  marks the mirror withdrawn and never deletes it.
+
+Changes made by the integration user are the sync's own: its comments are never mirrored back,
+and its task edits show up as "nothing changed" against the snapshot written after the sync.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
+from planfix.errors import NotFound, PlanfixError
+from schemas.links import Link
+from workers.canonical import canonical_task, in_scope, task_fields
+from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
+from workers.idempotency import WriteOnce
+from workers.plan import plan_task_sync
+from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
+
+log = logging.getLogger("crosslink.sync")
+
+COMMENT_FIELDS = "id,description,owner,dateTime,isDeleted,files,sourceObjectId,sourceDataVersion"
+# How far back a lost create answer is looked for among the target project's newest tasks.
+FIND_MIRROR_PAGES = 3
+
+
+class SideFailure(Exception):
+    """A Planfix failure tagged with the side whose account raised it."""
+
+    def __init__(self, side: str, error: PlanfixError):
+        super().__init__(f"{side}: {error}")
+        self.side = side
+        self.error = error
+
+
+@dataclass
+class SyncReport:
+    """What one run did, for logs, the demo's narration and tests."""
+
+    link: str
+    side: str
+    task: int
+    counterpart: int | None = None
+    outcome: str = "noop"  # created | updated | noop | out_of_scope | parked | missing
+    fields: list[str] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    comments_created: int = 0
+    comments_updated: int = 0
+    comments_withdrawn: int = 0
+    parked: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{self.link} {self.side}#{self.task} -> #{self.counterpart}: {self.outcome}"]
+        if self.fields:
+            parts.append("fields " + ",".join(sorted(self.fields)))
+        if self.statuses:
+            parts.append("status " + "->".join(map(str, self.statuses)))
+        for label, count in (("comments+", self.comments_created), ("comments~", self.comments_updated),
+                             ("withdrawn", self.comments_withdrawn)):
+            if count:
+                parts.append(f"{label}{count}")
+        if self.parked:
+            parts.append("parked: " + "; ".join(self.parked))
+        return "  ".join(parts)
+
+
+def fingerprint(text: str, deleted: bool) -> str:
+    return hashlib.sha256(f"{int(deleted)}:{text}".encode()).hexdigest()[:16]
+
+
+def timepoint_text(point: Mapping[str, Any] | None) -> str:
+    if not point:
+        return ""
+    date, time_ = point.get("date", ""), point.get("time", "")
+    return f"{date} {time_}".strip() or str(point.get("datetime", ""))
+
+
+def people_names(task: Mapping[str, Any]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for role in ("assignees", "participants", "auditors"):
+        for person in (task.get(role) or {}).get("users", []) or []:
+            if person.get("id") and person.get("name"):
+                names[person["id"]] = person["name"]
+    assigner = task.get("assigner") or {}
+    if assigner.get("id") and assigner.get("name"):
+        names[assigner["id"]] = assigner["name"]
+    return names
+
+
+class TaskSync:
+    """Syncs SIDE's task NUMBER of LINK into the other side."""
+
+    def __init__(self, link: Link, side: str, number: int, clients: Mapping[str, PlanfixClient],
+                 state: LinkState, writes: WriteOnce):
+        self.link = link
+        self.side = side
+        self.other = link.other(side)
+        self.number = number
+        self.clients = clients
+        self.state = state
+        self.writes = writes
+        self.report = SyncReport(link.name, side, number)
+
+    def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.clients[side], method)(*args, **kwargs)
+        except PlanfixError as exc:
+            raise SideFailure(side, exc) from exc
+
+    # ------------------------------------------------------------------------------------
+    def run(self) -> SyncReport:
+        link, side, other = self.link, self.side, self.other
+        try:
+            source_raw = self._call(side, "get_task", self.number, fields=task_fields(link, side))
+        except SideFailure as failure:
+            if isinstance(failure.error, NotFound):
+                self.report.outcome = "missing"
+                return self.report
+            raise
+        counterpart = self.state.counterpart("task", side, self.number)
+        if counterpart is None:
+            counterpart = self._adopt_marked(source_raw)
+        if counterpart is None and not in_scope(link, side, source_raw):
+            self.report.outcome = "out_of_scope"
+            return self.report
+        self.report.counterpart = counterpart
+        source_now = canonical_task(source_raw, link, side)
+        target_raw = None
+        if counterpart is not None:
+            target_raw = self._call(other, "get_task", counterpart, fields=task_fields(link, other))
+        target_now = canonical_task(target_raw, link, other) if target_raw is not None else None
+        names = {**people_names(source_raw), **(people_names(target_raw) if target_raw else {})}
+        plan = plan_task_sync(
+            link, side, source_now, self.state.snapshot(side, self.number), target_now,
+            self.state.snapshot(other, counterpart) if counterpart else None,
+            self.state.counterpart_number, names,
+        )
+        if plan.create:
+            counterpart = self._create_counterpart(plan.update_body)
+            self.report.outcome = "created"
+        elif plan.update_body:
+            self._write_update(other, counterpart, plan.update_body)
+            self.report.fields = sorted(plan.update_body)
+            self.report.outcome = "updated"
+        self.report.counterpart = counterpart
+        for status in plan.status_path:
+            if not self._move_status(other, counterpart, status):
+                break
+            self.report.statuses.append(status)
+            if self.report.outcome == "noop":
+                self.report.outcome = "updated"
+        for moved_side, status in plan.source_status_moves:
+            number = self.number if moved_side == side else counterpart
+            if self._move_status(moved_side, number, status) and moved_side == side:
+                source_now = {**source_now, "status": status}
+        self.report.parked.extend(plan.parked)
+        for note in plan.notes:
+            self._post_note(counterpart, note)
+        self._sync_comments(counterpart)
+        self._save_snapshots(counterpart, source_now, target_now,
+                             wrote=self.report.outcome != "noop" or bool(plan.source_status_moves))
+        return self.report
+
+    # ------------------------------------------------------------------------------------
+    def _adopt_marked(self, source_raw: Mapping[str, Any]) -> int | None:
+        """A task whose marker says it mirrors one of ours is paired again, never re-mirrored."""
+        marker = parse_marker(source_raw.get("sourceDataVersion"))
+        if marker and marker[0] == self.link.name and marker[1] == self.other:
+            self.state.pair("task", self.side, self.number, self.other, marker[2])
+            self.state.mark_mirror("task", self.side, self.number)
+            return marker[2]
+        return None
+
+    def _create_counterpart(self, body: dict[str, Any]) -> int:
+        link, side, other = self.link, self.side, self.other
+        source_id = mirror_source_id(link.name, side, "task", self.number)
+        marked = {**body, "sourceObjectId": source_id,
+                  "sourceDataVersion": mirror_marker(link.name, side, self.number)}
+
+        def find_existing() -> int | None:
+            wanted = {"sourceObjectId"}
+            create = link.sides[other].create
+            filters = [{"type": 5, "operator": "equal", "value": create.project}] if create.project else []
+            for index, task in enumerate(self._call(other, "list_tasks", filters=filters,
+                                                    fields="id," + ",".join(sorted(wanted)))):
+                if task.get("sourceObjectId") == source_id:
+                    return int(task["id"])
+                if index >= FIND_MIRROR_PAGES * 100:
+                    return None
+            return None
+
+        counterpart = self.writes.run(
+            f"{link.name}:task:{side}:{self.number}",
+            write=lambda: self._call(other, "create_task", marked),
+            find_existing=find_existing,
+        )
+        self.state.pair("task", side, self.number, other, counterpart)
+        self.state.mark_mirror("task", other, counterpart)
+        return counterpart
+
+    def _write_update(self, side: str, number: int, body: dict[str, Any]) -> None:
+        outcome = self._call(side, "update_task", number, body)
+        if isinstance(outcome, PartiallyApplied):
+            for failure in outcome.failures:
+                self.report.parked.append(f"{side} #{number} field {failure.field}: {failure.error}")
+        elif isinstance(outcome, Queued):
+            log.info("update queued by Planfix (202), applied later",
+                     extra={"link": self.link.name, "side": side, "task": number})
+
+    def _move_status(self, side: str, number: int, status: int) -> bool:
+        outcome = self._call(side, "update_task", number, {"status": {"id": status}})
+        if isinstance(outcome, PartiallyApplied):
+            reasons = [f.error for f in outcome.failures if f.field == "status"]
+            if reasons:
+                self.report.parked.append(f"{side} #{number} status {status}: {reasons[0]}")
+                return False
+        return isinstance(outcome, (Applied, Queued, PartiallyApplied))
+
+    def _post_note(self, counterpart: int, note: str) -> None:
+        digest = hashlib.sha256(note.encode()).hexdigest()[:16]
+        self.writes.run(
+            f"{self.link.name}:note:{self.other}:{counterpart}:{digest}",
+            write=lambda: self._call(self.other, "create_comment", counterpart, {"description": note}),
+        )
+
+    # ------------------------------------------------------------------------------------
+    def _sync_comments(self, counterpart: int) -> None:
+        link, side, other = self.link, self.side, self.other
+        integration = link.sides[side].integration_user
+        seen = self.state.comment_fingerprints(side, self.number)
+        comments = self._call(side, "list_task_comments", self.number, fields=COMMENT_FIELDS,
+                              type_list="All")
+        for comment in comments:
+            comment_id = int(comment["id"])
+            if (comment.get("owner") or {}).get("id") == integration:
+                continue
+            if self.state.is_mirror("comment", side, comment_id):
+                continue
+            text = comment.get("description") or ""
+            deleted = bool(comment.get("isDeleted"))
+            print_ = fingerprint(text, deleted)
+            if seen.get(comment_id) == print_:
+                continue
+            mirror = self.state.counterpart("comment", side, comment_id)
+            author = (comment.get("owner") or {}).get("name") or (comment.get("owner") or {}).get("id", "?")
+            when = timepoint_text(comment.get("dateTime"))
+            if mirror is None:
+                if not deleted and should_mirror(link, side, text):
+                    self._create_comment_mirror(counterpart, comment, author, when)
+                    self.report.comments_created += 1
+            elif deleted:
+                html = render_withdrawn(link, side, render_mirror(link, side, author, when, text), when)
+                self._call(other, "update_comment", counterpart, mirror, {"description": html})
+                self.report.comments_withdrawn += 1
+            else:
+                html = render_mirror(link, side, author, when, text)
+                self._call(other, "update_comment", counterpart, mirror, {"description": html})
+                self.report.comments_updated += 1
+            self.state.save_comment_fingerprint(side, self.number, comment_id, print_)
+
+    def _create_comment_mirror(self, counterpart: int, comment: Mapping[str, Any], author: str,
+                               when: str) -> None:
+        link, side, other = self.link, self.side, self.other
+        comment_id = int(comment["id"])
+        source_id = mirror_source_id(link.name, side, "comment", comment_id)
+        body: dict[str, Any] = {
+            "description": render_mirror(link, side, author, when, comment.get("description") or ""),
+            "sourceObjectId": source_id,
+            "sourceDataVersion": mirror_marker(link.name, side, comment_id),
+        }
+        files = [self._mirror_file(int(f["id"])) for f in comment.get("files") or [] if f.get("id")]
+        if files:
+            body["files"] = [{"id": file_id} for file_id in files]
+
+        def find_existing() -> int | None:
+            for candidate in self._call(other, "list_task_comments", counterpart,
+                                        fields="id,sourceObjectId", type_list="All"):
+                if candidate.get("sourceObjectId") == source_id:
+                    return int(candidate["id"])
+            return None
+
+        mirror = self.writes.run(
+            f"{link.name}:comment:{side}:{comment_id}",
+            write=lambda: self._call(other, "create_comment", counterpart, body),
+            find_existing=find_existing,
+        )
+        self.state.pair("comment", side, comment_id, other, mirror)
+        self.state.mark_mirror("comment", other, mirror)
+
+    def _mirror_file(self, file_id: int) -> int:
+        link, side, other = self.link, self.side, self.other
+
+        def copy() -> int:
+            name, content = self._call(side, "download_file", file_id)
+            return self._call(other, "upload_file", name, content)
+
+        mirror = self.writes.run(f"{link.name}:file:{side}:{file_id}", write=copy)
+        self.state.pair("file", side, file_id, other, mirror)
+        return mirror
+
+    def _save_snapshots(self, counterpart: int, source_now: dict[str, Any],
+                        target_now: dict[str, Any] | None, wrote: bool) -> None:
+        """Record what both sides now agree on.
+
+        The source's snapshot is its state as read (its changes have been carried or lost a
+        conflict). The target's snapshot takes only the values this run changed; a field the
+        target changed itself keeps its old snapshot value, so the target's own sync run still
+        sees that change and carries it back.
+        """
+        link, other = self.link, self.other
+        if wrote or target_now is None:
+            target_raw = self._call(other, "get_task", counterpart, fields=task_fields(link, other))
+            target_after = canonical_task(target_raw, link, other)
+        else:
+            target_after = target_now
+        previous = self.state.snapshot(other, counterpart) or {}
+        before = target_now or {}
+        target_snapshot = {
+            key: (value if before.get(key) != value or key not in previous else previous[key])
+            for key, value in target_after.items()
+        }
+        self.state.save_snapshots({
+            (self.side, self.number): source_now,
+            (other, counterpart): target_snapshot,
+        })
