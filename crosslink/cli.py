@@ -1,0 +1,146 @@
+"""The `crosslink` command: one entry point for operators, the demo and the services."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from crosslink.logs import configure
+from crosslink.settings import get_settings
+
+
+@click.group()
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (default from CROSSLINK_LOG_LEVEL)")
+def main(log_level: str | None) -> None:
+    """Crosslink keeps tasks in sync between two Planfix accounts."""
+    settings = get_settings()
+    configure(log_level or settings.log_level, settings.log_json)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="YAML seed: accounts, users, processes, tasks, scenarios")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8100, show_default=True, type=int)
+def emulator(config_path: str, host: str, port: int) -> None:
+    """Run the Planfix emulator (every account under /<account>/rest)."""
+    from planfix.emulator.server import serve
+
+    serve(config_path, host, port)
+
+
+@main.command("lint-config")
+@click.argument("path", type=click.Path(dir_okay=False))
+def lint_config(path: str) -> None:
+    """Check a links.yaml: each problem with its line and the fix."""
+    from schemas.links import lint_file
+
+    if not Path(path).exists():
+        raise click.ClickException(f"{path}: no such file")
+    issues = lint_file(path)
+    for issue in issues:
+        where = f"{path}:{issue.line}" if issue.line else path
+        click.echo(f"{where}: {issue.path}: {issue.message}\n    fix: {issue.fix}", err=True)
+    if issues:
+        raise SystemExit(1)
+    click.echo(f"{path}: OK")
+
+
+@main.command()
+@click.option("--config", "links_path", default=None, help="links.yaml (default CROSSLINK_LINKS)")
+@click.option("--host", default=None)
+@click.option("--port", default=None, type=int)
+def producer(links_path: str | None, host: str | None, port: int | None) -> None:
+    """Run the webhook receiver."""
+    import uvicorn
+
+    from producers.receiver import create_app
+    from schemas.links import load_links
+
+    settings = get_settings()
+    app = create_app(load_links(links_path or settings.links_path), settings.redis_url, os.environ)
+    uvicorn.run(app, host=host or settings.producer_host, port=port or settings.producer_port,
+                log_level="warning")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--concurrency", "-c", default=4, show_default=True, type=int)
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int) -> None:
+    """Run a Celery worker for the sync queue (extra arguments go to celery)."""
+    from workers.app import app
+    from workers.names import SYNC_QUEUE
+
+    app.worker_main(["worker", "-Q", SYNC_QUEUE, "-c", str(concurrency), "--loglevel", "INFO",
+                     *ctx.args])
+
+
+@main.command()
+@click.option("--config", "links_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--concurrency", "-c", default=4, show_default=True, type=int)
+def run(links_path: str, concurrency: int) -> None:
+    """Start the producer and a worker for real accounts (Redis from REDIS_URL)."""
+    from crosslink.services import run_services
+
+    sys.exit(run_services(links_path, concurrency))
+
+
+@main.command()
+@click.option("--quiet", is_flag=True, help="print only the final verdict")
+def demo(quiet: bool) -> None:
+    """Play a two-account story on the emulator and check that both sides match."""
+    from crosslink.demo import run_demo
+
+    sys.exit(run_demo(verbose=not quiet))
+
+
+@main.command()
+@click.option("--config", "links_path", default=None)
+def status(links_path: str | None) -> None:
+    """Per link: mirrored tasks, queued jobs, parked events, dead letters, severed or not."""
+    from crosslink.operations import link_status
+
+    settings = get_settings()
+    for row in link_status(links_path or settings.links_path, settings.redis_url):
+        click.echo(json.dumps(row, ensure_ascii=False))
+
+
+@main.command()
+@click.option("--config", "links_path", default=None)
+def links(links_path: str | None) -> None:
+    """List the configured links and their sides."""
+    from schemas.links import load_links
+
+    config = load_links(links_path or get_settings().links_path)
+    for link in config.links:
+        sides = ", ".join(f"{name}={side.base_url}" for name, side in link.sides.items())
+        click.echo(f"{link.name}: {sides}")
+
+
+@main.command()
+@click.option("--link", "link_name", required=True)
+@click.option("--config", "links_path", default=None)
+def relink(link_name: str, links_path: str | None) -> None:
+    """Rebuild a link's registry from the mirror markers stored in both accounts."""
+    from crosslink.operations import relink as do_relink
+
+    settings = get_settings()
+    found = do_relink(links_path or settings.links_path, settings.redis_url, link_name)
+    click.echo(json.dumps(found))
+
+
+@main.command()
+@click.option("--limit", default=50, show_default=True)
+def rejected(limit: int) -> None:
+    """Show the newest webhook bodies that were authenticated but unusable."""
+    import redis
+
+    from producers.receiver import rejected_events
+
+    client = redis.Redis.from_url(get_settings().redis_url)
+    for event in rejected_events(client, limit):
+        click.echo(json.dumps(event, ensure_ascii=False))
