@@ -144,3 +144,7 @@ def rejected(limit: int) -> None:
     client = redis.Redis.from_url(get_settings().redis_url)
     for event in rejected_events(client, limit):
         click.echo(json.dumps(event, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

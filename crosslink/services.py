@@ -1,0 +1,141 @@
+"""Starting Crosslink's own processes: the producer and Celery workers.
+
+`crosslink run` uses it for real accounts; the demo and the end-to-end tests use the same code
+so that what they prove is what production runs: the producer as a uvicorn server and each
+worker as a separate `celery worker` OS process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from crosslink.embedded_redis import free_port
+from workers.names import SYNC_QUEUE
+
+# A worker that has not said "ready" by then did not start (imports, Redis unreachable).
+WORKER_START_TIMEOUT_S = 60.0
+PRODUCER_START_TIMEOUT_S = 15.0
+
+
+@dataclass
+class WorkerProcess:
+    """One `celery worker` OS process; its log lines go to `on_line` (and are kept)."""
+
+    env: Mapping[str, str]
+    concurrency: int = 2
+    name: str = "w1"
+    on_line: Callable[[str], None] | None = None
+    lines: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> "WorkerProcess":
+        args = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", SYNC_QUEUE,
+                "-c", str(self.concurrency), "--pool", "prefork", "-n", f"{self.name}@%h",
+                "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+        self._ready.clear()
+        self.process = subprocess.Popen(
+            args, env={**os.environ, **self.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1, start_new_session=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        if not self._ready.wait(WORKER_START_TIMEOUT_S):
+            self.stop()
+            raise RuntimeError("celery worker did not become ready:\n" + "\n".join(self.lines[-30:]))
+        return self
+
+    def _pump(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if " ready." in line:
+                self._ready.set()
+            if self.on_line:
+                self.on_line(line)
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children), as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+@dataclass
+class ProducerServer:
+    """The producer app served by uvicorn in a background thread of this process."""
+
+    app: object
+    host: str = "127.0.0.1"
+    port: int = field(default_factory=free_port)
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "ProducerServer":
+        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning",
+                                lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + PRODUCER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError(f"producer did not start on {self.url}")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def run_services(links_path: str, concurrency: int) -> int:
+    """`crosslink run`: producer and one worker as child processes until interrupted."""
+    env = {**os.environ, "CROSSLINK_LINKS": str(Path(links_path).resolve())}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "crosslink.cli", "producer"], env=env),
+        subprocess.Popen([sys.executable, "-m", "crosslink.cli", "worker", "-c", str(concurrency)], env=env),
+    ]
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return max((child.returncode or 0) for child in children)
