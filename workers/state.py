@@ -13,6 +13,8 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
   crosslink:csnap:{link}:{side}:{task}   comment id -> fingerprint of the last mirrored text
   crosslink:severed:{link}       side -> JSON reason, while that side's access is lost
   crosslink:parked:{link}        list of parked events (JSON), replayed when access returns
+  crosslink:dead:{link}          list of dead letters (JSON: the event and the reason)
+  crosslink:last-sync            link -> time of its last finished sync run
 """
 
 from __future__ import annotations
@@ -136,6 +138,21 @@ class LinkState:
 
     def parked_count(self) -> int:
         return int(self.redis.llen(self._key("parked", self.link)))
+
+    # --- dead letters and progress ------------------------------------------------------
+    def dead_letter(self, event: dict[str, Any], reason: str, at: float) -> None:
+        self.redis.rpush(self._key("dead", self.link),
+                         json.dumps({**event, "reason": reason, "at": at}, sort_keys=True))
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [json.loads(item) for item in self.redis.lrange(self._key("dead", self.link), 0, -1)]
+
+    def mark_synced(self, at: float) -> None:
+        self.redis.hset(self._key("last-sync"), self.link, at)
+
+    def last_sync(self) -> float | None:
+        value = self.redis.hget(self._key("last-sync"), self.link)
+        return float(value) if value is not None else None
 
 
 def _text(value: bytes | str) -> str:

@@ -12,7 +12,6 @@ right kind of waiting.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -39,7 +38,6 @@ MAX_TRANSIENT_ATTEMPTS = 8
 LOCK_RETRY_S = 1.0
 # How often a severed link's access is checked again.
 PROBE_INTERVAL_S = 30.0
-DEAD_LETTER_KEY = "crosslink:dead:{link}"
 
 
 def backoff_s(attempt: int, scale: float) -> float:
@@ -88,6 +86,7 @@ def sync_task(self: Task, link_name: str, side: str, number: int, attempt: int =
         return _handle_failure(link_name, side, number, attempt, failure, scale)
     finally:
         lock.release()
+    state.mark_synced(time.time())
     log.info("synced: %s", report.summary(), extra={**context, "counterpart": report.counterpart})
     return report.outcome
 
@@ -122,9 +121,8 @@ def _handle_failure(link_name: str, side: str, number: int, attempt: int, failur
 
 
 def _dead_letter(link_name: str, side: str, number: int, reason: str) -> None:
-    rt = runtime()
-    record = {"link": link_name, "side": side, "task": number, "reason": reason, "at": time.time()}
-    rt.redis.rpush(DEAD_LETTER_KEY.format(link=link_name), json.dumps(record))
+    event = {"link": link_name, "side": side, "task": number}
+    runtime().state(link_name).dead_letter(event, reason, time.time())
     log.error("dead letter: %s", reason, extra={"link": link_name, "side": side, "task": number})
 
 

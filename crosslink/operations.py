@@ -1,0 +1,83 @@
+"""Operator commands that read or repair a link's state: status and relink."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+
+from crosslink.logs import register_secret
+from planfix.client import PlanfixClient
+from planfix.limiter import AccountLimiter
+from schemas.links import Link, load_links
+from workers.state import LinkState, parse_marker
+
+
+
+def link_status(links_path: str, redis_url: str) -> list[dict[str, Any]]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    rows = []
+    now = time.time()
+    for link in load_links(links_path).links:
+        state = LinkState(client, link.name)
+        last = state.last_sync()
+        pending = sum(1 for _ in client.scan_iter(f"crosslink:pending:{link.name}:*", count=500))
+        rows.append({
+            "link": link.name,
+            "tasks_mirrored": len(state.pairs("task")) // 2,
+            "comments_mirrored": len(state.pairs("comment")) // 2,
+            "last_sync_s_ago": round(now - last, 1) if last else None,
+            "queued_jobs": pending,
+            "parked_events": state.parked_count(),
+            "dead_letters": len(state.dead_letters()),
+            "severed": {side: info["reason"] for side, info in state.severed().items()},
+        })
+    return rows
+
+
+def cli_client(link: Link, side: str, limiter: AccountLimiter) -> PlanfixClient:
+    """A client for an operator command: it may sleep for the limiter instead of failing."""
+    conf = link.sides[side]
+    token = conf.token(os.environ)
+    register_secret(token)
+    return PlanfixClient(conf.base_url, token, account=conf.account, limiter=limiter,
+                         sleep_on_limit=True)
+
+
+def relink(links_path: str, redis_url: str, link_name: str) -> dict[str, int]:
+    """Rebuild LINK's registry from the markers (sourceDataVersion) on every mirror in Planfix.
+
+    Every mirror the sync creates names its original in plain text, so the pairs can be read back
+    from the two accounts alone, when Redis has lost them.
+    """
+    config = load_links(links_path)
+    link = next((item for item in config.links if item.name == link_name), None)
+    if link is None:
+        raise SystemExit(f"no link named {link_name!r} in {links_path}")
+    client = redis.Redis.from_url(redis_url)
+    state = LinkState(client, link.name)
+    limiter = AccountLimiter(client)
+    found = {"tasks": 0, "comments": 0}
+    for side in link.sides:
+        planfix = cli_client(link, side, limiter)
+        other = link.other(side)
+        create = link.sides[side].create
+        filters = [{"type": 5, "operator": "equal", "value": create.project}] if create.project else []
+        for task in planfix.list_tasks(filters=filters, fields="id,sourceDataVersion"):
+            marker = parse_marker(task.get("sourceDataVersion"))
+            if not marker or marker[0] != link.name or marker[1] != other:
+                continue
+            state.pair("task", other, marker[2], side, int(task["id"]))
+            state.mark_mirror("task", side, int(task["id"]))
+            found["tasks"] += 1
+            for comment in planfix.list_task_comments(int(task["id"]), fields="id,sourceDataVersion",
+                                                      type_list="All"):
+                comment_marker = parse_marker(comment.get("sourceDataVersion"))
+                if comment_marker and comment_marker[0] == link.name and comment_marker[1] == other:
+                    state.pair("comment", other, comment_marker[2], side, int(comment["id"]))
+                    state.mark_mirror("comment", side, int(comment["id"]))
+                    found["comments"] += 1
+        planfix.close()
+    return found

@@ -1,0 +1,119 @@
+"""Write-once leases and done markers, and the per-pair lock, on a real Redis."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from planfix.errors import InvalidRequest, TransientError
+from workers.idempotency import LeaseBusy, TaskLock, WriteOnce
+
+
+def transient(maybe_applied: bool) -> TransientError:
+    return TransientError("boom", http_status=500, code=None, operation="POST /task/",
+                          maybe_applied=maybe_applied)
+
+
+def test_second_run_returns_the_first_remote_id_without_writing(redis_client):
+    writes = WriteOnce(redis_client)
+    calls = []
+    assert writes.run("k", lambda: calls.append(1) or 41) == 41
+    assert writes.run("k", lambda: calls.append(1) or 99) == 41
+    assert calls == [1] and writes.done("k") == 41
+
+
+def test_a_failed_write_frees_the_lease_so_the_retry_writes(redis_client):
+    writes = WriteOnce(redis_client)
+
+    def fail() -> int:
+        raise InvalidRequest("bad", http_status=400, code=41, operation="POST /task/")
+
+    with pytest.raises(InvalidRequest):
+        writes.run("k", fail)
+    assert writes.run("k", lambda: 7) == 7
+
+
+def test_a_transient_failure_before_commit_frees_the_lease(redis_client):
+    writes = WriteOnce(redis_client)
+    found = []
+
+    def fail() -> int:
+        raise transient(maybe_applied=False)
+
+    with pytest.raises(TransientError):
+        writes.run("k", fail)
+    assert writes.run("k", lambda: 8, find_existing=lambda: found.append(1)) == 8
+    assert found == []  # nothing ambiguous: no need to look
+
+
+def test_an_ambiguous_failure_makes_the_next_attempt_check_before_creating(redis_client):
+    writes = WriteOnce(redis_client)
+
+    def lost_answer() -> int:
+        raise transient(maybe_applied=True)
+
+    with pytest.raises(TransientError):
+        writes.run("k", lost_answer)
+    created = []
+    assert writes.run("k", lambda: created.append(1) or 5, find_existing=lambda: 12) == 12
+    assert created == [] and writes.done("k") == 12
+
+
+def test_an_ambiguous_failure_not_found_in_planfix_creates(redis_client):
+    writes = WriteOnce(redis_client)
+    with pytest.raises(TransientError):
+        writes.run("k", lambda: (_ for _ in ()).throw(transient(True)))
+    assert writes.run("k", lambda: 5, find_existing=lambda: None) == 5
+
+
+def test_a_held_lease_is_busy_for_others(redis_client):
+    writes = WriteOnce(redis_client)
+    inside = threading.Event()
+    release = threading.Event()
+    results = []
+
+    def slow_write() -> int:
+        inside.set()
+        release.wait(5)
+        return 3
+
+    thread = threading.Thread(target=lambda: results.append(writes.run("k", slow_write)))
+    thread.start()
+    inside.wait(5)
+    with pytest.raises(LeaseBusy):
+        writes.run("k", lambda: 4)
+    release.set()
+    thread.join()
+    assert results == [3] and writes.run("k", lambda: 4) == 3
+
+
+def test_many_threads_write_once(redis_client):
+    writes = WriteOnce(redis_client)
+    calls = []
+    results = []
+
+    def attempt() -> None:
+        for _ in range(50):
+            try:
+                results.append(writes.run("k", lambda: calls.append(1) or 77))
+                return
+            except LeaseBusy:
+                pass
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and set(results) == {77}
+
+
+def test_task_lock_is_exclusive_and_released_only_by_its_holder(redis_client):
+    first, second = TaskLock(redis_client, "lock:a"), TaskLock(redis_client, "lock:a")
+    assert first.acquire()
+    assert not second.acquire()
+    second.release()  # not the holder: must not free the lock
+    assert not TaskLock(redis_client, "lock:a").acquire()
+    first.release()
+    assert second.acquire()

@@ -1,0 +1,46 @@
+"""Secrets never reach a log line: by value once registered, and by pattern always."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from crosslink.logs import configure, redact, register_secret
+
+
+def test_registered_secret_is_masked_everywhere():
+    register_secret("tok-very-secret-123")
+    assert "tok-very-secret-123" not in redact("token tok-very-secret-123 in a message")
+
+
+def test_credentials_are_masked_by_pattern():
+    text = redact("Authorization: Bearer abc.def-123 and Basic dXNlcjpwYXNz ?access_token=zzz&x=1")
+    assert "abc.def-123" not in text and "dXNlcjpwYXNz" not in text and "zzz" not in text
+
+
+@pytest.fixture
+def captured():
+    stream = io.StringIO()
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    configure("INFO", json_lines=True, stream=stream)
+    yield stream
+    root.handlers[:] = before
+    root.setLevel(level)
+
+
+def test_json_lines_carry_context_and_hide_secrets_in_exceptions(captured):
+    register_secret("s3cret-webhook-value")
+    stream = captured
+    log = logging.getLogger("crosslink.test")
+    try:
+        raise RuntimeError("failed with s3cret-webhook-value")
+    except RuntimeError:
+        log.exception("oops %s", "s3cret-webhook-value", extra={"link": "acme", "task": 5})
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["link"] == "acme" and line["task"] == 5 and line["level"] == "error"
+    assert "s3cret-webhook-value" not in stream.getvalue()
+    assert "RuntimeError" in line["exc"]

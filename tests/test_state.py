@@ -1,0 +1,65 @@
+"""The registry, snapshots, severance and parking in Redis; the mirror markers."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
+
+
+def test_pairs_are_stored_both_ways(redis_client):
+    state = LinkState(redis_client, "acme")
+    state.pair("task", "partner", 5, "client", 12)
+    assert state.counterpart("task", "partner", 5) == 12
+    assert state.counterpart("task", "client", 12) == 5
+    assert state.counterpart("task", "client", 5) is None
+    assert state.counterpart_number("partner", 5) == 12
+
+
+def test_links_do_not_see_each_others_state(redis_client):
+    LinkState(redis_client, "a").pair("task", "partner", 1, "client", 2)
+    assert LinkState(redis_client, "b").counterpart("task", "partner", 1) is None
+
+
+def test_snapshots_round_trip(redis_client):
+    state = LinkState(redis_client, "acme")
+    snap = {"name": "x", "assignees": ["user:1"], "status": 3}
+    state.save_snapshots({("partner", 5): snap})
+    assert state.snapshot("partner", 5) == snap
+    assert state.snapshot("client", 5) is None
+
+
+def test_sever_park_and_take(redis_client):
+    state = LinkState(redis_client, "acme")
+    assert state.sever("client", "token revoked", 1.0)
+    assert not state.sever("client", "again", 2.0)  # first reason kept
+    assert state.severed() == {"client": {"reason": "token revoked", "at": 1.0}}
+    state.park({"side": "partner", "task": 1})
+    state.park({"side": "client", "task": 2})
+    assert state.parked_count() == 2
+    assert [e["task"] for e in state.take_parked()] == [1, 2]
+    assert state.parked_count() == 0
+    state.restore("client")
+    assert state.severed() == {}
+
+
+def test_dead_letters_keep_the_event_and_reason(redis_client):
+    state = LinkState(redis_client, "acme")
+    state.dead_letter({"side": "partner", "task": 3}, "not found", 5.0)
+    assert state.dead_letters() == [{"side": "partner", "task": 3, "reason": "not found", "at": 5.0}]
+
+
+@given(st.from_regex(r"[a-z0-9-]{1,20}", fullmatch=True), st.sampled_from(["partner", "client"]),
+       st.integers(min_value=1, max_value=10**12))
+def test_markers_round_trip_and_fit_planfix(link, side, number):
+    marker = mirror_marker(link, side, number)
+    assert len(marker) <= 100
+    assert parse_marker(marker) == (link, side, number)
+    assert mirror_source_id(link, side, "task", number) == mirror_source_id(link, side, "task", number)
+    assert mirror_source_id(link, side, "task", number) != mirror_source_id(link, side, "comment", number)
+
+
+def test_foreign_markers_are_not_ours():
+    for value in (None, "", "v2", "other:acme:partner:5", "crosslink:acme:partner:x", "crosslink:a:b"):
+        assert parse_marker(value) is None
