@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from producers.payload import PayloadError, parse_body
+from producers.scenarios import BASIC_USER, SECRET_HEADER
 from schemas.links import Link, LinksConfig
 from schemas.webhook import WebhookEventSchema
 from workers.names import SYNC_QUEUE, SYNC_TASK, pending_key
@@ -45,8 +46,6 @@ PENDING_TTL_S = 900
 # How many rejected events we keep for operators to look at.
 REJECTED_KEEP = 1000
 REJECTED_KEY = "crosslink:rejected"
-SECRET_HEADER = "x-crosslink-secret"
-BASIC_USER = "planfix"
 # A body preview in the rejected list: enough to see what went wrong, not a data dump.
 PREVIEW_CHARS = 500
 _schema = WebhookEventSchema()
@@ -79,7 +78,7 @@ def authenticate(request: Request, auth: SideAuth) -> bool:
             return False
         user_ok = hmac.compare_digest(user.encode(), BASIC_USER.encode())
         return hmac.compare_digest(password.encode(), auth.secret.encode()) and user_ok
-    supplied = request.headers.get(SECRET_HEADER, "")
+    supplied = request.headers.get(SECRET_HEADER.lower(), "")
     return hmac.compare_digest(supplied.encode(), auth.secret.encode())
 
 
@@ -104,13 +103,19 @@ class Receiver:
         if not authenticate(request, auth):
             log.warning("webhook refused: authentication failed", extra={"link": link_name, "side": side})
             return PlainTextResponse("unauthorized", status_code=401)
-        raw, too_big = await _read_capped(request)
+        content_type = request.headers.get("content-type")
+        if request.method == "GET":
+            # A GET scenario puts its variables in the query string instead of a body.
+            raw, too_big = str(request.query_params).encode(), False
+            content_type = "application/x-www-form-urlencoded"
+        else:
+            raw, too_big = await _read_capped(request)
         if too_big:
             await run_in_threadpool(self._reject, link_name, side,
                                     f"body over {MAX_BODY_BYTES} bytes", raw[:PREVIEW_CHARS])
             return _ok()
         try:
-            event = _schema.load(parse_body(raw, request.headers.get("content-type")))
+            event = _schema.load(parse_body(raw, content_type))
         except (PayloadError, ValidationError) as exc:
             reason = str(exc.messages if isinstance(exc, ValidationError) else exc)
             await run_in_threadpool(self._reject, link_name, side, reason, raw[:PREVIEW_CHARS])
