@@ -40,3 +40,84 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+# --- emulator fixtures ---
+
+from planfix.emulator.app import create_app  # noqa: E402
+from planfix.emulator.server import EmulatorServer  # noqa: E402
+from planfix.emulator.world import World  # noqa: E402
+
+EMULATOR_SEED = {
+    "time_scale": 0.001,
+    "accounts": {
+        "partner": {
+            "limits": {"rate_per_s": None, "daily_quota": None},
+            "tokens": [
+                {"token": "tok-partner-sync", "user": 1, "scopes": "all"},
+                {"token": "tok-partner-readonly", "user": 2, "scopes": ["task_readonly", "comment_readonly"]},
+            ],
+            "users": [
+                {"id": 1, "name": "Crosslink Robot", "email": "sync@partner.example", "role": "Robot"},
+                {"id": 2, "name": "Pavel Lead", "email": "pavel@partner.example"},
+                {"id": 3, "name": "Olga Dev", "email": "olga@partner.example"},
+            ],
+            "groups": [{"id": 7, "name": "Developers"}],
+            "processes": [{
+                "id": 1, "name": "Partner delivery",
+                "statuses": [{"id": 1, "name": "New"}, {"id": 2, "name": "In work"},
+                             {"id": 3, "name": "Review"}, {"id": 4, "name": "Closed"}],
+            }],
+            "projects": [{"id": 10, "name": "ACME rollout"}, {"id": 11, "name": "Internal"}],
+            "templates": [{"id": 50, "name": "Client request", "processId": 1}],
+            "custom_fields": [{"id": 100, "name": "Budget", "type": 1},
+                              {"id": 101, "name": "Channel", "type": 8, "enumValues": ["mail", "phone"]}],
+            "tasks": [{"id": 1, "name": "Kick-off", "processId": 1, "status": 1, "project": 10,
+                       "assignees": ["user:2"]}],
+        },
+        "client": {
+            "limits": {"rate_per_s": None, "daily_quota": None},
+            "tokens": [{"token": "tok-client-sync", "user": 1, "scopes": "all"}],
+            "users": [
+                {"id": 1, "name": "Sync Bot", "email": "sync@client.example", "role": "Robot"},
+                {"id": 5, "name": "Irina Manager", "email": "irina@client.example"},
+            ],
+            "processes": [{
+                "id": 3, "name": "Client requests",
+                "statuses": [{"id": 11, "name": "Submitted"}, {"id": 12, "name": "Accepted"},
+                             {"id": 13, "name": "Done"}],
+                "transitions": {11: [12], 12: [13]},
+            }],
+            "projects": [{"id": 20, "name": "Vendor work"}],
+            "custom_fields": [{"id": 200, "name": "Cost", "type": 1}],
+        },
+    },
+}
+
+
+@pytest.fixture
+def emulator_world():
+    """A fresh two-account World (partner, client), limits off, delays scaled by 0.001."""
+    import copy
+
+    world = World.from_config(copy.deepcopy(EMULATOR_SEED))
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+@pytest.fixture
+def emulator_app_client(emulator_world):
+    """Starlette TestClient on the emulator app for emulator_world."""
+    from starlette.testclient import TestClient
+
+    with TestClient(create_app(emulator_world)) as client:
+        yield client
+
+
+@pytest.fixture
+def emulator_server(emulator_world):
+    """emulator_world served on loopback (a free port), stopped after the test."""
+    with EmulatorServer(emulator_world) as server:
+        yield server

@@ -1,0 +1,1270 @@
+"""The emulator's in-memory Planfix: accounts, their tasks and comments, limits, faults, request log.
+
+The sync is tested, demonstrated and benchmarked against this instead of real accounts, so it
+keeps to what API-NOTES.md and the official spec say Planfix does, including the inconvenient
+parts: tasks addressed by number, opt-in `fields`, silent 200s for unknown custom fields, per-field
+`failures`, 1 req/s and a daily quota per account, deliveries that may fail. Everything HTTP-shaped
+lives in app.py; this module is plain Python so tests and the demo can drive it directly.
+
+One `threading.RLock` guards the whole world, since uvicorn serves it from a thread while tests and
+the "web UI" act on it from others.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import hashlib
+import hmac
+import json
+import math
+import random
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from planfix.emulator import scenarios as scenario_mod
+from planfix.emulator.timepoints import DAY_S, date_matches, parse_write, timepoint
+
+# The internal task id ({{Задача.Идентификатор}}) differs from the number by this much, so a
+# client that confuses the two fails loudly (REST never accepts the internal id).
+INTERNAL_ID_OFFSET = 7_000_000
+# How long a file's downloadUrl stays valid, like Planfix's presigned S3 URLs.
+FILE_URL_TTL_S = 600
+# Planfix's documented maximum comment size, HTML included.
+COMMENT_MAX_BYTES = 64 * 1024
+# List endpoints return at most this many items per page.
+MAX_PAGE_SIZE = 100
+# sourceDataVersion is a string of at most 100 characters (spec).
+SOURCE_VERSION_MAX = 100
+# The sliding window of the per-account rate limit.
+RATE_WINDOW_S = 1.0
+
+SCOPES = (
+    "task_readonly", "task_add", "task_update",
+    "comment_readonly", "comment_add", "comment_update", "comment_delete",
+    "user_readonly", "file_readonly", "file_add", "file_delete",
+)
+
+FAULT_DEFAULTS: dict[str, Any] = {
+    "error_500": 0.0,               # share answered 500 code 0 with nothing applied
+    "error_500_after_commit": 0.0,  # share applied, then answered 500
+    "busy_202": 0.0,                # share of task updates answered 202 and applied later
+    "busy_delay_s": 0.5,
+    "slow": 0.0,                    # share answered after slow_s
+    "slow_s": 1.0,
+    "timeout": 0.0,                 # share applied, then held timeout_s so the client gives up
+    "timeout_s": 5.0,
+    "quota_exhausted": False,       # every request answered 403 code 22
+}
+
+SIMPLE_TASK_FIELDS = {
+    "resultChecking": bool, "duration": int, "durationUnit": str, "durationType": str,
+    "overdue": bool, "closeToDeadLine": bool, "notAcceptedInTime": bool, "inFavorites": bool,
+    "isSummary": bool, "isSequential": bool, "isDeleted": bool, "hasStartTime": bool,
+    "hasEndTime": bool, "additionalDescriptionData": str,
+}
+# What a task has in these fields until someone writes them; enum-typed ones restricted to the spec's values.
+SIMPLE_TASK_DEFAULTS = {"durationUnit": "Day", "durationType": "CalendarDays"}
+SIMPLE_TASK_ENUMS = {"durationUnit": ("Minute", "Hour", "Day", "Week", "Month"),
+                     "durationType": ("CalendarDays", "WorkerDays")}
+PEOPLE_FIELDS = ("assignees", "participants", "auditors")
+DATE_FIELDS = ("dateTime", "startDateTime", "endDateTime", "delayedTillDate")
+
+
+class ApiError(Exception):
+    """A Planfix error answer: HTTP status plus the `{"result":"fail","code","error"}` body."""
+
+    def __init__(self, status: int, code: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"result": "fail", "code": self.code, "error": self.message, **self.extra}
+
+
+@dataclass
+class Token:
+    secret: str = field(repr=False)
+    user: int
+    scopes: frozenset[str] | None  # None: every scope ("all")
+    revoked: bool = False
+
+    def allows(self, scope: str | None) -> bool:
+        return scope is None or self.scopes is None or scope in self.scopes
+
+
+@dataclass
+class Account:
+    name: str
+    domain: str
+    rate_per_s: float | None = None
+    daily_quota: int | None = None
+    tokens: dict[str, Token] = field(default_factory=dict, repr=False)
+    users: dict[int, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[int, dict[str, Any]] = field(default_factory=dict)
+    processes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    projects: dict[int, dict[str, Any]] = field(default_factory=dict)
+    templates: dict[int, dict[str, Any]] = field(default_factory=dict)
+    custom_fields: dict[int, dict[str, Any]] = field(default_factory=dict)
+    tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
+    comments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    files: dict[int, dict[str, Any]] = field(default_factory=dict)
+    scenarios: list[dict[str, Any]] = field(default_factory=list, repr=False)  # headers hold secrets
+    faults: dict[str, Any] = field(default_factory=lambda: dict(FAULT_DEFAULTS))
+    rng: random.Random = field(default_factory=random.Random)
+    request_log: list[dict[str, Any]] = field(default_factory=list)
+    served: collections.deque = field(default_factory=collections.deque)
+    quota_day: int = -1
+    quota_used: int = 0
+    next_task: int = 1
+    next_comment: int = 1
+    next_file: int = 1
+
+
+def parse_fields(text: str | None) -> tuple[set[str], list[int]]:
+    """System field names and numeric custom-field ids from a `fields` string.
+
+    The literal word customFieldData is dropped, as Planfix ignores it (API-NOTES.md section 2).
+    """
+    names: set[str] = set()
+    custom: list[int] = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part or part == "customFieldData":
+            continue
+        if part.isdigit():
+            custom.append(int(part))
+        else:
+            names.add(part)
+    return names, custom
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer")
+    if isinstance(value, dict):
+        value = value.get("id")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+
+
+def _page(body: dict[str, Any]) -> tuple[int, int]:
+    """(offset, pageSize) of a list request; out-of-range values are a 400 code 41, as in Planfix."""
+    try:
+        offset = int(body.get("offset", 0))
+        size = int(body.get("pageSize", MAX_PAGE_SIZE))
+    except (TypeError, ValueError):
+        raise ApiError(400, 41, "offset and pageSize must be integers") from None
+    if offset < 0:
+        raise ApiError(400, 41, "offset must not be negative")
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise ApiError(400, 41, f"pageSize must be between 1 and {MAX_PAGE_SIZE}")
+    return offset, size
+
+
+def _file_size_kb(size_bytes: int) -> int:
+    """Planfix reports file sizes in KB, rounded up (live-verified)."""
+    return math.ceil(size_bytes / 1024)
+
+
+class World:
+    """Every emulated account, plus the request log, faults and the scenario dispatcher."""
+
+    def __init__(self, *, time_scale: float = 1.0, clock: Callable[[], float] = time.time,
+                 seed: int = 0, delivery_timeout_s: float = scenario_mod.DEFAULT_DELIVERY_TIMEOUT_S) -> None:
+        self.lock = threading.RLock()
+        self.clock = clock
+        self.time_scale = float(time_scale)
+        self.seed = seed
+        self.delivery_timeout_s = float(delivery_timeout_s)
+        self.accounts: dict[str, Account] = {}
+        self.dispatcher = scenario_mod.Dispatcher(self.time_scale)
+        self._url_secret = secrets.token_bytes(16)
+        self._timers: list[threading.Timer] = []
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **kwargs: Any) -> "World":
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_config(yaml.safe_load(handle) or {}, **kwargs)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], *, clock: Callable[[], float] | None = None) -> "World":
+        """A world seeded from the YAML/dict format in the emulator brief; bad seeds raise ValueError."""
+        if not isinstance(config, dict):
+            raise ValueError("emulator config must be a mapping")
+        world = cls(time_scale=float(config.get("time_scale", 1.0)), clock=clock or time.time,
+                    seed=int(config.get("seed", 0)),
+                    delivery_timeout_s=float(config.get("delivery_timeout_s",
+                                                        scenario_mod.DEFAULT_DELIVERY_TIMEOUT_S)))
+        for name, spec in (config.get("accounts") or {}).items():
+            try:
+                world.add_account(str(name), spec or {})
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"account {name!r}: {exc}") from exc
+        return world
+
+    def add_account(self, name: str, spec: dict[str, Any]) -> Account:
+        limits = spec.get("limits") or {}
+        account = Account(name=name, domain=str(spec.get("domain") or f"{name}.planfix.com"),
+                          rate_per_s=(float(limits["rate_per_s"]) if limits.get("rate_per_s") else None),
+                          daily_quota=(int(limits["daily_quota"]) if limits.get("daily_quota") else None),
+                          rng=random.Random(f"{self.seed}:{name}"))
+        for entry in spec.get("tokens") or []:
+            scopes = entry.get("scopes", "all")
+            allowed = None if scopes in ("all", None) or "all" in scopes else frozenset(scopes)
+            account.tokens[str(entry["token"])] = Token(str(entry["token"]), int(entry["user"]), allowed)
+        for user in spec.get("users") or []:
+            account.users[int(user["id"])] = {
+                "id": int(user["id"]), "name": str(user["name"]), "email": user.get("email", ""),
+                "role": user.get("role", "User"), "active": bool(user.get("active", True)),
+                "lastname": user.get("lastname", ""),
+            }
+        for group in spec.get("groups") or []:
+            account.groups[int(group["id"])] = {"id": int(group["id"]), "name": str(group["name"])}
+        for process in spec.get("processes") or []:
+            transitions = process.get("transitions")
+            account.processes[int(process["id"])] = {
+                "id": int(process["id"]), "name": str(process["name"]),
+                "statuses": [dict(status, id=int(status["id"])) for status in process["statuses"]],
+                "transitions": ({int(k): {int(v) for v in vs} for k, vs in transitions.items()}
+                                if transitions is not None else None),
+            }
+        for project in spec.get("projects") or []:
+            account.projects[int(project["id"])] = {"id": int(project["id"]), "name": str(project["name"])}
+        for template in spec.get("templates") or []:
+            account.templates[int(template["id"])] = dict(template, id=int(template["id"]))
+        for custom in spec.get("custom_fields") or []:
+            account.custom_fields[int(custom["id"])] = dict(custom, id=int(custom["id"]),
+                                                            type=int(custom.get("type", 0)))
+        if not account.users:
+            raise ValueError("an account needs at least one user")
+        with self.lock:
+            self.accounts[name] = account
+            for seeded in spec.get("tasks") or []:
+                self._seed_task(account, seeded)
+            account.scenarios = [self._check_scenario(s) for s in spec.get("scenarios") or []]
+        return account
+
+    def _seed_task(self, account: Account, seeded: dict[str, Any]) -> None:
+        body = {key: value for key, value in seeded.items() if key not in ("id", "author")}
+        for key in ("status", "project", "template", "parent"):
+            if key in body and not isinstance(body[key], dict):
+                body[key] = {"id": body[key]}
+        for key in PEOPLE_FIELDS:
+            if isinstance(body.get(key), list):
+                body[key] = {"users": [{"id": ref} for ref in body[key]]}
+        author = int(str(seeded.get("author", next(iter(account.users)))).removeprefix("user:"))
+        number = int(seeded["id"])
+        self._create_task(account, body, author, number=number, emit=False)
+
+    @staticmethod
+    def _check_scenario(spec: dict[str, Any]) -> dict[str, Any]:
+        scenario = dict(spec)
+        if scenario.get("event") not in scenario_mod.EVENTS:
+            raise ValueError(f"scenario event must be one of {scenario_mod.EVENTS}, got {scenario.get('event')!r}")
+        if not scenario.get("url"):
+            raise ValueError("scenario needs a url")
+        scenario.setdefault("name", scenario["event"])
+        scenario.setdefault("method", "POST")
+        scenario.setdefault("content_type", "application/json")
+        scenario.setdefault("body", "")
+        return scenario
+
+    def account(self, name: str) -> Account:
+        try:
+            return self.accounts[name]
+        except KeyError:
+            raise ApiError(404, 0, f"Unknown account {name}") from None
+
+    def now(self) -> float:
+        return self.clock()
+
+    def close(self) -> None:
+        """Stop scenario delivery threads and pending delayed (202) updates."""
+        for timer in self._timers:
+            timer.cancel()
+        self.dispatcher.close()
+
+    # -- auth, limits, request log ------------------------------------------------------------
+
+    def authenticate(self, account_name: str, token: str | None, scope: str | None) -> int:
+        """The user a token acts as; ApiError 401 code 1 / 403 code 16 / 405 code 5 otherwise."""
+        with self.lock:
+            account = self.account(account_name)
+            entry = account.tokens.get(token or "")
+            if entry is None or entry.revoked:
+                raise ApiError(401, 1, "Invalid or revoked token")
+            user = account.users.get(entry.user)
+            if user is None or not user["active"]:
+                raise ApiError(403, 16, "The token's user is inactive")
+            if not entry.allows(scope):
+                raise ApiError(405, 5, "Scope denied, method not allowed")
+            return entry.user
+
+    def admit(self, account_name: str) -> tuple[ApiError | None, dict[str, str]]:
+        """Count one request against the rate limit and the daily quota.
+
+        Returns (error or None, headers to add). A request rejected for rate does not count as
+        served and does not use quota [verify: Planfix's own answer to over-rate is undocumented].
+        """
+        with self.lock:
+            account = self.account(account_name)
+            now = self.clock()
+            headers: dict[str, str] = {}
+            if account.rate_per_s:
+                while account.served and account.served[0] <= now - RATE_WINDOW_S:
+                    account.served.popleft()
+                if len(account.served) >= account.rate_per_s:
+                    retry = max(1, math.ceil(account.served[0] + RATE_WINDOW_S - now))
+                    return ApiError(429, 0, "Request rate limit exceeded"), {"Retry-After": str(retry)}
+            day = int(now // DAY_S)
+            if day != account.quota_day:
+                account.quota_day, account.quota_used = day, 0
+            time_to_reset = int((day + 1) * DAY_S - now)
+            if account.faults.get("quota_exhausted") or (
+                    account.daily_quota and account.quota_used >= account.daily_quota):
+                return ApiError(403, 22, "Daily REST API request limit exhausted",
+                                timeToReset=time_to_reset), {"X-RateLimit-Remaining": "0"}
+            if account.rate_per_s:
+                account.served.append(now)
+            account.quota_used += 1
+            if account.daily_quota:
+                headers["X-RateLimit-Remaining"] = str(max(0, account.daily_quota - account.quota_used))
+            return None, headers
+
+    def set_limits(self, account_name: str, *, rate_per_s: float | None = None,
+                   daily_quota: int | None = None) -> None:
+        with self.lock:
+            account = self.account(account_name)
+            account.rate_per_s = float(rate_per_s) if rate_per_s else None
+            account.daily_quota = int(daily_quota) if daily_quota else None
+            account.served.clear()
+
+    def log_request(self, account_name: str, *, t: float, method: str, path: str, status: int,
+                    user: int | None, over_limit: bool) -> None:
+        with self.lock:
+            self.account(account_name).request_log.append({
+                "t": t, "method": method, "path": path, "status": status, "user": user,
+                "over_limit": over_limit,
+            })
+
+    def requests(self, account_name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(entry) for entry in self.account(account_name).request_log]
+
+    def violations(self, account_name: str) -> list[dict[str, Any]]:
+        """Requests that arrived over the rate limit (each was answered 429)."""
+        return [entry for entry in self.requests(account_name) if entry["over_limit"]]
+
+    def max_requests_in_window(self, account_name: str, window_s: float = RATE_WINDOW_S) -> int:
+        """The most requests (served or rejected) that arrived within any window of window_s."""
+        times = sorted(entry["t"] for entry in self.requests(account_name))
+        best, start = 0, 0
+        for end, moment in enumerate(times):
+            while moment - times[start] >= window_s:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+    # -- faults, tokens, users ----------------------------------------------------------------
+
+    def set_faults(self, account_name: str, **faults: Any) -> dict[str, Any]:
+        """Replace the account's faults; unnamed kinds go back to off. `seed` reseeds the draws."""
+        unknown = set(faults) - set(FAULT_DEFAULTS) - {"seed"}
+        if unknown:
+            raise ValueError(f"unknown fault kinds: {sorted(unknown)}; known: {sorted(FAULT_DEFAULTS)}")
+        with self.lock:
+            account = self.account(account_name)
+            if "seed" in faults:
+                account.rng = random.Random(f"{faults.pop('seed')}:{account_name}")
+            account.faults = {**FAULT_DEFAULTS, **faults}
+            return dict(account.faults)
+
+    def faults(self, account_name: str) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.account(account_name).faults)
+
+    def draw_fault(self, account_name: str, *, task_update: bool) -> str | None:
+        """Which fault, if any, hits this request; one seeded draw per active kind, in fixed order."""
+        with self.lock:
+            account = self.account(account_name)
+            kinds = ["error_500", "error_500_after_commit", "timeout", "slow"]
+            if task_update:
+                kinds.insert(2, "busy_202")
+            for kind in kinds:
+                share = float(account.faults.get(kind) or 0)
+                if share > 0 and account.rng.random() < share:
+                    return kind
+            return None
+
+    def _token(self, account_name: str, token: str) -> Token:
+        try:
+            return self.account(account_name).tokens[token]
+        except KeyError:
+            raise ValueError("no such token in this account") from None
+
+    def revoke_token(self, account_name: str, token: str) -> None:
+        with self.lock:
+            self._token(account_name, token).revoked = True
+
+    def restore_token(self, account_name: str, token: str) -> None:
+        with self.lock:
+            self._token(account_name, token).revoked = False
+
+    def _user(self, account_name: str, user_id: int) -> dict[str, Any]:
+        user = self.account(account_name).users.get(int(user_id))
+        if user is None:
+            raise ValueError(f"no user {user_id} in account {account_name}")
+        return user
+
+    def deactivate_user(self, account_name: str, user_id: int) -> None:
+        with self.lock:
+            self._user(account_name, user_id)["active"] = False
+
+    def activate_user(self, account_name: str, user_id: int) -> None:
+        with self.lock:
+            self._user(account_name, user_id)["active"] = True
+
+    def schedule(self, delay_s: float, action: Callable[[], Any]) -> None:
+        """Run ACTION later on a timer thread (the busy_202 fault's deferred update)."""
+        timer = threading.Timer(delay_s, action)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    # -- people, references --------------------------------------------------------------------
+
+    def _person_ref(self, account: Account, value: Any) -> str:
+        """Normalize {"id":"user:5"} / "user:5" / 5 to "user:5"; users must exist."""
+        if isinstance(value, dict):
+            value = value.get("id")
+        text = str(value).strip() if value is not None else ""
+        if text.isdigit():
+            text = f"user:{text}"
+        kind, _, number = text.partition(":")
+        if kind not in ("user", "contact") or not number.isdigit():
+            raise ValueError(f"a person is 'user:N' or 'contact:N', got {value!r}")
+        if kind == "user" and int(number) not in account.users:
+            raise ValueError(f"user {number} not found")
+        return text
+
+    def _people(self, account: Account, value: Any) -> dict[str, list]:
+        if not isinstance(value, dict):
+            raise ValueError("people are {users:[{id}], groups:[{id}]}")
+        users = [self._person_ref(account, item) for item in value.get("users") or []]
+        groups = []
+        for item in value.get("groups") or []:
+            group = _int(item, "group id")
+            if group not in account.groups:
+                raise ValueError(f"group {group} not found")
+            groups.append(group)
+        return {"users": list(dict.fromkeys(users)), "groups": list(dict.fromkeys(groups))}
+
+    def _person_view(self, account: Account, ref: str | None) -> dict[str, str] | None:
+        if not ref:
+            return None
+        kind, _, number = ref.partition(":")
+        if kind == "user" and int(number) in account.users:
+            return {"id": ref, "name": account.users[int(number)]["name"]}
+        return {"id": ref, "name": f"Contact {number}"}
+
+    def _people_view(self, account: Account, people: dict[str, list]) -> dict[str, list]:
+        return {
+            "users": [self._person_view(account, ref) for ref in people["users"]],
+            "groups": [{"id": g, "name": account.groups[g]["name"]} for g in people["groups"]
+                       if g in account.groups],
+        }
+
+    def _user_name(self, account: Account, user_id: int | None) -> str:
+        user = account.users.get(user_id or 0)
+        return user["name"] if user else ""
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    def _task(self, account: Account, number: Any, *, for_update: bool = False) -> dict[str, Any]:
+        try:
+            task = account.tasks.get(int(number))
+        except (TypeError, ValueError):
+            task = None
+        if task is None:
+            where = "for update " if for_update else ""
+            raise ApiError(404, 1000, f"Task {where}not found by id {number}")
+        return task
+
+    def _process(self, account: Account, process_id: int) -> dict[str, Any]:
+        process = account.processes.get(process_id)
+        if process is None:
+            raise ValueError(f"process {process_id} not found")
+        return process
+
+    def _status(self, account: Account, process_id: int, status_id: int) -> dict[str, Any] | None:
+        for status in account.processes.get(process_id, {}).get("statuses", []):
+            if status["id"] == status_id:
+                return status
+        return None
+
+    def create_task(self, account_name: str, body: dict[str, Any], *, author: int) -> int:
+        """Create a task as AUTHOR (REST token user or a UI user); returns the new task number.
+
+        Any invalid field is a 400 code 41 and nothing is created (Planfix: "Status not find by id").
+        """
+        with self.lock:
+            account = self.account(account_name)
+            return self._create_task(account, body, author)
+
+    def _create_task(self, account: Account, body: dict[str, Any], author: int, *,
+                     number: int | None = None, emit: bool = True) -> int:
+        if not isinstance(body, dict):
+            raise ApiError(400, 30, "The request body must be a JSON object")
+        if not str(body.get("name") or "").strip():
+            raise ApiError(400, 40, "Required parameter is missing: name")
+        now = self.clock()
+        process_id = body.get("processId")
+        if process_id is None and isinstance(body.get("template"), dict):
+            template = account.templates.get(_int(body["template"], "template"))
+            process_id = (template or {}).get("processId")
+        if process_id is None:
+            if not account.processes:
+                raise ApiError(400, 41, "The account has no task process")
+            process_id = next(iter(account.processes))
+        try:
+            process = self._process(account, _int(process_id, "processId"))
+        except ValueError as exc:
+            raise ApiError(400, 41, str(exc)) from None
+        number = number if number is not None else account.next_task
+        task: dict[str, Any] = {
+            "id": number, "internal_id": number + INTERNAL_ID_OFFSET, "name": "", "description": "",
+            "priority": "NotUrgent", "processId": process["id"], "status": process["statuses"][0]["id"],
+            "project": None, "template": None, "object": None, "parent": None,
+            "assigner": f"user:{author}", "author": author, "counterparty": None,
+            "assignees": {"users": [], "groups": []}, "participants": {"users": [], "groups": []},
+            "auditors": {"users": [], "groups": []},
+            "dateTime": now, "startDateTime": None, "endDateTime": None, "delayedTillDate": None,
+            "hasStartTime": False, "hasEndTime": False, "dateOfLastUpdate": now,
+            "dateOfLastComment": None, "customFieldData": {}, "files": [],
+            "sourceObjectId": None, "sourceDataVersion": None, "isDeleted": False, "type": "Task",
+        }
+        for key, kind in SIMPLE_TASK_FIELDS.items():
+            task.setdefault(key, SIMPLE_TASK_DEFAULTS.get(key, kind()))
+        failures = self._apply(account, task, {k: v for k, v in body.items() if k != "processId"},
+                               creating=True)
+        if failures:
+            first = failures[0]
+            raise ApiError(400, 41, f"{first['field']}: {first['error']}")
+        task["dateOfLastUpdate"] = now
+        account.tasks[number] = task
+        account.next_task = max(account.next_task, number + 1)
+        if emit:
+            self._emit(account, "task_created", task, author)
+        return number
+
+    def update_task(self, account_name: str, number: Any, body: dict[str, Any], *,
+                    author: int) -> list[dict[str, str]]:
+        """Partial update as AUTHOR; returns per-field failures (the rest of the body is applied).
+
+        A status outside the task's process, or a move the process's transitions forbid, is a
+        failure entry with the status unchanged [verify: what Planfix does for a forbidden move].
+        """
+        with self.lock:
+            account = self.account(account_name)
+            task = self._task(account, number, for_update=True)
+            if not isinstance(body, dict):
+                raise ApiError(400, 30, "The request body must be a JSON object")
+            before = copy.deepcopy(task)
+            failures = self._apply(account, task, body, creating=False)
+            if task != before:
+                task["dateOfLastUpdate"] = self.clock()
+                self._emit(account, "task_changed", task, author)
+            return failures
+
+    def _apply(self, account: Account, task: dict[str, Any], body: dict[str, Any], *,
+               creating: bool) -> list[dict[str, str]]:
+        failures: list[dict[str, str]] = []
+        if "processId" in body:
+            self._guard(failures, "processId", lambda: self._set_process(account, task, body["processId"]))
+        for key, value in body.items():
+            if key in ("id", "processId", "sourceId"):
+                continue
+            self._guard(failures, key, lambda: self._set_field(account, task, key, value, creating))
+        return failures
+
+    @staticmethod
+    def _guard(failures: list[dict[str, str]], key: str, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except (ValueError, TypeError, KeyError) as exc:
+            failures.append({"field": key, "error": str(exc) or "Field change failed"})
+
+    def _set_process(self, account: Account, task: dict[str, Any], value: Any) -> None:
+        process = self._process(account, _int(value, "processId"))
+        task["processId"] = process["id"]
+        if self._status(account, process["id"], task["status"]) is None:
+            task["status"] = process["statuses"][0]["id"]
+
+    def _set_field(self, account: Account, task: dict[str, Any], key: str, value: Any,
+                   creating: bool) -> None:
+        if key in ("name", "description"):
+            if not isinstance(value, str):
+                raise ValueError(f"{key} must be a string")
+            task[key] = value
+        elif key == "priority":
+            if value not in ("NotUrgent", "Urgent"):
+                raise ValueError("priority is NotUrgent or Urgent")
+            task[key] = value
+        elif key == "status":
+            status_id = _int(value, "status id")
+            if self._status(account, task["processId"], status_id) is None:
+                raise ValueError(f"Status not find by id {status_id}")
+            transitions = account.processes[task["processId"]]["transitions"]
+            current = task["status"]
+            if (not creating and transitions is not None and status_id != current
+                    and status_id not in transitions.get(current, set())):
+                raise ValueError(f"Status change from {current} to {status_id} is not allowed in this process")
+            task["status"] = status_id
+        elif key == "project":
+            project = _int(value, "project id") if value not in (None, {}) else 0
+            if project and project not in account.projects:
+                raise ValueError(f"Project not found by id {project}")
+            task["project"] = project or None
+        elif key in ("template", "object"):
+            ref = _int(value, f"{key} id") if value not in (None, {}) else 0
+            if ref and account.templates and ref not in account.templates:
+                raise ValueError(f"Template not found by id {ref}")
+            task[key] = ref or None
+        elif key == "parent":
+            parent = _int(value, "parent id") if value not in (None, {}) else 0
+            if parent:
+                if parent not in account.tasks or parent == task["id"]:
+                    raise ValueError(f"Parent task not found by id {parent}")
+                cursor: int | None = parent
+                while cursor:
+                    if cursor == task["id"]:
+                        raise ValueError("a task cannot be its own ancestor")
+                    cursor = account.tasks[cursor]["parent"]
+            task["parent"] = parent or None
+        elif key in ("assigner", "counterparty"):
+            task[key] = self._person_ref(account, value) if value else None
+        elif key in PEOPLE_FIELDS:
+            task[key] = self._people(account, value)
+        elif key in DATE_FIELDS:
+            if value in (None, ""):
+                task[key] = None
+                return
+            epoch, has_time = parse_write(value)
+            task[key] = epoch
+            if key == "startDateTime":
+                task["hasStartTime"] = has_time
+            elif key == "endDateTime":
+                task["hasEndTime"] = has_time
+        elif key in ("hasStartDate", "hasEndDate"):
+            if value is False:
+                task["startDateTime" if key == "hasStartDate" else "endDateTime"] = None
+        elif key in SIMPLE_TASK_FIELDS:
+            kind = SIMPLE_TASK_FIELDS[key]
+            if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{key} must be an integer")
+            if kind is not int and not isinstance(value, kind):
+                raise ValueError(f"{key} must be a {kind.__name__}")
+            if key in SIMPLE_TASK_ENUMS and value not in SIMPLE_TASK_ENUMS[key]:
+                raise ValueError(f"{key} must be one of {', '.join(SIMPLE_TASK_ENUMS[key])}")
+            task[key] = value
+        elif key == "customFieldData":
+            self._set_custom_values(account, task, value)
+        elif key == "files":
+            task["files"] = self._file_ids(account, value)
+        elif key in ("sourceObjectId", "sourceDataVersion"):
+            self._set_source(task, key, value)
+        # Anything else Planfix does not know is ignored, as it ignores it.
+
+    @staticmethod
+    def _set_source(target: dict[str, Any], key: str, value: Any) -> None:
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{key} must be a string")
+        if key == "sourceDataVersion" and value and len(value) > SOURCE_VERSION_MAX:
+            raise ValueError(f"sourceDataVersion is longer than {SOURCE_VERSION_MAX} characters")
+        target[key] = value
+
+    @staticmethod
+    def _set_custom_values(account: Account, task: dict[str, Any], entries: Any) -> None:
+        """Partial: only the named fields change. Unknown fields are silently not stored, and list
+        fields get no enum check, exactly as live-verified on Planfix."""
+        if not isinstance(entries, list):
+            raise ValueError("customFieldData must be a list of {field:{id}, value}")
+        for entry in entries:
+            field_id = _int((entry or {}).get("field"), "custom field id")
+            if field_id not in account.custom_fields:
+                continue
+            if entry.get("value") is None:
+                task["customFieldData"].pop(field_id, None)
+            else:
+                task["customFieldData"][field_id] = copy.deepcopy(entry["value"])
+
+    @staticmethod
+    def _file_ids(account: Account, value: Any) -> list[int]:
+        if not isinstance(value, list):
+            raise ValueError("files must be a list of {id}")
+        ids = [_int(item, "file id") for item in value]
+        missing = [file_id for file_id in ids if file_id not in account.files]
+        if missing:
+            raise ValueError(f"File not found by id {missing[0]}")
+        return list(dict.fromkeys(ids))
+
+    # -- rendering ----------------------------------------------------------------------------
+
+    def _status_view(self, account: Account, task: dict[str, Any]) -> dict[str, Any]:
+        status = self._status(account, task["processId"], task["status"]) or {"id": task["status"]}
+        return {"id": status["id"], "name": status.get("name", ""), "color": status.get("color", "#ffffff"),
+                "isActive": bool(status.get("isActive", True))}
+
+    def _custom_view(self, account: Account, field_id: int, value: Any) -> dict[str, Any]:
+        spec = account.custom_fields[field_id]
+        view = {"field": {"id": field_id, "name": spec.get("name", ""), "type": spec["type"]}, "value": value}
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            view["stringValue"] = str(value)
+        return view
+
+    def _file_view(self, account: Account, file_id: int) -> dict[str, Any]:
+        stored = account.files[file_id]
+        return {"id": file_id, "name": stored["name"], "size": _file_size_kb(len(stored["content"]))}
+
+    def _render_task(self, account: Account, task: dict[str, Any], fields: str | None, *,
+                     everything: bool = False) -> dict[str, Any]:
+        names, custom = parse_fields(fields)
+        ref = lambda value: {"id": value} if value else None  # noqa: E731
+        tp = lambda value: timepoint(value) if value is not None else None  # noqa: E731
+        project = account.projects.get(task["project"] or 0)
+        full: dict[str, Any] = {
+            "name": task["name"], "description": task["description"], "priority": task["priority"],
+            "status": self._status_view(account, task), "processId": task["processId"],
+            "type": task["type"], "assigner": self._person_view(account, task["assigner"]),
+            "parent": ref(task["parent"]), "template": ref(task["template"]), "object": ref(task["object"]),
+            "project": {"id": project["id"], "name": project["name"]} if project else None,
+            "counterparty": self._person_view(account, task["counterparty"]),
+            "dateTime": tp(task["dateTime"]), "startDateTime": tp(task["startDateTime"]),
+            "endDateTime": tp(task["endDateTime"]), "delayedTillDate": tp(task["delayedTillDate"]),
+            "hasStartDate": task["startDateTime"] is not None, "hasEndDate": task["endDateTime"] is not None,
+            "dateOfLastUpdate": tp(task["dateOfLastUpdate"]), "dateOfLastComment": tp(task["dateOfLastComment"]),
+            "files": [self._file_view(account, f) for f in task["files"] if f in account.files],
+            "dataTags": [], "sourceObjectId": task["sourceObjectId"],
+            "sourceDataVersion": task["sourceDataVersion"],
+            **{key: self._people_view(account, task[key]) for key in PEOPLE_FIELDS},
+            **{key: task[key] for key in SIMPLE_TASK_FIELDS},
+        }
+        if everything:
+            names = set(full)
+            custom = sorted(task["customFieldData"])
+        out: dict[str, Any] = {"id": task["id"]}
+        for name in sorted(names):
+            if full.get(name) is not None:
+                out[name] = full[name]
+        known = [field_id for field_id in custom if field_id in account.custom_fields]
+        if known:
+            out["customFieldData"] = [self._custom_view(account, f, task["customFieldData"].get(f))
+                                      for f in known]
+        return out
+
+    def get_task(self, account_name: str, number: Any, fields: str | None = None) -> dict[str, Any]:
+        with self.lock:
+            account = self.account(account_name)
+            return self._render_task(account, self._task(account, number), fields)
+
+    # -- task list filters --------------------------------------------------------------------
+
+    def list_tasks(self, account_name: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        with self.lock:
+            account = self.account(account_name)
+            offset, size = _page(body)
+            filters = body.get("filters") or []
+            if not isinstance(filters, list):
+                raise ApiError(400, 41, "filters must be a list")
+            now = self.clock()
+            try:
+                chosen = [task for number, task in sorted(account.tasks.items())
+                          if all(self._task_filter(account, task, flt, now) for flt in filters)]
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ApiError(400, 41, f"Invalid filter: {exc}") from None
+            return [self._render_task(account, task, body.get("fields"))
+                    for task in chosen[offset:offset + size]]
+
+    def _task_filter(self, account: Account, task: dict[str, Any], flt: dict[str, Any], now: float) -> bool:
+        """Whether TASK passes one ComplexTaskFilter. Unsupported types raise (a 400), never pass."""
+        kind = int(flt["type"])
+        operator = flt.get("operator", "equal")
+        value = flt.get("value")
+        if kind in (12, 38, 79, 21):
+            moment = {12: task["dateTime"], 38: task["dateOfLastUpdate"], 21: task["dateOfLastComment"],
+                      79: max(task["dateOfLastUpdate"], task["dateOfLastComment"] or 0)}[kind]
+            return date_matches(moment, operator, value, now)
+        if kind in (2, 97, 1):
+            if kind == 1:
+                actual = {task["assigner"]} if task["assigner"] else set()
+            else:
+                actual = set(task["assignees"]["users"])
+                if kind == 2:
+                    actual |= {f"group:{g}" for g in task["assignees"]["groups"]}
+            wanted = {str(v) for v in (value if isinstance(value, list) else [value])}
+            return self._compare_sets(actual, wanted, operator)
+        if kind in (152, 153):
+            field_id = int(flt.get("field") or value)
+            has = task["customFieldData"].get(field_id) not in (None, "", [])
+            return has if kind == 152 else not has
+        if 101 <= kind <= 117:
+            field_id = int(flt["field"])
+            stored = task["customFieldData"].get(field_id)
+            if isinstance(value, dict) and "dateType" in value:
+                try:
+                    epoch = parse_write(stored)[0] if stored is not None else None
+                except ValueError:
+                    epoch = None
+                return date_matches(epoch, operator, value, now)
+            if isinstance(stored, dict):
+                stored = stored.get("id")
+            return self._compare(stored, value, operator)
+        if kind == 307:
+            root = int(value)
+            cursor = task["parent"]
+            while cursor:
+                if cursor == root:
+                    return operator != "notequal"
+                cursor = account.tasks[cursor]["parent"] if cursor in account.tasks else None
+            return operator == "notequal"
+        scalar = {57: task["id"], 10: task["status"], 24: task["processId"], 5: task["project"],
+                  51: task["template"] or task["object"], 73: task["parent"]}
+        if kind not in scalar:
+            raise ValueError(f"filter type {kind} is not supported by the emulator")
+        return self._compare(scalar[kind], value, operator)
+
+    @staticmethod
+    def _compare_sets(actual: set[str], wanted: set[str], operator: str) -> bool:
+        if operator == "equal":
+            return bool(actual & wanted)
+        if operator == "notequal":
+            return not actual & wanted
+        raise ValueError(f"operator {operator!r} does not apply to people")
+
+    @staticmethod
+    def _compare(actual: Any, value: Any, operator: str) -> bool:
+        """equal/notequal accept a list (any of); gt/lt compare numbers, else strings."""
+        if operator in ("equal", "notequal"):
+            options = value if isinstance(value, list) else [value]
+            hit = any(actual is not None and str(actual) == str(option) for option in options)
+            return hit if operator == "equal" else not hit
+        if actual is None:
+            return False
+        try:
+            left, right = float(actual), float(value)
+        except (TypeError, ValueError):
+            left, right = str(actual), str(value)
+        comparisons = {"gt": left > right, "lt": left < right,
+                       "gtAndEqual": left >= right, "ltAndEqual": left <= right}
+        if operator not in comparisons:
+            raise ValueError(f"operator {operator!r} is not supported")
+        return comparisons[operator]
+
+    # -- comments -----------------------------------------------------------------------------
+
+    def _comment(self, account: Account, comment_id: Any) -> dict[str, Any]:
+        try:
+            comment = account.comments.get(int(comment_id))
+        except (TypeError, ValueError):
+            comment = None
+        if comment is None:
+            raise ApiError(404, 5000, f"Comment not found by id {comment_id}")
+        return comment
+
+    def add_comment(self, account_name: str, number: Any, body: dict[str, Any], *, author: int) -> int:
+        """Add a comment as AUTHOR; `owner` may name another user (posting as the mapped author)."""
+        with self.lock:
+            account = self.account(account_name)
+            task = self._task(account, number)
+            if not isinstance(body, dict):
+                raise ApiError(400, 30, "The request body must be a JSON object")
+            now = self.clock()
+            comment: dict[str, Any] = {
+                "id": account.next_comment, "task": task["id"], "description": "",
+                "owner": f"user:{author}", "dateTime": now, "isDeleted": False, "isPinned": False,
+                "isHidden": False, "recipients": {"users": [], "groups": []}, "files": [],
+                "sourceObjectId": None, "sourceDataVersion": None,
+            }
+            try:
+                if "owner" in body and body["owner"]:
+                    comment["owner"] = self._person_ref(account, body["owner"])
+                if body.get("dateTime"):
+                    comment["dateTime"] = parse_write(body["dateTime"])[0]
+                self._apply_comment(account, comment, body)
+            except (ValueError, TypeError) as exc:
+                raise ApiError(400, 41, str(exc)) from None
+            account.comments[comment["id"]] = comment
+            account.next_comment += 1
+            task["dateOfLastComment"] = now
+            self._emit(account, "comment_added", task, author, comment_id=comment["id"])
+            return comment["id"]
+
+    def _apply_comment(self, account: Account, comment: dict[str, Any], body: dict[str, Any]) -> None:
+        if "description" in body:
+            if not isinstance(body["description"], str):
+                raise ValueError("description must be a string")
+            if len(body["description"].encode("utf-8")) > COMMENT_MAX_BYTES:
+                raise ValueError(f"a comment may be at most {COMMENT_MAX_BYTES} bytes")
+            comment["description"] = body["description"]
+        for flag in ("isPinned", "isHidden"):
+            if flag in body:
+                comment[flag] = bool(body[flag])
+        if "recipients" in body:
+            comment["recipients"] = self._people(account, body["recipients"] or {})
+        if "files" in body:
+            comment["files"] = self._file_ids(account, body["files"])
+        for key in ("sourceObjectId", "sourceDataVersion"):
+            if key in body:
+                self._set_source(comment, key, body[key])
+
+    def update_comment(self, account_name: str, comment_id: Any, body: dict[str, Any], *,
+                       author: int, task_number: Any = None) -> None:
+        """Edit a comment (description/files/isPinned/isHidden/...); an edit counts as task changed."""
+        with self.lock:
+            account = self.account(account_name)
+            comment = self._comment(account, comment_id)
+            if task_number is not None:
+                self._task(account, task_number)
+                if str(comment["task"]) != str(task_number):
+                    raise ApiError(404, 5000, f"Comment not found by id {comment_id}")
+            if not isinstance(body, dict):
+                raise ApiError(400, 30, "The request body must be a JSON object")
+            before = copy.deepcopy(comment)
+            try:
+                self._apply_comment(account, comment, body)
+            except (ValueError, TypeError) as exc:
+                comment.clear()
+                comment.update(before)
+                raise ApiError(400, 41, str(exc)) from None
+            if comment != before:
+                self._emit(account, "task_changed", account.tasks[comment["task"]], author)
+
+    def delete_comment(self, account_name: str, comment_id: Any, *, author: int) -> None:
+        """Mark deleted: the record stays readable with isDeleted true (typeList Deleted/All)."""
+        with self.lock:
+            account = self.account(account_name)
+            comment = self._comment(account, comment_id)
+            if not comment["isDeleted"]:
+                comment["isDeleted"] = True
+                self._emit(account, "task_changed", account.tasks[comment["task"]], author)
+
+    def _render_comment(self, account: Account, comment: dict[str, Any], fields: str | None, *,
+                        everything: bool = False) -> dict[str, Any]:
+        names, _ = parse_fields(fields)
+        task = account.tasks[comment["task"]]
+        full = {
+            "dateTime": timepoint(comment["dateTime"]), "type": "Comment", "fromType": "Planfix",
+            "description": comment["description"], "task": {"id": task["id"]},
+            "project": {"id": task["project"]} if task["project"] else None,
+            "owner": self._person_view(account, comment["owner"]), "isDeleted": comment["isDeleted"],
+            "isPinned": comment["isPinned"], "isHidden": comment["isHidden"], "isNotRead": False,
+            "recipients": self._people_view(account, comment["recipients"]),
+            "files": [self._file_view(account, f) for f in comment["files"] if f in account.files],
+            "dataTags": [], "reminders": [],
+            "sourceObjectId": comment["sourceObjectId"], "sourceDataVersion": comment["sourceDataVersion"],
+        }
+        if everything:
+            names = set(full)
+        out: dict[str, Any] = {"id": comment["id"]}
+        for name in sorted(names):
+            if full.get(name) is not None:
+                out[name] = full[name]
+        return out
+
+    def get_comment(self, account_name: str, comment_id: Any, fields: str | None = None) -> dict[str, Any]:
+        with self.lock:
+            account = self.account(account_name)
+            return self._render_comment(account, self._comment(account, comment_id), fields)
+
+    @staticmethod
+    def _type_list(comment: dict[str, Any], type_list: str) -> bool:
+        if type_list == "All":
+            return True
+        if type_list == "Deleted":
+            return comment["isDeleted"]
+        return not comment["isDeleted"]  # Comments and New
+
+    def _ordered(self, comments: list[dict[str, Any]], body: dict[str, Any]) -> list[dict[str, Any]]:
+        for order in reversed(body.get("resultOrder") or []):
+            # The spec's schema spells the key "filed", its example "field": accept both.
+            key = (order or {}).get("field") or (order or {}).get("filed") or "id"
+            if key not in ("id", "dateTime"):
+                raise ApiError(400, 41, f"resultOrder by {key!r} is not supported")
+            comments = sorted(comments, key=lambda c: (c[key], c["id"]),
+                              reverse=(order or {}).get("direction") == "Desc")
+        return comments
+
+    def list_task_comments(self, account_name: str, number: Any, body: dict[str, Any]) -> list[dict[str, Any]]:
+        with self.lock:
+            account = self.account(account_name)
+            task = self._task(account, number)
+            offset, size = _page(body)
+            type_list = body.get("typeList") or "Comments"
+            if type_list not in ("Comments", "All", "New", "Deleted"):
+                raise ApiError(400, 41, f"typeList {type_list!r} is not one of Comments/All/New/Deleted")
+            chosen = [c for _, c in sorted(account.comments.items())
+                      if c["task"] == task["id"] and self._type_list(c, type_list)]
+            chosen = self._ordered(chosen, body)
+            return [self._render_comment(account, c, body.get("fields")) for c in chosen[offset:offset + size]]
+
+    def list_comments(self, account_name: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """POST /comment/list: filters 3000 (comment date) and 3001 (author), AND-combined."""
+        with self.lock:
+            account = self.account(account_name)
+            offset, size = _page(body)
+            type_list = body.get("typeList") or "Comments"
+            now = self.clock()
+            chosen = []
+            try:
+                for _, comment in sorted(account.comments.items()):
+                    if not self._type_list(comment, type_list):
+                        continue
+                    if all(self._comment_filter(comment, flt, now) for flt in body.get("filters") or []):
+                        chosen.append(comment)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ApiError(400, 41, f"Invalid filter: {exc}") from None
+            chosen = self._ordered(chosen, body)
+            return [self._render_comment(account, c, body.get("fields")) for c in chosen[offset:offset + size]]
+
+    def _comment_filter(self, comment: dict[str, Any], flt: dict[str, Any], now: float) -> bool:
+        kind = int(flt["type"])
+        if kind == 3000:
+            return date_matches(comment["dateTime"], flt.get("operator", "equal"), flt.get("value"), now)
+        if kind == 3001:
+            wanted = flt.get("value")
+            return self._compare_sets({comment["owner"]}, {str(v) for v in (wanted if isinstance(wanted, list) else [wanted])},
+                                      flt.get("operator", "equal"))
+        raise ValueError(f"comment filter type {kind} is not supported")
+
+    # -- processes, users, custom fields ------------------------------------------------------
+
+    @staticmethod
+    def _pick(item: dict[str, Any], fields: str | None) -> dict[str, Any]:
+        names, _ = parse_fields(fields)
+        return {"id": item["id"], **{name: item[name] for name in sorted(names) if name in item and name != "id"}}
+
+    def processes(self, account_name: str, fields: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            account = self.account(account_name)
+            return [self._pick({"id": p["id"], "name": p["name"]}, fields) for p in account.processes.values()]
+
+    def statuses(self, account_name: str, process_id: Any, fields: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            account = self.account(account_name)
+            try:
+                process = account.processes[int(process_id)]
+            except (KeyError, TypeError, ValueError):
+                raise ApiError(404, 0, f"Process not found by id {process_id}") from None
+            views = []
+            for status in process["statuses"]:
+                view = {"id": status["id"], "name": status["name"], "color": status.get("color", "#ffffff"),
+                        "isActive": bool(status.get("isActive", True)),
+                        "hasDeadline": bool(status.get("hasDeadline", False)),
+                        "isAppliedIndividually": bool(status.get("isAppliedIndividually", False)),
+                        "texts": [{"lang": "en", "name": status["name"]}]}
+                views.append(self._pick(view, fields))
+            return views
+
+    def list_users(self, account_name: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        with self.lock:
+            account = self.account(account_name)
+            offset, size = _page(body)
+            chosen = []
+            for user in sorted(account.users.values(), key=lambda u: u["id"]):
+                if body.get("onlyActive") and not user["active"]:
+                    continue
+                if all(self._user_filter(user, flt) for flt in body.get("filters") or []):
+                    chosen.append(user)
+            views = []
+            for user in chosen[offset:offset + size]:
+                view = {"id": f"user:{user['id']}" if body.get("prefixedId") else user["id"],
+                        "name": user["name"], "lastname": user["lastname"], "email": user["email"],
+                        "role": user["role"], "status": "Active" if user["active"] else "Inactive",
+                        "login": user["email"].split("@")[0]}
+                views.append(self._pick(view, body.get("fields")))
+            return views
+
+    @staticmethod
+    def _user_filter(user: dict[str, Any], flt: dict[str, Any]) -> bool:
+        try:
+            kind = int(flt["type"])
+        except (KeyError, TypeError, ValueError):
+            raise ApiError(400, 41, "a user filter needs a numeric type") from None
+        value = str(flt.get("value", ""))
+        operator = flt.get("operator", "equal")
+        if kind == 9003:
+            hit = user["email"].lower() == value.lower()
+        elif kind == 9006:
+            hit = value.lower() in f"{user['name']} {user['lastname']}".lower()
+        elif kind == 9008:
+            hit = str(user["id"]) == value.removeprefix("user:")
+        else:
+            raise ApiError(400, 41, f"user filter type {kind} is not supported by the emulator")
+        return hit if operator != "notequal" else not hit
+
+    def custom_fields(self, account_name: str, fields: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            account = self.account(account_name)
+            views = []
+            for spec in account.custom_fields.values():
+                view = {"id": spec["id"], "name": spec.get("name", ""), "type": spec["type"], "objectType": 0,
+                        "names": {"en": spec.get("name", "")}}
+                if "enumValues" in spec:
+                    view["enumValues"] = list(spec["enumValues"])
+                views.append(self._pick(view, fields))
+            return views
+
+    # -- files --------------------------------------------------------------------------------
+
+    def _file(self, account: Account, file_id: Any) -> dict[str, Any]:
+        try:
+            stored = account.files.get(int(file_id))
+        except (TypeError, ValueError):
+            stored = None
+        if stored is None:
+            raise ApiError(404, 7000, f"File not found by id {file_id}")
+        return stored
+
+    def upload_file(self, account_name: str, name: str, content: bytes, *, author: int) -> int:
+        with self.lock:
+            account = self.account(account_name)
+            file_id = account.next_file
+            account.files[file_id] = {"id": file_id, "name": name, "content": bytes(content),
+                                      "owner": author, "created": self.clock()}
+            account.next_file += 1
+            return file_id
+
+    def _signature(self, account_name: str, file_id: int, expires: int) -> str:
+        message = f"{account_name}:{file_id}:{expires}".encode()
+        return hmac.new(self._url_secret, message, hashlib.sha256).hexdigest()
+
+    def download_path(self, account_name: str, file_id: int) -> str:
+        """The signed, expiring path (no auth needed) that stands in for Planfix's presigned URL."""
+        expires = int(self.clock()) + FILE_URL_TTL_S
+        signature = self._signature(account_name, file_id, expires)
+        return f"/_emulator/{account_name}/files/{file_id}/content?expires={expires}&signature={signature}"
+
+    def get_file(self, account_name: str, file_id: Any, fields: str | None, base_url: str) -> dict[str, Any]:
+        with self.lock:
+            account = self.account(account_name)
+            stored = self._file(account, file_id)
+            view = {**self._file_view(account, stored["id"]),
+                    "downloadUrl": base_url.rstrip("/") + self.download_path(account_name, stored["id"])}
+            return self._pick(view, fields)
+
+    def signed_content(self, account_name: str, file_id: Any, expires: Any, signature: str) -> tuple[str, bytes]:
+        """(name, bytes) for a signed download URL; ApiError 403 when the URL is forged or expired."""
+        with self.lock:
+            account = self.account(account_name)
+            stored = self._file(account, file_id)
+            try:
+                expires_at = int(expires)
+            except (TypeError, ValueError):
+                raise ApiError(403, 6, "Bad download link") from None
+            expected = self._signature(account_name, stored["id"], expires_at)
+            if not hmac.compare_digest(expected, str(signature)) or expires_at < self.clock():
+                raise ApiError(403, 6, "Download link expired or invalid")
+            return stored["name"], stored["content"]
+
+    def attach_file_to_task(self, account_name: str, file_id: Any, number: Any, *, author: int) -> None:
+        with self.lock:
+            account = self.account(account_name)
+            stored = self._file(account, file_id)
+            task = self._task(account, number)
+            if stored["id"] not in task["files"]:
+                task["files"].append(stored["id"])
+                task["dateOfLastUpdate"] = self.clock()
+                self._emit(account, "task_changed", task, author)
+
+    def task_files(self, account_name: str, number: Any, only_description: bool = False) -> list[dict[str, Any]]:
+        with self.lock:
+            account = self.account(account_name)
+            task = self._task(account, number)
+            ids = list(task["files"])
+            if not only_description:
+                for comment in account.comments.values():
+                    if comment["task"] == task["id"] and not comment["isDeleted"]:
+                        ids.extend(comment["files"])
+            return [self._file_view(account, f) for f in dict.fromkeys(ids) if f in account.files]
+
+    # -- checkers' view -----------------------------------------------------------------------
+
+    def dump_tasks(self, account_name: str) -> list[dict[str, Any]]:
+        """Every task with every system field, custom value and comment (deleted ones included)."""
+        with self.lock:
+            account = self.account(account_name)
+            dump = []
+            for number, task in sorted(account.tasks.items()):
+                view = self._render_task(account, task, None, everything=True)
+                view["internalId"] = task["internal_id"]
+                view["comments"] = [self._render_comment(account, c, None, everything=True)
+                                    for _, c in sorted(account.comments.items()) if c["task"] == number]
+                dump.append(view)
+            return dump
+
+    # -- scenarios ----------------------------------------------------------------------------
+
+    def set_scenarios(self, account_name: str, scenario_specs: list[dict[str, Any]]) -> None:
+        checked = [self._check_scenario(spec) for spec in scenario_specs]
+        with self.lock:
+            self.account(account_name).scenarios = checked
+
+    def _variables(self, account: Account, task: dict[str, Any], author: int,
+                   comment_id: int | None) -> dict[str, str]:
+        status = self._status(account, task["processId"], task["status"]) or {}
+        project = account.projects.get(task["project"] or 0)
+        assignees = [self._person_view(account, ref)["name"] for ref in task["assignees"]["users"]]
+        return {
+            "Задача.Номер": str(task["id"]),
+            "Задача.Идентификатор": str(task["internal_id"]),
+            "Задача.Название": task["name"],
+            "Задача.Статус": status.get("name", ""),
+            "Задача.Статус.Идентификатор": str(task["status"]),
+            "Задача.Проект": project["name"] if project else "",
+            "Задача.Исполнители.Пользователи": json.dumps(assignees, ensure_ascii=False, separators=(",", ":")),
+            "Системные.Домен аккаунта": account.domain,
+            "ID добавленного комментария": str(comment_id) if comment_id else "",
+            "Автор изменения": self._user_name(account, author),
+        }
+
+    def _emit(self, account: Account, event: str, task: dict[str, Any], author: int,
+              comment_id: int | None = None) -> None:
+        """Queue every matching scenario's request; values are read now, at event time."""
+        matching = [s for s in account.scenarios if s["event"] == event
+                    and str(s.get("unless_author") or "") != f"user:{author}"
+                    and (s.get("project") is None or int(s["project"]) == (task["project"] or 0))]
+        if not matching:
+            return
+        variables = self._variables(account, task, author, comment_id)
+        for scenario in matching:
+            auth = scenario.get("basic_auth")
+            self.dispatcher.enqueue(scenario_mod.Outgoing(
+                seq=0, account=account.name, scenario=scenario["name"], event=event, task=task["id"],
+                method=str(scenario["method"]).upper(),
+                url=scenario_mod.render(scenario["url"], variables, url=True),
+                body=scenario_mod.render(scenario["body"], variables),
+                content_type=scenario["content_type"], headers=dict(scenario.get("headers") or {}),
+                basic_auth=(str(auth["username"]), str(auth["password"])) if auth else None,
+                timeout_s=float(scenario.get("timeout_s") or self.delivery_timeout_s),
+            ))
+
+    def deliveries(self, account_name: str) -> list[dict[str, Any]]:
+        self.account(account_name)
+        return self.dispatcher.deliveries(account_name)
+
+    def wait_deliveries_idle(self, timeout: float = 10.0) -> bool:
+        return self.dispatcher.wait_idle(timeout)
