@@ -1,0 +1,242 @@
+"""One request budget per Planfix account, shared by every process that talks to it.
+
+Planfix allows each account 1 request per second and a daily quota (20k/50k/100k by plan;
+API-NOTES section 1). Celery's own rate_limit counts per worker, so it cannot enforce an
+account-wide limit: several workers, the poller and the CLI all spend the same budget. This
+module keeps that budget in Redis:
+
+- a token bucket (GCRA form: one "theoretical arrival time" per account) decided inside ONE Lua
+  script that reads Redis `TIME`, so callers' clocks never matter and no two processes can both
+  take the same slot;
+- a per-UTC-day request counter against the daily quota;
+- a shared pause (`block_until`): when Planfix answers code 22 (quota) or 429, every process
+  waits, not only the one that got the answer.
+
+`acquire` never sleeps: a worker that must wait is told how long (`Permit.wait_ms`) and re-queues
+itself instead of holding a worker slot. `acquire_blocking` sleeps, for CLI callers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+# Network jitter can shift two requests sent exactly 1/rate apart into one server-side
+# 1-second window; stretching the interval by a few percent keeps them apart.
+DEFAULT_SAFETY = 0.05
+# Documented Planfix limits (API-NOTES section 1): 1 request/s, 20,000 requests/day on the
+# smallest plan.
+DEFAULT_RATE_PER_S = 1.0
+DEFAULT_DAILY_QUOTA = 20_000
+# Per-account state outlives a quiet spell but not an abandoned account: two days covers the
+# daily counter of "today" and a pause set late yesterday.
+STATE_TTL_MS = 2 * 86_400 * 1000
+# acquire_blocking never sleeps in one piece longer than this, so it re-reads the shared
+# state (a pause lifted, an override changed) at least this often.
+MAX_SLEEP_SLICE_S = 1.0
+
+REASON_RATE = "rate"
+REASON_QUOTA = "daily_quota"
+
+# KEYS[1] state hash (tat_us, day, count, blocked_until_us, blocked_reason); KEYS[2] overrides.
+# ARGV: default rate_per_s, burst, daily_quota, safety, ttl_ms.
+# Returns {go, wait_ms, reason, used_today, redis_now_us}.
+_ACQUIRE_LUA = """
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local day = math.floor(tonumber(t[1]) / 86400)
+local conf = redis.call('HMGET', KEYS[2], 'rate_per_s', 'burst', 'daily_quota')
+local rate = tonumber(conf[1] or ARGV[1])
+local burst = tonumber(conf[2] or ARGV[2])
+local quota = tonumber(conf[3] or ARGV[3])
+local safety = tonumber(ARGV[4])
+local st = redis.call('HMGET', KEYS[1], 'tat', 'day', 'count', 'blocked_until', 'blocked_reason')
+local tat = tonumber(st[1]) or 0
+local count = tonumber(st[3]) or 0
+if tonumber(st[2]) ~= day then count = 0 end
+local blocked = tonumber(st[4]) or 0
+if blocked > now then
+  return {0, math.ceil((blocked - now) / 1000), st[5] or 'daily_quota', count, now}
+end
+if quota and quota > 0 and count >= quota then
+  local next_day = (day + 1) * 86400 * 1000000
+  return {0, math.ceil((next_day - now) / 1000), 'daily_quota', count, now}
+end
+if rate and rate > 0 then
+  local interval = 1000000 / rate * (1 + safety)
+  if burst < 1 then burst = 1 end
+  local tolerance = (burst - 1) * interval
+  if tat < now then tat = now end
+  if tat - now > tolerance then
+    return {0, math.ceil((tat - tolerance - now) / 1000), 'rate', count, now}
+  end
+  tat = tat + interval
+end
+count = count + 1
+redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat), 'day', day, 'count', count)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {1, 0, false, count, now}
+"""
+
+# KEYS[1] state hash; ARGV: pause in ms, reason, ttl. A pause only ever extends.
+_BLOCK_LUA = """
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local untl = now + tonumber(ARGV[1]) * 1000
+local current = tonumber(redis.call('HGET', KEYS[1], 'blocked_until')) or 0
+if untl > current then
+  redis.call('HSET', KEYS[1], 'blocked_until', string.format('%.0f', untl), 'blocked_reason', ARGV[2])
+end
+redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[3]), tonumber(ARGV[1]) + 60000))
+return math.ceil((math.max(untl, current) - now) / 1000)
+"""
+
+
+@dataclass(frozen=True)
+class Permit:
+    """The limiter's answer: go now, or wait `wait_ms` for `reason` ("rate" | "daily_quota")."""
+
+    go: bool
+    wait_ms: int = 0
+    reason: str | None = None
+    used_today: int = 0
+    # Redis's clock (epoch microseconds) when the decision was taken: grants can be compared
+    # across processes without trusting anyone's local clock.
+    at_us: int = 0
+
+    def __bool__(self) -> bool:
+        return self.go
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class AccountLimiter:
+    """Token bucket + daily quota per account, in Redis, safe across threads and processes."""
+
+    def __init__(self, redis_client: redis.Redis, rate_per_s: float = DEFAULT_RATE_PER_S,
+                 burst: int = 1, daily_quota: int | None = DEFAULT_DAILY_QUOTA,
+                 safety: float = DEFAULT_SAFETY, prefix: str = "crosslink:limiter"):
+        if rate_per_s is not None and rate_per_s < 0:
+            raise ValueError(f"rate_per_s must be >= 0 (0 turns the rate limit off), got {rate_per_s}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst}")
+        if safety < 0:
+            raise ValueError(f"safety must be >= 0, got {safety}")
+        self.redis = redis_client
+        self.rate_per_s = float(rate_per_s or 0)
+        self.burst = int(burst)
+        self.daily_quota = int(daily_quota or 0)
+        self.safety = float(safety)
+        self.prefix = prefix
+        self._acquire = redis_client.register_script(_ACQUIRE_LUA)
+        self._block = redis_client.register_script(_BLOCK_LUA)
+
+    def __repr__(self) -> str:
+        return (f"AccountLimiter(rate_per_s={self.rate_per_s}, burst={self.burst}, "
+                f"daily_quota={self.daily_quota}, safety={self.safety}, prefix={self.prefix!r})")
+
+    def _keys(self, account: str) -> list[str]:
+        return [f"{self.prefix}:{account}:state", f"{self.prefix}:{account}:conf"]
+
+    def interval_s(self, account: str | None = None) -> float:
+        """The minimum spacing between two grants for ACCOUNT (its override, else the default)."""
+        rate = self.limits(account)["rate_per_s"] if account else self.rate_per_s
+        return (1.0 / rate) * (1.0 + self.safety) if rate else 0.0
+
+    # -- the budget ------------------------------------------------------------------------
+    def acquire(self, account: str) -> Permit:
+        """Take one request slot for ACCOUNT now, or say how long to wait. Never sleeps."""
+        go, wait_ms, reason, used, at_us = self._acquire(
+            keys=self._keys(account),
+            args=[self.rate_per_s, self.burst, self.daily_quota, self.safety, STATE_TTL_MS],
+        )
+        reason = _text(reason) if reason else None
+        return Permit(go=bool(int(go)), wait_ms=int(wait_ms), reason=reason, used_today=int(used),
+                      at_us=int(at_us))
+
+    def acquire_blocking(self, account: str, max_wait_s: float) -> Permit:
+        """Wait up to MAX_WAIT_S for a slot, sleeping between tries (CLI use, not workers).
+
+        Returns the granted permit, or the refusal as soon as the wait it names would end after
+        the deadline (no point sleeping towards a slot we will not be allowed to wait for).
+        """
+        deadline = time.monotonic() + max_wait_s
+        while True:
+            permit = self.acquire(account)
+            if permit.go:
+                return permit
+            remaining = deadline - time.monotonic()
+            if permit.wait_ms / 1000.0 > remaining:
+                return permit
+            time.sleep(min(permit.wait_ms / 1000.0, MAX_SLEEP_SLICE_S, max(remaining, 0.0)))
+
+    def block_until(self, account: str, seconds: float, reason: str = REASON_QUOTA) -> int:
+        """Pause every process's requests to ACCOUNT for SECONDS from Redis's now.
+
+        Used on Planfix code 22 (timeToReset) and HTTP 429. A pause only extends an existing
+        one, never shortens it. Returns the pause now in force, in ms.
+        """
+        ms = max(0, int(seconds * 1000))
+        return int(self._block(keys=self._keys(account)[:1], args=[ms, reason, STATE_TTL_MS]))
+
+    # -- per-account overrides -------------------------------------------------------------
+    def set_account_limits(self, account: str, *, rate_per_s: float | None = None,
+                           daily_quota: int | None = None, burst: int | None = None) -> None:
+        """Override the defaults for one account (e.g. a plan with a bigger daily quota).
+
+        Stored in Redis, so every process sees it. 0 turns that limit off for the account.
+        """
+        values: dict[str, Any] = {}
+        if rate_per_s is not None:
+            if rate_per_s < 0:
+                raise ValueError("rate_per_s must be >= 0")
+            values["rate_per_s"] = float(rate_per_s)
+        if daily_quota is not None:
+            if daily_quota < 0:
+                raise ValueError("daily_quota must be >= 0")
+            values["daily_quota"] = int(daily_quota)
+        if burst is not None:
+            if burst < 1:
+                raise ValueError("burst must be >= 1")
+            values["burst"] = int(burst)
+        if values:
+            self.redis.hset(self._keys(account)[1], mapping=values)
+
+    def clear_account_limits(self, account: str) -> None:
+        self.redis.delete(self._keys(account)[1])
+
+    def limits(self, account: str) -> dict[str, float]:
+        """The limits in force for ACCOUNT: its overrides over the defaults."""
+        raw = {_text(k): _text(v) for k, v in self.redis.hgetall(self._keys(account)[1]).items()}
+        return {
+            "rate_per_s": float(raw.get("rate_per_s", self.rate_per_s)),
+            "burst": int(raw.get("burst", self.burst)),
+            "daily_quota": int(raw.get("daily_quota", self.daily_quota)),
+        }
+
+    # -- observation -----------------------------------------------------------------------
+    def usage(self, account: str) -> dict[str, Any]:
+        """Requests granted today (UTC) and any pause in force, for status commands."""
+        seconds, micros = self.redis.time()
+        now_us = seconds * 1_000_000 + micros
+        raw = {_text(k): _text(v) for k, v in self.redis.hgetall(self._keys(account)[0]).items()}
+        today = seconds // 86_400
+        used = int(raw.get("count", 0)) if int(raw.get("day", -1)) == today else 0
+        blocked_us = int(float(raw.get("blocked_until", 0)))
+        return {
+            "used_today": used,
+            "daily_quota": self.limits(account)["daily_quota"],
+            "blocked_ms": max(0, (blocked_us - now_us) // 1000),
+            "blocked_reason": raw.get("blocked_reason") if blocked_us > now_us else None,
+        }
+
+    def reset(self, account: str) -> None:
+        """Forget ACCOUNT's bucket, counter and pause (tests, operator repair)."""
+        self.redis.delete(self._keys(account)[0])

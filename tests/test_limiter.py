@@ -1,0 +1,296 @@
+"""The account-wide limiter against the real private Redis: spacing of grants (property-based),
+many threads and several processes sharing one account, the daily quota, shared pauses and
+per-account overrides.
+
+Grant times are Redis's own clock (Permit.at_us), so spacing is checked exactly as the Lua
+script decided it, not through the jitter of the test process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planfix.limiter import AccountLimiter, Permit
+
+# Rates used in tests are high (tens per second) so a run proves spacing in a fraction of a
+# second; the same script serves 1 req/s in production.
+FAST_RATE = 20.0
+# Redis TIME has microsecond resolution and the script rounds the bucket to whole µs.
+ROUNDING_US = 2
+# Share of the possible grants a spinning caller must get: below 1 because a loaded test
+# machine (2 cores, other suites running) makes callers miss slots; the limit itself is
+# checked exactly.
+STARVATION_FLOOR = 0.7
+
+
+def grant_times(limiter: AccountLimiter, account: str, duration_s: float) -> list[int]:
+    """Spin on acquire for DURATION_S; return the Redis times of the grants."""
+    grants = []
+    deadline = time.monotonic() + duration_s
+    while time.monotonic() < deadline:
+        permit = limiter.acquire(account)
+        if permit.go:
+            grants.append(permit.at_us)
+    return grants
+
+
+def assert_spacing(grants: list[int], interval_us: float, burst: int = 1) -> None:
+    """GCRA's promise: any k+1 grants span at least (k - burst + 1) intervals."""
+    grants = sorted(grants)
+    for i in range(len(grants)):
+        for k in range(burst, min(len(grants) - i, burst + 4)):
+            span = grants[i + k] - grants[i]
+            assert span >= (k - burst + 1) * interval_us - ROUNDING_US, (i, k, span, interval_us)
+
+
+# -- spacing ---------------------------------------------------------------------------------
+
+
+def test_first_request_goes_and_the_second_waits_one_interval(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=2.0, safety=0.05)
+    first = limiter.acquire("acme")
+    second = limiter.acquire("acme")
+    assert first.go and first.reason is None and first.wait_ms == 0
+    assert not second.go and second.reason == "rate"
+    # 1/2 s * 1.05 = 525 ms minus the time between the two calls (generous for a busy CI box).
+    assert 300 <= second.wait_ms <= 525
+    assert not second  # a refusal is falsy, a grant truthy
+    assert first
+
+
+def test_waiting_the_named_time_is_enough(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=FAST_RATE)
+    assert limiter.acquire("acme").go
+    refusal = limiter.acquire("acme")
+    assert not refusal.go
+    time.sleep(refusal.wait_ms / 1000.0)
+    assert limiter.acquire("acme").go
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rate=st.floats(min_value=10.0, max_value=80.0), burst=st.integers(min_value=1, max_value=3),
+       safety=st.sampled_from([0.0, 0.05, 0.2]))
+def test_grants_are_never_closer_than_the_interval(redis_client, rate, burst, safety):
+    limiter = AccountLimiter(redis_client, rate_per_s=rate, burst=burst, safety=safety,
+                             prefix=f"prop:{time.monotonic_ns()}")
+    grants = grant_times(limiter, "acme", 0.25)
+    interval_us = 1_000_000 / rate * (1 + safety)
+    assert_spacing(grants, interval_us, burst)
+    # And the limiter is not starving us: the budget is actually used (the lower bound leaves
+    # room for a loaded machine that misses slots; the upper one is the limit itself).
+    span_s = (grants[-1] - grants[0]) / 1e6
+    expected = burst + int(span_s * 1e6 / interval_us)
+    assert expected * STARVATION_FLOOR - 1 <= len(grants) <= expected + 1
+
+
+def test_accounts_are_independent(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=1.0)
+    assert limiter.acquire("partner").go
+    assert not limiter.acquire("partner").go
+    assert limiter.acquire("client").go
+
+
+def test_safety_stretches_the_interval(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=1.0, safety=0.05)
+    assert limiter.interval_s("acme") == pytest.approx(1.05)
+    assert limiter.acquire("acme").go
+    assert limiter.acquire("acme").wait_ms > 1000
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+def test_many_threads_never_get_two_grants_within_one_interval(redis_url):
+    rate = FAST_RATE
+    client = redis.Redis.from_url(redis_url)
+    limiter = AccountLimiter(client, rate_per_s=rate)
+    grants: list[int] = []
+    lock = threading.Lock()
+
+    def hammer() -> None:
+        mine = grant_times(limiter, "acme", 1.0)
+        with lock:
+            grants.extend(mine)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    interval_us = 1_000_000 / rate * 1.05
+    assert_spacing(grants, interval_us)
+    assert len(set(grants)) == len(grants)
+    # About one second's worth of grants, not fewer (nobody starves the account).
+    per_second = 1_000_000 / interval_us
+    assert per_second * STARVATION_FLOOR <= len(grants) <= per_second + 2
+
+
+def _process_hammer(url: str, rate: float, duration_s: float, out: multiprocessing.Queue) -> None:
+    limiter = AccountLimiter(redis.Redis.from_url(url), rate_per_s=rate)
+    out.put(grant_times(limiter, "acme", duration_s))
+
+
+def test_several_processes_share_one_budget(redis_url):
+    rate = FAST_RATE
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    workers = [context.Process(target=_process_hammer, args=(redis_url, rate, 1.0, out))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    results = [out.get(timeout=30) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=10)
+        assert worker.exitcode == 0
+    grants = [g for result in results for g in result]
+    assert all(results), "every process got at least one grant"
+    interval_us = 1_000_000 / rate * 1.05
+    assert_spacing(grants, interval_us)
+    per_second = 1_000_000 / interval_us
+    assert per_second * STARVATION_FLOOR <= len(grants) <= per_second + 2
+
+
+# -- daily quota -----------------------------------------------------------------------------
+
+
+def _ms_to_utc_midnight(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    now_us = seconds * 1_000_000 + micros
+    return ((seconds // 86400 + 1) * 86400 * 1_000_000 - now_us) // 1000
+
+
+def test_daily_quota_counts_grants_and_refuses_until_utc_midnight(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=0, daily_quota=5)
+    permits = [limiter.acquire("acme") for _ in range(7)]
+    assert [p.go for p in permits] == [True] * 5 + [False] * 2
+    assert [p.used_today for p in permits[:5]] == [1, 2, 3, 4, 5]
+    refusal = permits[-1]
+    assert refusal.reason == "daily_quota"
+    assert abs(refusal.wait_ms - _ms_to_utc_midnight(redis_client)) < 2000
+    assert limiter.usage("acme")["used_today"] == 5
+
+
+def test_refusals_do_not_count_against_the_quota(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=1.0, daily_quota=3)
+    for _ in range(10):
+        limiter.acquire("acme")
+    assert limiter.usage("acme")["used_today"] == 1
+
+
+def test_the_counter_starts_again_on_a_new_utc_day(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=0, daily_quota=2)
+    assert limiter.acquire("acme").go and limiter.acquire("acme").go
+    assert not limiter.acquire("acme").go
+    # Pretend the counter was written yesterday (Redis's clock cannot be moved).
+    seconds, _ = redis_client.time()
+    redis_client.hset("crosslink:limiter:acme:state", "day", seconds // 86400 - 1)
+    fresh = limiter.acquire("acme")
+    assert fresh.go and fresh.used_today == 1
+
+
+def test_zero_quota_and_zero_rate_mean_no_limit(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=0, daily_quota=0)
+    assert all(limiter.acquire("acme").go for _ in range(50))
+
+
+# -- shared pauses ---------------------------------------------------------------------------
+
+
+def test_block_until_pauses_every_process_then_lifts(redis_client, redis_url):
+    limiter = AccountLimiter(redis_client, rate_per_s=0)
+    other_process = AccountLimiter(redis.Redis.from_url(redis_url), rate_per_s=0)
+    assert limiter.block_until("acme", 0.3) >= 299
+    refusal = other_process.acquire("acme")
+    assert not refusal.go and refusal.reason == "daily_quota"
+    assert 200 < refusal.wait_ms <= 300
+    assert other_process.acquire("elsewhere").go
+    time.sleep(refusal.wait_ms / 1000.0 + 0.01)
+    assert other_process.acquire("acme").go
+
+
+def test_a_pause_only_extends(redis_client):
+    limiter = AccountLimiter(redis_client)
+    limiter.block_until("acme", 5)
+    assert limiter.block_until("acme", 0.1) > 4000
+    assert limiter.acquire("acme").wait_ms > 4000
+
+
+def test_block_reason_is_reported(redis_client):
+    limiter = AccountLimiter(redis_client)
+    limiter.block_until("acme", 1, reason="rate")
+    permit = limiter.acquire("acme")
+    assert permit.reason == "rate"
+    usage = limiter.usage("acme")
+    assert usage["blocked_reason"] == "rate" and 0 < usage["blocked_ms"] <= 1000
+    limiter.reset("acme")
+    assert limiter.acquire("acme").go
+
+
+# -- blocking acquire ------------------------------------------------------------------------
+
+
+def test_acquire_blocking_sleeps_for_the_next_slot(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=10.0)
+    assert limiter.acquire("acme").go
+    started = time.monotonic()
+    permit = limiter.acquire_blocking("acme", max_wait_s=2.0)
+    elapsed = time.monotonic() - started
+    assert permit.go
+    assert 0.08 <= elapsed < 1.0
+
+
+def test_acquire_blocking_gives_up_at_once_when_the_wait_is_too_long(redis_client):
+    limiter = AccountLimiter(redis_client)
+    limiter.block_until("acme", 60)
+    started = time.monotonic()
+    permit = limiter.acquire_blocking("acme", max_wait_s=0.5)
+    assert not permit.go and permit.wait_ms > 50_000
+    assert time.monotonic() - started < 0.5
+
+
+# -- overrides and validation ----------------------------------------------------------------
+
+
+def test_per_account_overrides_apply_only_to_that_account(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=1.0, daily_quota=100)
+    limiter.set_account_limits("big", rate_per_s=FAST_RATE, daily_quota=3)
+    assert limiter.limits("big") == {"rate_per_s": FAST_RATE, "burst": 1, "daily_quota": 3}
+    assert limiter.interval_s("big") == pytest.approx(1 / FAST_RATE * 1.05)
+    grants = grant_times(limiter, "big", 0.3)
+    assert len(grants) == 3  # the quota override
+    assert_spacing(grants, 1_000_000 / FAST_RATE * 1.05)
+    assert grants[-1] - grants[0] < 200_000  # the rate override (1/s would take 2 s)
+    limiter.clear_account_limits("big")
+    assert limiter.limits("big")["daily_quota"] == 100
+
+
+def test_burst_override_allows_back_to_back_requests(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=1.0)
+    limiter.set_account_limits("acme", burst=3)
+    assert [limiter.acquire("acme").go for _ in range(4)] == [True, True, True, False]
+
+
+@pytest.mark.parametrize("kwargs", [{"rate_per_s": -1}, {"burst": 0}, {"safety": -0.1}])
+def test_bad_settings_are_refused(redis_client, kwargs):
+    with pytest.raises(ValueError):
+        AccountLimiter(redis_client, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"rate_per_s": -1}, {"burst": 0}, {"daily_quota": -5}])
+def test_bad_overrides_are_refused(redis_client, kwargs):
+    limiter = AccountLimiter(redis_client)
+    with pytest.raises(ValueError):
+        limiter.set_account_limits("acme", **kwargs)
+
+
+def test_works_with_a_bytes_redis_client(redis_url):
+    limiter = AccountLimiter(redis.Redis.from_url(redis_url), rate_per_s=1.0)
+    assert isinstance(limiter.acquire("acme"), Permit)
+    assert limiter.acquire("acme").reason == "rate"
