@@ -1,0 +1,840 @@
+"""The link configuration (links.yaml): what binds two Planfix accounts, checked before anything runs.
+
+A wrong mapping is worse than no sync: it silently moves statuses, reassigns people or overwrites
+fields in somebody else's account. So the file is validated completely at start-up and by
+``crosslink lint-config``, and every problem is reported at once with its line and a fix, the way
+JBI's ``jbi lint`` does. Marshmallow checks shapes and types; the checks below it catch what
+types cannot (maps that don't round-trip, unreachable statuses, people used twice, ...).
+
+Secrets never live in this file: a side names the environment VARIABLES holding its API token
+and webhook secret, and ``Side.token(env)`` reads them late, failing with the variable's name.
+
+Design decisions where the product brief is silent (all optional keys have these defaults):
+- ``account`` defaults to host[:port] plus the path before ``/rest`` of ``base_url``; it keys the
+  shared rate limiter, so two sides may not share one.
+- ``create`` defaults to the account's default process and, for a project or template scope, to
+  that project/template (mirrors must land inside the scope to sync back);
+  ``create.initial_status`` names the status a freshly created task starts in on that side, so a
+  status path under a transitions graph can be planned from it (null = move there directly).
+- ``statuses.transitions`` describes, per side, the full graph of allowed moves: a status that is
+  not a key has no allowed moves out of it. A side without a graph allows every move.
+- ``fields``: every system field defaults to ``{direction: both, owner: null}``; ``assignees`` and
+  ``status`` may be listed there too (same defaults). ``custom`` defaults to no custom fields.
+  ``transform.map`` maps string values (list options) from partner to client; the client-to-partner
+  direction uses its inverse, which is why a ``both`` field needs a one-to-one map. Values not in
+  the map pass through unchanged.
+- ``people``: no pairs, no roles, no representatives and no fallback by default. Pairs may pair
+  employees or contacts ("user:N"/"contact:N"); representatives and fallback take "user:N" or
+  "role:<name>".
+- ``comments``: mode ``all``, no include/exclude, side labels "Partner"/"Client", and the header
+  and withdrawn templates below. Templates may use ``{author}``, ``{side_label}``, ``{side}``,
+  ``{time}`` only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+SIDES = ("partner", "client")
+DIRECTIONS = ("both", "partner_to_client", "client_to_partner", "none")
+SCOPE_KINDS = ("project", "template", "custom_field", "tag", "participant")
+LINK_NAME_RE = r"^[a-z0-9-]+$"
+USER_RE = r"^user:\d+$"
+PERSON_RE = r"^(user|contact):\d+$"
+PERSON_OR_ROLE_RE = r"^(user:\d+|role:[A-Za-z0-9_-]+)$"
+ENV_NAME_RE = r"^[A-Z][A-Z0-9_]*$"
+TEMPLATE_KEYS = ("author", "side_label", "side", "time")
+DEFAULT_HEADER = "<p><b>{author}</b> ({side_label}), {time}</p>"
+DEFAULT_WITHDRAWN = "<p><i>Withdrawn on the {side_label} side at {time}.</i></p>"
+DEFAULT_SIDE_LABELS = {"partner": "Partner", "client": "Client"}
+# "did you mean" only offers names this similar; lower cut-offs suggest nonsense.
+SUGGEST_CUTOFF = 0.6
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+@dataclass(frozen=True)
+class LintIssue:
+    line: int | None
+    path: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path}: {self.message} (fix: {self.fix})"
+
+
+class ConfigError(Exception):
+    """The links file is unusable; ``issues`` lists every problem found."""
+
+    def __init__(self, source: str, issues: list[LintIssue]):
+        self.source = source
+        self.issues = issues
+        listing = "\n".join(f"  {issue}" for issue in issues)
+        super().__init__(f"{source}: {len(issues)} problem(s) in the link configuration:\n{listing}")
+
+
+class SecretMissing(RuntimeError):
+    """An environment variable that should hold a secret is unset. Names the variable only."""
+
+
+# --------------------------------------------------------------------------------------------
+# The configuration as frozen dataclasses
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which tasks of a side belong to the link. ``kind`` is one of SCOPE_KINDS.
+
+    project/template: ``value`` is the id. participant: ``value`` is "user:N".
+    custom_field: the field ``field`` equals ``value``. tag: the field ``field`` contains the
+    marker string ``value`` (as a substring of a text value or an item of a list value).
+    """
+
+    kind: str
+    value: Any
+    field: int | None = None
+
+
+@dataclass(frozen=True)
+class CreateSettings:
+    process: int | None = None
+    project: int | None = None
+    template: int | None = None
+    initial_status: int | None = None
+
+
+@dataclass(frozen=True)
+class Side:
+    name: str
+    base_url: str
+    account: str
+    token_env: str
+    webhook_secret_env: str
+    webhook_auth: str
+    integration_user: str
+    scope: Scope
+    create: CreateSettings
+    assignee_note_field: int | None = None
+
+    def token(self, env: Mapping[str, str]) -> str:
+        return _read_secret(env, self.token_env, f"API token of the {self.name} side")
+
+    def webhook_secret(self, env: Mapping[str, str]) -> str:
+        return _read_secret(env, self.webhook_secret_env, f"webhook secret of the {self.name} side")
+
+
+def _read_secret(env: Mapping[str, str], variable: str, what: str) -> str:
+    value = env.get(variable)
+    if not value:
+        raise SecretMissing(f"environment variable {variable} is not set or empty ({what})")
+    return value
+
+
+@dataclass(frozen=True)
+class StatusRule:
+    when_side: str
+    when_status: int
+    then_side: str
+    then_status: int
+
+
+@dataclass(frozen=True)
+class StatusMap:
+    partner_to_client: Mapping[int, int]
+    client_to_partner: Mapping[int, int]
+    transitions: Mapping[str, Mapping[int, tuple[int, ...]]] = field(default_factory=dict)
+    rules: tuple[StatusRule, ...] = ()
+    on_forbidden: str = "path"
+
+    def forward(self, source_side: str) -> Mapping[int, int]:
+        """The map from SOURCE_SIDE's status ids to the other side's."""
+        return self.partner_to_client if source_side == "partner" else self.client_to_partner
+
+    def known(self, side: str) -> set[int]:
+        """Every status id of SIDE that the maps mention."""
+        other = "client" if side == "partner" else "partner"
+        return set(self.forward(side)) | set(self.forward(other).values())
+
+
+@dataclass(frozen=True)
+class Role:
+    side: str
+    user: str
+
+
+@dataclass(frozen=True)
+class PersonPair:
+    partner: str
+    client: str
+
+
+@dataclass(frozen=True)
+class People:
+    pairs: tuple[PersonPair, ...] = ()
+    roles: Mapping[str, Role] = field(default_factory=dict)
+    representatives: Mapping[str, str | None] = field(default_factory=lambda: {s: None for s in SIDES})
+    fallback: Mapping[str, str | None] = field(default_factory=lambda: {s: None for s in SIDES})
+
+    def counterpart(self, side: str, person: str) -> str | None:
+        """The paired person on the other side of SIDE's PERSON, if any."""
+        other = "client" if side == "partner" else "partner"
+        for pair in self.pairs:
+            if getattr(pair, side) == person:
+                return getattr(pair, other)
+        return None
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    direction: str = "both"
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class CustomFieldRule:
+    partner: int
+    client: int
+    direction: str = "both"
+    owner: str | None = None
+    transform: Mapping[str, str] | None = None
+
+    def id_on(self, side: str) -> int:
+        return self.partner if side == "partner" else self.client
+
+    def convert(self, value: Any, source_side: str) -> Any:
+        """VALUE read on SOURCE_SIDE as it should be written on the other side."""
+        if not self.transform:
+            return value
+        table = dict(self.transform) if source_side == "partner" else {v: k for k, v in self.transform.items()}
+        if isinstance(value, list):
+            return [table.get(item, item) if isinstance(item, str) else item for item in value]
+        if isinstance(value, str):
+            return table.get(value, value)
+        return value
+
+
+SYSTEM_FIELDS = ("name", "description", "priority", "start_date", "end_date", "parent", "assignees", "status")
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    rules: Mapping[str, FieldRule] = field(default_factory=lambda: {name: FieldRule() for name in SYSTEM_FIELDS})
+    custom: tuple[CustomFieldRule, ...] = ()
+
+    def custom_rule(self, side: str, field_id: int) -> CustomFieldRule | None:
+        for rule in self.custom:
+            if rule.id_on(side) == field_id:
+                return rule
+        return None
+
+    def rule_for(self, key: str, side: str) -> FieldRule | CustomFieldRule | None:
+        """The rule for canonical KEY ("name", "cf:100", ...) as read on SIDE."""
+        if key.startswith("cf:"):
+            try:
+                return self.custom_rule(side, int(key[3:]))
+            except ValueError:
+                return None
+        return self.rules.get(key)
+
+
+@dataclass(frozen=True)
+class CommentPolicy:
+    mode: str = "all"
+    include: str | None = None
+    exclude: str | None = None
+    side_labels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SIDE_LABELS))
+    header: str = DEFAULT_HEADER
+    withdrawn: str = DEFAULT_WITHDRAWN
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    sides: Mapping[str, Side]
+    statuses: StatusMap
+    people: People = field(default_factory=People)
+    fields: FieldMap = field(default_factory=FieldMap)
+    comments: CommentPolicy = field(default_factory=CommentPolicy)
+
+    def other(self, side: str) -> str:
+        if side not in SIDES:
+            raise ValueError(f"unknown side {side!r}; a link has sides {SIDES}")
+        return "client" if side == "partner" else "partner"
+
+
+@dataclass(frozen=True)
+class LinksConfig:
+    links: tuple[Link, ...]
+    source: str = "<string>"
+
+
+def find_link(config: LinksConfig, name: str) -> Link:
+    for link in config.links:
+        if link.name == name:
+            return link
+    known = ", ".join(link.name for link in config.links) or "none"
+    raise KeyError(f"no link named {name!r} in {config.source} (links: {known})")
+
+
+def derive_account(base_url: str) -> str:
+    """host[:port] plus any path before /rest: unique per Planfix account (and emulator account)."""
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/")
+    if path.endswith("/rest"):
+        path = path[: -len("/rest")]
+    return parts.netloc + path
+
+
+# --------------------------------------------------------------------------------------------
+# Marshmallow schemas (shape and types)
+
+_side_choice = validate.OneOf(SIDES)
+
+
+class _ScopeCustomFieldSchema(Schema):
+    id = fields.Int(required=True)
+    value = fields.Raw(required=True, allow_none=True)
+
+
+class _ScopeTagSchema(Schema):
+    field = fields.Int(required=True)
+    value = fields.Str(required=True, validate=validate.Length(min=1))
+
+
+class ScopeSchema(Schema):
+    project = fields.Int()
+    template = fields.Int()
+    custom_field = fields.Nested(_ScopeCustomFieldSchema)
+    tag = fields.Nested(_ScopeTagSchema)
+    participant = fields.Str(validate=validate.Regexp(USER_RE, error="must be \"user:N\""))
+
+    @validates_schema
+    def _exactly_one(self, data: dict, **_: Any) -> None:
+        if len(data) != 1:
+            raise ValidationError(f"scope needs exactly one of {', '.join(SCOPE_KINDS)}; got {len(data)}")
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> Scope:
+        ((kind, value),) = data.items()
+        if kind == "custom_field":
+            return Scope(kind, value["value"], value["id"])
+        if kind == "tag":
+            return Scope(kind, value["value"], value["field"])
+        return Scope(kind, value)
+
+
+class CreateSchema(Schema):
+    process = fields.Int(allow_none=True, load_default=None)
+    project = fields.Int(allow_none=True, load_default=None)
+    template = fields.Int(allow_none=True, load_default=None)
+    initial_status = fields.Int(allow_none=True, load_default=None)
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> CreateSettings:
+        return CreateSettings(**data)
+
+
+_env_name = validate.Regexp(ENV_NAME_RE, error="must be an UPPER_SNAKE environment variable name")
+
+
+class SideSchema(Schema):
+    base_url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
+    account = fields.Str(load_default=None, allow_none=True)
+    token_env = fields.Str(required=True, validate=_env_name)
+    webhook_secret_env = fields.Str(required=True, validate=_env_name)
+    webhook_auth = fields.Str(load_default="header", validate=validate.OneOf(("header", "basic")))
+    integration_user = fields.Str(required=True, validate=validate.Regexp(USER_RE, error="must be \"user:N\""))
+    scope = fields.Nested(ScopeSchema, required=True)
+    create = fields.Nested(CreateSchema, load_default=None, allow_none=True)
+    assignee_note_field = fields.Int(load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> Side:
+        create = data["create"] or CreateSettings()
+        # Mirrors land inside the side's scope unless told otherwise, so they sync back.
+        if data["scope"].kind in ("project", "template") and getattr(create, data["scope"].kind) is None:
+            create = replace(create, **{data["scope"].kind: data["scope"].value})
+        return Side(
+            name="", base_url=data["base_url"], account=data["account"] or derive_account(data["base_url"]),
+            token_env=data["token_env"], webhook_secret_env=data["webhook_secret_env"],
+            webhook_auth=data["webhook_auth"], integration_user=data["integration_user"], scope=data["scope"],
+            create=create, assignee_note_field=data["assignee_note_field"],
+        )
+
+
+class SidesSchema(Schema):
+    partner = fields.Nested(SideSchema, required=True)
+    client = fields.Nested(SideSchema, required=True)
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> dict[str, Side]:
+        return {name: replace(data[name], name=name) for name in SIDES}
+
+
+class _RuleEndSchema(Schema):
+    side = fields.Str(required=True, validate=_side_choice)
+    status = fields.Int(required=True)
+
+
+class RuleSchema(Schema):
+    when = fields.Nested(_RuleEndSchema, required=True)
+    then = fields.Nested(_RuleEndSchema, required=True)
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> StatusRule:
+        return StatusRule(data["when"]["side"], data["when"]["status"], data["then"]["side"], data["then"]["status"])
+
+
+class StatusesSchema(Schema):
+    partner_to_client = fields.Dict(keys=fields.Int(), values=fields.Int(), required=True)
+    client_to_partner = fields.Dict(keys=fields.Int(), values=fields.Int(), required=True)
+    transitions = fields.Dict(
+        keys=fields.Str(validate=_side_choice),
+        values=fields.Dict(keys=fields.Int(), values=fields.List(fields.Int())),
+        load_default=dict,
+    )
+    rules = fields.List(fields.Nested(RuleSchema), load_default=list)
+    on_forbidden = fields.Str(load_default="path", validate=validate.OneOf(("path", "park")))
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> StatusMap:
+        transitions = {side: {status: tuple(moves) for status, moves in graph.items()}
+                       for side, graph in data["transitions"].items()}
+        return StatusMap(data["partner_to_client"], data["client_to_partner"], transitions,
+                         tuple(data["rules"]), data["on_forbidden"])
+
+
+_person = validate.Regexp(PERSON_RE, error="must be \"user:N\" or \"contact:N\"")
+_person_or_role = validate.Regexp(PERSON_OR_ROLE_RE, error="must be \"user:N\" or \"role:<name>\"")
+
+
+class _PairSchema(Schema):
+    partner = fields.Str(required=True, validate=_person)
+    client = fields.Str(required=True, validate=_person)
+
+
+class _RoleSchema(Schema):
+    side = fields.Str(required=True, validate=_side_choice)
+    user = fields.Str(required=True, validate=_person)
+
+
+class _PerSideRefSchema(Schema):
+    partner = fields.Str(load_default=None, allow_none=True, validate=_person_or_role)
+    client = fields.Str(load_default=None, allow_none=True, validate=_person_or_role)
+
+
+class PeopleSchema(Schema):
+    pairs = fields.List(fields.Nested(_PairSchema), load_default=list)
+    roles = fields.Dict(keys=fields.Str(validate=validate.Regexp(r"^[A-Za-z0-9_-]+$")),
+                        values=fields.Nested(_RoleSchema), load_default=dict)
+    representatives = fields.Nested(_PerSideRefSchema, load_default=None, allow_none=True)
+    fallback = fields.Nested(_PerSideRefSchema, load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> People:
+        empty = {side: None for side in SIDES}
+        return People(
+            pairs=tuple(PersonPair(**pair) for pair in data["pairs"]),
+            roles={name: Role(**role) for name, role in data["roles"].items()},
+            representatives=data["representatives"] or empty,
+            fallback=data["fallback"] or dict(empty),
+        )
+
+
+class FieldRuleSchema(Schema):
+    direction = fields.Str(load_default="both", validate=validate.OneOf(DIRECTIONS))
+    owner = fields.Str(load_default=None, allow_none=True, validate=_side_choice)
+
+
+class _TransformSchema(Schema):
+    map = fields.Dict(keys=fields.Str(), values=fields.Str(), required=True)
+
+
+class CustomFieldRuleSchema(FieldRuleSchema):
+    partner = fields.Int(required=True)
+    client = fields.Int(required=True)
+    transform = fields.Nested(_TransformSchema, load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> CustomFieldRule:
+        transform = data["transform"]["map"] if data["transform"] else None
+        return CustomFieldRule(data["partner"], data["client"], data["direction"], data["owner"], transform)
+
+
+class FieldsSchema(Schema):
+    name = fields.Nested(FieldRuleSchema, load_default=None, allow_none=True)
+    description = fields.Nested(FieldRuleSchema, load_default=None, allow_none=True)
+    priority = fields.Nested(FieldRuleSchema, load_default=None, allow_none=True)
+    start_date = fields.Nested(FieldRuleSchema, load_default=None, allow_none=True)
+    end_date = fields.Nested(FieldRuleSchema, load_default=None, allow_none=True)
+    parent = fields.Nested(FieldRuleSchema, load_default=None, allow_none=True)
+    assignees = fields.Nested(FieldRuleSchema, load_default=None, allow_none=True)
+    status = fields.Nested(FieldRuleSchema, load_default=None, allow_none=True)
+    custom = fields.List(fields.Nested(CustomFieldRuleSchema), load_default=list)
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> FieldMap:
+        rules = {name: FieldRule(**(data[name] or {})) for name in SYSTEM_FIELDS}
+        return FieldMap(rules, tuple(data["custom"]))
+
+
+class _SideLabelsSchema(Schema):
+    partner = fields.Str(load_default=DEFAULT_SIDE_LABELS["partner"])
+    client = fields.Str(load_default=DEFAULT_SIDE_LABELS["client"])
+
+
+class CommentsSchema(Schema):
+    mode = fields.Str(load_default="all", validate=validate.OneOf(("all", "matching")))
+    include = fields.Str(load_default=None, allow_none=True)
+    exclude = fields.Str(load_default=None, allow_none=True)
+    side_labels = fields.Nested(_SideLabelsSchema, load_default=None, allow_none=True)
+    header = fields.Str(load_default=DEFAULT_HEADER)
+    withdrawn = fields.Str(load_default=DEFAULT_WITHDRAWN)
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> CommentPolicy:
+        return CommentPolicy(data["mode"], data["include"], data["exclude"],
+                             data["side_labels"] or dict(DEFAULT_SIDE_LABELS), data["header"], data["withdrawn"])
+
+
+class LinkSchema(Schema):
+    name = fields.Str(required=True, validate=validate.Regexp(LINK_NAME_RE, error="must match [a-z0-9-]+"))
+    sides = fields.Nested(SidesSchema, required=True)
+    statuses = fields.Nested(StatusesSchema, required=True)
+    people = fields.Nested(PeopleSchema, load_default=None, allow_none=True)
+    fields_ = fields.Nested(FieldsSchema, data_key="fields", load_default=None, allow_none=True)
+    comments = fields.Nested(CommentsSchema, load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> Link:
+        return Link(data["name"], data["sides"], data["statuses"], data["people"] or People(),
+                    data["fields_"] or FieldMap(), data["comments"] or CommentPolicy())
+
+
+class LinksConfigSchema(Schema):
+    links = fields.List(fields.Nested(LinkSchema), required=True, validate=validate.Length(min=1))
+
+
+# --------------------------------------------------------------------------------------------
+# Line numbers: where each key sits in the YAML text
+
+PathKey = tuple[str, ...]
+
+
+def _line_index(node: yaml.Node, path: PathKey, index: dict[PathKey, int], duplicates: list) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = (*path, key)
+            if key in seen:
+                duplicates.append((child, key_node.start_mark.line + 1))
+            seen.add(key)
+            index.setdefault(child, key_node.start_mark.line + 1)
+            _line_index(value_node, child, index, duplicates)
+    elif isinstance(node, yaml.SequenceNode):
+        for position, item in enumerate(node.value):
+            child = (*path, str(position))
+            index.setdefault(child, item.start_mark.line + 1)
+            _line_index(item, child, index, duplicates)
+
+
+def _line_for(index: Mapping[PathKey, int], path: PathKey) -> int | None:
+    for end in range(len(path), 0, -1):
+        if path[:end] in index:
+            return index[path[:end]]
+    return None
+
+
+def _render_path(path: PathKey) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if part.lstrip("-").isdigit() else (f".{part}" if text else part)
+    return text or "(top)"
+
+
+# --------------------------------------------------------------------------------------------
+# Turning marshmallow errors into issues
+
+
+def _field_names(schema: Schema) -> list[str]:
+    return [f.data_key or name for name, f in schema.fields.items()]
+
+
+def _container_at(path: PathKey) -> Any:
+    """The schema (or Dict field) that holds the LAST element of PATH, or None."""
+    current: Any = LinksConfigSchema()
+    parts = list(path[:-1])
+    while parts:
+        part = parts.pop(0)
+        if isinstance(current, Schema):
+            by_key = {f.data_key or name: f for name, f in current.fields.items()}
+            current = by_key.get(part)
+            if current is None:
+                return None
+        elif isinstance(current, fields.Dict):
+            current = current.value_field
+        else:
+            return None
+        while True:
+            if isinstance(current, fields.Nested):
+                current = current.schema
+            elif isinstance(current, fields.List) and parts:
+                parts.pop(0)
+                current = current.inner
+            else:
+                break
+    return current
+
+
+def _flatten(messages: Any, path: PathKey, out: list[tuple[PathKey, str]]) -> None:
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, (dict, list)):
+                _flatten(message, path, out)
+            else:
+                out.append((path, str(message)))
+        return
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            key = str(key)
+            if key == "_schema":
+                _flatten(value, path, out)
+            elif key in ("key", "value") and isinstance(_container_at(path), fields.Dict):
+                _flatten(value, path, out)
+            else:
+                _flatten(value, (*path, key), out)
+        return
+    out.append((path, str(messages)))
+
+
+def _issue_for(path: PathKey, message: str, index: Mapping[PathKey, int]) -> LintIssue:
+    line = _line_for(index, path)
+    fix = "correct the value"
+    if message == "Unknown field.":
+        container = _container_at(path)
+        names = _field_names(container) if isinstance(container, Schema) else []
+        close = difflib.get_close_matches(path[-1], names, n=1, cutoff=SUGGEST_CUTOFF)
+        message = f"unknown key {path[-1]!r}"
+        fix = f"did you mean {close[0]!r}?" if close else f"remove it; allowed here: {', '.join(names)}"
+    elif message.startswith("Missing data"):
+        message = "required key is missing"
+        fix = f"add {path[-1]!r}"
+    elif "Must be one of" in message:
+        fix = message.replace("Must be one of:", "use one of:")
+    return LintIssue(line, _render_path(path), message, fix)
+
+
+# --------------------------------------------------------------------------------------------
+# Checks beyond types
+
+
+def reachable_statuses(graph: Mapping[int, Iterable[int]], initial: int | None) -> set[int]:
+    """Statuses reachable in GRAPH from INITIAL, or (without one) from every status nothing leads to.
+
+    A graph in which every status has a way in (a pure cycle) has no natural start: all of its
+    statuses count as reachable then.
+    """
+    targets = {status for moves in graph.values() for status in moves}
+    roots = {initial} if initial is not None else {status for status in graph if status not in targets}
+    if not roots:
+        roots = set(graph)
+    seen = set(roots)
+    queue = deque(roots)
+    while queue:
+        for nxt in graph.get(queue.popleft(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return seen
+
+
+def _person_or_role_issue(value: str | None, roles: Mapping[str, Role]) -> str | None:
+    if value and value.startswith("role:") and value[5:] not in roles:
+        return f"names unknown role {value[5:]!r}"
+    return None
+
+
+def _check_link(link: Link, at: PathKey, out: list[tuple[PathKey, str, str]]) -> None:
+    def issue(rel: tuple[str, ...], message: str, fix: str) -> None:
+        out.append(((*at, *rel), message, fix))
+
+    partner, client = link.sides["partner"], link.sides["client"]
+    if partner.account == client.account:
+        issue(("sides", "client", "account"), f"both sides use account {client.account!r}",
+              "give each side its own account (base_url or account)")
+
+    statuses = link.statuses
+    for side in SIDES:
+        other = link.other(side)
+        forward, backward = statuses.forward(side), statuses.forward(other)
+        for source, target in forward.items():
+            if target not in backward:
+                issue(("statuses", f"{side}_to_{other}", str(source)),
+                      f"{other} status {target} is a target but {other}_to_{side} never maps it back",
+                      f"add '{target}: <{side} status>' to {other}_to_{side}")
+    for number, rule in enumerate(statuses.rules):
+        for end, rule_side, status in (("when", rule.when_side, rule.when_status),
+                                       ("then", rule.then_side, rule.then_status)):
+            if status not in statuses.known(rule_side):
+                issue(("statuses", "rules", str(number), end, "status"),
+                      f"{rule_side} status {status} is not in the status maps",
+                      f"use a {rule_side} status from the maps: {sorted(statuses.known(rule_side))}")
+    for side, graph in statuses.transitions.items():
+        other = link.other(side)
+        reachable = reachable_statuses(graph, link.sides[side].create.initial_status)
+        wanted = set(statuses.forward(other).values()) | {
+            rule.then_status for rule in statuses.rules if rule.then_side == side}
+        for status in sorted(wanted - reachable):
+            issue(("statuses", "transitions", side),
+                  f"{side} status {status} is a sync target but can't be reached in the {side} transitions graph",
+                  f"add a move into {status} to transitions.{side} (or set create.initial_status)")
+
+    people = link.people
+    for side in SIDES:
+        seen: dict[str, int] = {}
+        for number, pair in enumerate(people.pairs):
+            person = getattr(pair, side)
+            if person in seen:
+                issue(("people", "pairs", str(number), side),
+                      f"{side} person {person} is already paired in pairs[{seen[person]}]",
+                      "pair each person once; use representatives for stand-ins")
+            seen.setdefault(person, number)
+    for group in ("representatives", "fallback"):
+        for side in SIDES:
+            value = getattr(people, group)[side]
+            problem = _person_or_role_issue(value, people.roles)
+            if problem:
+                issue(("people", group, side), problem,
+                      f"define it under people.roles or use one of: {sorted(people.roles) or 'user:N'}")
+                continue
+            # A representative stands in on the OTHER account; a fallback is a person of its own side.
+            needed = link.other(side) if group == "representatives" else side
+            role = people.roles.get(value[5:]) if value and value.startswith("role:") else None
+            if role and role.side != needed and people.counterpart(role.side, role.user) is None:
+                issue(("people", group, side),
+                      f"role {value[5:]!r} is a {role.side} person without a {needed} counterpart, "
+                      f"so it can't act in the {needed} account",
+                      f"pair {role.user} under people.pairs, or name a {needed} \"user:N\"")
+
+    seen_ids: dict[tuple[str, int], int] = {}
+    for number, rule in enumerate(link.fields.custom):
+        for side in SIDES:
+            key = (side, rule.id_on(side))
+            if key in seen_ids:
+                issue(("fields", "custom", str(number), side),
+                      f"{side} custom field {key[1]} is already mapped in custom[{seen_ids[key]}]",
+                      "map each custom field once")
+            seen_ids.setdefault(key, number)
+        if rule.transform and rule.direction == "both" and len(set(rule.transform.values())) != len(rule.transform):
+            issue(("fields", "custom", str(number), "transform", "map"),
+                  "transform map is not one-to-one, so it can't be reversed for direction both",
+                  "make every target value unique, or set direction to partner_to_client")
+    for side in SIDES:
+        note_field = link.sides[side].assignee_note_field
+        if note_field is not None and link.fields.custom_rule(side, note_field):
+            issue(("sides", side, "assignee_note_field"),
+                  f"field {note_field} is also a synced custom field",
+                  "use a separate field for the assignee note")
+        scope, create = link.sides[side].scope, link.sides[side].create
+        made_in = {"project": create.project, "template": create.template}.get(scope.kind)
+        if scope.kind in ("project", "template") and made_in != scope.value:
+            issue(("sides", side, "create", scope.kind),
+                  f"mirrors are created outside the side's scope ({scope.kind} {scope.value})",
+                  f"set create.{scope.kind}: {scope.value}")
+
+    comments = link.comments
+    for key in ("include", "exclude"):
+        pattern = getattr(comments, key)
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                issue(("comments", key), f"regex does not compile: {exc}", "fix the regular expression")
+    if comments.mode == "matching" and not comments.include:
+        issue(("comments", "mode"), "mode matching needs an include regex", "set comments.include")
+    for key in ("header", "withdrawn"):
+        try:
+            getattr(comments, key).format(**{name: "" for name in TEMPLATE_KEYS})
+        except (KeyError, IndexError, ValueError) as exc:
+            issue(("comments", key), f"template is invalid ({exc!r})",
+                  f"use only {{{'}, {'.join(TEMPLATE_KEYS)}}} and double any literal braces")
+
+
+def _semantic_issues(config: LinksConfig, index: Mapping[PathKey, int]) -> list[LintIssue]:
+    found: list[tuple[PathKey, str, str]] = []
+    first: dict[str, int] = {}
+    for number, link in enumerate(config.links):
+        at = ("links", str(number))
+        if link.name in first:
+            found.append(((*at, "name"), f"duplicate link name {link.name!r} (also links[{first[link.name]}])",
+                          "give every link a unique name"))
+        first.setdefault(link.name, number)
+        _check_link(link, at, found)
+    return [LintIssue(_line_for(index, path), _render_path(path), message, fix) for path, message, fix in found]
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+
+
+def _parse(text: str, source_name: str) -> tuple[LinksConfig | None, list[LintIssue]]:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return None, [LintIssue(mark.line + 1 if mark else None, "(file)", f"not valid YAML: {exc}",
+                                "fix the YAML syntax")]
+    index: dict[PathKey, int] = {}
+    duplicates: list[tuple[PathKey, int]] = []
+    if root is not None:
+        _line_index(root, (), index, duplicates)
+    issues = [LintIssue(line, _render_path(path), f"key {path[-1]!r} appears twice", "keep one of them")
+              for path, line in duplicates]
+    if not isinstance(data, dict):
+        return None, issues + [LintIssue(1, "(top)", "the file must be a mapping with a 'links' list",
+                                         "start the file with 'links:'")]
+    try:
+        config = LinksConfigSchema().load(data)
+    except ValidationError as exc:
+        flat: list[tuple[PathKey, str]] = []
+        _flatten(exc.messages, (), flat)
+        return None, issues + [_issue_for(path, message, index) for path, message in flat]
+    loaded = LinksConfig(tuple(config["links"]), source_name)
+    issues += _semantic_issues(loaded, index)
+    return loaded, sorted(issues, key=lambda issue: (issue.line or 0, issue.path))
+
+
+def parse_links(text: str, source_name: str = "<string>") -> LinksConfig:
+    config, issues = _parse(text, source_name)
+    if issues or config is None:
+        raise ConfigError(source_name, issues)
+    return config
+
+
+def load_links(path: str | Path) -> LinksConfig:
+    return parse_links(Path(path).read_text(encoding="utf-8"), str(path))
+
+
+def lint_file(path: str | Path) -> list[LintIssue]:
+    """Every problem in the links file at PATH; empty when it is fine."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        return [LintIssue(None, "(file)", f"can't read {path}: {exc.strerror}", "check the path")]
+    return _parse(text, str(path))[1]

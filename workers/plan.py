@@ -1,0 +1,243 @@
+"""The whole decision for one sync run: what to write to a task's counterpart, and nothing more.
+
+It combines the small decisions (field_diff, conflict, status_map, delegation) into a SyncPlan the
+sync job executes: one create or update body (without status), then the statuses to set one after
+another, then the rule-driven moves of the source. Writes that would change nothing are left out,
+so a repeated event, or the echo of the sync's own write, plans nothing.
+
+Assumptions:
+- Snapshots are the canonical views of both tasks as of the last state both sides agreed on (saved
+  by the sync after each run). A field counts as changed on a side when it differs from that
+  side's snapshot; no source snapshot = every field changed; no target snapshot = the target
+  changed nothing (a first sync, or state rebuilt by relink: the source wins).
+- Only fields the source changed are carried, and only when the link lets them flow from the
+  source and the conflict rule says so; the target's own changes travel in its own sync run.
+- On create, everything mapped that flows from the source goes into the body (empty values are
+  left out), in the target side's ``create`` process/project/template. The name always goes, even
+  when the link does not sync names, because a task needs one.
+- ``counterpart(side, number)`` is the registry lookup of SIDE's task NUMBER's mirror; a parent
+  without a mirror yet is parked (the hierarchy follows once the parent is mirrored).
+- Parent is cleared with {"id": 0} [verify: what real Planfix accepts to detach a subtask].
+- Status ids in the plan are the target's (status_path) or (side, id) pairs (source_status_moves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.links import Link
+from workers.conflict import resolve
+from workers.delegation import delegate, real_assignee_names
+from workers.field_diff import changed_fields, flows
+from workers.status_map import MAX_RULE_ROUNDS, decide_status, equivalent, path_within, rule_moves
+
+PLAIN_FIELDS = ("name", "description", "priority")
+DATE_FIELDS = {"start_date": ("startDateTime", "hasStartDate"), "end_date": ("endDateTime", "hasEndDate")}
+# Parent 0 detaches a subtask (see the module docstring).
+NO_PARENT = 0
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    create: bool
+    update_body: dict[str, Any]
+    status_path: tuple[int, ...] = ()
+    source_status_moves: tuple[tuple[str, int], ...] = ()
+    notes: tuple[str, ...] = ()
+    parked: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()  # canonical keys (source side) whose value is carried
+
+    @property
+    def is_noop(self) -> bool:
+        return not (self.create or self.update_body or self.status_path or self.source_status_moves)
+
+
+class _Planner:
+    def __init__(self, link: Link, source_side: str, source_now: Mapping[str, Any],
+                 source_snapshot: Mapping[str, Any] | None, target_now: Mapping[str, Any] | None,
+                 target_snapshot: Mapping[str, Any] | None, counterpart: Callable[[str, int], int | None],
+                 names: Mapping[str, str]):
+        self.link, self.source, self.target = link, source_side, link.other(source_side)
+        self.now, self.other_now = source_now, target_now or {}
+        self.create = target_now is None
+        self.counterpart, self.names = counterpart, names
+        self.source_changed = changed_fields(source_snapshot, source_now)
+        self.target_changed = (changed_fields(target_snapshot, target_now)
+                               if target_now is not None and target_snapshot is not None else set())
+        self.body: dict[str, Any] = {}
+        self.custom: list[dict[str, Any]] = []
+        self.carried: list[str] = []
+        self.notes: list[str] = []
+        self.parked: list[str] = []
+        self.path: list[int] = []
+        self.source_moves: list[tuple[str, int]] = []
+
+    # -- which fields go ----------------------------------------------------------------------
+    def carries(self, key: str, target_key: str | None = None) -> bool:
+        if not flows(self.link, key, self.source):
+            return False
+        if self.create:
+            return True
+        return resolve(self.link, key, self.source, key in self.source_changed,
+                       (target_key or key) in self.target_changed) == "apply"
+
+    def differs(self, target_key: str, value: Any) -> bool:
+        if self.create:
+            return value not in (None, "", [])
+        return changed_fields({target_key: self.other_now.get(target_key)}, {target_key: value}) != set()
+
+    # -- fields --------------------------------------------------------------------------------
+    def plain(self) -> None:
+        for key in PLAIN_FIELDS:
+            must_name = self.create and key == "name"
+            if (must_name or self.carries(key)) and self.differs(key, self.now.get(key)):
+                self.body[key] = self.now.get(key)
+                self.carried.append(key)
+        for key, (write_key, has_key) in DATE_FIELDS.items():
+            value = self.now.get(key)
+            if self.carries(key) and self.differs(key, value):
+                if value is None:
+                    self.body[has_key] = False
+                else:
+                    self.body[write_key] = value
+                self.carried.append(key)
+
+    def parent(self) -> None:
+        if not self.carries("parent"):
+            return
+        number = self.now.get("parent")
+        mapped = None
+        if number is not None:
+            mapped = self.counterpart(self.source, number)
+            if mapped is None:
+                self.parked.append(f"{self.source} parent #{number} has no mirror on the {self.target} side yet; "
+                                   "the hierarchy follows once it is mirrored")
+                return
+        if self.differs("parent", mapped):
+            self.body["parent"] = {"id": mapped if mapped is not None else NO_PARENT}
+            self.carried.append("parent")
+
+    def assignees(self) -> None:
+        if not self.carries("assignees"):
+            return
+        delegation = delegate(self.link, self.source, self.now.get("assignees") or [], self.names,
+                              None if self.create else self.other_now.get("assignees") or [])
+        wanted_list = list(delegation.assignees)
+        if self.differs("assignees", wanted_list):
+            self.body["assignees"] = {"users": [{"id": person} for person in wanted_list]}
+            self.carried.append("assignees")
+            self.notes.extend(delegation.notes)
+        note_field = self.link.sides[self.target].assignee_note_field
+        if note_field is not None:
+            text = real_assignee_names(delegation, self.names) or None
+            if self.differs(f"cf:{note_field}", text):
+                self.custom.append({"field": {"id": note_field}, "value": text})
+
+    def custom_fields(self) -> None:
+        for rule in self.link.fields.custom:
+            key, target_key = f"cf:{rule.id_on(self.source)}", f"cf:{rule.id_on(self.target)}"
+            if not self.carries(key, target_key):
+                continue
+            value = rule.convert(self.now.get(key), self.source)
+            if self.differs(target_key, value):
+                self.custom.append({"field": {"id": rule.id_on(self.target)}, "value": value})
+                self.carried.append(key)
+
+    # -- statuses ------------------------------------------------------------------------------
+    def target_position(self) -> int | None:
+        if self.path:
+            return self.path[-1]
+        if self.create:
+            return self.link.sides[self.target].create.initial_status
+        return self.other_now.get("status")
+
+    def source_position(self) -> int | None:
+        return self.source_moves[-1][1] if self.source_moves else self.now.get("status")
+
+    def statuses(self) -> None:
+        source_status = self.now.get("status")
+        reached: list[tuple[str, int]] = []
+        if self.carries("status"):
+            decision = decide_status(self.link, self.source, source_status,
+                                     None if self.create else self.other_now.get("status"))
+            if decision.kind == "park":
+                self.parked.append(decision.reason)
+            self.path.extend(decision.path)
+            if decision.path:
+                reached.append((self.target, decision.path[-1]))
+        if source_status is not None and (self.create or "status" in self.source_changed):
+            reached.insert(0, (self.source, source_status))
+        self.apply_rules(reached)
+
+    def apply_rules(self, reached: list[tuple[str, int]]) -> None:
+        done: set[tuple[str, int]] = set()
+        for _ in range(MAX_RULE_ROUNDS):
+            following: list[tuple[str, int]] = []
+            for side, status in reached:
+                for then_side, then_status in rule_moves(self.link, side, status):
+                    if (then_side, then_status) in done:
+                        continue
+                    done.add((then_side, then_status))
+                    if self.rule_move(side, status, then_side, then_status):
+                        following.append((then_side, then_status))
+            if not following:
+                return
+            reached = following
+        self.parked.append(f"status rules still firing after {MAX_RULE_ROUNDS} rounds; check them for a cycle")
+
+    def rule_move(self, side: str, status: int, then_side: str, then_status: int) -> bool:
+        """Plan one rule's move; True when a move was planned."""
+        why = f"rule ({side} {status} -> {then_side} {then_status})"
+        if then_side == self.target:
+            decision = path_within(self.link, self.target, self.target_position(), then_status)
+            if decision.kind == "park":
+                self.parked.append(f"{why}: {decision.reason}")
+            self.path.extend(decision.path)
+            return bool(decision.path)
+        decision = path_within(self.link, self.source, self.source_position(), then_status)
+        if decision.kind == "park":
+            self.parked.append(f"{why}: {decision.reason}")
+        if not decision.path:
+            return False
+        self.source_moves.extend((self.source, step) for step in decision.path)
+        # The source moved on its own side: the counterpart must follow, or the two disagree.
+        if not equivalent(self.link, self.source, then_status, self.target_position()):
+            follow = decide_status(self.link, self.source, then_status, self.target_position())
+            if follow.kind == "park":
+                self.parked.append(f"{why}: {follow.reason}")
+            self.path.extend(follow.path)
+        return True
+
+    # -- result --------------------------------------------------------------------------------
+    def plan(self) -> SyncPlan:
+        self.plain()
+        self.parent()
+        self.assignees()
+        self.custom_fields()
+        self.statuses()
+        if self.custom:
+            self.body["customFieldData"] = self.custom
+        if self.create:
+            settings = self.link.sides[self.target].create
+            if settings.process is not None:
+                self.body["processId"] = settings.process
+            if settings.project is not None:
+                self.body["project"] = {"id": settings.project}
+            if settings.template is not None:
+                self.body["template"] = {"id": settings.template}
+        return SyncPlan(self.create, self.body, tuple(self.path), tuple(self.source_moves),
+                        tuple(self.notes), tuple(self.parked), tuple(self.carried))
+
+
+def plan_task_sync(link: Link, source_side: str, source_now: Mapping[str, Any],
+                   source_snapshot: Mapping[str, Any] | None, target_now: Mapping[str, Any] | None,
+                   target_snapshot: Mapping[str, Any] | None, counterpart: Callable[[str, int], int | None],
+                   names: Mapping[str, str]) -> SyncPlan:
+    """Plan SOURCE_SIDE's task's sync into its counterpart (TARGET_NOW None: create it).
+
+    All task views are canonical (workers.canonical.canonical_task) on their own side.
+    """
+    return _Planner(link, source_side, source_now, source_snapshot, target_now, target_snapshot,
+                    counterpart, names).plan()
