@@ -142,7 +142,8 @@ class TaskSync:
         if counterpart is not None:
             target_raw = self._call(other, "get_task", counterpart, fields=task_fields(link, other))
         target_now = canonical_task(target_raw, link, other) if target_raw is not None else None
-        names = {**people_names(source_raw), **(people_names(target_raw) if target_raw else {})}
+        # Person ids repeat across accounts (both robots may be user:1): source names only.
+        names = people_names(source_raw)
         plan = plan_task_sync(
             link, side, source_now, self.state.snapshot(side, self.number), target_now,
             self.state.snapshot(other, counterpart) if counterpart else None,
