@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from schemas.links import FieldRule, Scope, load_links
 from workers.canonical import BASE_FIELDS, canonical_task, in_scope, normalise_value, task_fields
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "links.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 LINK = load_links(EXAMPLE).links[0]
 
 RAW = {

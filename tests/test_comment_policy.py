@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from schemas.links import load_links
 from workers.comment_policy import MIRROR_MARK, is_mirror, plain_text, render_mirror, render_withdrawn, should_mirror
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "links.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 LINK = load_links(EXAMPLE).links[0]
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from schemas.links import SYSTEM_FIELDS, CustomFieldRule, FieldRule, load_links
 from workers.conflict import resolve
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "links.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 LINK = load_links(EXAMPLE).links[0]
 SIDES = ("partner", "client")
 

@@ -20,7 +20,7 @@ from workers.delegation import (
     resolve_on,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "links.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 LINK = load_links(EXAMPLE).links[0]
 
 

@@ -15,7 +15,7 @@ from planfix.emulator.control import EmulatorControl
 from planfix.emulator.server import EmulatorServer
 
 SYNC = {"Authorization": "Bearer tok-partner-sync"}
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "emulator.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "emulator.yaml"
 
 
 def test_server_serves_rest_and_control_over_loopback(emulator_server, emulator_world):

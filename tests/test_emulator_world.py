@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from planfix.emulator.world import INTERNAL_ID_OFFSET, ApiError, World
 from tests.conftest import EMULATOR_SEED
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "emulator.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "emulator.yaml"
 
 
 class FakeClock:

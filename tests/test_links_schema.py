@@ -20,7 +20,7 @@ from schemas.links import (
     parse_links,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "links.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 TEXT = EXAMPLE.read_text(encoding="utf-8")
 
 MINIMAL = """\

@@ -13,7 +13,7 @@ from schemas.links import CustomFieldRule, StatusRule, load_links
 from workers.canonical import normalise_value
 from workers.plan import plan_task_sync
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "links.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 LINK = load_links(EXAMPLE).links[0]
 # The demo link plus the features it does not use: an assignee note field and a value transform.
 NOTED = replace(LINK, sides={**LINK.sides, "client": replace(LINK.sides["client"], assignee_note_field=202)})

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from schemas.links import StatusRule, load_links, reachable_statuses
 from workers.status_map import decide_status, equivalent, path_within, rule_moves, shortest_path
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "links.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 LINK = load_links(EXAMPLE).links[0]
 PARTNER = (1, 2, 3, 4)
 CLIENT = (11, 12, 13, 14, 15)
