@@ -134,6 +134,28 @@ def relink(link_name: str, links_path: str | None) -> None:
 
 
 @main.command()
+@click.option("--link", "link_name", required=True)
+@click.option("--config", "links_path", default=None)
+def backfill(link_name: str, links_path: str | None) -> None:
+    """Queue a sync of every task already in the link's scope on both sides."""
+    import redis
+
+    from crosslink.operations import cli_client
+    from planfix.limiter import AccountLimiter
+    from producers.backfill import enqueue_scope
+    from producers.enqueue import Enqueuer
+    from schemas.links import find_link, load_links
+
+    settings = get_settings()
+    link = find_link(load_links(links_path or settings.links_path), link_name)
+    enqueuer = Enqueuer(settings.redis_url)
+    limiter = AccountLimiter(redis.Redis.from_url(settings.redis_url), rate_per_s=settings.rate_per_s)
+    for side in link.sides:
+        with cli_client(link, side, limiter) as client:
+            click.echo(f"{side}: {enqueue_scope(link, side, client, enqueuer)} tasks queued")
+
+
+@main.command()
 @click.option("--limit", default=50, show_default=True)
 def rejected(limit: int) -> None:
     """Show the newest webhook bodies that were authenticated but unusable."""

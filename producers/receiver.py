@@ -6,9 +6,8 @@ outgoing request of that account for three minutes. So every authenticated reque
 events (``crosslink rejected``) instead. Only a request that fails authentication gets 401, and
 an unknown link or side 404, as neither comes from a correctly set up scenario.
 
-Per (link, side, task) at most one sync job is queued: the flag in ``workers.names.pending_key``
-is set with NX, and the job clears it when it starts, so an event arriving during a run queues
-exactly one more run afterwards. Producers enqueue by task name and never import worker code.
+Per (link, side, task) at most one sync job is queued (producers.enqueue). Producers enqueue by
+task name and never import worker code.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
-from celery import Celery
 from marshmallow import ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -31,18 +29,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from producers.enqueue import Enqueuer
 from producers.payload import PayloadError, parse_body
 from producers.scenarios import BASIC_USER, SECRET_HEADER
 from schemas.links import Link, LinksConfig
 from schemas.webhook import WebhookEventSchema
-from workers.names import SYNC_QUEUE, SYNC_TASK, pending_key
 
 log = logging.getLogger("crosslink.producer")
 
 # Planfix comments are capped at 64 KB; a body template quoting one, plus HTML, fits in this.
 MAX_BODY_BYTES = 256 * 1024
-# The pending flag must not outlive a lost job for long: after this, a new event queues again.
-PENDING_TTL_S = 900
 # How many rejected events we keep for operators to look at.
 REJECTED_KEEP = 1000
 REJECTED_KEY = "crosslink:rejected"
@@ -55,14 +51,6 @@ _schema = WebhookEventSchema()
 class SideAuth:
     mode: str  # "header" | "basic"
     secret: str
-
-
-def make_celery(redis_url: str) -> Celery:
-    """A Celery app used only to send tasks by name."""
-    app = Celery("crosslink-producer", broker=redis_url)
-    app.conf.update(task_serializer="json", accept_content=["json"],
-                    broker_connection_retry_on_startup=True)
-    return app
 
 
 def authenticate(request: Request, auth: SideAuth) -> bool:
@@ -91,8 +79,8 @@ class Receiver:
                 self.auth[(link.name, side_name)] = SideAuth(
                     mode=side.webhook_auth, secret=side.webhook_secret(env)
                 )
-        self.redis = redis.Redis.from_url(redis_url)
-        self.celery = make_celery(redis_url)
+        self.enqueuer = Enqueuer(redis_url)
+        self.redis = self.enqueuer.redis
 
     async def hook(self, request: Request) -> Response:
         link_name = request.path_params["link"]
@@ -130,10 +118,7 @@ class Receiver:
         if event["event"] == "test":
             self.redis.set(f"crosslink:test-event:{link}:{side}", json.dumps({**event, "at": time.time()}), ex=3600)
             return False
-        if not self.redis.set(pending_key(link, side, event["task"]), "1", nx=True, ex=PENDING_TTL_S):
-            return False
-        self.celery.send_task(SYNC_TASK, args=[link, side, event["task"]], queue=SYNC_QUEUE)
-        return True
+        return self.enqueuer.sync(link, side, event["task"])
 
     def _reject(self, link: str, side: str, reason: str, preview: bytes) -> None:
         record = {"link": link, "side": side, "reason": reason, "at": time.time(),

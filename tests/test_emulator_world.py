@@ -52,7 +52,7 @@ def test_example_seed_loads_with_two_accounts_and_transitions():
         client = world.accounts["client"]
         assert any(p["transitions"] for p in client.processes.values())
         for account in world.accounts.values():
-            assert len(account.custom_fields) == 2 and account.projects and account.tasks
+            assert len(account.custom_fields) >= 2 and account.projects and account.tasks
             assert all(s["url"].startswith("http://127.0.0.1:8080/hooks/demo/") for s in account.scenarios)
     finally:
         world.close()

@@ -7,7 +7,9 @@ every write it makes is idempotent (workers.idempotency), so running it twice is
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import setup_logging
 
+from crosslink.logs import configure
 from crosslink.settings import get_settings
 from workers.names import SYNC_QUEUE
 
@@ -36,3 +38,10 @@ def make_app(redis_url: str) -> Celery:
 
 
 app = make_app(get_settings().redis_url)
+
+
+@setup_logging.connect
+def _setup_logging(**_: object) -> None:
+    """Replace Celery's log setup with ours: JSON lines, secrets redacted, as the producer."""
+    settings = get_settings()
+    configure(settings.log_level, settings.log_json)

@@ -128,6 +128,9 @@ class _Planner:
         if self.differs("assignees", wanted_list):
             self.body["assignees"] = {"users": [{"id": person} for person in wanted_list]}
             self.carried.append("assignees")
+        if self.create or "assignees" in self.source_changed:
+            # The real assignee changed even when the stand-in on the target stays the same:
+            # the target side must still learn who works on the task now.
             self.notes.extend(delegation.notes)
         note_field = self.link.sides[self.target].assignee_note_field
         if note_field is not None:

@@ -26,6 +26,10 @@ from workers.state import LinkState
 # "maybe applied" and checked before it is retried.
 HTTP_TIMEOUT_S = 10.0
 HTTP_POOL = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+# A sync run makes a few calls per account, and Planfix allows one per second: waiting out one
+# interval inside the run is cheaper than re-queueing the whole run (which would start over and
+# meet the same wait). Anything longer (a backlog, the daily quota) re-queues the job instead.
+INLINE_LIMIT_WAIT_S = 2.5
 
 
 @dataclass
@@ -69,7 +73,7 @@ class Runtime:
             register_secret(token)
             self._clients[key] = PlanfixClient(
                 conf.base_url, token, account=conf.account, limiter=self.limiter, http=self.http,
-                timeout=HTTP_TIMEOUT_S,
+                timeout=HTTP_TIMEOUT_S, sleep_on_limit=True, max_limit_sleep_s=INLINE_LIMIT_WAIT_S,
             )
         return self._clients[key]
 

@@ -16,8 +16,9 @@ and its task edits show up as "nothing changed" against the snapshot written aft
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +34,6 @@ from workers.state import LinkState, mirror_marker, mirror_source_id, parse_mark
 log = logging.getLogger("crosslink.sync")
 
 COMMENT_FIELDS = "id,description,owner,dateTime,isDeleted,files,sourceObjectId,sourceDataVersion"
-# How far back a lost create answer is looked for among the target project's newest tasks.
-FIND_MIRROR_PAGES = 3
 
 
 class SideFailure(Exception):
@@ -60,6 +59,7 @@ class SyncReport:
     comments_created: int = 0
     comments_updated: int = 0
     comments_withdrawn: int = 0
+    notes: int = 0
     parked: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -69,7 +69,7 @@ class SyncReport:
         if self.statuses:
             parts.append("status " + "->".join(map(str, self.statuses)))
         for label, count in (("comments+", self.comments_created), ("comments~", self.comments_updated),
-                             ("withdrawn", self.comments_withdrawn)):
+                             ("withdrawn", self.comments_withdrawn), ("notes+", self.notes)):
             if count:
                 parts.append(f"{label}{count}")
         if self.parked:
@@ -115,8 +115,11 @@ class TaskSync:
         self.report = SyncReport(link.name, side, number)
 
     def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call SIDE's client; list methods are read to the end here, so paging failures are
+        tagged with the side too."""
         try:
-            return getattr(self.clients[side], method)(*args, **kwargs)
+            result = getattr(self.clients[side], method)(*args, **kwargs)
+            return list(result) if isinstance(result, Iterator) else result
         except PlanfixError as exc:
             raise SideFailure(side, exc) from exc
 
@@ -154,7 +157,7 @@ class TaskSync:
             self.report.outcome = "created"
         elif plan.update_body:
             self._write_update(other, counterpart, plan.update_body)
-            self.report.fields = sorted(plan.update_body)
+            self.report.fields = sorted(plan.fields)
             self.report.outcome = "updated"
         self.report.counterpart = counterpart
         for status in plan.status_path:
@@ -168,8 +171,11 @@ class TaskSync:
             if self._move_status(moved_side, number, status) and moved_side == side:
                 source_now = {**source_now, "status": status}
         self.report.parked.extend(plan.parked)
+        previous = self.state.snapshot(side, self.number) or {}
+        occasion = json.dumps([previous.get("assignees"), source_now.get("assignees")])
         for note in plan.notes:
-            self._post_note(counterpart, note)
+            self._post_note(counterpart, note, occasion)
+            self.report.notes += 1
         self._sync_comments(counterpart)
         self._save_snapshots(counterpart, source_now, target_now,
                              wrote=self.report.outcome != "noop" or bool(plan.source_status_moves))
@@ -192,15 +198,12 @@ class TaskSync:
                   "sourceDataVersion": mirror_marker(link.name, side, self.number)}
 
         def find_existing() -> int | None:
-            wanted = {"sourceObjectId"}
             create = link.sides[other].create
             filters = [{"type": 5, "operator": "equal", "value": create.project}] if create.project else []
-            for index, task in enumerate(self._call(other, "list_tasks", filters=filters,
-                                                    fields="id," + ",".join(sorted(wanted)))):
+            # Only after a lost answer: a scan of the mirror project, paid rarely.
+            for task in self._call(other, "list_tasks", filters=filters, fields="id,sourceObjectId"):
                 if task.get("sourceObjectId") == source_id:
                     return int(task["id"])
-                if index >= FIND_MIRROR_PAGES * 100:
-                    return None
             return None
 
         counterpart = self.writes.run(
@@ -230,8 +233,9 @@ class TaskSync:
                 return False
         return isinstance(outcome, (Applied, Queued, PartiallyApplied))
 
-    def _post_note(self, counterpart: int, note: str) -> None:
-        digest = hashlib.sha256(note.encode()).hexdigest()[:16]
+    def _post_note(self, counterpart: int, note: str, occasion: str) -> None:
+        """Post a delegation note once per change of assignees (OCCASION), however often retried."""
+        digest = hashlib.sha256(f"{occasion}\n{note}".encode()).hexdigest()[:16]
         self.writes.run(
             f"{self.link.name}:note:{self.other}:{counterpart}:{digest}",
             write=lambda: self._call(self.other, "create_comment", counterpart, {"description": note}),

@@ -18,8 +18,6 @@ import time
 
 from celery import Task
 
-from crosslink.logs import configure
-from crosslink.settings import get_settings
 from planfix.errors import RateLimited, TransientError
 from workers.app import app
 from workers.idempotency import LeaseBusy, TaskLock
@@ -155,9 +153,3 @@ def probe_link(self: Task, link_name: str) -> str:
             requeue(link_name, event["side"], int(event["task"]), 0.0)
     log.info("link access restored: replaying %d parked tasks", len(replayed), extra={"link": link_name})
     return "restored"
-
-
-@app.on_after_configure.connect
-def _setup_logging(**_: object) -> None:
-    settings = get_settings()
-    configure(settings.log_level, settings.log_json)

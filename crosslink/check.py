@@ -1,0 +1,162 @@
+"""Do both sides of a link match? A checker that knows nothing of the workers' state.
+
+It reads both accounts as they are (a full dump from the emulator, or the same shape read over
+REST), finds each mirror by the marker the sync writes into Planfix (sourceDataVersion), and
+checks the link's promises: every task in scope mirrored exactly once, mapped fields, statuses
+and assignees equal under the link's rules, every comment mirrored exactly once with its current
+text, and a deleted comment's mirror kept and marked withdrawn. The demo ends with it; the
+end-to-end tests and the chaos suite judge convergence by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.links import Link
+from workers.canonical import canonical_task, in_scope
+from workers.comment_policy import MIRROR_MARK, WITHDRAWN_MARK, should_mirror
+from workers.delegation import delegate
+from workers.state import parse_marker
+from workers.status_map import equivalent
+
+PLAIN_KEYS = ("name", "description", "priority", "start_date", "end_date")
+
+
+@dataclass
+class CheckResult:
+    pairs: int = 0
+    comments: int = 0
+    problems: list[str] = field(default_factory=list)
+    lost: int = 0
+    duplicates: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _marked(tasks: Iterable[Mapping[str, Any]], link: str, origin_side: str) -> dict[int, list[Mapping[str, Any]]]:
+    """Mirrors in TASKS of ORIGIN_SIDE's objects, by the original's number."""
+    found: dict[int, list[Mapping[str, Any]]] = {}
+    for item in tasks:
+        marker = parse_marker(item.get("sourceDataVersion"))
+        if marker and marker[0] == link and marker[1] == origin_side:
+            found.setdefault(marker[2], []).append(item)
+    return found
+
+
+def _names(*tasks: Mapping[str, Any]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for task in tasks:
+        for person in (task.get("assignees") or {}).get("users", []) or []:
+            if person.get("name"):
+                names[person["id"]] = person["name"]
+    return names
+
+
+def check_link(link: Link, dumps: Mapping[str, list[Mapping[str, Any]]]) -> CheckResult:
+    """Compare the two sides of LINK; DUMPS maps each side name to its tasks with comments."""
+    result = CheckResult()
+    mirror_numbers: dict[str, set[int]] = {side: set() for side in link.sides}
+    pairs: list[tuple[str, Mapping[str, Any], Mapping[str, Any]]] = []
+    for side in link.sides:
+        other = link.other(side)
+        mirrors = _marked(dumps[other], link.name, side)
+        for items in mirrors.values():
+            mirror_numbers[other].update(int(item["id"]) for item in items)
+        for task in dumps[side]:
+            if parse_marker(task.get("sourceDataVersion")):
+                continue  # a mirror itself: checked from its original's side
+            found = mirrors.get(int(task["id"]), [])
+            if not found:
+                if in_scope(link, side, task):
+                    result.lost += 1
+                    result.problems.append(f"{side} #{task['id']} has no mirror on the {other} side")
+                continue
+            if len(found) > 1:
+                result.duplicates += len(found) - 1
+                result.problems.append(f"{side} #{task['id']} has {len(found)} mirrors: "
+                                       + ", ".join(f"#{item['id']}" for item in found))
+            pairs.append((side, task, found[0]))
+    counterpart = {(side, int(a["id"])): int(b["id"]) for side, a, b in pairs}
+    counterpart.update({(link.other(side), int(b["id"])): int(a["id"]) for side, a, b in pairs})
+    for side, original, mirror in pairs:
+        result.pairs += 1
+        _compare_task(link, side, original, mirror, counterpart, result)
+        _compare_comments(link, side, original, mirror, result)
+        _compare_comments(link, link.other(side), mirror, original, result)
+    return result
+
+
+def _compare_task(link: Link, side: str, original: Mapping[str, Any], mirror: Mapping[str, Any],
+                  counterpart: Mapping[tuple[str, int], int], result: CheckResult) -> None:
+    other = link.other(side)
+    a, b = canonical_task(original, link, side), canonical_task(mirror, link, other)
+    where = f"{side} #{original['id']} / {other} #{mirror['id']}"
+    for key in PLAIN_KEYS:
+        if link.fields.rules[key].direction != "none" and a.get(key) != b.get(key):
+            result.problems.append(f"{where}: {key} differs: {a.get(key)!r} vs {b.get(key)!r}")
+    for rule in link.fields.custom:
+        if rule.direction == "none":
+            continue
+        key_a, key_b = f"cf:{rule.id_on(side)}", f"cf:{rule.id_on(other)}"
+        flows_from_a = rule.direction in ("both", f"{side}_to_{other}")
+        expected, actual = ((rule.convert(a.get(key_a), side), b.get(key_b)) if flows_from_a
+                            else (rule.convert(b.get(key_b), other), a.get(key_a)))
+        if expected != actual:
+            result.problems.append(f"{where}: custom field {key_a}/{key_b} differs: {expected!r} vs {actual!r}")
+    if link.fields.rules.get("status") is None or link.fields.rules["status"].direction != "none":
+        if not (equivalent(link, side, a.get("status"), b.get("status"))
+                or equivalent(link, other, b.get("status"), a.get("status"))):
+            result.problems.append(f"{where}: status {a.get('status')} does not map to {b.get('status')}")
+    if link.fields.rules.get("assignees") is None or link.fields.rules["assignees"].direction != "none":
+        names = _names(original, mirror)
+        from_a = sorted(delegate(link, side, a.get("assignees") or [], names, b.get("assignees") or []).assignees)
+        from_b = sorted(delegate(link, other, b.get("assignees") or [], names, a.get("assignees") or []).assignees)
+        if from_a != sorted(b.get("assignees") or []) and from_b != sorted(a.get("assignees") or []):
+            result.problems.append(f"{where}: assignees {a.get('assignees')} vs {b.get('assignees')} "
+                                   "do not follow the delegation rules")
+    if link.fields.rules["parent"].direction != "none" and a.get("parent") is not None:
+        if counterpart.get((side, a["parent"])) != b.get("parent"):
+            result.problems.append(f"{where}: parent #{a['parent']} is not mirrored as #{b.get('parent')}")
+
+
+def _compare_comments(link: Link, side: str, task: Mapping[str, Any], mirror_task: Mapping[str, Any],
+                      result: CheckResult) -> None:
+    """Every comment written by a person on SIDE's TASK has exactly one mirror on MIRROR_TASK."""
+    integration = link.sides[side].integration_user
+    mirrors: dict[int, list[Mapping[str, Any]]] = {}
+    for comment in mirror_task.get("comments") or []:
+        marker = parse_marker(comment.get("sourceDataVersion"))
+        if marker and marker[0] == link.name and marker[1] == side:
+            mirrors.setdefault(marker[2], []).append(comment)
+    for comment in task.get("comments") or []:
+        text = comment.get("description") or ""
+        if (comment.get("owner") or {}).get("id") == integration or MIRROR_MARK in text:
+            continue
+        found = mirrors.get(int(comment["id"]), [])
+        where = f"{side} #{task['id']} comment {comment['id']}"
+        if comment.get("isDeleted"):
+            if found and not all(WITHDRAWN_MARK in (m.get("description") or "") for m in found):
+                result.problems.append(f"{where}: deleted, but its mirror is not marked withdrawn")
+            if len(found) > 1:
+                result.duplicates += len(found) - 1
+                result.problems.append(f"{where}: {len(found)} mirrors")
+            continue
+        if not should_mirror(link, side, text):
+            if found:
+                result.problems.append(f"{where}: excluded by the comment policy, yet mirrored")
+            continue
+        result.comments += 1
+        if not found:
+            result.lost += 1
+            result.problems.append(f"{where}: not mirrored")
+        elif len(found) > 1:
+            result.duplicates += len(found) - 1
+            result.problems.append(f"{where}: {len(found)} mirrors")
+        elif text not in (found[0].get("description") or ""):
+            result.problems.append(f"{where}: the mirror does not carry the current text")
+        elif found[0].get("isDeleted"):
+            result.problems.append(f"{where}: the mirror was deleted")

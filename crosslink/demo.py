@@ -1,0 +1,187 @@
+"""`crosslink demo`: the main job on an embedded default, end to end, and checked.
+
+It starts a Redis of its own (unless REDIS_URL is set), the emulator with the partner's and the
+client's accounts (crosslink/examples/emulator.yaml, Planfix's 1 request/s limit on), the
+producer, and a real Celery worker process, with the scenarios of both accounts calling the
+producer. Then people act in the two accounts' "web UI" and every sync is printed as the worker
+does it. At the end an independent checker (crosslink.check) compares both sides under the
+link's rules; the exit code is 0 only if they match.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crosslink.check import check_link
+from crosslink.embedded_redis import redis_url_or_embedded
+from crosslink.stack import LocalStack
+
+# One step of the story may wait this long for its sync (1 request/s per account is slow).
+STEP_TIMEOUT_S = 90.0
+# Back-off and probe delays are shrunk so the demo never sits in a retry for long.
+DEMO_TIME_SCALE = 0.05
+LINK = "demo"
+# People of the example accounts (crosslink/examples/emulator.yaml).
+MARAT, IRINA_CLIENT = 6, 5            # client account
+PAVEL, OLGA, IRINA_PARTNER = 2, 3, 4  # partner account
+
+
+def example(name: str) -> dict[str, Any]:
+    text = resources.files("crosslink").joinpath("examples", name).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+class Story:
+    def __init__(self, stack: LocalStack, say: Callable[[str], None]):
+        self.stack = stack
+        self.world = stack.world
+        self.say = say
+
+    def step(self, title: str, action: Callable[[], Any], until: Callable[[], bool]) -> Any:
+        self.say(f"\n▶ {title}")
+        result = action()
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if until() and self.stack.wait_quiet(timeout=STEP_TIMEOUT_S):
+                return result
+            time.sleep(0.2)
+        raise TimeoutError(f"step did not sync within {STEP_TIMEOUT_S:.0f}s: {title}")
+
+    def mirror(self, side: str, number: int) -> dict[str, Any] | None:
+        return self.stack.mirror_of(LINK, side, number)
+
+    def task(self, side: str, number: int) -> dict[str, Any]:
+        return next(t for t in self.stack.dumps(LINK)[side] if t["id"] == number)
+
+    def play(self) -> None:
+        world = self.world
+        ask = world.create_task("client", {
+            "name": "Export the quarterly report to the data warehouse",
+            "description": "<p>Every quarter, the sales report must land in the DWH by the 5th.</p>",
+            "processId": 3, "project": {"id": 20},
+            "assignees": {"users": [{"id": f"user:{IRINA_CLIENT}"}]},
+            "customFieldData": [{"field": {"id": 200}, "value": 1200}],
+            "endDateTime": {"date": "05-01-2027", "time": "18:00"},
+        }, author=MARAT)
+        self.step(f"Client: Marat creates task #{ask} for the partner's team, assigned to Irina",
+                  lambda: None, lambda: self.mirror("client", ask) is not None)
+        mirror = self.mirror("client", ask)["id"]
+        self.say(f"  partner's copy is #{mirror}")
+
+        self.step("Partner: Irina hands it to Pavel, the partner's lead, and comments",
+                  lambda: (world.update_task("partner", mirror, {"assignees": {"users": [{"id": f"user:{PAVEL}"}]}},
+                                             author=IRINA_PARTNER),
+                           world.add_comment("partner", mirror, {"description": "<p>Pavel's team takes this.</p>"},
+                                             author=IRINA_PARTNER)),
+                  lambda: len(self.task("client", ask).get("comments", [])) >= 1)
+
+        self.step("Partner: Pavel delegates to Olga, an engineer with no account on the client side",
+                  lambda: world.update_task("partner", mirror, {"assignees": {"users": [{"id": f"user:{OLGA}"}]}},
+                                            author=PAVEL),
+                  lambda: True)
+
+        file_id = world.upload_file("client", "sample-export.csv", b"quarter,revenue\nQ3,1200000\n", author=MARAT)
+        note = self.step("Client: Marat comments with a sample file",
+                         lambda: world.add_comment("client", ask, {
+                             "description": "<p>Here is last quarter's export for reference.</p>",
+                             "files": [{"id": file_id}]}, author=MARAT),
+                         lambda: any("last quarter" in (c.get("description") or "")
+                                     for c in self.task("partner", mirror).get("comments", [])))
+
+        self.step("Partner: Olga moves the task straight from New to Review and reports",
+                  lambda: (world.update_task("partner", mirror, {"status": {"id": 3}}, author=OLGA),
+                           world.add_comment("partner", mirror, {"description": "<p>Done, please check.</p>"},
+                                             author=OLGA)),
+                  lambda: (self.task("client", ask).get("status") or {}).get("id") == 13)
+
+        self.step("Client: Marat corrects his comment",
+                  lambda: world.update_comment("client", note, {
+                      "description": "<p>Here is last quarter's export (Q3, final numbers).</p>"}, author=MARAT),
+                  lambda: any("final numbers" in (c.get("description") or "")
+                              for c in self.task("partner", mirror).get("comments", [])))
+
+        slip = world.add_comment("partner", mirror, {"description": "<p>Invoice draft: 1,200 EUR</p>"},
+                                 author=PAVEL)
+        self.step("Partner: Pavel posts a comment by mistake, then deletes it",
+                  lambda: (self.stack.wait_quiet(STEP_TIMEOUT_S),
+                           world.delete_comment("partner", slip, author=PAVEL)),
+                  lambda: True)
+
+        self.step("Client: Marat writes an internal note (never leaves the client's account)",
+                  lambda: world.add_comment("client", ask, {"description": "<p>#internal budget approved</p>"},
+                                            author=MARAT),
+                  lambda: True)
+
+        self.step("Client: Marat accepts the work (Waiting for client -> Accepted -> Delivered)",
+                  lambda: (world.update_task("client", ask, {"status": {"id": 12}}, author=MARAT),
+                           world.update_task("client", ask, {"status": {"id": 14}}, author=MARAT)),
+                  lambda: (self.task("partner", mirror).get("status") or {}).get("id") == 4)
+
+
+def run_demo(verbose: bool = True) -> int:
+    say = print if verbose else (lambda _: None)
+    redis_url, embedded = redis_url_or_embedded()
+    workdir = Path(tempfile.mkdtemp(prefix="crosslink-demo-"))
+
+    def narrate(line: str) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return
+        message = record.get("msg", "")
+        if message.startswith("synced:"):
+            say("  ↻ " + message[len("synced: "):])
+        elif record.get("level") in ("warning", "error"):
+            say(f"  ! {message}")
+
+    # The producer runs in this process; its per-request lines would drown the story.
+    logging.getLogger("crosslink.producer").setLevel(logging.WARNING)
+    say("Crosslink demo: partner and client accounts on the Planfix emulator (1 request/s each)")
+    say(f"Redis: {'embedded at ' + redis_url if embedded else redis_url}")
+    stack = LocalStack(example("emulator.yaml"), example("links.yaml"), redis_url=redis_url,
+                       workdir=workdir, time_scale=DEMO_TIME_SCALE, on_line=narrate)
+    try:
+        stack.start()
+        say(f"Emulator {stack.emulator.url}, producer {stack.producer.url}, 1 Celery worker")
+        say("\n▶ Backfill: tasks already in both projects are mirrored first")
+        stack.backfill(LINK)
+        if not stack.wait_quiet(STEP_TIMEOUT_S * 2):
+            raise TimeoutError("the backfill did not finish")
+        Story(stack, say).play()
+        result = check_link(stack.config.links[0], stack.dumps(LINK))
+        say("")
+        say(f"Check: {result.pairs} task pairs, {result.comments} comments mirrored, "
+            f"{result.lost} lost, {result.duplicates} duplicated")
+        for problem in result.problems:
+            say(f"  ✗ {problem}")
+        for side, account in (("partner", "partner"), ("client", "client")):
+            log = stack.world.requests(account)
+            say(f"  {account}: {len(log)} API requests, at most "
+                f"{stack.world.max_requests_in_window(account)} in any second, "
+                f"{len(stack.world.violations(account))} over the limit")
+        violations = sum(len(stack.world.violations(a)) for a in ("partner", "client"))
+        ok = result.ok and violations == 0
+        say("Both sides match." if ok else "The sides do NOT match.")
+        return 0 if ok else 1
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+        if embedded is not None:
+            embedded.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo(verbose=os.environ.get("CROSSLINK_DEMO_QUIET") is None))

@@ -1,0 +1,187 @@
+"""A whole Crosslink on this machine: the emulator, the producer and real Celery workers.
+
+The demo, the end-to-end tests (and later the chaos suite and the benchmark) all need the same
+thing, so it is built here once: an emulated Planfix with the given accounts, the links pointed at
+it, each side's token and a fresh webhook secret in the environment (never in a file), the
+scenarios each side needs pointed at the producer, and worker OS processes reading the same
+links file.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+
+from crosslink.services import ProducerServer, WorkerProcess
+from planfix.client import PlanfixClient
+from planfix.emulator.server import EmulatorServer
+from planfix.limiter import AccountLimiter
+from producers.backfill import enqueue_scope
+from producers.enqueue import Enqueuer
+from planfix.emulator.world import World
+from producers.receiver import create_app
+from producers.scenarios import scenarios_for_side
+from schemas.links import LinksConfig, load_links
+from workers.names import SYNC_QUEUE
+from workers.state import parse_marker
+
+# How often the quiet check looks, and how many looks in a row must find nothing to do.
+QUIET_POLL_S = 0.2
+QUIET_LOOKS = 3
+
+
+def integration_token(emulator_config: dict[str, Any], account: str, user: str) -> str:
+    """The seeded token that acts as USER ("user:N") in ACCOUNT."""
+    user_id = int(user.split(":", 1)[1])
+    for token in emulator_config["accounts"][account].get("tokens", []):
+        if int(token["user"]) == user_id:
+            return str(token["token"])
+    raise ValueError(f"the emulator seed has no token for {user} in account {account!r}")
+
+
+@dataclass
+class LocalStack:
+    emulator_config: dict[str, Any]
+    links_config: dict[str, Any]
+    redis_url: str
+    workdir: Path
+    workers: int = 1
+    concurrency: int = 2
+    time_scale: float = 0.01
+    on_line: Callable[[str], None] | None = None
+    world: World | None = None
+    emulator: EmulatorServer | None = None
+    producer: ProducerServer | None = None
+    worker_processes: list[WorkerProcess] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    config: LinksConfig | None = None
+
+    def start(self) -> "LocalStack":
+        self.world = World.from_config(copy.deepcopy(self.emulator_config))
+        self.emulator = EmulatorServer(self.world).start()
+        links_doc = copy.deepcopy(self.links_config)
+        env: dict[str, str] = {}
+        for link in links_doc["links"]:
+            for side_name, side in link["sides"].items():
+                account = side.get("account", side_name)
+                side["base_url"] = self.emulator.base_url(account)
+                env[side["token_env"]] = integration_token(
+                    self.emulator_config, account, side["integration_user"])
+                env.setdefault(side["webhook_secret_env"], secrets.token_urlsafe(18))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        links_path = self.workdir / "links.yaml"
+        links_path.write_text(yaml.safe_dump(links_doc, allow_unicode=True, sort_keys=False),
+                              encoding="utf-8")
+        self.config = load_links(links_path)
+        rate = min((acc.get("limits") or {}).get("rate_per_s") or 1000.0
+                   for acc in self.emulator_config["accounts"].values())
+        self.env = {
+            **env,
+            "REDIS_URL": self.redis_url,
+            "CROSSLINK_LINKS": str(links_path),
+            "CROSSLINK_TIME_SCALE": str(self.time_scale),
+            "CROSSLINK_RATE_PER_S": str(rate),
+            "CROSSLINK_LOG_JSON": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH")])),
+        }
+        self.producer = ProducerServer(create_app(self.config, self.redis_url, self.env)).start()
+        self.point_scenarios_at(self.producer.url)
+        for index in range(self.workers):
+            self.add_worker(f"w{index + 1}")
+        return self
+
+    def point_scenarios_at(self, producer_url: str) -> None:
+        """Give every account the scenarios of every link side it takes part in."""
+        assert self.world is not None and self.config is not None
+        per_account: dict[str, list[dict[str, Any]]] = {}
+        for link in self.config.links:
+            for side_name, side in link.sides.items():
+                per_account.setdefault(side.account, []).extend(scenarios_for_side(
+                    producer_url, link.name, side_name, side.webhook_auth,
+                    self.env[side.webhook_secret_env], side.integration_user))
+        for account, scenarios in per_account.items():
+            self.world.set_scenarios(account, scenarios)
+
+    def add_worker(self, name: str) -> WorkerProcess:
+        worker = WorkerProcess(env=self.env, concurrency=self.concurrency, name=name,
+                               on_line=self.on_line).start()
+        self.worker_processes.append(worker)
+        return worker
+
+    def backfill(self, link_name: str) -> int:
+        """Queue a sync of every task already in the link's scope, as `crosslink backfill` does."""
+        assert self.config is not None and self.emulator is not None
+        link = next(item for item in self.config.links if item.name == link_name)
+        enqueuer = Enqueuer(self.redis_url)
+        limiter = AccountLimiter(redis.Redis.from_url(self.redis_url),
+                                 rate_per_s=float(self.env["CROSSLINK_RATE_PER_S"]))
+        queued = 0
+        for side, conf in link.sides.items():
+            with PlanfixClient(conf.base_url, conf.token(self.env), account=conf.account,
+                               limiter=limiter, sleep_on_limit=True) as client:
+                queued += enqueue_scope(link, side, client, enqueuer)
+        return queued
+
+    # --- observing ----------------------------------------------------------------------
+    def busy(self) -> bool:
+        """Anything still to do: scenario requests in flight, jobs queued, waiting or running."""
+        assert self.world is not None
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            queued = client.llen(SYNC_QUEUE) + client.hlen("unacked")
+            pending = next(client.scan_iter("crosslink:pending:*", count=1000), None) is not None
+        finally:
+            client.close()
+        return bool(queued or pending or not self.world.wait_deliveries_idle(0))
+
+    def wait_quiet(self, timeout: float = 120.0) -> bool:
+        """Wait until nothing is in flight for a few looks in a row; False on timeout."""
+        deadline = time.monotonic() + timeout
+        calm = 0
+        while time.monotonic() < deadline:
+            calm = 0 if self.busy() else calm + 1
+            if calm >= QUIET_LOOKS:
+                return True
+            time.sleep(QUIET_POLL_S)
+        return False
+
+    def dumps(self, link_name: str) -> dict[str, list[dict[str, Any]]]:
+        """Both sides' tasks with comments, straight from the emulator (not via the sync)."""
+        assert self.world is not None and self.config is not None
+        link = next(item for item in self.config.links if item.name == link_name)
+        return {side: self.world.dump_tasks(conf.account) for side, conf in link.sides.items()}
+
+    def mirror_of(self, link_name: str, side: str, number: int) -> dict[str, Any] | None:
+        """The other side's task whose marker names SIDE's task NUMBER, if exactly one exists."""
+        assert self.config is not None
+        link = next(item for item in self.config.links if item.name == link_name)
+        found = [task for task in self.dumps(link_name)[link.other(side)]
+                 if parse_marker(task.get("sourceDataVersion")) == (link_name, side, number)]
+        return found[0] if len(found) == 1 else None
+
+    def stop(self) -> None:
+        for worker in self.worker_processes:
+            worker.stop()
+        self.worker_processes.clear()
+        if self.producer is not None:
+            self.producer.stop()
+        if self.emulator is not None:
+            self.emulator.stop()
+        if self.world is not None:
+            self.world.close()
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,37 @@
+"""The one way a producer queues a sync job: coalesced per (link, side, task), by task name.
+
+The flag in ``workers.names.pending_key`` is set with NX; only the event that sets it sends a
+job, and the job clears it when it starts, so events arriving during a run queue exactly one
+more run afterwards.
+"""
+
+from __future__ import annotations
+
+import redis
+from celery import Celery
+
+from workers.names import SYNC_QUEUE, SYNC_TASK, pending_key
+
+# The pending flag must not outlive a lost job for long: after this, a new event queues again.
+PENDING_TTL_S = 900
+
+
+def make_celery(redis_url: str) -> Celery:
+    """A Celery app used only to send tasks by name."""
+    app = Celery("crosslink-producer", broker=redis_url)
+    app.conf.update(task_serializer="json", accept_content=["json"],
+                    broker_connection_retry_on_startup=True)
+    return app
+
+
+class Enqueuer:
+    def __init__(self, redis_url: str):
+        self.redis = redis.Redis.from_url(redis_url)
+        self.celery = make_celery(redis_url)
+
+    def sync(self, link: str, side: str, task: int) -> bool:
+        """Queue a sync of SIDE's TASK unless one is already waiting; True if queued."""
+        if not self.redis.set(pending_key(link, side, task), "1", nx=True, ex=PENDING_TTL_S):
+            return False
+        self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE)
+        return True
