@@ -108,7 +108,7 @@ class PlanfixClient:
     def __init__(self, base_url: str, token: str, *, account: str,
                  limiter: AccountLimiter | None = None, http: httpx.Client | None = None,
                  timeout: float = 10.0, read_retries: int = 3, sleep_on_limit: bool = False,
-                 source_id: str | None = None):
+                 max_limit_sleep_s: float = MAX_LIMIT_SLEEP_S, source_id: str | None = None):
         if not token:
             raise ValueError("a Planfix API token is required")
         if read_retries < 0:
@@ -122,7 +122,7 @@ class PlanfixClient:
         self.sleep_on_limit = sleep_on_limit
         self.source_id = source_id
         self.retry_base_s = RETRY_BASE_S
-        self.max_limit_sleep_s = MAX_LIMIT_SLEEP_S
+        self.max_limit_sleep_s = max_limit_sleep_s
         self._random = random.Random()
         self._owns_http = http is None
         self.http = http if http is not None else httpx.Client(
