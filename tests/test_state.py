@@ -63,3 +63,13 @@ def test_markers_round_trip_and_fit_planfix(link, side, number):
 def test_foreign_markers_are_not_ours():
     for value in (None, "", "v2", "other:acme:partner:5", "crosslink:acme:partner:x", "crosslink:a:b"):
         assert parse_marker(value) is None
+
+
+def test_children_wait_for_their_parent_once(redis_client):
+    state = LinkState(redis_client, "acme")
+    state.wait_for_parent("partner", 1, 5)
+    state.wait_for_parent("partner", 1, 6)
+    state.wait_for_parent("partner", 1, 5)
+    assert state.take_waiting_children("partner", 1) == [5, 6]
+    assert state.take_waiting_children("partner", 1) == []
+    assert state.take_waiting_children("client", 1) == []

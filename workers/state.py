@@ -15,6 +15,7 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
   crosslink:parked:{link}        list of parked events (JSON), replayed when access returns
   crosslink:dead:{link}          list of dead letters (JSON: the event and the reason)
   crosslink:last-sync            link -> time of its last finished sync run
+  crosslink:waiting-parent:{link}:{side}:{parent}   children to sync again once the parent is mirrored
 """
 
 from __future__ import annotations
@@ -88,6 +89,19 @@ class LinkState:
 
     def mark_mirror(self, kind: str, side: str, number: int) -> None:
         self.redis.sadd(self._key("mirrors", self.link, kind), f"{side}:{number}")
+
+    # --- hierarchy ----------------------------------------------------------------------
+    def wait_for_parent(self, side: str, parent: int, child: int) -> None:
+        """CHILD's parent has no mirror yet: remember to sync CHILD again once it has one."""
+        self.redis.sadd(self._key("waiting-parent", self.link, side, str(parent)), child)
+
+    def take_waiting_children(self, side: str, parent: int) -> list[int]:
+        key = self._key("waiting-parent", self.link, side, str(parent))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.smembers(key)
+        pipe.delete(key)
+        members, _ = pipe.execute()
+        return sorted(int(member) for member in members)
 
     # --- snapshots ----------------------------------------------------------------------
     def snapshot(self, side: str, number: int) -> dict[str, Any] | None:

@@ -61,6 +61,8 @@ class SyncReport:
     comments_withdrawn: int = 0
     notes: int = 0
     parked: list[str] = field(default_factory=list)
+    # Tasks to sync again now that this run mirrored their parent: (side, number).
+    follow_up: list[tuple[str, int]] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{self.link} {self.side}#{self.task} -> #{self.counterpart}: {self.outcome}"]
@@ -160,6 +162,13 @@ class TaskSync:
             self.report.fields = sorted(plan.fields)
             self.report.outcome = "updated"
         self.report.counterpart = counterpart
+        parent = source_now.get("parent")
+        if parent is not None and self.state.counterpart("task", side, parent) is None:
+            # Mirrored without its parent for now: remember the child, and do not record the
+            # parent as agreed, so the run after the parent's mirror carries it.
+            self.state.wait_for_parent(side, parent, self.number)
+            previous_parent = (self.state.snapshot(side, self.number) or {}).get("parent")
+            source_now = {**source_now, "parent": previous_parent}
         for status in plan.status_path:
             if not self._move_status(other, counterpart, status):
                 break
@@ -186,6 +195,7 @@ class TaskSync:
         """A task whose marker says it mirrors one of ours is paired again, never re-mirrored."""
         marker = parse_marker(source_raw.get("sourceDataVersion"))
         if marker and marker[0] == self.link.name and marker[1] == self.other:
+            # This task is the mirror; its original is marker[2] on the other side.
             self.state.pair("task", self.side, self.number, self.other, marker[2])
             self.state.mark_mirror("task", self.side, self.number)
             return marker[2]
@@ -211,9 +221,16 @@ class TaskSync:
             write=lambda: self._call(other, "create_task", marked),
             find_existing=find_existing,
         )
-        self.state.pair("task", side, self.number, other, counterpart)
-        self.state.mark_mirror("task", other, counterpart)
+        self._paired(counterpart)
         return counterpart
+
+    def _paired(self, counterpart: int) -> None:
+        self.state.pair("task", self.side, self.number, self.other, counterpart)
+        self.state.mark_mirror("task", self.other, counterpart)
+        # Children on either side may have been waiting for this pair to exist.
+        for side, number in ((self.side, self.number), (self.other, counterpart)):
+            self.report.follow_up.extend(
+                (side, child) for child in self.state.take_waiting_children(side, number))
 
     def _write_update(self, side: str, number: int, body: dict[str, Any]) -> None:
         outcome = self._call(side, "update_task", number, body)

@@ -85,6 +85,8 @@ def sync_task(self: Task, link_name: str, side: str, number: int, attempt: int =
     finally:
         lock.release()
     state.mark_synced(time.time())
+    for follow_side, follow_number in report.follow_up:
+        requeue(link_name, follow_side, follow_number, 0.0)
     log.info("synced: %s", report.summary(), extra={**context, "counterpart": report.counterpart})
     return report.outcome
 
