@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -37,16 +38,18 @@ def link_status(links_path: str, redis_url: str) -> list[dict[str, Any]]:
     return rows
 
 
-def cli_client(link: Link, side: str, limiter: AccountLimiter) -> PlanfixClient:
+def cli_client(link: Link, side: str, limiter: AccountLimiter,
+               env: Mapping[str, str] | None = None) -> PlanfixClient:
     """A client for an operator command: it may sleep for the limiter instead of failing."""
     conf = link.sides[side]
-    token = conf.token(os.environ)
+    token = conf.token(os.environ if env is None else env)
     register_secret(token)
     return PlanfixClient(conf.base_url, token, account=conf.account, limiter=limiter,
                          sleep_on_limit=True)
 
 
-def relink(links_path: str, redis_url: str, link_name: str) -> dict[str, int]:
+def relink(links_path: str, redis_url: str, link_name: str,
+           env: Mapping[str, str] | None = None) -> dict[str, int]:
     """Rebuild LINK's registry from the markers (sourceDataVersion) on every mirror in Planfix.
 
     Every mirror the sync creates names its original in plain text, so the pairs can be read back
@@ -61,7 +64,7 @@ def relink(links_path: str, redis_url: str, link_name: str) -> dict[str, int]:
     limiter = AccountLimiter(client)
     found = {"tasks": 0, "comments": 0}
     for side in link.sides:
-        planfix = cli_client(link, side, limiter)
+        planfix = cli_client(link, side, limiter, env)
         other = link.other(side)
         create = link.sides[side].create
         filters = [{"type": 5, "operator": "equal", "value": create.project}] if create.project else []
