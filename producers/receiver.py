@@ -13,13 +13,12 @@ task name and never import worker code.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from marshmallow import ValidationError
@@ -50,24 +49,29 @@ _schema = WebhookEventSchema()
 @dataclass(frozen=True)
 class SideAuth:
     mode: str  # "header" | "basic"
-    secret: str
+    secret: str = field(repr=False)  # never in a log line or a traceback's locals
 
 
 def authenticate(request: Request, auth: SideAuth) -> bool:
-    """Constant-time check of the side's secret, by header or by Basic auth."""
+    """Constant-time check of the side's secret, by header or by Basic auth.
+
+    Starlette decodes header bytes as latin-1, so encoding them back as latin-1 gives the exact
+    bytes sent; a client sends a non-ASCII secret as UTF-8, the form compared against.
+    """
     if auth.mode == "basic":
         header = request.headers.get("authorization", "")
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic":
             return False
         try:
+            # ValueError, not just binascii.Error: b64decode refuses non-ASCII text with it.
             user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):
             return False
         user_ok = hmac.compare_digest(user.encode(), BASIC_USER.encode())
         return hmac.compare_digest(password.encode(), auth.secret.encode()) and user_ok
     supplied = request.headers.get(SECRET_HEADER.lower(), "")
-    return hmac.compare_digest(supplied.encode(), auth.secret.encode())
+    return hmac.compare_digest(supplied.encode("latin-1"), auth.secret.encode())
 
 
 class Receiver:
