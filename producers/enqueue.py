@@ -35,3 +35,7 @@ class Enqueuer:
             return False
         self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE)
         return True
+
+    def close(self) -> None:
+        self.redis.close()
+        self.celery.close()

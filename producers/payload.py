@@ -47,7 +47,10 @@ def parse_body(raw: bytes, content_type: str | None) -> dict[str, object]:
         form = dict(parse_qsl(text, keep_blank_values=True))
         if form:
             return form
-    found = {m.group("key").lower(): m.group("value") for m in _REPAIR.finditer(text)}
+    found: dict[str, object] = {}
+    for match in _REPAIR.finditer(text):
+        # The first occurrence is the template's own field; later ones are free text inside it.
+        found.setdefault(match.group("key").lower(), match.group("value"))
     if found:
         return found
     raise PayloadError("the body is neither JSON, nor a form, nor text naming a task")

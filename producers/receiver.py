@@ -13,11 +13,12 @@ task name and never import worker code.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import redis
@@ -96,12 +97,10 @@ class Receiver:
             log.warning("webhook refused: authentication failed", extra={"link": link_name, "side": side})
             return PlainTextResponse("unauthorized", status_code=401)
         content_type = request.headers.get("content-type")
-        if request.method == "GET":
-            # A GET scenario puts its variables in the query string instead of a body.
-            raw, too_big = str(request.query_params).encode(), False
-            content_type = "application/x-www-form-urlencoded"
-        else:
-            raw, too_big = await _read_capped(request)
+        raw, too_big = (b"", False) if request.method == "GET" else await _read_capped(request)
+        if not raw.strip() and not too_big and request.query_params:
+            # A scenario may put its variables in the URL instead of a body (always so for GET).
+            raw, content_type = str(request.query_params).encode(), "application/x-www-form-urlencoded"
         if too_big:
             await run_in_threadpool(self._reject, link_name, side,
                                     f"body over {MAX_BODY_BYTES} bytes", raw[:PREVIEW_CHARS])
@@ -163,7 +162,12 @@ def create_app(config: LinksConfig, redis_url: str, env: Mapping[str, str]) -> S
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
-    app = Starlette(routes=[
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        receiver.enqueuer.close()
+
+    app = Starlette(lifespan=lifespan, routes=[
         Route("/hooks/{link}/{side}", receiver.hook, methods=["POST", "PUT", "GET"]),
         Route("/healthz", healthz),
     ])

@@ -47,7 +47,15 @@ class WebhookEventSchema(Schema):
         for key in ("task", "comment"):
             value = cleaned.get(key)
             if isinstance(value, str):
-                cleaned[key] = value.strip().lstrip("#")
+                value = value.strip().lstrip("#")
+                # ASCII digits only: int() would also read "1_2", "١٢" or "１２" as numbers.
+                if value and not (value.isascii() and value.isdigit()):
+                    raise ValidationError({key: [f"{value[:40]!r} is not a number"]})
+                cleaned[key] = value
+            elif isinstance(value, float) and not value.is_integer():
+                raise ValidationError({key: [f"{value!r} is not a whole number"]})
+            elif isinstance(value, bool):
+                raise ValidationError({key: [f"{value!r} is not a number"]})
         if cleaned.get("event") is None:
             cleaned.pop("event", None)
         if cleaned.get("task") is None:

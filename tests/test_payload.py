@@ -101,3 +101,14 @@ def test_fuzz_parser_never_raises_anything_but_its_own_errors(raw, content_type)
         return
     assert isinstance(event["task"], int) and 1 <= event["task"] <= 10**12
     assert event["event"] in ("task_created", "task_changed", "comment_added", "comment_changed", "test")
+
+
+@pytest.mark.parametrize("task", ["1_2", "١٢٣", "１２", "1.5", 1.5, True, " 12 3"])
+def test_only_plain_whole_numbers_are_task_numbers(task):
+    with pytest.raises(ValidationError):
+        schema.load({"task": task})
+
+
+def test_repair_takes_the_templates_own_field_not_free_text_after_it():
+    raw = '{"event": "task_changed", "task": "15", "name": "see "task": 99"}'.encode()
+    assert load(raw)["task"] == 15

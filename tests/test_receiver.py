@@ -403,3 +403,9 @@ def test_no_secret_in_logs_or_responses_and_bad_input_queues_nothing(client, red
         encoded = base64.b64encode(f"{BASIC_USER}:{secret}".encode()).decode()
         for text in logged + texts:
             assert secret not in text and encoded not in text
+
+
+def test_a_post_with_its_variables_in_the_url_is_read_from_the_query(client, redis_client):
+    response = client.post("/hooks/alpha/partner?task=31&event=task_changed", headers=signed("alpha", "partner"))
+    assert response.status_code == 200
+    assert queued(redis_client) == [["alpha", "partner", 31]]
