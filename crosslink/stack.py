@@ -10,7 +10,6 @@ links file.
 from __future__ import annotations
 
 import copy
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -91,8 +90,6 @@ class LocalStack:
             "CROSSLINK_TIME_SCALE": str(self.time_scale),
             "CROSSLINK_RATE_PER_S": str(rate),
             "CROSSLINK_LOG_JSON": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                        os.environ.get("PYTHONPATH")])),
         }
         self.producer = ProducerServer(create_app(self.config, self.redis_url, self.env)).start()
         self.point_scenarios_at(self.producer.url)
