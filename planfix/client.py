@@ -42,6 +42,7 @@ from planfix.limiter import REASON_RATE, AccountLimiter
 __all__ = [
     "Applied", "FieldFailure", "PartiallyApplied", "PlanfixClient", "Queued", "WriteOutcome",
     "TASK_SYNC_FIELDS", "COMMENT_FIELDS", "USER_FIELDS", "STATUS_FIELDS", "CUSTOM_FIELD_FIELDS",
+    "CHECKLIST_FIELDS",
 ]
 
 log = logging.getLogger("crosslink.planfix")
@@ -61,6 +62,9 @@ USER_FIELDS = ("id", "name", "midname", "lastname", "email", "role", "status")
 STATUS_FIELDS = ("id", "name", "color", "isActive", "isAppliedIndividually")
 CUSTOM_FIELD_FIELDS = ("id", "name", "type", "enumValues")
 FILE_FIELDS = "id,name,size,downloadUrl"
+# A checklist item's fields the sync reads (the spec's ChecklistItemResponse has no author and
+# no sourceObjectId/sourceDataVersion to ask for).
+CHECKLIST_FIELDS = ("id", "name", "isDone", "parent")
 
 # Planfix list endpoints return at most 100 items per page (API-NOTES section 1).
 MAX_PAGE_SIZE = 100
@@ -396,6 +400,33 @@ class PlanfixClient:
         return self._pages("/comment/list", "POST /comment/list", body, "comments", page_size)
 
     # ==========================================================================================
+    # Checklists (items belong to a task; Planfix cannot delete them: DELETE answers 405)
+
+    def list_checklist(self, number: int, fields: str | Iterable[str] = CHECKLIST_FIELDS,
+                       page_size: int = MAX_PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """POST /task/{id}/checklist/list: every item of task NUMBER, every page."""
+        return self._pages(f"/task/{int(number)}/checklist/list", "POST /task/{id}/checklist/list",
+                           {"fields": _field_list(fields)}, "items", page_size)
+
+    def get_checklist_item(self, number: int, item_id: int,
+                           fields: str | Iterable[str] = CHECKLIST_FIELDS) -> dict[str, Any]:
+        return self._read("GET", f"/task/{int(number)}/checklist/{int(item_id)}",
+                          "GET /task/{id}/checklist/{itemId}",
+                          params={"fields": _field_list(fields)}).get("item") or {}
+
+    def create_checklist_item(self, number: int, body: Mapping[str, Any]) -> int:
+        """POST /task/{id}/checklist -> the new item's id. Never retried: see the module docstring."""
+        operation = "POST /task/{id}/checklist"
+        _, payload = self._write("POST", f"/task/{int(number)}/checklist", operation, json_body=dict(body))
+        return self._new_id(payload, operation)
+
+    def update_checklist_item(self, number: int, item_id: int, body: Mapping[str, Any]) -> WriteOutcome:
+        """POST /task/{id}/checklist/{itemId}: only the fields sent change (name, isDone, ...)."""
+        status, payload = self._write("POST", f"/task/{int(number)}/checklist/{int(item_id)}",
+                                      "POST /task/{id}/checklist/{itemId}", json_body=dict(body))
+        return write_outcome(status, payload)
+
+    # ==========================================================================================
     # Processes, statuses, people, custom fields
 
     def list_processes(self) -> list[dict[str, Any]]:
@@ -499,8 +530,12 @@ class PlanfixClient:
         self._write("POST", f"/file/{int(file_id)}/attach/task", "POST /file/{id}/attach/task",
                     params={"id": int(task_number)})
 
-    def list_task_files(self, number: int) -> list[dict[str, Any]]:
-        return self._read("GET", f"/task/{int(number)}/files", "GET /task/{id}/files").get("files") or []
+    def list_task_files(self, number: int, only_description: bool = False) -> list[dict[str, Any]]:
+        """GET /task/{id}/files: the task's files; with ONLY_DESCRIPTION, only the task card's
+        (not those attached to its comments)."""
+        params = {"onlyFromDescription": "true"} if only_description else None
+        return self._read("GET", f"/task/{int(number)}/files", "GET /task/{id}/files",
+                          params=params).get("files") or []
 
 
 def is_retryable(error: PlanfixError) -> bool:

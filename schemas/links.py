@@ -20,6 +20,7 @@ Design decisions where the product brief is silent (all optional keys have these
   not a key has no allowed moves out of it. A side without a graph allows every move.
 - ``fields``: every system field defaults to ``{direction: both, owner: null}``; ``assignees`` and
   ``status`` may be listed there too (same defaults). ``custom`` defaults to no custom fields.
+  ``checklist`` and ``files`` (the task card's files) take only ``{direction: ...}``, default both.
   ``transform.map`` maps string values (list options) from partner to client; the client-to-partner
   direction uses its inverse, which is why a ``both`` field needs a one-to-one map. Values not in
   the map pass through unchanged.
@@ -232,8 +233,14 @@ SYSTEM_FIELDS = ("name", "description", "priority", "start_date", "end_date", "p
 
 @dataclass(frozen=True)
 class FieldMap:
+    """How each field travels. ``checklist`` and ``files`` (the task card's files) take only a
+    direction: they are lists whose items are mirrored one by one and never deleted, so an owner
+    has nothing to decide."""
+
     rules: Mapping[str, FieldRule] = field(default_factory=lambda: {name: FieldRule() for name in SYSTEM_FIELDS})
     custom: tuple[CustomFieldRule, ...] = ()
+    checklist: FieldRule = field(default_factory=FieldRule)
+    files: FieldRule = field(default_factory=FieldRule)
 
     def custom_rule(self, side: str, field_id: int) -> CustomFieldRule | None:
         for rule in self.custom:
@@ -460,6 +467,14 @@ class FieldRuleSchema(Schema):
     owner = fields.Str(load_default=None, allow_none=True, validate=_side_choice)
 
 
+class DirectionOnlySchema(Schema):
+    direction = fields.Str(load_default="both", validate=validate.OneOf(DIRECTIONS))
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> FieldRule:
+        return FieldRule(data["direction"])
+
+
 class _TransformSchema(Schema):
     map = fields.Dict(keys=fields.Str(), values=fields.Str(), required=True)
 
@@ -485,11 +500,14 @@ class FieldsSchema(Schema):
     assignees = fields.Nested(FieldRuleSchema, load_default=None, allow_none=True)
     status = fields.Nested(FieldRuleSchema, load_default=None, allow_none=True)
     custom = fields.List(fields.Nested(CustomFieldRuleSchema), load_default=list)
+    checklist = fields.Nested(DirectionOnlySchema, load_default=None, allow_none=True)
+    files = fields.Nested(DirectionOnlySchema, load_default=None, allow_none=True)
 
     @post_load
     def _make(self, data: dict, **_: Any) -> FieldMap:
         rules = {name: FieldRule(**(data[name] or {})) for name in SYSTEM_FIELDS}
-        return FieldMap(rules, tuple(data["custom"]))
+        return FieldMap(rules, tuple(data["custom"]), data["checklist"] or FieldRule(),
+                        data["files"] or FieldRule())
 
 
 class _SideLabelsSchema(Schema):

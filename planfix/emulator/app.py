@@ -163,6 +163,31 @@ def task_files(call: Call) -> Response:
     return _ok({"files": call.world.task_files(call.account, call.params["id"], only)})
 
 
+def list_checklist(call: Call) -> Response:
+    return _ok({"items": call.world.list_checklist(call.account, call.params["id"], call.body)})
+
+
+def create_checklist_item(call: Call) -> Response:
+    item_id = call.world.create_checklist_item(call.account, call.params["id"], call.body, author=call.user)
+    return _ok({"id": item_id}, status=201)
+
+
+def get_checklist_item(call: Call) -> Response:
+    return _ok({"item": call.world.get_checklist_item(call.account, call.params["id"], call.params["item"],
+                                                      call.query.get("fields"))})
+
+
+def update_checklist_item(call: Call) -> Response:
+    failures = call.world.update_checklist_item(call.account, call.params["id"], call.params["item"],
+                                                call.body, author=call.user)
+    return _ok({"failures": failures} if failures else None)
+
+
+def delete_checklist_item(call: Call) -> Response:
+    # Live-verified (API-NOTES section 3): Planfix has no way to delete a checklist item.
+    raise ApiError(405, 405, "Method not allowed")
+
+
 # (method, path pattern relative to /rest, scope, handler, body kind). A trailing slash is
 # optional everywhere, since the spec writes some create paths with one and clients differ.
 ROUTES: list[tuple[str, str, str | None, Handler, str]] = [
@@ -175,6 +200,11 @@ ROUTES: list[tuple[str, str, str | None, Handler, str]] = [
     ("POST", r"/task/(?P<id>[^/]+)/comments/list", "comment_readonly", list_task_comments, "json"),
     ("POST", r"/task/(?P<id>[^/]+)/comments", "comment_add", add_comment, "json"),
     ("POST", r"/task/(?P<id>[^/]+)/comments/(?P<comment>[^/]+)", "comment_update", update_comment, "json"),
+    ("POST", r"/task/(?P<id>[^/]+)/checklist/list", "task_readonly", list_checklist, "json"),
+    ("POST", r"/task/(?P<id>[^/]+)/checklist", "task_update", create_checklist_item, "json"),
+    ("GET", r"/task/(?P<id>[^/]+)/checklist/(?P<item>[^/]+)", "task_readonly", get_checklist_item, "none"),
+    ("POST", r"/task/(?P<id>[^/]+)/checklist/(?P<item>[^/]+)", "task_update", update_checklist_item, "json"),
+    ("DELETE", r"/task/(?P<id>[^/]+)/checklist/(?P<item>[^/]+)", "task_update", delete_checklist_item, "none"),
     ("POST", r"/comment/list", "comment_readonly", list_comments, "json"),
     ("GET", r"/comment/(?P<id>[^/]+)", "comment_readonly", get_comment, "none"),
     ("DELETE", r"/comment/(?P<id>[^/]+)", "comment_delete", delete_comment, "none"),
@@ -254,7 +284,8 @@ async def rest(request: Request) -> Response:
         body = await _json_body(request) if body_kind == "json" else None
         silent = request.query_params.get("silent", "false").lower() == "true"
         call = Call(world, account, user, params, dict(request.query_params), body, request, silent)
-        response = await _faulted(world, account, handler, call, task_update=handler is update_task)
+        response = await _faulted(world, account, handler, call,
+                                  task_update=handler in (update_task, update_checklist_item))
     except ApiError as exc:
         response = _error(exc)
     for name, value in headers.items():
@@ -272,10 +303,16 @@ async def _faulted(world: World, account: str, handler: Handler, call: Call, *, 
         raise ApiError(500, 0, "Internal server error")
     if fault == "busy_202":
         # Planfix queues an update to a locked task and applies it later (API-NOTES.md section 3).
+        # A checklist item lives in its task, so it is locked with it and queued the same way.
         number, body, user = call.params["id"], call.body, call.user
-        world.get_task(account, number, "id")  # a 404 now rather than a silent loss later
-        world.schedule(float(faults["busy_delay_s"]),
-                       lambda: _apply_later(world, account, number, body, user))
+        if handler is update_checklist_item:
+            item = call.params["item"]
+            world.get_checklist_item(account, number, item, "id")  # an error now, not a silent loss later
+            apply = lambda: world.update_checklist_item(account, number, item, body, author=user)  # noqa: E731
+        else:
+            world.get_task(account, number, "id")  # a 404 now rather than a silent loss later
+            apply = lambda: world.update_task(account, number, body, author=user)  # noqa: E731
+        world.schedule(float(faults["busy_delay_s"]), lambda: _apply_later(apply))
         return Response(status_code=202)
     response = await _run(handler, call)
     if fault == "error_500_after_commit":
@@ -287,9 +324,9 @@ async def _faulted(world: World, account: str, handler: Handler, call: Call, *, 
     return response
 
 
-def _apply_later(world: World, account: str, number: str, body: Any, user: int) -> None:
+def _apply_later(apply: Callable[[], Any]) -> None:
     try:
-        world.update_task(account, number, body, author=user)
+        apply()
     except ApiError:
         pass  # the task vanished meanwhile; Planfix would drop the queued change as well
 
@@ -359,6 +396,18 @@ async def ui_edit_comment(request: Request, world: World, account: str) -> Any:
 async def ui_delete_comment(request: Request, world: World, account: str) -> Any:
     world.delete_comment(account, request.path_params["id"], author=_ui_user(request, world, account))
     return {}
+
+
+async def ui_add_checklist_item(request: Request, world: World, account: str) -> Any:
+    item_id = world.create_checklist_item(account, request.path_params["id"], await _body(request),
+                                          author=_ui_user(request, world, account))
+    return {"id": item_id}
+
+
+async def ui_update_checklist_item(request: Request, world: World, account: str) -> Any:
+    failures = world.update_checklist_item(account, request.path_params["id"], request.path_params["item"],
+                                           await _body(request), author=_ui_user(request, world, account))
+    return {"failures": failures} if failures else {}
 
 
 async def faults(request: Request, world: World, account: str) -> Any:
@@ -439,6 +488,8 @@ def create_app(world: World) -> Starlette:
         Route(prefix + "/ui/task", _control(ui_create_task), methods=["POST"]),
         Route(prefix + "/ui/task/{id}", _control(ui_update_task), methods=["POST"]),
         Route(prefix + "/ui/task/{id}/comments", _control(ui_add_comment), methods=["POST"]),
+        Route(prefix + "/ui/task/{id}/checklist", _control(ui_add_checklist_item), methods=["POST"]),
+        Route(prefix + "/ui/task/{id}/checklist/{item}", _control(ui_update_checklist_item), methods=["POST"]),
         Route(prefix + "/ui/comment/{id}", _control(ui_edit_comment), methods=["POST"]),
         Route(prefix + "/ui/comment/{id}", _control(ui_delete_comment), methods=["DELETE"]),
         Route(prefix + "/faults", _control(faults), methods=["GET", "POST"]),
