@@ -11,9 +11,10 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
   crosslink:reg:{link}:file      "partner:9" -> "41"
   crosslink:snap:{link}          "partner:5" -> canonical task JSON as last synced
   crosslink:csnap:{link}:{side}:{task}   comment id -> fingerprint of the last mirrored text
+  crosslink:queued:{link}        "client:12" -> values a queued (202) write should produce there
   crosslink:severed:{link}       side -> JSON reason, while that side's access is lost
   crosslink:parked:{link}        list of parked events (JSON), replayed when access returns
-  crosslink:dead:{link}          list of dead letters (JSON: the event and the reason)
+  crosslink:dlq:*                dead letters and the events held behind them (workers.dead_letters)
   crosslink:last-sync            link -> time of its last finished sync run
   crosslink:waiting-parent:{link}:{side}:{parent}   children to sync again once the parent is mirrored
 """
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+
+from workers.dead_letters import DeadLetters
 
 PREFIX = "crosslink"
 # Fixed namespace: the same (link, side, object) always yields the same sourceObjectId, so a
@@ -115,6 +118,18 @@ class LinkState:
                 mapping={f"{s}:{n}": json.dumps(v, sort_keys=True) for (s, n), v in snapshots.items()},
             )
 
+    def queued_expectations(self, side: str, number: int) -> dict[str, Any]:
+        """Canonical values a write Planfix queued (202) should give SIDE's task NUMBER."""
+        raw = self.redis.hget(self._key("queued", self.link), f"{side}:{number}")
+        return json.loads(raw) if raw is not None else {}
+
+    def save_queued_expectations(self, side: str, number: int, values: dict[str, Any]) -> None:
+        if values:
+            self.redis.hset(self._key("queued", self.link), f"{side}:{number}",
+                            json.dumps(values, sort_keys=True))
+        else:
+            self.redis.hdel(self._key("queued", self.link), f"{side}:{number}")
+
     def comment_fingerprints(self, side: str, task: int) -> dict[int, str]:
         raw = self.redis.hgetall(self._key("csnap", self.link, side, str(task)))
         return {int(k): _text(v) for k, v in raw.items()}
@@ -154,12 +169,13 @@ class LinkState:
         return int(self.redis.llen(self._key("parked", self.link)))
 
     # --- dead letters and progress ------------------------------------------------------
-    def dead_letter(self, event: dict[str, Any], reason: str, at: float) -> None:
-        self.redis.rpush(self._key("dead", self.link),
-                         json.dumps({**event, "reason": reason, "at": at}, sort_keys=True))
+    def dead_letter(self, event: dict[str, Any], reason: str, at: float, kind: str = "permanent") -> str:
+        """Keep EVENT with REASON and block its task behind it; returns the letter's id."""
+        return DeadLetters(self.redis, self.link).add(event, reason, at, kind)
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        return [json.loads(item) for item in self.redis.lrange(self._key("dead", self.link), 0, -1)]
+        return [{**letter["event"], "reason": letter["reason"], "at": letter["at"]}
+                for letter in DeadLetters(self.redis, self.link).letters()]
 
     def mark_synced(self, at: float) -> None:
         self.redis.hset(self._key("last-sync"), self.link, at)

@@ -11,6 +11,11 @@ each write idempotent:
 
 Changes made by the integration user are the sync's own: its comments are never mirrored back,
 and its task edits show up as "nothing changed" against the snapshot written after the sync.
+
+A write Planfix answers with 202 (the task was locked; the change is queued) is not yet a change
+both sides agree on: the fields it carried keep their old source snapshot, so the next run still
+sees them as unsynced, and the run reports them (`SyncReport.queued`) so the job reads the task
+back after the retry policy's delay (workers.retry) and plans again.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from typing import Any
 from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
 from planfix.errors import NotFound, PlanfixError
 from schemas.links import Link
-from workers.canonical import canonical_task, in_scope, task_fields
+from workers.attachments import sync_checklist, sync_task_files
+from workers.canonical import canonical_task, in_scope, normalise_value, task_fields
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce
-from workers.plan import plan_task_sync
+from workers.field_diff import changed_fields
+from workers.plan import DATE_FIELDS, PLAIN_FIELDS, plan_task_sync
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
 log = logging.getLogger("crosslink.sync")
@@ -63,6 +70,8 @@ class SyncReport:
     parked: list[str] = field(default_factory=list)
     # Tasks to sync again now that this run mirrored their parent: (side, number).
     follow_up: list[tuple[str, int]] = field(default_factory=list)
+    # Writes Planfix queued (HTTP 202) and nobody has seen applied yet: read the task back later.
+    queued: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{self.link} {self.side}#{self.task} -> #{self.counterpart}: {self.outcome}"]
@@ -76,6 +85,8 @@ class SyncReport:
                 parts.append(f"{label}{count}")
         if self.parked:
             parts.append("parked: " + "; ".join(self.parked))
+        if self.queued:
+            parts.append("queued by Planfix: " + "; ".join(self.queued))
         return "  ".join(parts)
 
 
@@ -88,6 +99,44 @@ def timepoint_text(point: Mapping[str, Any] | None) -> str:
         return ""
     date, time_ = point.get("date", ""), point.get("time", "")
     return f"{date} {time_}".strip() or str(point.get("datetime", ""))
+
+
+def _ref(value: Any) -> int | None:
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    try:
+        return int(value) or None
+    except (TypeError, ValueError):
+        return None
+
+
+def expected_view(target_now: Mapping[str, Any] | None, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The canonical values the target will hold once the update BODY is applied, for the keys
+    BODY sets (a pure function: it reads the body the planner built, in the shapes it builds).
+
+    Assumptions: custom fields are only expected for keys the canonical target view has (the
+    link reads them on that side); a date is written as the canonical "dd-MM-yyyy HH:mm" text and
+    cleared with has*Date false; parent 0 detaches.
+    """
+    now = target_now or {}
+    view: dict[str, Any] = {key: body[key] for key in PLAIN_FIELDS if key in body}
+    for key, (write_key, has_key) in DATE_FIELDS.items():
+        if write_key in body:
+            view[key] = body[write_key]
+        elif body.get(has_key) is False:
+            view[key] = None
+    if "parent" in body:
+        view["parent"] = _ref(body["parent"])
+    if "status" in body:
+        view["status"] = _ref(body["status"])
+    if "assignees" in body:
+        view["assignees"] = sorted(str(person["id"]) for person in
+                                   (body["assignees"] or {}).get("users", []) or [])
+    for entry in body.get("customFieldData") or []:
+        key = f"cf:{_ref((entry or {}).get('field'))}"
+        if key in now:
+            view[key] = normalise_value(entry.get("value"))
+    return view
 
 
 def people_names(task: Mapping[str, Any]) -> dict[str, str]:
@@ -115,6 +164,9 @@ class TaskSync:
         self.state = state
         self.writes = writes
         self.report = SyncReport(link.name, side, number)
+        # Source keys whose carried value Planfix queued (202), and the target values expected.
+        self._unconfirmed: set[str] = set()
+        self._expected: dict[str, Any] = {}
 
     def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call SIDE's client; list methods are read to the end here, so paging failures are
@@ -158,7 +210,9 @@ class TaskSync:
             counterpart = self._create_counterpart(plan.update_body)
             self.report.outcome = "created"
         elif plan.update_body:
-            self._write_update(other, counterpart, plan.update_body)
+            if isinstance(self._write_update(other, counterpart, plan.update_body), Queued):
+                self._unconfirmed.update(plan.fields)
+                self._expected.update(expected_view(target_now, plan.update_body))
             self.report.fields = sorted(plan.fields)
             self.report.outcome = "updated"
         self.report.counterpart = counterpart
@@ -186,6 +240,8 @@ class TaskSync:
             self._post_note(counterpart, note, occasion)
             self.report.notes += 1
         self._sync_comments(counterpart)
+        sync_checklist(self, counterpart)
+        sync_task_files(self, counterpart)
         self._save_snapshots(counterpart, source_now, target_now,
                              wrote=self.report.outcome != "noop" or bool(plan.source_status_moves))
         return self.report
@@ -232,23 +288,33 @@ class TaskSync:
             self.report.follow_up.extend(
                 (side, child) for child in self.state.take_waiting_children(side, number))
 
-    def _write_update(self, side: str, number: int, body: dict[str, Any]) -> None:
+    def _write_update(self, side: str, number: int, body: dict[str, Any]) -> Any:
         outcome = self._call(side, "update_task", number, body)
         if isinstance(outcome, PartiallyApplied):
             for failure in outcome.failures:
                 self.report.parked.append(f"{side} #{number} field {failure.field}: {failure.error}")
         elif isinstance(outcome, Queued):
-            log.info("update queued by Planfix (202), applied later",
+            self.report.queued.append(f"{side} #{number} fields " + ",".join(sorted(body)))
+            log.info("update queued by Planfix (202): read back later",
                      extra={"link": self.link.name, "side": side, "task": number})
+        return outcome
 
     def _move_status(self, side: str, number: int, status: int) -> bool:
+        """True when the move is seen applied. A queued (202) move is not: the next step of a
+        path depends on it, and the read-back run plans the rest from what Planfix then shows."""
         outcome = self._call(side, "update_task", number, {"status": {"id": status}})
         if isinstance(outcome, PartiallyApplied):
             reasons = [f.error for f in outcome.failures if f.field == "status"]
             if reasons:
                 self.report.parked.append(f"{side} #{number} status {status}: {reasons[0]}")
                 return False
-        return isinstance(outcome, (Applied, Queued, PartiallyApplied))
+        if isinstance(outcome, Queued):
+            self.report.queued.append(f"{side} #{number} status {status}")
+            if side == self.other:
+                self._unconfirmed.add("status")
+                self._expected["status"] = status
+            return False
+        return isinstance(outcome, (Applied, PartiallyApplied))
 
     def _post_note(self, counterpart: int, note: str, occasion: str) -> None:
         """Post a delegation note once per change of assignees (OCCASION), however often retried."""
@@ -341,9 +407,14 @@ class TaskSync:
         conflict). The target's snapshot takes only the values this run changed; a field the
         target changed itself keeps its old snapshot value, so the target's own sync run still
         sees that change and carries it back.
+
+        A write Planfix queued (202) is agreed only once seen: the source keys it carried keep
+        their previous snapshot (so the next run carries them again, an absolute set), and the
+        target values it should produce are remembered; a later run that reads exactly those
+        values takes them into the target's snapshot, as if it had written them itself.
         """
         link, other = self.link, self.other
-        if wrote or target_now is None:
+        if wrote or target_now is None or self._unconfirmed:
             target_raw = self._call(other, "get_task", counterpart, fields=task_fields(link, other))
             target_after = canonical_task(target_raw, link, other)
         else:
@@ -354,7 +425,17 @@ class TaskSync:
             key: (value if before.get(key) != value or key not in previous else previous[key])
             for key, value in target_after.items()
         }
+        for key, value in self.state.queued_expectations(other, counterpart).items():
+            if key in target_after and not changed_fields({key: value}, {key: target_after[key]}):
+                target_snapshot[key] = target_after[key]
+        if self._unconfirmed:
+            source_previous = self.state.snapshot(self.side, self.number) or {}
+            source_now = {key: value for key, value in source_now.items() if key not in self._unconfirmed}
+            source_now.update({key: source_previous[key] for key in self._unconfirmed if key in source_previous})
         self.state.save_snapshots({
             (self.side, self.number): source_now,
             (other, counterpart): target_snapshot,
         })
+        # What this run saw replaces older expectations: one not met by now was overwritten by
+        # a person (a real change of the target's) or planned again by this very run.
+        self.state.save_queued_expectations(other, counterpart, self._expected)

@@ -1,47 +1,34 @@
 """Celery tasks: thin wrappers that take the lock, run the sync, and turn failures into the
-right kind of waiting.
+right kind of waiting, as the retry policy (workers.retry) decides:
 
 - rate limited (our limiter or Planfix's): re-queued for the time the limiter names, never asleep
   in a worker slot;
 - the task pair is locked by another run, or a write lease is held: re-queued shortly;
 - transient (5xx, timeout): retried with jittered exponential back-off counted from real attempts;
+- a write Planfix queued (202): the same task is re-queued to read it back and plan again;
 - access lost (bad token, scope, user removed): the link side is *severed*, the event is parked,
   nothing is deleted anywhere, and a probe re-checks access and replays parked events;
-- anything else permanent: kept with its reason in the link's dead-letter list.
+- anything else permanent: a dead letter with its reason (workers.dead_letters); until it is
+  replayed or dropped (`crosslink dlq`), later events for the same task wait behind it in order.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 
 from celery import Task
 
-from planfix.errors import RateLimited, TransientError
+from planfix.errors import Queued, RateLimited, TransientError
 from workers.app import app
+from workers.dead_letters import DeadLetters
 from workers.idempotency import LeaseBusy, TaskLock
 from workers.names import PROBE_LINK, SYNC_QUEUE, SYNC_TASK, pending_key
+from workers.retry import POLICY, Action, Decision, FailureKind, decide
 from workers.runtime import runtime
 from workers.sync import SideFailure, TaskSync
 
 log = logging.getLogger("crosslink.worker")
-
-# Back-off for transient failures: base doubles per attempt, capped far below the broker's
-# visibility timeout (1 h) so a delayed retry is never redelivered twice.
-BACKOFF_BASE_S = 2.0
-BACKOFF_CAP_S = 300.0
-MAX_TRANSIENT_ATTEMPTS = 8
-# Another run holds the task pair: it takes a few seconds at 1 request/s.
-LOCK_RETRY_S = 1.0
-# How often a severed link's access is checked again.
-PROBE_INTERVAL_S = 30.0
-
-
-def backoff_s(attempt: int, scale: float) -> float:
-    """Full-jitter exponential back-off for the ATTEMPT-th retry (0-based)."""
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** attempt))
-    return scale * random.uniform(ceiling / 2, ceiling)
 
 
 def pair_lock_key(link: str, side: str, number: int, counterpart: int | None) -> str:
@@ -63,67 +50,86 @@ def sync_task(self: Task, link_name: str, side: str, number: int, attempt: int =
     state = rt.state(link_name)
     scale = rt.settings.time_scale
     context = {"link": link_name, "side": side, "task": number}
+    event = {"link": link_name, "side": side, "task": number, "at": time.time()}
     if state.severed():
-        state.park({"link": link_name, "side": side, "task": number, "at": time.time()})
+        state.park(event)
         log.info("link severed: event parked", extra=context)
         return "parked"
     counterpart = state.counterpart("task", side, number)
     lock = TaskLock(rt.redis, pair_lock_key(link_name, side, number, counterpart))
     if not lock.acquire():
-        requeue(link_name, side, number, LOCK_RETRY_S * scale, attempt)
+        _again(link_name, side, number, decide(FailureKind.BUSY, attempt, scale))
         return "locked"
     try:
         # From here on, a new event for this task queues one more run after this one.
         rt.redis.delete(pending_key(link_name, side, number))
+        # Checked under the lock: a run that dead-lettered this task has finished by now.
+        blocking = DeadLetters(rt.redis, link_name).hold_if_blocked(side, number, event)
+        if blocking is not None:
+            log.info("task has dead letter %s: event held behind it", blocking, extra=context)
+            return "held"
         clients = {name: rt.client(link, name) for name in link.sides}
         report = TaskSync(link, side, number, clients, state, rt.writes).run()
-    except LeaseBusy:
-        requeue(link_name, side, number, LOCK_RETRY_S * scale, attempt)
+    except LeaseBusy as exc:
+        _again(link_name, side, number, decide(exc, attempt, scale))
         return "lease-busy"
     except SideFailure as failure:
         return _handle_failure(link_name, side, number, attempt, failure, scale)
+    except Exception as exc:  # noqa: BLE001 - a bug must not lose the event: keep it as a dead letter
+        log.exception("sync run failed unexpectedly", extra=context)
+        decision = decide(exc, attempt, scale)
+        _dead_letter(link_name, side, number, decision.reason, "unexpected")
+        return "dead"
     finally:
         lock.release()
     state.mark_synced(time.time())
     for follow_side, follow_number in report.follow_up:
         requeue(link_name, follow_side, follow_number, 0.0)
     log.info("synced: %s", report.summary(), extra={**context, "counterpart": report.counterpart})
+    if report.queued:
+        decision = decide(Queued(), attempt, scale)
+        if decision.action is Action.DEAD_LETTER:
+            _dead_letter(link_name, side, number, decision.reason, FailureKind.QUEUED.value)
+            return "dead"
+        _again(link_name, side, number, decision)
+        return "verifying"
     return report.outcome
+
+
+def _again(link_name: str, side: str, number: int, decision: Decision) -> None:
+    requeue(link_name, side, number, decision.delay_s, decision.attempt)
 
 
 def _handle_failure(link_name: str, side: str, number: int, attempt: int, failure: SideFailure,
                     scale: float) -> str:
-    rt = runtime()
-    state = rt.state(link_name)
+    state = runtime().state(link_name)
     error = failure.error
     context = {"link": link_name, "side": side, "task": number}
-    if isinstance(error, RateLimited):
-        requeue(link_name, side, number, error.retry_after_ms / 1000.0, attempt)
-        return "rate-limited"
-    if isinstance(error, TransientError):
-        if attempt + 1 < MAX_TRANSIENT_ATTEMPTS:
-            delay = backoff_s(attempt, scale)
-            log.warning("transient failure on %s, retry in %.1fs: %s", failure.side, delay, error, extra=context)
-            requeue(link_name, side, number, delay, attempt + 1)
-            return "retrying"
-        _dead_letter(link_name, side, number, f"gave up after {attempt + 1} attempts: {error}")
-        return "dead"
-    if getattr(error, "severs_link", False):
-        if state.sever(failure.side, str(error), time.time()):
+    decision = decide(error, attempt, scale)
+    if decision.action is Action.WAIT:
+        _again(link_name, side, number, decision)
+        return "rate-limited" if isinstance(error, RateLimited) else "busy"
+    if decision.action is Action.RETRY:
+        log.warning("transient failure on %s, retry in %.1fs: %s", failure.side, decision.delay_s,
+                    decision.reason, extra=context)
+        _again(link_name, side, number, decision)
+        return "retrying"
+    if decision.action is Action.PARK:
+        if state.sever(failure.side, decision.reason, time.time()):
             log.error("link side %s severed: %s; events are parked, nothing is deleted",
-                      failure.side, error, extra=context)
-            app.send_task(PROBE_LINK, args=[link_name], queue=SYNC_QUEUE,
-                          countdown=PROBE_INTERVAL_S * scale)
+                      failure.side, decision.reason, extra=context)
+            app.send_task(PROBE_LINK, args=[link_name], queue=SYNC_QUEUE, countdown=decision.delay_s)
         state.park({"link": link_name, "side": side, "task": number, "at": time.time()})
         return "parked"
-    _dead_letter(link_name, side, number, str(error))
+    kind = "gave-up" if isinstance(error, TransientError) else "permanent"
+    _dead_letter(link_name, side, number, f"{failure.side}: {decision.reason}", kind)
     return "dead"
 
 
-def _dead_letter(link_name: str, side: str, number: int, reason: str) -> None:
+def _dead_letter(link_name: str, side: str, number: int, reason: str, kind: str) -> None:
     event = {"link": link_name, "side": side, "task": number}
-    runtime().state(link_name).dead_letter(event, reason, time.time())
-    log.error("dead letter: %s", reason, extra={"link": link_name, "side": side, "task": number})
+    letter = runtime().state(link_name).dead_letter(event, reason, time.time(), kind)
+    log.error("dead letter %s: %s", letter, reason, extra={"link": link_name, "side": side, "task": number})
 
 
 @app.task(name=PROBE_LINK, bind=True, acks_late=True, ignore_result=True)
@@ -144,7 +150,7 @@ def probe_link(self: Task, link_name: str) -> str:
         except Exception as exc:  # noqa: BLE001 - any failure means access is still lost
             log.info("link side %s still severed: %s", side, exc, extra={"link": link_name, "side": side})
             app.send_task(PROBE_LINK, args=[link_name], queue=SYNC_QUEUE,
-                          countdown=PROBE_INTERVAL_S * rt.settings.time_scale)
+                          countdown=POLICY.severed.probe_after_s * rt.settings.time_scale)
             return "severed"
         state.restore(side)
     replayed = set()

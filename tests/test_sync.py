@@ -1,0 +1,171 @@
+"""One sync run against Planfix answering 202 (the write is queued): the run must not record the
+change as agreed until a later run sees it applied, whether Planfix applies it late or never.
+
+The emulator runs on loopback with the demo accounts; Redis is the test session's own.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import pytest
+import yaml
+
+from crosslink.demo import example
+from crosslink.stack import integration_token
+from planfix.client import PlanfixClient
+from planfix.emulator.server import EmulatorServer
+from planfix.emulator.world import World
+from schemas.links import load_links
+from workers.canonical import canonical_task
+from workers.idempotency import WriteOnce
+from workers.state import LinkState
+from workers.sync import TaskSync, expected_view
+
+PAVEL, MARAT = 2, 6
+# Long enough that a queued change is never applied during a test that means "lost".
+NEVER_S = 600.0
+# Applied after the queued run has read the task back, before the next run.
+LATE_S = 0.4
+
+
+class Pair:
+    def __init__(self, world: World, server: EmulatorServer, redis_client, tmp_path):
+        self.world = world
+        emulator_config = example("emulator.yaml")
+        links = copy.deepcopy(example("links.yaml"))
+        for side, conf in links["links"][0]["sides"].items():
+            conf["base_url"] = server.base_url(conf["account"])
+        path = tmp_path / "links.yaml"
+        path.write_text(yaml.safe_dump(links, allow_unicode=True), encoding="utf-8")
+        self.link = load_links(path).links[0]
+        self.clients = {
+            side: PlanfixClient(conf.base_url, integration_token(emulator_config, conf.account, conf.integration_user),
+                                account=conf.account)
+            for side, conf in self.link.sides.items()}
+        self.state = LinkState(redis_client, "demo")
+        self.writes = WriteOnce(redis_client)
+
+    def sync(self, side: str, number: int):
+        return TaskSync(self.link, side, number, self.clients, self.state, self.writes).run()
+
+    def view(self, side: str, number: int) -> dict:
+        raw = self.world.get_task(side, number, "id,name,description,status,assignees,parent,100,101,200,201,202")
+        return canonical_task(raw, self.link, side)
+
+    def posts(self, side: str, number: int) -> int:
+        return sum(1 for r in self.world.requests(side)
+                   if r["method"] == "POST" and r["path"].endswith(f"/task/{number}"))
+
+
+@pytest.fixture
+def pair(redis_client, tmp_path):
+    config = example("emulator.yaml")
+    for account in config["accounts"].values():
+        account["limits"] = {"rate_per_s": None, "daily_quota": None}
+    world = World.from_config(config)
+    try:
+        with EmulatorServer(world) as server:
+            made = Pair(world, server, redis_client, tmp_path)
+            yield made
+            for client in made.clients.values():
+                client.close()
+    finally:
+        world.close()
+
+
+def mirrored_task(pair: Pair, name: str) -> tuple[int, int]:
+    number = pair.world.create_task("partner", {"name": name, "processId": 1, "project": {"id": 10},
+                                                "description": "<p>v1</p>"}, author=PAVEL)
+    report = pair.sync("partner", number)
+    assert report.outcome == "created" and not report.queued
+    return number, report.counterpart
+
+
+def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_queued_change_that_planfix_never_applies_is_written_again(pair):
+    number, copy_ = mirrored_task(pair, "Lost 202")
+    pair.world.set_faults("client", busy_202=1.0, busy_delay_s=NEVER_S)
+    pair.world.update_task("partner", number, {"name": "Lost 202, renamed"}, author=PAVEL)
+    report = pair.sync("partner", number)
+    assert report.queued and "name" in report.queued[0]
+    assert pair.view("client", copy_)["name"] == "Lost 202"
+    # Not agreed: the source snapshot keeps the old name; the expected target value is kept.
+    assert pair.state.snapshot("partner", number)["name"] == "Lost 202"
+    assert pair.state.queued_expectations("client", copy_) == {"name": "Lost 202, renamed"}
+    pair.world.set_faults("client")
+    again = pair.sync("partner", number)
+    assert again.outcome == "updated" and again.fields == ["name"] and not again.queued
+    assert pair.view("client", copy_)["name"] == "Lost 202, renamed"
+    assert pair.state.snapshot("partner", number)["name"] == "Lost 202, renamed"
+    assert pair.state.snapshot("client", copy_)["name"] == "Lost 202, renamed"
+    assert pair.state.queued_expectations("client", copy_) == {}
+
+
+def test_a_queued_change_applied_later_is_agreed_without_a_second_write(pair):
+    number, copy_ = mirrored_task(pair, "Late 202")
+    pair.world.set_faults("client", busy_202=1.0, busy_delay_s=LATE_S)
+    pair.world.update_task("partner", number, {"description": "<p>v2</p>"}, author=PAVEL)
+    assert pair.sync("partner", number).queued
+    assert pair.state.snapshot("client", copy_)["description"] == "<p>v1</p>"
+    wait_for(lambda: pair.view("client", copy_)["description"] == "<p>v2</p>")
+    pair.world.set_faults("client")
+    posts = pair.posts("client", copy_)
+    read_back = pair.sync("partner", number)
+    assert read_back.outcome == "noop" and pair.posts("client", copy_) == posts
+    assert pair.state.snapshot("client", copy_)["description"] == "<p>v2</p>"
+    assert pair.state.snapshot("partner", number)["description"] == "<p>v2</p>"
+    # The client owns the description: had its snapshot stayed at v1, the client's copy would
+    # count as changed by a person and the partner's next edit would lose the conflict.
+    pair.world.update_task("partner", number, {"description": "<p>v3</p>"}, author=PAVEL)
+    assert pair.sync("partner", number).fields == ["description"]
+    assert pair.view("client", copy_)["description"] == "<p>v3</p>"
+
+
+def test_a_queued_status_move_stops_the_path_until_it_is_seen(pair):
+    number, copy_ = mirrored_task(pair, "Status 202")
+    pair.world.set_faults("client", busy_202=1.0, busy_delay_s=LATE_S)
+    pair.world.update_task("partner", number, {"status": {"id": 3}}, author=PAVEL)   # Review = client 13
+    report = pair.sync("partner", number)
+    assert report.queued == [f"client #{copy_} status 12"] and report.statuses == []
+    assert pair.state.snapshot("partner", number)["status"] == 1
+    wait_for(lambda: pair.view("client", copy_)["status"] == 12)
+    pair.world.set_faults("client")
+    rest = pair.sync("partner", number)
+    assert rest.statuses == [13] and not rest.queued
+    assert pair.view("client", copy_)["status"] == 13
+    assert pair.state.snapshot("partner", number)["status"] == 3
+
+
+def test_a_person_changing_the_target_meanwhile_is_not_mistaken_for_the_queued_write(pair):
+    number, copy_ = mirrored_task(pair, "Race 202")
+    pair.world.set_faults("client", busy_202=1.0, busy_delay_s=NEVER_S)
+    pair.world.update_task("partner", number, {"description": "<p>partner</p>"}, author=PAVEL)
+    assert pair.sync("partner", number).queued
+    pair.world.set_faults("client")
+    pair.world.update_task("client", copy_, {"description": "<p>client</p>"}, author=MARAT)
+    # Both changed the description; the client owns it, so the partner's run skips it ...
+    assert "description" not in pair.sync("partner", number).fields
+    assert pair.state.snapshot("client", copy_)["description"] != "<p>client</p>"
+    # ... and the client's own run still sees its change and carries it back.
+    assert pair.sync("client", copy_).fields == ["description"]
+    assert pair.view("partner", number)["description"] == "<p>client</p>"
+
+
+def test_expected_view_reads_the_bodies_the_planner_writes():
+    now = {"name": "a", "status": 11, "cf:200": 5, "assignees": ["user:5"], "parent": 3, "end_date": "x"}
+    body = {"name": "b", "status": {"id": 12}, "parent": {"id": 0}, "hasEndDate": False,
+            "assignees": {"users": [{"id": "user:6"}, {"id": "user:5"}]},
+            "customFieldData": [{"field": {"id": 200}, "value": 7.0}, {"field": {"id": 999}, "value": 1}],
+            "startDateTime": "01-02-2027 10:00"}
+    assert expected_view(now, body) == {"name": "b", "status": 12, "parent": None, "end_date": None,
+                                        "start_date": "01-02-2027 10:00", "assignees": ["user:5", "user:6"],
+                                        "cf:200": 7}
+    assert expected_view(now, {}) == {}
