@@ -4,17 +4,23 @@ It reads both accounts as they are (a full dump from the emulator, or the same s
 REST), finds each mirror by the marker the sync writes into Planfix (sourceDataVersion), and
 checks the link's promises: every task in scope mirrored exactly once, mapped fields, statuses
 and assignees equal under the link's rules, every comment mirrored exactly once with its current
-text, and a deleted comment's mirror kept and marked withdrawn. The demo ends with it; the
+text, a deleted comment's mirror kept and marked withdrawn, and checklists and task-card files
+carried. Checklist items and files carry no marker in Planfix, so those are compared as
+multisets: (name, done) per item, (name, content digest, or size where no digest is given) per
+file; where the link carries one side to the other, the one's multiset must be contained in the
+other's; both ways, they must be equal. The demo ends with it; the
 end-to-end tests and the chaos suite judge convergence by it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.links import Link
+from workers.attachments import flows, item_view
 from workers.canonical import canonical_task, in_scope
 from workers.comment_policy import MIRROR_MARK, WITHDRAWN_MARK, should_mirror
 from workers.delegation import delegate
@@ -24,6 +30,27 @@ from workers.status_map import equivalent
 PLAIN_KEYS = ("name", "description", "priority", "start_date", "end_date")
 
 
+# Drift kinds, by task (crosslink reconcile's report): an original in scope with no mirror, a
+# mirror whose original is no longer among the dumped tasks (for REST dumps: gone from scope),
+# a pair whose fields, status, assignees, comments or lists differ, and an original mirrored twice.
+MISSING, EXTRA, DIVERGED, DUPLICATED = "missing", "extra", "diverged", "duplicated"
+
+
+@dataclass
+class Drift:
+    """One task's drift: SIDE's TASK (for extra: the mirror) and its counterpart, if any."""
+
+    kind: str
+    side: str
+    task: int
+    counterpart: int | None
+    details: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "side": self.side, "task": self.task,
+                "counterpart": self.counterpart, "details": list(self.details)}
+
+
 @dataclass
 class CheckResult:
     pairs: int = 0
@@ -31,6 +58,9 @@ class CheckResult:
     problems: list[str] = field(default_factory=list)
     lost: int = 0
     duplicates: int = 0
+    checklist_items: int = 0
+    files: int = 0
+    drift: list[Drift] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +96,13 @@ def check_link(link: Link, dumps: Mapping[str, list[Mapping[str, Any]]]) -> Chec
         mirrors = _marked(dumps[other], link.name, side)
         for items in mirrors.values():
             mirror_numbers[other].update(int(item["id"]) for item in items)
+        originals = {int(task["id"]) for task in dumps[side]}
+        for number, items in sorted(mirrors.items()):
+            if number not in originals:
+                for item in items:
+                    text = f"{other} #{item['id']} mirrors {side} #{number}, which is not among the {side} tasks"
+                    result.problems.append(text)
+                    result.drift.append(Drift(EXTRA, other, int(item["id"]), number, [text]))
         for task in dumps[side]:
             if parse_marker(task.get("sourceDataVersion")):
                 continue  # a mirror itself: checked from its original's side
@@ -73,21 +110,62 @@ def check_link(link: Link, dumps: Mapping[str, list[Mapping[str, Any]]]) -> Chec
             if not found:
                 if in_scope(link, side, task):
                     result.lost += 1
-                    result.problems.append(f"{side} #{task['id']} has no mirror on the {other} side")
+                    text = f"{side} #{task['id']} has no mirror on the {other} side"
+                    result.problems.append(text)
+                    result.drift.append(Drift(MISSING, side, int(task["id"]), None, [text]))
                 continue
             if len(found) > 1:
                 result.duplicates += len(found) - 1
-                result.problems.append(f"{side} #{task['id']} has {len(found)} mirrors: "
-                                       + ", ".join(f"#{item['id']}" for item in found))
+                text = (f"{side} #{task['id']} has {len(found)} mirrors: "
+                        + ", ".join(f"#{item['id']}" for item in found))
+                result.problems.append(text)
+                result.drift.append(Drift(DUPLICATED, side, int(task["id"]), int(found[0]["id"]), [text]))
             pairs.append((side, task, found[0]))
     counterpart = {(side, int(a["id"])): int(b["id"]) for side, a, b in pairs}
     counterpart.update({(link.other(side), int(b["id"])): int(a["id"]) for side, a, b in pairs})
     for side, original, mirror in pairs:
         result.pairs += 1
+        before = len(result.problems)
         _compare_task(link, side, original, mirror, counterpart, result)
         _compare_comments(link, side, original, mirror, result)
         _compare_comments(link, link.other(side), mirror, original, result)
+        _compare_lists(link, side, original, mirror, result)
+        if len(result.problems) > before:
+            result.drift.append(Drift(DIVERGED, side, int(original["id"]), int(mirror["id"]),
+                                      result.problems[before:]))
     return result
+
+
+def _item_key(item: Mapping[str, Any]) -> tuple[str, bool]:
+    view = item_view(item)
+    return view["name"], view["isDone"]
+
+
+def _file_key(item: Mapping[str, Any]) -> tuple[str, Any]:
+    return str(item.get("name") or ""), item.get("sha256") or item.get("size")
+
+
+def _compare_lists(link: Link, side: str, original: Mapping[str, Any], mirror: Mapping[str, Any],
+                   result: CheckResult) -> None:
+    """Checklists and card files of a pair: what flows from one task is all on the other."""
+    other = link.other(side)
+    where = f"{side} #{original['id']} / {other} #{mirror['id']}"
+    tasks = {side: original, other: mirror}
+    for what, direction, list_key, key in (
+            ("checklist item", link.fields.checklist.direction, "checklist", _item_key),
+            ("task file", link.fields.files.direction, "files", _file_key)):
+        counts = {name: Counter(key(item) for item in tasks[name].get(list_key) or []) for name in tasks}
+        if what == "checklist item":
+            result.checklist_items += sum(counts[side].values())
+        else:
+            result.files += sum(counts[side].values())
+        for source, target in ((side, other), (other, side)):
+            if not flows(direction, source, target):
+                continue
+            for value, count in sorted((counts[source] - counts[target]).items(), key=repr):
+                result.lost += count
+                result.problems.append(f"{where}: {source} {what} {value!r} has no match on the {target} side"
+                                       + (f" ({count}x)" if count > 1 else ""))
 
 
 def _compare_task(link: Link, side: str, original: Mapping[str, Any], mirror: Mapping[str, Any],

@@ -168,5 +168,9 @@ def rejected(limit: int) -> None:
         click.echo(json.dumps(event, ensure_ascii=False))
 
 
+from crosslink.cli_reconcile import COMMANDS as RECONCILE_COMMANDS  # noqa: E402  (reconcile, beat)
+for _command in RECONCILE_COMMANDS: main.add_command(_command)  # noqa: E701
+main.add_command(__import__("crosslink.cli_dlq", fromlist=["dlq"]).dlq)  # dlq list|show|replay|drop
+
 if __name__ == "__main__":
     main()

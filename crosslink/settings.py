@@ -24,6 +24,8 @@ class Settings:
     # Planfix allows 1 request/s and 20,000-100,000 a day per account (by plan).
     rate_per_s: float
     daily_quota: int
+    # How often each link side is polled for changes no webhook reported (issue 4, reconciliation).
+    reconcile_period_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -38,6 +40,7 @@ class Settings:
             log_json=env.get("CROSSLINK_LOG_JSON", "1") not in ("0", "false", "no"),
             rate_per_s=float(env.get("CROSSLINK_RATE_PER_S", "1.0")),
             daily_quota=int(env.get("CROSSLINK_DAILY_QUOTA", "20000")),
+            reconcile_period_s=float(env.get("CROSSLINK_RECONCILE_PERIOD_S", "60")),
         )
 
 

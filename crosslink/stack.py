@@ -10,7 +10,11 @@ links file.
 from __future__ import annotations
 
 import copy
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +67,7 @@ class LocalStack:
     worker_processes: list[WorkerProcess] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     config: LinksConfig | None = None
+    beat_process: subprocess.Popen | None = None
 
     def start(self) -> "LocalStack":
         self.world = World.from_config(copy.deepcopy(self.emulator_config))
@@ -114,6 +119,29 @@ class LocalStack:
                                on_line=self.on_line).start()
         self.worker_processes.append(worker)
         return worker
+
+    def start_beat(self, period_s: float) -> subprocess.Popen:
+        """Run `crosslink beat` ticking the reconciliation poller every PERIOD_S (its log goes
+        to workdir/beat.log). The workers need nothing new: the tick carries the period."""
+        assert not self.beat_process, "a beat is already running"
+        log = open(self.workdir / "beat.log", "ab")
+        self.beat_process = subprocess.Popen(
+            [sys.executable, "-m", "crosslink.cli", "beat", "--schedule", str(self.workdir / "beat-schedule")],
+            env={**os.environ, **self.env, "CROSSLINK_RECONCILE_PERIOD_S": str(period_s)},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        return self.beat_process
+
+    def stop_beat(self, timeout: float = 10.0) -> None:
+        process, self.beat_process = self.beat_process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     def backfill(self, link_name: str) -> int:
         """Queue a sync of every task already in the link's scope, as `crosslink backfill` does."""
@@ -167,6 +195,7 @@ class LocalStack:
         return found[0] if len(found) == 1 else None
 
     def stop(self) -> None:
+        self.stop_beat()
         for worker in self.worker_processes:
             worker.stop()
         self.worker_processes.clear()

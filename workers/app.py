@@ -2,6 +2,12 @@
 
 Late acks with reject-on-worker-lost mean a job whose worker dies mid-run is delivered again;
 every write it makes is idempotent (workers.idempotency), so running it twice is safe.
+
+The app also includes producers.tasks, the reconciliation poller's tasks (a producer: it turns
+Planfix's change filters into sync jobs, so it lives with the producers and is found here by
+module name, never imported), and carries the beat schedule that ticks it. Any number of
+`crosslink beat` replicas may send the tick: each poll takes a per-period turn in Redis, so a
+link side is polled once per period however many ticks arrive (producers/reconcile.py).
 """
 
 from __future__ import annotations
@@ -11,14 +17,14 @@ from celery.signals import setup_logging
 
 from crosslink.logs import configure
 from crosslink.settings import get_settings
-from workers.names import SYNC_QUEUE
+from workers.names import RECONCILE_TICK, SYNC_QUEUE
 
 # Celery redelivers an unacked message after this; every countdown we use stays well under it.
 VISIBILITY_TIMEOUT_S = 3600
 
 
-def make_app(redis_url: str) -> Celery:
-    app = Celery("crosslink", broker=redis_url, include=["workers.tasks"])
+def make_app(redis_url: str, reconcile_period_s: float = 60.0) -> Celery:
+    app = Celery("crosslink", broker=redis_url, include=["workers.tasks", "producers.tasks"])
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -33,11 +39,20 @@ def make_app(redis_url: str) -> Celery:
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
         worker_send_task_events=True,
         task_send_sent_event=True,
+        beat_schedule={
+            "crosslink-reconcile": {
+                "task": RECONCILE_TICK,
+                "schedule": reconcile_period_s,
+                "args": [reconcile_period_s],
+                # A tick older than a period is superseded by the next one: drop it unrun.
+                "options": {"queue": SYNC_QUEUE, "expires": reconcile_period_s},
+            },
+        },
     )
     return app
 
 
-app = make_app(get_settings().redis_url)
+app = make_app(get_settings().redis_url, get_settings().reconcile_period_s)
 
 
 @setup_logging.connect

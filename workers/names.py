@@ -7,6 +7,9 @@ run on a machine without the workers' dependencies.
 SYNC_TASK = "crosslink.sync.task"
 PROBE_LINK = "crosslink.link.probe"
 SYNC_QUEUE = "crosslink.sync"
+# The reconciliation poller (producers/tasks.py): beat sends the tick, the tick one poll per link side.
+RECONCILE_TICK = "crosslink.reconcile.tick"
+RECONCILE_POLL = "crosslink.reconcile.poll"
 
 # The coalescing flag shared by the producer and the sync job: set when a job for
 # (link, side, task) is queued, cleared when that job starts. While it is set, further events

@@ -1,0 +1,210 @@
+"""`crosslink reconcile` and `crosslink beat`: finding and repairing drift between a link's sides.
+
+The periodic poller (producers/reconcile.py, run by `crosslink beat` and the workers) repairs
+what lost webhooks leave behind, but only inside its window and only for changes Planfix dates.
+An operator also needs the whole truth on demand: `crosslink reconcile --link X` reads both
+sides over REST (every task in scope with its comments, through the account limiter, so it runs
+alongside live traffic), judges them with the independent checker (crosslink/check.py, which
+knows nothing of the workers' registry) and prints the drift by task: missing (no mirror), extra
+(a mirror whose original is gone from scope), diverged (fields, status, assignees, comments,
+checklist or files differ), duplicated. `--repair` queues a sync of every drifted task through
+the same coalesced door as webhooks (so the same idempotent writers do the work), waits until
+the queue is quiet, and compares again: what it prints last is what is still wrong.
+
+Exit status: 0 when no drift remains, 1 when some does (after a repair: some still does).
+
+A full compare costs about one request per task per side for comments, plus one each for the
+checklist and the card files where the link carries them, plus the list pages: at Planfix's
+1 request/s a 500-task link takes roughly 17-50 minutes. It is meant for an operator, not a loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from crosslink.settings import get_settings
+
+# How often the repair looks at the queue, and how many quiet looks in a row mean it is done.
+QUIET_POLL_S = 0.5
+QUIET_LOOKS = 3
+# The longest a repair waits for the workers by default; a big link at 1 request/s needs long.
+REPAIR_WAIT_S = 600.0
+
+
+def rest_dump(link: Any, side: str, client: Any) -> list[dict[str, Any]]:
+    """SIDE's tasks in scope and the mirrors we made there, read over REST in the shape
+    crosslink.check expects (the emulator's dump_tasks): task fields, comments (deleted ones
+    included), and checklist and card files where the link carries them."""
+    from planfix.client import CHECKLIST_FIELDS, COMMENT_FIELDS
+    from producers.reconcile import poll_filter_sets
+    from workers.canonical import in_scope, task_fields
+    from workers.state import parse_marker
+
+    conf = link.sides[side]
+    other = link.other(side)
+    tasks: dict[int, dict[str, Any]] = {}
+    for filters in poll_filter_sets(conf):
+        for task in client.list_tasks(filters=filters, fields=task_fields(link, side)):
+            marker = parse_marker(task.get("sourceDataVersion"))
+            ours = marker is not None and marker[0] == link.name and marker[1] == other
+            if ours or in_scope(link, side, task):
+                tasks[int(task["id"])] = dict(task)
+    for number, task in sorted(tasks.items()):
+        task["comments"] = list(client.list_task_comments(number, fields=COMMENT_FIELDS, type_list="All"))
+        if link.fields.checklist.direction != "none":
+            task["checklist"] = list(client.list_checklist(number, fields=CHECKLIST_FIELDS))
+        if link.fields.files.direction != "none":
+            task["files"] = client.list_task_files(number, only_description=True)
+        else:
+            task.pop("files", None)
+    return [tasks[number] for number in sorted(tasks)]
+
+
+def compare_over_rest(link: Any, clients: Mapping[str, Any]) -> Any:
+    """Both sides of LINK read over REST and judged by the independent checker."""
+    from crosslink.check import check_link
+
+    return check_link(link, {side: rest_dump(link, side, clients[side]) for side in link.sides})
+
+
+def repair_jobs(link: Any, drift: Iterable[Any]) -> list[tuple[str, int]]:
+    """Which (side, task) to sync for each drifted task, without repeats.
+
+    Assumes a sync run of either task of a pair reads both and carries whatever differs both
+    ways; both are queued anyway for a diverged or duplicated pair, because comments are read
+    from the side the run starts on. A missing original is synced from its own side; an extra
+    mirror from its side (the worker then follows its registry and its marker).
+    """
+    jobs: list[tuple[str, int]] = []
+    for item in drift:
+        wanted = [(item.side, item.task)]
+        if item.counterpart is not None and item.kind != "extra":
+            wanted.append((link.other(item.side), item.counterpart))
+        for job in wanted:
+            if job not in jobs:
+                jobs.append(job)
+    return jobs
+
+
+def wait_quiet(redis_url: str, link_name: str, timeout_s: float) -> bool:
+    """Wait until the sync queue is empty, nothing is unacknowledged and no job of LINK_NAME is
+    pending, for QUIET_LOOKS looks in a row; False on timeout."""
+    import redis
+
+    from workers.names import SYNC_QUEUE
+
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout_s
+    calm = 0
+    try:
+        while time.monotonic() < deadline:
+            busy = (client.llen(SYNC_QUEUE) + client.hlen("unacked")
+                    or next(client.scan_iter(f"crosslink:pending:{link_name}:*", count=1000), None))
+            calm = 0 if busy else calm + 1
+            if calm >= QUIET_LOOKS:
+                return True
+            time.sleep(QUIET_POLL_S)
+        return False
+    finally:
+        client.close()
+
+
+def render(link_name: str, drift: list[Any], title: str) -> str:
+    counts = {kind: sum(1 for item in drift if item.kind == kind)
+              for kind in ("missing", "extra", "diverged", "duplicated")}
+    lines = [f"{title}: link {link_name}: {len(drift)} task(s) drifted ("
+             + ", ".join(f"{kind} {count}" for kind, count in counts.items()) + ")"]
+    for item in drift:
+        pair = f"{item.side} #{item.task}" + (f" / #{item.counterpart}" if item.counterpart else "")
+        lines.append(f"  {item.kind:<10} {pair}")
+        lines.extend(f"      {detail}" for detail in item.details)
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--link", "link_name", required=True, help="the link to compare")
+@click.option("--repair", is_flag=True, help="queue a sync of every drifted task, wait, compare again")
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
+              help="also write the report as JSON to this file")
+@click.option("--config", "links_path", default=None, help="links.yaml (default CROSSLINK_LINKS)")
+@click.option("--wait", "wait_s", default=REPAIR_WAIT_S, show_default=True, type=float,
+              help="with --repair: the longest wait for the workers, seconds")
+def reconcile(link_name: str, repair: bool, json_path: str | None, links_path: str | None,
+              wait_s: float) -> None:
+    """Compare both sides of a link over REST and print the drift by task."""
+    import redis
+
+    from crosslink.operations import cli_client
+    from planfix.errors import PlanfixError
+    from planfix.limiter import AccountLimiter
+    from producers.enqueue import Enqueuer
+    from schemas.links import find_link, load_links
+
+    settings = get_settings()
+    try:
+        link = find_link(load_links(links_path or settings.links_path), link_name)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+    store = redis.Redis.from_url(settings.redis_url)
+    limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
+    clients = {side: cli_client(link, side, limiter) for side in link.sides}
+    report: dict[str, Any] = {"link": link.name}
+    try:
+        before = compare_over_rest(link, clients)
+        report["drift"] = [item.as_dict() for item in before.drift]
+        click.echo(render(link.name, before.drift, "before" if repair else "drift"))
+        remaining = before.drift
+        if repair and before.drift:
+            jobs = repair_jobs(link, before.drift)
+            enqueuer = Enqueuer(settings.redis_url)
+            try:
+                queued = sum(enqueuer.sync(link.name, side, number) for side, number in jobs)
+            finally:
+                enqueuer.close()
+            click.echo(f"repair: {len(jobs)} sync job(s) asked for, {queued} queued "
+                       f"({len(jobs) - queued} already waiting); waiting for the workers")
+            settled = wait_quiet(settings.redis_url, link.name, wait_s)
+            after = compare_over_rest(link, clients)
+            remaining = after.drift
+            report["repair"] = {"jobs": [list(job) for job in jobs], "queued": queued,
+                                "settled": settled, "after": [item.as_dict() for item in after.drift]}
+            if not settled:
+                click.echo(f"repair: the queue was still busy after {wait_s:.0f} s", err=True)
+            click.echo(render(link.name, after.drift, "after"))
+    except PlanfixError as exc:
+        raise click.ClickException(f"reading Planfix failed: {exc}") from None
+    finally:
+        for client in clients.values():
+            client.close()
+        store.close()
+    report["remaining"] = len(remaining)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    sys.exit(1 if remaining else 0)
+
+
+@click.command()
+@click.option("--schedule", "schedule_path", default=None, type=click.Path(dir_okay=False),
+              help="where beat keeps its last-run times (default celerybeat-schedule here)")
+def beat(schedule_path: str | None) -> None:
+    """Run the scheduler that ticks the reconciliation poller every CROSSLINK_RECONCILE_PERIOD_S.
+
+    Several replicas are safe: each poll takes its period's turn in Redis, so extra ticks do
+    nothing (producers/tasks.py).
+    """
+    from workers.app import app
+
+    argv = ["beat", "--loglevel", "INFO"]
+    if schedule_path:
+        argv += ["--schedule", schedule_path]
+    app.start(argv)
+
+
+COMMANDS = (reconcile, beat)
