@@ -168,9 +168,16 @@ def rejected(limit: int) -> None:
         click.echo(json.dumps(event, ensure_ascii=False))
 
 
-from crosslink.cli_reconcile import COMMANDS as RECONCILE_COMMANDS  # noqa: E402  (reconcile, beat)
-for _command in RECONCILE_COMMANDS: main.add_command(_command)  # noqa: E701
-main.add_command(__import__("crosslink.cli_dlq", fromlist=["dlq"]).dlq)  # dlq list|show|replay|drop
+def _add_area_commands() -> None:
+    """Commands kept beside the area they operate: reconcile and beat, dlq."""
+    from crosslink.cli_dlq import dlq
+    from crosslink.cli_reconcile import beat, reconcile
+
+    for command in (reconcile, beat, dlq):
+        main.add_command(command)
+
+
+_add_area_commands()
 
 if __name__ == "__main__":
     main()

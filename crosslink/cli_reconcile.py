@@ -205,6 +205,3 @@ def beat(schedule_path: str | None) -> None:
     if schedule_path:
         argv += ["--schedule", schedule_path]
     app.start(argv)
-
-
-COMMANDS = (reconcile, beat)

@@ -118,11 +118,13 @@ class ProducerServer:
 
 
 def run_services(links_path: str, concurrency: int) -> int:
-    """`crosslink run`: producer and one worker as child processes until interrupted."""
+    """`crosslink run`: producer, one worker and the reconciliation scheduler as child
+    processes until interrupted (a second `run` elsewhere is harmless: polls take turns)."""
     env = {**os.environ, "CROSSLINK_LINKS": str(Path(links_path).resolve())}
     children = [
         subprocess.Popen([sys.executable, "-m", "crosslink.cli", "producer"], env=env),
         subprocess.Popen([sys.executable, "-m", "crosslink.cli", "worker", "-c", str(concurrency)], env=env),
+        subprocess.Popen([sys.executable, "-m", "crosslink.cli", "beat"], env=env),
     ]
     try:
         while all(child.poll() is None for child in children):
