@@ -35,6 +35,7 @@ from typing import Any
 
 from planfix.client import PartiallyApplied
 from planfix.errors import InvalidRequest, NotFound
+from workers.canonical import ref_id
 from workers.state import PREFIX
 
 log = logging.getLogger("crosslink.sync")
@@ -113,13 +114,7 @@ def parents_first(items: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]
 
 
 def _parent(item: Mapping[str, Any]) -> int | None:
-    parent = item.get("parent")
-    if isinstance(parent, Mapping):
-        parent = parent.get("id")
-    try:
-        return int(parent) or None
-    except (TypeError, ValueError):
-        return None
+    return ref_id(item.get("parent"))
 
 
 # ------------------------------------------------------------------------------------------

@@ -76,7 +76,8 @@ def _people(block: Any) -> list[str]:
     return sorted(ids)
 
 
-def _ref(value: Any) -> int | None:
+def ref_id(value: Any) -> int | None:
+    """The integer id of a Planfix reference ({"id": N} or N), or None."""
     if isinstance(value, Mapping):
         value = value.get("id")
     try:
@@ -108,7 +109,7 @@ def normalise_value(value: Any) -> Any:
 def custom_values(task: Mapping[str, Any]) -> dict[int, Any]:
     values: dict[int, Any] = {}
     for entry in task.get("customFieldData") or []:
-        field_id = _ref((entry or {}).get("field"))
+        field_id = ref_id((entry or {}).get("field"))
         if field_id is not None:
             values[field_id] = normalise_value(entry.get("value"))
     return values
@@ -123,9 +124,9 @@ def canonical_task(task: Mapping[str, Any], link: Link, side: str) -> dict[str, 
         "priority": task.get("priority") or DEFAULT_PRIORITY,
         "start_date": _date(task.get("startDateTime"), task.get("hasStartDate")),
         "end_date": _date(task.get("endDateTime"), task.get("hasEndDate")),
-        "status": _ref(task.get("status")),
+        "status": ref_id(task.get("status")),
         "assignees": _people(task.get("assignees")),
-        "parent": _ref(task.get("parent")),
+        "parent": ref_id(task.get("parent")),
     }
     for field_id in custom_ids(link, side):
         view[f"cf:{field_id}"] = custom.get(field_id)
@@ -147,9 +148,9 @@ def in_scope(link: Link, side: str, task: Mapping[str, Any]) -> bool:
     """
     scope = link.sides[side].scope
     if scope.kind == "project":
-        return _ref(task.get("project")) == scope.value
+        return ref_id(task.get("project")) == scope.value
     if scope.kind == "template":
-        return _ref(task.get("template")) == scope.value
+        return ref_id(task.get("template")) == scope.value
     if scope.kind == "participant":
         return scope.value in _people(task.get("participants")) + _people(task.get("assignees"))
     value = custom_values(task).get(scope.field)

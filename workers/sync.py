@@ -31,7 +31,7 @@ from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
 from planfix.errors import NotFound, PlanfixError
 from schemas.links import Link
 from workers.attachments import sync_checklist, sync_task_files
-from workers.canonical import canonical_task, in_scope, normalise_value, task_fields
+from workers.canonical import canonical_task, in_scope, normalise_value, ref_id, task_fields
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce
 from workers.field_diff import changed_fields
@@ -101,15 +101,6 @@ def timepoint_text(point: Mapping[str, Any] | None) -> str:
     return f"{date} {time_}".strip() or str(point.get("datetime", ""))
 
 
-def _ref(value: Any) -> int | None:
-    if isinstance(value, Mapping):
-        value = value.get("id")
-    try:
-        return int(value) or None
-    except (TypeError, ValueError):
-        return None
-
-
 def expected_view(target_now: Mapping[str, Any] | None, body: Mapping[str, Any]) -> dict[str, Any]:
     """The canonical values the target will hold once the update BODY is applied, for the keys
     BODY sets (a pure function: it reads the body the planner built, in the shapes it builds).
@@ -126,14 +117,14 @@ def expected_view(target_now: Mapping[str, Any] | None, body: Mapping[str, Any])
         elif body.get(has_key) is False:
             view[key] = None
     if "parent" in body:
-        view["parent"] = _ref(body["parent"])
+        view["parent"] = ref_id(body["parent"])
     if "status" in body:
-        view["status"] = _ref(body["status"])
+        view["status"] = ref_id(body["status"])
     if "assignees" in body:
         view["assignees"] = sorted(str(person["id"]) for person in
                                    (body["assignees"] or {}).get("users", []) or [])
     for entry in body.get("customFieldData") or []:
-        key = f"cf:{_ref((entry or {}).get('field'))}"
+        key = f"cf:{ref_id((entry or {}).get('field'))}"
         if key in now:
             view[key] = normalise_value(entry.get("value"))
     return view
