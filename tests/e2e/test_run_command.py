@@ -43,7 +43,7 @@ def test_run_starts_producer_and_worker_that_sync(tmp_path):
                    CROSSLINK_RATE_PER_S="20", CROSSLINK_TIME_SCALE="0.01")
         service = subprocess.Popen([sys.executable, "-m", "crosslink.cli", "run", "--config", str(path), "-c", "1"],
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   start_new_session=True)
+                                   start_new_session=True, cwd=tmp_path)  # beat keeps its file there
         try:
             eventually(lambda: _alive(port), timeout=30, what="the producer to answer")
             number = world.create_task("client", {"name": "Via crosslink run", "processId": 3,
