@@ -26,6 +26,9 @@ class Settings:
     daily_quota: int
     # How often each link side is polled for changes no webhook reported (issue 4, reconciliation).
     reconcile_period_s: float = 60.0
+    # How long the broker holds a job a dead worker took before delivering it again (Celery's
+    # Redis visibility timeout); only the chaos suite shortens it, to see redelivery in seconds.
+    visibility_timeout_s: float = 3600.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -41,6 +44,7 @@ class Settings:
             rate_per_s=float(env.get("CROSSLINK_RATE_PER_S", "1.0")),
             daily_quota=int(env.get("CROSSLINK_DAILY_QUOTA", "20000")),
             reconcile_period_s=float(env.get("CROSSLINK_RECONCILE_PERIOD_S", "60")),
+            visibility_timeout_s=float(env.get("CROSSLINK_VISIBILITY_TIMEOUT_S", "3600")),
         )
 
 

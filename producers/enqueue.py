@@ -31,9 +31,19 @@ class Enqueuer:
 
     def sync(self, link: str, side: str, task: int) -> bool:
         """Queue a sync of SIDE's TASK unless one is already waiting; True if queued."""
-        if not self.redis.set(pending_key(link, side, task), "1", nx=True, ex=PENDING_TTL_S):
+        flag = pending_key(link, side, task)
+        if not self.redis.set(flag, "1", nx=True, ex=PENDING_TTL_S):
             return False
-        self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE)
+        try:
+            self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE)
+        except Exception:
+            # No job went out: a flag left behind would swallow this task's events (and the
+            # sender's retry of this one) until it expired. Best effort: Redis may be the failure.
+            try:
+                self.redis.delete(flag)
+            except redis.RedisError:
+                pass
+            raise
         return True
 
     def close(self) -> None:

@@ -21,9 +21,22 @@ from workers.names import RECONCILE_TICK, SYNC_QUEUE
 
 # Celery redelivers an unacked message after this; every countdown we use stays well under it.
 VISIBILITY_TIMEOUT_S = 3600
+# Kombu sweeps for overdue unacked messages every 10 s x 10 calls; a shortened visibility
+# timeout (the chaos suite's) needs sweeps at least this often to redeliver within it.
+SHORT_VISIBILITY_SWEEPS = 4
 
 
-def make_app(redis_url: str, reconcile_period_s: float = 60.0) -> Celery:
+def transport_options(visibility_timeout_s: float) -> dict:
+    """The broker options for VISIBILITY_TIMEOUT_S; the default one keeps kombu's own sweeps."""
+    options: dict = {"visibility_timeout": visibility_timeout_s}
+    if visibility_timeout_s < VISIBILITY_TIMEOUT_S:
+        options["unacked_restore_interval"] = max(1, int(visibility_timeout_s / SHORT_VISIBILITY_SWEEPS))
+        options["unacked_restore_throttle"] = 1
+    return options
+
+
+def make_app(redis_url: str, reconcile_period_s: float = 60.0,
+             visibility_timeout_s: float = VISIBILITY_TIMEOUT_S) -> Celery:
     app = Celery("crosslink", broker=redis_url, include=["workers.tasks", "producers.tasks"])
     app.conf.update(
         task_acks_late=True,
@@ -36,7 +49,7 @@ def make_app(redis_url: str, reconcile_period_s: float = 60.0) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        broker_transport_options=transport_options(visibility_timeout_s),
         worker_send_task_events=True,
         task_send_sent_event=True,
         beat_schedule={
@@ -52,7 +65,8 @@ def make_app(redis_url: str, reconcile_period_s: float = 60.0) -> Celery:
     return app
 
 
-app = make_app(get_settings().redis_url, get_settings().reconcile_period_s)
+app = make_app(get_settings().redis_url, get_settings().reconcile_period_s,
+               get_settings().visibility_timeout_s)
 
 
 @setup_logging.connect

@@ -27,6 +27,16 @@ from planfix.errors import TransientError
 LEASE_TTL_MS = 120_000
 # A sync run of one task takes a few Planfix calls at 1 request/s; the lock outlives it with room.
 TASK_LOCK_TTL_MS = 300_000
+# Floors for both when time is scaled down (CROSSLINK_TIME_SCALE, the tests and the chaos suite):
+# a lease still outlives one write (the 10 s client timeout) and the lock one whole run.
+MIN_LEASE_TTL_MS = 15_000
+MIN_TASK_LOCK_TTL_MS = 30_000
+
+
+def scaled_ttl_ms(ttl_ms: int, floor_ms: int, scale: float) -> int:
+    """How long a crashed worker may block a key: TTL_MS shrunk by SCALE (never grown), but not
+    below FLOOR_MS. Assumes SCALE is the worker's time scale (1.0 in production: TTL unchanged)."""
+    return int(max(floor_ms, ttl_ms * min(1.0, max(0.0, scale))))
 
 _DONE = "done:"
 _LEASE = "lease:"
@@ -49,6 +59,7 @@ class WriteOnce:
 
     redis: redis.Redis
     prefix: str = "crosslink:idem"
+    lease_ttl_ms: int = LEASE_TTL_MS
 
     def done(self, key: str) -> int | None:
         value = self.redis.get(f"{self.prefix}:{key}")
@@ -85,13 +96,13 @@ class WriteOnce:
                 if pipe.get(full) not in (_AMBIGUOUS, _AMBIGUOUS.encode()):
                     raise LeaseBusy(key)
                 pipe.multi()
-                pipe.set(full, token, px=LEASE_TTL_MS)
+                pipe.set(full, token, px=self.lease_ttl_ms)
                 pipe.execute()
             except redis.WatchError as exc:
                 raise LeaseBusy(key) from exc
             finally:
                 pipe.reset()
-        elif not self.redis.set(full, token, nx=True, px=LEASE_TTL_MS):
+        elif not self.redis.set(full, token, nx=True, px=self.lease_ttl_ms):
             raise LeaseBusy(key)
         try:
             remote_id = find_existing() if (was_ambiguous and find_existing) else None

@@ -19,7 +19,7 @@ from crosslink.settings import Settings, get_settings
 from planfix.client import PlanfixClient
 from planfix.limiter import AccountLimiter
 from schemas.links import Link, LinksConfig, load_links
-from workers.idempotency import WriteOnce
+from workers.idempotency import LEASE_TTL_MS, MIN_LEASE_TTL_MS, WriteOnce, scaled_ttl_ms
 from workers.state import LinkState
 
 # Planfix answers within a few seconds; a write still unanswered after this is treated as
@@ -54,7 +54,8 @@ class Runtime:
 
     @cached_property
     def writes(self) -> WriteOnce:
-        return WriteOnce(self.redis)
+        return WriteOnce(self.redis, lease_ttl_ms=scaled_ttl_ms(LEASE_TTL_MS, MIN_LEASE_TTL_MS,
+                                                                self.settings.time_scale))
 
     def link(self, name: str) -> Link:
         for link in self.config.links:

@@ -197,13 +197,20 @@ class TaskSync:
             self.state.snapshot(other, counterpart) if counterpart else None,
             self.state.counterpart_number, names,
         )
+        # The target values this run wrote and saw applied: they, not a read-back that may
+        # already hold a person's concurrent edit, are what both sides agreed on.
+        written: dict[str, Any] = {}
         if plan.create:
             counterpart = self._create_counterpart(plan.update_body)
+            written = expected_view(None, plan.update_body)
             self.report.outcome = "created"
         elif plan.update_body:
-            if isinstance(self._write_update(other, counterpart, plan.update_body), Queued):
+            outcome = self._write_update(other, counterpart, plan.update_body)
+            if isinstance(outcome, Queued):
                 self._unconfirmed.update(plan.fields)
                 self._expected.update(expected_view(target_now, plan.update_body))
+            elif isinstance(outcome, Applied):
+                written = expected_view(target_now, plan.update_body)
             self.report.fields = sorted(plan.fields)
             self.report.outcome = "updated"
         self.report.counterpart = counterpart
@@ -217,13 +224,17 @@ class TaskSync:
         for status in plan.status_path:
             if not self._move_status(other, counterpart, status):
                 break
+            written["status"] = status
             self.report.statuses.append(status)
             if self.report.outcome == "noop":
                 self.report.outcome = "updated"
         for moved_side, status in plan.source_status_moves:
             number = self.number if moved_side == side else counterpart
-            if self._move_status(moved_side, number, status) and moved_side == side:
-                source_now = {**source_now, "status": status}
+            if self._move_status(moved_side, number, status):
+                if moved_side == side:
+                    source_now = {**source_now, "status": status}
+                else:
+                    written["status"] = status
         self.report.parked.extend(plan.parked)
         previous = self.state.snapshot(side, self.number) or {}
         occasion = json.dumps([previous.get("assignees"), source_now.get("assignees")])
@@ -234,7 +245,8 @@ class TaskSync:
         sync_checklist(self, counterpart)
         sync_task_files(self, counterpart)
         self._save_snapshots(counterpart, source_now, target_now,
-                             wrote=self.report.outcome != "noop" or bool(plan.source_status_moves))
+                             wrote=self.report.outcome != "noop" or bool(plan.source_status_moves),
+                             written=written)
         return self.report
 
     # ------------------------------------------------------------------------------------
@@ -391,7 +403,8 @@ class TaskSync:
         return mirror
 
     def _save_snapshots(self, counterpart: int, source_now: dict[str, Any],
-                        target_now: dict[str, Any] | None, wrote: bool) -> None:
+                        target_now: dict[str, Any] | None, wrote: bool,
+                        written: Mapping[str, Any] | None = None) -> None:
         """Record what both sides now agree on.
 
         The source's snapshot is its state as read (its changes have been carried or lost a
@@ -412,10 +425,22 @@ class TaskSync:
             target_after = target_now
         previous = self.state.snapshot(other, counterpart) or {}
         before = target_now or {}
-        target_snapshot = {
-            key: (value if before.get(key) != value or key not in previous else previous[key])
-            for key, value in target_after.items()
-        }
+        written = written or {}
+        # Only what this run wrote and saw applied moves the target's snapshot; any other
+        # difference in the read-back is a person's edit made meanwhile, which must still show
+        # as a change of the target's so that its own run carries it back. (Taking every
+        # difference from the read-back lost concurrent status moves and reassignments: the
+        # chaos suite found them.) A read-back that differs from what we wrote is such an edit
+        # too: the snapshot keeps our value.
+        target_snapshot = {}
+        for key, value in target_after.items():
+            if key in written:
+                target_snapshot[key] = (written[key] if changed_fields({key: written[key]}, {key: value})
+                                        else value)
+            elif key in previous:
+                target_snapshot[key] = previous[key]
+            else:
+                target_snapshot[key] = before.get(key, value)
         for key, value in self.state.queued_expectations(other, counterpart).items():
             if key in target_after and not changed_fields({key: value}, {key: target_after[key]}):
                 target_snapshot[key] = target_after[key]

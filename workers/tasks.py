@@ -22,7 +22,7 @@ from celery import Task
 from planfix.errors import Queued, RateLimited, TransientError
 from workers.app import app
 from workers.dead_letters import DeadLetters
-from workers.idempotency import LeaseBusy, TaskLock
+from workers.idempotency import MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, TaskLock, scaled_ttl_ms
 from workers.names import PROBE_LINK, SYNC_QUEUE, SYNC_TASK, pending_key
 from workers.retry import POLICY, Action, Decision, FailureKind, decide
 from workers.runtime import runtime
@@ -57,7 +57,7 @@ def sync_task(self: Task, link_name: str, side: str, number: int, attempt: int =
         return "parked"
     counterpart = state.counterpart("task", side, number)
     lock = TaskLock(rt.redis, pair_lock_key(link_name, side, number, counterpart))
-    if not lock.acquire():
+    if not lock.acquire(scaled_ttl_ms(TASK_LOCK_TTL_MS, MIN_TASK_LOCK_TTL_MS, scale)):
         _again(link_name, side, number, decide(FailureKind.BUSY, attempt, scale))
         return "locked"
     try:
