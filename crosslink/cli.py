@@ -136,23 +136,56 @@ def relink(link_name: str, links_path: str | None) -> None:
 @main.command()
 @click.option("--link", "link_name", required=True)
 @click.option("--config", "links_path", default=None)
-def backfill(link_name: str, links_path: str | None) -> None:
-    """Queue a sync of every task already in the link's scope on both sides."""
+@click.option("--dry-run", is_flag=True, help="list what would be linked, created and ambiguous; write nothing")
+def backfill(link_name: str, links_path: str | None, dry_run: bool) -> None:
+    """Bring the tasks already in the link's scope in: pair those copied by hand (same name),
+    queue the rest to be mirrored. Resumable: a rerun continues an interrupted one."""
     import redis
 
     from crosslink.operations import cli_client
     from planfix.limiter import AccountLimiter
-    from producers.backfill import enqueue_scope
+    from crosslink.backfill import run_backfill
     from producers.enqueue import Enqueuer
     from schemas.links import find_link, load_links
 
     settings = get_settings()
     link = find_link(load_links(links_path or settings.links_path), link_name)
-    enqueuer = Enqueuer(settings.redis_url)
-    limiter = AccountLimiter(redis.Redis.from_url(settings.redis_url), rate_per_s=settings.rate_per_s)
-    for side in link.sides:
-        with cli_client(link, side, limiter) as client:
-            click.echo(f"{side}: {enqueue_scope(link, side, client, enqueuer)} tasks queued")
+    store = redis.Redis.from_url(settings.redis_url)
+    limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s)
+    rates = {conf.account: 1.0 / max(limiter.interval_s(conf.account), 1e-9) for conf in link.sides.values()}
+    enqueuer = None if dry_run else Enqueuer(settings.redis_url)
+    bar: list = []
+
+    def on_plan(report) -> None:
+        est = report.estimate
+        per_account = ", ".join(f"{acc} ~{n} requests" for acc, n in sorted(est.requests.items()))
+        click.echo(f"{link.name}: listed " + ", ".join(f"{s} {n} tasks" for s, n in report.listed.items())
+                   + f"; {len(report.ambiguous)} ambiguous; "
+                   + ("continuing an interrupted backfill; " if report.resumed else "")
+                   + f"{report.total} items to handle; {per_account}: about {est.seconds:.0f} s "
+                   "at the accounts' rate (comments add one write each)", err=True)
+        if not dry_run and report.total:
+            bar.append(click.progressbar(length=report.total, label="backfill", file=sys.stderr,
+                                         show_eta=True, show_pos=True))
+            bar[0].__enter__()
+
+    def on_item(report) -> None:
+        if bar:
+            bar[0].update(1)
+
+    clients = {side: cli_client(link, side, limiter) for side in link.sides}
+    try:
+        report = run_backfill(link, clients, store, enqueuer, dry_run=dry_run, rate_per_s=rates,
+                              on_plan=on_plan, on_item=on_item)
+    finally:
+        if bar:
+            bar[0].__exit__(None, None, None)
+        for client in clients.values():
+            client.close()
+        if enqueuer is not None:
+            enqueuer.close()
+        store.close()
+    click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
 
 
 @main.command()
@@ -170,10 +203,11 @@ def rejected(limit: int) -> None:
 
 def _add_area_commands() -> None:
     """Commands kept beside the area they operate: reconcile and beat, dlq."""
+    from crosslink.cli_chaos import chaos
     from crosslink.cli_dlq import dlq
     from crosslink.cli_reconcile import beat, reconcile
 
-    for command in (reconcile, beat, dlq):
+    for command in (reconcile, beat, dlq, chaos):
         main.add_command(command)
 
 

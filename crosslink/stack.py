@@ -28,7 +28,7 @@ from crosslink.services import ProducerServer, WorkerProcess
 from planfix.client import PlanfixClient
 from planfix.emulator.server import EmulatorServer
 from planfix.limiter import AccountLimiter
-from producers.backfill import enqueue_scope
+from crosslink.backfill import BackfillReport, run_backfill
 from producers.enqueue import Enqueuer
 from planfix.emulator.world import World
 from producers.receiver import create_app
@@ -143,19 +143,28 @@ class LocalStack:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
-    def backfill(self, link_name: str) -> int:
-        """Queue a sync of every task already in the link's scope, as `crosslink backfill` does."""
+    def backfill(self, link_name: str, max_items: int | None = None,
+                 dry_run: bool = False) -> BackfillReport:
+        """Match-then-link the tasks already in the link's scope, as `crosslink backfill` does
+        (MAX_ITEMS stops it early, as an interruption would)."""
         assert self.config is not None and self.emulator is not None
         link = next(item for item in self.config.links if item.name == link_name)
-        enqueuer = Enqueuer(self.redis_url)
-        limiter = AccountLimiter(redis.Redis.from_url(self.redis_url),
-                                 rate_per_s=float(self.env["CROSSLINK_RATE_PER_S"]))
-        queued = 0
-        for side, conf in link.sides.items():
-            with PlanfixClient(conf.base_url, conf.token(self.env), account=conf.account,
-                               limiter=limiter, sleep_on_limit=True) as client:
-                queued += enqueue_scope(link, side, client, enqueuer)
-        return queued
+        store = redis.Redis.from_url(self.redis_url)
+        enqueuer = None if dry_run else Enqueuer(self.redis_url)
+        rate = float(self.env["CROSSLINK_RATE_PER_S"])
+        limiter = AccountLimiter(store, rate_per_s=rate)
+        clients = {side: PlanfixClient(conf.base_url, conf.token(self.env), account=conf.account,
+                                       limiter=limiter, sleep_on_limit=True)
+                   for side, conf in link.sides.items()}
+        try:
+            return run_backfill(link, clients, store, enqueuer, dry_run=dry_run, max_items=max_items,
+                                rate_per_s={conf.account: rate for conf in link.sides.values()})
+        finally:
+            for client in clients.values():
+                client.close()
+            if enqueuer is not None:
+                enqueuer.close()
+            store.close()
 
     # --- observing ----------------------------------------------------------------------
     def busy(self) -> bool:
