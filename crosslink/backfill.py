@@ -27,7 +27,6 @@ through the workers' canonical views, which producers may not import.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import unicodedata

@@ -29,7 +29,6 @@ from planfix.errors import (
     FieldFailure,
     PartiallyApplied,
     PermanentError,
-    PlanfixError,
     Queued,
     RateLimited,
     TransientError,
@@ -536,8 +535,3 @@ class PlanfixClient:
         params = {"onlyFromDescription": "true"} if only_description else None
         return self._read("GET", f"/task/{int(number)}/files", "GET /task/{id}/files",
                           params=params).get("files") or []
-
-
-def is_retryable(error: PlanfixError) -> bool:
-    """True for failures a later attempt may cure (transient or rate limited)."""
-    return error.kind in ("transient", "rate_limited")

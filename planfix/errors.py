@@ -38,7 +38,6 @@ CODE_DAILY_LIMIT = 22
 AUTH_CODES = frozenset({1, 2, 16})  # unknown token, token inactive, user inactive
 SCOPE_CODES = frozenset({5})
 ACCESS_CODES = frozenset({6, 10, 11, 20, 21})  # no access, blocked, frozen, unpaid, free plan
-INVALID_CODES = frozenset({23, 30, 40, 41})  # contact limit, bad JSON, missing/invalid parameter
 # "Object not found" codes: the first code of each object family (task 1000, contact 2000,
 # project 3000, employee 4000, comment 5000, file 7000, directory 8000). Only 1000, 5000 and
 # 7000 are shown as "not found" in the spec's examples; the others follow the pattern [verify].

@@ -45,18 +45,9 @@ SOURCE_VERSION_MAX = 100
 # The sliding window of the per-account rate limit.
 RATE_WINDOW_S = 1.0
 # Checklist error codes as the spec's examples give them: 600 item not found (GET/update),
-# 601 create failed (name or parent missing/unknown), 602 update failed.
+# 601 create failed (name or parent missing/unknown).
 CHECKLIST_NOT_FOUND = 600
 CHECKLIST_CREATE_FAILED = 601
-CHECKLIST_UPDATE_FAILED = 602
-# What a checklist item answers with when `fields` names nothing (as tasks and comments: only id).
-CHECKLIST_ITEM_FIELDS = ("id", "name", "isDone", "parent", "dateTime", "assignees")
-
-SCOPES = (
-    "task_readonly", "task_add", "task_update",
-    "comment_readonly", "comment_add", "comment_update", "comment_delete",
-    "user_readonly", "file_readonly", "file_add", "file_delete",
-)
 
 FAULT_DEFAULTS: dict[str, Any] = {
     "error_500": 0.0,               # share answered 500 code 0 with nothing applied
