@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
+import time
 
 import pytest
+import redis
 
 from planfix.errors import InvalidRequest, TransientError
 from workers.idempotency import LeaseBusy, TaskLock, WriteOnce
@@ -109,11 +113,57 @@ def test_many_threads_write_once(redis_client):
     assert len(calls) == 1 and set(results) == {77}
 
 
+def test_a_write_whose_worker_died_before_the_done_marker_is_checked_for_not_repeated(redis_url):
+    """A worker killed between the write and the done marker: once its lease's deadline passes,
+    the next attempt must look for the object first (the lease must not simply expire)."""
+    writes = WriteOnce(redis.Redis.from_url(redis_url), lease_ttl_ms=300)
+    written = multiprocessing.get_context("fork").Value("i", 0)
+
+    def killed_after_writing() -> None:
+        child = WriteOnce(redis.Redis.from_url(redis_url), lease_ttl_ms=300)
+
+        def write() -> int:
+            written.value += 1
+            os._exit(0)  # as SIGKILL would: no except, no finally
+
+        child.run("k", write)
+
+    child = multiprocessing.get_context("fork").Process(target=killed_after_writing)
+    child.start()
+    child.join(10)
+    assert written.value == 1
+    with pytest.raises(LeaseBusy):  # the deadline has not passed: the write may be under way
+        writes.run("k", lambda: 1, find_existing=lambda: 1)
+    time.sleep(0.4)
+    created, looked = [], []
+    assert writes.run("k", lambda: created.append(1) or 5, find_existing=lambda: looked.append(1) or 9) == 9
+    assert created == [] and looked == [1] and writes.done("k") == 9
+
+
+def test_an_expired_lease_without_a_check_writes_again(redis_client):
+    writes = WriteOnce(redis_client, lease_ttl_ms=1)
+    redis_client.set("crosslink:idem:k", "lease:dead:1")  # a deadline long past
+    assert writes.run("k", lambda: 4) == 4
+
+
 def test_task_lock_is_exclusive_and_released_only_by_its_holder(redis_client):
-    first, second = TaskLock(redis_client, "lock:a"), TaskLock(redis_client, "lock:a")
+    first, second = TaskLock(redis_client, ("lock:a",)), TaskLock(redis_client, ("lock:a",))
     assert first.acquire()
     assert not second.acquire()
     second.release()  # not the holder: must not free the lock
-    assert not TaskLock(redis_client, "lock:a").acquire()
+    assert not TaskLock(redis_client, ("lock:a",)).acquire()
     first.release()
     assert second.acquire()
+
+
+def test_a_pair_lock_takes_all_its_keys_or_none(redis_client):
+    """A run that knows only its own task and one that knows the pair exclude each other."""
+    before_pairing = TaskLock(redis_client, ("lock:client:7",))
+    after_pairing = TaskLock(redis_client, ("lock:client:7", "lock:partner:3"))
+    assert before_pairing.acquire()
+    assert not after_pairing.acquire()
+    # The failed attempt left nothing held: the partner task's key is free.
+    assert redis_client.get("lock:partner:3") is None
+    assert TaskLock(redis_client, ("lock:partner:3",)).acquire()
+    before_pairing.release()
+    assert not after_pairing.acquire()  # the partner key is still held by the other lock

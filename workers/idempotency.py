@@ -1,15 +1,19 @@
 """Every outbound write happens once, even when jobs are retried or run twice.
 
-A write is guarded by a key in Redis. Before the write the key holds a *lease* (with a TTL, so a
-worker killed mid-write does not block the key for ever); after the write it becomes a *done
-marker* holding the remote id, kept for good. A write that failed for sure frees the lease, so
-the retry can write. A write whose outcome is unknown (a timeout or a 5xx after the request was
-sent: Planfix may have committed it) leaves an *ambiguous* marker: the next attempt must first
-look in Planfix for what the lost answer would have named (check-then-create) and only then
-write. A bare SET NX taken before the write would lose the retry when the write fails (arq's
+A write is guarded by a key in Redis. Before the write the key holds a *lease* with a deadline;
+after the write it becomes a *done marker* holding the remote id, kept for good. A write that
+failed for sure frees the lease, so the retry can write. A write whose outcome is unknown leaves
+the key *ambiguous*: the next attempt must first look in Planfix for what the lost answer would
+have named (check-then-create) and only then write. Unknown outcomes are:
+- a timeout or a 5xx after the request was sent (Planfix may have committed it);
+- a lease whose deadline passed: its worker was killed, or lost Redis, between the write and
+  the done marker. The lease therefore never simply expires (a TTL would let the next attempt
+  write blindly a second time: the chaos suite found such duplicate comment mirrors); past its
+  deadline it is taken over as ambiguous.
+A bare SET NX taken before the write would lose the retry when the write fails (arq's
 in-progress key makes the same point).
 
-Also here: the per-task lock, so two workers never work on the same task pair at once.
+Also here: the per-pair lock, so two workers never work on the same task pair at once.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import redis
 
 from planfix.errors import TransientError
 
-# A lease outlives any single write (client timeout 10 s, plus upload time) but not a restart:
-# a worker killed mid-write frees its key within this time.
+# A lease outlives any single write (client timeout 10 s, plus upload time); past it, a worker
+# killed mid-write is presumed dead and its write's outcome unknown (ambiguous).
 LEASE_TTL_MS = 120_000
 # A sync run of one task takes a few Planfix calls at 1 request/s; the lock outlives it with room.
 TASK_LOCK_TTL_MS = 300_000
@@ -38,8 +42,8 @@ def scaled_ttl_ms(ttl_ms: int, floor_ms: int, scale: float) -> int:
     below FLOOR_MS. Assumes SCALE is the worker's time scale (1.0 in production: TTL unchanged)."""
     return int(max(floor_ms, ttl_ms * min(1.0, max(0.0, scale))))
 
+
 _DONE = "done:"
-_LEASE = "lease:"
 _AMBIGUOUS = "ambiguous"
 
 # Release only what we hold: compare the token, then delete, in one step.
@@ -47,6 +51,50 @@ _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# Take a write's key in one step, on Redis's clock (workers on several machines agree on it).
+# ARGV: lease token, lease length in ms. Answers {"done", id} | {"busy"} | {"fresh"} | {"ambiguous"}.
+# The lease value is "lease:<token>:<deadline ms>"; it carries no TTL (see the module docstring).
+_ACQUIRE_LUA = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local current = redis.call('GET', KEYS[1])
+local lease = 'lease:' .. ARGV[1] .. ':' .. (now_ms + tonumber(ARGV[2]))
+if not current then
+  redis.call('SET', KEYS[1], lease)
+  return {'fresh', lease}
+end
+if string.sub(current, 1, 5) == 'done:' then return {'done', string.sub(current, 6)} end
+if string.sub(current, 1, 6) == 'lease:' then
+  local deadline = tonumber(string.match(current, ':(%d+)$'))
+  if deadline and deadline > now_ms then return {'busy', ''} end
+end
+redis.call('SET', KEYS[1], lease)
+return {'ambiguous', lease}
+"""
+
+# Take every key of a lock or none: SET NX each, undo the ones taken if one is held.
+# ARGV: token, TTL in ms.
+_LOCK_ALL_LUA = """
+for i, key in ipairs(KEYS) do
+  if not redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    for j = 1, i - 1 do redis.call('DEL', KEYS[j]) end
+    return 0
+  end
+end
+return 1
+"""
+
+_RELEASE_ALL_LUA = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+return 1
+"""
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class LeaseBusy(Exception):
@@ -62,8 +110,7 @@ class WriteOnce:
     lease_ttl_ms: int = LEASE_TTL_MS
 
     def done(self, key: str) -> int | None:
-        value = self.redis.get(f"{self.prefix}:{key}")
-        text = value.decode() if isinstance(value, bytes) else value
+        text = _text(self.redis.get(f"{self.prefix}:{key}"))
         if text and text.startswith(_DONE):
             return int(text[len(_DONE):])
         return None
@@ -76,46 +123,31 @@ class WriteOnce:
     ) -> int:
         """Return the remote id of the write for KEY, writing only if it never happened.
 
-        ``find_existing`` is the check of check-then-create: asked after an ambiguous failure,
-        it looks in Planfix for the object the lost answer would have named.
+        ``find_existing`` is the check of check-then-create: asked when an earlier attempt's
+        outcome is unknown, it looks in Planfix for the object that attempt would have made.
+        A write without it is repeated in that case (an upload, say: a second copy of a file
+        is the lesser harm than none).
         """
         full = f"{self.prefix}:{key}"
-        current = self.redis.get(full)
-        text = current.decode() if isinstance(current, bytes) else current
-        if text and text.startswith(_DONE):
-            return int(text[len(_DONE):])
-        if text and text.startswith(_LEASE):
+        verdict, value = (_text(part) for part in
+                          self.redis.eval(_ACQUIRE_LUA, 1, full, secrets.token_hex(8), self.lease_ttl_ms))
+        if verdict == "done":
+            return int(value)
+        if verdict == "busy":
             raise LeaseBusy(key)
-        was_ambiguous = text == _AMBIGUOUS
-        token = _LEASE + secrets.token_hex(8)
-        if was_ambiguous:
-            # Take the lease over the ambiguous marker only if nobody else did meanwhile.
-            pipe = self.redis.pipeline(transaction=True)
-            try:
-                pipe.watch(full)
-                if pipe.get(full) not in (_AMBIGUOUS, _AMBIGUOUS.encode()):
-                    raise LeaseBusy(key)
-                pipe.multi()
-                pipe.set(full, token, px=self.lease_ttl_ms)
-                pipe.execute()
-            except redis.WatchError as exc:
-                raise LeaseBusy(key) from exc
-            finally:
-                pipe.reset()
-        elif not self.redis.set(full, token, nx=True, px=self.lease_ttl_ms):
-            raise LeaseBusy(key)
+        lease = value
         try:
-            remote_id = find_existing() if (was_ambiguous and find_existing) else None
+            remote_id = find_existing() if (verdict == "ambiguous" and find_existing) else None
             if remote_id is None:
                 remote_id = write()
         except TransientError as exc:
             if exc.maybe_applied:
                 self.redis.set(full, _AMBIGUOUS)
             else:
-                self.redis.eval(_RELEASE_LUA, 1, full, token)
+                self.redis.eval(_RELEASE_LUA, 1, full, lease)
             raise
         except BaseException:
-            self.redis.eval(_RELEASE_LUA, 1, full, token)
+            self.redis.eval(_RELEASE_LUA, 1, full, lease)
             raise
         self.redis.set(full, f"{_DONE}{remote_id}")
         return remote_id
@@ -126,17 +158,26 @@ class WriteOnce:
 
 @dataclass
 class TaskLock:
-    """A lock on one task pair of one link: two workers never sync the same pair at once."""
+    """A lock on one task pair of one link: two workers never sync the same pair at once.
+
+    A pair has a key per task; a run takes the keys of both tasks it knows (its own, and its
+    counterpart's once paired), all or none. Keying on one task alone let two runs of one pair
+    overlap: one that started before the pair existed (keyed on its own task) and one that
+    started after (keyed on the counterpart).
+    """
 
     redis: redis.Redis
-    key: str
+    keys: tuple[str, ...]
     token: str = ""
 
     def acquire(self, ttl_ms: int = TASK_LOCK_TTL_MS) -> bool:
-        self.token = secrets.token_hex(8)
-        return bool(self.redis.set(self.key, self.token, nx=True, px=ttl_ms))
+        token = secrets.token_hex(8)
+        if not self.redis.eval(_LOCK_ALL_LUA, len(self.keys), *self.keys, token, ttl_ms):
+            return False
+        self.token = token
+        return True
 
     def release(self) -> None:
         if self.token:
-            self.redis.eval(_RELEASE_LUA, 1, self.key, self.token)
+            self.redis.eval(_RELEASE_ALL_LUA, len(self.keys), *self.keys, self.token)
             self.token = ""

@@ -8,6 +8,7 @@ right kind of waiting, as the retry policy (workers.retry) decides:
 - a write Planfix queued (202): the same task is re-queued to read it back and plan again;
 - access lost (bad token, scope, user removed): the link side is *severed*, the event is parked,
   nothing is deleted anywhere, and a probe re-checks access and replays parked events;
+- Redis unreachable (a restart): the job waits for it, then goes back to the queue unacked;
 - anything else permanent: a dead letter with its reason (workers.dead_letters); until it is
   replayed or dropped (`crosslink dlq`), later events for the same task wait behind it in order.
 """
@@ -17,9 +18,12 @@ from __future__ import annotations
 import logging
 import time
 
+import redis
 from celery import Task
+from celery.exceptions import Reject
 
 from planfix.errors import Queued, RateLimited, TransientError
+from schemas.links import Link
 from workers.app import app
 from workers.dead_letters import DeadLetters
 from workers.idempotency import MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, TaskLock, scaled_ttl_ms
@@ -30,12 +34,18 @@ from workers.sync import SideFailure, TaskSync
 
 log = logging.getLogger("crosslink.worker")
 
+# A Redis restart (AOF reload included) takes seconds; a job waits this long for it in its slot,
+# since no job can make progress without Redis anyway.
+REDIS_OUTAGE_WAIT_S = 30.0
+REDIS_PING_EVERY_S = 0.5
 
-def pair_lock_key(link: str, side: str, number: int, counterpart: int | None) -> str:
-    """One lock per task pair, named after the partner side's task when it is known."""
-    if side == "partner" or counterpart is None:
-        return f"crosslink:lock:{link}:{side}:{number}"
-    return f"crosslink:lock:{link}:partner:{counterpart}"
+
+def pair_lock(store: redis.Redis, link: Link, side: str, number: int, counterpart: int | None) -> TaskLock:
+    """The lock of a task pair: a key per task the run knows (workers.idempotency.TaskLock)."""
+    keys = [f"crosslink:lock:{link.name}:{side}:{number}"]
+    if counterpart is not None:
+        keys.append(f"crosslink:lock:{link.name}:{link.other(side)}:{counterpart}")
+    return TaskLock(store, tuple(sorted(keys)))
 
 
 def requeue(link: str, side: str, number: int, delay_s: float, attempt: int = 0) -> None:
@@ -45,6 +55,30 @@ def requeue(link: str, side: str, number: int, delay_s: float, attempt: int = 0)
 
 @app.task(name=SYNC_TASK, bind=True, acks_late=True, ignore_result=True)
 def sync_task(self: Task, link_name: str, side: str, number: int, attempt: int = 0) -> str:
+    try:
+        return _sync(link_name, side, number, attempt)
+    except redis.RedisError as exc:
+        # Redis is the broker, the registry and the leases: without it nothing can be decided,
+        # and acking (what Celery does with a failed task) would lose the event. Wait for it to
+        # come back, then hand the message back to the queue. If it stays away, the broker
+        # cannot take the rejection either, and redelivers after its visibility timeout.
+        log.warning("Redis unavailable (%s): the job goes back to the queue", type(exc).__name__,
+                    extra={"link": link_name, "side": side, "task": number})
+        _wait_for_redis()
+        raise Reject(f"Redis unavailable: {type(exc).__name__}", requeue=True) from exc
+
+
+def _wait_for_redis() -> None:
+    deadline = time.monotonic() + REDIS_OUTAGE_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            if runtime().redis.ping():
+                return
+        except redis.RedisError:
+            time.sleep(REDIS_PING_EVERY_S)
+
+
+def _sync(link_name: str, side: str, number: int, attempt: int) -> str:
     rt = runtime()
     link = rt.link(link_name)
     state = rt.state(link_name)
@@ -56,7 +90,7 @@ def sync_task(self: Task, link_name: str, side: str, number: int, attempt: int =
         log.info("link severed: event parked", extra=context)
         return "parked"
     counterpart = state.counterpart("task", side, number)
-    lock = TaskLock(rt.redis, pair_lock_key(link_name, side, number, counterpart))
+    lock = pair_lock(rt.redis, link, side, number, counterpart)
     if not lock.acquire(scaled_ttl_ms(TASK_LOCK_TTL_MS, MIN_TASK_LOCK_TTL_MS, scale)):
         _again(link_name, side, number, decide(FailureKind.BUSY, attempt, scale))
         return "locked"
@@ -75,13 +109,18 @@ def sync_task(self: Task, link_name: str, side: str, number: int, attempt: int =
         return "lease-busy"
     except SideFailure as failure:
         return _handle_failure(link_name, side, number, attempt, failure, scale)
+    except redis.RedisError:
+        raise  # not a bug of the run's: sync_task hands the job back to the queue
     except Exception as exc:  # noqa: BLE001 - a bug must not lose the event: keep it as a dead letter
         log.exception("sync run failed unexpectedly", extra=context)
         decision = decide(exc, attempt, scale)
         _dead_letter(link_name, side, number, decision.reason, "unexpected")
         return "dead"
     finally:
-        lock.release()
+        try:
+            lock.release()
+        except redis.RedisError:
+            pass  # the lock's TTL frees it
     state.mark_synced(time.time())
     for follow_side, follow_number in report.follow_up:
         requeue(link_name, follow_side, follow_number, 0.0)
