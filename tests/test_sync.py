@@ -169,3 +169,28 @@ def test_expected_view_reads_the_bodies_the_planner_writes():
                                         "start_date": "01-02-2027 10:00", "assignees": ["user:5", "user:6"],
                                         "cf:200": 7}
     assert expected_view(now, {}) == {}
+
+
+def test_a_person_moving_the_new_mirror_before_the_run_ends_is_carried_back(pair):
+    """The create leaves the mirror in its side's initial status; a person moving it before the
+    run reads it back made a change of their own, not one both sides agreed on (the chaos suite
+    found a client's Rejected never reaching the partner this way)."""
+    number = pair.world.create_task("partner", {"name": "Rejected at once", "processId": 1, "project": {"id": 10}},
+                                    author=PAVEL)
+    client = pair.clients["client"]
+    create = client.create_task
+
+    def create_then_person_rejects(body):
+        made = create(body)
+        pair.world.update_task("client", made, {"status": {"id": 15}}, author=MARAT)
+        return made
+
+    client.create_task = create_then_person_rejects
+    try:
+        report = pair.sync("partner", number)
+    finally:
+        client.create_task = create
+    assert report.outcome == "created"
+    assert pair.state.snapshot("client", report.counterpart)["status"] == 11  # the initial status
+    assert pair.sync("client", report.counterpart).statuses == [4]
+    assert pair.view("partner", number)["status"] == 4

@@ -37,7 +37,7 @@ MIRROR_NAMESPACE = uuid.UUID("7d3c5a4e-2f7b-4e55-9b7e-c1a55e11a0c5")
 MARKER_PREFIX = "crosslink"
 
 
-def mirror_source_id(link: str, side: str, kind: str, number: int) -> str:
+def mirror_source_id(link: str, side: str, kind: str, number: int | str) -> str:
     """The sourceObjectId written on the mirror of (side, kind, number)."""
     return str(uuid.uuid5(MIRROR_NAMESPACE, f"{link}:{side}:{kind}:{number}"))
 

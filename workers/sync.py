@@ -203,6 +203,11 @@ class TaskSync:
         if plan.create:
             counterpart = self._create_counterpart(plan.update_body)
             written = expected_view(None, plan.update_body)
+            initial = link.sides[other].create.initial_status
+            if initial is not None:
+                # The create set the status too, implicitly: whatever the read-back shows
+                # instead is a person's move, to be carried back by the target's own run.
+                written.setdefault("status", initial)
             self.report.outcome = "created"
         elif plan.update_body:
             outcome = self._write_update(other, counterpart, plan.update_body)
@@ -322,10 +327,22 @@ class TaskSync:
     def _post_note(self, counterpart: int, note: str, occasion: str) -> None:
         """Post a delegation note once per change of assignees (OCCASION), however often retried."""
         digest = hashlib.sha256(f"{occasion}\n{note}".encode()).hexdigest()[:16]
+        # Marked like a mirror, so a write whose outcome was lost is found rather than repeated.
+        source_id = mirror_source_id(self.link.name, self.other, "note", f"{counterpart}:{digest}")
         self.writes.run(
             f"{self.link.name}:note:{self.other}:{counterpart}:{digest}",
-            write=lambda: self._call(self.other, "create_comment", counterpart, {"description": note}),
+            write=lambda: self._call(self.other, "create_comment", counterpart,
+                                     {"description": note, "sourceObjectId": source_id}),
+            find_existing=lambda: self._find_comment(counterpart, source_id),
         )
+
+    def _find_comment(self, counterpart: int, source_id: str) -> int | None:
+        """The comment on the counterpart marked SOURCE_ID (only after a lost answer: one list)."""
+        for candidate in self._call(self.other, "list_task_comments", counterpart,
+                                    fields="id,sourceObjectId", type_list="All"):
+            if candidate.get("sourceObjectId") == source_id:
+                return int(candidate["id"])
+        return None
 
     # ------------------------------------------------------------------------------------
     def _sync_comments(self, counterpart: int) -> None:
@@ -376,17 +393,10 @@ class TaskSync:
         if files:
             body["files"] = [{"id": file_id} for file_id in files]
 
-        def find_existing() -> int | None:
-            for candidate in self._call(other, "list_task_comments", counterpart,
-                                        fields="id,sourceObjectId", type_list="All"):
-                if candidate.get("sourceObjectId") == source_id:
-                    return int(candidate["id"])
-            return None
-
         mirror = self.writes.run(
             f"{link.name}:comment:{side}:{comment_id}",
             write=lambda: self._call(other, "create_comment", counterpart, body),
-            find_existing=find_existing,
+            find_existing=lambda: self._find_comment(counterpart, source_id),
         )
         self.state.pair("comment", side, comment_id, other, mirror)
         self.state.mark_mirror("comment", other, mirror)
