@@ -4,7 +4,9 @@ Planfix counts only HTTP 200 as delivered, and after any other answer it holds b
 outgoing request of that account for three minutes. So every authenticated request is answered
 200 at once, even when its body is unusable: such a body is kept in a visible list of rejected
 events (``crosslink rejected``) instead. Only a request that fails authentication gets 401, and
-an unknown link or side 404, as neither comes from a correctly set up scenario.
+an unknown link or side 404, as neither comes from a correctly set up scenario; and 503 while
+Redis is unreachable, as then the event can be neither queued nor kept, and Planfix's retry is
+the only copy of it.
 
 Per (link, side, task) at most one sync job is queued (producers.enqueue). Producers enqueue by
 task name and never import worker code.
@@ -96,6 +98,17 @@ class Receiver:
         if not authenticate(request, auth):
             log.warning("webhook refused: authentication failed", extra={"link": link_name, "side": side})
             return PlainTextResponse("unauthorized", status_code=401)
+        try:
+            return await self._take(request, link_name, side)
+        except redis.RedisError as exc:
+            # Nothing was queued or recorded: not 200, so that Planfix sends it again later
+            # (and pauses the account's requests for three minutes; losing the event is worse).
+            log.warning("webhook not taken, Redis unavailable: %s", type(exc).__name__,
+                        extra={"link": link_name, "side": side})
+            return PlainTextResponse("queue unavailable, send again later", status_code=503)
+
+    async def _take(self, request: Request, link_name: str, side: str) -> Response:
+        """Queue (or reject, visibly) an authenticated request's event; 200 either way."""
         content_type = request.headers.get("content-type")
         raw, too_big = (b"", False) if request.method == "GET" else await _read_capped(request)
         if not raw.strip() and not too_big and request.query_params:

@@ -17,6 +17,7 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from crosslink.embedded_redis import EmbeddedRedis
 from producers.receiver import MAX_BODY_BYTES, PREVIEW_CHARS, create_app, rejected_events
 from producers.scenarios import BASIC_USER, EVENT_BODIES, SECRET_HEADER, hook_path
 from schemas.links import LinksConfig, SecretMissing, parse_links
@@ -367,6 +368,26 @@ def test_test_event_records_and_queues_nothing(client, redis_client):
     assert (recorded["event"], recorded["task"], recorded["account"]) == ("test", 4, "beta-partner")
     assert redis_client.ttl("crosslink:test-event:beta:partner") > 0
     assert redis_client.get("crosslink:test-event:alpha:partner") is None
+
+
+def test_while_redis_is_down_a_webhook_is_503_so_planfix_sends_it_again(config):
+    """Only 200 counts as delivered: an event that could be neither queued nor kept must not get one."""
+    server = EmbeddedRedis().start()
+    try:
+        app = create_app(config, server.url, ENV)
+        with TestClient(app) as test_client:
+            server.stop()
+            down = post(test_client, "alpha", "partner", {"task": 3})
+            assert down.status_code == 503 and ENV["ALPHA_P_SECRET"] not in down.text
+            server.start()
+            again = post(test_client, "alpha", "partner", {"task": 3})
+            assert again.status_code == 200
+            store = redis.Redis.from_url(server.url)
+            assert store.llen(SYNC_QUEUE) == 1
+            store.close()
+        app.state.receiver.enqueuer.redis.close()
+    finally:
+        server.cleanup()
 
 
 # --- secrets and bad input overall ------------------------------------------------------------
