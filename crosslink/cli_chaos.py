@@ -7,7 +7,9 @@ verdict, so CI can run `crosslink chaos --quick` as a gate.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -36,10 +38,15 @@ def chaos(quick: bool, json_path: Path | None, links: int | None, events: int | 
         # Keep the event rate of the chosen mode: more events take proportionally longer.
         plan = replace(plan, events=events, events_s=plan.events_s * events / plan.events)
     say = (lambda text: click.echo(text, err=True)) if verbose else (lambda _: None)
-    report = run_chaos(plan, log=say)
+    workdir = Path(tempfile.mkdtemp(prefix="crosslink-chaos-"))
+    report = run_chaos(plan, workdir=workdir, log=say)
     click.echo(report.table())
     for problem in report.problems[:20]:
         click.echo(f"  problem: {problem}")
+    if report.ok:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        click.echo(f"timeline and worker logs of this run: {workdir}")
     if json_path is not None:
         json_path.write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
     sys.exit(0 if report.ok else 1)
