@@ -11,7 +11,9 @@ So a backfill is match-then-link:
    into the registry with seeded snapshots (:func:`seed_snapshots`) so the first sync resolves the
    differences by the link's owner rules instead of letting whichever side runs first win, and
    one of the two gets the mirror marker (:func:`marker_side`) so `crosslink relink` and the
-   checker see the pair too;
+   checker see the pair too. Live traffic goes on meanwhile: a pair is written under both tasks'
+   sync locks and only if neither got a counterpart since the listing (a webhook's sync may have
+   mirrored one), so a backfill never gives a task a second counterpart;
 3. queue a sync of both sides of every pair (their comments still have to be mirrored) and of
    every task left unmatched (which creates its mirror).
 
@@ -42,6 +44,8 @@ from producers.enqueue import Enqueuer
 from schemas.links import Link, Side
 from workers.canonical import canonical_task, in_scope, task_fields
 from workers.field_diff import flows
+from workers.idempotency import TaskLock
+from workers.names import lock_key
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
 # Planfix task filter types (API-NOTES.md section 3).
@@ -60,6 +64,16 @@ SOURCE_CALLS_PER_SYNC = 4
 TARGET_CALLS_PER_SYNC = 4
 # Stages of one item in the progress record, in order.
 PAIRED, MARKED, QUEUED = "paired", "marked", "queued"
+# Pairing waits for a live sync run of either task to finish: runs take seconds at Planfix's
+# pace, so a lock held longer than this is a stuck run, reported rather than waited out.
+LOCK_WAIT_S = 120.0
+LOCK_RETRY_S = 0.5
+# The pairing itself is a few Redis commands.
+PAIRING_LOCK_TTL_MS = 10_000
+
+
+class BackfillBusy(Exception):
+    """A sync run held the tasks to pair for too long; the backfill can simply be run again."""
 
 
 # --- pure decisions ---------------------------------------------------------------------------
@@ -345,6 +359,8 @@ class BackfillReport:
     pairs: list[dict[str, Any]] = field(default_factory=list)  # planned (dry run) or made
     create: list[tuple[str, int]] = field(default_factory=list)  # planned or queued
     ambiguous: list[dict[str, Any]] = field(default_factory=list)
+    # Matched pairs left alone because live traffic mirrored one of the two since the listing.
+    linked_meanwhile: list[dict[str, Any]] = field(default_factory=list)
     markers_unsafe: int = 0  # pairs kept in the registry only
     resumed: bool = False
     complete: bool = False
@@ -356,7 +372,8 @@ class BackfillReport:
         return {"link": self.link, "dry_run": self.dry_run, "listed": self.listed, "pages": self.pages,
                 "already_linked": self.already_linked, "out_of_scope": self.out_of_scope,
                 "pairs": self.pairs, "create": [f"{s}:{n}" for s, n in self.create],
-                "ambiguous": self.ambiguous, "markers_unsafe": self.markers_unsafe,
+                "ambiguous": self.ambiguous, "linked_meanwhile": self.linked_meanwhile,
+                "markers_unsafe": self.markers_unsafe,
                 "resumed": self.resumed, "complete": self.complete, "handled": self.handled,
                 "total": self.total,
                 "estimate": (None if self.estimate is None else
@@ -376,7 +393,8 @@ def run_backfill(link: Link, clients: Mapping[str, PlanfixClient], store: redis.
                  rate_per_s: Mapping[str, float] | None = None,
                  on_plan: Callable[[BackfillReport], None] | None = None,
                  on_item: Callable[[BackfillReport], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> BackfillReport:
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> BackfillReport:
     """Match-then-link LINK's existing tasks (see the module docstring).
 
     DRY_RUN lists and plans only: nothing is written to either account or to Crosslink's state
@@ -441,13 +459,13 @@ def run_backfill(link: Link, clients: Mapping[str, PlanfixClient], store: redis.
             return report
         stage = stages.get(pair.item)
         if stage is None:
-            pipe = store.pipeline(transaction=True)
-            seeding = LinkState(pipe, link.name)
-            seeding.pair("task", pair.sides[0], pair.numbers[0], pair.sides[1], pair.numbers[1])
-            seeding.save_snapshots({(side, number): pair.snapshots[side]
-                                    for side, number in zip(pair.sides, pair.numbers)})
-            progress.set_stage(pair.item, PAIRED, pipe)
-            pipe.execute()
+            if not _pair_unless_linked(link, pair, store, progress, sleep):
+                # Live traffic mirrored one of the two since the listing: that pair stands,
+                # and the hand-made copy stays unpaired for a person to look at.
+                progress.set_stage(pair.item, QUEUED)
+                report.linked_meanwhile.append(_pair_view(pair))
+                handled()
+                continue
             stage = PAIRED
         if stage == PAIRED:
             _write_marker(link, pair.sides, pair.numbers, pair.marker_on, clients)
@@ -467,6 +485,36 @@ def run_backfill(link: Link, clients: Mapping[str, PlanfixClient], store: redis.
     report.complete = True
     progress.finish()
     return report
+
+
+def _pair_unless_linked(link: Link, pair: PairPlan, store: redis.Redis, progress: BackfillProgress,
+                        sleep: Callable[[float], None]) -> bool:
+    """Write PAIR into the registry with its seeded snapshots, unless either task got a
+    counterpart since the listing; False then. Done under both tasks' sync locks, so no live
+    sync run is creating a mirror of either meanwhile (one that ran already is in the registry)."""
+    lock = TaskLock(store, tuple(sorted(lock_key(link.name, side, number)
+                                        for side, number in zip(pair.sides, pair.numbers))))
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while not lock.acquire(PAIRING_LOCK_TTL_MS):
+        if time.monotonic() > deadline:
+            raise BackfillBusy(f"{pair.item}: a sync run has held these tasks for over {LOCK_WAIT_S:.0f}s; "
+                               "run the backfill again (it resumes)")
+        sleep(LOCK_RETRY_S)
+    try:
+        state = LinkState(store, link.name)
+        if any(state.counterpart("task", side, number) is not None
+               for side, number in zip(pair.sides, pair.numbers)):
+            return False
+        pipe = store.pipeline(transaction=True)
+        seeding = LinkState(pipe, link.name)
+        seeding.pair("task", pair.sides[0], pair.numbers[0], pair.sides[1], pair.numbers[1])
+        seeding.save_snapshots({(side, number): pair.snapshots[side]
+                                for side, number in zip(pair.sides, pair.numbers)})
+        progress.set_stage(pair.item, PAIRED, pipe)
+        pipe.execute()
+        return True
+    finally:
+        lock.release()
 
 
 def _pair_view(pair: PairPlan) -> dict[str, Any]:

@@ -144,7 +144,7 @@ def backfill(link_name: str, links_path: str | None, dry_run: bool) -> None:
 
     from crosslink.operations import cli_client
     from planfix.limiter import AccountLimiter
-    from crosslink.backfill import run_backfill
+    from crosslink.backfill import BackfillBusy, run_backfill
     from producers.enqueue import Enqueuer
     from schemas.links import find_link, load_links
 
@@ -177,6 +177,8 @@ def backfill(link_name: str, links_path: str | None, dry_run: bool) -> None:
     try:
         report = run_backfill(link, clients, store, enqueuer, dry_run=dry_run, rate_per_s=rates,
                               on_plan=on_plan, on_item=on_item)
+    except BackfillBusy as exc:
+        raise click.ClickException(str(exc)) from exc
     finally:
         if bar:
             bar[0].__exit__(None, None, None)

@@ -22,7 +22,8 @@ from crosslink import backfill as bf
 from producers.enqueue import Enqueuer
 from schemas.links import find_link, load_links
 from workers.canonical import canonical_task
-from workers.names import SYNC_QUEUE
+from workers.idempotency import TaskLock
+from workers.names import SYNC_QUEUE, lock_key
 from workers.plan import plan_task_sync
 from workers.state import LinkState, mirror_marker, parse_marker
 
@@ -261,3 +262,31 @@ def test_a_pair_made_before_a_failed_marker_write_is_finished_on_resume(setup):
         ("demo", "partner", 1)
     assert LinkState(store, "demo").counterpart("task", "client", 2) == 1
     assert _jobs(store) == 6
+
+
+def test_a_task_mirrored_by_live_traffic_since_the_listing_is_not_paired_again(setup):
+    """A webhook's sync mirrored partner #1 between the backfill's listing and its pairing: the
+    backfill must leave that pair alone, not pair #1 with the hand-made client #2 as well."""
+    world, store, run = setup
+    state = LinkState(store, "demo")
+    report = run(on_plan=lambda _: state.pair("task", "partner", 1, "client", 99))
+    assert report.complete
+    assert report.linked_meanwhile == [{"partner": 1, "client": 2, "marker_on": "client"}]
+    assert state.counterpart("task", "partner", 1) == 99
+    assert state.counterpart("task", "client", 2) is None
+    assert world.get_task("client", 2, "sourceDataVersion").get("sourceDataVersion") is None
+    assert state.counterpart("task", "partner", 5) == 4  # the other pair is made as planned
+
+
+def test_pairing_waits_for_a_live_sync_run_of_either_task(setup):
+    world, store, run = setup
+    held = TaskLock(store, (lock_key("demo", "client", 2),))
+    waited = []
+
+    def sync_run_finishes(seconds: float) -> None:
+        waited.append(seconds)
+        held.release()
+
+    report = run(on_plan=lambda _: held.acquire(), sleep=sync_run_finishes)
+    assert waited and report.complete
+    assert LinkState(store, "demo").counterpart("task", "partner", 1) == 2

@@ -27,7 +27,7 @@ from schemas.links import Link
 from workers.app import app
 from workers.dead_letters import DeadLetters
 from workers.idempotency import MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, TaskLock, scaled_ttl_ms
-from workers.names import PROBE_LINK, SYNC_QUEUE, SYNC_TASK, pending_key
+from workers.names import PROBE_LINK, SYNC_QUEUE, SYNC_TASK, lock_key, pending_key
 from workers.retry import POLICY, Action, Decision, FailureKind, decide
 from workers.runtime import runtime
 from workers.sync import SideFailure, TaskSync
@@ -42,9 +42,9 @@ REDIS_PING_EVERY_S = 0.5
 
 def pair_lock(store: redis.Redis, link: Link, side: str, number: int, counterpart: int | None) -> TaskLock:
     """The lock of a task pair: a key per task the run knows (workers.idempotency.TaskLock)."""
-    keys = [f"crosslink:lock:{link.name}:{side}:{number}"]
+    keys = [lock_key(link.name, side, number)]
     if counterpart is not None:
-        keys.append(f"crosslink:lock:{link.name}:{link.other(side)}:{counterpart}")
+        keys.append(lock_key(link.name, link.other(side), counterpart))
     return TaskLock(store, tuple(sorted(keys)))
 
 
