@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -181,6 +182,7 @@ def run_demo(verbose: bool = True) -> int:
         stack.stop()
         if embedded is not None:
             embedded.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
