@@ -20,6 +20,7 @@ PENDING_KEY = "crosslink:pending:{link}:{side}:{task}"
 def pending_key(link: str, side: str, task: int) -> str:
     return PENDING_KEY.format(link=link, side=side, task=task)
 
+
 # The per-task lock key: a sync run holds its task's (and its counterpart's) while it works; the
 # backfill takes both tasks' before pairing them, so neither can race a live sync's create.
 LOCK_KEY = "crosslink:lock:{link}:{side}:{task}"
