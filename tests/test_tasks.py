@@ -1,0 +1,64 @@
+"""The sync job's answer to losing Redis, on a real Redis server that goes away under it: the job
+waits for Redis and hands its message back to the queue (Reject with requeue), never acks it as
+failed and never turns the outage into a dead letter. The sync itself is replaced by a run that
+stops the server, since only what the task wrapper does with the outage is under test here."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import redis
+from celery.exceptions import Reject
+
+from crosslink.embedded_redis import EmbeddedRedis
+from workers import tasks
+
+# The stand-in restart: the server comes back after this long.
+RESTART_S = 0.5
+
+
+@pytest.fixture
+def own_redis(monkeypatch):
+    server = EmbeddedRedis().start()
+    store = redis.Redis.from_url(server.url, socket_connect_timeout=0.2)
+    monkeypatch.setattr(tasks, "runtime", lambda: SimpleNamespace(redis=store))
+    try:
+        yield server, store
+    finally:
+        store.close()
+        server.cleanup()
+
+
+def test_a_job_that_loses_redis_waits_for_it_then_goes_back_to_the_queue(own_redis, monkeypatch):
+    server, store = own_redis
+
+    def run_during_a_restart(*_args):
+        server.stop()
+        threading.Timer(RESTART_S, server.start).start()
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(tasks, "_sync", run_during_a_restart)
+    started = time.monotonic()
+    with pytest.raises(Reject) as caught:
+        tasks.sync_task("demo", "partner", 1)
+    assert caught.value.requeue
+    assert time.monotonic() - started >= RESTART_S * 0.8  # it waited for the server ...
+    assert store.ping()  # ... which is back when the message is handed back
+
+
+def test_a_job_gives_redis_a_bounded_wait(own_redis, monkeypatch):
+    server, _ = own_redis
+    monkeypatch.setattr(tasks, "REDIS_OUTAGE_WAIT_S", 0.3)
+
+    def run_as_redis_dies(*_args):
+        server.stop()
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(tasks, "_sync", run_as_redis_dies)
+    started = time.monotonic()
+    with pytest.raises(Reject):
+        tasks.sync_task("demo", "client", 2)
+    assert time.monotonic() - started < 5
