@@ -205,11 +205,12 @@ def rejected(limit: int) -> None:
 
 def _add_area_commands() -> None:
     """Commands kept beside the area they operate: reconcile and beat, dlq."""
+    from crosslink.cli_bench import bench
     from crosslink.cli_chaos import chaos
     from crosslink.cli_dlq import dlq
     from crosslink.cli_reconcile import beat, reconcile
 
-    for command in (reconcile, beat, dlq, chaos):
+    for command in (reconcile, beat, dlq, chaos, bench):
         main.add_command(command)
 
 

@@ -36,7 +36,7 @@ from planfix.errors import (
     classify,
     write_outcome,
 )
-from planfix.limiter import REASON_RATE, AccountLimiter
+from planfix.limiter import DEFAULT_LANE, REASON_RATE, AccountLimiter
 
 __all__ = [
     "Applied", "FieldFailure", "PartiallyApplied", "PlanfixClient", "Queued", "WriteOutcome",
@@ -111,7 +111,8 @@ class PlanfixClient:
     def __init__(self, base_url: str, token: str, *, account: str,
                  limiter: AccountLimiter | None = None, http: httpx.Client | None = None,
                  timeout: float = 10.0, read_retries: int = 3, sleep_on_limit: bool = False,
-                 max_limit_sleep_s: float = MAX_LIMIT_SLEEP_S, source_id: str | None = None):
+                 max_limit_sleep_s: float = MAX_LIMIT_SLEEP_S, source_id: str | None = None,
+                 lane: str = DEFAULT_LANE):
         if not token:
             raise ValueError("a Planfix API token is required")
         if read_retries < 0:
@@ -119,6 +120,9 @@ class PlanfixClient:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.account = account
+        # Whose turn this client's requests take in the account's budget (one lane per link:
+        # planfix.limiter shares an account's slots between lanes round-robin).
+        self.lane = lane
         self.limiter = limiter
         self.timeout = timeout
         self.read_retries = read_retries
@@ -159,7 +163,7 @@ class PlanfixClient:
         if self.limiter is None:
             return
         while True:
-            permit = self.limiter.acquire(self.account)
+            permit = self.limiter.acquire(self.account, self.lane)
             if permit.go:
                 return
             wait_s = permit.wait_ms / 1000.0

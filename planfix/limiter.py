@@ -10,10 +10,17 @@ module keeps that budget in Redis:
   take the same slot;
 - a per-UTC-day request counter against the daily quota;
 - a shared pause (`block_until`): when Planfix answers code 22 (quota) or 429, every process
-  waits, not only the one that got the answer.
+  waits, not only the one that got the answer;
+- fair turns between *lanes* (one per link): a partner account serves many links, and a busy
+  link must not starve a quiet one. A caller that must wait is given a reservation: the next
+  free slot of the account's calendar, held for its lane. A lane holds at most one reservation
+  per account, so while several lanes wait, slots go to them in turn, round-robin; a lane alone
+  gets every slot (the scheduler is work-conserving). A reservation not claimed within
+  RESERVATION_GRACE_MS of its slot lapses, so a job that died cannot hold a slot for ever.
 
 `acquire` never sleeps: a worker that must wait is told how long (`Permit.wait_ms`) and re-queues
-itself instead of holding a worker slot. `acquire_blocking` sleeps, for CLI callers.
+itself for its reservation instead of holding a worker slot. `acquire_blocking` sleeps, for CLI
+callers.
 """
 
 from __future__ import annotations
@@ -37,13 +44,26 @@ STATE_TTL_MS = 2 * 86_400 * 1000
 # acquire_blocking never sleeps in one piece longer than this, so it re-reads the shared
 # state (a pause lifted, an override changed) at least this often.
 MAX_SLEEP_SLICE_S = 1.0
+# A reservation is honoured this long after its slot: a re-queued job arrives a little late
+# (broker, a busy pool), but one that never comes must not hold its lane's turn for ever.
+RESERVATION_GRACE_MS = 5000
+# The lane of callers that name none (operator commands).
+DEFAULT_LANE = "_"
 
 REASON_RATE = "rate"
 REASON_QUOTA = "daily_quota"
 
-# KEYS[1] state hash (tat_us, day, count, blocked_until_us, blocked_reason); KEYS[2] overrides.
-# ARGV: default rate_per_s, burst, daily_quota, safety, ttl_ms.
+# KEYS[1] state hash (tat_us, day, count, blocked_until_us, blocked_reason, last_us);
+# KEYS[2] overrides; KEYS[3] reservations (lane -> slot_us).
+# ARGV: default rate_per_s, burst, daily_quota, safety, ttl_ms, lane, grace_us.
 # Returns {go, wait_ms, reason, used_today, redis_now_us}.
+#
+# `tat` is the account's calendar: the next slot nobody holds. A lane with no reservation takes
+# the slot at max(tat, now) (at once if within the burst tolerance, else as a reservation it
+# must come back for); a lane with one is granted when its slot has come. `last` is the time of
+# the latest grant: with no burst allowed, no two grants are closer than the interval, so a job
+# that claims its slot late never puts two requests into one of Planfix's seconds together with
+# the next lane's on-time claim.
 _ACQUIRE_LUA = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
@@ -70,14 +90,38 @@ if rate and rate > 0 then
   local interval = 1000000 / rate * (1 + safety)
   if burst < 1 then burst = 1 end
   local tolerance = (burst - 1) * interval
-  if tat < now then tat = now end
-  if tat - now > tolerance then
-    return {0, math.ceil((tat - tolerance - now) / 1000), 'rate', count, now}
+  local lane = ARGV[6]
+  local grace = tonumber(ARGV[7])
+  local spacing = interval
+  local last = tonumber(redis.call('HGET', KEYS[1], 'last')) or 0
+  local held = tonumber(redis.call('HGET', KEYS[3], lane))
+  if held and held + grace < now then
+    redis.call('HDEL', KEYS[3], lane)
+    held = nil
   end
-  tat = tat + interval
+  if held then
+    local due = held - tolerance
+    if burst <= 1 and last + spacing > due then due = last + spacing end
+    if due > now then
+      return {0, math.ceil((due - now) / 1000), 'rate', count, now}
+    end
+    redis.call('HDEL', KEYS[3], lane)
+  else
+    if tat < now then tat = now end
+    local due = tat - tolerance
+    if burst <= 1 and last + spacing > due then due = last + spacing end
+    tat = tat + interval
+    redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat))
+    if due > now then
+      redis.call('HSET', KEYS[3], lane, string.format('%.0f', due + tolerance))
+      redis.call('PEXPIRE', KEYS[3], ARGV[5])
+      redis.call('PEXPIRE', KEYS[1], ARGV[5])
+      return {0, math.ceil((due - now) / 1000), 'rate', count, now}
+    end
+  end
 end
 count = count + 1
-redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat), 'day', day, 'count', count)
+redis.call('HSET', KEYS[1], 'day', day, 'count', count, 'last', string.format('%.0f', now))
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {1, 0, false, count, now}
 """
@@ -143,7 +187,8 @@ class AccountLimiter:
                 f"daily_quota={self.daily_quota}, safety={self.safety}, prefix={self.prefix!r})")
 
     def _keys(self, account: str) -> list[str]:
-        return [f"{self.prefix}:{account}:state", f"{self.prefix}:{account}:conf"]
+        return [f"{self.prefix}:{account}:state", f"{self.prefix}:{account}:conf",
+                f"{self.prefix}:{account}:lanes"]
 
     def interval_s(self, account: str | None = None) -> float:
         """The minimum spacing between two grants for ACCOUNT (its override, else the default)."""
@@ -151,17 +196,23 @@ class AccountLimiter:
         return (1.0 / rate) * (1.0 + self.safety) if rate else 0.0
 
     # -- the budget ------------------------------------------------------------------------
-    def acquire(self, account: str) -> Permit:
-        """Take one request slot for ACCOUNT now, or say how long to wait. Never sleeps."""
+    def acquire(self, account: str, lane: str = DEFAULT_LANE) -> Permit:
+        """Take one request slot for ACCOUNT now, or say how long to wait. Never sleeps.
+
+        A refusal for rate holds the next free slot for LANE: the caller that comes back after
+        `wait_ms` (this one, or another of the same lane) is granted it. Each lane holds one
+        slot at a time, so lanes take turns.
+        """
         go, wait_ms, reason, used, at_us = self._acquire(
             keys=self._keys(account),
-            args=[self.rate_per_s, self.burst, self.daily_quota, self.safety, STATE_TTL_MS],
+            args=[self.rate_per_s, self.burst, self.daily_quota, self.safety, STATE_TTL_MS,
+                  lane, RESERVATION_GRACE_MS * 1000],
         )
         reason = _text(reason) if reason else None
         return Permit(go=bool(int(go)), wait_ms=int(wait_ms), reason=reason, used_today=int(used),
                       at_us=int(at_us))
 
-    def acquire_blocking(self, account: str, max_wait_s: float) -> Permit:
+    def acquire_blocking(self, account: str, max_wait_s: float, lane: str = DEFAULT_LANE) -> Permit:
         """Wait up to MAX_WAIT_S for a slot, sleeping between tries (CLI use, not workers).
 
         Returns the granted permit, or the refusal as soon as the wait it names would end after
@@ -169,7 +220,7 @@ class AccountLimiter:
         """
         deadline = time.monotonic() + max_wait_s
         while True:
-            permit = self.acquire(account)
+            permit = self.acquire(account, lane)
             if permit.go:
                 return permit
             remaining = deadline - time.monotonic()
@@ -238,5 +289,6 @@ class AccountLimiter:
         }
 
     def reset(self, account: str) -> None:
-        """Forget ACCOUNT's bucket, counter and pause (tests, operator repair)."""
-        self.redis.delete(self._keys(account)[0])
+        """Forget ACCOUNT's bucket, counter, pause and reservations (tests, operator repair)."""
+        keys = self._keys(account)
+        self.redis.delete(keys[0], keys[2])

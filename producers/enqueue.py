@@ -3,6 +3,11 @@
 The flag in ``workers.names.pending_key`` is set with NX; only the event that sets it sends a
 job, and the job clears it when it starts, so events arriving during a run queue exactly one
 more run afterwards.
+
+Each event also leaves a hint of what it was (``workers.names.hints_key``): the job reads only
+what its events point at (a comment event needs no task read, a field edit no comment list).
+The hint is pushed in the same MULTI that sets the flag, and the job takes the hints in the same
+MULTI that clears it, so a hint is always seen by the job that runs after it.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import redis
 from celery import Celery
 
-from workers.names import SYNC_QUEUE, SYNC_TASK, pending_key
+from workers.names import FULL_HINT, SYNC_QUEUE, SYNC_TASK, hints_key, pending_key
 
 # The pending flag must not outlive a lost job for long: after this, a new event queues again.
 PENDING_TTL_S = 900
@@ -29,10 +34,15 @@ class Enqueuer:
         self.redis = redis.Redis.from_url(redis_url)
         self.celery = make_celery(redis_url)
 
-    def sync(self, link: str, side: str, task: int) -> bool:
-        """Queue a sync of SIDE's TASK unless one is already waiting; True if queued."""
-        flag = pending_key(link, side, task)
-        if not self.redis.set(flag, "1", nx=True, ex=PENDING_TTL_S):
+    def sync(self, link: str, side: str, task: int, hint: str = FULL_HINT) -> bool:
+        """Queue a sync of SIDE's TASK unless one is already waiting; True if queued. HINT says
+        what changed (workers.names.event_hint); callers that do not know ask for a full look."""
+        flag, hints = pending_key(link, side, task), hints_key(link, side, task)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rpush(hints, hint)
+        pipe.expire(hints, PENDING_TTL_S)
+        pipe.set(flag, "1", nx=True, ex=PENDING_TTL_S)
+        if not pipe.execute()[-1]:
             return False
         try:
             self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE)

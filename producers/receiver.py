@@ -36,6 +36,7 @@ from producers.payload import PayloadError, parse_body
 from producers.scenarios import BASIC_USER, SECRET_HEADER
 from schemas.links import Link, LinksConfig
 from schemas.webhook import WebhookEventSchema
+from workers.names import event_hint
 
 log = logging.getLogger("crosslink.producer")
 
@@ -134,7 +135,7 @@ class Receiver:
         if event["event"] == "test":
             self.redis.set(f"crosslink:test-event:{link}:{side}", json.dumps({**event, "at": time.time()}), ex=3600)
             return False
-        return self.enqueuer.sync(link, side, event["task"])
+        return self.enqueuer.sync(link, side, event["task"], event_hint(event["event"], event.get("comment")))
 
     def _reject(self, link: str, side: str, reason: str, preview: bytes) -> None:
         record = {"link": link, "side": side, "reason": reason, "at": time.time(),

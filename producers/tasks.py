@@ -70,7 +70,8 @@ class Poller:
             register_secret(token)
             self.clients[(link.name, side)] = PlanfixClient(
                 conf.base_url, token, account=conf.account, limiter=self.limiter, http=self.http,
-                timeout=HTTP_TIMEOUT_S, sleep_on_limit=True, max_limit_sleep_s=INLINE_LIMIT_WAIT_S)
+                timeout=HTTP_TIMEOUT_S, sleep_on_limit=True, max_limit_sleep_s=INLINE_LIMIT_WAIT_S,
+                lane=link.name)
         return self.clients[(link.name, side)]
 
 

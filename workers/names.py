@@ -28,3 +28,33 @@ LOCK_KEY = "crosslink:lock:{link}:{side}:{task}"
 
 def lock_key(link: str, side: str, task: int) -> str:
     return LOCK_KEY.format(link=link, side=side, task=task)
+
+
+# What the coalesced events of a pending job were, so the run reads only what they point at
+# (workers.hints): a list of "task_created", "task_changed", "comment_added:<id>" or "full".
+# Pushed by the producer in the same transaction that sets the pending flag, taken by the job
+# in the same transaction that clears it, so no event's hint is lost between the two.
+HINTS_KEY = "crosslink:hints:{link}:{side}:{task}"
+# Anything that is not a webhook (the poller, backfill, replays, operators) asks for a full look.
+FULL_HINT = "full"
+
+
+def hints_key(link: str, side: str, task: int) -> str:
+    return HINTS_KEY.format(link=link, side=side, task=task)
+
+
+# The source reads of a run that waits for its turn mid-way (workers.tasks), taken by its next attempt.
+RESUME_KEY = "crosslink:resume:{link}:{side}:{task}"
+
+
+def resume_key(link: str, side: str, task: int) -> str:
+    return RESUME_KEY.format(link=link, side=side, task=task)
+
+
+def event_hint(event: str, comment: int | None = None) -> str:
+    """The hint a webhook EVENT leaves for its job (a comment id when the event names one)."""
+    if event == "comment_added" and comment:
+        return f"comment_added:{int(comment)}"
+    if event in ("task_created", "task_changed"):
+        return event
+    return FULL_HINT

@@ -21,15 +21,17 @@ from planfix.limiter import AccountLimiter
 from schemas.links import Link, LinksConfig, load_links
 from workers.idempotency import LEASE_TTL_MS, MIN_LEASE_TTL_MS, WriteOnce, scaled_ttl_ms
 from workers.state import LinkState
+from workers.sync import ADMISSION_LIMIT_WAIT_S
 
 # Planfix answers within a few seconds; a write still unanswered after this is treated as
 # "maybe applied" and checked before it is retried.
 HTTP_TIMEOUT_S = 10.0
 HTTP_POOL = httpx.Limits(max_connections=20, max_keepalive_connections=10)
-# A sync run makes a few calls per account, and Planfix allows one per second: waiting out one
-# interval inside the run is cheaper than re-queueing the whole run (which would start over and
-# meet the same wait). Anything longer (a backlog, the daily quota) re-queues the job instead.
-INLINE_LIMIT_WAIT_S = 2.5
+# A run waits for its link's turn in the queue, not in a worker slot: the limiter holds a
+# reservation for the link and the job is re-queued until then (workers.tasks); each run sets
+# how long its requests may wait inside the slot (workers.sync: ADMISSION/FOLLOW_UP_LIMIT_WAIT_S),
+# starting from the admission wait.
+INLINE_LIMIT_WAIT_S = ADMISSION_LIMIT_WAIT_S
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Runtime:
             self._clients[key] = PlanfixClient(
                 conf.base_url, token, account=conf.account, limiter=self.limiter, http=self.http,
                 timeout=HTTP_TIMEOUT_S, sleep_on_limit=True, max_limit_sleep_s=INLINE_LIMIT_WAIT_S,
+                lane=link.name,
             )
         return self._clients[key]
 

@@ -29,6 +29,7 @@ from typing import Any
 import redis
 
 from workers.dead_letters import DeadLetters
+from workers.names import pending_key
 
 PREFIX = "crosslink"
 # Fixed namespace: the same (link, side, object) always yields the same sourceObjectId, so a
@@ -92,6 +93,10 @@ class LinkState:
 
     def mark_mirror(self, kind: str, side: str, number: int) -> None:
         self.redis.sadd(self._key("mirrors", self.link, kind), f"{side}:{number}")
+
+    def has_pending(self, side: str, number: int) -> bool:
+        """Whether an event for SIDE's task NUMBER is waiting for its sync run."""
+        return bool(self.redis.exists(pending_key(self.link, side, number)))
 
     # --- hierarchy ----------------------------------------------------------------------
     def wait_for_parent(self, side: str, parent: int, child: int) -> None:

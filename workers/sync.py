@@ -35,12 +35,21 @@ from workers.canonical import canonical_task, in_scope, normalise_value, ref_id,
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce
 from workers.field_diff import changed_fields
+from workers.conflict import owner_of
+from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
 from workers.plan import DATE_FIELDS, PLAIN_FIELDS, plan_task_sync
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
 log = logging.getLogger("crosslink.sync")
 
 COMMENT_FIELDS = "id,description,owner,dateTime,isDeleted,files,sourceObjectId,sourceDataVersion"
+# Client methods that only read (everything else counts as a write).
+READ_PREFIXES = ("get_", "list_", "download_")
+# How long a request may wait for the account limiter inside the worker slot: the first of a
+# run only a scheduling jitter (a longer wait re-queues the job for its turn, workers.tasks);
+# the ones after it up to about two turns of a lone link at Planfix's 1 request/s.
+ADMISSION_LIMIT_WAIT_S = 0.05
+FOLLOW_UP_LIMIT_WAIT_S = 2.5
 
 
 class SideFailure(Exception):
@@ -146,8 +155,10 @@ class TaskSync:
     """Syncs SIDE's task NUMBER of LINK into the other side."""
 
     def __init__(self, link: Link, side: str, number: int, clients: Mapping[str, PlanfixClient],
-                 state: LinkState, writes: WriteOnce):
+                 state: LinkState, writes: WriteOnce, hints: Hints | None = None,
+                 source_reads: Mapping[str, Any] | None = None):
         self.link = link
+        self.hints = hints if hints is not None else Hints(full=True)
         self.side = side
         self.other = link.other(side)
         self.number = number
@@ -158,19 +169,51 @@ class TaskSync:
         # Source keys whose carried value Planfix queued (202), and the target values expected.
         self._unconfirmed: set[str] = set()
         self._expected: dict[str, Any] = {}
+        # A write whose outcome is not simply "applied as sent" (202, per-field failures): the
+        # counterpart is read back before its snapshot is saved.
+        self._read_back = False
+        # The source side's reads of this run, by call: a run re-queued for its turn mid-way
+        # keeps them (workers.tasks) and the next attempt takes them instead of asking again.
+        self.source_reads: dict[str, Any] = dict(source_reads or {})
+        # Writes sent in this run (any side): a re-queued run that wrote must re-read.
+        self.writes_sent = 0
+        # Whether a request of this run has been served: see _call.
+        self._admitted = bool(self.source_reads)
 
     def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call SIDE's client; list methods are read to the end here, so paging failures are
-        tagged with the side too."""
+        tagged with the side too. The source side's reads are kept by call (see source_reads)."""
+        read = method.startswith(READ_PREFIXES)
+        key = json.dumps([method, args, kwargs], sort_keys=True, default=str)
+        if read and side == self.side and key in self.source_reads:
+            return self.source_reads[key]
+        if not read:
+            self.writes_sent += 1
+        client = self.clients[side]
+        # The run's first request waits for its link's turn in the queue, never in the slot; once
+        # admitted, its few further requests may wait up to a turn in it (a run that makes two
+        # requests to one account spans a second by Planfix's own limit, and starting over would
+        # spend those requests again).
+        client.max_limit_sleep_s = FOLLOW_UP_LIMIT_WAIT_S if self._admitted else ADMISSION_LIMIT_WAIT_S
         try:
-            result = getattr(self.clients[side], method)(*args, **kwargs)
-            return list(result) if isinstance(result, Iterator) else result
+            result = getattr(client, method)(*args, **kwargs)
+            result = list(result) if isinstance(result, Iterator) else result
         except PlanfixError as exc:
             raise SideFailure(side, exc) from exc
+        self._admitted = True
+        if read and side == self.side and method != "download_file":
+            self.source_reads[key] = result
+        return result
 
     # ------------------------------------------------------------------------------------
     def run(self) -> SyncReport:
         link, side, other = self.link, self.side, self.other
+        known = self.state.counterpart("task", side, self.number)
+        if known is not None and self.hints.comments_only:
+            # The comment names its task and the task's own changes bring their own events.
+            self.report.counterpart = known
+            self._sync_comments(known, comment_reads(self.hints, listing=False))
+            return self.report
         try:
             source_raw = self._call(side, "get_task", self.number, fields=task_fields(link, side))
         except SideFailure as failure:
@@ -186,10 +229,10 @@ class TaskSync:
             return self.report
         self.report.counterpart = counterpart
         source_now = canonical_task(source_raw, link, side)
-        target_raw = None
+        source_changed = changed_fields(self.state.snapshot(side, self.number), source_now)
+        target_now = None
         if counterpart is not None:
-            target_raw = self._call(other, "get_task", counterpart, fields=task_fields(link, other))
-        target_now = canonical_task(target_raw, link, other) if target_raw is not None else None
+            target_now = self._counterpart_view(counterpart, source_changed)
         # Person ids repeat across accounts (both robots may be user:1): source names only.
         names = people_names(source_raw)
         plan = plan_task_sync(
@@ -202,7 +245,7 @@ class TaskSync:
         written: dict[str, Any] = {}
         if plan.create:
             counterpart = self._create_counterpart(plan.update_body)
-            written = expected_view(None, plan.update_body)
+            written = expected_view(canonical_task({}, link, other), plan.update_body)
             initial = link.sides[other].create.initial_status
             if initial is not None:
                 # The create set the status too, implicitly: whatever the read-back shows
@@ -246,13 +289,30 @@ class TaskSync:
         for note in plan.notes:
             self._post_note(counterpart, note, occasion)
             self.report.notes += 1
-        self._sync_comments(counterpart)
-        sync_checklist(self, counterpart)
-        sync_task_files(self, counterpart)
-        self._save_snapshots(counterpart, source_now, target_now,
-                             wrote=self.report.outcome != "noop" or bool(plan.source_status_moves),
-                             written=written)
+        reads = extra_reads(self.hints, bool(source_changed))
+        if reads.comments:
+            self._sync_comments(counterpart, comment_reads(self.hints, listing=not source_changed
+                                                           or self.hints.task_events > 1))
+        if reads.checklist_and_files:
+            sync_checklist(self, counterpart)
+            sync_task_files(self, counterpart)
+        self._save_snapshots(counterpart, source_now, target_now, written=written)
         return self.report
+
+    def _counterpart_view(self, counterpart: int, source_changed: set[str]) -> dict[str, Any]:
+        """The counterpart's canonical view: its snapshot where that is safe (workers.hints),
+        else read over REST."""
+        link, other = self.link, self.other
+        snapshot = self.state.snapshot(other, counterpart)
+        if snapshot is not None and may_trust_snapshot(
+                hints=self.hints, has_snapshot=True,
+                counterpart_pending=self.state.has_pending(other, counterpart),
+                counterpart_queued=bool(self.state.queued_expectations(other, counterpart)),
+                changed_owners=[owner_of(link, key, self.side) for key in source_changed],
+                source_side=self.side):
+            return dict(snapshot)
+        target_raw = self._call(other, "get_task", counterpart, fields=task_fields(link, other))
+        return canonical_task(target_raw, link, other)
 
     # ------------------------------------------------------------------------------------
     def _adopt_marked(self, source_raw: Mapping[str, Any]) -> int | None:
@@ -298,6 +358,8 @@ class TaskSync:
 
     def _write_update(self, side: str, number: int, body: dict[str, Any]) -> Any:
         outcome = self._call(side, "update_task", number, body)
+        if not isinstance(outcome, Applied):
+            self._read_back = True
         if isinstance(outcome, PartiallyApplied):
             for failure in outcome.failures:
                 self.report.parked.append(f"{side} #{number} field {failure.field}: {failure.error}")
@@ -311,6 +373,8 @@ class TaskSync:
         """True when the move is seen applied. A queued (202) move is not: the next step of a
         path depends on it, and the read-back run plans the rest from what Planfix then shows."""
         outcome = self._call(side, "update_task", number, {"status": {"id": status}})
+        if not isinstance(outcome, Applied):
+            self._read_back = True
         if isinstance(outcome, PartiallyApplied):
             reasons = [f.error for f in outcome.failures if f.field == "status"]
             if reasons:
@@ -345,12 +409,18 @@ class TaskSync:
         return None
 
     # ------------------------------------------------------------------------------------
-    def _sync_comments(self, counterpart: int) -> None:
+    def _sync_comments(self, counterpart: int, only: tuple[int, ...] | None = None) -> None:
+        """Mirror new, edited and deleted comments of the run's task: the ONLY ones (read one by
+        one), or every comment (one paged list)."""
         link, side, other = self.link, self.side, self.other
         integration = link.sides[side].integration_user
         seen = self.state.comment_fingerprints(side, self.number)
-        comments = self._call(side, "list_task_comments", self.number, fields=COMMENT_FIELDS,
-                              type_list="All")
+        if only is None:
+            comments = self._call(side, "list_task_comments", self.number, fields=COMMENT_FIELDS,
+                                  type_list="All")
+        else:
+            comments = [self._call(side, "get_comment", comment_id, fields=COMMENT_FIELDS)
+                        for comment_id in only]
         for comment in comments:
             comment_id = int(comment["id"])
             if (comment.get("owner") or {}).get("id") == integration:
@@ -413,7 +483,7 @@ class TaskSync:
         return mirror
 
     def _save_snapshots(self, counterpart: int, source_now: dict[str, Any],
-                        target_now: dict[str, Any] | None, wrote: bool,
+                        target_now: dict[str, Any] | None,
                         written: Mapping[str, Any] | None = None) -> None:
         """Record what both sides now agree on.
 
@@ -428,14 +498,17 @@ class TaskSync:
         values takes them into the target's snapshot, as if it had written them itself.
         """
         link, other = self.link, self.other
-        if wrote or target_now is None or self._unconfirmed:
+        written = written or {}
+        if self._read_back or self._unconfirmed or (target_now is None and "status" not in written):
             target_raw = self._call(other, "get_task", counterpart, fields=task_fields(link, other))
             target_after = canonical_task(target_raw, link, other)
         else:
-            target_after = target_now
+            # Every write was applied as sent (HTTP 200, no per-field failure): the counterpart
+            # now holds what it held plus what was written; reading it back would cost a request
+            # and show nothing more (a person's concurrent edit brings its own event).
+            target_after = {**(target_now or canonical_task({}, link, other)), **written}
         previous = self.state.snapshot(other, counterpart) or {}
         before = target_now or {}
-        written = written or {}
         # Only what this run wrote and saw applied moves the target's snapshot; any other
         # difference in the read-back is a person's edit made meanwhile, which must still show
         # as a change of the target's so that its own run carries it back. (Taking every

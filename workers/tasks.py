@@ -15,6 +15,7 @@ right kind of waiting, as the retry policy (workers.retry) decides:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -27,7 +28,10 @@ from schemas.links import Link
 from workers.app import app
 from workers.dead_letters import DeadLetters
 from workers.idempotency import MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, TaskLock, scaled_ttl_ms
-from workers.names import PROBE_LINK, SYNC_QUEUE, SYNC_TASK, lock_key, pending_key
+from workers.hints import Hints
+from workers.names import (
+    PROBE_LINK, SYNC_QUEUE, SYNC_TASK, hints_key, lock_key, pending_key, resume_key,
+)
 from workers.retry import POLICY, Action, Decision, FailureKind, decide
 from workers.runtime import runtime
 from workers.sync import SideFailure, TaskSync
@@ -37,6 +41,9 @@ log = logging.getLogger("crosslink.worker")
 # A Redis restart (AOF reload included) takes seconds; a job waits this long for it in its slot,
 # since no job can make progress without Redis anyway.
 REDIS_OUTAGE_WAIT_S = 30.0
+# A waiting run's kept reads outlive any turn it can be given (the retry policy caps a rate
+# wait well below this); after it they are simply read again.
+RESUME_TTL_S = 600
 REDIS_PING_EVERY_S = 0.5
 
 
@@ -48,15 +55,52 @@ def pair_lock(store: redis.Redis, link: Link, side: str, number: int, counterpar
     return TaskLock(store, tuple(sorted(keys)))
 
 
-def requeue(link: str, side: str, number: int, delay_s: float, attempt: int = 0) -> None:
-    app.send_task(SYNC_TASK, args=[link, side, number], kwargs={"attempt": attempt},
+def requeue(link: str, side: str, number: int, delay_s: float, attempt: int = 0,
+            hints: Hints | None = None) -> None:
+    """Queue the task's sync again; HINTS (what its events were) travel along, none = full look."""
+    kwargs: dict = {"attempt": attempt}
+    if hints is not None and not hints.full:
+        kwargs["hints"] = hints.encode()
+    app.send_task(SYNC_TASK, args=[link, side, number], kwargs=kwargs,
                   queue=SYNC_QUEUE, countdown=max(0.0, delay_s))
 
 
+def take_hints(store: redis.Redis, link: str, side: str, number: int) -> list[str]:
+    """Clear the task's pending flag and take its events' hints, in one transaction (the
+    producer sets and pushes in one too: producers.enqueue)."""
+    flag, key = pending_key(link, side, number), hints_key(link, side, number)
+    pipe = store.pipeline(transaction=True)
+    pipe.delete(flag)
+    pipe.lrange(key, 0, -1)
+    pipe.delete(key)
+    _, raw, _ = pipe.execute()
+    return [item.decode() if isinstance(item, bytes) else item for item in raw]
+
+
+def keep_source_reads(store: redis.Redis, link: str, side: str, number: int, reads: dict) -> None:
+    if reads:
+        store.set(resume_key(link, side, number), json.dumps(reads), ex=RESUME_TTL_S)
+
+
+def take_source_reads(store: redis.Redis, link: str, side: str, number: int, hints: Hints) -> dict:
+    """The source reads a waiting run kept, if its hints say it resumes (no event came since)."""
+    key = resume_key(link, side, number)
+    if not hints.resume:
+        store.delete(key)
+        return {}
+    pipe = store.pipeline(transaction=True)
+    pipe.get(key)
+    pipe.delete(key)
+    raw, _ = pipe.execute()
+    return json.loads(raw) if raw else {}
+
+
 @app.task(name=SYNC_TASK, bind=True, acks_late=True, ignore_result=True)
-def sync_task(self: Task, link_name: str, side: str, number: int, attempt: int = 0) -> str:
+def sync_task(self: Task, link_name: str, side: str, number: int, attempt: int = 0,
+              hints: list[str] | None = None) -> str:
+    carried = Hints.parse(hints) if hints else None
     try:
-        return _sync(link_name, side, number, attempt)
+        return _sync(link_name, side, number, attempt, carried)
     except redis.RedisError as exc:
         # Redis is the broker, the registry and the leases: without it nothing can be decided,
         # and acking (what Celery does with a failed task) would lose the event. Wait for it to
@@ -78,7 +122,7 @@ def _wait_for_redis() -> None:
             time.sleep(REDIS_PING_EVERY_S)
 
 
-def _sync(link_name: str, side: str, number: int, attempt: int) -> str:
+def _sync(link_name: str, side: str, number: int, attempt: int, carried: Hints | None) -> str:
     rt = runtime()
     link = rt.link(link_name)
     state = rt.state(link_name)
@@ -92,23 +136,34 @@ def _sync(link_name: str, side: str, number: int, attempt: int) -> str:
     counterpart = state.counterpart("task", side, number)
     lock = pair_lock(rt.redis, link, side, number, counterpart)
     if not lock.acquire(scaled_ttl_ms(TASK_LOCK_TTL_MS, MIN_TASK_LOCK_TTL_MS, scale)):
-        _again(link_name, side, number, decide(FailureKind.BUSY, attempt, scale))
+        _again(link_name, side, number, decide(FailureKind.BUSY, attempt, scale), carried)
         return "locked"
     try:
         # From here on, a new event for this task queues one more run after this one.
-        rt.redis.delete(pending_key(link_name, side, number))
+        taken = take_hints(rt.redis, link_name, side, number)
+        if carried is None:
+            hints = Hints.parse(taken)
+        else:
+            hints = carried.merge(Hints.parse(taken)) if taken else carried
         # Checked under the lock: a run that dead-lettered this task has finished by now.
         blocking = DeadLetters(rt.redis, link_name).hold_if_blocked(side, number, event)
         if blocking is not None:
             log.info("task has dead letter %s: event held behind it", blocking, extra=context)
             return "held"
         clients = {name: rt.client(link, name) for name in link.sides}
-        report = TaskSync(link, side, number, clients, state, rt.writes).run()
+        run = TaskSync(link, side, number, clients, state, rt.writes, hints,
+                       source_reads=take_source_reads(rt.redis, link_name, side, number, hints))
+        report = run.run()
     except LeaseBusy as exc:
-        _again(link_name, side, number, decide(exc, attempt, scale))
+        _again(link_name, side, number, decide(exc, attempt, scale), hints)
         return "lease-busy"
     except SideFailure as failure:
-        return _handle_failure(link_name, side, number, attempt, failure, scale)
+        if isinstance(failure.error, RateLimited):
+            # Its turn comes later (the limiter holds a slot for this link): keep what the run
+            # read, so the next attempt spends the slot on what is left to do.
+            keep_source_reads(rt.redis, link_name, side, number, run.source_reads)
+            hints = hints.waited(wrote=run.writes_sent > 0)
+        return _handle_failure(link_name, side, number, attempt, failure, scale, hints)
     except redis.RedisError:
         raise  # not a bug of the run's: sync_task hands the job back to the queue
     except Exception as exc:  # noqa: BLE001 - a bug must not lose the event: keep it as a dead letter
@@ -130,28 +185,29 @@ def _sync(link_name: str, side: str, number: int, attempt: int) -> str:
         if decision.action is Action.DEAD_LETTER:
             _dead_letter(link_name, side, number, decision.reason, FailureKind.QUEUED.value)
             return "dead"
-        _again(link_name, side, number, decision)
+        # The read-back run reads the task and, as a write to it is queued, its counterpart.
+        _again(link_name, side, number, decision, Hints(full=False, task_events=1))
         return "verifying"
     return report.outcome
 
 
-def _again(link_name: str, side: str, number: int, decision: Decision) -> None:
-    requeue(link_name, side, number, decision.delay_s, decision.attempt)
+def _again(link_name: str, side: str, number: int, decision: Decision, hints: Hints | None) -> None:
+    requeue(link_name, side, number, decision.delay_s, decision.attempt, hints)
 
 
 def _handle_failure(link_name: str, side: str, number: int, attempt: int, failure: SideFailure,
-                    scale: float) -> str:
+                    scale: float, hints: Hints) -> str:
     state = runtime().state(link_name)
     error = failure.error
     context = {"link": link_name, "side": side, "task": number}
     decision = decide(error, attempt, scale)
     if decision.action is Action.WAIT:
-        _again(link_name, side, number, decision)
+        _again(link_name, side, number, decision, hints)
         return "rate-limited" if isinstance(error, RateLimited) else "busy"
     if decision.action is Action.RETRY:
         log.warning("transient failure on %s, retry in %.1fs: %s", failure.side, decision.delay_s,
                     decision.reason, extra=context)
-        _again(link_name, side, number, decision)
+        _again(link_name, side, number, decision, hints)
         return "retrying"
     if decision.action is Action.PARK:
         if state.sever(failure.side, decision.reason, time.time()):

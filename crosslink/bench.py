@@ -1,0 +1,528 @@
+"""`crosslink bench`: how fast Crosslink is, within Planfix's limits, measured on this machine.
+
+Why a benchmark of the whole pipeline rather than of functions: what a partner feels is webhook
+in to write done through the producer, Redis, Celery worker processes and the Planfix API, and
+what Planfix allows is counted at Planfix's end. So every phase runs the real parts (the
+producer over HTTP, an embedded Redis, `celery worker` OS processes, the emulator over HTTP) and
+reads its figures from the emulator's request log, which is what Planfix would count.
+
+Phases:
+- pipeline (limits off): webhooks posted at a fixed rate for a while; the highest rate whose
+  backlog drains at once (every event written within DRAIN_S of the last post) is kept, and
+  the latency of each event is webhook post to the first write on its counterpart after it.
+  Run with 1 and 2 worker processes to show how it scales out.
+- economy (limits off, real scenario deliveries): a mixed workload of new tasks, field edits,
+  status moves, comments and reassignments, one change per task at a time; Planfix requests on
+  every account divided by changes. Then bursts of edits to the same tasks.
+- fairness (limits on: 1 request/s per account, as Planfix): many links share one partner
+  account, each with a backlog of client-side edits, so every event costs the partner one write;
+  limiter violations (requests the emulator refused for rate), the share of the allowed requests
+  used while the backlog lasts, Jain's index over the links' throughput while all of them still
+  had a backlog, and the longest lag of any link.
+- idle (limits on): one change at a time on a quiet system, webhook in to write done.
+
+Changes are made in the emulator's world directly (as a person in the UI would), and the
+webhooks are posted by the bench where timing matters (pipeline, fairness, idle) or delivered
+by the emulator's scenarios (economy), as Planfix would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import redis
+
+from crosslink.chaos import CLIENT_PROJECT, build_configs, client_account, link_name, partner_project
+from crosslink.embedded_redis import EmbeddedRedis
+from crosslink.stack import LocalStack
+from planfix.limiter import AccountLimiter
+from producers.scenarios import BASIC_USER, SECRET_HEADER, hook_path, scenarios_for_side
+
+# Planfix's documented limit (API-NOTES section 1), for the limited phases.
+PLANFIX_RATE_PER_S = 1.0
+# The people who make changes in the emulator's seed accounts (chaos.py uses the same).
+PARTNER_PERSON, CLIENT_PERSON = 2, 5
+CLIENT_PEOPLE = (5, 6)
+CLIENT_PROCESS = 3
+# The pipeline holds a rate when every event posted is written within this long after the last post.
+DRAIN_S = 2.0
+# Parallel webhook senders: Planfix sends one request at a time per account, many accounts at once.
+SENDERS = 8
+# A burst: this many edits to one task, this far apart (a person saving repeatedly).
+BURST_EDITS = 10
+BURST_GAP_S = 0.02
+# Worker processes' prefork concurrency: slots wait on the network, not the CPU.
+CONCURRENCY = 4
+# Idle samples are this far apart, so the limiter has forgotten the previous one.
+IDLE_GAP_S = 2.5
+QUIET_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    pipeline_rates: tuple[int, ...]
+    pipeline_probe_s: float
+    pipeline_sustain_s: float
+    pipeline_tasks: int
+    worker_counts: tuple[int, ...]
+    economy_changes: int
+    bursts: int
+    fair_links: int
+    fair_events_per_link: int
+    idle_samples: int
+
+    @classmethod
+    def quick(cls) -> "BenchPlan":
+        return cls(pipeline_rates=(50,), pipeline_probe_s=4.0, pipeline_sustain_s=4.0,
+                   pipeline_tasks=40, worker_counts=(1,), economy_changes=40, bursts=4,
+                   fair_links=4, fair_events_per_link=4, idle_samples=3)
+
+    @classmethod
+    def full(cls) -> "BenchPlan":
+        return cls(pipeline_rates=(100, 150, 200, 250, 300, 350, 400, 450, 500), pipeline_probe_s=10.0,
+                   pipeline_sustain_s=60.0, pipeline_tasks=400, worker_counts=(1, 2),
+                   economy_changes=300, bursts=20, fair_links=50, fair_events_per_link=4,
+                   idle_samples=20)
+
+
+@dataclass
+class PipelineFigures:
+    workers: int
+    pipeline_events_per_s: float = 0.0
+    e2e_p50_ms: float | None = None
+    e2e_p99_ms: float | None = None
+    events: int = 0
+    tried: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class BenchReport:
+    mode: str
+    date: str
+    machine: dict[str, Any]
+    workers: int
+    pipeline: list[PipelineFigures] = field(default_factory=list)
+    api_calls_per_change: float | None = None
+    changes: dict[str, int] = field(default_factory=dict)
+    api_calls_per_event_burst: float | None = None
+    limiter_violations: int | None = None
+    limit_utilization: float | None = None
+    fairness_jain: float | None = None
+    max_link_lag_s: float | None = None
+    fair_links: int = 0
+    idle_latency_p50_s: float | None = None
+    idle_latency_p99_s: float | None = None
+    seconds: float = 0.0
+
+    def headline(self) -> dict[str, Any]:
+        best = max(self.pipeline, key=lambda row: row.pipeline_events_per_s, default=None)
+        return {
+            "pipeline_events_per_s": best.pipeline_events_per_s if best else None,
+            "e2e_p50_ms": best.e2e_p50_ms if best else None,
+            "e2e_p99_ms": best.e2e_p99_ms if best else None,
+            "api_calls_per_change": self.api_calls_per_change,
+            "api_calls_per_event_burst": self.api_calls_per_event_burst,
+            "limiter_violations": self.limiter_violations,
+            "limit_utilization": self.limit_utilization,
+            "fairness_jain": self.fairness_jain,
+            "max_link_lag_s": self.max_link_lag_s,
+            "idle_latency_p50_s": self.idle_latency_p50_s,
+            "idle_latency_p99_s": self.idle_latency_p99_s,
+            "workers": self.workers,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.headline(), "detail": asdict(self)}
+
+    def table(self) -> str:
+        lines = [f"crosslink bench ({self.mode}, {self.seconds:.0f} s)"]
+        for row in self.pipeline:
+            tried = ", ".join(key + ("" if held else " (backlog grew)") for key, held in row.tried.items())
+            lines.append(f"  pipeline, {row.workers} worker process(es): {row.pipeline_events_per_s:.0f} events/s, "
+                         f"p50 {_fmt(row.e2e_p50_ms)} ms, p99 {_fmt(row.e2e_p99_ms)} ms "
+                         f"(rates tried: {tried})")
+        for key, value in self.headline().items():
+            lines.append(f"  {key:28} {_fmt(value)}")
+        return "\n".join(lines)
+
+    def failures(self) -> list[str]:
+        """What the CI gate refuses: any request over Planfix's limit, more than 2 calls a change."""
+        problems = []
+        if self.limiter_violations is None or self.limiter_violations > 0:
+            problems.append(f"limiter_violations = {self.limiter_violations} (must be 0)")
+        if self.api_calls_per_change is None or self.api_calls_per_change > 2.0:
+            problems.append(f"api_calls_per_change = {self.api_calls_per_change} (must be at most 2.0)")
+        return problems
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """The SHARE quantile (0..1) of VALUES, nearest rank."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
+
+
+def jain(values: list[float]) -> float | None:
+    """Jain's fairness index: 1 when all equal, 1/n when one takes everything."""
+    if not values or not any(values):
+        return None
+    return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
+
+
+class Bench:
+    """One benchmark run: an embedded Redis, the stack, and the phases."""
+
+    def __init__(self, plan: BenchPlan, workdir: Path, log: Callable[[str], None] = lambda _: None):
+        self.plan = plan
+        self.workdir = workdir
+        self.log = log
+        self.redis: EmbeddedRedis | None = None
+        self.stack: LocalStack | None = None
+        self.limiter: AccountLimiter | None = None
+        self.http = httpx.Client(timeout=10.0, limits=httpx.Limits(max_connections=SENDERS * 2))
+        self.links = max(plan.fair_links, 1)
+
+    # -- set-up -------------------------------------------------------------------------------
+    def start(self, workers: int) -> None:
+        emulator, links = build_configs(self.links)
+        for account in emulator["accounts"].values():
+            account["limits"] = {}
+        self.redis = EmbeddedRedis().start()
+        self.stack = LocalStack(emulator, links, redis_url=self.redis.url, workdir=self.workdir / "stack",
+                                workers=workers, concurrency=CONCURRENCY, time_scale=1.0)
+        self.stack.start()
+        logging.getLogger("crosslink.producer").setLevel(logging.WARNING)
+        self.limiter = AccountLimiter(redis.Redis.from_url(self.redis.url))
+        self.set_limits(None)
+
+    def set_workers(self, count: int) -> None:
+        stack = self.stack
+        assert stack is not None
+        while len(stack.worker_processes) > count:
+            stack.worker_processes.pop().stop()
+        while len(stack.worker_processes) < count:
+            stack.add_worker(f"bench{len(stack.worker_processes) + 1}")
+
+    def accounts(self) -> list[str]:
+        return ["partner"] + [client_account(i) for i in range(self.links)]
+
+    def set_limits(self, rate_per_s: float | None) -> None:
+        """Planfix's rate limit on (RATE_PER_S) or off (None), at the emulator and in our limiter."""
+        assert self.stack is not None and self.stack.world is not None and self.limiter is not None
+        for account in self.accounts():
+            self.stack.world.set_limits(account, rate_per_s=rate_per_s)
+            self.limiter.set_account_limits(account, rate_per_s=rate_per_s or 0)
+            self.limiter.reset(account)
+
+    def scenarios(self, on: bool) -> None:
+        """Real scenario deliveries (each link side limited to its project) or none."""
+        stack = self.stack
+        assert stack is not None and stack.world is not None and stack.config is not None
+        per_account: dict[str, list[dict[str, Any]]] = {account: [] for account in self.accounts()}
+        if on:
+            for link in stack.config.links:
+                for side_name, side in link.sides.items():
+                    project = side.scope.value if side.scope.kind == "project" else None
+                    for spec in scenarios_for_side(stack.producer.url, link.name, side_name, side.webhook_auth,
+                                                   stack.env[side.webhook_secret_env], side.integration_user):
+                        per_account[side.account].append({**spec, "project": project} if project else spec)
+        for account, specs in per_account.items():
+            stack.world.set_scenarios(account, specs)
+
+    def quiet(self) -> None:
+        assert self.stack is not None
+        if not self.stack.wait_quiet(QUIET_TIMEOUT_S):
+            raise RuntimeError("the pipeline did not go quiet")
+
+    def mirrored_client_tasks(self, link: int, count: int) -> list[tuple[int, int]]:
+        """COUNT client tasks of LINK mirrored on the partner: [(client number, partner number)].
+        Scenarios are on afterwards."""
+        self.scenarios(True)
+        world = self.stack.world
+        numbers = [world.create_task(client_account(link), {
+            "name": f"Bench task {link + 1}.{i}", "processId": CLIENT_PROCESS, "project": {"id": CLIENT_PROJECT},
+            "assignees": {"users": [{"id": f"user:{CLIENT_PERSON}"}]}}, author=CLIENT_PERSON)
+            for i in range(count)]
+        self.quiet()
+        pairs = []
+        for number in numbers:
+            mirror = self.stack.mirror_of(link_name(link), "client", number)
+            if mirror is None:
+                raise RuntimeError(f"client task {number} of link {link + 1} was not mirrored")
+            pairs.append((number, int(mirror["id"])))
+        return pairs
+
+    def post(self, link: int, side: str, number: int, event: str = "task_changed") -> float:
+        """Send the webhook a scenario would; returns when it was sent (the emulator's clock)."""
+        stack = self.stack
+        conf = stack.config.links[link].sides[side]
+        secret = stack.env[conf.webhook_secret_env]
+        auth = {"auth": (BASIC_USER, secret)} if conf.webhook_auth == "basic" else {
+            "headers": {SECRET_HEADER: secret}}
+        sent = stack.world.now()
+        response = self.http.post(stack.producer.url + hook_path(link_name(link), side),
+                                  json={"event": event, "task": number}, **auth)
+        response.raise_for_status()
+        return sent
+
+    def writes(self, account: str, number: int, since: float) -> list[float]:
+        return [entry["t"] for entry in self.stack.world.requests(account)
+                if entry["method"] == "POST" and entry["path"] == f"/task/{number}"
+                and entry["status"] == 200 and entry["t"] >= since]
+
+    def request_count(self) -> int:
+        return sum(len(self.stack.world.requests(account)) for account in self.accounts())
+
+    # -- phases -------------------------------------------------------------------------------
+    def pipeline(self, pairs: list[tuple[int, int]], workers: int) -> PipelineFigures:
+        figures = PipelineFigures(workers=workers)
+        self.set_workers(workers)
+        self.scenarios(False)
+        self.quiet()
+        best: tuple[int, list[float]] | None = None
+        seq = [0]
+        for rate in self.plan.pipeline_rates:
+            ok, latencies = self._offer(pairs, rate, self.plan.pipeline_probe_s, seq)
+            figures.tried[str(rate)] = ok
+            self.log(f"pipeline {workers}w {rate}/s: {'held' if ok else 'backlog grew'}")
+            if not ok:
+                break
+            best = (rate, latencies)
+        if best is not None:
+            ok, latencies = self._offer(pairs, best[0], self.plan.pipeline_sustain_s, seq)
+            figures.tried[f"{best[0]} for {self.plan.pipeline_sustain_s:.0f} s"] = ok
+            if ok:
+                figures.pipeline_events_per_s = float(best[0])
+                figures.events = len(latencies)
+                figures.e2e_p50_ms = round(percentile(latencies, 0.5) * 1000, 1)
+                figures.e2e_p99_ms = round(percentile(latencies, 0.99) * 1000, 1)
+        return figures
+
+    def _offer(self, pairs: list[tuple[int, int]], rate: int, seconds: float,
+               seq: list[int]) -> tuple[bool, list[float]]:
+        """Post RATE task edits a second for SECONDS, round-robin over PAIRS; (held, latencies)."""
+        world = self.stack.world
+        total = int(rate * seconds)
+        sent: list[tuple[float, int]] = []
+        lock = threading.Lock()
+        started = time.monotonic()
+
+        def sender(offset: int) -> None:
+            for index in range(offset, total, SENDERS):
+                due = started + index / rate
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                client_number, partner_number = pairs[index % len(pairs)]
+                seq_no = seq[0] + index
+                world.update_task(client_account(0), client_number, {"name": f"edit {seq_no}"},
+                                  author=CLIENT_PERSON)
+                at = self.post(0, "client", client_number)
+                with lock:
+                    sent.append((at, partner_number))
+
+        threads = [threading.Thread(target=sender, args=(i,)) for i in range(SENDERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seq[0] += total
+        last_post = max(at for at, _ in sent)
+        deadline = time.monotonic() + DRAIN_S
+        while time.monotonic() < deadline and self.stack.busy():
+            time.sleep(0.05)
+        held = not self.stack.busy()
+        self.quiet()
+        latencies = []
+        by_task: dict[int, list[float]] = {}
+        for at, partner_number in sent:
+            writes = by_task.setdefault(partner_number, self.writes("partner", partner_number, 0.0))
+            done = next((t for t in writes if t >= at), None)
+            if done is None:
+                held = False
+                continue
+            latencies.append(done - at)
+            if done > last_post + DRAIN_S:
+                held = False
+        return held, latencies
+
+    def economy(self) -> tuple[float, dict[str, int]]:
+        """A mixed workload through real scenario deliveries: requests per change."""
+        self.scenarios(True)
+        world = self.stack.world
+        pairs = self.mirrored_client_tasks(1, 12)
+        kinds = ("create", "edit", "status", "comment", "reassign")
+        done: dict[str, int] = defaultdict(int)
+        transitions = self.stack.config.links[1].statuses.transitions.get("client") or {}
+        before = self.request_count()
+        for index in range(self.plan.economy_changes):
+            kind = kinds[index % len(kinds)]
+            number, _ = pairs[index % len(pairs)]
+            account = client_account(1)
+            if kind == "create":
+                world.create_task(account, {"name": f"New bench task {index}", "processId": CLIENT_PROCESS,
+                                            "project": {"id": CLIENT_PROJECT}}, author=CLIENT_PERSON)
+            elif kind == "edit":
+                world.update_task(account, number, {"description": f"edited {index}"}, author=CLIENT_PERSON)
+            elif kind == "status":
+                with world.lock:
+                    current = world.account(account).tasks[number]["status"]
+                choices = sorted(transitions.get(current, ()))
+                if not choices:
+                    continue
+                world.update_task(account, number, {"status": {"id": choices[0]}}, author=CLIENT_PERSON)
+            elif kind == "comment":
+                world.add_comment(account, number, {"description": f"comment {index}"}, author=CLIENT_PERSON)
+            else:
+                person = CLIENT_PEOPLE[(index // len(kinds)) % len(CLIENT_PEOPLE)]
+                world.update_task(account, number, {"assignees": {"users": [{"id": f"user:{person}"}]}},
+                                  author=CLIENT_PERSON)
+            done[kind] += 1
+            self.quiet()
+        calls = self.request_count() - before
+        return round(calls / max(1, sum(done.values())), 3), dict(done)
+
+    def bursts(self) -> float:
+        """BURST_EDITS quick edits to each of a few tasks: requests per event."""
+        self.scenarios(True)
+        world = self.stack.world
+        pairs = self.mirrored_client_tasks(2, self.plan.bursts)
+        before = self.request_count()
+        events = 0
+        for number, _ in pairs:
+            for edit in range(BURST_EDITS):
+                world.update_task(client_account(2), number, {"name": f"burst {number}.{edit}"},
+                                  author=CLIENT_PERSON)
+                events += 1
+                time.sleep(BURST_GAP_S)
+        self.quiet()
+        return round((self.request_count() - before) / max(1, events), 3)
+
+    def fairness(self) -> dict[str, Any]:
+        """Every link's backlog competes for the partner account's 1 request/s."""
+        per_link = {link: self.mirrored_client_tasks(link, self.plan.fair_events_per_link)
+                    for link in range(self.plan.fair_links)}
+        self.scenarios(False)
+        world = self.stack.world
+        self.set_limits(PLANFIX_RATE_PER_S)
+        violations_before = sum(len(world.violations(account)) for account in self.accounts())
+        posted: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        for round_ in range(self.plan.fair_events_per_link):
+            for link, pairs in per_link.items():
+                client_number, partner_number = pairs[round_]
+                world.update_task(client_account(link), client_number, {"name": f"fair {round_}"},
+                                  author=CLIENT_PERSON)
+                posted[link].append((self.post(link, "client", client_number), partner_number))
+        start = min(at for events in posted.values() for at, _ in events)
+        self.quiet()
+        done: dict[int, list[float]] = {}
+        lags = []
+        for link, events in posted.items():
+            finished = []
+            for at, partner_number in events:
+                write = next((t for t in self.writes("partner", partner_number, at)), None)
+                if write is not None:
+                    finished.append(write)
+                    lags.append(write - at)
+            done[link] = sorted(finished)
+        end = max((times[-1] for times in done.values() if times), default=start)
+        # Throughput while every link still had a backlog: up to the first link to finish.
+        window_end = min((times[-1] for times in done.values() if times), default=end)
+        shares = [sum(1 for t in times if t <= window_end) for times in done.values()]
+        served = [entry for entry in world.requests("partner")
+                  if start <= entry["t"] <= end and not entry["over_limit"]]
+        violations = sum(len(world.violations(account)) for account in self.accounts()) - violations_before
+        self.set_limits(None)
+        complete = sum(len(times) for times in done.values())
+        return {
+            "limiter_violations": violations,
+            "limit_utilization": round(len(served) / max(1e-9, (end - start) * PLANFIX_RATE_PER_S), 3),
+            "fairness_jain": round(jain([float(share) for share in shares]) or 0.0, 3),
+            "max_link_lag_s": round(max(lags), 1) if lags else None,
+            "complete": complete,
+            "expected": self.plan.fair_links * self.plan.fair_events_per_link,
+        }
+
+    def idle(self) -> list[float]:
+        """Single changes on a quiet system with the limits on: webhook in to write done."""
+        pairs = self.mirrored_client_tasks(3 % self.links, self.plan.idle_samples)
+        self.scenarios(False)
+        world = self.stack.world
+        self.set_limits(PLANFIX_RATE_PER_S)
+        latencies = []
+        for index, (client_number, partner_number) in enumerate(pairs):
+            time.sleep(IDLE_GAP_S)
+            world.update_task(client_account(3 % self.links), client_number, {"name": f"idle {index}"},
+                              author=CLIENT_PERSON)
+            at = self.post(3 % self.links, "client", client_number)
+            self.quiet()
+            write = next((t for t in self.writes("partner", partner_number, at)), None)
+            if write is not None:
+                latencies.append(write - at)
+        self.set_limits(None)
+        return latencies
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.stack is not None:
+            self.stack.stop()
+        if self.redis is not None:
+            self.redis.cleanup()
+
+
+def run_bench(plan: BenchPlan, mode: str, workdir: Path | None = None,
+              log: Callable[[str], None] = lambda _: None) -> BenchReport:
+    import os
+    import platform
+
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="crosslink-bench-"))
+    started = time.monotonic()
+    report = BenchReport(mode=mode, date=time.strftime("%Y-%m-%d"),
+                         machine={"cores": os.cpu_count(), "python": platform.python_version(),
+                                  "platform": platform.platform()},
+                         workers=max(plan.worker_counts))
+    bench = Bench(plan, workdir, log)
+    try:
+        bench.start(workers=max(plan.worker_counts))
+        pairs = bench.mirrored_client_tasks(0, plan.pipeline_tasks)
+        for workers in plan.worker_counts:
+            report.pipeline.append(bench.pipeline(pairs, workers))
+        bench.set_workers(max(plan.worker_counts))
+        report.api_calls_per_change, report.changes = bench.economy()
+        log(f"economy: {report.api_calls_per_change} calls per change {report.changes}")
+        report.api_calls_per_event_burst = bench.bursts()
+        log(f"bursts: {report.api_calls_per_event_burst} calls per event")
+        fair = bench.fairness()
+        log(f"fairness: {fair}")
+        report.limiter_violations = fair["limiter_violations"]
+        report.limit_utilization = fair["limit_utilization"]
+        report.fairness_jain = fair["fairness_jain"]
+        report.max_link_lag_s = fair["max_link_lag_s"]
+        report.fair_links = plan.fair_links
+        idle = bench.idle()
+        report.idle_latency_p50_s = round(percentile(idle, 0.5), 3) if idle else None
+        report.idle_latency_p99_s = round(percentile(idle, 0.99), 3) if idle else None
+    finally:
+        bench.stop()
+        report.seconds = round(time.monotonic() - started, 1)
+    return report

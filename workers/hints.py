@@ -1,0 +1,146 @@
+"""What a sync run must read, decided from the events it coalesced: the API-economy rules.
+
+Planfix allows one request per second per account, so a run reads only what its events point
+at instead of everything a task carries. The decisions are pure; workers.sync asks them.
+
+A run's hints are the webhook events coalesced into it (workers.names.event_hint): a task
+created or changed, a comment added (with its id), or "full" for anything that is not a webhook
+(the reconciliation poller, backfill, replays) and for a job whose hints were lost.
+
+Assumptions, each with what backs it up:
+- A comment-only run (only comment_added hints) on a task already mirrored needs no task read:
+  the comment names its task, and the task's own changes come with their own task events.
+- New comments always come with a comment_added event; when one is lost, the poller's filter
+  79 ("changed or commented") queues a full run. So a task event lists comments only when it
+  cannot be explained otherwise (below) or when several task events were coalesced (a comment
+  edit or deletion arrives as a task event, and the poller cannot see those).
+- A task event is *explained* when the task read shows a mapped field changed against the
+  source snapshot. An unexplained one (nothing mapped changed) was a checklist, a card file, a
+  comment edit or an unmapped field: the run then looks at comments, checklist and card files.
+  A checklist or file change coalesced with a field edit is picked up by the poller's full run
+  (it changes the task's dateOfLastUpdate, which filter 79 sees) within one period.
+- The counterpart is taken from its snapshot, not read again, only when nothing can have
+  changed it unseen that matters: it has a snapshot, no event of its own is waiting, no write
+  to it is still queued by Planfix (202), the run is not a full look, and every field the
+  source changed is one the source wins anyway (no owner on the other side). A person's edit
+  on the counterpart whose webhook is still in flight then loses exactly as it would to an
+  owner-less "last event wins" conflict (workers.conflict).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from workers.names import FULL_HINT
+
+TASK_EVENTS = ("task_created", "task_changed")
+COMMENT_PREFIX = "comment_added:"
+# Set by the job itself when it re-queues a run that waited for its turn mid-way: RESUME, the
+# run's source reads were kept (workers.tasks) and stand while no new event came; REREAD, it
+# had already written, so the counterpart's snapshot is out of date and must not stand in.
+RESUME = "resume"
+REREAD = "reread"
+# Up to this many hinted comments are read one by one (GET /comment/{id}); more, or a task
+# event, and one list call is cheaper.
+MAX_COMMENT_GETS = 2
+
+
+@dataclass(frozen=True)
+class Hints:
+    """The coalesced events of one run."""
+
+    full: bool = True
+    task_events: int = 0
+    comments: tuple[int, ...] = ()
+    resume: bool = False
+    reread: bool = False
+
+    @classmethod
+    def parse(cls, raw: Iterable[str]) -> "Hints":
+        """Hints from their stored form; none at all (a job from before hints, a lost list) or
+        anything unknown asks for a full look, which is always safe."""
+        items = list(raw)
+        if not items:
+            return cls(full=True)
+        full, task_events, comments, resume, reread = False, 0, [], False, False
+        for item in items:
+            if item == RESUME:
+                resume = True
+            elif item == REREAD:
+                reread = True
+            elif item in TASK_EVENTS:
+                task_events += 1
+            elif item.startswith(COMMENT_PREFIX) and item[len(COMMENT_PREFIX):].isdigit():
+                comment = int(item[len(COMMENT_PREFIX):])
+                if comment not in comments:
+                    comments.append(comment)
+            else:
+                full = True
+        return cls(full=full, task_events=task_events, comments=tuple(comments), resume=resume,
+                   reread=reread)
+
+    def encode(self) -> list[str]:
+        """The stored form again (a re-queued job carries its hints along)."""
+        flags = [RESUME] * self.resume + [REREAD] * self.reread
+        if self.full:
+            return [FULL_HINT, *flags]
+        return (["task_changed"] * self.task_events + [f"{COMMENT_PREFIX}{c}" for c in self.comments]
+                + flags)
+
+    def merge(self, newer: "Hints") -> "Hints":
+        """These hints with NEWER events': new events make kept reads stale (no resume)."""
+        reread = self.reread or newer.reread
+        if self.full or newer.full:
+            return Hints(full=True, reread=reread)
+        comments = tuple(dict.fromkeys(self.comments + newer.comments))
+        return Hints(full=False, task_events=self.task_events + newer.task_events, comments=comments,
+                     reread=reread)
+
+    def waited(self, wrote: bool) -> "Hints":
+        """The hints of a run re-queued for its turn mid-way (WROTE: it had written already)."""
+        return Hints(full=self.full, task_events=self.task_events, comments=self.comments,
+                     resume=True, reread=self.reread or wrote)
+
+    @property
+    def comments_only(self) -> bool:
+        return not self.full and self.task_events == 0 and bool(self.comments)
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a run reads besides the source task."""
+
+    comments: bool
+    checklist_and_files: bool
+
+
+def extra_reads(hints: Hints, source_changed: bool) -> Reads:
+    """What else a run that read its source task must look at (see the module's assumptions).
+
+    SOURCE_CHANGED: the read showed a mapped field changed against the source snapshot.
+    """
+    if hints.full:
+        return Reads(comments=True, checklist_and_files=True)
+    explained = source_changed
+    return Reads(comments=bool(hints.comments) or not explained or hints.task_events > 1,
+                 checklist_and_files=not explained)
+
+
+def comment_reads(hints: Hints, listing: bool) -> tuple[int, ...] | None:
+    """The comment ids to read one by one, or None for one list of all the task's comments."""
+    if listing or hints.full or len(hints.comments) > MAX_COMMENT_GETS:
+        return None
+    return hints.comments
+
+
+def may_trust_snapshot(*, hints: Hints, has_snapshot: bool, counterpart_pending: bool,
+                       counterpart_queued: bool, changed_owners: Iterable[str | None],
+                       source_side: str) -> bool:
+    """Whether the counterpart's snapshot may stand in for reading it (see the assumptions).
+
+    CHANGED_OWNERS: the owner (a side, or None) of each field the source changed.
+    """
+    if hints.full or hints.reread or not has_snapshot or counterpart_pending or counterpart_queued:
+        return False
+    return all(owner is None or owner == source_side for owner in changed_owners)
