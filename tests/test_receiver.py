@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -21,7 +22,7 @@ from crosslink.embedded_redis import EmbeddedRedis
 from producers.receiver import MAX_BODY_BYTES, PREVIEW_CHARS, create_app, rejected_events
 from producers.scenarios import BASIC_USER, EVENT_BODIES, SECRET_HEADER, hook_path
 from schemas.links import LinksConfig, SecretMissing, parse_links
-from workers.names import SYNC_QUEUE, SYNC_TASK, pending_key
+from workers.names import ENQUEUED_AT_HEADER, SYNC_QUEUE, SYNC_TASK, pending_key
 
 LINKS_YAML = """\
 links:
@@ -135,6 +136,14 @@ def test_right_secret_header_queues_one_job(client, redis_client):
     assert redis_client.get(pending_key("alpha", "partner", 12)) == "1"
     assert redis_client.ttl(pending_key("alpha", "partner", 12)) > 0
     assert rejected_events(redis_client) == []
+
+
+def test_a_queued_job_carries_the_time_it_was_queued(client, redis_client):
+    """`crosslink health worker` measures the backlog's age from this header."""
+    before = time.time()
+    assert post(client, "alpha", "partner", {"task": 12}).status_code == 200
+    envelope = json.loads(redis_client.lindex(SYNC_QUEUE, -1))
+    assert before <= envelope["headers"][ENQUEUED_AT_HEADER] <= time.time()
 
 
 def test_basic_auth_queues_one_job(client, redis_client):
