@@ -399,6 +399,24 @@ def test_while_redis_is_down_a_webhook_is_503_so_planfix_sends_it_again(config):
         server.cleanup()
 
 
+def test_readyz_is_200_while_redis_answers_and_503_while_it_does_not(config):
+    server = EmbeddedRedis().start()
+    try:
+        app = create_app(config, server.url, ENV)
+        with TestClient(app) as test_client:
+            up = test_client.get("/readyz")
+            assert (up.status_code, up.json()) == (200, {"status": "ready"})
+            server.stop()
+            down = test_client.get("/readyz")
+            assert down.status_code == 503 and down.json()["status"] == "not ready"
+            assert test_client.get("/healthz").status_code == 200  # alive, just not ready
+            server.start()
+            assert test_client.get("/readyz").status_code == 200
+        app.state.receiver.enqueuer.redis.close()
+    finally:
+        server.cleanup()
+
+
 # --- secrets and bad input overall ------------------------------------------------------------
 
 BAD_REQUESTS = [
