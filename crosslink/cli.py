@@ -204,12 +204,13 @@ def rejected(limit: int) -> None:
 
 
 def _add_area_commands() -> None:
-    """Commands kept beside the area they operate: reconcile and beat, dlq."""
+    """Commands kept beside the area they operate: reconcile and beat, dlq, chaos, health."""
     from crosslink.cli_chaos import chaos
     from crosslink.cli_dlq import dlq
     from crosslink.cli_reconcile import beat, reconcile
+    from crosslink.health import health
 
-    for command in (reconcile, beat, dlq, chaos):
+    for command in (reconcile, beat, dlq, chaos, health):
         main.add_command(command)
 
 
