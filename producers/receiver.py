@@ -47,6 +47,10 @@ MAX_BODY_BYTES = 256 * 1024
 # How many rejected events we keep for operators to look at.
 REJECTED_KEEP = 1000
 REJECTED_KEY = "crosslink:rejected"
+# Where a `test` event is kept instead of being queued; `crosslink doctor` looks for its own there.
+TEST_EVENT_KEY = "crosslink:test-event:{link}:{side}"
+# A test event is evidence for one doctor run, not a record: it goes after an hour.
+TEST_EVENT_TTL_S = 3600
 # A body preview in the rejected list: enough to see what went wrong, not a data dump.
 PREVIEW_CHARS = 500
 # /readyz asks Redis with its own short deadline: a health probe that hangs on a dead Redis tells
@@ -138,7 +142,8 @@ class Receiver:
     def _enqueue(self, link: str, side: str, event: dict) -> bool:
         """Queue a sync job unless one is already waiting for this task; True if queued."""
         if event["event"] == "test":
-            self.redis.set(f"crosslink:test-event:{link}:{side}", json.dumps({**event, "at": time.time()}), ex=3600)
+            self.redis.set(key_for_test_event(link, side), json.dumps({**event, "at": time.time()}),
+                           ex=TEST_EVENT_TTL_S)
             return False
         return self.enqueuer.sync(link, side, event["task"])
 
@@ -169,6 +174,10 @@ async def _read_capped(request: Request) -> tuple[bytes, bool]:
 
 def _ok() -> Response:
     return JSONResponse({"result": "ok"}, status_code=200)
+
+
+def key_for_test_event(link: str, side: str) -> str:
+    return TEST_EVENT_KEY.format(link=link, side=side)
 
 
 def rejected_events(client: redis.Redis, limit: int = 50) -> list[dict]:

@@ -19,8 +19,9 @@ import redis
 from starlette.testclient import TestClient
 
 from crosslink.embedded_redis import EmbeddedRedis
-from producers.receiver import MAX_BODY_BYTES, PREVIEW_CHARS, create_app, rejected_events
-from producers.scenarios import BASIC_USER, EVENT_BODIES, SECRET_HEADER, hook_path
+from producers.receiver import (MAX_BODY_BYTES, PREVIEW_CHARS, create_app, key_for_test_event,
+                                rejected_events)
+from producers.scenarios import BASIC_USER, EVENT_BODIES, SECRET_HEADER, hook_path, request_auth
 from schemas.links import LinksConfig, SecretMissing, parse_links
 from workers.names import ENQUEUED_AT_HEADER, SYNC_QUEUE, SYNC_TASK, pending_key
 
@@ -90,10 +91,7 @@ def client(config, redis_url) -> Iterator[TestClient]:
 
 
 def auth_headers(secret: str, mode: str) -> dict[str, str]:
-    if mode == "basic":
-        token = base64.b64encode(f"{BASIC_USER}:{secret}".encode()).decode()
-        return {"Authorization": f"Basic {token}"}
-    return {SECRET_HEADER: secret}
+    return request_auth(mode, secret)
 
 
 def signed(link: str, side: str) -> dict[str, str]:
@@ -373,10 +371,10 @@ def test_test_event_records_and_queues_nothing(client, redis_client):
     response = post(client, "beta", "partner", {"event": "test", "task": 4, "account": "beta-partner"})
     assert response.status_code == 200
     assert nothing_queued(redis_client)
-    recorded = json.loads(redis_client.get("crosslink:test-event:beta:partner"))
+    recorded = json.loads(redis_client.get(key_for_test_event("beta", "partner")))
     assert (recorded["event"], recorded["task"], recorded["account"]) == ("test", 4, "beta-partner")
-    assert redis_client.ttl("crosslink:test-event:beta:partner") > 0
-    assert redis_client.get("crosslink:test-event:alpha:partner") is None
+    assert redis_client.ttl(key_for_test_event("beta", "partner")) > 0
+    assert redis_client.get(key_for_test_event("alpha", "partner")) is None
 
 
 def test_while_redis_is_down_a_webhook_is_503_so_planfix_sends_it_again(config):
