@@ -204,13 +204,14 @@ def rejected(limit: int) -> None:
 
 
 def _add_area_commands() -> None:
-    """Commands kept beside the area they operate: reconcile and beat, dlq, chaos, health."""
+    """Commands kept beside the area they operate: reconcile and beat, dlq, chaos, doctor, health."""
     from crosslink.cli_chaos import chaos
     from crosslink.cli_dlq import dlq
     from crosslink.cli_reconcile import beat, reconcile
+    from crosslink.doctor import doctor
     from crosslink.health import health
 
-    for command in (reconcile, beat, dlq, chaos, health):
+    for command in (reconcile, beat, dlq, chaos, doctor, health):
         main.add_command(command)
 
 
