@@ -136,33 +136,35 @@ def test_a_missing_scope_is_named_with_the_fix(emulator_server, producer, redis_
     assert_no_secret(findings, "tok-partner-readonly")
 
 
-def test_a_status_absent_from_its_side_is_named_with_every_place_it_is_used(emulator_server, producer,
-                                                                           redis_url):
-    config = load(emulator_server, **{"{1: 11, 2: 12, 4: 13}": "{1: 11, 2: 12, 4: 19}",
-                                      "{11: 1, 12: 2, 13: 4}": "{11: 1, 12: 2, 19: 4, 13: 4}"})
-    missing = failures(diagnose(config, redis_url, producer.url))
-    assert list(missing) == ["client status 19"]
-    assert "links[0].statuses.partner_to_client[4]" in missing["client status 19"].message
-    assert "links[0].statuses.client_to_partner[19]" in missing["client status 19"].message
-    assert "process 3" in missing["client status 19"].message
-    assert "11 Submitted" in missing["client status 19"].fix
+# One id of the link absent from its side: (what to change in the link, the failing check, what
+# its message must name, what its fix must offer).
+ABSENT_IDS = {
+    "status, named twice": (
+        {"{1: 11, 2: 12, 4: 13}": "{1: 11, 2: 12, 4: 19}", "{11: 1, 12: 2, 13: 4}": "{11: 1, 12: 2, 19: 4, 13: 4}"},
+        "client status 19",
+        ["links[0].statuses.partner_to_client[4]", "links[0].statuses.client_to_partner[19]", "process 3"],
+        ["11 Submitted"]),
+    "status, without a create process": (
+        {"create: {process: 3, initial_status: 11}": "create: {initial_status: 19}"},
+        "client status 19",
+        ["links[0].sides.client.create.initial_status", "any task process of the account"],
+        ["13 Done"]),
+    "create process": (
+        {"create: {process: 1, initial_status: 1}": "create: {process: 9}"},
+        "partner process 9", ["links[0].sides.partner.create.process"], ["1 Partner delivery"]),
+    "custom field": (
+        {"{partner: 100, client: 200}": "{partner: 100, client: 299}"},
+        "client custom field 299", ["links[0].fields.custom[0].client"], ["200 Cost"]),
+}
 
 
-def test_without_a_create_process_statuses_are_looked_for_in_every_process(emulator_server, producer,
-                                                                           redis_url):
-    config = load(emulator_server, **{"create: {process: 3, initial_status: 11}": "create: {initial_status: 19}"})
-    missing = failures(diagnose(config, redis_url, producer.url))
-    assert list(missing) == ["client status 19"]
-    assert "any task process of the account" in missing["client status 19"].message
-    assert "links[0].sides.client.create.initial_status" in missing["client status 19"].message
-
-
-def test_a_create_process_absent_from_its_side_is_named(emulator_server, producer, redis_url):
-    config = load(emulator_server, **{"create: {process: 1, initial_status: 1}": "create: {process: 9}"})
-    missing = failures(diagnose(config, redis_url, producer.url))
-    assert list(missing) == ["partner process 9"]
-    assert "links[0].sides.partner.create.process" in missing["partner process 9"].message
-    assert "1 Partner delivery" in missing["partner process 9"].fix
+@pytest.mark.parametrize("change, check, in_message, in_fix", ABSENT_IDS.values(), ids=ABSENT_IDS)
+def test_an_id_absent_from_its_side_is_named_with_its_config_path_and_fix(emulator_server, producer, redis_url,
+                                                                          change, check, in_message, in_fix):
+    failed = failures(diagnose(load(emulator_server, **change), redis_url, producer.url))
+    assert list(failed) == [check]
+    assert all(text in failed[check].message for text in in_message), failed[check]
+    assert all(text in failed[check].fix for text in in_fix), failed[check]
 
 
 def test_a_user_absent_or_inactive_on_its_side_is_named(emulator_world, emulator_server, producer, redis_url):
@@ -176,14 +178,6 @@ def test_a_user_absent_or_inactive_on_its_side_is_named(emulator_world, emulator
     assert "Olga Dev is inactive" in failed["partner user user:3"].message
     assert "links[0].people.pairs[0].partner" in failed["partner user user:3"].message
     assert "reactivate" in failed["partner user user:3"].fix
-
-
-def test_a_custom_field_absent_on_its_side_is_named(emulator_server, producer, redis_url):
-    config = load(emulator_server, **{"{partner: 100, client: 200}": "{partner: 100, client: 299}"})
-    failed = failures(diagnose(config, redis_url, producer.url))
-    assert list(failed) == ["client custom field 299"]
-    assert "links[0].fields.custom[0].client" in failed["client custom field 299"].message
-    assert "200 Cost" in failed["client custom field 299"].fix
 
 
 def test_a_producer_that_is_down_is_named(emulator_server, redis_url):
