@@ -41,7 +41,7 @@ from planfix.errors import (AccessDenied, AuthError, NotFound, PlanfixError, Rat
 from planfix.limiter import AccountLimiter
 from producers.receiver import key_for_test_event
 from producers.scenarios import hook_path, request_auth
-from schemas.links import SIDES, Link, SecretMissing, find_link, load_links
+from schemas.links import SIDES, ConfigError, Link, SecretMissing, find_link, load_links
 
 # A check's outcome; FAIL in capitals so it stands out in a column of ok lines.
 OK, FAIL, SKIP, NOTE = "ok", "FAIL", "skip", "note"
@@ -406,11 +406,13 @@ def doctor(link_name: str, links_path: str | None, producer_url: str | None) -> 
     from crosslink.health import default_producer_url
 
     settings = get_settings()
-    config = load_links(links_path or settings.links_path)
     try:
+        config = load_links(links_path or settings.links_path)
         link = find_link(config, link_name)
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0])) from None
+    except (ConfigError, OSError) as exc:
+        raise click.ClickException(f"{exc} (see `crosslink lint-config`)") from None
     findings = run_doctor(link, f"links[{config.links.index(link)}]", settings.redis_url,
                           producer_url or default_producer_url(), os.environ, settings.rate_per_s)
     for finding in findings:

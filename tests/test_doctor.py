@@ -248,3 +248,8 @@ def test_the_command_prints_a_line_per_check_and_exits_by_the_verdict(cli_env, p
 def test_an_unknown_link_is_an_error(cli_env):
     result = CliRunner().invoke(main, ["doctor", "--link", "nope", "--config", cli_env])
     assert result.exit_code != 0 and "no link named 'nope'" in result.output
+
+
+def test_a_missing_links_file_is_an_error_not_a_traceback(cli_env):
+    result = CliRunner().invoke(main, ["doctor", "--link", "doc", "--config", cli_env + ".missing"])
+    assert result.exit_code == 1 and "No such file" in result.output and result.exception.__class__ is SystemExit
