@@ -204,13 +204,15 @@ def rejected(limit: int) -> None:
 
 
 def _add_area_commands() -> None:
-    """Commands kept beside the area they operate: reconcile and beat, dlq."""
+    """Commands kept beside the area they operate: reconcile and beat, dlq, chaos, bench, doctor, health."""
     from crosslink.cli_bench import bench
     from crosslink.cli_chaos import chaos
     from crosslink.cli_dlq import dlq
     from crosslink.cli_reconcile import beat, reconcile
+    from crosslink.doctor import doctor
+    from crosslink.health import health
 
-    for command in (reconcile, beat, dlq, chaos, bench):
+    for command in (reconcile, beat, dlq, chaos, bench, doctor, health):
         main.add_command(command)
 
 

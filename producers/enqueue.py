@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import redis
 from celery import Celery
+from celery.signals import before_task_publish
 
-from workers.names import FULL_HINT, SYNC_QUEUE, SYNC_TASK, hints_key, pending_key
+from workers.names import (
+    FULL_HINT, STAMP_RECEIVER_UID, SYNC_QUEUE, SYNC_TASK, hints_key, pending_key, stamp_enqueue_time,
+)
 
 # The pending flag must not outlive a lost job for long: after this, a new event queues again.
 PENDING_TTL_S = 900
+
+before_task_publish.connect(stamp_enqueue_time, weak=False, dispatch_uid=STAMP_RECEIVER_UID)
 
 
 def make_celery(redis_url: str) -> Celery:

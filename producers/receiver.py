@@ -10,6 +10,9 @@ the only copy of it.
 
 Per (link, side, task) at most one sync job is queued (producers.enqueue). Producers enqueue by
 task name and never import worker code.
+
+``/healthz`` says the process answers; ``/readyz`` says it can take webhooks, which needs Redis
+(``crosslink health producer`` and the compose health check call it).
 """
 
 from __future__ import annotations
@@ -45,8 +48,15 @@ MAX_BODY_BYTES = 256 * 1024
 # How many rejected events we keep for operators to look at.
 REJECTED_KEEP = 1000
 REJECTED_KEY = "crosslink:rejected"
+# Where a `test` event is kept instead of being queued; `crosslink doctor` looks for its own there.
+TEST_EVENT_KEY = "crosslink:test-event:{link}:{side}"
+# A test event is evidence for one doctor run, not a record: it goes after an hour.
+TEST_EVENT_TTL_S = 3600
 # A body preview in the rejected list: enough to see what went wrong, not a data dump.
 PREVIEW_CHARS = 500
+# /readyz asks Redis with its own short deadline: a health probe that hangs on a dead Redis tells
+# the orchestrator nothing, and compose's own probe timeout is a few seconds.
+READY_REDIS_TIMEOUT_S = 2.0
 _schema = WebhookEventSchema()
 
 
@@ -133,7 +143,8 @@ class Receiver:
     def _enqueue(self, link: str, side: str, event: dict) -> bool:
         """Queue a sync job unless one is already waiting for this task; True if queued."""
         if event["event"] == "test":
-            self.redis.set(f"crosslink:test-event:{link}:{side}", json.dumps({**event, "at": time.time()}), ex=3600)
+            self.redis.set(key_for_test_event(link, side), json.dumps({**event, "at": time.time()}),
+                           ex=TEST_EVENT_TTL_S)
             return False
         return self.enqueuer.sync(link, side, event["task"], event_hint(event["event"], event.get("comment")))
 
@@ -166,6 +177,10 @@ def _ok() -> Response:
     return JSONResponse({"result": "ok"}, status_code=200)
 
 
+def key_for_test_event(link: str, side: str) -> str:
+    return TEST_EVENT_KEY.format(link=link, side=side)
+
+
 def rejected_events(client: redis.Redis, limit: int = 50) -> list[dict]:
     return [json.loads(item) for item in client.lrange(REJECTED_KEY, 0, limit - 1)]
 
@@ -173,17 +188,30 @@ def rejected_events(client: redis.Redis, limit: int = 50) -> list[dict]:
 def create_app(config: LinksConfig, redis_url: str, env: Mapping[str, str]) -> Starlette:
     receiver = Receiver(config, redis_url, env)
 
+    ready_probe = redis.Redis.from_url(redis_url, socket_timeout=READY_REDIS_TIMEOUT_S,
+                                       socket_connect_timeout=READY_REDIS_TIMEOUT_S)
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "alive"})
+
+    async def readyz(_: Request) -> Response:
+        """Ready when Redis answers PING: without it no webhook can be queued (they get 503)."""
+        try:
+            await run_in_threadpool(ready_probe.ping)
+        except redis.RedisError as exc:
+            return JSONResponse({"status": "not ready", "redis": type(exc).__name__}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
         receiver.enqueuer.close()
+        ready_probe.close()
 
     app = Starlette(lifespan=lifespan, routes=[
         Route("/hooks/{link}/{side}", receiver.hook, methods=["POST", "PUT", "GET"]),
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
     ])
     app.state.receiver = receiver
     return app

@@ -9,6 +9,7 @@ configure the emulator with them.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 EVENT_BODIES = {
@@ -22,6 +23,13 @@ BASIC_USER = "planfix"
 
 def hook_path(link: str, side: str) -> str:
     return f"/hooks/{link}/{side}"
+
+
+def request_auth(auth_mode: str, secret: str) -> dict[str, str]:
+    """The HTTP headers a correctly set up scenario of a side sends with every request."""
+    if auth_mode == "basic":
+        return {"Authorization": "Basic " + base64.b64encode(f"{BASIC_USER}:{secret}".encode()).decode()}
+    return {SECRET_HEADER: secret}
 
 
 def scenarios_for_side(producer_url: str, link: str, side: str, auth_mode: str, secret: str,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,10 +19,11 @@ import redis
 from starlette.testclient import TestClient
 
 from crosslink.embedded_redis import EmbeddedRedis
-from producers.receiver import MAX_BODY_BYTES, PREVIEW_CHARS, create_app, rejected_events
-from producers.scenarios import BASIC_USER, EVENT_BODIES, SECRET_HEADER, hook_path
+from producers.receiver import (MAX_BODY_BYTES, PREVIEW_CHARS, create_app, key_for_test_event,
+                                rejected_events)
+from producers.scenarios import BASIC_USER, EVENT_BODIES, SECRET_HEADER, hook_path, request_auth
 from schemas.links import LinksConfig, SecretMissing, parse_links
-from workers.names import SYNC_QUEUE, SYNC_TASK, pending_key
+from workers.names import ENQUEUED_AT_HEADER, SYNC_QUEUE, SYNC_TASK, pending_key
 
 LINKS_YAML = """\
 links:
@@ -89,10 +91,7 @@ def client(config, redis_url) -> Iterator[TestClient]:
 
 
 def auth_headers(secret: str, mode: str) -> dict[str, str]:
-    if mode == "basic":
-        token = base64.b64encode(f"{BASIC_USER}:{secret}".encode()).decode()
-        return {"Authorization": f"Basic {token}"}
-    return {SECRET_HEADER: secret}
+    return request_auth(mode, secret)
 
 
 def signed(link: str, side: str) -> dict[str, str]:
@@ -135,6 +134,14 @@ def test_right_secret_header_queues_one_job(client, redis_client):
     assert redis_client.get(pending_key("alpha", "partner", 12)) == "1"
     assert redis_client.ttl(pending_key("alpha", "partner", 12)) > 0
     assert rejected_events(redis_client) == []
+
+
+def test_a_queued_job_carries_the_time_it_was_queued(client, redis_client):
+    """`crosslink health worker` measures the backlog's age from this header."""
+    before = time.time()
+    assert post(client, "alpha", "partner", {"task": 12}).status_code == 200
+    envelope = json.loads(redis_client.lindex(SYNC_QUEUE, -1))
+    assert before <= envelope["headers"][ENQUEUED_AT_HEADER] <= time.time()
 
 
 def test_basic_auth_queues_one_job(client, redis_client):
@@ -364,10 +371,10 @@ def test_test_event_records_and_queues_nothing(client, redis_client):
     response = post(client, "beta", "partner", {"event": "test", "task": 4, "account": "beta-partner"})
     assert response.status_code == 200
     assert nothing_queued(redis_client)
-    recorded = json.loads(redis_client.get("crosslink:test-event:beta:partner"))
+    recorded = json.loads(redis_client.get(key_for_test_event("beta", "partner")))
     assert (recorded["event"], recorded["task"], recorded["account"]) == ("test", 4, "beta-partner")
-    assert redis_client.ttl("crosslink:test-event:beta:partner") > 0
-    assert redis_client.get("crosslink:test-event:alpha:partner") is None
+    assert redis_client.ttl(key_for_test_event("beta", "partner")) > 0
+    assert redis_client.get(key_for_test_event("alpha", "partner")) is None
 
 
 def test_while_redis_is_down_a_webhook_is_503_so_planfix_sends_it_again(config):
@@ -385,6 +392,24 @@ def test_while_redis_is_down_a_webhook_is_503_so_planfix_sends_it_again(config):
             store = redis.Redis.from_url(server.url)
             assert store.llen(SYNC_QUEUE) == 1
             store.close()
+        app.state.receiver.enqueuer.redis.close()
+    finally:
+        server.cleanup()
+
+
+def test_readyz_is_200_while_redis_answers_and_503_while_it_does_not(config):
+    server = EmbeddedRedis().start()
+    try:
+        app = create_app(config, server.url, ENV)
+        with TestClient(app) as test_client:
+            up = test_client.get("/readyz")
+            assert (up.status_code, up.json()) == (200, {"status": "ready"})
+            server.stop()
+            down = test_client.get("/readyz")
+            assert down.status_code == 503 and down.json()["status"] == "not ready"
+            assert test_client.get("/healthz").status_code == 200  # alive, just not ready
+            server.start()
+            assert test_client.get("/readyz").status_code == 200
         app.state.receiver.enqueuer.redis.close()
     finally:
         server.cleanup()

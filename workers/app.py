@@ -13,11 +13,12 @@ link side is polled once per period however many ticks arrive (producers/reconci
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import before_task_publish, setup_logging
 
 from crosslink.logs import configure
 from crosslink.settings import get_settings
-from workers.names import RECONCILE_TICK, SYNC_QUEUE
+from workers import heartbeat  # noqa: F401 - its signal receivers record the worker's heartbeat
+from workers.names import RECONCILE_TICK, STAMP_RECEIVER_UID, SYNC_QUEUE, stamp_enqueue_time
 
 # Celery redelivers an unacked message after this; every countdown we use stays well under it.
 VISIBILITY_TIMEOUT_S = 3600
@@ -64,6 +65,8 @@ def make_app(redis_url: str, reconcile_period_s: float = 60.0,
     )
     return app
 
+
+before_task_publish.connect(stamp_enqueue_time, weak=False, dispatch_uid=STAMP_RECEIVER_UID)
 
 app = make_app(get_settings().redis_url, get_settings().reconcile_period_s,
                get_settings().visibility_timeout_s)
