@@ -55,6 +55,10 @@ PLANFIX_RATE_PER_S = 1.0
 PARTNER_PERSON, CLIENT_PERSON = 2, 5
 CLIENT_PEOPLE = (5, 6)
 CLIENT_PROCESS = 3
+PARTNER_PROCESS = 1
+PARTNER_PEOPLE = (2, 3, 4)
+# The partner's process allows any move between these (the example link names no transitions).
+PARTNER_OPEN_STATUSES = (1, 2, 3)
 # The pipeline holds a rate when every event posted is written within this long after the last post.
 DRAIN_S = 2.0
 # Parallel webhook senders: Planfix sends one request at a time per account, many accounts at once.
@@ -91,7 +95,7 @@ class BenchPlan:
     @classmethod
     def full(cls) -> "BenchPlan":
         return cls(pipeline_rates=(100, 150, 200, 250, 300, 350, 400, 450, 500), pipeline_probe_s=10.0,
-                   pipeline_sustain_s=60.0, pipeline_tasks=400, worker_counts=(1, 2),
+                   pipeline_sustain_s=60.0, pipeline_tasks=600, worker_counts=(1, 2),
                    economy_changes=300, bursts=20, fair_links=50, fair_events_per_link=4,
                    idle_samples=20)
 
@@ -114,7 +118,8 @@ class BenchReport:
     workers: int
     pipeline: list[PipelineFigures] = field(default_factory=list)
     api_calls_per_change: float | None = None
-    changes: dict[str, int] = field(default_factory=dict)
+    # Planfix requests per change, by kind of change (economy phase).
+    calls_by_kind: dict[str, float] = field(default_factory=dict)
     api_calls_per_event_burst: float | None = None
     limiter_violations: int | None = None
     limit_utilization: float | None = None
@@ -335,7 +340,7 @@ class Bench:
                     time.sleep(pause)
                 client_number, partner_number = pairs[index % len(pairs)]
                 seq_no = seq[0] + index
-                world.update_task(client_account(0), client_number, {"name": f"edit {seq_no}"},
+                world.update_task(client_account(0), client_number, {"description": f"edit {seq_no}"},
                                   author=CLIENT_PERSON)
                 at = self.post(0, "client", client_number)
                 with lock:
@@ -366,41 +371,59 @@ class Bench:
                 held = False
         return held, latencies
 
-    def economy(self) -> tuple[float, dict[str, int]]:
-        """A mixed workload through real scenario deliveries: requests per change."""
-        self.scenarios(True)
+    def economy(self) -> tuple[float, dict[str, float]]:
+        """A mixed workload through real scenario deliveries, made on both sides in turn: new
+        tasks, edits of the name and of the description, status moves, comments, reassignments.
+        One change at a time (each synced before the next), every change a real one. Returns
+        requests per change, and per kind of change."""
         world = self.stack.world
-        pairs = self.mirrored_client_tasks(1, 12)
+        link = self.stack.config.links[1]
+        tasks = {"client": [number for number, _ in self.mirrored_client_tasks(1, 6)]}
+        tasks["partner"] = [mirror for _, mirror in self.mirrored_client_tasks(1, 6)]
+        where = {"client": (client_account(1), CLIENT_PROCESS, CLIENT_PROJECT, CLIENT_PEOPLE),
+                 "partner": ("partner", PARTNER_PROCESS, partner_project(1), PARTNER_PEOPLE)}
         kinds = ("create", "edit", "status", "comment", "reassign")
         done: dict[str, int] = defaultdict(int)
-        transitions = self.stack.config.links[1].statuses.transitions.get("client") or {}
+        spent: dict[str, int] = defaultdict(int)
         before = self.request_count()
         for index in range(self.plan.economy_changes):
-            kind = kinds[index % len(kinds)]
-            number, _ = pairs[index % len(pairs)]
-            account = client_account(1)
+            side = ("client", "partner")[index % 2]
+            kind = kinds[(index // 2) % len(kinds)]
+            account, process, project, people = where[side]
+            number = tasks[side][(index // 2) % len(tasks[side])]
+            author = people[0]
+            with world.lock:
+                task = world.account(account).tasks[number]
+                status, assignees = task["status"], task["assignees"]
+            at_start = self.request_count()
             if kind == "create":
-                world.create_task(account, {"name": f"New bench task {index}", "processId": CLIENT_PROCESS,
-                                            "project": {"id": CLIENT_PROJECT}}, author=CLIENT_PERSON)
+                world.create_task(account, {"name": f"New bench task {index}", "processId": process,
+                                            "project": {"id": project}}, author=author)
             elif kind == "edit":
-                world.update_task(account, number, {"description": f"edited {index}"}, author=CLIENT_PERSON)
+                key = ("name", "description")[(index // (2 * len(kinds))) % 2]
+                kind = f"edit {key}"
+                world.update_task(account, number, {key: f"edited {index}"}, author=author)
             elif kind == "status":
-                with world.lock:
-                    current = world.account(account).tasks[number]["status"]
-                choices = sorted(transitions.get(current, ()))
+                allowed = (link.statuses.transitions.get(side) or {}).get(status)
+                choices = sorted(allowed) if allowed is not None else [
+                    candidate for candidate in PARTNER_OPEN_STATUSES if candidate != status]
                 if not choices:
                     continue
-                world.update_task(account, number, {"status": {"id": choices[0]}}, author=CLIENT_PERSON)
+                world.update_task(account, number, {"status": {"id": choices[0]}}, author=author)
             elif kind == "comment":
-                world.add_comment(account, number, {"description": f"comment {index}"}, author=CLIENT_PERSON)
+                world.add_comment(account, number, {"description": f"comment {index}"}, author=author)
             else:
-                person = CLIENT_PEOPLE[(index // len(kinds)) % len(CLIENT_PEOPLE)]
+                current = {str(person) for person in assignees["users"]}
+                person = next(p for p in people if f"user:{p}" not in current)
                 world.update_task(account, number, {"assignees": {"users": [{"id": f"user:{person}"}]}},
-                                  author=CLIENT_PERSON)
-            done[kind] += 1
+                                  author=author)
             self.quiet()
+            key = f"{side} {kind}"
+            done[key] += 1
+            spent[key] += self.request_count() - at_start
         calls = self.request_count() - before
-        return round(calls / max(1, sum(done.values())), 3), dict(done)
+        per_kind = {key: round(spent[key] / done[key], 2) for key in sorted(done)}
+        return round(calls / max(1, sum(done.values())), 3), per_kind
 
     def bursts(self) -> float:
         """BURST_EDITS quick edits to each of a few tasks: requests per event."""
@@ -411,7 +434,7 @@ class Bench:
         events = 0
         for number, _ in pairs:
             for edit in range(BURST_EDITS):
-                world.update_task(client_account(2), number, {"name": f"burst {number}.{edit}"},
+                world.update_task(client_account(2), number, {"description": f"burst {number}.{edit}"},
                                   author=CLIENT_PERSON)
                 events += 1
                 time.sleep(BURST_GAP_S)
@@ -430,7 +453,7 @@ class Bench:
         for round_ in range(self.plan.fair_events_per_link):
             for link, pairs in per_link.items():
                 client_number, partner_number = pairs[round_]
-                world.update_task(client_account(link), client_number, {"name": f"fair {round_}"},
+                world.update_task(client_account(link), client_number, {"description": f"fair {round_}"},
                                   author=CLIENT_PERSON)
                 posted[link].append((self.post(link, "client", client_number), partner_number))
         start = min(at for events in posted.values() for at, _ in events)
@@ -449,14 +472,17 @@ class Bench:
         # Throughput while every link still had a backlog: up to the first link to finish.
         window_end = min((times[-1] for times in done.values() if times), default=end)
         shares = [sum(1 for t in times if t <= window_end) for times in done.values()]
-        served = [entry for entry in world.requests("partner")
-                  if start <= entry["t"] <= end and not entry["over_limit"]]
+        served = sorted(entry["t"] for entry in world.requests("partner")
+                        if start <= entry["t"] <= end and not entry["over_limit"])
         violations = sum(len(world.violations(account)) for account in self.accounts()) - violations_before
         self.set_limits(None)
         complete = sum(len(times) for times in done.values())
         return {
             "limiter_violations": violations,
-            "limit_utilization": round(len(served) / max(1e-9, (end - start) * PLANFIX_RATE_PER_S), 3),
+            # Each served request holds one slot of 1/rate: the backlog lasted from the first
+            # slot's start to the last one's end.
+            "limit_utilization": round(len(served) / ((served[-1] - start) * PLANFIX_RATE_PER_S + 1), 3)
+            if served else None,
             "fairness_jain": round(jain([float(share) for share in shares]) or 0.0, 3),
             "max_link_lag_s": round(max(lags), 1) if lags else None,
             "complete": complete,
@@ -472,7 +498,7 @@ class Bench:
         latencies = []
         for index, (client_number, partner_number) in enumerate(pairs):
             time.sleep(IDLE_GAP_S)
-            world.update_task(client_account(3 % self.links), client_number, {"name": f"idle {index}"},
+            world.update_task(client_account(3 % self.links), client_number, {"description": f"idle {index}"},
                               author=CLIENT_PERSON)
             at = self.post(3 % self.links, "client", client_number)
             self.quiet()
@@ -508,8 +534,8 @@ def run_bench(plan: BenchPlan, mode: str, workdir: Path | None = None,
         for workers in plan.worker_counts:
             report.pipeline.append(bench.pipeline(pairs, workers))
         bench.set_workers(max(plan.worker_counts))
-        report.api_calls_per_change, report.changes = bench.economy()
-        log(f"economy: {report.api_calls_per_change} calls per change {report.changes}")
+        report.api_calls_per_change, report.calls_by_kind = bench.economy()
+        log(f"economy: {report.api_calls_per_change} calls per change {report.calls_by_kind}")
         report.api_calls_per_event_burst = bench.bursts()
         log(f"bursts: {report.api_calls_per_event_burst} calls per event")
         fair = bench.fairness()

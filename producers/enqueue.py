@@ -8,6 +8,12 @@ Each event also leaves a hint of what it was (``workers.names.hints_key``): the 
 what its events point at (a comment event needs no task read, a field edit no comment list).
 The hint is pushed in the same MULTI that sets the flag, and the job takes the hints in the same
 MULTI that clears it, so a hint is always seen by the job that runs after it.
+
+Bursts: a person saving a task again and again, or Planfix sending a scenario's backlog one
+request after another, would cost one run (a read and a write) per event, since a run takes
+milliseconds. So an event for a task that had one within HOT_WINDOW_MS queues its job
+COALESCE_DELAY_S late: the rest of the burst joins that job, and the burst costs two runs. A
+lone change (the common case) is queued at once.
 """
 
 from __future__ import annotations
@@ -17,11 +23,17 @@ from celery import Celery
 from celery.signals import before_task_publish
 
 from workers.names import (
-    FULL_HINT, STAMP_RECEIVER_UID, SYNC_QUEUE, SYNC_TASK, hints_key, pending_key, stamp_enqueue_time,
+    FULL_HINT, STAMP_RECEIVER_UID, SYNC_QUEUE, SYNC_TASK, hints_key, pending_key, recent_key,
+    stamp_enqueue_time,
 )
 
 # The pending flag must not outlive a lost job for long: after this, a new event queues again.
 PENDING_TTL_S = 900
+# Two events for one task this close together are a burst (people rarely save twice within it;
+# a scenario backlog does).
+HOT_WINDOW_MS = 500
+# How long the job of a burst's second event waits for the rest of the burst to join it.
+COALESCE_DELAY_S = 0.5
 
 before_task_publish.connect(stamp_enqueue_time, weak=False, dispatch_uid=STAMP_RECEIVER_UID)
 
@@ -46,11 +58,14 @@ class Enqueuer:
         pipe = self.redis.pipeline(transaction=True)
         pipe.rpush(hints, hint)
         pipe.expire(hints, PENDING_TTL_S)
+        pipe.set(recent_key(link, side, task), "1", px=HOT_WINDOW_MS, get=True)
         pipe.set(flag, "1", nx=True, ex=PENDING_TTL_S)
-        if not pipe.execute()[-1]:
+        *_, hot, queued = pipe.execute()
+        if not queued:
             return False
         try:
-            self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE)
+            self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE,
+                                  countdown=COALESCE_DELAY_S if hot else None)
         except Exception:
             # No job went out: a flag left behind would swallow this task's events (and the
             # sender's retry of this one) until it expired. Best effort: Redis may be the failure.

@@ -67,7 +67,7 @@ def test_canonical_view_of_a_full_task():
     assert view == {
         "name": "Kick-off", "description": "<p>Plan</p>", "priority": "Urgent",
         "start_date": "01-02-2024 10:30", "end_date": None, "status": 3,
-        "assignees": ["contact:4", "user:2", "user:7"], "parent": 4, "cf:100": 1500, "cf:101": "mail",
+        "assignees": ["contact:4", "user:2", "user:7"], "parent": 4, "cf:100": 1500, "cf:101": "mail", "cf:102": None,
     }
     assert json.loads(json.dumps(view)) == view
 

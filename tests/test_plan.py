@@ -17,6 +17,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "link
 LINK = load_links(EXAMPLE).links[0]
 # The demo link plus the features it does not use: an assignee note field and a value transform.
 NOTED = replace(LINK, sides={**LINK.sides, "client": replace(LINK.sides["client"], assignee_note_field=202)})
+UNNOTED = replace(LINK, sides={**LINK.sides, "client": replace(LINK.sides["client"], assignee_note_field=None)})
 TRANSFORMED = replace(NOTED, fields=replace(LINK.fields, custom=(
     LINK.fields.custom[0], CustomFieldRule(101, 201, "both", None, {"mail": "email", "phone": "call"}))))
 REGISTRY = {("partner", 4): 40, ("client", 40): 4}
@@ -73,7 +74,8 @@ def test_create_puts_everything_mapped_into_the_body():
     }
     assert "status" not in plan.update_body
     assert plan.status_path == (12, 13)  # from the client's initial 11, through the allowed moves
-    assert len(plan.notes) == 1 and "Olga" in plan.notes[0] and plan.parked == ()
+    # The client's note field names Olga on the card: no note comment repeats it.
+    assert plan.notes == () and plan.parked == ()
 
 
 def test_create_leaves_out_empty_values_and_parks_an_unmirrored_parent():
@@ -166,9 +168,16 @@ def test_stand_in_keeps_the_targets_unpaired_people():
 
 
 def test_a_new_mirror_of_the_stand_ins_own_task_gets_a_representative():
-    plan = plan_task_sync(LINK, "partner", view("partner", assignees=["user:2"]), None, None, None, counterpart,
+    plan = plan_task_sync(UNNOTED, "partner", view("partner", assignees=["user:2"]), None, None, None, counterpart,
                           {"user:2": "Pavel"})
     assert plan.update_body["assignees"] == {"users": [{"id": "user:5"}]} and "Pavel" in plan.notes[0]
+
+
+def test_a_note_field_on_the_target_replaces_the_note_comment():
+    plan = plan_task_sync(NOTED, "partner", view("partner", assignees=["user:2"]), None, None, None, counterpart,
+                          {"user:2": "Pavel"})
+    assert plan.update_body["assignees"] == {"users": [{"id": "user:5"}]} and plan.notes == ()
+    assert {"field": {"id": 202}, "value": "Pavel"} in plan.update_body["customFieldData"]
 
 
 def test_assignee_note_field_is_cleared_when_everyone_is_paired():

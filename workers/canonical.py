@@ -26,9 +26,10 @@ from typing import Any
 
 from schemas.links import Link
 
-# Always fetched: identification, routing and the registry markers the sync relies on.
+# Always fetched: identification, routing and the registry markers the sync relies on, and the
+# last comment's date (a task that never had a comment needs no comment list: workers.hints).
 BASE_FIELDS = ("id", "status", "processId", "assignees", "parent", "project", "template",
-               "sourceObjectId", "sourceDataVersion", "dateOfLastUpdate")
+               "sourceObjectId", "sourceDataVersion", "dateOfLastUpdate", "dateOfLastComment")
 # Canonical key -> the Planfix system field(s) it is read from.
 SYSTEM_SOURCES = {
     "name": ("name",),

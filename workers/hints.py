@@ -37,7 +37,7 @@ from workers.names import FULL_HINT
 TASK_EVENTS = ("task_created", "task_changed")
 COMMENT_PREFIX = "comment_added:"
 # Set by the job itself when it re-queues a run that waited for its turn mid-way: RESUME, the
-# run's source reads were kept (workers.tasks) and stand while no new event came; REREAD, it
+# run's reads were kept (workers.tasks) and stand while no new event came; REREAD, it
 # had already written, so the counterpart's snapshot is out of date and must not stand in.
 RESUME = "resume"
 REREAD = "reread"
@@ -115,15 +115,17 @@ class Reads:
     checklist_and_files: bool
 
 
-def extra_reads(hints: Hints, source_changed: bool) -> Reads:
+def extra_reads(hints: Hints, source_changed: bool, has_comments: bool = True) -> Reads:
     """What else a run that read its source task must look at (see the module's assumptions).
 
     SOURCE_CHANGED: the read showed a mapped field changed against the source snapshot.
+    HAS_COMMENTS: the task has had a comment (its dateOfLastComment is set); one that never had
+    any has none to edit or delete, and a new one comes with its own comment event.
     """
     if hints.full:
         return Reads(comments=True, checklist_and_files=True)
     explained = source_changed
-    return Reads(comments=bool(hints.comments) or not explained or hints.task_events > 1,
+    return Reads(comments=bool(hints.comments) or (has_comments and (not explained or hints.task_events > 1)),
                  checklist_and_files=not explained)
 
 

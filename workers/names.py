@@ -49,7 +49,15 @@ def hints_key(link: str, side: str, task: int) -> str:
     return HINTS_KEY.format(link=link, side=side, task=task)
 
 
-# The source reads of a run that waits for its turn mid-way (workers.tasks), taken by its next attempt.
+# Set for a moment by each event of a task (producers.enqueue): one that finds it set is a burst's.
+RECENT_KEY = "crosslink:recent:{link}:{side}:{task}"
+
+
+def recent_key(link: str, side: str, task: int) -> str:
+    return RECENT_KEY.format(link=link, side=side, task=task)
+
+
+# The reads of a run that waits for its turn mid-way (workers.tasks), taken by its next attempt.
 RESUME_KEY = "crosslink:resume:{link}:{side}:{task}"
 
 

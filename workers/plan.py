@@ -128,11 +128,13 @@ class _Planner:
         if self.differs("assignees", wanted_list):
             self.body["assignees"] = {"users": [{"id": person} for person in wanted_list]}
             self.carried.append("assignees")
-        if self.create or "assignees" in self.source_changed:
-            # The real assignee changed even when the stand-in on the target stays the same:
-            # the target side must still learn who works on the task now.
-            self.notes.extend(delegation.notes)
         note_field = self.link.sides[self.target].assignee_note_field
+        if note_field is None and (self.create or "assignees" in self.source_changed):
+            # The real assignee changed even when the stand-in on the target stays the same:
+            # the target side must still learn who works on the task now. Where the target has
+            # a field for the real assignees, that field says it on the card, in the same write;
+            # a comment would repeat it, and cost a request, at every reassignment.
+            self.notes.extend(delegation.notes)
         if note_field is not None:
             text = real_assignee_names(delegation, self.names) or None
             if self.differs(f"cf:{note_field}", text):

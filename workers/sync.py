@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
-from planfix.errors import NotFound, PlanfixError
+from planfix.errors import NotFound, PlanfixError, RateLimited
 from schemas.links import Link
 from workers.attachments import sync_checklist, sync_task_files
 from workers.canonical import canonical_task, in_scope, normalise_value, ref_id, task_fields
@@ -156,7 +156,7 @@ class TaskSync:
 
     def __init__(self, link: Link, side: str, number: int, clients: Mapping[str, PlanfixClient],
                  state: LinkState, writes: WriteOnce, hints: Hints | None = None,
-                 source_reads: Mapping[str, Any] | None = None):
+                 kept_reads: Mapping[str, Any] | None = None):
         self.link = link
         self.hints = hints if hints is not None else Hints(full=True)
         self.side = side
@@ -172,23 +172,23 @@ class TaskSync:
         # A write whose outcome is not simply "applied as sent" (202, per-field failures): the
         # counterpart is read back before its snapshot is saved.
         self._read_back = False
-        # The source side's reads of this run, by call: a run re-queued for its turn mid-way
-        # keeps them (workers.tasks) and the next attempt takes them instead of asking again.
-        self.source_reads: dict[str, Any] = dict(source_reads or {})
+        # This run's reads, by side and call: a run re-queued for its turn mid-way keeps them
+        # (workers.tasks) and its next attempt takes them instead of spending its turn on them
+        # again. The counterpart's are dropped (see run) when a write of the run was sent or an
+        # event of the counterpart's is waiting: then they may be out of date.
+        self.kept_reads: dict[str, Any] = dict(kept_reads or {})
         # Writes sent in this run (any side): a re-queued run that wrote must re-read.
         self.writes_sent = 0
         # Whether a request of this run has been served: see _call.
-        self._admitted = bool(self.source_reads)
+        self._admitted = bool(self.kept_reads)
 
     def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call SIDE's client; list methods are read to the end here, so paging failures are
-        tagged with the side too. The source side's reads are kept by call (see source_reads)."""
+        tagged with the side too. Reads are kept by call (see kept_reads)."""
         read = method.startswith(READ_PREFIXES)
-        key = json.dumps([method, args, kwargs], sort_keys=True, default=str)
-        if read and side == self.side and key in self.source_reads:
-            return self.source_reads[key]
-        if not read:
-            self.writes_sent += 1
+        key = json.dumps([side, method, args, kwargs], sort_keys=True, default=str)
+        if read and key in self.kept_reads:
+            return self.kept_reads[key]
         client = self.clients[side]
         # The run's first request waits for its link's turn in the queue, never in the slot; once
         # admitted, its few further requests may wait up to a turn in it (a run that makes two
@@ -199,11 +199,20 @@ class TaskSync:
             result = getattr(client, method)(*args, **kwargs)
             result = list(result) if isinstance(result, Iterator) else result
         except PlanfixError as exc:
+            # A write our limiter held back was never sent; any other failure may have been.
+            if not read and not (isinstance(exc, RateLimited) and exc.scope == "limiter"):
+                self.writes_sent += 1
             raise SideFailure(side, exc) from exc
+        if not read:
+            self.writes_sent += 1
         self._admitted = True
-        if read and side == self.side and method != "download_file":
-            self.source_reads[key] = result
+        if read and method != "download_file":
+            self.kept_reads[key] = result
         return result
+
+    def _drop_kept_reads(self, side: str) -> None:
+        prefix = json.dumps([side])[:-1] + ","
+        self.kept_reads = {key: value for key, value in self.kept_reads.items() if not key.startswith(prefix)}
 
     # ------------------------------------------------------------------------------------
     def run(self) -> SyncReport:
@@ -228,6 +237,8 @@ class TaskSync:
             self.report.outcome = "out_of_scope"
             return self.report
         self.report.counterpart = counterpart
+        if self.hints.reread or (counterpart is not None and self.state.has_pending(other, counterpart)):
+            self._drop_kept_reads(other)
         source_now = canonical_task(source_raw, link, side)
         source_changed = changed_fields(self.state.snapshot(side, self.number), source_now)
         target_now = None
@@ -289,7 +300,8 @@ class TaskSync:
         for note in plan.notes:
             self._post_note(counterpart, note, occasion)
             self.report.notes += 1
-        reads = extra_reads(self.hints, bool(source_changed))
+        reads = extra_reads(self.hints, bool(source_changed),
+                            has_comments=bool(source_raw.get("dateOfLastComment")))
         if reads.comments:
             self._sync_comments(counterpart, comment_reads(self.hints, listing=not source_changed
                                                            or self.hints.task_events > 1))

@@ -77,13 +77,13 @@ def take_hints(store: redis.Redis, link: str, side: str, number: int) -> list[st
     return [item.decode() if isinstance(item, bytes) else item for item in raw]
 
 
-def keep_source_reads(store: redis.Redis, link: str, side: str, number: int, reads: dict) -> None:
+def keep_reads(store: redis.Redis, link: str, side: str, number: int, reads: dict) -> None:
     if reads:
         store.set(resume_key(link, side, number), json.dumps(reads), ex=RESUME_TTL_S)
 
 
-def take_source_reads(store: redis.Redis, link: str, side: str, number: int, hints: Hints) -> dict:
-    """The source reads a waiting run kept, if its hints say it resumes (no event came since)."""
+def take_kept_reads(store: redis.Redis, link: str, side: str, number: int, hints: Hints) -> dict:
+    """The reads a waiting run kept, if its hints say it resumes (no event came since)."""
     key = resume_key(link, side, number)
     if not hints.resume:
         store.delete(key)
@@ -152,7 +152,7 @@ def _sync(link_name: str, side: str, number: int, attempt: int, carried: Hints |
             return "held"
         clients = {name: rt.client(link, name) for name in link.sides}
         run = TaskSync(link, side, number, clients, state, rt.writes, hints,
-                       source_reads=take_source_reads(rt.redis, link_name, side, number, hints))
+                       kept_reads=take_kept_reads(rt.redis, link_name, side, number, hints))
         report = run.run()
     except LeaseBusy as exc:
         _again(link_name, side, number, decide(exc, attempt, scale), hints)
@@ -161,7 +161,7 @@ def _sync(link_name: str, side: str, number: int, attempt: int, carried: Hints |
         if isinstance(failure.error, RateLimited):
             # Its turn comes later (the limiter holds a slot for this link): keep what the run
             # read, so the next attempt spends the slot on what is left to do.
-            keep_source_reads(rt.redis, link_name, side, number, run.source_reads)
+            keep_reads(rt.redis, link_name, side, number, run.kept_reads)
             hints = hints.waited(wrote=run.writes_sent > 0)
         return _handle_failure(link_name, side, number, attempt, failure, scale, hints)
     except redis.RedisError:

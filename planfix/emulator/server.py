@@ -53,6 +53,9 @@ class EmulatorServer:
     def start(self) -> "EmulatorServer":
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit this on Linux. Without it uvicorn's separate writes of
+        # headers and body meet the client's delayed ACK: every answer took 40 ms more.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, self._requested_port or 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(create_app(self.world), log_level="warning", lifespan="off",
