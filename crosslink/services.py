@@ -117,6 +117,45 @@ class ProducerServer:
             self._thread.join(timeout=10)
 
 
+@dataclass
+class ProducerProcess:
+    """`crosslink producer` as an OS process of its own, as production runs it (the benchmark's
+    producer must not share a Python interpreter, and its GIL, with the load it measures)."""
+
+    env: Mapping[str, str]
+    host: str = "127.0.0.1"
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "ProducerProcess":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "crosslink.cli", "producer", "--host", self.host, "--port", str(self.port)],
+            env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        deadline = time.monotonic() + PRODUCER_START_TIMEOUT_S
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"producer process did not start on {self.url}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
 def run_services(links_path: str, concurrency: int) -> int:
     """`crosslink run`: producer, one worker and the reconciliation scheduler as child
     processes until interrupted (a second `run` elsewhere is harmless: polls take turns)."""

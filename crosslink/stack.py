@@ -24,7 +24,7 @@ from typing import Any
 import redis
 import yaml
 
-from crosslink.services import ProducerServer, WorkerProcess
+from crosslink.services import ProducerProcess, ProducerServer, WorkerProcess
 from planfix.client import PlanfixClient
 from planfix.emulator.server import EmulatorServer
 from planfix.limiter import AccountLimiter
@@ -60,10 +60,12 @@ class LocalStack:
     workers: int = 1
     concurrency: int = 2
     time_scale: float = 0.01
+    # The producer in an OS process of its own (the benchmark) rather than a thread of this one.
+    producer_process: bool = False
     on_line: Callable[[str], None] | None = None
     world: World | None = None
     emulator: EmulatorServer | None = None
-    producer: ProducerServer | None = None
+    producer: ProducerServer | ProducerProcess | None = None
     worker_processes: list[WorkerProcess] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     config: LinksConfig | None = None
@@ -96,7 +98,10 @@ class LocalStack:
             "CROSSLINK_RATE_PER_S": str(rate),
             "CROSSLINK_LOG_JSON": "1",
         }
-        self.producer = ProducerServer(create_app(self.config, self.redis_url, self.env)).start()
+        if self.producer_process:
+            self.producer = ProducerProcess(self.env).start()
+        else:
+            self.producer = ProducerServer(create_app(self.config, self.redis_url, self.env)).start()
         self.point_scenarios_at(self.producer.url)
         for index in range(self.workers):
             self.add_worker(f"w{index + 1}")
