@@ -10,12 +10,10 @@ Counters live for the whole test process, so every check compares a value before
 from __future__ import annotations
 
 import ast
-import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,66 +27,25 @@ from planfix.client import PlanfixClient
 from planfix.errors import AuthError, RateLimited
 from planfix.limiter import AccountLimiter
 from producers.receiver import create_app
-from producers.scenarios import EVENT_BODIES, hook_path, request_auth
-from schemas.links import LinksConfig, parse_links
+from producers.scenarios import hook_path
+from tests.test_receiver import ENV, SECRETS, auth_headers, client, config, post  # noqa: F401 - fixtures too
 from workers.state import LinkState
 from workers.telemetry import RUN_OUTCOMES, fresh_directory, job_context
 
 ROOT = Path(__file__).resolve().parents[1]
-LINKS_YAML = """\
-links:
-  - name: mlink
-    sides:
-      partner:
-        base_url: https://mlink-partner.planfix.com/rest
-        account: mpartner
-        token_env: MLINK_P_TOKEN
-        webhook_secret_env: MLINK_P_SECRET
-        webhook_auth: header
-        integration_user: "user:1"
-        scope: {project: 10}
-      client:
-        base_url: https://mlink-client.planfix.com/rest
-        account: mclient
-        token_env: MLINK_C_TOKEN
-        webhook_secret_env: MLINK_C_SECRET
-        webhook_auth: basic
-        integration_user: "user:1"
-        scope: {project: 20}
-    statuses:
-      partner_to_client: {1: 11}
-      client_to_partner: {11: 1}
-"""
-# Recognisable secrets: any of them in the exposition text is a leak.
-ENV = {"MLINK_P_SECRET": "mlink-partner-s3cret-5a1e", "MLINK_C_SECRET": "mlink-client-s3cret-c0de",
-       "MLINK_P_TOKEN": "mlink-partner-token-77f1", "MLINK_C_TOKEN": "mlink-client-token-9b2d"}
 # Seeded in tests/conftest.py EMULATOR_SEED.
 PARTNER_TOKEN = "tok-partner-sync"
 WRONG_TOKEN = "tok-wrong-0123456789"
 
 
 @pytest.fixture
-def config() -> LinksConfig:
-    return parse_links(LINKS_YAML, "metrics-links.yaml")
+def producer(client: TestClient) -> TestClient:
+    """The receiver of tests/test_receiver.py: links alpha and beta, recognisable secrets."""
+    return client
 
 
-@pytest.fixture
-def producer(config, redis_url) -> Iterator[TestClient]:
-    app = create_app(config, redis_url, ENV)
-    with TestClient(app) as test_client:
-        yield test_client
-    app.state.receiver.enqueuer.close()
-
-
-def hook(client: TestClient, side: str, body: str, secret: str | None = None):
-    mode = "header" if side == "partner" else "basic"
-    secret = ENV["MLINK_P_SECRET" if side == "partner" else "MLINK_C_SECRET"] if secret is None else secret
-    return client.post(hook_path("mlink", side), content=body,
-                       headers={"Content-Type": "application/json", **request_auth(mode, secret)})
-
-
-def event(name: str, task: int) -> str:
-    return EVENT_BODIES[name].replace("{{Задача.Номер}}", str(task))
+def event(name: str, task: int) -> dict:
+    return {"event": name, "task": task}
 
 
 def scrape(client: TestClient) -> str:
@@ -107,7 +64,7 @@ def value(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def webhooks(text: str, outcome: str, side: str = "partner", link: str = "mlink") -> float:
+def webhooks(text: str, outcome: str, side: str = "partner", link: str = "alpha") -> float:
     return value(text, "crosslink_webhooks_total", link=link, side=side, outcome=outcome) or 0.0
 
 
@@ -116,12 +73,13 @@ def webhooks(text: str, outcome: str, side: str = "partner", link: str = "mlink"
 
 def test_webhooks_are_counted_by_link_side_and_outcome(producer):
     before = scrape(producer)
-    assert hook(producer, "partner", event("task_changed", 5)).status_code == 200
-    assert hook(producer, "partner", event("task_changed", 5)).status_code == 200  # coalesced
-    assert hook(producer, "client", event("task_created", 6)).status_code == 200
-    assert hook(producer, "partner", "{not json at all").status_code == 200  # rejected, visibly
-    assert hook(producer, "partner", json.dumps({"event": "test", "task": 1})).status_code == 200  # doctor's
-    assert hook(producer, "partner", event("task_changed", 5), secret="wrong-secret").status_code == 401
+    assert post(producer, "alpha", "partner", event("task_changed", 5)).status_code == 200
+    assert post(producer, "alpha", "partner", event("task_changed", 5)).status_code == 200  # coalesced
+    assert post(producer, "alpha", "client", event("task_created", 6)).status_code == 200
+    assert post(producer, "alpha", "partner", "{not json at all").status_code == 200  # rejected, visibly
+    assert post(producer, "alpha", "partner", event("test", 1)).status_code == 200  # crosslink doctor's
+    assert post(producer, "alpha", "partner", event("task_changed", 5),
+                headers=auth_headers("wrong-secret", "header")).status_code == 401
     assert producer.post(hook_path("nolink", "partner"), content="{}").status_code == 404
     after = scrape(producer)
 
@@ -138,31 +96,32 @@ def test_webhooks_are_counted_by_link_side_and_outcome(producer):
 
 def test_an_unreachable_redis_is_counted_as_unavailable_and_the_scrape_still_answers(config):
     app = create_app(config, f"redis://127.0.0.1:{free_port()}/0", ENV)  # nothing listens there
-    with TestClient(app) as client:
-        before = scrape(client)
-        assert hook(client, "client", event("task_changed", 9)).status_code == 503
-        after = scrape(client)
+    with TestClient(app) as unready:
+        before = scrape(unready)
+        assert post(unready, "alpha", "client", event("task_changed", 9)).status_code == 503
+        after = scrape(unready)
     assert webhooks(after, "unavailable", "client") - webhooks(before, "unavailable", "client") == 1
     assert value(after, "crosslink_redis_up") == 0
     assert value(after, "crosslink_queue_jobs", queue="crosslink.sync") is None
 
 
 def test_queue_depth_age_dead_letters_and_lag_are_read_from_redis_at_scrape(producer, redis_client):
-    assert hook(producer, "partner", event("task_changed", 41)).status_code == 200
-    assert hook(producer, "client", event("task_changed", 42)).status_code == 200
-    state = LinkState(redis_client, "mlink")
-    state.dead_letter({"link": "mlink", "side": "partner", "task": 43}, "HTTP 400", time.time())
+    assert post(producer, "alpha", "partner", event("task_changed", 41)).status_code == 200
+    assert post(producer, "beta", "client", event("task_changed", 42)).status_code == 200
+    state = LinkState(redis_client, "alpha")
+    state.dead_letter({"link": "alpha", "side": "partner", "task": 43}, "HTTP 400", time.time())
     time.sleep(0.2)
     text = scrape(producer)
     assert value(text, "crosslink_redis_up") == 1
     assert value(text, "crosslink_queue_jobs", queue="crosslink.sync") == 2  # no worker takes them
     assert 0.2 <= value(text, "crosslink_queue_oldest_job_age_seconds", queue="crosslink.sync") < 30
-    assert value(text, "crosslink_dead_letters", link="mlink") == 1
-    assert value(text, "crosslink_parked_events", link="mlink") == 0
-    assert value(text, "crosslink_link_lag_seconds", link="mlink") is None  # never synced yet
+    assert (value(text, "crosslink_dead_letters", link="alpha"), value(text, "crosslink_dead_letters", link="beta")) \
+        == (1, 0)
+    assert value(text, "crosslink_parked_events", link="alpha") == 0
+    assert value(text, "crosslink_link_lag_seconds", link="alpha") is None  # never synced yet
 
     state.mark_synced(time.time() - 120)
-    assert 120 <= value(scrape(producer), "crosslink_link_lag_seconds", link="mlink") < 150
+    assert 120 <= value(scrape(producer), "crosslink_link_lag_seconds", link="alpha") < 150
 
 
 def test_planfix_requests_are_counted_by_account_and_status_and_no_secret_is_exposed(
@@ -174,7 +133,7 @@ def test_planfix_requests_are_counted_by_account_and_status_and_no_secret_is_exp
     with PlanfixClient(emulator_server.base_url("partner"), WRONG_TOKEN, account="partner",
                        read_retries=0) as bad, pytest.raises(AuthError):
         bad.ping()
-    hook(producer, "partner", event("task_changed", 5), secret="wrong-" + ENV["MLINK_C_SECRET"])
+    post(producer, "alpha", "partner", event("task_changed", 5), headers=auth_headers(ENV["BETA_P_SECRET"], "header"))
     after = scrape(producer)
 
     def requests(status: str) -> float:
@@ -183,7 +142,7 @@ def test_planfix_requests_are_counted_by_account_and_status_and_no_secret_is_exp
 
     assert (requests("200"), requests("401")) == (2, 1)
     assert value(after, "crosslink_planfix_request_duration_seconds_count", account="partner") >= 3
-    for secret in [*ENV.values(), PARTNER_TOKEN, WRONG_TOKEN]:
+    for secret in [*SECRETS.values(), PARTNER_TOKEN, WRONG_TOKEN]:
         assert secret not in after
 
 
