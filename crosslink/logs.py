@@ -28,7 +28,7 @@ _QUERY_TOKEN = re.compile(r"(?i)(access_token=)[^&\s\"']+")
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
-# Context fields that a JSON line carries when the record has them (set via `extra=`).
+# Context fields that a JSON line carries when the record has them (`extra=`, or a provider).
 CONTEXT_FIELDS = ("link", "side", "task", "event", "job", "account", "comment", "counterpart")
 
 _context_providers: list[Callable[[], Mapping[str, Any]]] = []

@@ -22,6 +22,7 @@ of outcome words: never a token, a secret, a URL or anything a webhook sender ch
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +32,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+log = logging.getLogger("crosslink.metrics")
 
 # --- moved as things happen ---------------------------------------------------------------------
 
@@ -67,15 +70,34 @@ LIMITER_WAIT_SECONDS = Counter(
 UNREACHABLE, TIMEOUT, TRANSPORT_ERROR = "unreachable", "timeout", "transport_error"
 
 
+_unrecorded = False
+
+
+def _not_recorded(exc: OSError) -> None:
+    """A worker's values live in files (see use_multiprocess_values): one that cannot be written
+    (its directory removed under a long-running worker by a /tmp cleaner) costs a count, never
+    the request or the sync run being counted. Said once per process."""
+    global _unrecorded
+    if not _unrecorded:
+        _unrecorded = True
+        log.warning("metrics not recorded in this process: %s", exc)
+
+
 def planfix_request(account: str, status: int | str, started: float) -> None:
     """Count one request to ACCOUNT answered with STATUS, sent at monotonic time STARTED."""
-    PLANFIX_REQUESTS.labels(account=account, status=str(status)).inc()
-    PLANFIX_REQUEST_SECONDS.labels(account=account).observe(max(0.0, time.monotonic() - started))
+    try:
+        PLANFIX_REQUESTS.labels(account=account, status=str(status)).inc()
+        PLANFIX_REQUEST_SECONDS.labels(account=account).observe(max(0.0, time.monotonic() - started))
+    except OSError as exc:
+        _not_recorded(exc)
 
 
 def limiter_wait(account: str, reason: str, seconds: float) -> None:
-    LIMITER_WAITS.labels(account=account, reason=reason).inc()
-    LIMITER_WAIT_SECONDS.labels(account=account, reason=reason).inc(max(0.0, seconds))
+    try:
+        LIMITER_WAITS.labels(account=account, reason=reason).inc()
+        LIMITER_WAIT_SECONDS.labels(account=account, reason=reason).inc(max(0.0, seconds))
+    except OSError as exc:
+        _not_recorded(exc)
 
 
 # --- read from Redis at scrape time -------------------------------------------------------------

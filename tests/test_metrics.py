@@ -194,6 +194,34 @@ def test_counts_of_forked_processes_are_summed_by_the_process_that_serves_them(t
                  kind="noop", outcome="done") == 3
 
 
+LOST_DIRECTORY = """
+import multiprocessing, shutil, sys
+from crosslink import metrics
+
+metrics.use_multiprocess_values(sys.argv[1])
+shutil.rmtree(sys.argv[1])  # what a /tmp cleaner may do under a worker running for weeks
+
+def run():
+    metrics.planfix_request("partner", 200, 0.0)
+    metrics.limiter_wait("partner", "rate", 1.0)
+
+child = multiprocessing.get_context("fork").Process(target=run)
+child.start()
+child.join()
+sys.exit(child.exitcode)
+"""
+
+
+def test_a_count_that_cannot_be_written_never_fails_what_it_counts(tmp_path):
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    result = subprocess.run([sys.executable, "-c", LOST_DIRECTORY, str(directory)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("metrics not recorded") == 1, result.stderr
+
+
 def test_a_worker_sweeps_the_metrics_directories_of_dead_workers(tmp_path):
     dead = tmp_path / "4194305"  # above Linux's largest pid_max: no such process
     alive = tmp_path / str(os.getppid())
