@@ -37,6 +37,11 @@ log = logging.getLogger("crosslink.metrics")
 
 # --- moved as things happen ---------------------------------------------------------------------
 
+# A run is a few requests at Planfix's 1 request/s, plus what it may wait for the limiter in its slot.
+SYNC_RUN_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Planfix answers within a few seconds; the workers' client gives up after 10 s (workers/runtime.py).
+PLANFIX_REQUEST_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
+
 WEBHOOKS = Counter(
     "crosslink_webhooks", "Webhook requests the producer answered, by link side and outcome "
     "(accepted, coalesced, rejected, test, unauthorized, unavailable; unknown for a link or side "
@@ -49,14 +54,14 @@ SYNC_RUNS = Counter(
     ["link", "side", "kind", "outcome"])
 SYNC_RUN_SECONDS = Histogram(
     "crosslink_sync_run_duration_seconds", "How long one sync job ran in its worker slot, by link.",
-    ["link"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+    ["link"], buckets=SYNC_RUN_BUCKETS_S)
 PLANFIX_REQUESTS = Counter(
     "crosslink_planfix_requests", "Requests sent to a Planfix account, by account and HTTP status "
     "(unreachable, timeout or transport_error when no answer came).",
     ["account", "status"])
 PLANFIX_REQUEST_SECONDS = Histogram(
     "crosslink_planfix_request_duration_seconds", "How long a Planfix request took, by account.",
-    ["account"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
+    ["account"], buckets=PLANFIX_REQUEST_BUCKETS_S)
 LIMITER_WAITS = Counter(
     "crosslink_limiter_waits", "Times the account limiter told a client to wait, by account and "
     "reason (rate, daily_quota).",
