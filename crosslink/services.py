@@ -36,8 +36,8 @@ class WorkerProcess:
     env: Mapping[str, str]
     concurrency: int = 2
     name: str = "w1"
-    metrics_port: int | None = None
     on_line: Callable[[str], None] | None = None
+    metrics_port: int | None = None
     lines: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
