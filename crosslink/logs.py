@@ -3,6 +3,11 @@
 Every secret the process loads (API tokens, webhook secrets) is registered here, and a filter
 replaces it wherever it would appear in a record, as a last line of defence behind code that
 never logs secrets in the first place. Bearer and Basic credentials are masked by pattern too.
+
+A line's context (link, side, task, event, job) comes from the record's `extra=`, and where the
+code that logs cannot know it, from context providers a process registers (`add_context`): a
+worker registers one that names the Celery job running now (workers/telemetry.py), so a Planfix
+client's warning deep inside a sync run still says which job and which task it belongs to.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import re
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 REDACTED = "***"
@@ -22,14 +28,23 @@ _QUERY_TOKEN = re.compile(r"(?i)(access_token=)[^&\s\"']+")
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
-# Context fields that a JSON line carries when the record has them (set via `extra=`).
+# Context fields that a JSON line carries when the record has them (`extra=`, or a provider).
 CONTEXT_FIELDS = ("link", "side", "task", "event", "job", "account", "comment", "counterpart")
+
+_context_providers: list[Callable[[], Mapping[str, Any]]] = []
 
 
 def register_secret(value: str | None) -> None:
     if value and len(value) >= MIN_SECRET_LEN:
         with _secrets_lock:
             _secrets.add(value)
+
+
+def add_context(provider: Callable[[], Mapping[str, Any]]) -> None:
+    """Register PROVIDER: called for every record, what it returns fills context fields the
+    record does not set itself (idempotent)."""
+    if provider not in _context_providers:
+        _context_providers.append(provider)
 
 
 def redact(text: str) -> str:
@@ -51,6 +66,21 @@ class RedactingFilter(logging.Filter):
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
+        return True
+
+
+class ContextFilter(logging.Filter):
+    """Fills the record's missing context fields from the registered providers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for provider in _context_providers:
+            try:
+                fields = provider()
+            except Exception:  # noqa: BLE001 - a log line must never fail for want of its context
+                continue
+            for name, value in fields.items():
+                if name in CONTEXT_FIELDS and not hasattr(record, name):
+                    setattr(record, name, value)
         return True
 
 
@@ -91,6 +121,7 @@ def configure(level: str = "INFO", json_lines: bool = True, stream: Any = None) 
             root.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler._crosslink = True  # type: ignore[attr-defined]
+    handler.addFilter(ContextFilter())
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root.addHandler(handler)

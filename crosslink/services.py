@@ -30,12 +30,14 @@ PRODUCER_START_TIMEOUT_S = 15.0
 
 @dataclass
 class WorkerProcess:
-    """One `celery worker` OS process; its log lines go to `on_line` (and are kept)."""
+    """One `celery worker` OS process; its log lines go to `on_line` (and are kept). With
+    METRICS_PORT its main process serves /metrics there (on loopback)."""
 
     env: Mapping[str, str]
     concurrency: int = 2
     name: str = "w1"
     on_line: Callable[[str], None] | None = None
+    metrics_port: int | None = None
     lines: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
@@ -45,8 +47,12 @@ class WorkerProcess:
                 "-c", str(self.concurrency), "--pool", "prefork", "-n", f"{self.name}@%h",
                 "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
         self._ready.clear()
+        env = {**os.environ, **self.env}
+        if self.metrics_port is not None:
+            env.update(CROSSLINK_WORKER_METRICS_HOST="127.0.0.1",
+                       CROSSLINK_WORKER_METRICS_PORT=str(self.metrics_port))
         self.process = subprocess.Popen(
-            args, env={**os.environ, **self.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1, start_new_session=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
@@ -54,6 +60,10 @@ class WorkerProcess:
             self.stop()
             raise RuntimeError("celery worker did not become ready:\n" + "\n".join(self.lines[-30:]))
         return self
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def _pump(self) -> None:
         assert self.process is not None and self.process.stdout is not None

@@ -29,6 +29,9 @@ class Settings:
     # How long the broker holds a job a dead worker took before delivering it again (Celery's
     # Redis visibility timeout); only the chaos suite shortens it, to see redelivery in seconds.
     visibility_timeout_s: float = 3600.0
+    # Where each worker's main process serves its /metrics (workers/telemetry.py); port 0: nowhere.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 9540
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -45,6 +48,8 @@ class Settings:
             daily_quota=int(env.get("CROSSLINK_DAILY_QUOTA", "20000")),
             reconcile_period_s=float(env.get("CROSSLINK_RECONCILE_PERIOD_S", "60")),
             visibility_timeout_s=float(env.get("CROSSLINK_VISIBILITY_TIMEOUT_S", "3600")),
+            worker_metrics_host=env.get("CROSSLINK_WORKER_METRICS_HOST", "127.0.0.1"),
+            worker_metrics_port=int(env.get("CROSSLINK_WORKER_METRICS_PORT", "9540")),
         )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 import yaml
 
+from crosslink.embedded_redis import free_port
 from crosslink.services import ProducerProcess, ProducerServer, WorkerProcess
 from planfix.client import PlanfixClient
 from planfix.emulator.server import EmulatorServer
@@ -120,8 +121,9 @@ class LocalStack:
             self.world.set_scenarios(account, scenarios)
 
     def add_worker(self, name: str) -> WorkerProcess:
+        # Each worker its own metrics port: several serve side by side on this machine.
         worker = WorkerProcess(env=self.env, concurrency=self.concurrency, name=name,
-                               on_line=self.on_line).start()
+                               on_line=self.on_line, metrics_port=free_port()).start()
         self.worker_processes.append(worker)
         return worker
 

@@ -9,7 +9,9 @@ Why a client of our own rather than ad-hoc httpx calls in the workers:
   may already exist in Planfix (API-NOTES section 1, "Do not blindly retry creates"): the caller
   gets TransientError(maybe_applied=True) and checks before writing again;
 - the token travels only in the Authorization header; it never appears in a log record, an
-  exception message or repr().
+  exception message or repr();
+- every request sent and every wait the limiter names is counted here, once, by account
+  (crosslink.metrics), whichever process the client lives in.
 
 Paths are written exactly as the spec writes them, trailing slashes on creates included.
 """
@@ -24,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from crosslink import metrics
 from planfix.errors import (
     Applied,
     FieldFailure,
@@ -167,6 +170,7 @@ class PlanfixClient:
             if permit.go:
                 return
             wait_s = permit.wait_ms / 1000.0
+            metrics.limiter_wait(self.account, permit.reason, wait_s)
             if not self.sleep_on_limit or wait_s > self.max_limit_sleep_s:
                 raise RateLimited(
                     f"{operation}: limiter says wait {permit.wait_ms} ms ({permit.reason})",
@@ -198,15 +202,19 @@ class PlanfixClient:
             response = self.http.request(method, url, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Nothing reached Planfix: even a write is known not to be applied.
+            metrics.planfix_request(self.account, metrics.UNREACHABLE, started)
             raise TransientError(f"{operation}: cannot connect ({type(exc).__name__})",
                                  operation=operation, maybe_applied=False) from None
         except httpx.TimeoutException as exc:
+            metrics.planfix_request(self.account, metrics.TIMEOUT, started)
             raise TransientError(f"{operation}: no answer within {self.timeout} s "
                                  f"({type(exc).__name__})", operation=operation,
                                  maybe_applied=is_write) from None
         except httpx.TransportError as exc:
+            metrics.planfix_request(self.account, metrics.TRANSPORT_ERROR, started)
             raise TransientError(f"{operation}: connection failed ({type(exc).__name__})",
                                  operation=operation, maybe_applied=is_write) from None
+        metrics.planfix_request(self.account, response.status_code, started)
         elapsed_ms = (time.monotonic() - started) * 1000
         log.debug("planfix %s -> %d in %.0f ms", operation, response.status_code, elapsed_ms,
                   extra={"account": self.account})

@@ -51,9 +51,12 @@ class Enqueuer:
         self.redis = redis.Redis.from_url(redis_url)
         self.celery = make_celery(redis_url)
 
-    def sync(self, link: str, side: str, task: int, hint: str = FULL_HINT) -> bool:
+    def sync(self, link: str, side: str, task: int, hint: str = FULL_HINT,
+             job_id: str | None = None) -> bool:
         """Queue a sync of SIDE's TASK unless one is already waiting; True if queued. HINT says
-        what changed (workers.names.event_hint); callers that do not know ask for a full look."""
+        what changed (workers.names.event_hint); callers that do not know ask for a full look.
+        JOB_ID, when given, is the Celery task id the job gets (the producer logs it, so an
+        event can be followed into the worker's log lines)."""
         flag, hints = pending_key(link, side, task), hints_key(link, side, task)
         pipe = self.redis.pipeline(transaction=True)
         pipe.rpush(hints, hint)
@@ -64,7 +67,7 @@ class Enqueuer:
         if not queued:
             return False
         try:
-            self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE,
+            self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE, task_id=job_id,
                                   countdown=COALESCE_DELAY_S if hot else None)
         except Exception:
             # No job went out: a flag left behind would swallow this task's events (and the

@@ -12,7 +12,9 @@ Per (link, side, task) at most one sync job is queued (producers.enqueue). Produ
 task name and never import worker code.
 
 ``/healthz`` says the process answers; ``/readyz`` says it can take webhooks, which needs Redis
-(``crosslink health producer`` and the compose health check call it).
+(``crosslink health producer`` and the compose health check call it). ``/metrics`` is the
+Prometheus exposition (crosslink.metrics): every webhook is counted by link, side and outcome, and
+the queue, dead letters and each link's lag are read from Redis when it is scraped.
 """
 
 from __future__ import annotations
@@ -23,17 +25,20 @@ import hmac
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import redis
 from marshmallow import ValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from crosslink import metrics
 from producers.enqueue import Enqueuer
 from producers.payload import PayloadError, parse_body
 from producers.scenarios import BASIC_USER, SECRET_HEADER
@@ -58,6 +63,12 @@ PREVIEW_CHARS = 500
 # the orchestrator nothing, and compose's own probe timeout is a few seconds.
 READY_REDIS_TIMEOUT_S = 2.0
 _schema = WebhookEventSchema()
+
+# What each outcome of a webhook (crosslink_webhooks_total) answers.
+ACCEPTED, COALESCED, REJECTED, TEST = "accepted", "coalesced", "rejected", "test"
+UNAUTHORIZED, UNAVAILABLE, UNKNOWN = "unauthorized", "unavailable", "unknown"
+# The outcomes not answered 200, and what they are answered instead.
+REFUSALS = {UNAUTHORIZED: ("unauthorized", 401), UNAVAILABLE: ("queue unavailable, send again later", 503)}
 
 
 @dataclass(frozen=True)
@@ -105,21 +116,30 @@ class Receiver:
         side = request.path_params["side"]
         auth = self.auth.get((link_name, side))
         if auth is None:
+            # The path is the sender's choice: it never becomes a label value.
+            metrics.WEBHOOKS.labels(link="", side="", outcome=UNKNOWN).inc()
             return PlainTextResponse("unknown link or side", status_code=404)
         if not authenticate(request, auth):
             log.warning("webhook refused: authentication failed", extra={"link": link_name, "side": side})
-            return PlainTextResponse("unauthorized", status_code=401)
-        try:
-            return await self._take(request, link_name, side)
-        except redis.RedisError as exc:
-            # Nothing was queued or recorded: not 200, so that Planfix sends it again later
-            # (and pauses the account's requests for three minutes; losing the event is worse).
-            log.warning("webhook not taken, Redis unavailable: %s", type(exc).__name__,
-                        extra={"link": link_name, "side": side})
-            return PlainTextResponse("queue unavailable, send again later", status_code=503)
+            outcome = UNAUTHORIZED
+        else:
+            try:
+                outcome = await self._take(request, link_name, side)
+            except redis.RedisError as exc:
+                # Nothing was queued or recorded: not 200, so that Planfix sends it again later
+                # (and pauses the account's requests for three minutes; losing the event is worse).
+                log.warning("webhook not taken, Redis unavailable: %s", type(exc).__name__,
+                            extra={"link": link_name, "side": side})
+                outcome = UNAVAILABLE
+        metrics.WEBHOOKS.labels(link=link_name, side=side, outcome=outcome).inc()
+        if outcome in REFUSALS:
+            text, status = REFUSALS[outcome]
+            return PlainTextResponse(text, status_code=status)
+        return JSONResponse({"result": "ok"}, status_code=200)
 
-    async def _take(self, request: Request, link_name: str, side: str) -> Response:
-        """Queue (or reject, visibly) an authenticated request's event; 200 either way."""
+    async def _take(self, request: Request, link_name: str, side: str) -> str:
+        """Queue (or reject, visibly) an authenticated request's event; its outcome, which is
+        answered 200 whatever it is."""
         content_type = request.headers.get("content-type")
         raw, too_big = (b"", False) if request.method == "GET" else await _read_capped(request)
         if not raw.strip() and not too_big and request.query_params:
@@ -128,25 +148,34 @@ class Receiver:
         if too_big:
             await run_in_threadpool(self._reject, link_name, side,
                                     f"body over {MAX_BODY_BYTES} bytes", raw[:PREVIEW_CHARS])
-            return _ok()
+            return REJECTED
         try:
             event = _schema.load(parse_body(raw, content_type))
         except (PayloadError, ValidationError) as exc:
             reason = str(exc.messages if isinstance(exc, ValidationError) else exc)
             await run_in_threadpool(self._reject, link_name, side, reason, raw[:PREVIEW_CHARS])
-            return _ok()
-        queued = await run_in_threadpool(self._enqueue, link_name, side, event)
-        log.info("webhook accepted", extra={"link": link_name, "side": side, "task": event["task"],
-                                            "event": event["event"], "job": "queued" if queued else "coalesced"})
-        return _ok()
-
-    def _enqueue(self, link: str, side: str, event: dict) -> bool:
-        """Queue a sync job unless one is already waiting for this task; True if queued."""
+            return REJECTED
+        context = {"link": link_name, "side": side, "task": event["task"], "event": event["event"]}
         if event["event"] == "test":
-            self.redis.set(key_for_test_event(link, side), json.dumps({**event, "at": time.time()}),
-                           ex=TEST_EVENT_TTL_S)
-            return False
-        return self.enqueuer.sync(link, side, event["task"], event_hint(event["event"], event.get("comment")))
+            await run_in_threadpool(self._keep_test_event, link_name, side, event)
+            log.info("webhook test event kept for crosslink doctor", extra=context)
+            return TEST
+        # The job's Celery id, chosen here so that this line and the worker's lines share it.
+        job = str(uuid.uuid4())
+        if not await run_in_threadpool(self._enqueue, link_name, side, event, job):
+            log.info("webhook coalesced: a sync of this task is already queued", extra=context)
+            return COALESCED
+        log.info("webhook accepted", extra={**context, "job": job})
+        return ACCEPTED
+
+    def _keep_test_event(self, link: str, side: str, event: dict) -> None:
+        self.redis.set(key_for_test_event(link, side), json.dumps({**event, "at": time.time()}),
+                       ex=TEST_EVENT_TTL_S)
+
+    def _enqueue(self, link: str, side: str, event: dict, job: str) -> bool:
+        """Queue a sync job with id JOB unless one is already waiting for this task; True if queued."""
+        return self.enqueuer.sync(link, side, event["task"], event_hint(event["event"], event.get("comment")),
+                                  job_id=job)
 
     def _reject(self, link: str, side: str, reason: str, preview: bytes) -> None:
         record = {"link": link, "side": side, "reason": reason, "at": time.time(),
@@ -171,10 +200,6 @@ async def _read_capped(request: Request) -> tuple[bytes, bool]:
             return b"".join(chunks), True
         chunks.append(chunk)
     return b"".join(chunks), False
-
-
-def _ok() -> Response:
-    return JSONResponse({"result": "ok"}, status_code=200)
 
 
 def key_for_test_event(link: str, side: str) -> str:
@@ -202,6 +227,14 @@ def create_app(config: LinksConfig, redis_url: str, env: Mapping[str, str]) -> S
             return JSONResponse({"status": "not ready", "redis": type(exc).__name__}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    # The state gauges read Redis through the readiness probe's client: the same short deadline.
+    exposition = metrics.Exposition(REGISTRY, metrics.StateCollector(ready_probe, receiver.links))
+
+    async def metrics_endpoint(_: Request) -> Response:
+        """This process's counters and the pipeline's state read from Redis now."""
+        body = await run_in_threadpool(generate_latest, exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
@@ -212,6 +245,7 @@ def create_app(config: LinksConfig, redis_url: str, env: Mapping[str, str]) -> S
         Route("/hooks/{link}/{side}", receiver.hook, methods=["POST", "PUT", "GET"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
     ])
     app.state.receiver = receiver
     return app

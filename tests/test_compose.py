@@ -213,12 +213,43 @@ def test_worker_scales():
         assert key not in worker, f"worker has {key}: `--scale worker=N` replicas would clash"
 
 
+def healthcheck(service: str) -> list[str]:
+    """The words of SERVICE's health check command (CMD as given; CMD-SHELL as sh would split it)."""
+    kind, *words = services()[service]["healthcheck"]["test"]
+    assert kind in ("CMD", "CMD-SHELL"), kind
+    return argv(words[0]) if kind == "CMD-SHELL" else argv(words)
+
+
+@pytest.mark.parametrize("service", ["producer", "worker"])
+def test_healthchecks_are_crosslink_health_and_parse(service):
+    words = healthcheck(service)
+    assert words[:3] == ["crosslink", "health", service]
+    result = run_help(words)
+    assert result.returncode == 0, f"{shlex.join(words)} --help\n{result.stdout}{result.stderr}"
+
+
 def test_producer_healthcheck_probes_the_port_it_listens_on():
     producer = services()["producer"]
     port = option_value(argv(producer["command"]), "--port")
-    assert f"http://127.0.0.1:{port}/healthz" in " ".join(producer["healthcheck"]["test"])
+    assert option_value(healthcheck("producer"), "--url") == f"http://127.0.0.1:{port}"
     assert all(interpolate(mapping).endswith(f":{port}") for mapping in producer["ports"])
     assert option_value(argv(producer["command"]), "--host") == "0.0.0.0"
+
+
+def test_worker_healthcheck_asks_for_its_own_replicas_heartbeat():
+    """Without --worker any replica's beat would do, and a hung replica would look healthy. A
+    worker started without -n is the Celery node celery@<hostname>, and Docker sets HOSTNAME."""
+    assert "-n" not in argv(services()["worker"]["command"])
+    assert option_value(healthcheck("worker"), "--worker") == "celery@$HOSTNAME"
+
+
+def test_worker_metrics_listen_on_the_container_network_at_the_port_exposed():
+    worker = services()["worker"]
+    environment = {name: interpolate(str(value)) for name, value in worker["environment"].items()}
+    settings = Settings.from_env(environment)
+    assert (settings.worker_metrics_host, settings.redis_url) == ("0.0.0.0", "redis://redis:6379/0")
+    assert [str(port) for port in worker["expose"]] == [str(settings.worker_metrics_port)]
+    assert settings.worker_metrics_port != 0
 
 
 # --- the demo ---------------------------------------------------------------------------------

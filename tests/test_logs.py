@@ -44,3 +44,25 @@ def test_json_lines_carry_context_and_hide_secrets_in_exceptions(captured):
     assert line["link"] == "acme" and line["task"] == 5 and line["level"] == "error"
     assert "s3cret-webhook-value" not in stream.getvalue()
     assert "RuntimeError" in line["exc"]
+
+
+def test_context_providers_fill_what_a_line_does_not_say_and_never_break_logging(captured):
+    from crosslink import logs
+
+    def running_job():
+        return {"job": "job-42", "link": "from-provider", "password": "not a context field"}
+
+    def broken():
+        raise RuntimeError("a provider with a bug")
+
+    logs.add_context(broken)
+    logs.add_context(running_job)
+    try:
+        log = logging.getLogger("crosslink.test")
+        log.info("deep inside a run", extra={"link": "acme"})
+    finally:
+        logs._context_providers[:] = [p for p in logs._context_providers if p not in (broken, running_job)]
+    line = json.loads(captured.getvalue().strip().splitlines()[-1])
+    assert line["job"] == "job-42"
+    assert line["link"] == "acme"  # what the code said wins over the provider
+    assert "password" not in line

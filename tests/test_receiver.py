@@ -457,3 +457,16 @@ def test_a_post_with_its_variables_in_the_url_is_read_from_the_query(client, red
     response = client.post("/hooks/alpha/partner?task=31&event=task_changed", headers=signed("alpha", "partner"))
     assert response.status_code == 200
     assert queued(redis_client) == [["alpha", "partner", 31]]
+
+
+def test_the_webhook_log_line_names_link_side_task_event_and_the_queued_jobs_id(client, redis_client, caplog):
+    """The job id is the Celery id of the message queued, so the worker's lines (which carry the
+    running job's id) can be found from the producer's."""
+    caplog.set_level(logging.INFO, logger="crosslink.producer")
+    post(client, "alpha", "partner", {"event": "task_changed", "task": 12})
+    post(client, "alpha", "partner", {"event": "comment_added", "task": 12, "comment": 3})
+    accepted, coalesced = [record for record in caplog.records if record.name == "crosslink.producer"]
+    envelope = json.loads(redis_client.lindex(SYNC_QUEUE, -1))
+    assert (accepted.link, accepted.side, accepted.task, accepted.event) == ("alpha", "partner", 12, "task_changed")
+    assert accepted.job == envelope["headers"]["id"]
+    assert (coalesced.task, coalesced.event) == (12, "comment_added") and not hasattr(coalesced, "job")

@@ -124,6 +124,10 @@ class DeadLetters:
             return []
         return [json.loads(raw) for raw in self.redis.hmget(LETTERS, ids) if raw is not None]
 
+    def count(self) -> int:
+        """How many letters this link has (one ZCARD: a metrics scrape reads it every time)."""
+        return int(self.redis.zcard(self._index))
+
     def blocked_by(self, side: str, task: int) -> str | None:
         """The id of the letter SIDE's TASK waits behind, if any."""
         value = self.redis.hget(self._blocked, f"{side}:{int(task)}")

@@ -182,6 +182,9 @@ class LinkState:
         return [{**letter["event"], "reason": letter["reason"], "at": letter["at"]}
                 for letter in DeadLetters(self.redis, self.link).letters()]
 
+    def dead_letter_count(self) -> int:
+        return DeadLetters(self.redis, self.link).count()
+
     def mark_synced(self, at: float) -> None:
         self.redis.hset(self._key("last-sync"), self.link, at)
 

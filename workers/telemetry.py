@@ -1,0 +1,168 @@
+"""What a worker tells an operator: its /metrics, and which job each of its log lines belongs to.
+
+Metrics. Celery's prefork pool runs jobs in child processes, so each child counts in its own
+memory, while a scrape must see the worker's sum. A port per child would give Prometheus a target
+per process that changes whenever a child is replaced; a child pushing its values to the main
+process would be a protocol of our own. So the worker uses prometheus_client's multiprocess mode,
+built for exactly this: every process keeps its values in mmapped files in one directory, and
+the worker's main process (it never runs a job, and lives as long as the worker) sums those files
+whenever it is scraped, from a small HTTP server on CROSSLINK_WORKER_METRICS_PORT, one target per
+worker container. What keeps that robust:
+- each worker's main process makes its own fresh directory before its pool forks (celeryd_init)
+  and removes it on a clean shutdown: a directory shared with another worker, or left by an
+  earlier run, would add their counts (or a reused pid's file) to this one's. Directories left by
+  a worker that was killed are swept at the next start;
+- only counters and histograms live in the files; a child that died (a crash, a kill,
+  max-tasks-per-child) keeps its file, so its counts stay in the sum, as a counter's must. No
+  gauge lives in a file (those would need mark_process_dead): the gauges are read from Redis at
+  scrape time (crosslink.metrics.StateCollector), right whichever process answers;
+- the server starts once the pool has forked (worker_ready); a port already taken is logged and
+  the worker runs on without metrics rather than not at all.
+
+Logs. A logging context provider names the Celery job running in this process, and for a sync job
+its link, side and task, in every line logged while it runs (crosslink.logs.add_context), however
+deep in the code the line comes from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import states
+from celery._state import get_current_task
+from celery.signals import celeryd_init, task_postrun, task_prerun, worker_ready, worker_shutdown
+from prometheus_client import start_http_server
+
+from crosslink import metrics
+from crosslink.logs import add_context
+from crosslink.settings import get_settings
+from schemas.links import load_links
+from workers.names import SYNC_TASK
+
+log = logging.getLogger("crosslink.worker")
+
+# Every worker's metrics directory is a pid-named folder below this one.
+METRICS_ROOT = Path(tempfile.gettempdir()) / "crosslink-worker-metrics"
+# What a sync job's result says about it, for crosslink_sync_runs_total's outcome label. A result
+# not listed here counts as "other", a job that raised (Redis gone: rejected) as "error".
+RUN_OUTCOMES = {
+    **dict.fromkeys(("created", "updated", "noop", "out_of_scope", "missing"), "done"),
+    **dict.fromkeys(("locked", "lease-busy", "rate-limited", "busy", "retrying", "verifying"), "requeued"),
+    **dict.fromkeys(("parked", "held"), "parked"),
+    "dead": "dead",
+}
+
+_directory: Path | None = None
+_server: Any = None
+_started: dict[str, float] = {}
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+def job_context() -> dict[str, Any]:
+    """The running Celery job's id, and a sync job's link, side and task; {} outside a job."""
+    task = get_current_task()
+    request = getattr(task, "request", None)
+    job = getattr(request, "id", None)
+    if not job:
+        return {}
+    context: dict[str, Any] = {"job": job}
+    args = list(getattr(request, "args", None) or ())
+    if task.name == SYNC_TASK and len(args) >= 3:
+        context.update(link=args[0], side=args[1], task=args[2])
+    return context
+
+
+add_context(job_context)
+
+
+# --- sync runs ------------------------------------------------------------------------------------
+
+@task_prerun.connect
+def _job_started(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    if task is not None and task.name == SYNC_TASK and task_id:
+        _started[task_id] = time.monotonic()
+
+
+@task_postrun.connect
+def _job_finished(task_id: str | None = None, task: Any = None, args: Any = None, retval: Any = None,
+                  state: str | None = None, **_: Any) -> None:
+    """Count a finished sync job by link, side, what it returned and what that means."""
+    if task is None or task.name != SYNC_TASK:
+        return
+    started = _started.pop(task_id or "", None)
+    link, side = (list(args or ()) + ["", ""])[:2]
+    if state == states.SUCCESS and isinstance(retval, str):
+        kind, outcome = retval, RUN_OUTCOMES.get(retval, "other")
+    else:
+        kind, outcome = str(state or "unknown").lower(), "error"
+    metrics.SYNC_RUNS.labels(link=str(link), side=str(side), kind=kind, outcome=outcome).inc()
+    if started is not None:
+        metrics.SYNC_RUN_SECONDS.labels(link=str(link)).observe(time.monotonic() - started)
+
+
+# --- the metrics server ---------------------------------------------------------------------------
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fresh_directory(root: Path = METRICS_ROOT, pid: int | None = None) -> Path:
+    """An empty metrics directory for worker PID below ROOT, after sweeping those of dead workers."""
+    pid = os.getpid() if pid is None else pid
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in root.iterdir():
+        if entry.name.isdigit() and (int(entry.name) == pid or not _alive(int(entry.name))):
+            shutil.rmtree(entry, ignore_errors=True)
+    directory = root / str(pid)
+    directory.mkdir()
+    return directory
+
+
+@celeryd_init.connect
+def _prepare_metrics(**_: Any) -> None:
+    """In the worker's main process, before the pool forks: values go to files from now on."""
+    global _directory
+    if get_settings().worker_metrics_port:
+        _directory = fresh_directory()
+        metrics.use_multiprocess_values(str(_directory))
+
+
+@worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    global _server
+    if _directory is None or _server is not None:
+        return
+    settings = get_settings()
+    registry = metrics.multiprocess_registry(str(_directory))
+    links = [link.name for link in load_links(settings.links_path).links]
+    registry.register(metrics.StateCollector(metrics.scrape_redis(settings.redis_url), links))
+    host, port = settings.worker_metrics_host, settings.worker_metrics_port
+    try:
+        _server, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        log.warning("worker metrics not served: cannot listen on %s:%d (%s)", host, port, exc)
+        return
+    log.info("worker metrics at http://%s:%d/metrics", host, port)
+
+
+@worker_shutdown.connect
+def _stop_metrics(**_: Any) -> None:
+    global _server
+    if _server is not None:
+        _server.shutdown()
+        _server = None
+    if _directory is not None:
+        shutil.rmtree(_directory, ignore_errors=True)
