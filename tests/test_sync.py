@@ -18,7 +18,9 @@ from planfix.client import PlanfixClient
 from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
 from schemas.links import load_links
-from workers.canonical import canonical_task
+from workers.canonical import canonical_task, task_fields
+from workers.hints import Hints
+from workers.names import pending_key
 from workers.idempotency import WriteOnce
 from workers.state import LinkState
 from workers.sync import TaskSync, expected_view
@@ -47,8 +49,12 @@ class Pair:
         self.state = LinkState(redis_client, "demo")
         self.writes = WriteOnce(redis_client)
 
-    def sync(self, side: str, number: int):
-        return TaskSync(self.link, side, number, self.clients, self.state, self.writes).run()
+    def sync(self, side: str, number: int, hints: Hints | None = None, kept_reads: dict | None = None):
+        return TaskSync(self.link, side, number, self.clients, self.state, self.writes, hints,
+                        kept_reads=kept_reads).run()
+
+    def requests(self) -> int:
+        return sum(len(self.world.requests(account)) for account in ("partner", "client"))
 
     def view(self, side: str, number: int) -> dict:
         raw = self.world.get_task(side, number, "id,name,description,status,assignees,parent,100,101,200,201,202")
@@ -194,3 +200,88 @@ def test_a_person_moving_the_new_mirror_before_the_run_ends_is_carried_back(pair
     assert pair.state.snapshot("client", report.counterpart)["status"] == 11  # the initial status
     assert pair.sync("client", report.counterpart).statuses == [4]
     assert pair.view("partner", number)["status"] == 4
+
+
+# --- API economy: what a run spends, by what its events were (workers.hints) ---------------------
+
+EDIT = Hints(full=False, task_events=1)
+
+
+def spent(pair: Pair, run) -> tuple[object, int]:
+    before = pair.requests()
+    report = run()
+    return report, pair.requests() - before
+
+
+def test_a_new_task_costs_a_read_and_a_create(pair):
+    number = pair.world.create_task("partner", {"name": "Economy", "processId": 1, "project": {"id": 10}},
+                                    author=PAVEL)
+    report, calls = spent(pair, lambda: pair.sync("partner", number, Hints(full=False, task_events=1)))
+    assert report.outcome == "created" and calls == 2
+    # No read-back, yet the counterpart's snapshot is what the emulator holds.
+    assert pair.state.snapshot("client", report.counterpart) == pair.view("client", report.counterpart)
+
+
+def test_an_edit_the_source_owns_costs_a_read_and_a_write(pair):
+    number, copy_ = mirrored_task(pair, "Owned edit")
+    pair.world.update_task("partner", number, {"name": "Owned edit, renamed"}, author=PAVEL)   # partner owns names
+    report, calls = spent(pair, lambda: pair.sync("partner", number, EDIT))
+    assert report.fields == ["name"] and calls == 2
+    assert pair.view("client", copy_)["name"] == "Owned edit, renamed"
+    assert pair.state.snapshot("client", copy_) == pair.view("client", copy_)
+
+
+def test_an_edit_of_a_field_the_other_side_owns_reads_the_owner_first(pair):
+    number, copy_ = mirrored_task(pair, "Contested")
+    pair.world.update_task("client", copy_, {"description": "<p>client</p>"}, author=MARAT)
+    pair.world.update_task("partner", number, {"description": "<p>partner</p>"}, author=PAVEL)
+    report, calls = spent(pair, lambda: pair.sync("partner", number, EDIT))
+    # The client owns descriptions and changed it too: read, and its value is not overwritten.
+    assert calls == 2 and "description" not in report.fields
+    assert pair.view("client", copy_)["description"] == "<p>client</p>"
+
+
+def test_a_counterpart_with_a_waiting_event_is_read_not_assumed(pair, redis_client):
+    number, copy_ = mirrored_task(pair, "Waiting")
+    pair.world.update_task("client", copy_, {"priority": "Urgent"}, author=MARAT)
+    redis_client.set(pending_key("demo", "client", copy_), "1")
+    pair.world.update_task("partner", number, {"priority": "Urgent"}, author=PAVEL)
+    report, calls = spent(pair, lambda: pair.sync("partner", number, EDIT))
+    # Read (the snapshot says NotUrgent, the client already says Urgent): nothing to write.
+    assert calls == 2 and report.fields == []
+
+
+def test_a_comment_event_reads_that_comment_and_writes_its_mirror(pair):
+    number, copy_ = mirrored_task(pair, "Commented")
+    comment = pair.world.add_comment("partner", number, {"description": "<p>hello</p>"}, author=PAVEL)
+    report, calls = spent(pair, lambda: pair.sync("partner", number, Hints(full=False, comments=(comment,))))
+    assert report.comments_created == 1 and calls == 2
+
+
+def test_a_field_edit_reads_no_comments_checklist_or_files_but_an_unexplained_event_does(pair):
+    number, copy_ = mirrored_task(pair, "Explained")
+    pair.world.add_comment("partner", number, {"description": "<p>first</p>"}, author=PAVEL)
+    pair.sync("partner", number)
+    pair.world.update_task("partner", number, {"name": "Explained, renamed"}, author=PAVEL)
+    _, calls = spent(pair, lambda: pair.sync("partner", number, EDIT))
+    assert calls == 2
+    comment = pair.world.list_task_comments("partner", number, {"fields": "id", "typeList": "All"})[0]["id"]
+    pair.world.update_comment("partner", comment, {"description": "<p>first, edited</p>"}, author=PAVEL)
+    report, calls = spent(pair, lambda: pair.sync("partner", number, EDIT))
+    # Nothing mapped changed: the edit is found by listing comments (and checklist and files).
+    assert report.comments_updated == 1 and calls == 5
+
+
+def test_a_resumed_run_answers_each_kept_read_once(pair):
+    number, copy_ = mirrored_task(pair, "Resumed")
+    pair.world.update_task("partner", number, {"name": "Resumed, renamed"}, author=PAVEL)
+    first = TaskSync(pair.link, "partner", number, pair.clients, pair.state, pair.writes, EDIT)
+    first._call("partner", "get_task", number, fields=task_fields(pair.link, "partner"))
+    kept = first.kept_reads
+    assert len(kept) == 1
+    report, calls = spent(pair, lambda: pair.sync("partner", number, EDIT.waited(wrote=False), kept))
+    assert report.fields == ["name"] and calls == 1          # the write only
+    # A run that had written resumes nothing: its reads may predate its own write.
+    pair.world.update_task("partner", number, {"name": "Resumed, again"}, author=PAVEL)
+    _, calls = spent(pair, lambda: pair.sync("partner", number, EDIT.waited(wrote=True), kept))
+    assert calls == 3                                        # read both sides again, then write

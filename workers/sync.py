@@ -173,21 +173,24 @@ class TaskSync:
         # counterpart is read back before its snapshot is saved.
         self._read_back = False
         # This run's reads, by side and call: a run re-queued for its turn mid-way keeps them
-        # (workers.tasks) and its next attempt takes them instead of spending its turn on them
-        # again. The counterpart's are dropped (see run) when a write of the run was sent or an
-        # event of the counterpart's is waiting: then they may be out of date.
-        self.kept_reads: dict[str, Any] = dict(kept_reads or {})
+        # (workers.tasks), and its next attempt (RESUMED) answers each of those calls once from
+        # them instead of spending its turn on it again; a later call (a read-back after a
+        # write) goes to Planfix. None are resumed after the run had written (hints.reread), and
+        # not the counterpart's while an event of its own waits (see run): they may be stale.
+        self.kept_reads: dict[str, Any] = {}
+        self._resumed: dict[str, Any] = {} if self.hints.reread else dict(kept_reads or {})
         # Writes sent in this run (any side): a re-queued run that wrote must re-read.
         self.writes_sent = 0
         # Whether a request of this run has been served: see _call.
-        self._admitted = bool(self.kept_reads)
+        self._admitted = bool(self._resumed)
 
     def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call SIDE's client; list methods are read to the end here, so paging failures are
         tagged with the side too. Reads are kept by call (see kept_reads)."""
         read = method.startswith(READ_PREFIXES)
         key = json.dumps([side, method, args, kwargs], sort_keys=True, default=str)
-        if read and key in self.kept_reads:
+        if read and key in self._resumed:
+            self.kept_reads[key] = self._resumed.pop(key)
             return self.kept_reads[key]
         client = self.clients[side]
         # The run's first request waits for its link's turn in the queue, never in the slot; once
@@ -210,9 +213,9 @@ class TaskSync:
             self.kept_reads[key] = result
         return result
 
-    def _drop_kept_reads(self, side: str) -> None:
+    def _forget_resumed(self, side: str) -> None:
         prefix = json.dumps([side])[:-1] + ","
-        self.kept_reads = {key: value for key, value in self.kept_reads.items() if not key.startswith(prefix)}
+        self._resumed = {key: value for key, value in self._resumed.items() if not key.startswith(prefix)}
 
     # ------------------------------------------------------------------------------------
     def run(self) -> SyncReport:
@@ -237,8 +240,8 @@ class TaskSync:
             self.report.outcome = "out_of_scope"
             return self.report
         self.report.counterpart = counterpart
-        if self.hints.reread or (counterpart is not None and self.state.has_pending(other, counterpart)):
-            self._drop_kept_reads(other)
+        if counterpart is not None and self.state.has_pending(other, counterpart):
+            self._forget_resumed(other)
         source_now = canonical_task(source_raw, link, side)
         source_changed = changed_fields(self.state.snapshot(side, self.number), source_now)
         target_now = None
