@@ -58,6 +58,8 @@ FAULT_WINDOW_S = (1.5, 4.0)
 # Shares of requests hit while an emulator fault window is open: high enough to hit many jobs,
 # low enough that retries get through.
 FAULT_SHARE = 0.3
+# How long a fault window is held open past its drawn length for the fault to meet a request.
+FAULT_WINDOW_HOLD_S = 15.0
 SLOW_S = 0.4
 # While the "429" fault is on, the emulator serves this many requests per second per account.
 FAULT_RATE_PER_S = 3.0
@@ -435,18 +437,29 @@ class Chaos:
         self.redis.restart()
         self.report.redis_restarts += 1
 
-    def _emulator_window(self, **faults: Any) -> None:
+    def _emulator_window(self, hit_status: int | None = None, **faults: Any) -> None:
+        """Turn FAULTS on in every account for a window; with HIT_STATUS, keep them on past it
+        (up to FAULT_WINDOW_HOLD_S) until some request was answered with it. The sync spends
+        few requests, and a window that met none (say, while Redis restarted) proves nothing."""
         world = self.stack.world
         accounts = self.accounts()  # every account: a window on one that sees no traffic proves nothing
         self.trace(f"emulator faults {faults} on {accounts}")
+        hits_before = self._answered(hit_status) if hit_status else 0
         for account in accounts:
             world.set_faults(account, seed=self.fault_rng.random(), **faults)
         time.sleep(self.fault_rng.uniform(*FAULT_WINDOW_S))
+        deadline = time.monotonic() + FAULT_WINDOW_HOLD_S
+        while hit_status and self._answered(hit_status) == hits_before and time.monotonic() < deadline:
+            time.sleep(0.2)
         for account in accounts:
             world.set_faults(account)
 
+    def _answered(self, status: int) -> int:
+        return sum(1 for account in self.accounts() for entry in self.stack.world.requests(account)
+                   if entry["status"] == status)
+
     def _fault_error_500(self) -> None:
-        self._emulator_window(error_500=FAULT_SHARE)
+        self._emulator_window(hit_status=500, error_500=FAULT_SHARE)
 
     def _fault_busy_202(self) -> None:
         self._emulator_window(busy_202=FAULT_SHARE)
@@ -455,13 +468,17 @@ class Chaos:
         self._emulator_window(slow=FAULT_SHARE, slow_s=SLOW_S)
 
     def _fault_quota(self) -> None:
-        self._emulator_window(quota_exhausted=True, quota_reset_s=QUOTA_RESET_S)
+        self._emulator_window(hit_status=403, quota_exhausted=True, quota_reset_s=QUOTA_RESET_S)
 
     def _fault_rate_429(self) -> None:
         world = self.stack.world
         account = self.fault_rng.choice(self.accounts())
+        hits_before = self._answered(429)
         world.set_limits(account, rate_per_s=FAULT_RATE_PER_S, daily_quota=DAILY_QUOTA)
         time.sleep(self.fault_rng.uniform(*FAULT_WINDOW_S))
+        deadline = time.monotonic() + FAULT_WINDOW_HOLD_S
+        while self._answered(429) == hits_before and time.monotonic() < deadline:
+            time.sleep(0.2)
         world.set_limits(account, rate_per_s=RATE_PER_S, daily_quota=DAILY_QUOTA)
 
     def _fault_webhook_dropped(self) -> None:
