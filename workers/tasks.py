@@ -59,7 +59,7 @@ def requeue(link: str, side: str, number: int, delay_s: float, attempt: int = 0,
             hints: Hints | None = None) -> None:
     """Queue the task's sync again; HINTS (what its events were) travel along, none = full look."""
     kwargs: dict = {"attempt": attempt}
-    if hints is not None and not hints.full:
+    if hints is not None:
         kwargs["hints"] = hints.encode()
     app.send_task(SYNC_TASK, args=[link, side, number], kwargs=kwargs,
                   queue=SYNC_QUEUE, countdown=max(0.0, delay_s))
