@@ -97,7 +97,7 @@ class BenchPlan:
 
     @classmethod
     def full(cls) -> "BenchPlan":
-        return cls(pipeline_rates=(50, 100, 150, 200, 250, 300, 350, 400, 450, 500), pipeline_probe_s=10.0,
+        return cls(pipeline_rates=(50, 100, 125, 150, 175, 200, 250, 300, 400), pipeline_probe_s=10.0,
                    pipeline_sustain_s=60.0, pipeline_tasks=600, worker_counts=(1, 2),
                    economy_changes=120, bursts=20, fair_links=50, fair_events_per_link=4,
                    idle_samples=20)
@@ -340,7 +340,11 @@ class Bench:
                 break
             best = (rate, latencies)
         if best is not None:
-            ok, latencies = self._offer(pairs, best[0], self.plan.pipeline_sustain_s, seq)
+            try:
+                ok, latencies = self._offer(pairs, best[0], self.plan.pipeline_sustain_s, seq)
+            except RuntimeError as exc:  # did not drain: not sustained, said so in the figures
+                self.log(f"pipeline {workers}w {best[0]}/s for {self.plan.pipeline_sustain_s:.0f} s: {exc}")
+                ok, latencies = False, []
             figures.tried[f"{best[0]} for {self.plan.pipeline_sustain_s:.0f} s"] = ok
             if ok:
                 figures.pipeline_events_per_s = float(best[0])
