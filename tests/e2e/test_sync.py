@@ -40,7 +40,7 @@ def mirror(stack, side, number):
 
 
 def task(stack, side, number):
-    return stack.world.get_task(side, number, "id,name,description,status,assignees,endDateTime,parent,100,101,200,201,202")
+    return stack.world.get_task(side, number, "id,name,description,status,assignees,endDateTime,parent,100,101,102,200,201,202")
 
 
 def custom(task_view, field_id):
