@@ -33,7 +33,6 @@ import http.client
 import json
 import logging
 import math
-import statistics
 import tempfile
 import threading
 import time
@@ -53,8 +52,8 @@ from producers.scenarios import BASIC_USER, SECRET_HEADER, hook_path, scenarios_
 
 # Planfix's documented limit (API-NOTES section 1), for the limited phases.
 PLANFIX_RATE_PER_S = 1.0
-# The people who make changes in the emulator's seed accounts (chaos.py uses the same).
-PARTNER_PERSON, CLIENT_PERSON = 2, 5
+# The client person who makes the changes in the emulator's seed accounts (chaos.py uses the same).
+CLIENT_PERSON = 5
 CLIENT_PEOPLE = (5, 6)
 CLIENT_PROCESS = 3
 PARTNER_PROCESS = 1

@@ -27,11 +27,6 @@ from workers.sync import ADMISSION_LIMIT_WAIT_S
 # "maybe applied" and checked before it is retried.
 HTTP_TIMEOUT_S = 10.0
 HTTP_POOL = httpx.Limits(max_connections=20, max_keepalive_connections=10)
-# A run waits for its link's turn in the queue, not in a worker slot: the limiter holds a
-# reservation for the link and the job is re-queued until then (workers.tasks); each run sets
-# how long its requests may wait inside the slot (workers.sync: ADMISSION/FOLLOW_UP_LIMIT_WAIT_S),
-# starting from the admission wait.
-INLINE_LIMIT_WAIT_S = ADMISSION_LIMIT_WAIT_S
 
 
 @dataclass
@@ -74,9 +69,11 @@ class Runtime:
             conf = link.sides[side]
             token = conf.token(self.env)
             register_secret(token)
+            # Each run sets how long its requests may wait for the limiter inside the worker
+            # slot (workers.sync): a run's first request never waits for its link's turn here.
             self._clients[key] = PlanfixClient(
                 conf.base_url, token, account=conf.account, limiter=self.limiter, http=self.http,
-                timeout=HTTP_TIMEOUT_S, sleep_on_limit=True, max_limit_sleep_s=INLINE_LIMIT_WAIT_S,
+                timeout=HTTP_TIMEOUT_S, sleep_on_limit=True, max_limit_sleep_s=ADMISSION_LIMIT_WAIT_S,
                 lane=link.name,
             )
         return self._clients[key]
