@@ -52,8 +52,11 @@ def make_app(redis_url: str, reconcile_period_s: float = 60.0,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options(visibility_timeout_s),
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Task events are Flower's: it turns them on in every worker when it starts (its
+        # --enable_events, on by default). Without Flower they would cost a worker a fifth of
+        # its CPU per job for nobody.
+        worker_send_task_events=False,
+        task_send_sent_event=False,
         beat_schedule={
             "crosslink-reconcile": {
                 "task": RECONCILE_TICK,
