@@ -94,20 +94,18 @@ def repair_jobs(link: Any, drift: Iterable[Any]) -> list[tuple[str, int]]:
 
 
 def wait_quiet(redis_url: str, link_name: str, timeout_s: float) -> bool:
-    """Wait until the sync queue is empty, nothing is unacknowledged and no job of LINK_NAME is
-    pending, for QUIET_LOOKS looks in a row; False on timeout."""
+    """Wait until no sync work of LINK_NAME is left (crosslink.operations.work_waiting), for
+    QUIET_LOOKS looks in a row; False on timeout."""
     import redis
 
-    from workers.names import SYNC_QUEUE
+    from crosslink.operations import work_waiting
 
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout_s
     calm = 0
     try:
         while time.monotonic() < deadline:
-            busy = (client.llen(SYNC_QUEUE) + client.hlen("unacked")
-                    or next(client.scan_iter(f"crosslink:pending:{link_name}:*", count=1000), None))
-            calm = 0 if busy else calm + 1
+            calm = 0 if work_waiting(client, link_name) else calm + 1
             if calm >= QUIET_LOOKS:
                 return True
             time.sleep(QUIET_POLL_S)

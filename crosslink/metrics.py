@@ -48,9 +48,9 @@ WEBHOOKS = Counter(
     "that is not configured, with empty link and side).",
     ["link", "side", "outcome"])
 SYNC_RUNS = Counter(
-    "crosslink_sync_runs", "Sync jobs a worker finished, by link side, kind (what the run returned: "
-    "created, updated, noop, parked, rate-limited, dead, ...) and outcome (done, requeued, parked, "
-    "dead, error).",
+    "crosslink_sync_runs", "Sync runs of a task a worker finished (a batch job makes several), by link "
+    "side, kind (what the run returned: created, updated, noop, parked, rate-limited, dead, ...) and "
+    "outcome (done, requeued, parked, dead, error).",
     ["link", "side", "kind", "outcome"])
 SYNC_RUN_SECONDS = Histogram(
     "crosslink_sync_run_duration_seconds", "How long one sync job ran in its worker slot, by link.",

@@ -13,8 +13,17 @@ from crosslink.logs import register_secret
 from planfix.client import PlanfixClient
 from planfix.limiter import AccountLimiter
 from schemas.links import Link, load_links
+from workers.names import SYNC_QUEUE
 from workers.state import LinkState, parse_marker
 
+
+def work_waiting(client: redis.Redis, link: str = "*") -> bool:
+    """Whether any sync work of LINK (every link by default) is left: jobs queued or running,
+    a task whose run is pending, or tasks claimed by a batch job (one that died leaves them)."""
+    if client.llen(SYNC_QUEUE) or client.hlen("unacked"):
+        return True
+    return any(next(client.scan_iter(pattern, count=1000), None) is not None
+               for pattern in (f"crosslink:pending:{link}:*", f"crosslink:claims:{link}:*"))
 
 
 def link_status(links_path: str, redis_url: str) -> list[dict[str, Any]]:

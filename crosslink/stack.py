@@ -25,6 +25,7 @@ import redis
 import yaml
 
 from crosslink.embedded_redis import free_port
+from crosslink.operations import work_waiting
 from crosslink.services import ProducerProcess, ProducerServer, WorkerProcess
 from planfix.client import PlanfixClient
 from planfix.emulator.server import EmulatorServer
@@ -35,7 +36,6 @@ from planfix.emulator.world import World
 from producers.receiver import create_app
 from producers.scenarios import scenarios_for_side
 from schemas.links import LinksConfig, load_links
-from workers.names import SYNC_QUEUE
 from workers.state import parse_marker
 
 # How often the quiet check looks, and how many looks in a row must find nothing to do.
@@ -179,11 +179,10 @@ class LocalStack:
         assert self.world is not None
         client = redis.Redis.from_url(self.redis_url)
         try:
-            queued = client.llen(SYNC_QUEUE) + client.hlen("unacked")
-            pending = next(client.scan_iter("crosslink:pending:*", count=1000), None) is not None
+            waiting = work_waiting(client)
         finally:
             client.close()
-        return bool(queued or pending or not self.world.wait_deliveries_idle(0))
+        return waiting or not self.world.wait_deliveries_idle(0)
 
     def wait_quiet(self, timeout: float = 120.0) -> bool:
         """Wait until nothing is in flight for a few looks in a row; False on timeout."""

@@ -70,6 +70,8 @@ CHECKLIST_FIELDS = ("id", "name", "isDone", "parent")
 
 # Planfix list endpoints return at most 100 items per page (API-NOTES section 1).
 MAX_PAGE_SIZE = 100
+# get_tasks asks for fewer tasks than a page holds, so its answer is one short page, one request.
+TASKS_PER_READ = MAX_PAGE_SIZE - 1
 # Jittered exponential backoff between read retries: first wait ~0.25 s, never above 4 s,
 # so three retries fit inside a worker's patience without hammering a sick server.
 RETRY_BASE_S = 0.25
@@ -357,6 +359,20 @@ class PlanfixClient:
         if filters:
             body["filters"] = [dict(item) for item in filters]
         return self._pages("/task/list", "POST /task/list", body, "tasks", page_size)
+
+    def get_tasks(self, numbers: Iterable[int],
+                  fields: str | Iterable[str | int] = TASK_SYNC_FIELDS) -> dict[int, dict[str, Any]]:
+        """The tasks NUMBERS, by number, with one POST /task/list per TASKS_PER_READ of them
+        (filter 57, "task number", takes a list). A task missing from the answer is missing
+        from the result: deleted, or out of the token's sight (GET /task/{id} tells which)."""
+        wanted = sorted({int(number) for number in numbers})
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(wanted), TASKS_PER_READ):
+            chunk = wanted[start:start + TASKS_PER_READ]
+            for task in self.list_tasks([{"type": 57, "operator": "equal", "value": chunk}], fields=fields):
+                if task.get("id") is not None:
+                    found[int(task["id"])] = task
+        return found
 
     # ==========================================================================================
     # Comments

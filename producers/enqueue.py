@@ -14,17 +14,26 @@ request after another, would cost one run (a read and a write) per event, since 
 milliseconds. So an event for a task that had one within HOT_WINDOW_MS queues its job
 COALESCE_DELAY_S late: the rest of the burst joins that job, and the burst costs two runs. A
 lone change (the common case) is queued at once.
+
+Batches: a lone change does not get a job of its own either. Its task joins its link side's dirty
+set, and one batch job (workers.tasks.sync_batch) syncs the tasks waiting there with one read of
+their source tasks; only the event that finds no batch job queued sends one. Under load a job
+then serves many events, so neither Celery nor Planfix is paid per event. All of it (the hint,
+the burst marker, the pending flag, the dirty set, the batch flag) is decided in one Lua script,
+one round trip.
 """
 
 from __future__ import annotations
+
+import uuid
 
 import redis
 from celery import Celery
 from celery.signals import before_task_publish
 
 from workers.names import (
-    FULL_HINT, STAMP_RECEIVER_UID, SYNC_QUEUE, SYNC_TASK, hints_key, pending_key, recent_key,
-    stamp_enqueue_time,
+    FULL_HINT, STAMP_RECEIVER_UID, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key,
+    pending_key, recent_key, stamp_enqueue_time,
 )
 
 # The pending flag must not outlive a lost job for long: after this, a new event queues again.
@@ -34,6 +43,31 @@ PENDING_TTL_S = 900
 HOT_WINDOW_MS = 500
 # How long the job of a burst's second event waits for the rest of the burst to join it.
 COALESCE_DELAY_S = 0.5
+
+# KEYS: hints, recent, pending, dirty, batch. ARGV: hint, pending TTL (s), hot window (ms), task,
+# job id. Returns {what, job}: COALESCED (a run of this task is already waiting), BURST (send the
+# task's own job, late), JOINED (the task joined the batch job JOB, already queued) or BATCH
+# (send batch job JOB).
+_ENQUEUE_LUA = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local hot = redis.call('SET', KEYS[2], '1', 'PX', ARGV[3], 'GET')
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then
+  return {0, false}
+end
+if hot then
+  return {1, false}
+end
+local clock = redis.call('TIME')
+redis.call('ZADD', KEYS[4], 'NX', tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000), ARGV[4])
+local queued = redis.call('GET', KEYS[5])
+if queued then
+  return {2, queued}
+end
+redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[2])
+return {3, ARGV[5]}
+"""
+COALESCED, BURST, JOINED, BATCH = 0, 1, 2, 3
 
 before_task_publish.connect(stamp_enqueue_time, weak=False, dispatch_uid=STAMP_RECEIVER_UID)
 
@@ -50,34 +84,55 @@ class Enqueuer:
     def __init__(self, redis_url: str):
         self.redis = redis.Redis.from_url(redis_url)
         self.celery = make_celery(redis_url)
+        self._enqueue = self.redis.register_script(_ENQUEUE_LUA)
 
-    def sync(self, link: str, side: str, task: int, hint: str = FULL_HINT,
-             job_id: str | None = None) -> bool:
-        """Queue a sync of SIDE's TASK unless one is already waiting; True if queued. HINT says
-        what changed (workers.names.event_hint); callers that do not know ask for a full look.
-        JOB_ID, when given, is the Celery task id the job gets (the producer logs it, so an
-        event can be followed into the worker's log lines)."""
-        flag, hints = pending_key(link, side, task), hints_key(link, side, task)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.rpush(hints, hint)
-        pipe.expire(hints, PENDING_TTL_S)
-        pipe.set(recent_key(link, side, task), "1", px=HOT_WINDOW_MS, get=True)
-        pipe.set(flag, "1", nx=True, ex=PENDING_TTL_S)
-        *_, hot, queued = pipe.execute()
-        if not queued:
-            return False
+    def sync(self, link: str, side: str, task: int, hint: str = FULL_HINT) -> bool:
+        """Queue a sync of SIDE's TASK unless one is already waiting; True if queued (see queue)."""
+        return self.queue(link, side, task, hint) is not None
+
+    def queue(self, link: str, side: str, task: int, hint: str = FULL_HINT,
+              job_id: str | None = None) -> str | None:
+        """Queue a sync of SIDE's TASK unless one is already waiting: the Celery id of the job that
+        will run it (JOB_ID when this event sends the job), None when one was already waiting.
+        HINT says what changed (workers.names.event_hint); callers that do not know ask for a
+        full look. The producer logs the id, so an event can be followed into the worker's lines."""
+        job_id = job_id or str(uuid.uuid4())
+        flag, batch = pending_key(link, side, task), batch_key(link, side)
+        what, queued = self._enqueue(
+            keys=[hints_key(link, side, task), recent_key(link, side, task), flag, dirty_key(link, side), batch],
+            args=[hint, PENDING_TTL_S, HOT_WINDOW_MS, task, job_id])
+        if what == COALESCED:
+            return None
+        if what == JOINED:
+            return queued.decode() if isinstance(queued, bytes) else str(queued)
         try:
-            self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE, task_id=job_id,
-                                  countdown=COALESCE_DELAY_S if hot else None)
+            if what == BURST:
+                self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE, task_id=job_id,
+                                      countdown=COALESCE_DELAY_S)
+            else:
+                self.celery.send_task(SYNC_BATCH, args=[link, side], queue=SYNC_QUEUE, task_id=job_id)
         except Exception:
-            # No job went out: a flag left behind would swallow this task's events (and the
-            # sender's retry of this one) until it expired. Best effort: Redis may be the failure.
+            # No job went out: flags left behind would swallow this task's events (and the
+            # sender's retry of this one) until they expired. Best effort: Redis may be the
+            # failure. A task left in the dirty set goes with the side's next batch.
             try:
-                self.redis.delete(flag)
+                self.redis.delete(flag, *([batch] if what == BATCH else []))
             except redis.RedisError:
                 pass
             raise
-        return True
+        return job_id
+
+    def send_batch(self, link: str, side: str) -> str | None:
+        """Send a batch job for SIDE if tasks wait in its dirty set or claims (a batch job that
+        died leaves its tasks claimed, to be claimed again once the claims lapse) and none is
+        queued: its id, or None."""
+        if not self.redis.exists(dirty_key(link, side), claims_key(link, side)):
+            return None
+        job_id = str(uuid.uuid4())
+        if not self.redis.set(batch_key(link, side), job_id, nx=True, ex=PENDING_TTL_S):
+            return None
+        self.celery.send_task(SYNC_BATCH, args=[link, side], queue=SYNC_QUEUE, task_id=job_id)
+        return job_id
 
     def close(self) -> None:
         self.redis.close()

@@ -25,7 +25,6 @@ import hmac
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
@@ -160,9 +159,10 @@ class Receiver:
             await run_in_threadpool(self._keep_test_event, link_name, side, event)
             log.info("webhook test event kept for crosslink doctor", extra=context)
             return TEST
-        # The job's Celery id, chosen here so that this line and the worker's lines share it.
-        job = str(uuid.uuid4())
-        if not await run_in_threadpool(self._enqueue, link_name, side, event, job):
+        # The id of the Celery job that will sync the task, so that this line and the worker's
+        # lines share it (a batch job's when the task joined one).
+        job = await run_in_threadpool(self._enqueue, link_name, side, event)
+        if job is None:
             log.info("webhook coalesced: a sync of this task is already queued", extra=context)
             return COALESCED
         log.info("webhook accepted", extra={**context, "job": job})
@@ -172,10 +172,9 @@ class Receiver:
         self.redis.set(key_for_test_event(link, side), json.dumps({**event, "at": time.time()}),
                        ex=TEST_EVENT_TTL_S)
 
-    def _enqueue(self, link: str, side: str, event: dict, job: str) -> bool:
-        """Queue a sync job with id JOB unless one is already waiting for this task; True if queued."""
-        return self.enqueuer.sync(link, side, event["task"], event_hint(event["event"], event.get("comment")),
-                                  job_id=job)
+    def _enqueue(self, link: str, side: str, event: dict) -> str | None:
+        """Queue a sync of the event's task unless one is already waiting: the job's id, or None."""
+        return self.enqueuer.queue(link, side, event["task"], event_hint(event["event"], event.get("comment")))
 
     def _reject(self, link: str, side: str, reason: str, preview: bytes) -> None:
         record = {"link": link, "side": side, "reason": reason, "at": time.time(),

@@ -94,10 +94,14 @@ def poller() -> Poller:
 
 @shared_task(name=RECONCILE_TICK, acks_late=True, ignore_result=True)
 def reconcile_tick(period_s: float) -> int:
-    """Send one poll per link side; returns how many were sent."""
+    """Send one poll per link side, and a batch job to any side whose waiting tasks have none;
+    returns how many polls were sent."""
     sent = 0
-    for link in poller().config.links:
+    state = poller()
+    for link in state.config.links:
         for side in link.sides:
+            # Tasks a batch job died with: claimed again once their claims lapsed.
+            state.enqueuer.send_batch(link.name, side)
             current_app.send_task(RECONCILE_POLL, args=[link.name, side, period_s], queue=SYNC_QUEUE,
                                   expires=period_s)
             sent += 1

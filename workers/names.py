@@ -8,6 +8,7 @@ beyond Celery's own (its publish time) is named here too, as both sides of the q
 import time
 
 SYNC_TASK = "crosslink.sync.task"
+SYNC_BATCH = "crosslink.sync.batch"
 PROBE_LINK = "crosslink.link.probe"
 SYNC_QUEUE = "crosslink.sync"
 # Celery's message has no publish time, so every job carries one (unix seconds) in this header:
@@ -47,6 +48,30 @@ FULL_HINT = "full"
 
 def hints_key(link: str, side: str, task: int) -> str:
     return HINTS_KEY.format(link=link, side=side, task=task)
+
+
+# Batches: a task whose event is not part of a burst waits in its link side's DIRTY set (sorted
+# by when it began to wait) rather than in a job of its own, and one batch job (SYNC_BATCH) syncs
+# the tasks it claims from there with a single read of their source tasks (workers.tasks).
+# BATCH is set while a batch job is queued and not yet started (its value is the job's Celery
+# id), so events arriving meanwhile join it; CLAIMS maps each task a running batch job took to
+# when its claim lapses and which job holds it, so two batch jobs of one side never work on the
+# same task, and a crashed job's tasks are claimed again.
+DIRTY_KEY = "crosslink:dirty:{link}:{side}"
+BATCH_KEY = "crosslink:batch:{link}:{side}"
+CLAIMS_KEY = "crosslink:claims:{link}:{side}"
+
+
+def dirty_key(link: str, side: str) -> str:
+    return DIRTY_KEY.format(link=link, side=side)
+
+
+def batch_key(link: str, side: str) -> str:
+    return BATCH_KEY.format(link=link, side=side)
+
+
+def claims_key(link: str, side: str) -> str:
+    return CLAIMS_KEY.format(link=link, side=side)
 
 
 # Set for a moment by each event of a task (producers.enqueue): one that finds it set is a burst's.

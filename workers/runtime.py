@@ -18,6 +18,7 @@ from crosslink.logs import register_secret
 from crosslink.settings import Settings, get_settings
 from planfix.client import PlanfixClient
 from planfix.limiter import AccountLimiter
+from producers.enqueue import Enqueuer
 from schemas.links import Link, LinksConfig, load_links
 from workers.idempotency import LEASE_TTL_MS, MIN_LEASE_TTL_MS, WriteOnce, scaled_ttl_ms
 from workers.state import LinkState
@@ -48,6 +49,11 @@ class Runtime:
     @cached_property
     def http(self) -> httpx.Client:
         return httpx.Client(timeout=HTTP_TIMEOUT_S, limits=HTTP_POOL)
+
+    @cached_property
+    def enqueuer(self) -> Enqueuer:
+        """For the jobs a worker sends the producers' way (more batches: workers.tasks)."""
+        return Enqueuer(self.settings.redis_url)
 
     @cached_property
     def writes(self) -> WriteOnce:

@@ -52,6 +52,11 @@ ADMISSION_LIMIT_WAIT_S = 0.05
 FOLLOW_UP_LIMIT_WAIT_S = 2.5
 
 
+def call_key(side: str, method: str, *args: Any, **kwargs: Any) -> str:
+    """How a run's reads are kept and looked up: by side, client method and arguments."""
+    return json.dumps([side, method, args, kwargs], sort_keys=True, default=str)
+
+
 class SideFailure(Exception):
     """A Planfix failure tagged with the side whose account raised it."""
 
@@ -156,7 +161,7 @@ class TaskSync:
 
     def __init__(self, link: Link, side: str, number: int, clients: Mapping[str, PlanfixClient],
                  state: LinkState, writes: WriteOnce, hints: Hints | None = None,
-                 kept_reads: Mapping[str, Any] | None = None):
+                 kept_reads: Mapping[str, Any] | None = None, prefetched: Mapping[str, Any] | None = None):
         self.link = link
         self.hints = hints if hints is not None else Hints(full=True)
         self.side = side
@@ -179,16 +184,20 @@ class TaskSync:
         # not the counterpart's while an event of its own waits (see run): they may be stale.
         self.kept_reads: dict[str, Any] = {}
         self._resumed: dict[str, Any] = {} if self.hints.reread else dict(kept_reads or {})
-        # Writes sent in this run (any side): a re-queued run that wrote must re-read.
-        self.writes_sent = 0
         # Whether a request of this run has been served: see _call.
         self._admitted = bool(self._resumed)
+        # PREFETCHED reads, by call (call_key), made for this run by others just now (a batch
+        # job reads its tasks together): answered from like kept reads, and kept like them,
+        # but they did not admit this run to its account's turn.
+        self._resumed.update(prefetched or {})
+        # Writes sent in this run (any side): a re-queued run that wrote must re-read.
+        self.writes_sent = 0
 
     def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call SIDE's client; list methods are read to the end here, so paging failures are
         tagged with the side too. Reads are kept by call (see kept_reads)."""
         read = method.startswith(READ_PREFIXES)
-        key = json.dumps([side, method, args, kwargs], sort_keys=True, default=str)
+        key = call_key(side, method, *args, **kwargs)
         if read and key in self._resumed:
             self.kept_reads[key] = self._resumed.pop(key)
             return self.kept_reads[key]

@@ -11,6 +11,14 @@ right kind of waiting, as the retry policy (workers.retry) decides:
 - Redis unreachable (a restart): the job waits for it, then goes back to the queue unacked;
 - anything else permanent: a dead letter with its reason (workers.dead_letters); until it is
   replayed or dropped (`crosslink dlq`), later events for the same task wait behind it in order.
+
+Two kinds of job run the same runs: `sync_task` syncs one task (a burst's, a re-queued run, a
+replay), `sync_batch` the tasks its link side's lone events left in the dirty set
+(producers.enqueue). A batch job claims up to BATCH_MAX of them, begins each run (its lock, its
+events' hints), reads all their source tasks with one request, and then finishes each run as a
+single job would. A task's claim names the job and lapses after CLAIM_TTL_MS: a batch job that
+died leaves its tasks claimed, and the next batch job of that side (the poller sends one to every
+side with claims or dirty tasks) claims them again and looks at them in full.
 """
 
 from __future__ import annotations
@@ -18,23 +26,27 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 
 import redis
 from celery import Task
 from celery.exceptions import Reject
 
-from planfix.errors import Queued, RateLimited, TransientError
+from planfix.errors import PlanfixError, Queued, RateLimited, TransientError
 from schemas.links import Link
 from workers.app import app
 from workers.dead_letters import DeadLetters
+from workers import telemetry
+from workers.canonical import task_fields
 from workers.idempotency import MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, TaskLock, scaled_ttl_ms
 from workers.hints import Hints
 from workers.names import (
-    PROBE_LINK, SYNC_QUEUE, SYNC_TASK, hints_key, lock_key, pending_key, resume_key,
+    PROBE_LINK, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key, lock_key,
+    pending_key, resume_key,
 )
 from workers.retry import POLICY, Action, Decision, FailureKind, decide
 from workers.runtime import runtime
-from workers.sync import SideFailure, TaskSync
+from workers.sync import ADMISSION_LIMIT_WAIT_S, SideFailure, TaskSync, call_key
 
 log = logging.getLogger("crosslink.worker")
 
@@ -45,6 +57,57 @@ REDIS_OUTAGE_WAIT_S = 30.0
 # wait well below this); after it they are simply read again.
 RESUME_TTL_S = 600
 REDIS_PING_EVERY_S = 0.5
+# A batch job claims at most this many tasks (one source read holds them all); more waiting and
+# it sends another batch job at once, so that another worker slot takes those.
+BATCH_MAX = 50
+# A batch's claim on a task lapses after this long (scaled like the task lock): long enough for
+# any batch to finish, short enough that a dead job's tasks are taken up again soon.
+CLAIM_TTL_MS = 60_000
+MIN_CLAIM_TTL_MS = 10_000
+
+# KEYS: dirty, claims, batch. ARGV: this job's id, claim TTL (ms), most tasks to claim.
+# Returns {tasks claimed, tasks left in the dirty set}. Claims that lapsed (their job died) are
+# taken first, then the tasks that have waited longest; a claim's value is "<lapse ms>:<job id>".
+_CLAIM_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+if redis.call('GET', KEYS[3]) == ARGV[1] then
+  redis.call('DEL', KEYS[3])
+end
+local most = tonumber(ARGV[3])
+local taken = {}
+local claims = redis.call('HGETALL', KEYS[2])
+for i = 1, #claims, 2 do
+  if #taken >= most then break end
+  local lapse = tonumber(string.match(claims[i + 1], '^(%d+):'))
+  if lapse == nil or lapse <= now then
+    taken[#taken + 1] = claims[i]
+  end
+end
+if #taken < most then
+  local oldest = redis.call('ZPOPMIN', KEYS[1], most - #taken)
+  for i = 1, #oldest, 2 do
+    taken[#taken + 1] = oldest[i]
+  end
+end
+local claim = tostring(now + tonumber(ARGV[2])) .. ':' .. ARGV[1]
+for _, task in ipairs(taken) do
+  redis.call('HSET', KEYS[2], task, claim)
+end
+return {taken, redis.call('ZCARD', KEYS[1])}
+"""
+# KEYS: claims. ARGV: this job's id, then the tasks it is done with: their claims go, unless
+# another job has claimed a task since.
+_SETTLE_LUA = """
+local mine = ':' .. ARGV[1]
+for i = 2, #ARGV do
+  local claim = redis.call('HGET', KEYS[1], ARGV[i])
+  if claim and string.sub(claim, -#mine) == mine then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 0
+"""
 
 
 def pair_lock(store: redis.Redis, link: Link, side: str, number: int, counterpart: int | None) -> TaskLock:
@@ -100,7 +163,8 @@ def sync_task(self: Task, link_name: str, side: str, number: int, attempt: int =
               hints: list[str] | None = None) -> str:
     carried = Hints.parse(hints) if hints else None
     try:
-        return _sync(link_name, side, number, attempt, carried)
+        with telemetry.sync_run(link_name, side, number):
+            return _sync(link_name, side, number, attempt, carried)
     except redis.RedisError as exc:
         # Redis is the broker, the registry and the leases: without it nothing can be decided,
         # and acking (what Celery does with a failed task) would lose the event. Wait for it to
@@ -122,7 +186,27 @@ def _wait_for_redis() -> None:
             time.sleep(REDIS_PING_EVERY_S)
 
 
+@dataclass
+class Begun:
+    """A run that holds its task pair's lock and took its events' hints: finish it (_finish)."""
+
+    link: Link
+    side: str
+    number: int
+    attempt: int
+    hints: Hints
+    lock: TaskLock
+    kept_reads: dict
+
+
 def _sync(link_name: str, side: str, number: int, attempt: int, carried: Hints | None) -> str:
+    begun = _begin(link_name, side, number, attempt, carried)
+    return begun if isinstance(begun, str) else _finish(begun)
+
+
+def _begin(link_name: str, side: str, number: int, attempt: int, carried: Hints | None) -> Begun | str:
+    """Take the task pair's lock and the task's events; what the job returns when there is no
+    run to make (parked, locked, held)."""
     rt = runtime()
     link = rt.link(link_name)
     state = rt.state(link_name)
@@ -149,10 +233,32 @@ def _sync(link_name: str, side: str, number: int, attempt: int, carried: Hints |
         blocking = DeadLetters(rt.redis, link_name).hold_if_blocked(side, number, event)
         if blocking is not None:
             log.info("task has dead letter %s: event held behind it", blocking, extra=context)
+            lock.release()
             return "held"
-        clients = {name: rt.client(link, name) for name in link.sides}
-        run = TaskSync(link, side, number, clients, state, rt.writes, hints,
-                       kept_reads=take_kept_reads(rt.redis, link_name, side, number, hints))
+        kept = take_kept_reads(rt.redis, link_name, side, number, hints)
+    except redis.RedisError:
+        raise  # not a bug of the run's: the job goes back to the queue
+    except Exception as exc:  # noqa: BLE001 - a bug must not lose the event: keep it as a dead letter
+        log.exception("sync run failed unexpectedly", extra=context)
+        lock.release()
+        _dead_letter(link_name, side, number, decide(exc, attempt, scale).reason, "unexpected")
+        return "dead"
+    return Begun(link, side, number, attempt, hints, lock, kept)
+
+
+def _finish(begun: Begun, prefetched: dict | None = None) -> str:
+    """Make the run BEGUN (PREFETCHED: its reads another made for it, by call) and release its
+    lock; what the job returns."""
+    rt = runtime()
+    link, side, number, attempt, hints = begun.link, begun.side, begun.number, begun.attempt, begun.hints
+    link_name = link.name
+    state = rt.state(link_name)
+    scale = rt.settings.time_scale
+    context = {"link": link_name, "side": side, "task": number}
+    clients = {name: rt.client(link, name) for name in link.sides}
+    run = TaskSync(link, side, number, clients, state, rt.writes, hints,
+                   kept_reads=begun.kept_reads, prefetched=prefetched)
+    try:
         report = run.run()
     except LeaseBusy as exc:
         _again(link_name, side, number, decide(exc, attempt, scale), hints)
@@ -165,7 +271,7 @@ def _sync(link_name: str, side: str, number: int, attempt: int, carried: Hints |
             hints = hints.waited(wrote=run.writes_sent > 0)
         return _handle_failure(link_name, side, number, attempt, failure, scale, hints)
     except redis.RedisError:
-        raise  # not a bug of the run's: sync_task hands the job back to the queue
+        raise  # not a bug of the run's: the job goes back to the queue
     except Exception as exc:  # noqa: BLE001 - a bug must not lose the event: keep it as a dead letter
         log.exception("sync run failed unexpectedly", extra=context)
         decision = decide(exc, attempt, scale)
@@ -173,7 +279,7 @@ def _sync(link_name: str, side: str, number: int, attempt: int, carried: Hints |
         return "dead"
     finally:
         try:
-            lock.release()
+            begun.lock.release()
         except redis.RedisError:
             pass  # the lock's TTL frees it
     state.mark_synced(time.time())
@@ -189,6 +295,90 @@ def _sync(link_name: str, side: str, number: int, attempt: int, carried: Hints |
         _again(link_name, side, number, decision, Hints(full=False, task_events=1))
         return "verifying"
     return report.outcome
+
+
+# --- batches ----------------------------------------------------------------------------------------
+
+@app.task(name=SYNC_BATCH, bind=True, acks_late=True, ignore_result=True)
+def sync_batch(self: Task, link_name: str, side: str) -> str:
+    """Sync the tasks waiting in SIDE's dirty set, up to BATCH_MAX (see the module docstring)."""
+    try:
+        return _sync_batch(link_name, side, self.request.id or "")
+    except redis.RedisError as exc:
+        # As sync_task: runs this job had begun keep their claims, which lapse, and the next
+        # batch job takes them up with a full look.
+        log.warning("Redis unavailable (%s): the job goes back to the queue", type(exc).__name__,
+                    extra={"link": link_name, "side": side})
+        _wait_for_redis()
+        raise Reject(f"Redis unavailable: {type(exc).__name__}", requeue=True) from exc
+
+
+def claim_batch(store: redis.Redis, link_name: str, side: str, job_id: str, ttl_ms: int,
+                most: int = BATCH_MAX) -> tuple[list[int], int]:
+    """Claim up to MOST of SIDE's waiting tasks for JOB_ID: (the tasks, how many still wait)."""
+    taken, left = store.eval(_CLAIM_LUA, 3, dirty_key(link_name, side), claims_key(link_name, side),
+                             batch_key(link_name, side), job_id, ttl_ms, most)
+    return sorted(int(task) for task in taken), int(left)
+
+
+def settle_batch(store: redis.Redis, link_name: str, side: str, job_id: str, numbers: list[int]) -> None:
+    """Drop JOB_ID's claims on NUMBERS: their runs are done (or handed to jobs of their own)."""
+    if numbers:
+        store.eval(_SETTLE_LUA, 1, claims_key(link_name, side), job_id, *numbers)
+
+
+def _sync_batch(link_name: str, side: str, job_id: str) -> str:
+    rt = runtime()
+    link = rt.link(link_name)
+    ttl_ms = scaled_ttl_ms(CLAIM_TTL_MS, MIN_CLAIM_TTL_MS, rt.settings.time_scale)
+    numbers, left = claim_batch(rt.redis, link_name, side, job_id, ttl_ms)
+    if left:
+        rt.enqueuer.send_batch(link_name, side)
+    done: list[int] = []
+    begun: list[Begun] = []
+    try:
+        for number in numbers:
+            with telemetry.sync_run(link_name, side, number):
+                result = _begin(link_name, side, number, 0, None)
+            if isinstance(result, str):
+                telemetry.count_run(link_name, side, result)
+                done.append(number)
+            else:
+                begun.append(result)
+        # Read after every run has taken its events: an event after that queues a run of its own.
+        prefetched = _read_sources(link, side, begun)
+        while begun:
+            run = begun.pop(0)
+            with telemetry.sync_run(link_name, side, run.number):
+                telemetry.count_run(link_name, side, _finish(run, prefetched.get(run.number)))
+            done.append(run.number)
+    finally:
+        for run in begun:  # not finished (Redis failed): the claim stays, to lapse
+            try:
+                run.lock.release()
+            except redis.RedisError:
+                pass
+        settle_batch(rt.redis, link_name, side, job_id, done)
+    return f"batch of {len(numbers)}"
+
+
+def _read_sources(link: Link, side: str, begun: list[Begun]) -> dict[int, dict]:
+    """The source tasks of the runs BEGUN with one request, as each run's prefetched read (by
+    call); none when it fails (each run then reads, and meets the failure, itself)."""
+    wanted = [run.number for run in begun if not run.hints.comments_only]
+    if len(wanted) < 2:
+        return {}
+    fields = task_fields(link, side)
+    client = runtime().client(link, side)
+    client.max_limit_sleep_s = ADMISSION_LIMIT_WAIT_S
+    try:
+        tasks = client.get_tasks(wanted, fields=fields)
+    except PlanfixError as exc:
+        log.info("batch read failed (%s): each run reads its own task", type(exc).__name__,
+                 extra={"link": link.name, "side": side})
+        return {}
+    return {number: {call_key(side, "get_task", number, fields=fields): task}
+            for number, task in tasks.items()}
 
 
 def _again(link_name: str, side: str, number: int, decision: Decision, hints: Hints | None) -> None:

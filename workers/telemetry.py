@@ -31,6 +31,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ from crosslink import metrics
 from crosslink.logs import add_context
 from crosslink.settings import get_settings
 from schemas.links import load_links
-from workers.names import SYNC_TASK
+from workers.names import SYNC_BATCH, SYNC_TASK
 
 log = logging.getLogger("crosslink.worker")
 
@@ -57,6 +59,7 @@ RUN_OUTCOMES = {
     **dict.fromkeys(("parked", "held"), "parked"),
     "dead": "dead",
 }
+SYNC_JOBS = (SYNC_TASK, SYNC_BATCH)
 
 _directory: Path | None = None
 _server: Any = None
@@ -65,18 +68,29 @@ _started: dict[str, float] = {}
 
 # --- logs -----------------------------------------------------------------------------------------
 
+# The task pair a job is syncing right now: a batch job syncs several in turn (workers.tasks).
+_run: dict[str, Any] = {}
+
+
+@contextmanager
+def sync_run(link: str, side: str, number: int) -> Iterator[None]:
+    """Name LINK, SIDE and task NUMBER in every log line while a run of that task is on."""
+    _run.update(link=link, side=side, task=number)
+    try:
+        yield
+    finally:
+        _run.clear()
+
+
 def job_context() -> dict[str, Any]:
-    """The running Celery job's id, and a sync job's link, side and task; {} outside a job."""
+    """The running Celery job's id, and the link, side and task its sync run is on; {} outside
+    a job."""
     task = get_current_task()
     request = getattr(task, "request", None)
     job = getattr(request, "id", None)
     if not job:
         return {}
-    context: dict[str, Any] = {"job": job}
-    args = list(getattr(request, "args", None) or ())
-    if task.name == SYNC_TASK and len(args) >= 3:
-        context.update(link=args[0], side=args[1], task=args[2])
-    return context
+    return {"job": job, **_run}
 
 
 add_context(job_context)
@@ -84,25 +98,32 @@ add_context(job_context)
 
 # --- sync runs ------------------------------------------------------------------------------------
 
+def count_run(link: str, side: str, result: str) -> None:
+    """Count one finished sync run of a task by link, side, what it returned and what that means."""
+    metrics.SYNC_RUNS.labels(link=link, side=side, kind=result,
+                             outcome=RUN_OUTCOMES.get(result, "other")).inc()
+
+
 @task_prerun.connect
 def _job_started(task_id: str | None = None, task: Any = None, **_: Any) -> None:
-    if task is not None and task.name == SYNC_TASK and task_id:
+    if task is not None and task.name in SYNC_JOBS and task_id:
         _started[task_id] = time.monotonic()
 
 
 @task_postrun.connect
 def _job_finished(task_id: str | None = None, task: Any = None, args: Any = None, retval: Any = None,
                   state: str | None = None, **_: Any) -> None:
-    """Count a finished sync job by link, side, what it returned and what that means."""
-    if task is None or task.name != SYNC_TASK:
+    """Time a finished sync job; count a single task's run (a batch job counts each of its
+    runs itself), or any sync job that raised."""
+    if task is None or task.name not in SYNC_JOBS:
         return
     started = _started.pop(task_id or "", None)
     link, side = (list(args or ()) + ["", ""])[:2]
-    if state == states.SUCCESS and isinstance(retval, str):
-        kind, outcome = retval, RUN_OUTCOMES.get(retval, "other")
-    else:
-        kind, outcome = str(state or "unknown").lower(), "error"
-    metrics.SYNC_RUNS.labels(link=str(link), side=str(side), kind=kind, outcome=outcome).inc()
+    if state != states.SUCCESS or not isinstance(retval, str):
+        metrics.SYNC_RUNS.labels(link=str(link), side=str(side), kind=str(state or "unknown").lower(),
+                                 outcome="error").inc()
+    elif task.name == SYNC_TASK:
+        count_run(str(link), str(side), retval)
     if started is not None:
         metrics.SYNC_RUN_SECONDS.labels(link=str(link)).observe(time.monotonic() - started)
 
