@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from planfix import client as client_module
 from planfix.client import PlanfixClient
 from planfix.emulator.app import create_app
 from planfix.emulator.world import World
@@ -337,6 +338,18 @@ def test_list_tasks_sends_filters(planfix):
     in_work = [t["id"] for t in planfix.list_tasks(
         filters=[{"type": 10, "operator": "equal", "value": 2}], fields="id,status")]
     assert in_work == [2, 3]
+
+
+def test_get_tasks_reads_many_tasks_with_one_request_per_chunk(planfix, world, monkeypatch):
+    for index in range(4):
+        planfix.create_task({"name": f"Bulk {index}", "processId": 1})
+    tasks = planfix.get_tasks([5, 1, 3, 99], fields="id,name")
+    assert sorted(tasks) == [1, 3, 5]                     # 99 does not exist: left out
+    assert tasks[5]["name"] == "Bulk 2"
+    assert len(logged(world, "POST", "/task/list")) == 1
+    monkeypatch.setattr(client_module, "TASKS_PER_READ", 2)
+    assert sorted(planfix.get_tasks([1, 2, 3, 4, 5], fields="id")) == [1, 2, 3, 4, 5]
+    assert len(logged(world, "POST", "/task/list")) == 1 + 3
 
 
 def test_list_tasks_refuses_an_impossible_page_size(planfix, world):

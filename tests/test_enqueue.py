@@ -113,6 +113,13 @@ def test_claims_of_a_job_that_died_are_taken_again_once_they_lapse(enqueuer, red
     assert redis_client.hget(claims_key("demo", "partner"), "5").endswith(":job-3")
 
 
+def test_a_job_delivered_again_takes_its_own_claims_back_at_once(enqueuer, redis_client):
+    enqueuer.sync("demo", "partner", 5, "task_changed")
+    assert claim_batch(redis_client, "demo", "partner", "killed-job", TTL_MS) == ([5], 0)
+    assert claim_batch(redis_client, "demo", "partner", "other-job", TTL_MS) == ([], 0)
+    assert claim_batch(redis_client, "demo", "partner", "killed-job", TTL_MS) == ([5], 0)
+
+
 def test_settling_drops_only_the_jobs_own_claims(enqueuer, redis_client):
     for task in (5, 6):
         enqueuer.sync("demo", "partner", task, "task_changed")

@@ -73,3 +73,28 @@ def test_children_wait_for_their_parent_once(redis_client):
     assert state.take_waiting_children("partner", 1) == [5, 6]
     assert state.take_waiting_children("partner", 1) == []
     assert state.take_waiting_children("client", 1) == []
+
+
+def test_a_runs_state_reads_once_and_sees_its_own_writes(redis_client):
+    from workers.state import RunState
+
+    LinkState(redis_client, "acme").save_snapshots({("partner", 5): {"name": "before"}})
+    run = RunState(redis_client, "acme")
+    assert run.snapshot("partner", 5) == {"name": "before"}
+    # Another writer (none can, while the run holds its lock) is not seen: the read is kept.
+    LinkState(redis_client, "acme").save_snapshots({("partner", 5): {"name": "elsewhere"}})
+    assert run.snapshot("partner", 5) == {"name": "before"}
+    run.save_snapshots({("partner", 5): {"name": "mine"}})
+    assert run.snapshot("partner", 5) == {"name": "mine"}
+    assert run.counterpart("task", "partner", 5) is None
+    run.pair("task", "partner", 5, "client", 12)
+    assert run.counterpart("task", "client", 12) == 5 and run.counterpart("task", "partner", 5) == 12
+    run.save_queued_expectations("client", 12, {"name": "x"})
+    assert run.queued_expectations("client", 12) == {"name": "x"}
+    run.save_queued_expectations("client", 12, {})
+    assert run.queued_expectations("client", 12) == {}
+    # What it read before its lock is forgotten on demand.
+    LinkState(redis_client, "acme").save_snapshots({("partner", 5): {"name": "newer"}})
+    run.forget()
+    assert run.snapshot("partner", 5) == {"name": "newer"}
+    assert LinkState(redis_client, "acme").counterpart("task", "partner", 5) == 12

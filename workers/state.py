@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -70,8 +70,11 @@ class LinkState:
 
     # --- registry -----------------------------------------------------------------------
     def counterpart(self, kind: str, side: str, number: int) -> int | None:
-        value = self.redis.hget(self._key("reg", self.link, kind), f"{side}:{number}")
+        value = self._hget(self._key("reg", self.link, kind), f"{side}:{number}")
         return int(value) if value is not None else None
+
+    def _hget(self, key: str, field_: str) -> Any:
+        return self.redis.hget(key, field_)
 
     def counterpart_number(self, side: str, number: int) -> int | None:
         """The counterpart task of SIDE's task NUMBER (the registry lookup the planner takes)."""
@@ -113,7 +116,7 @@ class LinkState:
 
     # --- snapshots ----------------------------------------------------------------------
     def snapshot(self, side: str, number: int) -> dict[str, Any] | None:
-        raw = self.redis.hget(self._key("snap", self.link), f"{side}:{number}")
+        raw = self._hget(self._key("snap", self.link), f"{side}:{number}")
         return json.loads(raw) if raw is not None else None
 
     def save_snapshots(self, snapshots: dict[tuple[str, int], dict[str, Any]]) -> None:
@@ -125,7 +128,7 @@ class LinkState:
 
     def queued_expectations(self, side: str, number: int) -> dict[str, Any]:
         """Canonical values a write Planfix queued (202) should give SIDE's task NUMBER."""
-        raw = self.redis.hget(self._key("queued", self.link), f"{side}:{number}")
+        raw = self._hget(self._key("queued", self.link), f"{side}:{number}")
         return json.loads(raw) if raw is not None else {}
 
     def save_queued_expectations(self, side: str, number: int, values: dict[str, Any]) -> None:
@@ -191,6 +194,39 @@ class LinkState:
     def last_sync(self) -> float | None:
         value = self.redis.hget(self._key("last-sync"), self.link)
         return float(value) if value is not None else None
+
+
+@dataclass
+class RunState(LinkState):
+    """The state as one sync run sees it: the run holds its task pair's lock, so what it reads
+    of the registry, the snapshots and the queued expectations stays as it read it or wrote it
+    itself, and is read from Redis once. For one run only; everything else uses LinkState."""
+
+    _read: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False)
+
+    def _hget(self, key: str, field_: str) -> Any:
+        if (key, field_) not in self._read:
+            self._read[(key, field_)] = super()._hget(key, field_)
+        return self._read[(key, field_)]
+
+    def forget(self) -> None:
+        """Drop what was read: call it once the run holds its lock (reads before may be stale)."""
+        self._read.clear()
+
+    def pair(self, kind: str, side: str, number: int, other_side: str, other: int) -> None:
+        super().pair(kind, side, number, other_side, other)
+        key = self._key("reg", self.link, kind)
+        self._read.update({(key, f"{side}:{number}"): str(other), (key, f"{other_side}:{other}"): str(number)})
+
+    def save_snapshots(self, snapshots: dict[tuple[str, int], dict[str, Any]]) -> None:
+        super().save_snapshots(snapshots)
+        key = self._key("snap", self.link)
+        self._read.update({(key, f"{s}:{n}"): json.dumps(v, sort_keys=True) for (s, n), v in snapshots.items()})
+
+    def save_queued_expectations(self, side: str, number: int, values: dict[str, Any]) -> None:
+        super().save_queued_expectations(side, number, values)
+        self._read[(self._key("queued", self.link), f"{side}:{number}")] = (
+            json.dumps(values, sort_keys=True) if values else None)
 
 
 def _text(value: bytes | str) -> str:

@@ -249,13 +249,14 @@ class TaskSync:
             self.report.outcome = "out_of_scope"
             return self.report
         self.report.counterpart = counterpart
-        if counterpart is not None and self.state.has_pending(other, counterpart):
+        counterpart_pending = counterpart is not None and self.state.has_pending(other, counterpart)
+        if counterpart_pending:
             self._forget_resumed(other)
         source_now = canonical_task(source_raw, link, side)
         source_changed = changed_fields(self.state.snapshot(side, self.number), source_now)
         target_now = None
         if counterpart is not None:
-            target_now = self._counterpart_view(counterpart, source_changed)
+            target_now = self._counterpart_view(counterpart, source_changed, counterpart_pending)
         # Person ids repeat across accounts (both robots may be user:1): source names only.
         names = people_names(source_raw)
         plan = plan_task_sync(
@@ -323,14 +324,14 @@ class TaskSync:
         self._save_snapshots(counterpart, source_now, target_now, written=written)
         return self.report
 
-    def _counterpart_view(self, counterpart: int, source_changed: set[str]) -> dict[str, Any]:
+    def _counterpart_view(self, counterpart: int, source_changed: set[str], pending: bool) -> dict[str, Any]:
         """The counterpart's canonical view: its snapshot where that is safe (workers.hints),
-        else read over REST."""
+        else read over REST. PENDING: an event of the counterpart's own waits."""
         link, other = self.link, self.other
         snapshot = self.state.snapshot(other, counterpart)
         if snapshot is not None and may_trust_snapshot(
                 hints=self.hints, has_snapshot=True,
-                counterpart_pending=self.state.has_pending(other, counterpart),
+                counterpart_pending=pending,
                 counterpart_queued=bool(self.state.queued_expectations(other, counterpart)),
                 changed_owners=[owner_of(link, key, self.side) for key in source_changed],
                 source_side=self.side):

@@ -17,8 +17,9 @@ replay), `sync_batch` the tasks its link side's lone events left in the dirty se
 (producers.enqueue). A batch job claims up to BATCH_MAX of them, begins each run (its lock, its
 events' hints), reads all their source tasks with one request, and then finishes each run as a
 single job would. A task's claim names the job and lapses after CLAIM_TTL_MS: a batch job that
-died leaves its tasks claimed, and the next batch job of that side (the poller sends one to every
-side with claims or dirty tasks) claims them again and looks at them in full.
+died leaves its tasks claimed, and its own message, delivered again, claims them again at once
+(any batch job of that side does once they lapse; the poller sends one to every side with
+claims or dirty tasks); their runs, whose hints the dead job may have taken, look in full.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from workers.names import (
 )
 from workers.retry import POLICY, Action, Decision, FailureKind, decide
 from workers.runtime import runtime
+from workers.state import RunState
 from workers.sync import ADMISSION_LIMIT_WAIT_S, SideFailure, TaskSync, call_key
 
 log = logging.getLogger("crosslink.worker")
@@ -66,8 +68,9 @@ CLAIM_TTL_MS = 60_000
 MIN_CLAIM_TTL_MS = 10_000
 
 # KEYS: dirty, claims, batch. ARGV: this job's id, claim TTL (ms), most tasks to claim.
-# Returns {tasks claimed, tasks left in the dirty set}. Claims that lapsed (their job died) are
-# taken first, then the tasks that have waited longest; a claim's value is "<lapse ms>:<job id>".
+# Returns {tasks claimed, tasks left in the dirty set}. Claims that lapsed (their job died) or
+# that this very job holds (it died, and its message came back) are taken first, then the tasks
+# that have waited longest; a claim's value is "<lapse ms>:<job id>".
 _CLAIM_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -79,8 +82,8 @@ local taken = {}
 local claims = redis.call('HGETALL', KEYS[2])
 for i = 1, #claims, 2 do
   if #taken >= most then break end
-  local lapse = tonumber(string.match(claims[i + 1], '^(%d+):'))
-  if lapse == nil or lapse <= now then
+  local lapse, owner = string.match(claims[i + 1], '^(%d+):(.*)$')
+  if lapse == nil or tonumber(lapse) <= now or owner == ARGV[1] then
     taken[#taken + 1] = claims[i]
   end
 end
@@ -197,6 +200,7 @@ class Begun:
     hints: Hints
     lock: TaskLock
     kept_reads: dict
+    state: RunState
 
 
 def _sync(link_name: str, side: str, number: int, attempt: int, carried: Hints | None) -> str:
@@ -209,7 +213,7 @@ def _begin(link_name: str, side: str, number: int, attempt: int, carried: Hints 
     run to make (parked, locked, held)."""
     rt = runtime()
     link = rt.link(link_name)
-    state = rt.state(link_name)
+    state = RunState(rt.redis, link_name)
     scale = rt.settings.time_scale
     context = {"link": link_name, "side": side, "task": number}
     event = {"link": link_name, "side": side, "task": number, "at": time.time()}
@@ -222,6 +226,7 @@ def _begin(link_name: str, side: str, number: int, attempt: int, carried: Hints 
     if not lock.acquire(scaled_ttl_ms(TASK_LOCK_TTL_MS, MIN_TASK_LOCK_TTL_MS, scale)):
         _again(link_name, side, number, decide(FailureKind.BUSY, attempt, scale), carried)
         return "locked"
+    state.forget()  # the pairing read above decided the lock; under it, read afresh
     try:
         # From here on, a new event for this task queues one more run after this one.
         taken = take_hints(rt.redis, link_name, side, number)
@@ -243,7 +248,7 @@ def _begin(link_name: str, side: str, number: int, attempt: int, carried: Hints 
         lock.release()
         _dead_letter(link_name, side, number, decide(exc, attempt, scale).reason, "unexpected")
         return "dead"
-    return Begun(link, side, number, attempt, hints, lock, kept)
+    return Begun(link, side, number, attempt, hints, lock, kept, state)
 
 
 def _finish(begun: Begun, prefetched: dict | None = None) -> str:
@@ -252,7 +257,7 @@ def _finish(begun: Begun, prefetched: dict | None = None) -> str:
     rt = runtime()
     link, side, number, attempt, hints = begun.link, begun.side, begun.number, begun.attempt, begun.hints
     link_name = link.name
-    state = rt.state(link_name)
+    state = begun.state
     scale = rt.settings.time_scale
     context = {"link": link_name, "side": side, "task": number}
     clients = {name: rt.client(link, name) for name in link.sides}

@@ -796,12 +796,27 @@ class World:
                 raise ApiError(400, 41, "filters must be a list")
             now = self.clock()
             try:
-                chosen = [task for number, task in sorted(account.tasks.items())
+                chosen = [task for _, task in sorted(self._task_candidates(account, filters))
                           if all(self._task_filter(account, task, flt, now) for flt in filters)]
             except (ValueError, TypeError, KeyError) as exc:
                 raise ApiError(400, 41, f"Invalid filter: {exc}") from None
             return [self._render_task(account, task, body.get("fields"))
                     for task in chosen[offset:offset + size]]
+
+    @staticmethod
+    def _task_candidates(account: Account, filters: list[Any]) -> list[tuple[int, dict[str, Any]]]:
+        """The tasks a filter list can match: those named by an "equal" task-number filter (57)
+        when there is one (looked up, not scanned: a sync reads its batch that way), else all."""
+        for flt in filters:
+            if isinstance(flt, dict) and str(flt.get("type")) == "57" and flt.get("operator", "equal") == "equal":
+                value = flt.get("value")
+                numbers = value if isinstance(value, list) else [value]
+                try:
+                    wanted = {int(number) for number in numbers}
+                except (TypeError, ValueError):
+                    break  # _task_filter answers it with a 400
+                return [(number, account.tasks[number]) for number in wanted if number in account.tasks]
+        return list(account.tasks.items())
 
     def _task_filter(self, account: Account, task: dict[str, Any], flt: dict[str, Any], now: float) -> bool:
         """Whether TASK passes one ComplexTaskFilter. Unsupported types raise (a 400), never pass."""
