@@ -209,7 +209,9 @@ def setup(link, redis_url):
 
 
 def _jobs(store):
-    return store.llen(SYNC_QUEUE)
+    """How many times a task was queued for a sync: each time leaves its hint, coalesced or not
+    (lone tasks share their side's batch job, so the broker's queue does not tell)."""
+    return sum(store.llen(key) for key in store.scan_iter("crosslink:hints:*"))
 
 
 def _state(store):

@@ -98,7 +98,7 @@ def test_an_old_queued_job_makes_the_worker_side_unhealthy(redis_url, redis_clie
     enqueuer = Enqueuer(redis_url)
     try:
         enqueuer.sync("demo", "partner", 7)
-        enqueuer.sync("demo", "partner", 8)
+        enqueuer.sync("demo", "client", 8)  # a batch job per side
     finally:
         enqueuer.close()
     now = time.time()

@@ -23,7 +23,7 @@ from producers.receiver import (MAX_BODY_BYTES, PREVIEW_CHARS, create_app, key_f
                                 rejected_events)
 from producers.scenarios import BASIC_USER, EVENT_BODIES, SECRET_HEADER, hook_path, request_auth
 from schemas.links import LinksConfig, SecretMissing, parse_links
-from workers.names import ENQUEUED_AT_HEADER, SYNC_QUEUE, SYNC_TASK, pending_key
+from workers.names import ENQUEUED_AT_HEADER, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, dirty_key, pending_key
 
 LINKS_YAML = """\
 links:
@@ -108,16 +108,20 @@ def post(client: TestClient, link: str, side: str, body: str | bytes | dict,
 
 
 def queued(redis_client: redis.Redis) -> list[list]:
-    """The args of every Celery message waiting on the sync queue, oldest first."""
-    messages = []
+    """[link, side, task] of every task queued for a sync, oldest job first: a task's own job
+    (a burst's), or the tasks waiting in the dirty set of a side's batch job, longest first."""
+    tasks = []
     for raw in reversed(redis_client.lrange(SYNC_QUEUE, 0, -1)):  # kombu LPUSHes, workers BRPOP
         envelope = json.loads(raw)
-        assert envelope["headers"]["task"] == SYNC_TASK
+        assert envelope["headers"]["task"] in (SYNC_TASK, SYNC_BATCH)
         assert envelope["properties"]["body_encoding"] == "base64"
         args, kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
         assert kwargs == {}
-        messages.append(args)
-    return messages
+        if envelope["headers"]["task"] == SYNC_TASK:
+            tasks.append(args)
+        else:
+            tasks.extend([*args, int(task)] for task in redis_client.zrange(dirty_key(*args), 0, -1))
+    return tasks
 
 
 def nothing_queued(redis_client: redis.Redis) -> bool:

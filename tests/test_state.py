@@ -86,9 +86,10 @@ def test_a_runs_state_reads_once_and_sees_its_own_writes(redis_client):
     assert run.snapshot("partner", 5) == {"name": "before"}
     run.save_snapshots({("partner", 5): {"name": "mine"}})
     assert run.snapshot("partner", 5) == {"name": "mine"}
-    assert run.counterpart("task", "partner", 5) is None
-    run.pair("task", "partner", 5, "client", 12)
-    assert run.counterpart("task", "client", 12) == 5 and run.counterpart("task", "partner", 5) == 12
+    # The registry is read afresh: other runs pair other tasks meanwhile.
+    assert run.counterpart("task", "partner", 7) is None
+    LinkState(redis_client, "acme").pair("task", "partner", 7, "client", 12)
+    assert run.counterpart("task", "partner", 7) == 12
     run.save_queued_expectations("client", 12, {"name": "x"})
     assert run.queued_expectations("client", 12) == {"name": "x"}
     run.save_queued_expectations("client", 12, {})
@@ -97,4 +98,3 @@ def test_a_runs_state_reads_once_and_sees_its_own_writes(redis_client):
     LinkState(redis_client, "acme").save_snapshots({("partner", 5): {"name": "newer"}})
     run.forget()
     assert run.snapshot("partner", 5) == {"name": "newer"}
-    assert LinkState(redis_client, "acme").counterpart("task", "partner", 5) == 12

@@ -198,13 +198,16 @@ class LinkState:
 
 @dataclass
 class RunState(LinkState):
-    """The state as one sync run sees it: the run holds its task pair's lock, so what it reads
-    of the registry, the snapshots and the queued expectations stays as it read it or wrote it
-    itself, and is read from Redis once. For one run only; everything else uses LinkState."""
+    """The state as one sync run sees it: the run holds its task pair's lock, so the pair's
+    snapshots and queued expectations stay as it read or wrote them, and are read from Redis
+    once. The registry is always read afresh: other runs pair other tasks (a parent, say)
+    meanwhile. For one run only; everything else uses LinkState."""
 
     _read: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False)
 
     def _hget(self, key: str, field_: str) -> Any:
+        if key not in (self._key("snap", self.link), self._key("queued", self.link)):
+            return super()._hget(key, field_)
         if (key, field_) not in self._read:
             self._read[(key, field_)] = super()._hget(key, field_)
         return self._read[(key, field_)]
@@ -212,11 +215,6 @@ class RunState(LinkState):
     def forget(self) -> None:
         """Drop what was read: call it once the run holds its lock (reads before may be stale)."""
         self._read.clear()
-
-    def pair(self, kind: str, side: str, number: int, other_side: str, other: int) -> None:
-        super().pair(kind, side, number, other_side, other)
-        key = self._key("reg", self.link, kind)
-        self._read.update({(key, f"{side}:{number}"): str(other), (key, f"{other_side}:{other}"): str(number)})
 
     def save_snapshots(self, snapshots: dict[tuple[str, int], dict[str, Any]]) -> None:
         super().save_snapshots(snapshots)

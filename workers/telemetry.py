@@ -83,14 +83,20 @@ def sync_run(link: str, side: str, number: int) -> Iterator[None]:
 
 
 def job_context() -> dict[str, Any]:
-    """The running Celery job's id, and the link, side and task its sync run is on; {} outside
-    a job."""
+    """The running Celery job's id, a sync job's link and side, and the task its run is on;
+    {} outside a job."""
     task = get_current_task()
     request = getattr(task, "request", None)
     job = getattr(request, "id", None)
     if not job:
         return {}
-    return {"job": job, **_run}
+    context: dict[str, Any] = {"job": job}
+    args = list(getattr(request, "args", None) or ())
+    if task.name in SYNC_JOBS and len(args) >= 2:
+        context.update(link=args[0], side=args[1])
+    if task.name == SYNC_TASK and len(args) >= 3:
+        context["task"] = args[2]
+    return {**context, **_run}
 
 
 add_context(job_context)
