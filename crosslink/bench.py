@@ -96,7 +96,7 @@ class BenchPlan:
 
     @classmethod
     def full(cls) -> "BenchPlan":
-        return cls(pipeline_rates=(50, 100, 125, 150, 175, 200, 250, 300, 400), pipeline_probe_s=10.0,
+        return cls(pipeline_rates=(50, 100, 150, 200, 250, 300, 350, 400, 450, 500), pipeline_probe_s=10.0,
                    pipeline_sustain_s=60.0, pipeline_tasks=600, worker_counts=(1, 2),
                    economy_changes=120, bursts=20, fair_links=50, fair_events_per_link=4,
                    idle_samples=20)
