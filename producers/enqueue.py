@@ -25,6 +25,7 @@ one round trip.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import redis
@@ -122,15 +123,22 @@ class Enqueuer:
             raise
         return job_id
 
-    def send_batch(self, link: str, side: str) -> str | None:
+    def send_batch(self, link: str, side: str, stale_s: float | None = None) -> str | None:
         """Send a batch job for SIDE if tasks wait in its dirty set or claims (a batch job that
         died leaves its tasks claimed, to be claimed again once the claims lapse) and none is
-        queued: its id, or None."""
-        if not self.redis.exists(dirty_key(link, side), claims_key(link, side)):
+        queued: its id, or None. With STALE_S, a queued job counts as lost once a task has waited
+        longer than that (its message may be gone with a Redis restart that kept the flag); a
+        second job is harmless, as claims keep two jobs off one task."""
+        dirty = dirty_key(link, side)
+        if not self.redis.exists(dirty, claims_key(link, side)):
             return None
         job_id = str(uuid.uuid4())
         if not self.redis.set(batch_key(link, side), job_id, nx=True, ex=PENDING_TTL_S):
-            return None
+            oldest = self.redis.zrange(dirty, 0, 0, withscores=True)
+            waited_s = time.time() - oldest[0][1] / 1000 if oldest else 0.0
+            if stale_s is None or waited_s <= stale_s:
+                return None
+            self.redis.set(batch_key(link, side), job_id, ex=PENDING_TTL_S)
         self.celery.send_task(SYNC_BATCH, args=[link, side], queue=SYNC_QUEUE, task_id=job_id)
         return job_id
 

@@ -100,8 +100,9 @@ def reconcile_tick(period_s: float) -> int:
     state = poller()
     for link in state.config.links:
         for side in link.sides:
-            # Tasks a batch job died with: claimed again once their claims lapsed.
-            state.enqueuer.send_batch(link.name, side)
+            # Tasks a batch job died with (claimed again once their claims lapsed), or whose
+            # batch job was lost: waiting for longer than a period.
+            state.enqueuer.send_batch(link.name, side, stale_s=period_s)
             current_app.send_task(RECONCILE_POLL, args=[link.name, side, period_s], queue=SYNC_QUEUE,
                                   expires=period_s)
             sent += 1

@@ -152,3 +152,13 @@ def test_a_job_that_could_not_be_sent_leaves_no_flag_behind(enqueuer, redis_clie
     # The sender's retry of the webhook queues it after all (the task waits in the dirty set).
     assert enqueuer.sync("demo", "partner", 5, "task_changed")
     assert claim_batch(redis_client, "demo", "partner", "job-1", TTL_MS) == ([5], 0)
+
+
+def test_a_batch_job_lost_with_its_flag_kept_is_sent_again_once_tasks_waited_too_long(enqueuer, redis_client):
+    lost = enqueuer.queue("demo", "partner", 5, "task_changed")
+    redis_client.delete(SYNC_QUEUE)                       # the message is gone, the flag is not
+    assert enqueuer.send_batch("demo", "partner", stale_s=5) is None     # not waited long enough
+    time.sleep(0.3)
+    again = enqueuer.send_batch("demo", "partner", stale_s=0.2)
+    assert again not in (None, lost) and redis_client.get(batch_key("demo", "partner")) == again
+    assert [job(message) for message in queued_jobs(redis_client)] == [(SYNC_BATCH, ["demo", "partner"], None)]
