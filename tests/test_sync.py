@@ -285,3 +285,26 @@ def test_a_resumed_run_answers_each_kept_read_once(pair):
     pair.world.update_task("partner", number, {"name": "Resumed, again"}, author=PAVEL)
     _, calls = spent(pair, lambda: pair.sync("partner", number, EDIT.waited(wrote=True), kept))
     assert calls == 3                                        # read both sides again, then write
+
+
+def test_a_child_whose_parent_is_paired_while_it_waits_runs_again(pair, redis_client):
+    parent = pair.world.create_task("partner", {"name": "Parent", "processId": 1, "project": {"id": 10}},
+                                    author=PAVEL)
+    child = pair.world.create_task("partner", {"name": "Child", "processId": 1, "project": {"id": 10},
+                                               "parent": {"id": parent}}, author=PAVEL)
+
+    class ParentPairedMeanwhile(LinkState):
+        """The parent's run pairs it (and takes the waiting children, none yet) just as the child's
+        run finds it unpaired."""
+
+        def wait_for_parent(self, side: str, parent_number: int, child_number: int) -> None:
+            parent_run = TaskSync(pair.link, side, parent_number, pair.clients, LinkState(redis_client, "demo"),
+                                  pair.writes)
+            assert parent_run.run().outcome == "created"
+            super().wait_for_parent(side, parent_number, child_number)
+
+    report = TaskSync(pair.link, "partner", child, pair.clients, ParentPairedMeanwhile(redis_client, "demo"),
+                      pair.writes).run()
+    assert report.outcome == "created" and report.follow_up == [("partner", child)]
+    again = pair.sync("partner", child)
+    assert pair.view("client", again.counterpart)["parent"] == pair.state.counterpart("task", "partner", parent)

@@ -291,6 +291,10 @@ class TaskSync:
             # Mirrored without its parent for now: remember the child, and do not record the
             # parent as agreed, so the run after the parent's mirror carries it.
             self.state.wait_for_parent(side, parent, self.number)
+            if self.state.counterpart("task", side, parent) is not None:
+                # The parent's run paired it meanwhile, and may have taken its waiting children
+                # before this one was added: run again now rather than wait for a later event.
+                self.report.follow_up.append((side, self.number))
             previous_parent = (self.state.snapshot(side, self.number) or {}).get("parent")
             source_now = {**source_now, "parent": previous_parent}
         for status in plan.status_path:
