@@ -28,6 +28,9 @@ _QUERY_TOKEN = re.compile(r"(?i)(access_token=)[^&\s\"']+")
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
+# The same, longest first, rebuilt on each registration: every log line is checked against it
+# (twice), so it is not sorted, nor the lock taken, per line.
+_by_length: tuple[str, ...] = ()
 # Context fields that a JSON line carries when the record has them (`extra=`, or a provider).
 CONTEXT_FIELDS = ("link", "side", "task", "event", "job", "account", "comment", "counterpart")
 
@@ -35,9 +38,11 @@ _context_providers: list[Callable[[], Mapping[str, Any]]] = []
 
 
 def register_secret(value: str | None) -> None:
+    global _by_length
     if value and len(value) >= MIN_SECRET_LEN:
         with _secrets_lock:
             _secrets.add(value)
+            _by_length = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def add_context(provider: Callable[[], Mapping[str, Any]]) -> None:
@@ -50,9 +55,7 @@ def add_context(provider: Callable[[], Mapping[str, Any]]) -> None:
 def redact(text: str) -> str:
     text = _CREDENTIAL.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _QUERY_TOKEN.sub(lambda m: m.group(1) + REDACTED, text)
-    with _secrets_lock:
-        known = sorted(_secrets, key=len, reverse=True)
-    for secret in known:
+    for secret in _by_length:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text

@@ -16,9 +16,10 @@ COALESCE_DELAY_S late: the rest of the burst joins that job, and the burst costs
 lone change (the common case) is queued at once.
 
 Batches: a lone change does not get a job of its own either. Its task joins its link side's dirty
-set, and one batch job (workers.tasks.sync_batch) syncs the tasks waiting there with one read of
-their source tasks; only the event that finds no batch job queued sends one. Under load a job
-then serves many events, so neither Celery nor Planfix is paid per event. All of it (the hint,
+set, and one batch job (workers.tasks.sync_batch) syncs the tasks waiting there, a batch at a
+time with one read of their source tasks, until none waits; only the event that finds no batch
+job queued or running for its side sends one. Under load a job then serves many events, so
+neither Celery nor Planfix is paid per event. All of it (the hint,
 the burst marker, the pending flag, the dirty set, the batch flag) is decided in one Lua script,
 one round trip.
 """
@@ -69,6 +70,14 @@ redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[2])
 return {3, ARGV[5]}
 """
 COALESCED, BURST, JOINED, BATCH = 0, 1, 2, 3
+# KEYS: batch. ARGV: the running job's id, the next job's id, flag TTL (s). 1 when the flag passed.
+_HAND_OFF_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
 
 before_task_publish.connect(stamp_enqueue_time, weak=False, dispatch_uid=STAMP_RECEIVER_UID)
 
@@ -86,6 +95,7 @@ class Enqueuer:
         self.redis = redis.Redis.from_url(redis_url)
         self.celery = make_celery(redis_url)
         self._enqueue = self.redis.register_script(_ENQUEUE_LUA)
+        self._hand_off = self.redis.register_script(_HAND_OFF_LUA)
 
     def sync(self, link: str, side: str, task: int, hint: str = FULL_HINT) -> bool:
         """Queue a sync of SIDE's TASK unless one is already waiting; True if queued (see queue)."""
@@ -111,7 +121,7 @@ class Enqueuer:
                 self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE, task_id=job_id,
                                       countdown=COALESCE_DELAY_S)
             else:
-                self.celery.send_task(SYNC_BATCH, args=[link, side], queue=SYNC_QUEUE, task_id=job_id)
+                self._send_batch_job(link, side, job_id)
         except Exception:
             # No job went out: flags left behind would swallow this task's events (and the
             # sender's retry of this one) until they expired. Best effort: Redis may be the
@@ -139,8 +149,36 @@ class Enqueuer:
             if stale_s is None or waited_s <= stale_s:
                 return None
             self.redis.set(batch_key(link, side), job_id, ex=PENDING_TTL_S)
-        self.celery.send_task(SYNC_BATCH, args=[link, side], queue=SYNC_QUEUE, task_id=job_id)
+        self._send_batch_job(link, side, job_id)
         return job_id
+
+    def hand_off_batch(self, link: str, side: str, job_id: str) -> str | None:
+        """The running batch job JOB_ID ends its turn with tasks still waiting: the side's batch
+        flag passes to a new job at the back of the queue, so other sides' jobs get their turns
+        (its id; None when JOB_ID no longer held the flag, and no job was sent)."""
+        new_id = str(uuid.uuid4())
+        if not self._hand_off(keys=[batch_key(link, side)], args=[job_id, new_id, PENDING_TTL_S]):
+            return None
+        try:
+            self._send_batch_job(link, side, new_id)
+        except Exception:
+            # Without the flag the side's next event sends a job; the poller sends one meanwhile.
+            try:
+                self.redis.delete(batch_key(link, side))
+            except redis.RedisError:
+                pass
+            raise
+        return new_id
+
+    def help_batch(self, link: str, side: str) -> str:
+        """Send a batch job for SIDE beside the one running there, without its flag: it claims
+        one batch and ends (workers.tasks.sync_batch). Its id."""
+        job_id = str(uuid.uuid4())
+        self._send_batch_job(link, side, job_id)
+        return job_id
+
+    def _send_batch_job(self, link: str, side: str, job_id: str) -> None:
+        self.celery.send_task(SYNC_BATCH, args=[link, side], queue=SYNC_QUEUE, task_id=job_id)
 
     def close(self) -> None:
         self.redis.close()

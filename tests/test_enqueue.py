@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from producers.enqueue import COALESCE_DELAY_S, HOT_WINDOW_MS, Enqueuer
 from workers.names import (
     FULL_HINT, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key, pending_key,
 )
-from workers.tasks import claim_batch, settle_batch, take_hints
+from workers.tasks import Claim, claim_batch, settle_batch, take_hints
 
 TTL_MS = 60_000
 
@@ -68,9 +69,9 @@ def test_a_bursts_next_event_queues_the_tasks_own_job_late(enqueuer, redis_clien
     name, args, eta = job(queued_jobs(redis_client)[-1])
     assert (name, args) == (SYNC_TASK, ["demo", "partner", 5]) and eta is not None
     assert redis_client.zscore(dirty_key("demo", "partner"), "5") is None
-    # Another task's event is not part of the burst: it goes to a new batch job, at once.
-    enqueuer.sync("demo", "partner", 6, "task_changed")
-    assert job(queued_jobs(redis_client)[-1]) == (SYNC_BATCH, ["demo", "partner"], None)
+    # Another task's event is not part of the burst: it joins the running batch job.
+    assert enqueuer.queue("demo", "partner", 6, "task_changed") == batch
+    assert redis_client.zrange(dirty_key("demo", "partner"), 0, -1) == ["6"]
 
 
 def test_after_the_hot_window_an_event_is_lone_again(enqueuer, redis_client):
@@ -78,46 +79,81 @@ def test_after_the_hot_window_an_event_is_lone_again(enqueuer, redis_client):
     claim_batch(redis_client, "demo", "partner", batch, TTL_MS)
     take_hints(redis_client, "demo", "partner", 5)
     time.sleep(HOT_WINDOW_MS / 1000 + 0.1)
-    enqueuer.sync("demo", "partner", 5, "task_changed")
-    assert job(queued_jobs(redis_client)[-1]) == (SYNC_BATCH, ["demo", "partner"], None)
+    assert enqueuer.queue("demo", "partner", 5, "task_changed") == batch   # joins the running batch
+    assert redis_client.zrange(dirty_key("demo", "partner"), 0, -1) == ["5"]
+    assert len(queued_jobs(redis_client)) == 1
     assert COALESCE_DELAY_S > 0
 
 
-def test_a_batch_job_claims_what_waits_and_later_events_send_another(enqueuer, redis_client):
+def test_a_batch_job_holds_its_side_while_it_runs_and_lets_go_once_none_wait(enqueuer, redis_client):
     for task in (7, 5, 6):
         enqueuer.sync("demo", "partner", task, "task_changed")
         time.sleep(0.002)
     first = queued_jobs(redis_client)[0]["headers"]["id"]
-    assert claim_batch(redis_client, "demo", "partner", first, TTL_MS, most=2) == ([5, 7], 1)   # the two that waited longest
-    # The job started: its flag is gone, so the next lone event sends a job of its own.
+    # The two that waited longest; the job holds the side's flag, so events join it.
+    assert claim_batch(redis_client, "demo", "partner", first, TTL_MS, most=2) == Claim([5, 7], 1, True)
+    assert redis_client.get(batch_key("demo", "partner")) == first
+    assert enqueuer.queue("demo", "partner", 8, "task_changed") == first
+    assert len(queued_jobs(redis_client)) == 1
+    settle_batch(redis_client, "demo", "partner", first, [5, 7])            # their runs are done
+    assert claim_batch(redis_client, "demo", "partner", first, TTL_MS) == Claim([6, 8], 0, True)
+    settle_batch(redis_client, "demo", "partner", first, [6, 8])
+    # Nothing waits: the job lets go of the side in the same step, and the next event sends a job.
+    assert claim_batch(redis_client, "demo", "partner", first, TTL_MS) == Claim([], 0, True)
     assert not redis_client.exists(batch_key("demo", "partner"))
-    enqueuer.sync("demo", "partner", 8, "task_changed")
+    second = enqueuer.queue("demo", "partner", 9, "task_changed")
+    assert second != first and redis_client.get(batch_key("demo", "partner")) == second
     assert len(queued_jobs(redis_client)) == 2
-    assert claim_batch(redis_client, "demo", "partner", "job-2", TTL_MS) == ([6, 8], 0)
-    # A job that finds nothing claims nothing.
-    assert claim_batch(redis_client, "demo", "partner", "job-3", TTL_MS) == ([], 0)
 
 
-def test_a_started_job_leaves_another_jobs_flag_alone(enqueuer, redis_client):
+def test_a_job_that_does_not_hold_the_side_claims_one_batch_and_leaves_the_flag_alone(enqueuer, redis_client):
     queued = enqueuer.queue("demo", "partner", 5, "task_changed")
-    claim_batch(redis_client, "demo", "partner", "an-old-redelivered-job", TTL_MS)
+    # A helper (or an old job delivered again): it takes what waits, but the side stays the queued job's.
+    assert claim_batch(redis_client, "demo", "partner", "a-helper", TTL_MS) == Claim([5], 0, False)
+    assert claim_batch(redis_client, "demo", "partner", "a-helper", TTL_MS).owner is False
     assert redis_client.get(batch_key("demo", "partner")) == queued
+
+
+def test_a_job_finding_the_side_free_takes_it(enqueuer, redis_client):
+    enqueuer.queue("demo", "partner", 5, "task_changed")
+    redis_client.delete(batch_key("demo", "partner"))          # say its flag expired
+    assert claim_batch(redis_client, "demo", "partner", "job-2", TTL_MS) == Claim([5], 0, True)
+    assert redis_client.get(batch_key("demo", "partner")) == "job-2"
+
+
+def test_a_job_whose_turn_is_over_hands_the_side_to_a_new_job(enqueuer, redis_client):
+    first = enqueuer.queue("demo", "partner", 5, "task_changed")
+    claim_batch(redis_client, "demo", "partner", first, TTL_MS)
+    redis_client.delete(SYNC_QUEUE)
+    nxt = enqueuer.hand_off_batch("demo", "partner", first)
+    assert nxt not in (None, first) and redis_client.get(batch_key("demo", "partner")) == nxt
+    assert [message["headers"]["id"] for message in queued_jobs(redis_client)] == [nxt]
+    # A job that no longer holds the side hands off nothing.
+    assert enqueuer.hand_off_batch("demo", "partner", first) is None
+    assert len(queued_jobs(redis_client)) == 1
+
+
+def test_a_helper_is_sent_without_taking_the_side(enqueuer, redis_client):
+    first = enqueuer.queue("demo", "partner", 5, "task_changed")
+    helper = enqueuer.help_batch("demo", "partner")
+    assert helper != first and redis_client.get(batch_key("demo", "partner")) == first
+    assert [job(message) for message in queued_jobs(redis_client)] == [(SYNC_BATCH, ["demo", "partner"], None)] * 2
 
 
 def test_claims_of_a_job_that_died_are_taken_again_once_they_lapse(enqueuer, redis_client):
     enqueuer.sync("demo", "partner", 5, "task_changed")
-    assert claim_batch(redis_client, "demo", "partner", "dead-job", 200) == ([5], 0)
-    assert claim_batch(redis_client, "demo", "partner", "job-2", TTL_MS) == ([], 0)   # claim still live
+    assert claim_batch(redis_client, "demo", "partner", "dead-job", 200).tasks == [5]
+    assert claim_batch(redis_client, "demo", "partner", "job-2", TTL_MS).tasks == []   # claim still live
     time.sleep(0.25)
-    assert claim_batch(redis_client, "demo", "partner", "job-3", TTL_MS) == ([5], 0)
+    assert claim_batch(redis_client, "demo", "partner", "job-3", TTL_MS).tasks == [5]
     assert redis_client.hget(claims_key("demo", "partner"), "5").endswith(":job-3")
 
 
 def test_a_job_delivered_again_takes_its_own_claims_back_at_once(enqueuer, redis_client):
     enqueuer.sync("demo", "partner", 5, "task_changed")
-    assert claim_batch(redis_client, "demo", "partner", "killed-job", TTL_MS) == ([5], 0)
-    assert claim_batch(redis_client, "demo", "partner", "other-job", TTL_MS) == ([], 0)
-    assert claim_batch(redis_client, "demo", "partner", "killed-job", TTL_MS) == ([5], 0)
+    assert claim_batch(redis_client, "demo", "partner", "killed-job", TTL_MS).tasks == [5]
+    assert claim_batch(redis_client, "demo", "partner", "other-job", TTL_MS).tasks == []
+    assert claim_batch(redis_client, "demo", "partner", "killed-job", TTL_MS).tasks == [5]
 
 
 def test_settling_drops_only_the_jobs_own_claims(enqueuer, redis_client):
@@ -151,7 +187,7 @@ def test_a_job_that_could_not_be_sent_leaves_no_flag_behind(enqueuer, redis_clie
     monkeypatch.undo()
     # The sender's retry of the webhook queues it after all (the task waits in the dirty set).
     assert enqueuer.sync("demo", "partner", 5, "task_changed")
-    assert claim_batch(redis_client, "demo", "partner", "job-1", TTL_MS) == ([5], 0)
+    assert claim_batch(redis_client, "demo", "partner", "job-1", TTL_MS).tasks == [5]
 
 
 def test_a_batch_job_lost_with_its_flag_kept_is_sent_again_once_tasks_waited_too_long(enqueuer, redis_client):
@@ -162,3 +198,38 @@ def test_a_batch_job_lost_with_its_flag_kept_is_sent_again_once_tasks_waited_too
     again = enqueuer.send_batch("demo", "partner", stale_s=0.2)
     assert again not in (None, lost) and redis_client.get(batch_key("demo", "partner")) == again
     assert [job(message) for message in queued_jobs(redis_client)] == [(SYNC_BATCH, ["demo", "partner"], None)]
+
+
+def test_a_batch_begins_its_runs_in_one_step(enqueuer, redis_client):
+    from schemas.links import load_links
+    from workers.names import lock_key
+    from workers.state import LinkState
+    from workers.tasks import take_batch
+
+    link = load_links(Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml").links[0]
+    state = LinkState(redis_client, link.name)
+    state.pair("task", "partner", 5, "client", 12)
+    state.save_snapshots({("partner", 5): {"name": "p"}, ("client", 12): {"name": "c"}})
+    for task in (5, 6, 7):
+        enqueuer.sync(link.name, "partner", task, "task_changed")
+    enqueuer.sync(link.name, "client", 12, "task_changed")             # the counterpart's own event waits
+    redis_client.set(lock_key(link.name, "partner", 7), "another-run")
+    five, six, seven = take_batch(redis_client, link, "partner", [5, 6, 7], "tok", 10_000)
+    assert (five.counterpart, five.locked, five.hints, five.pending) == (12, False, ["task_changed"], True)
+    assert json.loads(five.mine) == {"name": "p"} and json.loads(five.theirs) == {"name": "c"}
+    assert five.queued is None and five.blocked is None and five.kept is None
+    assert redis_client.get(lock_key(link.name, "partner", 5)) == redis_client.get(
+        lock_key(link.name, "client", 12)) == "tok"
+    assert (six.counterpart, six.locked, six.theirs) == (None, False, None)
+    assert redis_client.get(lock_key(link.name, "partner", 6)) == "tok"
+    # Taken: a later event queues a run of its own.
+    assert not redis_client.exists(pending_key(link.name, "partner", 5), hints_key(link.name, "partner", 5))
+    # A pair another run holds: nothing taken, its event still waits for it.
+    assert seven.locked and seven.hints == []
+    assert redis_client.exists(pending_key(link.name, "partner", 7), hints_key(link.name, "partner", 7)) == 2
+    # A severed link touches nothing: each run parks its event.
+    state.sever("client", "token revoked", time.time())
+    enqueuer.sync(link.name, "partner", 8, "task_changed")
+    assert take_batch(redis_client, link, "partner", [8], "tok", 10_000) is None
+    assert redis_client.exists(pending_key(link.name, "partner", 8)) and not redis_client.exists(
+        lock_key(link.name, "partner", 8))

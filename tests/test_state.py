@@ -98,3 +98,55 @@ def test_a_runs_state_reads_once_and_sees_its_own_writes(redis_client):
     LinkState(redis_client, "acme").save_snapshots({("partner", 5): {"name": "newer"}})
     run.forget()
     assert run.snapshot("partner", 5) == {"name": "newer"}
+
+
+def test_a_run_writes_what_it_agreed_on_when_it_ends_with_its_lock_release(redis_client):
+    from workers.idempotency import TaskLock
+    from workers.state import RunState
+
+    lock = TaskLock(redis_client, ("crosslink:lock:acme:partner:5",))
+    assert lock.acquire(10_000)
+    run = RunState(redis_client, "acme")
+    run.save_snapshots({("partner", 5): {"name": "agreed"}})
+    run.save_queued_expectations("client", 12, {"name": "queued"})
+    # Nobody else reads it before the run ends (they would need the lock): not written yet.
+    assert LinkState(redis_client, "acme").snapshot("partner", 5) is None
+    run.close(lock.release_in, synced=True)
+    assert LinkState(redis_client, "acme").snapshot("partner", 5) == {"name": "agreed"}
+    assert LinkState(redis_client, "acme").queued_expectations("client", 12) == {"name": "queued"}
+    assert LinkState(redis_client, "acme").last_sync() is not None
+    assert not redis_client.exists("crosslink:lock:acme:partner:5")
+
+
+def test_a_run_that_failed_part_way_writes_nothing_but_lets_go_of_its_lock(redis_client):
+    from workers.idempotency import TaskLock
+    from workers.state import RunState
+
+    lock = TaskLock(redis_client, ("crosslink:lock:acme:partner:5",))
+    assert lock.acquire(10_000)
+    run = RunState(redis_client, "acme")
+    run.save_snapshots({("partner", 5): {"name": "half-done"}})
+    run.close(lock.release_in, synced=False)
+    assert LinkState(redis_client, "acme").snapshot("partner", 5) is None
+    assert LinkState(redis_client, "acme").last_sync() is None
+    assert not redis_client.exists("crosslink:lock:acme:partner:5")
+
+
+def test_a_run_seeded_by_its_batch_reads_nothing_of_its_pair_again(redis_client):
+    from workers.state import RunState
+
+    run = RunState(redis_client, "acme")
+    run.seed("partner", 5, "client", 12, mine='{"name": "p"}', theirs='{"name": "c"}', queued=None, pending=True)
+    redis_client.flushdb()  # what the batch read is what the run sees
+    assert run.counterpart("task", "partner", 5) == 12
+    assert run.snapshot("partner", 5) == {"name": "p"}
+    assert run.snapshot("client", 12) == {"name": "c"}
+    assert run.queued_expectations("client", 12) == {}
+    assert run.has_pending("client", 12)
+    # Other tasks of the registry are read from Redis.
+    LinkState(redis_client, "acme").pair("task", "partner", 7, "client", 13)
+    assert run.counterpart("task", "partner", 7) == 13
+    # Nothing to write for expectations that neither were nor are.
+    run.save_queued_expectations("client", 12, {})
+    run.close(lambda pipe: None, synced=True)
+    assert not redis_client.exists("crosslink:queued:acme")

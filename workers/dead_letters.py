@@ -94,7 +94,7 @@ class DeadLetters:
         return f"{PREFIX}:index:{self.link}"
 
     @property
-    def _blocked(self) -> str:
+    def blocked_key(self) -> str:
         return f"{PREFIX}:blocked:{self.link}"
 
     def _waiting(self, side: str, task: int) -> str:
@@ -113,7 +113,7 @@ class DeadLetters:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(LETTERS, letter_id, json.dumps(record, sort_keys=True))
         pipe.zadd(self._index, {letter_id: int(letter_id)})
-        pipe.hsetnx(self._blocked, f"{side}:{task}", letter_id)
+        pipe.hsetnx(self.blocked_key, f"{side}:{task}", letter_id)
         pipe.execute()
         return letter_id
 
@@ -130,13 +130,13 @@ class DeadLetters:
 
     def blocked_by(self, side: str, task: int) -> str | None:
         """The id of the letter SIDE's TASK waits behind, if any."""
-        value = self.redis.hget(self._blocked, f"{side}:{int(task)}")
+        value = self.redis.hget(self.blocked_key, f"{side}:{int(task)}")
         return _text(value) if value is not None else None
 
     def hold_if_blocked(self, side: str, task: int, event: dict[str, Any]) -> str | None:
         """Append EVENT to the task's FIFO if the task is blocked; the blocking letter's id, or
         None when the task is free and the event should run."""
-        held = self.redis.eval(_HOLD_LUA, 2, self._blocked, self._waiting(side, task),
+        held = self.redis.eval(_HOLD_LUA, 2, self.blocked_key, self._waiting(side, task),
                                f"{side}:{int(task)}", json.dumps(event, sort_keys=True))
         return _text(held) if held else None
 
@@ -153,7 +153,7 @@ class DeadLetters:
         if letter is None or letter["link"] != self.link:
             return None
         side, task = letter["side"], int(letter["task"])
-        result = self.redis.eval(_RELEASE_LUA, 4, LETTERS, self._index, self._blocked,
+        result = self.redis.eval(_RELEASE_LUA, 4, LETTERS, self._index, self.blocked_key,
                                  self._waiting(side, task), str(letter_id), f"{side}:{task}")
         if not result:
             return None  # released by someone else meanwhile

@@ -181,3 +181,9 @@ class TaskLock:
         if self.token:
             self.redis.eval(_RELEASE_ALL_LUA, len(self.keys), *self.keys, self.token)
             self.token = ""
+
+    def release_in(self, pipe: redis.client.Pipeline) -> None:
+        """Release as part of the transaction PIPE (the run's last writes go with it)."""
+        if self.token:
+            pipe.eval(_RELEASE_ALL_LUA, len(self.keys), *self.keys, self.token)
+            self.token = ""

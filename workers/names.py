@@ -53,8 +53,8 @@ def hints_key(link: str, side: str, task: int) -> str:
 # Batches: a task whose event is not part of a burst waits in its link side's DIRTY set (sorted
 # by when it began to wait) rather than in a job of its own, and one batch job (SYNC_BATCH) syncs
 # the tasks it claims from there with a single read of their source tasks (workers.tasks).
-# BATCH is set while a batch job is queued and not yet started (its value is the job's Celery
-# id), so events arriving meanwhile join it; CLAIMS maps each task a running batch job took to
+# BATCH is set while a batch job is queued or running (its value is the job's Celery id), so
+# events arriving meanwhile join it, and the job drops it once it finds none waiting; CLAIMS maps each task a running batch job took to
 # when its claim lapses and which job holds it, so two batch jobs of one side never work on the
 # same task, and a crashed job's tasks are claimed again.
 DIRTY_KEY = "crosslink:dirty:{link}:{side}"

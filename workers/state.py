@@ -22,7 +22,9 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,12 +67,12 @@ class LinkState:
     redis: redis.Redis
     link: str
 
-    def _key(self, *parts: str) -> str:
+    def key(self, *parts: str) -> str:
         return ":".join((PREFIX, *parts))
 
     # --- registry -----------------------------------------------------------------------
     def counterpart(self, kind: str, side: str, number: int) -> int | None:
-        value = self._hget(self._key("reg", self.link, kind), f"{side}:{number}")
+        value = self._hget(self.key("reg", self.link, kind), f"{side}:{number}")
         return int(value) if value is not None else None
 
     def _hget(self, key: str, field_: str) -> Any:
@@ -82,20 +84,20 @@ class LinkState:
 
     def pair(self, kind: str, side: str, number: int, other_side: str, other: int) -> None:
         self.redis.hset(
-            self._key("reg", self.link, kind),
+            self.key("reg", self.link, kind),
             mapping={f"{side}:{number}": other, f"{other_side}:{other}": number},
         )
 
     def pairs(self, kind: str) -> dict[str, int]:
-        raw = self.redis.hgetall(self._key("reg", self.link, kind))
+        raw = self.redis.hgetall(self.key("reg", self.link, kind))
         return {_text(k): int(v) for k, v in raw.items()}
 
     def is_mirror(self, kind: str, side: str, number: int) -> bool:
         """True when (side, number) was created by the sync as a mirror."""
-        return self.redis.sismember(self._key("mirrors", self.link, kind), f"{side}:{number}") == 1
+        return self.redis.sismember(self.key("mirrors", self.link, kind), f"{side}:{number}") == 1
 
     def mark_mirror(self, kind: str, side: str, number: int) -> None:
-        self.redis.sadd(self._key("mirrors", self.link, kind), f"{side}:{number}")
+        self.redis.sadd(self.key("mirrors", self.link, kind), f"{side}:{number}")
 
     def has_pending(self, side: str, number: int) -> bool:
         """Whether an event for SIDE's task NUMBER is waiting for its sync run."""
@@ -104,10 +106,10 @@ class LinkState:
     # --- hierarchy ----------------------------------------------------------------------
     def wait_for_parent(self, side: str, parent: int, child: int) -> None:
         """CHILD's parent has no mirror yet: remember to sync CHILD again once it has one."""
-        self.redis.sadd(self._key("waiting-parent", self.link, side, str(parent)), child)
+        self.redis.sadd(self.key("waiting-parent", self.link, side, str(parent)), child)
 
     def take_waiting_children(self, side: str, parent: int) -> list[int]:
-        key = self._key("waiting-parent", self.link, side, str(parent))
+        key = self.key("waiting-parent", self.link, side, str(parent))
         pipe = self.redis.pipeline(transaction=True)
         pipe.smembers(key)
         pipe.delete(key)
@@ -116,57 +118,57 @@ class LinkState:
 
     # --- snapshots ----------------------------------------------------------------------
     def snapshot(self, side: str, number: int) -> dict[str, Any] | None:
-        raw = self._hget(self._key("snap", self.link), f"{side}:{number}")
+        raw = self._hget(self.key("snap", self.link), f"{side}:{number}")
         return json.loads(raw) if raw is not None else None
 
     def save_snapshots(self, snapshots: dict[tuple[str, int], dict[str, Any]]) -> None:
         if snapshots:
             self.redis.hset(
-                self._key("snap", self.link),
+                self.key("snap", self.link),
                 mapping={f"{s}:{n}": json.dumps(v, sort_keys=True) for (s, n), v in snapshots.items()},
             )
 
     def queued_expectations(self, side: str, number: int) -> dict[str, Any]:
         """Canonical values a write Planfix queued (202) should give SIDE's task NUMBER."""
-        raw = self._hget(self._key("queued", self.link), f"{side}:{number}")
+        raw = self._hget(self.key("queued", self.link), f"{side}:{number}")
         return json.loads(raw) if raw is not None else {}
 
     def save_queued_expectations(self, side: str, number: int, values: dict[str, Any]) -> None:
         if values:
-            self.redis.hset(self._key("queued", self.link), f"{side}:{number}",
+            self.redis.hset(self.key("queued", self.link), f"{side}:{number}",
                             json.dumps(values, sort_keys=True))
         else:
-            self.redis.hdel(self._key("queued", self.link), f"{side}:{number}")
+            self.redis.hdel(self.key("queued", self.link), f"{side}:{number}")
 
     def comment_fingerprints(self, side: str, task: int) -> dict[int, str]:
-        raw = self.redis.hgetall(self._key("csnap", self.link, side, str(task)))
+        raw = self.redis.hgetall(self.key("csnap", self.link, side, str(task)))
         return {int(k): _text(v) for k, v in raw.items()}
 
     def save_comment_fingerprint(self, side: str, task: int, comment: int, fingerprint: str) -> None:
-        self.redis.hset(self._key("csnap", self.link, side, str(task)), str(comment), fingerprint)
+        self.redis.hset(self.key("csnap", self.link, side, str(task)), str(comment), fingerprint)
 
     # --- severance ----------------------------------------------------------------------
     def sever(self, side: str, reason: str, at: float) -> bool:
         """Mark SIDE severed; True when it was not severed before."""
         return bool(
             self.redis.hsetnx(
-                self._key("severed", self.link), side, json.dumps({"reason": reason, "at": at})
+                self.key("severed", self.link), side, json.dumps({"reason": reason, "at": at})
             )
         )
 
     def severed(self) -> dict[str, dict[str, Any]]:
-        raw = self.redis.hgetall(self._key("severed", self.link))
+        raw = self.redis.hgetall(self.key("severed", self.link))
         return {_text(k): json.loads(v) for k, v in raw.items()}
 
     def restore(self, side: str) -> None:
-        self.redis.hdel(self._key("severed", self.link), side)
+        self.redis.hdel(self.key("severed", self.link), side)
 
     def park(self, event: dict[str, Any]) -> None:
-        self.redis.rpush(self._key("parked", self.link), json.dumps(event, sort_keys=True))
+        self.redis.rpush(self.key("parked", self.link), json.dumps(event, sort_keys=True))
 
     def take_parked(self) -> list[dict[str, Any]]:
         """Remove and return every parked event, oldest first (atomically)."""
-        key = self._key("parked", self.link)
+        key = self.key("parked", self.link)
         pipe = self.redis.pipeline(transaction=True)
         pipe.lrange(key, 0, -1)
         pipe.delete(key)
@@ -174,7 +176,7 @@ class LinkState:
         return [json.loads(item) for item in raw]
 
     def parked_count(self) -> int:
-        return int(self.redis.llen(self._key("parked", self.link)))
+        return int(self.redis.llen(self.key("parked", self.link)))
 
     # --- dead letters and progress ------------------------------------------------------
     def dead_letter(self, event: dict[str, Any], reason: str, at: float, kind: str = "permanent") -> str:
@@ -188,11 +190,12 @@ class LinkState:
     def dead_letter_count(self) -> int:
         return DeadLetters(self.redis, self.link).count()
 
-    def mark_synced(self, at: float) -> None:
-        self.redis.hset(self._key("last-sync"), self.link, at)
+    def mark_synced(self, at: float, into: redis.client.Pipeline | None = None) -> None:
+        """Record the link's last finished run (INTO: as part of that transaction)."""
+        (into if into is not None else self.redis).hset(self.key("last-sync"), self.link, at)
 
     def last_sync(self) -> float | None:
-        value = self.redis.hget(self._key("last-sync"), self.link)
+        value = self.redis.hget(self.key("last-sync"), self.link)
         return float(value) if value is not None else None
 
 
@@ -200,31 +203,81 @@ class LinkState:
 class RunState(LinkState):
     """The state as one sync run sees it: the run holds its task pair's lock, so the pair's
     snapshots and queued expectations stay as it read or wrote them, and are read from Redis
-    once. The registry is always read afresh: other runs pair other tasks (a parent, say)
-    meanwhile. For one run only; everything else uses LinkState."""
+    once (or given by the batch that began the run: seed). The registry is read afresh, but for
+    the run's own pair once known: other runs pair other tasks (a parent, say) meanwhile.
+
+    What the run agrees on (snapshots, queued expectations) is written when the run ends, in the
+    transaction that releases its lock (close): nobody reads it before then, as only a run
+    holding the pair's lock does. For one run only; everything else uses LinkState."""
 
     _read: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False)
+    _pending: dict[tuple[str, int], bool] = field(default_factory=dict, init=False, repr=False)
+    _unsaved: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False)
 
     def _hget(self, key: str, field_: str) -> Any:
-        if key not in (self._key("snap", self.link), self._key("queued", self.link)):
-            return super()._hget(key, field_)
-        if (key, field_) not in self._read:
-            self._read[(key, field_)] = super()._hget(key, field_)
-        return self._read[(key, field_)]
+        if (key, field_) in self._read:
+            return self._read[(key, field_)]
+        value = super()._hget(key, field_)
+        if key in (self.key("snap", self.link), self.key("queued", self.link)):
+            self._read[(key, field_)] = value
+        return value
 
     def forget(self) -> None:
         """Drop what was read: call it once the run holds its lock (reads before may be stale)."""
         self._read.clear()
+        self._pending.clear()
+
+    def seed(self, side: str, number: int, other_side: str, counterpart: int | None, *, mine: Any, theirs: Any,
+             queued: Any, pending: bool) -> None:
+        """What a batch read for the run of SIDE's task NUMBER as it took the lock: the pair,
+        both snapshots, the counterpart's queued expectations and whether an event of its own
+        waits (values as stored, None where absent)."""
+        self._read[(self.key("snap", self.link), f"{side}:{number}")] = mine
+        if counterpart is not None:
+            other = f"{other_side}:{counterpart}"
+            self._read[(self.key("reg", self.link, "task"), f"{side}:{number}")] = str(counterpart)
+            self._read[(self.key("snap", self.link), other)] = theirs
+            self._read[(self.key("queued", self.link), other)] = queued
+            self._pending[(other_side, counterpart)] = pending
+
+    def has_pending(self, side: str, number: int) -> bool:
+        if (side, number) in self._pending:
+            return self._pending[(side, number)]
+        return super().has_pending(side, number)
+
+    def pair(self, kind: str, side: str, number: int, other_side: str, other: int) -> None:
+        super().pair(kind, side, number, other_side, other)
+        key = self.key("reg", self.link, kind)
+        self._read.pop((key, f"{side}:{number}"), None)
+        self._read.pop((key, f"{other_side}:{other}"), None)
 
     def save_snapshots(self, snapshots: dict[tuple[str, int], dict[str, Any]]) -> None:
-        super().save_snapshots(snapshots)
-        key = self._key("snap", self.link)
-        self._read.update({(key, f"{s}:{n}"): json.dumps(v, sort_keys=True) for (s, n), v in snapshots.items()})
+        key = self.key("snap", self.link)
+        for (s, n), value in snapshots.items():
+            self._read[(key, f"{s}:{n}")] = self._unsaved[(key, f"{s}:{n}")] = json.dumps(value, sort_keys=True)
 
     def save_queued_expectations(self, side: str, number: int, values: dict[str, Any]) -> None:
-        super().save_queued_expectations(side, number, values)
-        self._read[(self._key("queued", self.link), f"{side}:{number}")] = (
-            json.dumps(values, sort_keys=True) if values else None)
+        key = (self.key("queued", self.link), f"{side}:{number}")
+        value = json.dumps(values, sort_keys=True) if values else None
+        if value is None and key in self._read and self._read[key] is None and key not in self._unsaved:
+            return  # none were, none are: nothing to write
+        self._read[key] = self._unsaved[key] = value
+
+    def close(self, release: Callable[[redis.client.Pipeline], None], synced: bool) -> None:
+        """End the run in one transaction: when SYNCED (it finished), write what it agreed on and
+        mark the link synced; in any case RELEASE its lock (a callback adding that to the
+        transaction). A run that failed part-way leaves nothing written: its retry starts over."""
+        pipe = self.redis.pipeline(transaction=True)
+        if synced:
+            for (key, field_), value in self._unsaved.items():
+                if value is None:
+                    pipe.hdel(key, field_)
+                else:
+                    pipe.hset(key, field_, value)
+            self.mark_synced(time.time(), into=pipe)
+        release(pipe)
+        self._unsaved.clear()
+        pipe.execute()
 
 
 def _text(value: bytes | str) -> str:

@@ -16,24 +16,29 @@ Two kinds of job run the same runs: `sync_task` syncs one task (a burst's, a re-
 replay), `sync_batch` the tasks its link side's lone events left in the dirty set
 (producers.enqueue). A batch job claims up to BATCH_MAX of them, begins each run (its lock, its
 events' hints), reads all their source tasks with one request, and then finishes each run as a
-single job would. A task's claim names the job and lapses after CLAIM_TTL_MS: a batch job that
-died leaves its tasks claimed, and its own message, delivered again, claims them again at once
-(any batch job of that side does once they lapse; the poller sends one to every side with
-claims or dirty tasks); their runs, whose hints the dead job may have taken, look in full.
+single job would; then it claims again, until none waits (or its turn is over, and a new job
+at the back of the queue takes the side over; with a full batch more waiting, a helper job takes
+one batch in another slot). A task's claim names the job and lapses after CLAIM_TTL_MS: a batch
+job that died leaves its tasks claimed, and its own message, delivered again, claims them again
+at once (any batch job of that side does once they lapse; the poller sends one to every side
+with claims or dirty tasks); their runs, whose hints the dead job may have taken, look in full.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis
 from celery import Task
 from celery.exceptions import Reject
 
 from planfix.errors import PlanfixError, Queued, RateLimited, TransientError
+from producers.enqueue import PENDING_TTL_S
 from schemas.links import Link
 from workers.app import app
 from workers.dead_letters import DeadLetters
@@ -47,7 +52,7 @@ from workers.names import (
 )
 from workers.retry import POLICY, Action, Decision, FailureKind, decide
 from workers.runtime import runtime
-from workers.state import RunState
+from workers.state import LinkState, RunState
 from workers.sync import ADMISSION_LIMIT_WAIT_S, SideFailure, TaskSync, call_key
 
 log = logging.getLogger("crosslink.worker")
@@ -59,31 +64,39 @@ REDIS_OUTAGE_WAIT_S = 30.0
 # wait well below this); after it they are simply read again.
 RESUME_TTL_S = 600
 REDIS_PING_EVERY_S = 0.5
-# A batch job claims at most this many tasks (one source read holds them all); more waiting and
-# it sends another batch job at once, so that another worker slot takes those.
+# A batch job claims at most this many tasks at a time (one source read holds them all).
 BATCH_MAX = 50
+# A batch job claims again while tasks wait, for this long; then a new job at the back of the
+# queue takes over, so that one busy link side does not keep a worker slot from the others.
+BATCH_TURN_S = 1.0
 # A batch's claim on a task lapses after this long (scaled like the task lock): long enough for
 # any batch to finish, short enough that a dead job's tasks are taken up again soon.
 CLAIM_TTL_MS = 60_000
 MIN_CLAIM_TTL_MS = 10_000
 
-# KEYS: dirty, claims, batch. ARGV: this job's id, claim TTL (ms), most tasks to claim.
-# Returns {tasks claimed, tasks left in the dirty set}. Claims that lapsed (their job died) or
-# that this very job holds (it died, and its message came back) are taken first, then the tasks
-# that have waited longest; a claim's value is "<lapse ms>:<job id>".
+# KEYS: dirty, claims, batch. ARGV: this job's id, claim TTL (ms), most tasks to claim, batch flag
+# TTL (s). Returns {tasks claimed, tasks left in the dirty set, 1 if this job holds the flag}.
+# The job holds its side's batch flag while it runs (taking it if no job holds it), so events join
+# it; once it finds nothing to claim it drops the flag in the same step, so the next event sends
+# a job. Claims that lapsed (their job died) or that this very job holds (it died, and its message
+# came back) are taken first, then the tasks that have waited longest; a claim's value is
+# "<lapse ms>:<job id>".
 _CLAIM_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-if redis.call('GET', KEYS[3]) == ARGV[1] then
-  redis.call('DEL', KEYS[3])
+local flag = redis.call('GET', KEYS[3])
+local owner = 0
+if flag == false or flag == ARGV[1] then
+  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[4])
+  owner = 1
 end
 local most = tonumber(ARGV[3])
 local taken = {}
 local claims = redis.call('HGETALL', KEYS[2])
 for i = 1, #claims, 2 do
   if #taken >= most then break end
-  local lapse, owner = string.match(claims[i + 1], '^(%d+):(.*)$')
-  if lapse == nil or tonumber(lapse) <= now or owner == ARGV[1] then
+  local lapse, holder = string.match(claims[i + 1], '^(%d+):(.*)$')
+  if lapse == nil or tonumber(lapse) <= now or holder == ARGV[1] then
     taken[#taken + 1] = claims[i]
   end
 end
@@ -93,11 +106,67 @@ if #taken < most then
     taken[#taken + 1] = oldest[i]
   end
 end
+if #taken == 0 and owner == 1 then
+  redis.call('DEL', KEYS[3])
+end
 local claim = tostring(now + tonumber(ARGV[2])) .. ':' .. ARGV[1]
 for _, task in ipairs(taken) do
   redis.call('HSET', KEYS[2], task, claim)
 end
-return {taken, redis.call('ZCARD', KEYS[1])}
+return {taken, redis.call('ZCARD', KEYS[1]), owner}
+"""
+# Begin the runs of a batch's tasks in one step (what _begin does per task, in as many round
+# trips). KEYS: the link's severed hash, task registry, snapshots, queued expectations, blocked
+# tasks. ARGV: side, other side, lock token, lock TTL (ms), the link's lock, pending, hints and
+# resume key patterns (string.format, side and task), then the tasks. Returns {"severed"} when a
+# side of the link is severed (nothing touched: each run parks as _begin does), else per task
+# {counterpart, locked, hints, blocked letter, kept reads, the task's snapshot, the counterpart's
+# snapshot, its queued expectations, its pending flag}. A task whose pair is locked keeps its
+# pending flag and hints, as _begin leaves them.
+_BEGIN_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'severed'}
+end
+local side, other, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local lock_at, pending_at, hints_at, resume_at = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local out = {}
+for i = 9, #ARGV do
+  local task = ARGV[i]
+  local key = side .. ':' .. task
+  local counterpart = redis.call('HGET', KEYS[2], key)
+  local locks = {string.format(lock_at, side, task)}
+  if counterpart then
+    locks[2] = string.format(lock_at, other, counterpart)
+  end
+  local locked = 0
+  for j, lock in ipairs(locks) do
+    if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then
+      for k = 1, j - 1 do redis.call('DEL', locks[k]) end
+      locked = 1
+      break
+    end
+  end
+  if locked == 1 then
+    out[#out + 1] = {counterpart, 1, {}, false, false, false, false, false, 0}
+  else
+    redis.call('DEL', string.format(pending_at, side, task))
+    local hints = redis.call('LRANGE', string.format(hints_at, side, task), 0, -1)
+    redis.call('DEL', string.format(hints_at, side, task))
+    local kept = redis.call('GET', string.format(resume_at, side, task))
+    redis.call('DEL', string.format(resume_at, side, task))
+    local blocked = redis.call('HGET', KEYS[5], key)
+    local mine = redis.call('HGET', KEYS[3], key)
+    local theirs, queued, pending = false, false, 0
+    if counterpart then
+      local their_key = other .. ':' .. counterpart
+      theirs = redis.call('HGET', KEYS[3], their_key)
+      queued = redis.call('HGET', KEYS[4], their_key)
+      pending = redis.call('EXISTS', string.format(pending_at, other, counterpart))
+    end
+    out[#out + 1] = {counterpart, 0, hints, blocked, kept, mine, theirs, queued, pending}
+  end
+end
+return out
 """
 # KEYS: claims. ARGV: this job's id, then the tasks it is done with: their claims go, unless
 # another job has claimed a task since.
@@ -263,8 +332,10 @@ def _finish(begun: Begun, prefetched: dict | None = None) -> str:
     clients = {name: rt.client(link, name) for name in link.sides}
     run = TaskSync(link, side, number, clients, state, rt.writes, hints,
                    kept_reads=begun.kept_reads, prefetched=prefetched)
+    finished = False
     try:
         report = run.run()
+        finished = True
     except LeaseBusy as exc:
         _again(link_name, side, number, decide(exc, attempt, scale), hints)
         return "lease-busy"
@@ -284,10 +355,11 @@ def _finish(begun: Begun, prefetched: dict | None = None) -> str:
         return "dead"
     finally:
         try:
-            begun.lock.release()
+            state.close(begun.lock.release_in, synced=finished)
         except redis.RedisError:
-            pass  # the lock's TTL frees it
-    state.mark_synced(time.time())
+            if finished:
+                raise  # what it agreed on is not saved: the job goes back to the queue
+            # else the lock's TTL frees it
     for follow_side, follow_number in report.follow_up:
         requeue(link_name, follow_side, follow_number, 0.0)
     log.info("synced: %s", report.summary(), extra={**context, "counterpart": report.counterpart})
@@ -318,12 +390,20 @@ def sync_batch(self: Task, link_name: str, side: str) -> str:
         raise Reject(f"Redis unavailable: {type(exc).__name__}", requeue=True) from exc
 
 
+class Claim(NamedTuple):
+    tasks: list[int]
+    # How many tasks still wait in the dirty set.
+    left: int
+    # Whether this job holds its side's batch flag: it claims again after these, until none wait.
+    owner: bool
+
+
 def claim_batch(store: redis.Redis, link_name: str, side: str, job_id: str, ttl_ms: int,
-                most: int = BATCH_MAX) -> tuple[list[int], int]:
-    """Claim up to MOST of SIDE's waiting tasks for JOB_ID: (the tasks, how many still wait)."""
-    taken, left = store.eval(_CLAIM_LUA, 3, dirty_key(link_name, side), claims_key(link_name, side),
-                             batch_key(link_name, side), job_id, ttl_ms, most)
-    return sorted(int(task) for task in taken), int(left)
+                most: int = BATCH_MAX) -> Claim:
+    """Claim up to MOST of SIDE's waiting tasks for JOB_ID (see _CLAIM_LUA)."""
+    taken, left, owner = store.eval(_CLAIM_LUA, 3, dirty_key(link_name, side), claims_key(link_name, side),
+                                    batch_key(link_name, side), job_id, ttl_ms, most, PENDING_TTL_S)
+    return Claim(sorted(int(task) for task in taken), int(left), bool(owner))
 
 
 def settle_batch(store: redis.Redis, link_name: str, side: str, job_id: str, numbers: list[int]) -> None:
@@ -333,20 +413,43 @@ def settle_batch(store: redis.Redis, link_name: str, side: str, job_id: str, num
 
 
 def _sync_batch(link_name: str, side: str, job_id: str) -> str:
+    """Claim and sync batches until none waits, or the job's turn is over while some do: then a
+    new job takes the side's flag at the back of the queue (other sides' jobs wait meanwhile)."""
     rt = runtime()
-    link = rt.link(link_name)
     ttl_ms = scaled_ttl_ms(CLAIM_TTL_MS, MIN_CLAIM_TTL_MS, rt.settings.time_scale)
-    numbers, left = claim_batch(rt.redis, link_name, side, job_id, ttl_ms)
-    if left:
-        rt.enqueuer.send_batch(link_name, side)
+    turn_ends = time.monotonic() + BATCH_TURN_S
+    synced = 0
+    while True:
+        claim = claim_batch(rt.redis, link_name, side, job_id, ttl_ms)
+        if not claim.tasks:
+            break
+        if claim.owner and claim.left >= BATCH_MAX:
+            # A full batch more waits: a helper job syncs it in another slot meanwhile (runs wait
+            # on Planfix's answers far more than they use the CPU). Without one, this job does.
+            try:
+                rt.enqueuer.help_batch(link_name, side)
+            except Exception as exc:  # noqa: BLE001 - the claimed tasks must still be synced
+                log.warning("no helper job sent (%s)", type(exc).__name__, extra={"link": link_name, "side": side})
+        _sync_claimed(rt.link(link_name), side, job_id, claim.tasks)
+        synced += len(claim.tasks)
+        if not claim.owner:
+            break  # another job holds the side: it carries on
+        if time.monotonic() >= turn_ends:
+            rt.enqueuer.hand_off_batch(link_name, side, job_id)
+            break
+    return f"synced {synced} in batches"
+
+
+def _sync_claimed(link: Link, side: str, job_id: str, numbers: list[int]) -> None:
+    """Make the runs of the claimed tasks NUMBERS: begin each, read their sources together,
+    finish each; then drop the claims of those done."""
+    rt = runtime()
     done: list[int] = []
     begun: list[Begun] = []
     try:
-        for number in numbers:
-            with telemetry.sync_run(link_name, side, number):
-                result = _begin(link_name, side, number, 0, None)
+        for number, result in _begin_batch(link, side, numbers):
             if isinstance(result, str):
-                telemetry.count_run(link_name, side, result)
+                telemetry.count_run(link.name, side, result)
                 done.append(number)
             else:
                 begun.append(result)
@@ -354,8 +457,8 @@ def _sync_batch(link_name: str, side: str, job_id: str) -> str:
         prefetched = _read_sources(link, side, begun)
         while begun:
             run = begun.pop(0)
-            with telemetry.sync_run(link_name, side, run.number):
-                telemetry.count_run(link_name, side, _finish(run, prefetched.get(run.number)))
+            with telemetry.sync_run(link.name, side, run.number):
+                telemetry.count_run(link.name, side, _finish(run, prefetched.get(run.number)))
             done.append(run.number)
     finally:
         for run in begun:  # not finished (Redis failed): the claim stays, to lapse
@@ -363,8 +466,83 @@ def _sync_batch(link_name: str, side: str, job_id: str) -> str:
                 run.lock.release()
             except redis.RedisError:
                 pass
-        settle_batch(rt.redis, link_name, side, job_id, done)
-    return f"batch of {len(numbers)}"
+        settle_batch(rt.redis, link.name, side, job_id, done)
+
+
+class Taken(NamedTuple):
+    """What _BEGIN_LUA did and read for one task (values as stored; None where absent)."""
+
+    counterpart: int | None
+    locked: bool  # its pair's lock is held by another run: nothing else was done
+    hints: list[str]
+    blocked: str | None
+    kept: str | None
+    mine: str | None
+    theirs: str | None
+    queued: str | None
+    pending: bool
+
+
+def take_batch(store: redis.Redis, link: Link, side: str, numbers: list[int], token: str,
+               lock_ttl_ms: int) -> list[Taken] | None:
+    """Lock the pairs of SIDE's tasks NUMBERS with TOKEN and take their events (_BEGIN_LUA); None
+    when a side of the link is severed (nothing was touched)."""
+    dead = DeadLetters(store, link.name)
+    keys = [LinkState(store, link.name).key(*parts) for parts in
+            (("severed", link.name), ("reg", link.name, "task"), ("snap", link.name), ("queued", link.name))]
+    # Key patterns of this link for string.format in Lua (link names are [a-z0-9-]: no "%").
+    patterns = [key_of(link.name, "%s", "%s") for key_of in (lock_key, pending_key, hints_key, resume_key)]
+    answer = store.eval(_BEGIN_LUA, 5, *keys, dead.blocked_key, side, link.other(side), token, lock_ttl_ms,
+                        *patterns, *numbers)
+    if answer and _text(answer[0]) == "severed":
+        return None
+    return [Taken(int(cp) if cp is not None else None, bool(locked), [_text(item) for item in hints],
+                  *(_text(value) if value is not None else None for value in rest[:5]), bool(pending))
+            for cp, locked, hints, *rest, pending in answer]
+
+
+def _begin_batch(link: Link, side: str, numbers: list[int]) -> list[tuple[int, Begun | str]]:
+    """Begin the runs of NUMBERS as _begin does, in one round trip for them all (take_batch), with
+    what each run will read of its pair's state from Redis read in the same step."""
+    rt = runtime()
+    scale = rt.settings.time_scale
+    token = secrets.token_hex(8)
+    taken = take_batch(rt.redis, link, side, numbers, token,
+                       scaled_ttl_ms(TASK_LOCK_TTL_MS, MIN_TASK_LOCK_TTL_MS, scale))
+    if taken is None:
+        begun: list[tuple[int, Begun | str]] = []
+        for number in numbers:  # each run parks its event, as a single job's would
+            with telemetry.sync_run(link.name, side, number):
+                begun.append((number, _begin(link.name, side, number, 0, None)))
+        return begun
+    results: list[tuple[int, Begun | str]] = []
+    for number, took in zip(numbers, taken):
+        context = {"link": link.name, "side": side, "task": number}
+        lock = pair_lock(rt.redis, link, side, number, took.counterpart)
+        if took.locked:
+            _again(link.name, side, number, decide(FailureKind.BUSY, 0, scale), None)
+            results.append((number, "locked"))
+            continue
+        lock.token = token
+        hints = Hints.parse(took.hints)
+        if took.blocked is not None:
+            event = {"link": link.name, "side": side, "task": number, "at": time.time()}
+            letter = DeadLetters(rt.redis, link.name).hold_if_blocked(side, number, event)
+            if letter is not None:
+                log.info("task has dead letter %s: event held behind it", letter, extra=context)
+                lock.release()
+                results.append((number, "held"))
+                continue
+        state = RunState(rt.redis, link.name)
+        state.seed(side, number, link.other(side), took.counterpart, mine=took.mine, theirs=took.theirs,
+                   queued=took.queued, pending=took.pending)
+        kept_reads = json.loads(took.kept) if (took.kept and hints.resume) else {}
+        results.append((number, Begun(link, side, number, 0, hints, lock, kept_reads, state)))
+    return results
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _read_sources(link: Link, side: str, begun: list[Begun]) -> dict[int, dict]:
