@@ -19,9 +19,8 @@ Batches: a lone change does not get a job of its own either. Its task joins its 
 set, and one batch job (workers.tasks.sync_batch) syncs the tasks waiting there, a batch at a
 time with one read of their source tasks, until none waits; only the event that finds no batch
 job queued or running for its side sends one. Under load a job then serves many events, so
-neither Celery nor Planfix is paid per event. All of it (the hint,
-the burst marker, the pending flag, the dirty set, the batch flag) is decided in one Lua script,
-one round trip.
+neither Celery nor Planfix is paid per event. All of it (the hint, the burst marker, the pending
+flag, the dirty set, the batch flag) is decided in one Lua script, one round trip.
 """
 
 from __future__ import annotations

@@ -414,7 +414,8 @@ def settle_batch(store: redis.Redis, link_name: str, side: str, job_id: str, num
 
 def _sync_batch(link_name: str, side: str, job_id: str) -> str:
     """Claim and sync batches until none waits, or the job's turn is over while some do: then a
-    new job takes the side's flag at the back of the queue (other sides' jobs wait meanwhile)."""
+    new job takes the side's flag at the back of the queue (other sides' jobs wait meanwhile). A
+    helper (a job that does not hold the side) goes on only while a full batch more waits."""
     rt = runtime()
     ttl_ms = scaled_ttl_ms(CLAIM_TTL_MS, MIN_CLAIM_TTL_MS, rt.settings.time_scale)
     turn_ends = time.monotonic() + BATCH_TURN_S
@@ -432,11 +433,12 @@ def _sync_batch(link_name: str, side: str, job_id: str) -> str:
                 log.warning("no helper job sent (%s)", type(exc).__name__, extra={"link": link_name, "side": side})
         _sync_claimed(rt.link(link_name), side, job_id, claim.tasks)
         synced += len(claim.tasks)
-        if not claim.owner:
-            break  # another job holds the side: it carries on
         if time.monotonic() >= turn_ends:
-            rt.enqueuer.hand_off_batch(link_name, side, job_id)
+            if claim.owner:
+                rt.enqueuer.hand_off_batch(link_name, side, job_id)
             break
+        if not claim.owner and claim.left < BATCH_MAX:
+            break  # a helper helps while a full batch more waits; the side's own job does the rest
     return f"synced {synced} in batches"
 
 
