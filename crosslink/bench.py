@@ -9,7 +9,8 @@ reads its figures from the emulator's request log, which is what Planfix would c
 Phases:
 - pipeline (limits off): webhooks posted at a fixed rate for a while; the highest rate whose
   backlog drains at once (every event written within DRAIN_S of the last post) is kept, and
-  the latency of each event is webhook post to the first write on its counterpart after it.
+  the latency of each event is webhook post to the first write on its counterpart after it
+  (reported for that rate's long run, and for every rate's probe).
   Run with 1 and 2 worker processes to show how it scales out.
 - economy (limits off, real scenario deliveries): a mixed workload of new tasks, field edits,
   status moves, comments and reassignments, one change per task at a time; Planfix requests on
@@ -112,6 +113,8 @@ class PipelineFigures:
     e2e_p99_ms: float | None = None
     events: int = 0
     tried: dict[str, bool] = field(default_factory=dict)
+    # Latency at each rate's probe, held or not: {rate: [p50 ms, p99 ms]}.
+    latency_by_rate: dict[str, list[float | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,6 +164,8 @@ class BenchReport:
             lines.append(f"  pipeline, {row.workers} worker process(es): {row.pipeline_events_per_s:.0f} events/s, "
                          f"p50 {_fmt(row.e2e_p50_ms)} ms, p99 {_fmt(row.e2e_p99_ms)} ms "
                          f"(rates tried: {tried})")
+            lines.append("    p50/p99 ms by rate: " + ", ".join(
+                f"{rate}/s {_fmt(p50)}/{_fmt(p99)}" for rate, (p50, p99) in row.latency_by_rate.items()))
         for key, value in self.headline().items():
             lines.append(f"  {key:28} {_fmt(value)}")
         return "\n".join(lines)
@@ -181,6 +186,10 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if value < 10 else f"{value:.1f}"
     return str(value)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return round(seconds * 1000, 1) if seconds is not None else None
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -338,6 +347,7 @@ class Bench:
         for rate in self.plan.pipeline_rates:
             ok, latencies = self._offer(pairs, rate, self.plan.pipeline_probe_s, seq)
             figures.tried[str(rate)] = ok
+            figures.latency_by_rate[str(rate)] = [_ms(percentile(latencies, 0.5)), _ms(percentile(latencies, 0.99))]
             self.log(f"pipeline {workers}w {rate}/s: {'held' if ok else 'backlog grew'}")
             if not ok:
                 break
@@ -352,8 +362,8 @@ class Bench:
             if ok:
                 figures.pipeline_events_per_s = float(best[0])
                 figures.events = len(latencies)
-                figures.e2e_p50_ms = round(percentile(latencies, 0.5) * 1000, 1)
-                figures.e2e_p99_ms = round(percentile(latencies, 0.99) * 1000, 1)
+                figures.e2e_p50_ms = _ms(percentile(latencies, 0.5))
+                figures.e2e_p99_ms = _ms(percentile(latencies, 0.99))
         return figures
 
     def _offer(self, pairs: list[tuple[int, int]], rate: int, seconds: float,

@@ -40,4 +40,8 @@ def test_quick_bench_keeps_planfix_limits_and_spends_at_most_two_calls_a_change(
     assert figures["pipeline_events_per_s"] > 0 and figures["e2e_p99_ms"] is not None
     # Both worker counts were run, the limited phases with several worker processes at once.
     assert [row["workers"] for row in figures["detail"]["pipeline"]] == [1, 2]
+    # Every rate's probe says how long its events waited, held or not.
+    for row in figures["detail"]["pipeline"]:
+        assert set(row["latency_by_rate"]) == {key for key in row["tried"] if " for " not in key}
+        assert all(p50 is not None and p99 >= p50 for p50, p99 in row["latency_by_rate"].values())
     assert figures["workers"] == 2
