@@ -308,3 +308,23 @@ def test_a_child_whose_parent_is_paired_while_it_waits_runs_again(pair, redis_cl
     assert report.outcome == "created" and report.follow_up == [("partner", child)]
     again = pair.sync("partner", child)
     assert pair.view("client", again.counterpart)["parent"] == pair.state.counterpart("task", "partner", parent)
+
+
+def test_a_parent_paired_just_after_the_childs_plan_looked_is_not_taken_as_agreed(pair, redis_client):
+    parent = pair.world.create_task("partner", {"name": "Parent", "processId": 1, "project": {"id": 10}},
+                                    author=PAVEL)
+    child = pair.world.create_task("partner", {"name": "Child", "processId": 1, "project": {"id": 10},
+                                               "parent": {"id": parent}}, author=PAVEL)
+
+    class PairedJustAfterThePlanLooked(LinkState):
+        def counterpart_number(self, side: str, number: int) -> int | None:
+            answer = super().counterpart_number(side, number)
+            if number == parent and answer is None:  # the parent's run, in another job, pairs it now
+                TaskSync(pair.link, side, parent, pair.clients, LinkState(redis_client, "demo"), pair.writes).run()
+            return answer
+
+    report = TaskSync(pair.link, "partner", child, pair.clients,
+                      PairedJustAfterThePlanLooked(redis_client, "demo"), pair.writes).run()
+    assert report.outcome == "created" and report.follow_up == [("partner", child)]
+    pair.sync("partner", child)
+    assert pair.view("client", report.counterpart)["parent"] == pair.state.counterpart("task", "partner", parent)
