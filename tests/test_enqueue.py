@@ -233,3 +233,13 @@ def test_a_batch_begins_its_runs_in_one_step(enqueuer, redis_client):
     assert take_batch(redis_client, link, "partner", [8], "tok", 10_000) is None
     assert redis_client.exists(pending_key(link.name, "partner", 8)) and not redis_client.exists(
         lock_key(link.name, "partner", 8))
+
+
+def test_a_running_jobs_hold_on_its_side_lapses_with_its_claims(enqueuer, redis_client):
+    first = enqueuer.queue("demo", "partner", 5, "task_changed")
+    assert claim_batch(redis_client, "demo", "partner", first, 200).owner   # killed right after
+    enqueuer.queue("demo", "partner", 6, "task_changed")                     # joins the dead job
+    time.sleep(0.25)
+    assert not redis_client.exists(batch_key("demo", "partner"))
+    second = enqueuer.queue("demo", "partner", 7, "task_changed")            # sends a job again
+    assert second not in (None, first) and len(queued_jobs(redis_client)) == 2

@@ -38,7 +38,6 @@ from celery import Task
 from celery.exceptions import Reject
 
 from planfix.errors import PlanfixError, Queued, RateLimited, TransientError
-from producers.enqueue import PENDING_TTL_S
 from schemas.links import Link
 from workers.app import app
 from workers.dead_letters import DeadLetters
@@ -74,11 +73,11 @@ BATCH_TURN_S = 1.0
 CLAIM_TTL_MS = 60_000
 MIN_CLAIM_TTL_MS = 10_000
 
-# KEYS: dirty, claims, batch. ARGV: this job's id, claim TTL (ms), most tasks to claim, batch flag
-# TTL (s). Returns {tasks claimed, tasks left in the dirty set, 1 if this job holds the flag}.
-# The job holds its side's batch flag while it runs (taking it if no job holds it), so events join
-# it; once it finds nothing to claim it drops the flag in the same step, so the next event sends
-# a job. Claims that lapsed (their job died) or that this very job holds (it died, and its message
+# KEYS: dirty, claims, batch. ARGV: this job's id, claim TTL (ms), most tasks to claim. Returns
+# {tasks claimed, tasks left in the dirty set, 1 if this job holds the flag}. The job holds its
+# side's batch flag while it runs (taking it if no job holds it), so events join it; once it
+# finds nothing to claim it drops the flag in the same step, so the next event sends a job. The
+# flag lapses with the claims: a job killed mid-turn holds its side's events no longer than that. Claims that lapsed (their job died) or that this very job holds (it died, and its message
 # came back) are taken first, then the tasks that have waited longest; a claim's value is
 # "<lapse ms>:<job id>".
 _CLAIM_LUA = """
@@ -87,7 +86,7 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local flag = redis.call('GET', KEYS[3])
 local owner = 0
 if flag == false or flag == ARGV[1] then
-  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[4])
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
   owner = 1
 end
 local most = tonumber(ARGV[3])
@@ -402,7 +401,7 @@ def claim_batch(store: redis.Redis, link_name: str, side: str, job_id: str, ttl_
                 most: int = BATCH_MAX) -> Claim:
     """Claim up to MOST of SIDE's waiting tasks for JOB_ID (see _CLAIM_LUA)."""
     taken, left, owner = store.eval(_CLAIM_LUA, 3, dirty_key(link_name, side), claims_key(link_name, side),
-                                    batch_key(link_name, side), job_id, ttl_ms, most, PENDING_TTL_S)
+                                    batch_key(link_name, side), job_id, ttl_ms, most)
     return Claim(sorted(int(task) for task in taken), int(left), bool(owner))
 
 
