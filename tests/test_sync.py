@@ -287,11 +287,17 @@ def test_a_resumed_run_answers_each_kept_read_once(pair):
     assert calls == 3                                        # read both sides again, then write
 
 
-def test_a_child_whose_parent_is_paired_while_it_waits_runs_again(pair, redis_client):
+def parent_and_child(pair) -> tuple[int, int]:
+    """A partner task and its subtask, neither mirrored yet."""
     parent = pair.world.create_task("partner", {"name": "Parent", "processId": 1, "project": {"id": 10}},
                                     author=PAVEL)
     child = pair.world.create_task("partner", {"name": "Child", "processId": 1, "project": {"id": 10},
                                                "parent": {"id": parent}}, author=PAVEL)
+    return parent, child
+
+
+def test_a_child_whose_parent_is_paired_while_it_waits_runs_again(pair, redis_client):
+    parent, child = parent_and_child(pair)
 
     class ParentPairedMeanwhile(LinkState):
         """The parent's run pairs it (and takes the waiting children, none yet) just as the child's
@@ -311,10 +317,7 @@ def test_a_child_whose_parent_is_paired_while_it_waits_runs_again(pair, redis_cl
 
 
 def test_a_parent_paired_just_after_the_childs_plan_looked_is_not_taken_as_agreed(pair, redis_client):
-    parent = pair.world.create_task("partner", {"name": "Parent", "processId": 1, "project": {"id": 10}},
-                                    author=PAVEL)
-    child = pair.world.create_task("partner", {"name": "Child", "processId": 1, "project": {"id": 10},
-                                               "parent": {"id": parent}}, author=PAVEL)
+    parent, child = parent_and_child(pair)
 
     class PairedJustAfterThePlanLooked(LinkState):
         def counterpart_number(self, side: str, number: int) -> int | None:
