@@ -1,6 +1,6 @@
 """The one way Crosslink talks to a Planfix account over REST.
 
-Why a client of our own rather than ad-hoc httpx calls in the workers:
+Why a client of our own rather than ad-hoc HTTP calls in the workers:
 - every request first asks the account-wide limiter, so all processes together stay inside
   Planfix's 1 request/s and daily quota;
 - every answer becomes either parsed data, a typed write outcome (Applied / Queued /
@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import httpx
+from urllib.parse import urljoin
 
 from crosslink import metrics
 from planfix.errors import (
@@ -39,6 +39,7 @@ from planfix.errors import (
     classify,
     write_outcome,
 )
+from planfix.http import ConnectFailed, ConnectionBroken, Http, Response, TimedOut
 from planfix.limiter import DEFAULT_LANE, REASON_RATE, AccountLimiter
 
 __all__ = [
@@ -108,13 +109,14 @@ def _people_id(raw: Any, kind: str = "user") -> Any:
 class PlanfixClient:
     """A REST client for one Planfix account.
 
-    `account` keys the shared limiter. `http` may be an injected httpx.Client (shared pool, or
-    Starlette's TestClient in tests), which keeps its own timeouts; otherwise the client owns
-    one built with `timeout` (connect capped at CONNECT_TIMEOUT_S) and `close()` closes it.
+    `account` keys the shared limiter. `http` may be an injected planfix.http.Http (a pool shared
+    by a process's clients) or, in tests, anything with its request() (Starlette's TestClient),
+    which keeps its own timeouts; otherwise the client owns one built with `timeout` (connect
+    capped at CONNECT_TIMEOUT_S) and `close()` closes it.
     """
 
     def __init__(self, base_url: str, token: str, *, account: str,
-                 limiter: AccountLimiter | None = None, http: httpx.Client | None = None,
+                 limiter: AccountLimiter | None = None, http: Http | None = None,
                  timeout: float = 10.0, read_retries: int = 3, sleep_on_limit: bool = False,
                  max_limit_sleep_s: float = MAX_LIMIT_SLEEP_S, source_id: str | None = None,
                  lane: str = DEFAULT_LANE):
@@ -137,10 +139,7 @@ class PlanfixClient:
         self.max_limit_sleep_s = max_limit_sleep_s
         self._random = random.Random()
         self._owns_http = http is None
-        self.http = http if http is not None else httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S)),
-            follow_redirects=False,
-        )
+        self.http = http if http is not None else Http(timeout=timeout, connect_timeout=CONNECT_TIMEOUT_S)
         # Planfix's approximate remaining daily requests, from X-RateLimit-Remaining.
         self.rate_limit_remaining: int | None = None
 
@@ -188,7 +187,7 @@ class PlanfixClient:
 
     def _send(self, method: str, url: str, *, operation: str, is_write: bool,
               params: Mapping[str, Any] | None, json_body: Any, files: Any,
-              auth: bool = True) -> httpx.Response:
+              auth: bool = True) -> Response:
         headers = {"Accept": "application/json"}
         if auth:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -202,20 +201,16 @@ class PlanfixClient:
         started = time.monotonic()
         try:
             response = self.http.request(method, url, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except ConnectFailed as exc:
             # Nothing reached Planfix: even a write is known not to be applied.
             metrics.planfix_request(self.account, metrics.UNREACHABLE, started)
-            raise TransientError(f"{operation}: cannot connect ({type(exc).__name__})",
-                                 operation=operation, maybe_applied=False) from None
-        except httpx.TimeoutException as exc:
+            raise TransientError(f"{operation}: {exc}", operation=operation, maybe_applied=False) from None
+        except TimedOut as exc:
             metrics.planfix_request(self.account, metrics.TIMEOUT, started)
-            raise TransientError(f"{operation}: no answer within {self.timeout} s "
-                                 f"({type(exc).__name__})", operation=operation,
-                                 maybe_applied=is_write) from None
-        except httpx.TransportError as exc:
+            raise TransientError(f"{operation}: {exc}", operation=operation, maybe_applied=is_write) from None
+        except ConnectionBroken as exc:
             metrics.planfix_request(self.account, metrics.TRANSPORT_ERROR, started)
-            raise TransientError(f"{operation}: connection failed ({type(exc).__name__})",
-                                 operation=operation, maybe_applied=is_write) from None
+            raise TransientError(f"{operation}: {exc}", operation=operation, maybe_applied=is_write) from None
         metrics.planfix_request(self.account, response.status_code, started)
         elapsed_ms = (time.monotonic() - started) * 1000
         log.debug("planfix %s -> %d in %.0f ms", operation, response.status_code, elapsed_ms,
@@ -225,7 +220,7 @@ class PlanfixClient:
             self.rate_limit_remaining = int(remaining)
         return response
 
-    def _parse(self, response: httpx.Response, *, operation: str, is_write: bool) -> dict[str, Any]:
+    def _parse(self, response: Response, *, operation: str, is_write: bool) -> dict[str, Any]:
         status = response.status_code
         payload: Any = None
         if response.content:
@@ -514,12 +509,12 @@ class PlanfixClient:
     def _redirect_target(self, file_id: int) -> str:
         operation = "GET /file/{id}/download"
         self._wait_for_limiter(operation)
-        response = self._send("GET", f"{self.base_url}/file/{int(file_id)}/download",
-                              operation=operation, is_write=False, params=None, json_body=None,
-                              files=None)
+        url = f"{self.base_url}/file/{int(file_id)}/download"
+        response = self._send("GET", url, operation=operation, is_write=False, params=None,
+                              json_body=None, files=None)
         location = response.headers.get("Location")
         if response.status_code in (301, 302, 303, 307, 308) and location:
-            return str(response.url.join(location))
+            return urljoin(url, location)
         self._parse(response, operation=operation, is_write=False)
         raise TransientError(f"{operation}: HTTP {response.status_code} without a redirect",
                              http_status=response.status_code, operation=operation)
@@ -536,7 +531,7 @@ class PlanfixClient:
                     if redirects > MAX_REDIRECTS:
                         raise PermanentError(f"{operation}: more than {MAX_REDIRECTS} redirects",
                                            operation=operation)
-                    url = str(response.url.join(response.headers["Location"]))
+                    url = urljoin(url, response.headers["Location"])
                     continue
                 if response.status_code >= 500:
                     raise TransientError(f"{operation}: HTTP {response.status_code}",

@@ -28,7 +28,6 @@ import os
 import secrets
 from dataclasses import dataclass, field
 
-import httpx
 import redis
 from celery import current_app, shared_task
 
@@ -36,6 +35,7 @@ from crosslink.logs import register_secret
 from crosslink.settings import Settings, get_settings
 from planfix.client import PlanfixClient
 from planfix.errors import PlanfixError, RateLimited
+from planfix.http import Http
 from planfix.limiter import AccountLimiter
 from producers.enqueue import Enqueuer
 from producers.reconcile import poll_side, take_turn
@@ -60,7 +60,7 @@ class Poller:
     redis: redis.Redis
     enqueuer: Enqueuer
     limiter: AccountLimiter
-    http: httpx.Client
+    http: Http
     clients: dict[tuple[str, str], PlanfixClient] = field(default_factory=dict)
 
     def client(self, link: Link, side: str) -> PlanfixClient:
@@ -88,7 +88,7 @@ def poller() -> Poller:
             settings=settings, config=load_links(settings.links_path), redis=store,
             enqueuer=Enqueuer(settings.redis_url),
             limiter=AccountLimiter(store, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota),
-            http=httpx.Client(timeout=HTTP_TIMEOUT_S))
+            http=Http(timeout=HTTP_TIMEOUT_S))
     return _pollers[pid]
 
 

@@ -1,7 +1,8 @@
 """Everything the client sends, and every answer it parses, checked against the official spec.
 
-The client runs every method against the emulator over loopback with an httpx event hook that
-records each exchange. Then, per exchange: the path must be one the spec defines (trailing
+The client runs every method against the emulator over loopback, and the emulator's app is
+wrapped to record each exchange as it crossed the socket (what the client's own HTTP transport
+put on the wire). Then, per exchange: the path must be one the spec defines (trailing
 slashes as written), every query parameter must be declared for that operation, a JSON body
 must validate against the operation's request schema, an upload must be multipart with the
 `file` field, and the answer must validate against the schema the spec gives for its status.
@@ -14,8 +15,8 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
-import httpx
 import pytest
 
 from planfix.client import PlanfixClient
@@ -58,30 +59,50 @@ def spec_template(method: str, path: str) -> str | None:
     return best[1] if best else None
 
 
+class Wire:
+    """ASGI middleware around the emulator: every exchange as the server received and answered it."""
+
+    def __init__(self, app: Any, exchanges: list[dict[str, Any]]) -> None:
+        self.app = app
+        self.exchanges = exchanges
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        content, body, status = bytearray(), bytearray(), [0]
+
+        async def received() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "http.request":
+                content.extend(message.get("body", b""))
+            return message
+
+        async def sent(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, received, sent)
+        headers = {name.decode().lower(): value.decode() for name, value in scope["headers"]}
+        self.exchanges.append({
+            "method": scope["method"], "path": scope["path"],
+            "query": dict(parse_qsl(scope["query_string"].decode(), keep_blank_values=True)),
+            "content_type": headers.get("content-type", ""), "content": bytes(content),
+            "status": status[0], "body": bytes(body),
+        })
+
+
 @pytest.fixture
 def recorded() -> Iterator[tuple[PlanfixClient, list[dict[str, Any]]]]:
     openapi.load_spec()  # skip early when the spec is absent
     exchanges: list[dict[str, Any]] = []
-
-    def on_request(request: httpx.Request) -> None:
-        request.read()
-
-    def on_response(response: httpx.Response) -> None:
-        response.read()
-        request = response.request
-        exchanges.append({
-            "method": request.method, "path": request.url.path, "query": dict(request.url.params),
-            "content_type": request.headers.get("content-type", ""), "content": request.content,
-            "status": response.status_code, "body": response.content,
-        })
-
     world = World.from_config(SEED)
-    with EmulatorServer(world) as server:
-        http = httpx.Client(timeout=5.0, event_hooks={"request": [on_request], "response": [on_response]})
-        client = PlanfixClient(server.base_url("partner"), TOKEN, account="partner", http=http,
-                               source_id="4f1c2b1e-5a2d-4a8e-9a51-2f1b6c0d7e90")
-        yield client, exchanges
-        http.close()
+    with EmulatorServer(world, wrap=lambda app: Wire(app, exchanges)) as server:
+        with PlanfixClient(server.base_url("partner"), TOKEN, account="partner",
+                           source_id="4f1c2b1e-5a2d-4a8e-9a51-2f1b6c0d7e90") as client:
+            yield client, exchanges
     world.close()
 
 

@@ -11,12 +11,12 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import httpx
 import redis
 
 from crosslink.logs import register_secret
 from crosslink.settings import Settings, get_settings
-from planfix.client import PlanfixClient
+from planfix.client import CONNECT_TIMEOUT_S, PlanfixClient
+from planfix.http import Http
 from planfix.limiter import AccountLimiter
 from producers.enqueue import Enqueuer
 from schemas.links import Link, LinksConfig, load_links
@@ -27,7 +27,8 @@ from workers.sync import ADMISSION_LIMIT_WAIT_S
 # Planfix answers within a few seconds; a write still unanswered after this is treated as
 # "maybe applied" and checked before it is retried.
 HTTP_TIMEOUT_S = 10.0
-HTTP_POOL = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+# Kept-alive connections per Planfix host: a worker process runs its slots' requests over them.
+HTTP_KEEP_ALIVE = 10
 
 
 @dataclass
@@ -47,8 +48,8 @@ class Runtime:
                               daily_quota=self.settings.daily_quota)
 
     @cached_property
-    def http(self) -> httpx.Client:
-        return httpx.Client(timeout=HTTP_TIMEOUT_S, limits=HTTP_POOL)
+    def http(self) -> Http:
+        return Http(timeout=HTTP_TIMEOUT_S, connect_timeout=CONNECT_TIMEOUT_S, max_idle=HTTP_KEEP_ALIVE)
 
     @cached_property
     def enqueuer(self) -> Enqueuer:

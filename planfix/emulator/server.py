@@ -1,6 +1,6 @@
 """Serving the emulator over real loopback HTTP, for end-to-end tests, the demo and the CLI.
 
-Unit tests drive the app in-process; anything that must cross a socket (the sync's httpx client,
+Unit tests drive the app in-process; anything that must cross a socket (the sync's HTTP client,
 Celery workers in other processes, the scenario deliveries hitting the producer) needs a real
 server. EmulatorServer runs uvicorn in a background thread on a free port and returns only once
 it accepts connections.
@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import uvicorn
 
@@ -30,10 +30,13 @@ GRACEFUL_STOP_S = 2.0
 
 
 class EmulatorServer:
-    """uvicorn serving WORLD on HOST:PORT (a free port when PORT is None) in a daemon thread."""
+    """uvicorn serving WORLD on HOST:PORT (a free port when PORT is None) in a daemon thread.
+    WRAP, when given, wraps the emulator's ASGI app (a test watching the wire)."""
 
-    def __init__(self, world: World, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, world: World, host: str = "127.0.0.1", port: int | None = None,
+                 wrap: Callable[[Any], Any] | None = None) -> None:
         self.world = world
+        self.wrap = wrap
         self.host = host
         self._requested_port = port
         self.port: int | None = None
@@ -58,7 +61,8 @@ class EmulatorServer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, self._requested_port or 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(create_app(self.world), log_level="warning", lifespan="off",
+        app = create_app(self.world)
+        config = uvicorn.Config(self.wrap(app) if self.wrap else app, log_level="warning", lifespan="off",
                                 timeout_graceful_shutdown=GRACEFUL_STOP_S)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve(sockets=[sock])),
