@@ -65,8 +65,8 @@ class EmulatorServer:
         config = uvicorn.Config(self.wrap(app) if self.wrap else app, log_level="warning", lifespan="off",
                                 timeout_graceful_shutdown=GRACEFUL_STOP_S)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve(sockets=[sock])),
-                                        name=f"emulator-server-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._serve, args=(sock,), name=f"emulator-server-{self.port}",
+                                        daemon=True)
         self._thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not self._server.started:
@@ -74,6 +74,13 @@ class EmulatorServer:
                 raise RuntimeError(f"the emulator did not start on {self.host}:{self.port}")
             time.sleep(0.01)
         return self
+
+    def _serve(self, sock: socket.socket) -> None:
+        # uvicorn's own choice of loop (uvloop where installed), as `crosslink emulator` runs:
+        # a third of the asyncio loop's CPU per request.
+        assert self._server is not None
+        with asyncio.Runner(loop_factory=self._server.config.get_loop_factory()) as runner:
+            runner.run(self._server.serve(sockets=[sock]))
 
     def stop(self) -> None:
         if self._server is None or self._thread is None:
