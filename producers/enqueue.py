@@ -49,7 +49,7 @@ COALESCE_DELAY_S = 0.5
 # job id. Returns {what, job}: COALESCED (a run of this task is already waiting), BURST (send the
 # task's own job, late), JOINED (the task joined the batch job JOB, already queued) or BATCH
 # (send batch job JOB).
-_ENQUEUE_LUA = """
+ENQUEUE_LUA = """
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 local hot = redis.call('SET', KEYS[2], '1', 'PX', ARGV[3], 'GET')
@@ -69,6 +69,8 @@ redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[2])
 return {3, ARGV[5]}
 """
 COALESCED, BURST, JOINED, BATCH = 0, 1, 2, 3
+# The decisions after which settle() sends a job.
+SENDS_JOB = (BURST, BATCH)
 # KEYS: batch. ARGV: the running job's id, the next job's id, flag TTL (s). 1 when the flag passed.
 _HAND_OFF_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -77,6 +79,14 @@ end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
+
+def enqueue_call(link: str, side: str, task: int, hint: str, job_id: str) -> tuple[list[str], list]:
+    """The enqueue script's KEYS and ARGV for one event (Enqueuer.queue runs it on its client,
+    the webhook receiver on its asyncio one)."""
+    keys = [hints_key(link, side, task), recent_key(link, side, task), pending_key(link, side, task),
+            dirty_key(link, side), batch_key(link, side)]
+    return keys, [hint, PENDING_TTL_S, HOT_WINDOW_MS, task, job_id]
+
 
 before_task_publish.connect(stamp_enqueue_time, weak=False, dispatch_uid=STAMP_RECEIVER_UID)
 
@@ -93,7 +103,7 @@ class Enqueuer:
     def __init__(self, redis_url: str):
         self.redis = redis.Redis.from_url(redis_url)
         self.celery = make_celery(redis_url)
-        self._enqueue = self.redis.register_script(_ENQUEUE_LUA)
+        self._enqueue = self.redis.register_script(ENQUEUE_LUA)
         self._hand_off = self.redis.register_script(_HAND_OFF_LUA)
 
     def sync(self, link: str, side: str, task: int, hint: str = FULL_HINT) -> bool:
@@ -107,10 +117,14 @@ class Enqueuer:
         HINT says what changed (workers.names.event_hint); callers that do not know ask for a
         full look. The producer logs the id, so an event can be followed into the worker's lines."""
         job_id = job_id or str(uuid.uuid4())
-        flag, batch = pending_key(link, side, task), batch_key(link, side)
-        what, queued = self._enqueue(
-            keys=[hints_key(link, side, task), recent_key(link, side, task), flag, dirty_key(link, side), batch],
-            args=[hint, PENDING_TTL_S, HOT_WINDOW_MS, task, job_id])
+        keys, args = enqueue_call(link, side, task, hint, job_id)
+        what, queued = self._enqueue(keys=keys, args=args)
+        return self.settle(link, side, task, job_id, what, queued)
+
+    def settle(self, link: str, side: str, task: int, job_id: str, what: int, queued: bytes | str | None) -> str | None:
+        """What queue() returns once the enqueue script decided WHAT (for the event whose job
+        would be JOB_ID): sends the job when the decision calls for one (BURST, BATCH; only then
+        does this make any I/O)."""
         if what == COALESCED:
             return None
         if what == JOINED:
@@ -126,7 +140,7 @@ class Enqueuer:
             # sender's retry of this one) until they expired. Best effort: Redis may be the
             # failure. A task left in the dirty set goes with the side's next batch.
             try:
-                self.redis.delete(flag, *([batch] if what == BATCH else []))
+                self.redis.delete(pending_key(link, side, task), *([batch_key(link, side)] if what == BATCH else []))
             except redis.RedisError:
                 pass
             raise
