@@ -23,7 +23,6 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
-
 from urllib.parse import urljoin
 
 from crosslink import metrics

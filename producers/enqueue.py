@@ -80,6 +80,7 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
 
+
 def enqueue_call(link: str, side: str, task: int, hint: str, job_id: str) -> tuple[list[str], list]:
     """The enqueue script's KEYS and ARGV for one event (Enqueuer.queue runs it on its client,
     the webhook receiver on its asyncio one)."""
