@@ -5,8 +5,9 @@ JSON request over loopback and http.client about 0.3 ms, and a worker makes two 
 requests per synced change, so the HTTP client was the larger part of a worker's CPU. What the
 Planfix API needs is small: JSON and multipart bodies, query strings, a connect and a read
 timeout, connections kept alive and shared between threads, HTTPS with certificate checks, the
-environment's proxy (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as httpx honoured). Redirects are
-never followed: the caller decides (downloads must not carry the token to another host).
+environment's proxy (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as httpx honoured; a proxy that asks
+for credentials is not supported). Redirects are never followed: the caller decides (downloads
+must not carry the token to another host).
 
 Errors are typed by what the caller may conclude about the request:
 - ConnectFailed: no connection, so nothing was sent;
