@@ -63,12 +63,8 @@ REDIS_OUTAGE_WAIT_S = 30.0
 # wait well below this); after it they are simply read again.
 RESUME_TTL_S = 600
 REDIS_PING_EVERY_S = 0.5
-# A batch job claims at most this many tasks at a time (one source read holds them all), and
-# sends a helper when this many more wait. Its runs' writes go one after another, so a batch's
-# last task waits for all the others: at 50, a backlog meant batches of 100 ms and more; at 10,
-# more jobs share a backlog in parallel slots (p99 at 400 events/s about 2 s -> 0.3 s, twice
-# each on this machine).
-BATCH_MAX = 10
+# A batch job claims at most this many tasks at a time (one source read holds them all).
+BATCH_MAX = 50
 # A batch job claims again while tasks wait, for this long; then a new job at the back of the
 # queue takes over, so that one busy link side does not keep a worker slot from the others.
 BATCH_TURN_S = 1.0
