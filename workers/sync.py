@@ -259,12 +259,14 @@ class TaskSync:
             target_now = self._counterpart_view(counterpart, source_changed, counterpart_pending)
         # Person ids repeat across accounts (both robots may be user:1): source names only.
         names = people_names(source_raw)
-        # What the plan saw of the registry: a parent paired by another run after the plan
-        # looked must still count as unpaired below, since the write went without it.
+        # The registry as the plan saw it, each task looked up once: a parent paired by another
+        # run after the plan looked must still count as unpaired below, since the write went
+        # without it.
         looked: dict[tuple[str, int], int | None] = {}
 
         def lookup(of_side: str, number: int) -> int | None:
-            looked[(of_side, number)] = self.state.counterpart_number(of_side, number)
+            if (of_side, number) not in looked:
+                looked[(of_side, number)] = self.state.counterpart_number(of_side, number)
             return looked[(of_side, number)]
 
         plan = plan_task_sync(
@@ -294,9 +296,7 @@ class TaskSync:
             self.report.outcome = "updated"
         self.report.counterpart = counterpart
         parent = source_now.get("parent")
-        parent_mirror = (looked[(side, parent)] if (side, parent) in looked
-                         else self.state.counterpart("task", side, parent)) if parent is not None else None
-        if parent is not None and parent_mirror is None:
+        if parent is not None and lookup(side, parent) is None:
             # Mirrored without its parent for now: remember the child, and do not record the
             # parent as agreed, so the run after the parent's mirror carries it.
             self.state.wait_for_parent(side, parent, self.number)

@@ -77,8 +77,9 @@ MIN_CLAIM_TTL_MS = 10_000
 # {tasks claimed, tasks left in the dirty set, 1 if this job holds the flag}. The job holds its
 # side's batch flag while it runs (taking it if no job holds it), so events join it; once it
 # finds nothing to claim it drops the flag in the same step, so the next event sends a job. The
-# flag lapses with the claims: a job killed mid-turn holds its side's events no longer than that. Claims that lapsed (their job died) or that this very job holds (it died, and its message
-# came back) are taken first, then the tasks that have waited longest; a claim's value is
+# flag lapses with the claims: a job killed mid-turn holds its side's events no longer than that.
+# Claims that lapsed (their job died) or that this very job holds (it died, and its message came
+# back) are taken first, then the tasks that have waited longest; a claim's value is
 # "<lapse ms>:<job id>".
 _CLAIM_LUA = """
 local clock = redis.call('TIME')
