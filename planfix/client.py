@@ -130,7 +130,6 @@ class PlanfixClient:
         # planfix.limiter shares an account's slots between lanes round-robin).
         self.lane = lane
         self.limiter = limiter
-        self.timeout = timeout
         self.read_retries = read_retries
         self.sleep_on_limit = sleep_on_limit
         self.source_id = source_id

@@ -56,7 +56,6 @@ class Response:
     # Case-insensitive .get(), like every HTTP header map.
     headers: Message
     content: bytes
-    url: str
 
     def json(self) -> Any:
         return jsonlib.loads(self.content)
@@ -156,7 +155,7 @@ class Http:
             connection.close()
         else:
             self._give_back(key, connection)
-        return Response(answer.status, answer.msg, content, url)
+        return Response(answer.status, answer.msg, content)
 
     def _take(self, key: tuple[str, str, int]) -> http.client.HTTPConnection:
         """An idle connection still open at the server's end, or a new one."""
