@@ -194,6 +194,7 @@ def test_failures_are_typed_by_what_the_caller_may_conclude(server):
 
 def test_a_plain_http_proxy_gets_the_absolute_url(server, monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("http_proxy", raising=False)  # the lower-case name wins where both are set
     monkeypatch.setenv("NO_PROXY", "")
     monkeypatch.delenv("no_proxy", raising=False)
     with Http(timeout=5) as http:
