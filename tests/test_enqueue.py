@@ -210,6 +210,7 @@ def test_a_batch_begins_its_runs_in_one_step(enqueuer, redis_client):
     state = LinkState(redis_client, link.name)
     state.pair("task", "partner", 5, "client", 12)
     state.save_snapshots({("partner", 5): {"name": "p"}, ("client", 12): {"name": "c"}})
+    state.add_expectations("partner", 5, {"status": 3})                 # a failed run's write
     for task in (5, 6, 7):
         enqueuer.sync(link.name, "partner", task, "task_changed")
     enqueuer.sync(link.name, "client", 12, "task_changed")             # the counterpart's own event waits
@@ -218,6 +219,7 @@ def test_a_batch_begins_its_runs_in_one_step(enqueuer, redis_client):
     assert (five.counterpart, five.locked, five.hints, five.pending) == (12, False, ["task_changed"], True)
     assert json.loads(five.mine) == {"name": "p"} and json.loads(five.theirs) == {"name": "c"}
     assert five.queued is None and five.blocked is None and five.kept is None
+    assert json.loads(five.expected) == {"status": 3}
     assert redis_client.get(lock_key(link.name, "partner", 5)) == redis_client.get(
         lock_key(link.name, "client", 12)) == "tok"
     assert (six.counterpart, six.locked, six.theirs) == (None, False, None)

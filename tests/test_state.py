@@ -136,12 +136,14 @@ def test_a_run_seeded_by_its_batch_reads_nothing_of_its_pair_again(redis_client)
     from workers.state import RunState
 
     run = RunState(redis_client, "acme")
-    run.seed("partner", 5, "client", 12, mine='{"name": "p"}', theirs='{"name": "c"}', queued=None, pending=True)
+    run.seed("partner", 5, "client", 12, mine='{"name": "p"}', theirs='{"name": "c"}', queued=None,
+             expected='{"status": 3}', pending=True)
     redis_client.flushdb()  # what the batch read is what the run sees
     assert run.counterpart("task", "partner", 5) == 12
     assert run.snapshot("partner", 5) == {"name": "p"}
     assert run.snapshot("client", 12) == {"name": "c"}
     assert run.queued_expectations("client", 12) == {}
+    assert run.queued_expectations("partner", 5) == {"status": 3}
     assert run.has_pending("client", 12)
     # Other tasks of the registry are read from Redis.
     LinkState(redis_client, "acme").pair("task", "partner", 7, "client", 13)
@@ -150,3 +152,16 @@ def test_a_run_seeded_by_its_batch_reads_nothing_of_its_pair_again(redis_client)
     run.save_queued_expectations("client", 12, {})
     run.close(lambda pipe: None, synced=True)
     assert not redis_client.exists("crosslink:queued:acme")
+
+
+def test_a_failed_runs_writes_stay_expected_though_it_saves_nothing_else(redis_client):
+    from workers.state import RunState
+
+    LinkState(redis_client, "acme").save_queued_expectations("client", 12, {"name": "queued"})
+    run = RunState(redis_client, "acme")
+    run.save_snapshots({("partner", 5): {"name": "half-done"}})
+    run.add_expectations("client", 12, {"status": 13})
+    run.close(lambda pipe: None, synced=False)
+    state = LinkState(redis_client, "acme")
+    assert state.queued_expectations("client", 12) == {"name": "queued", "status": 13}
+    assert state.snapshot("partner", 5) is None

@@ -23,7 +23,8 @@ from workers.hints import Hints
 from workers.names import pending_key
 from workers.idempotency import WriteOnce
 from workers.state import LinkState
-from workers.sync import TaskSync, expected_view
+from planfix.errors import TransientError
+from workers.sync import SideFailure, TaskSync, expected_view
 
 PAVEL, MARAT = 2, 6
 # Long enough that a queued change is never applied during a test that means "lost".
@@ -331,3 +332,68 @@ def test_a_parent_paired_just_after_the_childs_plan_looked_is_not_taken_as_agree
     assert report.outcome == "created" and report.follow_up == [("partner", child)]
     pair.sync("partner", child)
     assert pair.view("client", report.counterpart)["parent"] == pair.state.counterpart("task", "partner", parent)
+
+
+# --- an event is explained by a person's change, never by one of the sync's own writes ----------
+
+def commented_pair(pair: Pair, name: str) -> tuple[int, int, int]:
+    """A mirrored pair whose client task has a comment, mirrored too."""
+    number, copy_ = mirrored_task(pair, name)
+    comment = pair.world.add_comment("client", copy_, {"description": "<p>agreed</p>"}, author=MARAT)
+    assert pair.sync("client", copy_, Hints(full=False, comments=(comment,))).comments_created == 1
+    return number, copy_, comment
+
+
+def edit_comment_and_sync(pair: Pair, copy_: int, comment: int) -> None:
+    """A person edits the client's comment: its webhook is a task event; the client's run must
+    carry the edit."""
+    pair.world.update_comment("client", comment, {"description": "<p>agreed, amended</p>"}, author=MARAT)
+    report = pair.sync("client", copy_, EDIT)
+    assert report.comments_updated == 1
+    mirrored = pair.world.list_task_comments("partner", pair.state.counterpart("task", "client", copy_),
+                                             {"fields": "id,description", "typeList": "All"})
+    assert any("agreed, amended" in (c.get("description") or "") for c in mirrored)
+
+
+def test_a_queued_write_landing_late_does_not_explain_a_comment_edit(pair):
+    """The chaos suite lost a comment edit this way: the partner's rename of the client's copy was
+    queued (202) and applied later; the client's next event, a comment edit, found the name
+    changed against its snapshot and took that for the event's cause, reading no comments."""
+    number, copy_, comment = commented_pair(pair, "Late echo")
+    pair.world.set_faults("client", busy_202=1.0, busy_delay_s=LATE_S)
+    pair.world.update_task("partner", number, {"name": "Late echo, renamed"}, author=PAVEL)
+    assert pair.sync("partner", number, EDIT).queued
+    wait_for(lambda: pair.view("client", copy_)["name"] == "Late echo, renamed")
+    pair.world.set_faults("client")
+    edit_comment_and_sync(pair, copy_, comment)
+    # The client's snapshot took the landed name: no longer expected.
+    assert pair.state.queued_expectations("client", copy_) == {}
+
+
+def test_a_write_of_a_run_that_then_failed_does_not_explain_a_comment_edit(pair):
+    """The partner's run renames the client's copy, then fails on its next request; before its
+    retry, the client's comment edit must not be taken as explained by that rename."""
+    number, copy_, comment = commented_pair(pair, "Failed echo")
+    pair.world.update_task("partner", number, {"name": "Failed echo, renamed",
+                                               "status": {"id": 3}}, author=PAVEL)
+    client = pair.clients["client"]
+    update = client.update_task
+
+    def rename_then_fail(task, body):
+        if "status" in body:
+            raise TransientError("500 from Planfix", maybe_applied=False)
+        return update(task, body)
+
+    client.update_task = rename_then_fail
+    try:
+        with pytest.raises(SideFailure):
+            pair.sync("partner", number, EDIT)
+    finally:
+        client.update_task = update
+    assert pair.view("client", copy_)["name"] == "Failed echo, renamed"
+    assert pair.state.queued_expectations("client", copy_) == {"name": "Failed echo, renamed", "status": 12}
+    edit_comment_and_sync(pair, copy_, comment)
+    # The partner's retry finds the name there, moves the status and leaves nothing expected.
+    retry = pair.sync("partner", number, EDIT)
+    assert retry.fields == [] and retry.statuses == [12, 13]
+    assert pair.state.queued_expectations("client", copy_) == {}

@@ -15,8 +15,10 @@ Assumptions, each with what backs it up:
   cannot be explained otherwise (below) or when several task events were coalesced (a comment
   edit or deletion arrives as a task event, and the poller cannot see those).
 - A task event is *explained* when the task read shows a mapped field changed against the
-  source snapshot. An unexplained one (nothing mapped changed) was a checklist, a card file, a
-  comment edit or an unmapped field: the run then looks at comments, checklist and card files.
+  source snapshot, and not to a value of the sync's own writes that the snapshot could not yet
+  take (a write Planfix queued and applied late, or one a failed run had sent: explains). An
+  unexplained one (nothing mapped changed) was a checklist, a card file, a comment edit or an
+  unmapped field: the run then looks at comments, checklist and card files.
   A checklist or file change coalesced with a field edit is picked up by the poller's full run
   (it changes the task's dateOfLastUpdate, which filter 79 sees) within one period.
 - The counterpart is taken from its snapshot, not read again, only when nothing can have
@@ -29,9 +31,11 @@ Assumptions, each with what backs it up:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from workers.field_diff import changed_fields
 from workers.names import FULL_HINT
 
 TASK_EVENTS = ("task_created", "task_changed")
@@ -115,16 +119,25 @@ class Reads:
     checklist_and_files: bool
 
 
-def extra_reads(hints: Hints, source_changed: bool, has_comments: bool = True) -> Reads:
+def explains(source_changed: Iterable[str], source_now: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
+    """Whether the source's changes against its snapshot (SOURCE_CHANGED, keys of SOURCE_NOW)
+    explain its event: some change is not a value the sync itself wrote there and has not yet
+    seen agreed (EXPECTED: a write Planfix queued and applied later, or one sent by a run that
+    failed afterwards). Such a value landing is no person's change, and its task event may well
+    be a comment edit's."""
+    return any(key not in expected or changed_fields({key: expected[key]}, {key: source_now.get(key)})
+               for key in source_changed)
+
+
+def extra_reads(hints: Hints, explained: bool, has_comments: bool = True) -> Reads:
     """What else a run that read its source task must look at (see the module's assumptions).
 
-    SOURCE_CHANGED: the read showed a mapped field changed against the source snapshot.
+    EXPLAINED: the read showed a change that explains the task's events (explains).
     HAS_COMMENTS: the task has had a comment (its dateOfLastComment is set); one that never had
     any has none to edit or delete, and a new one comes with its own comment event.
     """
     if hints.full:
         return Reads(comments=True, checklist_and_files=True)
-    explained = source_changed
     return Reads(comments=bool(hints.comments) or (has_comments and (not explained or hints.task_events > 1)),
                  checklist_and_files=not explained)
 

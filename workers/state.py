@@ -11,7 +11,8 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
   crosslink:reg:{link}:file      "partner:9" -> "41"
   crosslink:snap:{link}          "partner:5" -> canonical task JSON as last synced
   crosslink:csnap:{link}:{side}:{task}   comment id -> fingerprint of the last mirrored text
-  crosslink:queued:{link}        "client:12" -> values a queued (202) write should produce there
+  crosslink:queued:{link}        "client:12" -> values the sync's writes should produce there, not yet
+                                 seen agreed (queued by Planfix with 202, or sent by a run that failed)
   crosslink:severed:{link}       side -> JSON reason, while that side's access is lost
   crosslink:parked:{link}        list of parked events (JSON), replayed when access returns
   crosslink:dlq:*                dead letters and the events held behind them (workers.dead_letters)
@@ -129,7 +130,8 @@ class LinkState:
             )
 
     def queued_expectations(self, side: str, number: int) -> dict[str, Any]:
-        """Canonical values a write Planfix queued (202) should give SIDE's task NUMBER."""
+        """Canonical values the sync's writes should give SIDE's task NUMBER, not yet agreed: a write
+        Planfix queued (202), or one a run sent before it failed."""
         raw = self._hget(self.key("queued", self.link), f"{side}:{number}")
         return json.loads(raw) if raw is not None else {}
 
@@ -139,6 +141,15 @@ class LinkState:
                             json.dumps(values, sort_keys=True))
         else:
             self.redis.hdel(self.key("queued", self.link), f"{side}:{number}")
+
+    def add_expectations(self, side: str, number: int, values: dict[str, Any]) -> None:
+        """Add VALUES to what SIDE's task NUMBER is expected to show (a failed run's writes): at
+        once, for the run that failed writes nothing else (RunState.close)."""
+        if values:
+            key = self.key("queued", self.link)
+            raw = self.redis.hget(key, f"{side}:{number}")
+            merged = {**(json.loads(raw) if raw is not None else {}), **values}
+            self.redis.hset(key, f"{side}:{number}", json.dumps(merged, sort_keys=True))
 
     def comment_fingerprints(self, side: str, task: int) -> dict[int, str]:
         raw = self.redis.hgetall(self.key("csnap", self.link, side, str(task)))
@@ -228,11 +239,13 @@ class RunState(LinkState):
         self._pending.clear()
 
     def seed(self, side: str, number: int, other_side: str, counterpart: int | None, *, mine: Any, theirs: Any,
-             queued: Any, pending: bool) -> None:
+             queued: Any, expected: Any, pending: bool) -> None:
         """What a batch read for the run of SIDE's task NUMBER as it took the lock: the pair,
-        both snapshots, the counterpart's queued expectations and whether an event of its own
-        waits (values as stored, None where absent)."""
+        both snapshots, the counterpart's expectations (QUEUED) and the task's own (EXPECTED),
+        and whether an event of the counterpart's own waits (values as stored, None where
+        absent)."""
         self._read[(self.key("snap", self.link), f"{side}:{number}")] = mine
+        self._read[(self.key("queued", self.link), f"{side}:{number}")] = expected
         if counterpart is not None:
             other = f"{other_side}:{counterpart}"
             self._read[(self.key("reg", self.link, "task"), f"{side}:{number}")] = str(counterpart)

@@ -27,6 +27,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
 from planfix.errors import NotFound, PlanfixError, RateLimited
 from schemas.links import Link
@@ -36,7 +38,7 @@ from workers.comment_policy import render_mirror, render_withdrawn, should_mirro
 from workers.idempotency import WriteOnce
 from workers.field_diff import changed_fields
 from workers.conflict import owner_of
-from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
+from workers.hints import Hints, comment_reads, explains, extra_reads, may_trust_snapshot
 from workers.plan import DATE_FIELDS, PLAIN_FIELDS, plan_task_sync
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
@@ -192,6 +194,8 @@ class TaskSync:
         self._resumed.update(prefetched or {})
         # Writes sent in this run (any side): a re-queued run that wrote must re-read.
         self.writes_sent = 0
+        # The values each task's writes of this run give it, by (side, task number).
+        self._sent: dict[tuple[str, int], dict[str, Any]] = {}
 
     def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call SIDE's client; list methods are read to the end here, so paging failures are
@@ -228,6 +232,19 @@ class TaskSync:
 
     # ------------------------------------------------------------------------------------
     def run(self) -> SyncReport:
+        try:
+            return self._run()
+        except Exception:
+            # What this run wrote (or may have) is not agreed, as the run failed: it stays
+            # expected, so that neither side's next run takes it for a person's change.
+            try:
+                for (side, number), values in self._sent.items():
+                    self.state.add_expectations(side, number, values)
+            except redis.RedisError:
+                pass  # the retry reads again; Redis failing is the job's to handle
+            raise
+
+    def _run(self) -> SyncReport:
         link, side, other = self.link, self.side, self.other
         known = self.state.counterpart("task", side, self.number)
         if known is not None and self.hints.comments_only:
@@ -286,6 +303,7 @@ class TaskSync:
                 written.setdefault("status", initial)
             self.report.outcome = "created"
         elif plan.update_body:
+            self._sending(other, counterpart, expected_view(target_now, plan.update_body))
             outcome = self._write_update(other, counterpart, plan.update_body)
             if isinstance(outcome, Queued):
                 self._unconfirmed.update(plan.fields)
@@ -326,10 +344,10 @@ class TaskSync:
         for note in plan.notes:
             self._post_note(counterpart, note, occasion)
             self.report.notes += 1
-        reads = extra_reads(self.hints, bool(source_changed),
-                            has_comments=bool(source_raw.get("dateOfLastComment")))
+        explained = explains(source_changed, source_now, self.state.queued_expectations(side, self.number))
+        reads = extra_reads(self.hints, explained, has_comments=bool(source_raw.get("dateOfLastComment")))
         if reads.comments:
-            self._sync_comments(counterpart, comment_reads(self.hints, listing=not source_changed
+            self._sync_comments(counterpart, comment_reads(self.hints, listing=not explained
                                                            or self.hints.task_events > 1))
         if reads.checklist_and_files:
             sync_checklist(self, counterpart)
@@ -410,6 +428,7 @@ class TaskSync:
     def _move_status(self, side: str, number: int, status: int) -> bool:
         """True when the move is seen applied. A queued (202) move is not: the next step of a
         path depends on it, and the read-back run plans the rest from what Planfix then shows."""
+        self._sending(side, number, {"status": status})
         outcome = self._call(side, "update_task", number, {"status": {"id": status}})
         if not isinstance(outcome, Applied):
             self._read_back = True
@@ -425,6 +444,10 @@ class TaskSync:
                 self._expected["status"] = status
             return False
         return isinstance(outcome, (Applied, PartiallyApplied))
+
+    def _sending(self, side: str, number: int, values: Mapping[str, Any]) -> None:
+        """Note the values a write about to be sent gives SIDE's task NUMBER (see run)."""
+        self._sent.setdefault((side, number), {}).update(values)
 
     def _post_note(self, counterpart: int, note: str, occasion: str) -> None:
         """Post a delegation note once per change of assignees (OCCASION), however often retried."""
@@ -573,6 +596,12 @@ class TaskSync:
             (self.side, self.number): source_now,
             (other, counterpart): target_snapshot,
         })
+        # Values expected on the source that it now shows are in its snapshot: agreed.
+        own = self.state.queued_expectations(self.side, self.number)
+        if own:
+            self.state.save_queued_expectations(self.side, self.number, {
+                key: value for key, value in own.items()
+                if key not in source_now or changed_fields({key: value}, {key: source_now[key]})})
         # What this run saw replaces older expectations: one not met by now was overwritten by
         # a person (a real change of the target's) or planned again by this very run.
         self.state.save_queued_expectations(other, counterpart, self._expected)

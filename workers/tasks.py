@@ -121,7 +121,7 @@ return {taken, redis.call('ZCARD', KEYS[1]), owner}
 # resume key patterns (string.format, side and task), then the tasks. Returns {"severed"} when a
 # side of the link is severed (nothing touched: each run parks as _begin does), else per task
 # {counterpart, locked, hints, blocked letter, kept reads, the task's snapshot, the counterpart's
-# snapshot, its queued expectations, its pending flag}. A task whose pair is locked keeps its
+# snapshot, the counterpart's and the task's expectations, the counterpart's pending flag}. A task whose pair is locked keeps its
 # pending flag and hints, as _begin leaves them.
 _BEGIN_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -147,7 +147,7 @@ for i = 9, #ARGV do
     end
   end
   if locked == 1 then
-    out[#out + 1] = {counterpart, 1, {}, false, false, false, false, false, 0}
+    out[#out + 1] = {counterpart, 1, {}, false, false, false, false, false, false, 0}
   else
     redis.call('DEL', string.format(pending_at, side, task))
     local hints = redis.call('LRANGE', string.format(hints_at, side, task), 0, -1)
@@ -156,6 +156,7 @@ for i = 9, #ARGV do
     redis.call('DEL', string.format(resume_at, side, task))
     local blocked = redis.call('HGET', KEYS[5], key)
     local mine = redis.call('HGET', KEYS[3], key)
+    local expected = redis.call('HGET', KEYS[4], key)
     local theirs, queued, pending = false, false, 0
     if counterpart then
       local their_key = other .. ':' .. counterpart
@@ -163,7 +164,7 @@ for i = 9, #ARGV do
       queued = redis.call('HGET', KEYS[4], their_key)
       pending = redis.call('EXISTS', string.format(pending_at, other, counterpart))
     end
-    out[#out + 1] = {counterpart, 0, hints, blocked, kept, mine, theirs, queued, pending}
+    out[#out + 1] = {counterpart, 0, hints, blocked, kept, mine, theirs, queued, expected, pending}
   end
 end
 return out
@@ -482,6 +483,7 @@ class Taken(NamedTuple):
     mine: str | None
     theirs: str | None
     queued: str | None
+    expected: str | None
     pending: bool
 
 
@@ -499,7 +501,7 @@ def take_batch(store: redis.Redis, link: Link, side: str, numbers: list[int], to
     if answer and _text(answer[0]) == "severed":
         return None
     return [Taken(int(cp) if cp is not None else None, bool(locked), [_text(item) for item in hints],
-                  *(_text(value) if value is not None else None for value in rest[:5]), bool(pending))
+                  *(_text(value) if value is not None else None for value in rest[:6]), bool(pending))
             for cp, locked, hints, *rest, pending in answer]
 
 
@@ -537,7 +539,7 @@ def _begin_batch(link: Link, side: str, numbers: list[int]) -> list[tuple[int, B
                 continue
         state = RunState(rt.redis, link.name)
         state.seed(side, number, link.other(side), took.counterpart, mine=took.mine, theirs=took.theirs,
-                   queued=took.queued, pending=took.pending)
+                   queued=took.queued, expected=took.expected, pending=took.pending)
         kept_reads = json.loads(took.kept) if (took.kept and hints.resume) else {}
         results.append((number, Begun(link, side, number, 0, hints, lock, kept_reads, state)))
     return results
