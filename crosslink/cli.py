@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -19,6 +20,14 @@ def main(log_level: str | None) -> None:
     """Crosslink keeps tasks in sync between two Planfix accounts."""
     settings = get_settings()
     configure(log_level or settings.log_level, settings.log_json)
+    # SIGTERM (a supervisor, CI's timeout) ends a command as Ctrl-C does: its clean-up runs, and
+    # the processes it started in sessions of their own (the chaos and bench stacks) stop with
+    # it instead of living on. Servers that handle SIGTERM themselves (celery, uvicorn) replace this.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    sys.exit(128 + signum)
 
 
 @main.command()

@@ -89,7 +89,11 @@ class EmbeddedRedis:
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
-        self._wait_until_ready()
+        try:
+            self._wait_until_ready()
+        except BaseException:  # not ready, or interrupted: the server must not outlive it
+            self.stop()
+            raise
         return self
 
     def _wait_until_ready(self) -> None:

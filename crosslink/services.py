@@ -56,7 +56,12 @@ class WorkerProcess:
             text=True, bufsize=1, start_new_session=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
-        if not self._ready.wait(WORKER_START_TIMEOUT_S):
+        try:
+            ready = self._ready.wait(WORKER_START_TIMEOUT_S)
+        except BaseException:  # interrupted (SIGTERM, Ctrl-C): the worker must not outlive it
+            self.stop()
+            raise
+        if not ready:
             self.stop()
             raise RuntimeError("celery worker did not become ready:\n" + "\n".join(self.lines[-30:]))
         return self
@@ -147,12 +152,16 @@ class ProducerProcess:
             env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         deadline = time.monotonic() + PRODUCER_START_TIMEOUT_S
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        try:
+            while time.monotonic() < deadline and self.process.poll() is None:
+                try:
+                    if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+        except BaseException:  # interrupted: the producer must not outlive it
+            self.stop()
+            raise
         self.stop()
         raise RuntimeError(f"producer process did not start on {self.url}")
 

@@ -6,12 +6,16 @@ order, late and not at all, and still nothing lost, nothing duplicated, and ever
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from crosslink.chaos import FAULT_KINDS
+from tests.e2e.conftest import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -37,3 +41,34 @@ def test_quick_chaos_loses_nothing_duplicates_nothing_and_converges(tmp_path):
     for kind in ("error_500", "rate_429", "quota"):
         assert summary["fault_hits"].get(kind, 0) > 0, summary["fault_hits"]
     assert summary["convergence_s"] is not None
+
+
+def processes_naming(marker: str) -> list[int]:
+    """Pids of the processes whose command line holds MARKER."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def test_a_terminated_chaos_run_leaves_no_process_behind():
+    """SIGTERM (CI's timeout, an operator) stops the run's stack too: its workers, beat and Redis
+    run in sessions of their own, and would otherwise live on (a quick run's processes were found
+    still running after their command had been killed)."""
+    seed = 900_000 + os.getpid() % 10_000  # names its workers chaos<seed>w<n>: only this run's
+    run = subprocess.Popen([sys.executable, "-m", "crosslink.cli", "chaos", "--quick", "--seed", str(seed)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Both workers up (each a main process and two pool processes), or the second starting:
+        # the run is under way, and may be anywhere in starting its stack.
+        eventually(lambda: len(processes_naming(f"chaos{seed}w")) >= 5, timeout=120, what="the run's workers")
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) == 128 + signal.SIGTERM
+        eventually(lambda: not processes_naming(f"chaos{seed}w"), timeout=30, what="its workers to stop")
+    finally:
+        if run.poll() is None:
+            run.kill()
