@@ -34,7 +34,7 @@ from celery.signals import before_task_publish
 
 from workers.names import (
     FULL_HINT, STAMP_RECEIVER_UID, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key,
-    pending_key, recent_key, stamp_enqueue_time,
+    pending_key, pending_since_key, recent_key, stamp_enqueue_time,
 )
 
 # The pending flag must not outlive a lost job for long: after this, a new event queues again.
@@ -45,10 +45,10 @@ HOT_WINDOW_MS = 500
 # How long the job of a burst's second event waits for the rest of the burst to join it.
 COALESCE_DELAY_S = 0.5
 
-# KEYS: hints, recent, pending, dirty, batch. ARGV: hint, pending TTL (s), hot window (ms), task,
-# job id. Returns {what, job}: COALESCED (a run of this task is already waiting), BURST (send the
-# task's own job, late), JOINED (the task joined the batch job JOB, already queued) or BATCH
-# (send batch job JOB).
+# KEYS: hints, recent, pending, dirty, batch, pending-since. ARGV: hint, pending TTL (s), hot window
+# (ms), task, job id. Returns {what, job}: COALESCED (a run of this task is already waiting), BURST
+# (send the task's own job, late), JOINED (the task joined the batch job JOB, already queued) or
+# BATCH (send batch job JOB).
 ENQUEUE_LUA = """
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -56,11 +56,13 @@ local hot = redis.call('SET', KEYS[2], '1', 'PX', ARGV[3], 'GET')
 if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then
   return {0, false}
 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('ZADD', KEYS[6], now, ARGV[4])
 if hot then
   return {1, false}
 end
-local clock = redis.call('TIME')
-redis.call('ZADD', KEYS[4], 'NX', tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000), ARGV[4])
+redis.call('ZADD', KEYS[4], 'NX', now, ARGV[4])
 local queued = redis.call('GET', KEYS[5])
 if queued then
   return {2, queued}
@@ -71,6 +73,21 @@ return {3, ARGV[5]}
 COALESCED, BURST, JOINED, BATCH = 0, 1, 2, 3
 # The decisions after which settle() sends a job.
 SENDS_JOB = (BURST, BATCH)
+# KEYS: pending-since. ARGV: cutoff (ms), now (ms), the side's pending key pattern (string.format,
+# task). The tasks whose flag was set before the cutoff and is still set; they count as set now,
+# so each is sent again once per staleness at most. Entries whose flag is gone are dropped.
+_STALE_PENDING_LUA = """
+local out = {}
+for _, task in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
+  if redis.call('EXISTS', string.format(ARGV[3], task)) == 1 then
+    redis.call('ZADD', KEYS[1], ARGV[2], task)
+    out[#out + 1] = task
+  else
+    redis.call('ZREM', KEYS[1], task)
+  end
+end
+return out
+"""
 # KEYS: batch. ARGV: the running job's id, the next job's id, flag TTL (s). 1 when the flag passed.
 _HAND_OFF_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -85,7 +102,7 @@ def enqueue_call(link: str, side: str, task: int, hint: str, job_id: str) -> tup
     """The enqueue script's KEYS and ARGV for one event (Enqueuer.queue runs it on its client,
     the webhook receiver on its asyncio one)."""
     keys = [hints_key(link, side, task), recent_key(link, side, task), pending_key(link, side, task),
-            dirty_key(link, side), batch_key(link, side)]
+            dirty_key(link, side), batch_key(link, side), pending_since_key(link, side)]
     return keys, [hint, PENDING_TTL_S, HOT_WINDOW_MS, task, job_id]
 
 
@@ -106,6 +123,7 @@ class Enqueuer:
         self.celery = make_celery(redis_url)
         self._enqueue = self.redis.register_script(ENQUEUE_LUA)
         self._hand_off = self.redis.register_script(_HAND_OFF_LUA)
+        self._stale_pending = self.redis.register_script(_STALE_PENDING_LUA)
 
     def sync(self, link: str, side: str, task: int, hint: str = FULL_HINT) -> bool:
         """Queue a sync of SIDE's TASK unless one is already waiting; True if queued (see queue)."""
@@ -165,6 +183,20 @@ class Enqueuer:
             self.redis.set(batch_key(link, side), job_id, ex=PENDING_TTL_S)
         self._send_batch_job(link, side, job_id)
         return job_id
+
+    def recover_pending(self, link: str, side: str, stale_s: float) -> list[int]:
+        """Send SIDE's task its job again where its pending flag has been set for longer than
+        STALE_S with no job beginning (its job message was lost; see
+        workers.names.PENDING_SINCE_KEY): the tasks sent. The job takes the flag and the
+        events' hints as any does; should the lost one turn up after all, it finds them taken
+        and looks in full, which costs reads but loses nothing."""
+        now_ms = time.time() * 1000
+        stale = self._stale_pending(keys=[pending_since_key(link, side)],
+                                    args=[now_ms - stale_s * 1000, now_ms, pending_key(link, side, "%s")])
+        tasks = sorted(int(task) for task in stale)
+        for task in tasks:
+            self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE)
+        return tasks
 
     def hand_off_batch(self, link: str, side: str, job_id: str) -> str | None:
         """The running batch job JOB_ID ends its turn with tasks still waiting: the side's batch

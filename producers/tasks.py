@@ -103,6 +103,12 @@ def reconcile_tick(period_s: float) -> int:
             # Tasks a batch job died with (claimed again once their claims lapsed), or whose
             # batch job was lost: waiting for longer than a period.
             state.enqueuer.send_batch(link.name, side, stale_s=period_s)
+            # Tasks whose job message was lost (workers.names.PENDING_SINCE_KEY). A job begins
+            # within moments unless a backlog holds it: two periods tell a lost one from those.
+            recovered = state.enqueuer.recover_pending(link.name, side, stale_s=2 * period_s)
+            if recovered:
+                log.warning("pending tasks whose job was lost, sent again: %s", recovered,
+                            extra={"link": link.name, "side": side})
             current_app.send_task(RECONCILE_POLL, args=[link.name, side, period_s], queue=SYNC_QUEUE,
                                   expires=period_s)
             sent += 1

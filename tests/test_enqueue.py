@@ -12,6 +12,7 @@ import pytest
 from producers.enqueue import COALESCE_DELAY_S, HOT_WINDOW_MS, Enqueuer
 from workers.names import (
     FULL_HINT, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key, pending_key,
+    pending_since_key,
 )
 from workers.tasks import Claim, claim_batch, settle_batch, take_hints
 
@@ -226,6 +227,8 @@ def test_a_batch_begins_its_runs_in_one_step(enqueuer, redis_client):
     assert redis_client.get(lock_key(link.name, "partner", 6)) == "tok"
     # Taken: a later event queues a run of its own.
     assert not redis_client.exists(pending_key(link.name, "partner", 5), hints_key(link.name, "partner", 5))
+    since = pending_since_key(link.name, "partner")
+    assert redis_client.zscore(since, 5) is None and redis_client.zscore(since, 7) is not None
     # A pair another run holds: nothing taken, its event still waits for it.
     assert seven.locked and seven.hints == []
     assert redis_client.exists(pending_key(link.name, "partner", 7), hints_key(link.name, "partner", 7)) == 2
@@ -245,3 +248,27 @@ def test_a_running_jobs_hold_on_its_side_lapses_with_its_claims(enqueuer, redis_
     assert not redis_client.exists(batch_key("demo", "partner"))
     second = enqueuer.queue("demo", "partner", 7, "task_changed")            # sends a job again
     assert second not in (None, first) and len(queued_jobs(redis_client)) == 2
+
+
+def test_a_pending_flag_whose_job_was_lost_is_sent_its_job_again(enqueuer, redis_client):
+    """A worker killed between taking a job message from the queue and recording it as unacked
+    loses it; its task's pending flag would swallow every later event until it lapsed."""
+    enqueuer.sync("demo", "partner", 5, "task_changed")
+    redis_client.delete(SYNC_QUEUE, batch_key("demo", "partner"), dirty_key("demo", "partner"))   # lost
+    assert not enqueuer.sync("demo", "partner", 5, "comment_added:9")    # swallowed behind the flag
+    assert enqueuer.recover_pending("demo", "partner", stale_s=5) == []  # not set for long enough
+    time.sleep(0.3)
+    assert enqueuer.recover_pending("demo", "partner", stale_s=0.2) == [5]
+    assert [job(message) for message in queued_jobs(redis_client)] == [(SYNC_TASK, ["demo", "partner", 5], None)]
+    assert enqueuer.recover_pending("demo", "partner", stale_s=0.2) == []  # sent once per staleness
+    # The job begins as any does: it takes both events, and the task is no longer pending.
+    assert take_hints(redis_client, "demo", "partner", 5) == ["task_changed", "comment_added:9"]
+    assert redis_client.zscore(pending_since_key("demo", "partner"), 5) is None
+
+
+def test_a_flag_gone_without_its_job_beginning_is_forgotten(enqueuer, redis_client):
+    enqueuer.sync("demo", "client", 6, "task_changed")
+    redis_client.delete(pending_key("demo", "client", 6))  # lapsed, or its send failed
+    time.sleep(0.1)
+    assert enqueuer.recover_pending("demo", "client", stale_s=0.05) == []
+    assert not redis_client.exists(pending_since_key("demo", "client"))

@@ -28,6 +28,17 @@ def pending_key(link: str, side: str, task: int) -> str:
     return PENDING_KEY.format(link=link, side=side, task=task)
 
 
+# Since when each pending flag of a link side is set (a sorted set: task -> ms): set with the
+# flag, dropped as the job that clears it begins. A job message can be lost (a worker killed
+# between taking it from the queue and recording it as unacked), leaving a flag that swallows
+# every later event; the reconciliation tick finds such a flag by its age and sends its job again.
+PENDING_SINCE_KEY = "crosslink:pending-since:{link}:{side}"
+
+
+def pending_since_key(link: str, side: str) -> str:
+    return PENDING_SINCE_KEY.format(link=link, side=side)
+
+
 # The per-task lock key: a sync run holds its task's (and its counterpart's) while it works; the
 # backfill takes both tasks' before pairing them, so neither can race a live sync's create.
 LOCK_KEY = "crosslink:lock:{link}:{side}:{task}"

@@ -47,7 +47,7 @@ from workers.idempotency import MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBus
 from workers.hints import Hints
 from workers.names import (
     PROBE_LINK, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key, lock_key,
-    pending_key, resume_key,
+    pending_key, pending_since_key, resume_key,
 )
 from workers.retry import POLICY, Action, Decision, FailureKind, decide
 from workers.runtime import runtime
@@ -117,8 +117,9 @@ return {taken, redis.call('ZCARD', KEYS[1]), owner}
 """
 # Begin the runs of a batch's tasks in one step (what _begin does per task, in as many round
 # trips). KEYS: the link's severed hash, task registry, snapshots, queued expectations, blocked
-# tasks. ARGV: side, other side, lock token, lock TTL (ms), the link's lock, pending, hints and
-# resume key patterns (string.format, side and task), then the tasks. Returns {"severed"} when a
+# tasks, the side's pending-since set. ARGV: side, other side, lock token, lock TTL (ms), the
+# link's lock, pending, hints and resume key patterns (string.format, side and task), then the
+# tasks. Returns {"severed"} when a
 # side of the link is severed (nothing touched: each run parks as _begin does), else per task
 # {counterpart, locked, hints, blocked letter, kept reads, the task's snapshot, the counterpart's
 # snapshot, the counterpart's and the task's expectations, the counterpart's pending flag}. A task whose pair is locked keeps its
@@ -150,6 +151,7 @@ for i = 9, #ARGV do
     out[#out + 1] = {counterpart, 1, {}, false, false, false, false, false, false, 0}
   else
     redis.call('DEL', string.format(pending_at, side, task))
+    redis.call('ZREM', KEYS[6], task)
     local hints = redis.call('LRANGE', string.format(hints_at, side, task), 0, -1)
     redis.call('DEL', string.format(hints_at, side, task))
     local kept = redis.call('GET', string.format(resume_at, side, task))
@@ -207,9 +209,10 @@ def take_hints(store: redis.Redis, link: str, side: str, number: int) -> list[st
     flag, key = pending_key(link, side, number), hints_key(link, side, number)
     pipe = store.pipeline(transaction=True)
     pipe.delete(flag)
+    pipe.zrem(pending_since_key(link, side), number)
     pipe.lrange(key, 0, -1)
     pipe.delete(key)
-    _, raw, _ = pipe.execute()
+    _, _, raw, _ = pipe.execute()
     return [item.decode() if isinstance(item, bytes) else item for item in raw]
 
 
@@ -496,7 +499,8 @@ def take_batch(store: redis.Redis, link: Link, side: str, numbers: list[int], to
             (("severed", link.name), ("reg", link.name, "task"), ("snap", link.name), ("queued", link.name))]
     # Key patterns of this link for string.format in Lua (link names are [a-z0-9-]: no "%").
     patterns = [key_of(link.name, "%s", "%s") for key_of in (lock_key, pending_key, hints_key, resume_key)]
-    answer = store.eval(_BEGIN_LUA, 5, *keys, dead.blocked_key, side, link.other(side), token, lock_ttl_ms,
+    answer = store.eval(_BEGIN_LUA, 6, *keys, dead.blocked_key, pending_since_key(link.name, side), side,
+                        link.other(side), token, lock_ttl_ms,
                         *patterns, *numbers)
     if answer and _text(answer[0]) == "severed":
         return None
