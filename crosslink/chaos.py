@@ -230,9 +230,10 @@ class Chaos:
         self.killed_workers: list[Any] = []
         self.timeline: list[str] = []
         self.stop_faults = threading.Event()
-        self.lock = threading.RLock()  # the stack's worker list and the scenario settings
+        self.lock = threading.RLock()  # the stack's worker list, the scenario settings, the open windows
         self.scenarios_off: set[str] = set()
         self.scenarios_late: set[str] = set()
+        self.open_windows: dict[object, dict[str, Any]] = {}  # emulator fault windows open now
 
     # -- set-up -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -443,19 +444,32 @@ class Chaos:
     def _emulator_window(self, hit_status: int | None = None, **faults: Any) -> None:
         """Turn FAULTS on in every account for a window; with HIT_STATUS, keep them on past it
         (up to FAULT_WINDOW_HOLD_S) until some request was answered with it. The sync spends
-        few requests, and a window that met none (say, while Redis restarted) proves nothing."""
-        world = self.stack.world
-        accounts = self.accounts()  # every account: a window on one that sees no traffic proves nothing
-        self.trace(f"emulator faults {faults} on {accounts}")
+        few requests, and a window that met none (say, while Redis restarted) proves nothing.
+        Windows may overlap: every account gets the faults of all open windows together (the
+        emulator's set_faults replaces an account's faults, so one window's start or end once
+        cleared another's: a quota window then met no request in 30 s)."""
+        self.trace(f"emulator faults {faults} on every account")
         hits_before = self._answered(hit_status) if hit_status else 0
-        for account in accounts:
-            world.set_faults(account, seed=self.fault_rng.random(), **faults)
-        time.sleep(self.fault_rng.uniform(*FAULT_WINDOW_S))
-        deadline = time.monotonic() + FAULT_WINDOW_HOLD_S
-        while hit_status and self._answered(hit_status) == hits_before and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for account in accounts:
-            world.set_faults(account)
+        window = object()
+        with self.lock:
+            self.open_windows[window] = faults
+            self._set_emulator_faults()
+        try:
+            time.sleep(self.fault_rng.uniform(*FAULT_WINDOW_S))
+            deadline = time.monotonic() + FAULT_WINDOW_HOLD_S
+            while hit_status and self._answered(hit_status) == hits_before and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            with self.lock:
+                del self.open_windows[window]
+                self._set_emulator_faults()
+
+    def _set_emulator_faults(self) -> None:
+        """Every account gets the faults of the open windows (call with the lock held); every
+        account: a window on one that sees no traffic proves nothing."""
+        faults = {kind: value for opened in self.open_windows.values() for kind, value in opened.items()}
+        for account in self.accounts():
+            self.stack.world.set_faults(account, seed=self.fault_rng.random(), **faults)
 
     def _answered(self, status: int) -> int:
         return sum(1 for account in self.accounts() for entry in self.stack.world.requests(account)
@@ -552,6 +566,7 @@ class Chaos:
         with self.lock:
             self.scenarios_off.clear()
             self.scenarios_late.clear()
+            self.open_windows.clear()
             for account in self.accounts():
                 world.set_faults(account)
                 world.set_limits(account, rate_per_s=RATE_PER_S, daily_quota=DAILY_QUOTA)
