@@ -23,7 +23,7 @@ from workers.hints import Hints
 from workers.names import pending_key
 from workers.idempotency import WriteOnce
 from workers.state import LinkState
-from planfix.errors import TransientError
+from planfix.errors import RateLimited, TransientError
 from workers.sync import SideFailure, TaskSync, expected_view
 
 PAVEL, MARAT = 2, 6
@@ -368,6 +368,27 @@ def test_a_queued_write_landing_late_does_not_explain_a_comment_edit(pair):
     edit_comment_and_sync(pair, copy_, comment)
     # The client's snapshot took the landed name: no longer expected.
     assert pair.state.queued_expectations("client", copy_) == {}
+
+
+def test_a_write_held_back_or_refused_unsent_is_not_expected(pair):
+    """Only a write Planfix may have applied is remembered: one our limiter held back, or one
+    Planfix refused for its rate, was not (and would cost the next runs reads for nothing)."""
+    number, copy_ = mirrored_task(pair, "Held")
+    client = pair.clients["client"]
+    update = client.update_task
+    for scope in ("limiter", "rate"):
+        pair.world.update_task("partner", number, {"name": f"Held, {scope}"}, author=PAVEL)
+
+        def refused(task, body, scope=scope):
+            raise RateLimited("wait", retry_after_ms=1000, scope=scope)
+
+        client.update_task = refused
+        try:
+            with pytest.raises(SideFailure):
+                pair.sync("partner", number, EDIT)
+        finally:
+            client.update_task = update
+        assert pair.state.queued_expectations("client", copy_) == {}
 
 
 def test_a_write_of_a_run_that_then_failed_does_not_explain_a_comment_edit(pair):

@@ -30,7 +30,7 @@ from typing import Any
 import redis
 
 from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
-from planfix.errors import NotFound, PlanfixError, RateLimited
+from planfix.errors import NotFound, PlanfixError, RateLimited, TransientError
 from schemas.links import Link
 from workers.attachments import sync_checklist, sync_task_files
 from workers.canonical import canonical_task, in_scope, normalise_value, ref_id, task_fields
@@ -303,8 +303,8 @@ class TaskSync:
                 written.setdefault("status", initial)
             self.report.outcome = "created"
         elif plan.update_body:
-            self._sending(other, counterpart, expected_view(target_now, plan.update_body))
-            outcome = self._write_update(other, counterpart, plan.update_body)
+            outcome = self._write_update(other, counterpart, plan.update_body,
+                                         expected_view(target_now, plan.update_body))
             if isinstance(outcome, Queued):
                 self._unconfirmed.update(plan.fields)
                 self._expected.update(expected_view(target_now, plan.update_body))
@@ -412,8 +412,8 @@ class TaskSync:
             self.report.follow_up.extend(
                 (side, child) for child in self.state.take_waiting_children(side, number))
 
-    def _write_update(self, side: str, number: int, body: dict[str, Any]) -> Any:
-        outcome = self._call(side, "update_task", number, body)
+    def _write_update(self, side: str, number: int, body: dict[str, Any], values: Mapping[str, Any]) -> Any:
+        outcome = self._update(side, number, body, values)
         if not isinstance(outcome, Applied):
             self._read_back = True
         if isinstance(outcome, PartiallyApplied):
@@ -428,8 +428,7 @@ class TaskSync:
     def _move_status(self, side: str, number: int, status: int) -> bool:
         """True when the move is seen applied. A queued (202) move is not: the next step of a
         path depends on it, and the read-back run plans the rest from what Planfix then shows."""
-        self._sending(side, number, {"status": status})
-        outcome = self._call(side, "update_task", number, {"status": {"id": status}})
+        outcome = self._update(side, number, {"status": {"id": status}}, {"status": status})
         if not isinstance(outcome, Applied):
             self._read_back = True
         if isinstance(outcome, PartiallyApplied):
@@ -445,9 +444,19 @@ class TaskSync:
             return False
         return isinstance(outcome, (Applied, PartiallyApplied))
 
-    def _sending(self, side: str, number: int, values: Mapping[str, Any]) -> None:
-        """Note the values a write about to be sent gives SIDE's task NUMBER (see run)."""
-        self._sent.setdefault((side, number), {}).update(values)
+    def _update(self, side: str, number: int, body: dict[str, Any], values: Mapping[str, Any]) -> Any:
+        """Update SIDE's task NUMBER with BODY, noting the canonical VALUES it gives the task as
+        sent (see run) unless Planfix surely did not apply it: refused before it was sent (our
+        limiter, Planfix's rate or quota) or for good. A transient failure may have applied it."""
+        applied_maybe = True
+        try:
+            return self._call(side, "update_task", number, body)
+        except SideFailure as failure:
+            applied_maybe = isinstance(failure.error, TransientError)
+            raise
+        finally:
+            if applied_maybe:
+                self._sent.setdefault((side, number), {}).update(values)
 
     def _post_note(self, counterpart: int, note: str, occasion: str) -> None:
         """Post a delegation note once per change of assignees (OCCASION), however often retried."""
