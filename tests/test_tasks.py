@@ -62,3 +62,26 @@ def test_a_job_gives_redis_a_bounded_wait(own_redis, monkeypatch):
     with pytest.raises(Reject):
         tasks.sync_task("demo", "client", 2)
     assert time.monotonic() - started < 5
+
+
+def test_a_parked_event_keeps_its_flag_but_is_not_taken_for_a_lost_job(redis_url, redis_client, monkeypatch):
+    """While a link is severed its events park, and the task's flag stays so that later events
+    queue no jobs that would only park too; the tick must not send it jobs either."""
+    from producers.enqueue import Enqueuer
+    from workers.names import pending_key, pending_since_key
+    from workers.state import LinkState
+
+    enqueuer = Enqueuer(redis_url)
+    try:
+        enqueuer.sync("demo", "partner", 5, "task_changed")
+        LinkState(redis_client, "demo").sever("client", "token revoked", time.time())
+        monkeypatch.setattr(tasks, "runtime", lambda: SimpleNamespace(
+            redis=redis_client, link=lambda name: SimpleNamespace(name=name),
+            settings=SimpleNamespace(time_scale=1.0)))
+        assert tasks._begin("demo", "partner", 5, 0, None) == "parked"
+        assert redis_client.exists(pending_key("demo", "partner", 5))
+        time.sleep(0.1)
+        assert enqueuer.recover_pending("demo", "partner", stale_s=0.05) == []
+        assert redis_client.zscore(pending_since_key("demo", "partner"), 5) is None
+    finally:
+        enqueuer.close()

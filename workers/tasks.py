@@ -292,6 +292,9 @@ def _begin(link_name: str, side: str, number: int, attempt: int, carried: Hints 
     event = {"link": link_name, "side": side, "task": number, "at": time.time()}
     if state.severed():
         state.park(event)
+        # The flag stays, so the task's later events queue no jobs that would only park too;
+        # it is not waiting for a lost job, so the tick must not send it one (names.PENDING_SINCE_KEY).
+        rt.redis.zrem(pending_since_key(link_name, side), number)
         log.info("link severed: event parked", extra=context)
         return "parked"
     counterpart = state.counterpart("task", side, number)
