@@ -122,11 +122,11 @@ return {taken, redis.call('ZCARD', KEYS[1]), owner}
 # trips). KEYS: the link's severed hash, task registry, snapshots, queued expectations, blocked
 # tasks, the side's pending-since set. ARGV: side, other side, lock token, lock TTL (ms), the
 # link's lock, pending, hints and resume key patterns (string.format, side and task), then the
-# tasks. Returns {"severed"} when a
-# side of the link is severed (nothing touched: each run parks as _begin does), else per task
-# {counterpart, locked, hints, blocked letter, kept reads, the task's snapshot, the counterpart's
-# snapshot, the counterpart's and the task's expectations, the counterpart's pending flag}. A task whose pair is locked keeps its
-# pending flag and hints, as _begin leaves them.
+# tasks. Returns {"severed"} when a side of the link is severed (nothing touched: each run parks
+# as _begin does), else per task {counterpart, locked, hints, blocked letter, kept reads, the
+# task's snapshot, the counterpart's snapshot, the counterpart's and the task's expectations, the
+# counterpart's pending flag}. A task whose pair is locked keeps its pending flag and hints, as
+# _begin leaves them.
 _BEGIN_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'severed'}
