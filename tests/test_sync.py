@@ -370,24 +370,29 @@ def test_a_queued_write_landing_late_does_not_explain_a_comment_edit(pair):
     assert pair.state.queued_expectations("client", copy_) == {}
 
 
+def failing_partner_run(pair: Pair, number: int, update) -> None:
+    """The partner's run of NUMBER with the client's update_task replaced by UPDATE: it fails."""
+    client = pair.clients["client"]
+    original = client.update_task
+    client.update_task = update
+    try:
+        with pytest.raises(SideFailure):
+            pair.sync("partner", number, EDIT)
+    finally:
+        client.update_task = original
+
+
 def test_a_write_held_back_or_refused_unsent_is_not_expected(pair):
     """Only a write Planfix may have applied is remembered: one our limiter held back, or one
     Planfix refused for its rate, was not (and would cost the next runs reads for nothing)."""
     number, copy_ = mirrored_task(pair, "Held")
-    client = pair.clients["client"]
-    update = client.update_task
     for scope in ("limiter", "rate"):
         pair.world.update_task("partner", number, {"name": f"Held, {scope}"}, author=PAVEL)
 
         def refused(task, body, scope=scope):
             raise RateLimited("wait", retry_after_ms=1000, scope=scope)
 
-        client.update_task = refused
-        try:
-            with pytest.raises(SideFailure):
-                pair.sync("partner", number, EDIT)
-        finally:
-            client.update_task = update
+        failing_partner_run(pair, number, refused)
         assert pair.state.queued_expectations("client", copy_) == {}
 
 
@@ -397,20 +402,14 @@ def test_a_write_of_a_run_that_then_failed_does_not_explain_a_comment_edit(pair)
     number, copy_, comment = commented_pair(pair, "Failed echo")
     pair.world.update_task("partner", number, {"name": "Failed echo, renamed",
                                                "status": {"id": 3}}, author=PAVEL)
-    client = pair.clients["client"]
-    update = client.update_task
+    update = pair.clients["client"].update_task
 
     def rename_then_fail(task, body):
         if "status" in body:
             raise TransientError("500 from Planfix", maybe_applied=False)
         return update(task, body)
 
-    client.update_task = rename_then_fail
-    try:
-        with pytest.raises(SideFailure):
-            pair.sync("partner", number, EDIT)
-    finally:
-        client.update_task = update
+    failing_partner_run(pair, number, rename_then_fail)
     assert pair.view("client", copy_)["name"] == "Failed echo, renamed"
     assert pair.state.queued_expectations("client", copy_) == {"name": "Failed echo, renamed", "status": 12}
     edit_comment_and_sync(pair, copy_, comment)
