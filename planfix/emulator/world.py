@@ -747,33 +747,15 @@ class World:
     def _render_task(self, account: Account, task: dict[str, Any], fields: str | None, *,
                      everything: bool = False) -> dict[str, Any]:
         names, custom = parse_fields(fields)
-        ref = lambda value: {"id": value} if value else None  # noqa: E731
-        tp = lambda value: timepoint(value) if value is not None else None  # noqa: E731
-        project = account.projects.get(task["project"] or 0)
-        full: dict[str, Any] = {
-            "name": task["name"], "description": task["description"], "priority": task["priority"],
-            "status": self._status_view(account, task), "processId": task["processId"],
-            "type": task["type"], "assigner": self._person_view(account, task["assigner"]),
-            "parent": ref(task["parent"]), "template": ref(task["template"]), "object": ref(task["object"]),
-            "project": {"id": project["id"], "name": project["name"]} if project else None,
-            "counterparty": self._person_view(account, task["counterparty"]),
-            "dateTime": tp(task["dateTime"]), "startDateTime": tp(task["startDateTime"]),
-            "endDateTime": tp(task["endDateTime"]), "delayedTillDate": tp(task["delayedTillDate"]),
-            "hasStartDate": task["startDateTime"] is not None, "hasEndDate": task["endDateTime"] is not None,
-            "dateOfLastUpdate": tp(task["dateOfLastUpdate"]), "dateOfLastComment": tp(task["dateOfLastComment"]),
-            "files": [self._file_view(account, f) for f in task["files"] if f in account.files],
-            "dataTags": [], "sourceObjectId": task["sourceObjectId"],
-            "sourceDataVersion": task["sourceDataVersion"],
-            **{key: self._people_view(account, task[key]) for key in PEOPLE_FIELDS},
-            **{key: task[key] for key in SIMPLE_TASK_FIELDS},
-        }
         if everything:
-            names = set(full)
+            names = set(_TASK_VIEWS)
             custom = sorted(task["customFieldData"])
         out: dict[str, Any] = {"id": task["id"]}
         for name in sorted(names):
-            if full.get(name) is not None:
-                out[name] = full[name]
+            view = _TASK_VIEWS.get(name)  # an unknown field is left out, as Planfix does
+            value = view(self, account, task) if view is not None else None
+            if value is not None:
+                out[name] = value
         known = [field_id for field_id in custom if field_id in account.custom_fields]
         if known:
             out["customFieldData"] = [self._custom_view(account, f, task["customFieldData"].get(f))
@@ -1415,3 +1397,49 @@ class World:
 
     def wait_deliveries_idle(self, timeout: float = 10.0) -> bool:
         return self.dispatcher.wait_idle(timeout)
+
+
+def _ref(value: Any) -> dict[str, Any] | None:
+    return {"id": value} if value else None
+
+
+def _when(value: float | None) -> dict[str, Any] | None:
+    return timepoint(value) if value is not None else None
+
+
+def _project_view(account: Account, task: dict[str, Any]) -> dict[str, Any] | None:
+    project = account.projects.get(task["project"] or 0)
+    return {"id": project["id"], "name": project["name"]} if project else None
+
+
+def _simple_view(key: str) -> Callable[[World, Account, dict[str, Any]], Any]:
+    return lambda world, account, task: task[key]
+
+
+def _people_field_view(key: str) -> Callable[[World, Account, dict[str, Any]], Any]:
+    return lambda world, account, task: world._people_view(account, task[key])
+
+
+def _date_view(key: str) -> Callable[[World, Account, dict[str, Any]], Any]:
+    return lambda world, account, task: _when(task[key])
+
+
+# How each system field of a task reads, by name: a read renders only the fields it asks for.
+_TASK_VIEWS: dict[str, Callable[[World, Account, dict[str, Any]], Any]] = {
+    **{key: _simple_view(key) for key in ("name", "description", "priority", "processId", "type",
+                                          "sourceObjectId", "sourceDataVersion", *SIMPLE_TASK_FIELDS)},
+    **{key: _date_view(key) for key in (*DATE_FIELDS, "dateOfLastUpdate", "dateOfLastComment")},
+    **{key: _people_field_view(key) for key in PEOPLE_FIELDS},
+    "status": lambda world, account, task: world._status_view(account, task),
+    "assigner": lambda world, account, task: world._person_view(account, task["assigner"]),
+    "counterparty": lambda world, account, task: world._person_view(account, task["counterparty"]),
+    "parent": lambda world, account, task: _ref(task["parent"]),
+    "template": lambda world, account, task: _ref(task["template"]),
+    "object": lambda world, account, task: _ref(task["object"]),
+    "project": lambda world, account, task: _project_view(account, task),
+    "hasStartDate": lambda world, account, task: task["startDateTime"] is not None,
+    "hasEndDate": lambda world, account, task: task["endDateTime"] is not None,
+    "files": lambda world, account, task: [world._file_view(account, f) for f in task["files"]
+                                           if f in account.files],
+    "dataTags": lambda world, account, task: [],
+}
