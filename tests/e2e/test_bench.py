@@ -16,7 +16,8 @@ pytestmark = pytest.mark.e2e
 
 # The quick mode takes about a minute and a half here; beyond this it is stuck, not slow.
 COMMAND_TIMEOUT_S = 600
-HEADLINE = ("pipeline_events_per_s", "e2e_p50_ms", "e2e_p99_ms", "api_calls_per_change",
+HEADLINE = ("pipeline_events_per_s", "e2e_p50_ms", "e2e_p99_ms", "target_events_per_s", "target_e2e_p50_ms",
+            "target_e2e_p99_ms", "api_calls_per_change",
             "api_calls_per_event_burst", "limiter_violations", "limit_utilization", "fairness_jain",
             "max_link_lag_s", "idle_latency_p50_s", "idle_latency_p99_s", "workers")
 
@@ -44,4 +45,6 @@ def test_quick_bench_keeps_planfix_limits_and_spends_at_most_two_calls_a_change(
     for row in figures["detail"]["pipeline"]:
         assert set(row["latency_by_rate"]) == {key for key in row["tried"] if " for " not in key}
         assert all(p50 is not None and p99 >= p50 for p50, p99 in row["latency_by_rate"].values())
+        # The fast rate is one held with p99 under the target, or none.
+        assert row["target_events_per_s"] == 0 or row["target_p99_ms"] < figures["p99_target_ms"], row
     assert figures["workers"] == 2
