@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crosslink.bench import jain, percentile, sustain_order
+from crosslink.bench import PipelineFigures, fastest, jain, percentile, sustain_order
 
 probe = st.tuples(st.booleans(), st.one_of(st.none(), st.floats(min_value=0, max_value=5000)))
 probes = st.dictionaries(st.integers(min_value=1, max_value=1000), probe, max_size=12)
@@ -32,6 +32,31 @@ def test_order_is_the_held_rates_under_the_target_descending(found, target):
     for rate, (held, p99) in found.items():
         meets = held and (target is None or (p99 is not None and p99 < target))
         assert (rate in order) == meets
+
+
+def test_the_headline_row_is_the_fastest_and_of_equals_the_lowest_p99():
+    one = PipelineFigures(workers=1, pipeline_events_per_s=500.0, e2e_p99_ms=288.6)
+    two = PipelineFigures(workers=2, pipeline_events_per_s=500.0, e2e_p99_ms=38.4)
+    slower = PipelineFigures(workers=2, pipeline_events_per_s=450.0, e2e_p99_ms=9.0)
+    assert fastest([one, two]) is two
+    assert fastest([two, one]) is two
+    assert fastest([slower, one]) is one
+    assert fastest([PipelineFigures(workers=1, pipeline_events_per_s=50.0), slower]) is slower
+    assert fastest([]) is None
+
+
+rows = st.builds(PipelineFigures, workers=st.integers(min_value=1, max_value=4),
+                 pipeline_events_per_s=st.sampled_from([0.0, 50.0, 400.0, 500.0]),
+                 e2e_p99_ms=st.one_of(st.none(), st.floats(min_value=0, max_value=5000)))
+
+
+@given(st.lists(rows, min_size=1, max_size=6))
+def test_no_row_beats_the_headline_row(found):
+    best = fastest(found)
+    for row in found:
+        assert row.pipeline_events_per_s <= best.pipeline_events_per_s
+        if row.pipeline_events_per_s == best.pipeline_events_per_s and row.e2e_p99_ms is not None:
+            assert best.e2e_p99_ms is not None and best.e2e_p99_ms <= row.e2e_p99_ms
 
 
 @given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=200),
