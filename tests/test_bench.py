@@ -45,6 +45,16 @@ def test_the_headline_row_is_the_fastest_and_of_equals_the_lowest_p99():
     assert fastest([]) is None
 
 
+def test_the_target_row_is_the_fastest_under_the_target_and_of_equals_the_lowest_p99():
+    one = PipelineFigures(workers=1, target_events_per_s=500.0, target_p99_ms=47.4, pipeline_events_per_s=500.0,
+                          e2e_p99_ms=47.4)
+    two = PipelineFigures(workers=2, target_events_per_s=500.0, target_p99_ms=42.8, pipeline_events_per_s=500.0,
+                          e2e_p99_ms=900.0)
+    assert fastest([one, two], under_target=True) is two
+    assert fastest([one, two]) is one
+    assert fastest([PipelineFigures(workers=1), one], under_target=True) is one
+
+
 rows = st.builds(PipelineFigures, workers=st.integers(min_value=1, max_value=4),
                  pipeline_events_per_s=st.sampled_from([0.0, 50.0, 400.0, 500.0]),
                  e2e_p99_ms=st.one_of(st.none(), st.floats(min_value=0, max_value=5000)))

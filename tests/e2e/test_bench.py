@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 # The quick mode takes about a minute and a half here; beyond this it is stuck, not slow.
 COMMAND_TIMEOUT_S = 600
 HEADLINE = ("pipeline_events_per_s", "e2e_p50_ms", "e2e_p99_ms", "pipeline_workers", "target_events_per_s",
-            "target_e2e_p50_ms", "target_e2e_p99_ms", "api_calls_per_change",
+            "target_e2e_p50_ms", "target_e2e_p99_ms", "target_workers", "api_calls_per_change",
             "api_calls_per_event_burst", "limiter_violations", "limit_utilization", "fairness_jain",
             "max_link_lag_s", "idle_latency_p50_s", "idle_latency_p99_s", "workers")
 
@@ -39,7 +39,7 @@ def test_quick_bench_keeps_planfix_limits_and_spends_at_most_two_calls_a_change(
     assert figures["limit_utilization"] >= 0.9
     assert figures["idle_latency_p50_s"] <= 2.0
     assert figures["pipeline_events_per_s"] > 0 and figures["e2e_p99_ms"] is not None
-    assert figures["pipeline_workers"] in (1, 2)
+    assert figures["pipeline_workers"] in (1, 2) and figures["target_workers"] in (None, 1, 2)
     # Both worker counts were run, the limited phases with several worker processes at once.
     assert [row["workers"] for row in figures["detail"]["pipeline"]] == [1, 2]
     # Every rate's probe says how long its events waited, held or not.
