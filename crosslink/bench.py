@@ -157,7 +157,7 @@ class BenchReport:
             "pipeline_events_per_s": best.pipeline_events_per_s if best else None,
             "e2e_p50_ms": best.e2e_p50_ms if best else None,
             "e2e_p99_ms": best.e2e_p99_ms if best else None,
-            "pipeline_workers": best.workers if best else None,
+            "pipeline_workers": best.workers if best and best.pipeline_events_per_s else None,
             **self.target_headline(),
             "api_calls_per_change": self.api_calls_per_change,
             "api_calls_per_event_burst": self.api_calls_per_event_burst,

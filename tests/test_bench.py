@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crosslink.bench import PipelineFigures, fastest, jain, percentile, sustain_order
+from crosslink.bench import BenchReport, PipelineFigures, fastest, jain, percentile, sustain_order
 
 probe = st.tuples(st.booleans(), st.one_of(st.none(), st.floats(min_value=0, max_value=5000)))
 probes = st.dictionaries(st.integers(min_value=1, max_value=1000), probe, max_size=12)
@@ -53,6 +53,16 @@ def test_the_target_row_is_the_fastest_under_the_target_and_of_equals_the_lowest
     assert fastest([one, two], under_target=True) is two
     assert fastest([one, two]) is one
     assert fastest([PipelineFigures(workers=1), one], under_target=True) is one
+
+
+def test_a_headline_with_no_rate_held_names_no_worker_count():
+    report = BenchReport(mode="quick", date="2026-12-04", machine={}, workers=2,
+                         pipeline=[PipelineFigures(workers=1), PipelineFigures(workers=2)])
+    headline = report.headline()
+    assert headline["pipeline_events_per_s"] == 0.0 and headline["pipeline_workers"] is None
+    assert headline["target_events_per_s"] == 0.0 and headline["target_workers"] is None
+    report.pipeline[1].pipeline_events_per_s = 50.0
+    assert report.headline()["pipeline_workers"] == 2
 
 
 rows = st.builds(PipelineFigures, workers=st.integers(min_value=1, max_value=4),
