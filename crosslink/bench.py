@@ -391,7 +391,9 @@ class Bench:
         self.quiet()
         probes: dict[int, tuple[bool, float | None]] = {}
         seq = [0]
-        self._offer(pairs, self.plan.pipeline_rates[0], WARM_UP_S, seq)
+        warm_rate = self.plan.pipeline_rates[0]
+        warmed, _ = self._offer(pairs, warm_rate, WARM_UP_S, seq)
+        figures.tried[f"{warm_rate} for {WARM_UP_S:.0f} s, warm-up, not counted"] = warmed
         for rate in self.plan.pipeline_rates:
             ok, latencies = self._offer(pairs, rate, self.plan.pipeline_probe_s, seq)
             figures.tried[str(rate)] = ok
