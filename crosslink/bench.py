@@ -393,7 +393,7 @@ class Bench:
         seq = [0]
         warm_rate = self.plan.pipeline_rates[0]
         warmed, _ = self._offer(pairs, warm_rate, WARM_UP_S, seq)
-        figures.tried[f"{warm_rate} for {WARM_UP_S:.0f} s, warm-up, not counted"] = warmed
+        figures.tried[f"{warm_rate} for {WARM_UP_S:.0f} s (warm-up, not counted)"] = warmed
         for rate in self.plan.pipeline_rates:
             ok, latencies = self._offer(pairs, rate, self.plan.pipeline_probe_s, seq)
             figures.tried[str(rate)] = ok

@@ -45,7 +45,7 @@ def test_quick_bench_keeps_planfix_limits_and_spends_at_most_two_calls_a_change(
     # Every rate's probe says how long its events waited, held or not.
     for row in figures["detail"]["pipeline"]:
         # Each worker count is warmed before its first probe, and the warm-up is not a probe.
-        assert list(row["tried"])[0].endswith("warm-up, not counted"), row["tried"]
+        assert list(row["tried"])[0].endswith("(warm-up, not counted)"), row["tried"]
         assert set(row["latency_by_rate"]) == {key for key in row["tried"] if " for " not in key}
         assert all(p50 is not None and p99 >= p50 for p50, p99 in row["latency_by_rate"].values())
         # The fast rate is one held with p99 under the target, or none.
