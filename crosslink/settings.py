@@ -32,6 +32,10 @@ class Settings:
     # Where each worker's main process serves its /metrics (workers/telemetry.py); port 0: nowhere.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9540
+    # How long a worker waits for Planfix's answer to one request (the read timeout). A write
+    # unanswered by then is "maybe applied" and looked up before it is repeated; the chaos suite
+    # shortens it below the emulator's held "timeout" fault so that fault really times out.
+    planfix_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -50,6 +54,7 @@ class Settings:
             visibility_timeout_s=float(env.get("CROSSLINK_VISIBILITY_TIMEOUT_S", "3600")),
             worker_metrics_host=env.get("CROSSLINK_WORKER_METRICS_HOST", "127.0.0.1"),
             worker_metrics_port=int(env.get("CROSSLINK_WORKER_METRICS_PORT", "9540")),
+            planfix_timeout_s=float(env.get("CROSSLINK_PLANFIX_TIMEOUT_S", "10")),
         )
 
 

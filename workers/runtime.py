@@ -24,9 +24,9 @@ from workers.idempotency import LEASE_TTL_MS, MIN_LEASE_TTL_MS, WriteOnce, scale
 from workers.state import LinkState
 from workers.sync import ADMISSION_LIMIT_WAIT_S
 
-# Planfix answers within a few seconds; a write still unanswered after this is treated as
-# "maybe applied" and checked before it is retried.
-HTTP_TIMEOUT_S = 10.0
+# Planfix answers within a few seconds; a write still unanswered after the settings' read
+# timeout (CROSSLINK_PLANFIX_TIMEOUT_S, 10 s) is treated as "maybe applied" and checked before
+# it is retried.
 # Kept-alive connections per Planfix host: a worker process runs its slots' requests over them.
 HTTP_KEEP_ALIVE = 10
 
@@ -49,7 +49,7 @@ class Runtime:
 
     @cached_property
     def http(self) -> Http:
-        return Http(timeout=HTTP_TIMEOUT_S, connect_timeout=CONNECT_TIMEOUT_S, max_idle=HTTP_KEEP_ALIVE)
+        return Http(timeout=self.settings.planfix_timeout_s, connect_timeout=CONNECT_TIMEOUT_S, max_idle=HTTP_KEEP_ALIVE)
 
     @cached_property
     def enqueuer(self) -> Enqueuer:
@@ -80,7 +80,7 @@ class Runtime:
             # slot (workers.sync): a run's first request never waits for its link's turn here.
             self._clients[key] = PlanfixClient(
                 conf.base_url, token, account=conf.account, limiter=self.limiter, http=self.http,
-                timeout=HTTP_TIMEOUT_S, sleep_on_limit=True, max_limit_sleep_s=ADMISSION_LIMIT_WAIT_S,
+                timeout=self.settings.planfix_timeout_s, sleep_on_limit=True, max_limit_sleep_s=ADMISSION_LIMIT_WAIT_S,
                 lane=link.name,
             )
         return self._clients[key]
