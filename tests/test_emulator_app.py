@@ -304,3 +304,104 @@ def test_processes_statuses_users_customfields(emulator_app_client):
     assert users == [{"id": 3, "email": "olga@partner.example"}]
     custom = emulator_app_client.get(REST + "/customfield/task?fields=id,name,type", headers=SYNC).json()["customfields"]
     assert custom == [{"id": 100, "name": "Budget", "type": 1}, {"id": 101, "name": "Channel", "type": 8}]
+
+
+# -- the fault kinds a chaos run counts: each answered fault is in the request log ------------
+
+def test_each_answered_fault_is_named_in_the_request_log(emulator_app_client, emulator_world):
+    """The chaos suite counts hits from this field: a fault that met no request must not count."""
+    for kind in ("error_500", "error_500_after_commit", "busy_202", "slow_202", "slow"):
+        emulator_world.set_faults("partner", **{kind: 1.0}, busy_delay_s=0.01, slow_202_delay_s=0.01, slow_s=0.01)
+        post(emulator_app_client, "/task/1", {"name": f"under {kind}"})
+    emulator_world.set_faults("partner", quota_exhausted=True, quota_reset_s=1)
+    emulator_app_client.get(REST + "/ping", headers=SYNC)
+    emulator_world.set_faults("partner")
+    emulator_app_client.get(REST + "/ping", headers=SYNC)
+    assert [(entry["status"], entry["fault"]) for entry in emulator_world.requests("partner")] == [
+        (500, "error_500"), (500, "error_500_after_commit"), (202, "busy_202"), (202, "slow_202"),
+        (200, "slow"), (403, "quota"), (200, None)]
+
+
+def test_a_real_daily_quota_and_429_are_logged_as_what_they_are(emulator_app_client, emulator_world):
+    clock = FakeClock()
+    emulator_world.clock = clock
+    emulator_world.set_limits("partner", rate_per_s=1, daily_quota=2)
+    emulator_app_client.get(REST + "/ping", headers=SYNC)
+    emulator_app_client.get(REST + "/ping", headers=SYNC)  # over the rate: 429
+    clock.advance(2)
+    emulator_app_client.get(REST + "/ping", headers=SYNC)
+    clock.advance(2)
+    emulator_app_client.get(REST + "/ping", headers=SYNC)  # the day's quota spent: not a fault
+    assert [(entry["status"], entry["fault"]) for entry in emulator_world.requests("partner")] == [
+        (200, None), (429, "rate_429"), (200, None), (403, None)]
+
+
+def test_slow_202_applies_only_after_its_delay(emulator_app_client, emulator_world):
+    emulator_world.set_faults("partner", slow_202=1.0, slow_202_delay_s=0.6)
+    assert post(emulator_app_client, "/task/1", {"name": "queued long"}).status_code == 202
+    time.sleep(0.3)
+    assert emulator_world.get_task("partner", 1, "name")["name"] == "Kick-off"
+    deadline = time.monotonic() + 3
+    while emulator_world.get_task("partner", 1, "name")["name"] != "queued long" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emulator_world.get_task("partner", 1, "name")["name"] == "queued long"
+    assert post(emulator_app_client, "/task/1/comments", {"description": "no 202 here"}).status_code == 201
+
+
+def test_jitter_delays_every_answer_by_at_most_its_bound(emulator_app_client, emulator_world):
+    emulator_world.set_faults("partner", jitter_s=0.05, seed=3)
+    started = time.monotonic()
+    for _ in range(10):
+        assert emulator_app_client.get(REST + "/ping", headers=SYNC).status_code == 200
+    took = time.monotonic() - started
+    jitters = [entry["jitter_s"] for entry in emulator_world.requests("partner")]
+    assert all(0 < value <= 0.05 for value in jitters) and took >= sum(jitters) * 0.9
+    assert all(entry["fault"] is None for entry in emulator_world.requests("partner"))
+
+
+@pytest.fixture
+def served(emulator_world):
+    """The emulator behind a real uvicorn server: what a broken connection looks like depends on it."""
+    from planfix.emulator.server import EmulatorServer
+
+    with EmulatorServer(emulator_world) as server:
+        yield server
+
+
+def test_connection_closed_applies_the_write_and_breaks_the_answer_over_real_http(served, emulator_world):
+    from planfix.client import PlanfixClient
+    from planfix.errors import TransientError
+    from planfix.http import ConnectionBroken, Http
+
+    emulator_world.set_faults("partner", connection_closed=1.0)
+    with Http(timeout=2) as http, pytest.raises(ConnectionBroken):
+        http.request("POST", served.base_url("partner") + "/task/", json={"name": "first"},
+                     headers={"Authorization": "Bearer tok-partner-sync"})
+    with PlanfixClient(served.base_url("partner"), "tok-partner-sync", account="partner", timeout=2) as client:
+        with pytest.raises(TransientError) as raised:
+            client.create_task({"name": "second"})
+    assert raised.value.maybe_applied
+    assert [task["name"] for task in emulator_world.dump_tasks("partner")] == ["Kick-off", "first", "second"]
+    assert [entry["fault"] for entry in emulator_world.requests("partner")] == ["connection_closed"] * 2
+    emulator_world.set_faults("partner")
+    with PlanfixClient(served.base_url("partner"), "tok-partner-sync", account="partner", timeout=2) as client:
+        assert client.ping()["result"] == "success"  # the server lives on
+
+
+def test_a_timeout_longer_than_the_clients_read_timeout_is_maybe_applied(served, emulator_world):
+    from planfix.client import PlanfixClient
+    from planfix.errors import TransientError
+
+    emulator_world.set_faults("partner", timeout=1.0, timeout_s=1.0)
+    with PlanfixClient(served.base_url("partner"), "tok-partner-sync", account="partner", timeout=0.3) as client:
+        started = time.monotonic()
+        with pytest.raises(TransientError) as raised:
+            client.create_comment(1, {"description": "applied, never answered in time"})
+        assert time.monotonic() - started < 0.9
+    assert raised.value.maybe_applied
+    assert emulator_world.list_task_comments("partner", 1, {"fields": "description"})[0]["description"] \
+        == "applied, never answered in time"
+    deadline = time.monotonic() + 3
+    while not emulator_world.requests("partner") and time.monotonic() < deadline:
+        time.sleep(0.05)  # logged when the held answer goes out
+    assert [entry["fault"] for entry in emulator_world.requests("partner")] == ["timeout"]

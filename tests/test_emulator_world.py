@@ -433,3 +433,16 @@ def test_date_operators_partition_the_timeline(offset, moment_offset, span_minut
     assert hits["equal"] != hits["notequal"]
     assert sum((hits["gt"], hits["equal"], hits["lt"])) == 1
     assert date_matches(None, "equal", value, now=base) is False
+
+
+def test_new_fault_kinds_are_drawn_where_they_can_happen():
+    """slow_202 is a queued task update, so only updates draw it; connection_closed hits any request."""
+    world = make_world()
+    world.set_faults("partner", slow_202=1.0, connection_closed=1.0, seed=1)
+    assert world.draw_fault("partner", task_update=True) == "slow_202"
+    assert world.draw_fault("partner", task_update=False) == "connection_closed"
+    world.set_faults("partner", jitter_s=0.2, seed=1)
+    draws = [world.draw_jitter("partner") for _ in range(50)]
+    assert all(0 <= value <= 0.2 for value in draws) and len(set(draws)) > 40
+    world.set_faults("partner")
+    assert world.draw_jitter("partner") == 0.0 and world.draw_fault("partner", task_update=True) is None

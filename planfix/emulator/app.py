@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -27,6 +28,39 @@ from starlette.routing import Route
 from planfix.emulator.world import ApiError, World
 
 USER_HEADER = "X-Emulator-User"
+
+
+class ConnectionDropped(Exception):
+    """Raised by the connection_closed fault after the answer's head went out: the server then
+    closes the connection, and the client sees an answer cut short (a broken connection)."""
+
+
+class _QuietDroppedConnections(logging.Filter):
+    """uvicorn logs an app exception after the answer started with its traceback; a dropped
+    connection the fault asked for is no error of the emulator's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionDropped))
+
+
+_QUIET = _QuietDroppedConnections()
+
+
+class DroppedAfterHead(Response):
+    """The connection_closed fault: the real answer's status and headers (its Content-Length
+    included) go out, then the connection is closed before the body. The write was applied;
+    the client cannot know it (planfix.http.ConnectionBroken: maybe applied)."""
+
+    def __init__(self, answered: Response) -> None:
+        self.answered = answered
+        self.status_code = answered.status_code
+        self.background = None
+        self.body = answered.body
+        self.raw_headers = list(answered.raw_headers)
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI's signature
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        raise ConnectionDropped("the connection_closed fault dropped this answer after its head")
 
 
 @dataclass
@@ -269,6 +303,7 @@ async def rest(request: Request) -> Response:
         return _error(exc)
     started = world.now()
     user: int | None = None
+    fault: str | None = None
     over_limit = False
     headers: dict[str, str] = {}
     try:
@@ -284,24 +319,42 @@ async def rest(request: Request) -> Response:
         body = await _json_body(request) if body_kind == "json" else None
         silent = request.query_params.get("silent", "false").lower() == "true"
         call = Call(world, account, user, params, dict(request.query_params), body, request, silent)
-        response = await _faulted(world, account, handler, call,
-                                  task_update=handler in (update_task, update_checklist_item))
+        response, fault = await _faulted(world, account, handler, call,
+                                         task_update=handler in (update_task, update_checklist_item))
+    except _FaultAnswer as answer:
+        response, fault = _error(answer.error), answer.fault
     except ApiError as exc:
         response = _error(exc)
+        if over_limit:
+            fault = "rate_429"
+        elif exc.status == 403 and exc.code == 22 and world.faults(account).get("quota_exhausted"):
+            fault = "quota"
     for name, value in headers.items():
         response.headers[name] = value
+    jitter = world.draw_jitter(account)
+    if jitter:
+        await asyncio.sleep(jitter)
     world.log_request(account, t=started, method=request.method, path=path, status=response.status_code,
-                      user=user, over_limit=over_limit)
+                      user=user, over_limit=over_limit, fault=fault, jitter_s=jitter)
     return response
 
 
-async def _faulted(world: World, account: str, handler: Handler, call: Call, *, task_update: bool) -> Response:
-    """Run HANDLER under this request's drawn fault, if any (world.FAULT_DEFAULTS says what each does)."""
+class _FaultAnswer(Exception):
+    """A fault answered with an error (500s): the error to send and the fault kind to log."""
+
+    def __init__(self, fault: str, error: ApiError) -> None:
+        self.fault, self.error = fault, error
+
+
+async def _faulted(world: World, account: str, handler: Handler, call: Call, *,
+                   task_update: bool) -> tuple[Response, str | None]:
+    """Run HANDLER under this request's drawn fault, if any (world.FAULT_DEFAULTS says what each
+    does); the answer and the fault kind it carries (None: none)."""
     fault = world.draw_fault(account, task_update=task_update)
     faults = world.faults(account)
     if fault == "error_500":
-        raise ApiError(500, 0, "Internal server error")
-    if fault == "busy_202":
+        raise _FaultAnswer(fault, ApiError(500, 0, "Internal server error"))
+    if fault in ("busy_202", "slow_202"):
         # Planfix queues an update to a locked task and applies it later (API-NOTES.md section 3).
         # A checklist item lives in its task, so it is locked with it and queued the same way.
         number, body, user = call.params["id"], call.body, call.user
@@ -312,16 +365,19 @@ async def _faulted(world: World, account: str, handler: Handler, call: Call, *, 
         else:
             world.get_task(account, number, "id")  # a 404 now rather than a silent loss later
             apply = lambda: world.update_task(account, number, body, author=user)  # noqa: E731
-        world.schedule(float(faults["busy_delay_s"]), lambda: _apply_later(apply))
-        return Response(status_code=202)
+        delay = faults["busy_delay_s"] if fault == "busy_202" else faults["slow_202_delay_s"]
+        world.schedule(float(delay), lambda: _apply_later(apply))
+        return Response(status_code=202), fault
     response = await _run(handler, call)
     if fault == "error_500_after_commit":
-        raise ApiError(500, 0, "Internal server error")
+        raise _FaultAnswer(fault, ApiError(500, 0, "Internal server error"))
     if fault == "timeout":
         await asyncio.sleep(float(faults["timeout_s"]))
     elif fault == "slow":
         await asyncio.sleep(float(faults["slow_s"]))
-    return response
+    elif fault == "connection_closed":
+        return DroppedAfterHead(response), fault
+    return response, fault
 
 
 def _apply_later(apply: Callable[[], Any]) -> None:
@@ -508,4 +564,5 @@ def create_app(world: World) -> Starlette:
     ]
     app = Starlette(routes=routes)
     app.state.world = world
+    logging.getLogger("uvicorn.error").addFilter(_QUIET)  # adding the same filter twice keeps one
     return app

@@ -58,6 +58,10 @@ FAULT_DEFAULTS: dict[str, Any] = {
     "slow_s": 1.0,
     "timeout": 0.0,                 # share applied, then held timeout_s so the client gives up
     "timeout_s": 5.0,
+    "connection_closed": 0.0,       # share applied, then the connection dropped mid-answer
+    "slow_202": 0.0,                # share of task updates answered 202 and applied slow_202_delay_s later
+    "slow_202_delay_s": 5.0,
+    "jitter_s": 0.0,                # every answer delayed by a uniform draw from 0 to jitter_s
     "quota_exhausted": False,       # every request answered 403 code 22
     "quota_reset_s": None,          # timeToReset while quota_exhausted (None: to the day's end)
 }
@@ -358,11 +362,14 @@ class World:
             account.served.clear()
 
     def log_request(self, account_name: str, *, t: float, method: str, path: str, status: int,
-                    user: int | None, over_limit: bool) -> None:
+                    user: int | None, over_limit: bool, fault: str | None = None,
+                    jitter_s: float = 0.0) -> None:
+        """One request as answered; FAULT names the fault kind it was answered with (None: a
+        plain answer), so a chaos run counts the faults that met a request where they happened."""
         with self.lock:
             self.account(account_name).request_log.append({
                 "t": t, "method": method, "path": path, "status": status, "user": user,
-                "over_limit": over_limit,
+                "over_limit": over_limit, "fault": fault, "jitter_s": round(jitter_s, 4),
             })
 
     def requests(self, account_name: str) -> list[dict[str, Any]]:
@@ -405,14 +412,21 @@ class World:
         """Which fault, if any, hits this request; one seeded draw per active kind, in fixed order."""
         with self.lock:
             account = self.account(account_name)
-            kinds = ["error_500", "error_500_after_commit", "timeout", "slow"]
+            kinds = ["error_500", "error_500_after_commit", "timeout", "connection_closed", "slow"]
             if task_update:
-                kinds.insert(2, "busy_202")
+                kinds[2:2] = ["busy_202", "slow_202"]
             for kind in kinds:
                 share = float(account.faults.get(kind) or 0)
                 if share > 0 and account.rng.random() < share:
                     return kind
             return None
+
+    def draw_jitter(self, account_name: str) -> float:
+        """This answer's extra delay in seconds under the jitter fault (0.0 when it is off)."""
+        with self.lock:
+            account = self.account(account_name)
+            most = float(account.faults.get("jitter_s") or 0)
+            return account.rng.uniform(0, most) if most > 0 else 0.0
 
     def _token(self, account_name: str, token: str) -> Token:
         try:
