@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from planfix.errors import InvalidRequest, TransientError
-from workers.idempotency import LeaseBusy, TaskLock, WriteOnce
+from workers.idempotency import LeaseBusy, TaskLock, WriteOnce, maybe_applied
+from workers.sync import SideFailure
 
 
 def transient(maybe_applied: bool) -> TransientError:
@@ -69,6 +70,52 @@ def test_an_ambiguous_failure_not_found_in_planfix_creates(redis_client):
     with pytest.raises(TransientError):
         writes.run("k", lambda: (_ for _ in ()).throw(transient(True)))
     assert writes.run("k", lambda: 5, find_existing=lambda: None) == 5
+
+
+def test_a_lost_answer_wrapped_as_the_sync_raises_it_is_still_ambiguous(redis_client):
+    """A sync run tags every failure with its side (SideFailure around the client's error): the
+    write is still looked up before it is repeated."""
+    writes = WriteOnce(redis_client)
+
+    def lost_answer() -> int:
+        try:
+            raise transient(maybe_applied=True)
+        except TransientError as exc:
+            raise SideFailure("client", exc) from exc
+
+    with pytest.raises(SideFailure):
+        writes.run("k", lost_answer)
+    created = []
+    assert writes.run("k", lambda: created.append(1) or 5, find_existing=lambda: 12) == 12
+    assert created == []
+
+
+def test_a_failed_lookup_keeps_the_write_ambiguous(redis_client):
+    """The check itself failing (a read timed out) must not let the next attempt write blindly."""
+    writes = WriteOnce(redis_client)
+    with pytest.raises(TransientError):
+        writes.run("k", lambda: (_ for _ in ()).throw(transient(True)))
+
+    def read_fails() -> int | None:
+        raise transient(maybe_applied=False)
+
+    with pytest.raises(TransientError):
+        writes.run("k", lambda: 5, find_existing=read_fails)
+    assert writes.run("k", lambda: 5, find_existing=lambda: 12) == 12
+
+
+@pytest.mark.parametrize("wrapped, expected", [
+    (transient(True), True), (transient(False), False), (InvalidRequest("x"), False)])
+def test_maybe_applied_looks_through_wrappers(wrapped, expected):
+    assert maybe_applied(wrapped) is expected
+    assert maybe_applied(SideFailure("partner", wrapped)) is expected
+    try:
+        try:
+            raise wrapped
+        except Exception as exc:
+            raise RuntimeError("outer") from exc
+    except RuntimeError as outer:
+        assert maybe_applied(outer) is expected
 
 
 def test_a_held_lease_is_busy_for_others(redis_client):

@@ -5,7 +5,10 @@ after the write it becomes a *done marker* holding the remote id, kept for good.
 failed for sure frees the lease, so the retry can write. A write whose outcome is unknown leaves
 the key *ambiguous*: the next attempt must first look in Planfix for what the lost answer would
 have named (check-then-create) and only then write. Unknown outcomes are:
-- a timeout or a 5xx after the request was sent (Planfix may have committed it);
+- a timeout, a connection lost after sending, or a 5xx after the request was sent (Planfix may
+  have committed it): a `TransientError` with `maybe_applied`, however the caller wrapped it (a
+  sync run tags every failure with its side: `maybe_applied` looks through such wrappers, since
+  a check that only knew the bare error let every sync write repeat blindly);
 - a lease whose deadline passed: its worker was killed, or lost Redis, between the write and
   the done marker. The lease therefore never simply expires (a TTL would let the next attempt
   write blindly a second time: the chaos suite found such duplicate comment mirrors); past its
@@ -97,6 +100,20 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def maybe_applied(error: BaseException) -> bool:
+    """Whether ERROR, or the Planfix error it wraps (its ``error`` attribute or its cause), says
+    the write may have been applied."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TransientError):
+            return current.maybe_applied
+        wrapped = getattr(current, "error", None)
+        current = wrapped if isinstance(wrapped, BaseException) else current.__cause__
+    return False
+
+
 class LeaseBusy(Exception):
     """Another worker holds the lease for this write right now; try again shortly."""
 
@@ -136,18 +153,22 @@ class WriteOnce:
         if verdict == "busy":
             raise LeaseBusy(key)
         lease = value
+        remote_id = None
+        if verdict == "ambiguous" and find_existing:
+            try:
+                remote_id = find_existing()
+            except BaseException:
+                # Still unknown: freeing the key here would let the next attempt write blindly.
+                self.redis.set(full, _AMBIGUOUS)
+                raise
         try:
-            remote_id = find_existing() if (verdict == "ambiguous" and find_existing) else None
             if remote_id is None:
                 remote_id = write()
-        except TransientError as exc:
-            if exc.maybe_applied:
+        except BaseException as exc:
+            if maybe_applied(exc):
                 self.redis.set(full, _AMBIGUOUS)
             else:
                 self.redis.eval(_RELEASE_LUA, 1, full, lease)
-            raise
-        except BaseException:
-            self.redis.eval(_RELEASE_LUA, 1, full, lease)
             raise
         self.redis.set(full, f"{_DONE}{remote_id}")
         return remote_id

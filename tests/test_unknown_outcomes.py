@@ -1,0 +1,266 @@
+"""Every kind of sync write whose answer is lost is looked up before it is written again.
+
+Planfix may apply a write and then answer 500, or apply it while the client's read timeout runs
+out. Each test here makes the emulator lose the answer of exactly one write (the first request
+of the kind named, sent while the emulator's own fault is on for it), lets the run fail the way a
+sync run really fails (a SideFailure around the client's TransientError), runs again with the
+fault gone, and counts in the emulator's dump that the counterpart holds one copy with the right
+content. Real parts throughout: the emulator over loopback, the real HTTP client with a short
+read timeout, a real Redis.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from crosslink.demo import example
+from crosslink.stack import integration_token
+from planfix.client import PlanfixClient
+from planfix.emulator.server import EmulatorServer
+from planfix.emulator.world import World
+from planfix.http import Http
+from schemas.links import load_links
+from workers.idempotency import WriteOnce
+from workers.state import LinkState
+from workers.sync import SideFailure, TaskSync
+
+PAVEL, IRINA, MARAT = 2, 4, 6
+# The client's read timeout here, and how long the emulator's "timeout" fault holds its answer
+# after applying the write: longer, so the client gives up on a write Planfix applied.
+CLIENT_READ_TIMEOUT_S = 0.5
+EMULATOR_HOLD_S = 1.5
+# The faults that lose a write's answer after Planfix applied it.
+LOST_ANSWERS = ("error_500_after_commit", "timeout")
+
+
+class LoseAnswer:
+    """The HTTP transport to one account: the first request matching METHOD and PATTERN is sent
+    while the emulator's FAULT is on, so the emulator applies it and loses its answer the way
+    that fault does. Every other request goes through untouched."""
+
+    def __init__(self, http: Http, world: World, account: str):
+        self.http, self.world, self.account = http, world, account
+        self.armed: tuple[str, str, str] | None = None
+        self.hits = 0
+
+    def arm(self, fault: str, method: str, pattern: str) -> None:
+        self.armed = (fault, method, pattern)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        hit = self.armed is not None and method == self.armed[1] and re.search(self.armed[2], url)
+        if not hit:
+            return self.http.request(method, url, **kwargs)
+        fault = self.armed[0]
+        self.armed = None
+        self.world.set_faults(self.account, **{fault: 1.0, "timeout_s": EMULATOR_HOLD_S})
+        try:
+            return self.http.request(method, url, **kwargs)
+        finally:
+            self.world.set_faults(self.account)
+            self.hits += 1
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class Pair:
+    def __init__(self, world: World, server: EmulatorServer, redis_client, tmp_path):
+        self.world = world
+        emulator_config = example("emulator.yaml")
+        links = copy.deepcopy(example("links.yaml"))
+        for conf in links["links"][0]["sides"].values():
+            conf["base_url"] = server.base_url(conf["account"])
+        path = tmp_path / "links.yaml"
+        path.write_text(yaml.safe_dump(links, allow_unicode=True), encoding="utf-8")
+        self.link = load_links(path).links[0]
+        self.transports = {side: LoseAnswer(Http(timeout=CLIENT_READ_TIMEOUT_S), world, conf.account)
+                           for side, conf in self.link.sides.items()}
+        self.clients = {
+            side: PlanfixClient(conf.base_url, integration_token(emulator_config, conf.account,
+                                                                 conf.integration_user),
+                                account=conf.account, http=self.transports[side])
+            for side, conf in self.link.sides.items()}
+        self.state = LinkState(redis_client, "demo")
+        self.writes = WriteOnce(redis_client)
+
+    def sync(self, side: str, number: int):
+        return TaskSync(self.link, side, number, self.clients, self.state, self.writes).run()
+
+    def sync_losing(self, fault: str, target: str, method: str, pattern: str, side: str, number: int):
+        """A run whose first TARGET request matching METHOD and PATTERN loses its answer (and so
+        fails as sync runs fail), then a run with nothing lost; returns the second report."""
+        transport = self.transports[target]
+        transport.arm(fault, method, pattern)
+        with pytest.raises(SideFailure) as failed:
+            self.sync(side, number)
+        assert transport.hits == 1, "the write under test was never sent"
+        assert failed.value.side == target and failed.value.error.kind == "transient"
+        return self.sync(side, number)
+
+    def client_tasks(self, name: str) -> list[dict]:
+        return [task for task in self.world.dump_tasks("client") if task["name"] == name]
+
+    def comments(self, account: str, number: int) -> list[dict]:
+        return self.world.list_task_comments(account, number, {"fields": "id,description,isDeleted"})
+
+
+@pytest.fixture
+def pair(redis_client, tmp_path) -> Iterator[Pair]:
+    config = example("emulator.yaml")
+    for account in config["accounts"].values():
+        account["limits"] = {"rate_per_s": None, "daily_quota": None}
+        account["scenarios"] = []   # the runs are driven by hand here
+    world = World.from_config(config)
+    try:
+        with EmulatorServer(world) as server:
+            made = Pair(world, server, redis_client, tmp_path)
+            yield made
+            for client in made.clients.values():
+                client.close()
+    finally:
+        world.close()
+
+
+def partner_task(pair: Pair, name: str, **body: Any) -> int:
+    return pair.world.create_task("partner", {"name": name, "processId": 1, "project": {"id": 10}, **body},
+                                  author=PAVEL)
+
+
+def mirrored(pair: Pair, name: str) -> tuple[int, int]:
+    number = partner_task(pair, name)
+    report = pair.sync("partner", number)
+    assert report.outcome == "created"
+    return number, report.counterpart
+
+
+def texts(comments: list[dict]) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", c["description"] or "") for c in comments]
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_task_create(pair, fault):
+    number = partner_task(pair, "Create lost")
+    report = pair.sync_losing(fault, "client", "POST", r"/task/$", "partner", number)
+    [copy_] = pair.client_tasks("Create lost")
+    assert report.counterpart == copy_["id"]
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_task_fields_update(pair, fault):
+    number, copy_ = mirrored(pair, "Fields")
+    pair.world.update_task("partner", number, {"name": "Fields v2", "priority": "Urgent"}, author=PAVEL)
+    pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}$", "partner", number)
+    task = pair.world.get_task("client", copy_, "name,priority")
+    assert (task["name"], task["priority"]) == ("Fields v2", "Urgent")
+    assert pair.client_tasks("Fields v2") and not pair.client_tasks("Fields")
+    assert pair.comments("client", copy_) == []
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_status_move(pair, fault):
+    number, copy_ = mirrored(pair, "Status")
+    pair.world.update_task("partner", number, {"status": {"id": 2}}, author=PAVEL)
+    pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}$", "partner", number)
+    assert pair.world.get_task("client", copy_, "status")["status"]["id"] == 12
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_assignees(pair, fault):
+    number, copy_ = mirrored(pair, "Assignees")
+    pair.world.update_task("partner", number, {"assignees": {"users": [{"id": f"user:{IRINA}"}]}},
+                           author=PAVEL)
+    pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}$", "partner", number)
+    users = pair.world.get_task("client", copy_, "assignees")["assignees"]["users"]
+    assert [user["id"] for user in users] == ["user:5"]   # Irina's own user in the client account
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_delegation_note(pair, fault):
+    """A partner person without a client pair is stood in for, and named in the note field."""
+    number, copy_ = mirrored(pair, "Note")
+    pair.world.update_task("partner", number, {"assignees": {"users": [{"id": f"user:{PAVEL}"}]}},
+                           author=PAVEL)
+    pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}$", "partner", number)
+    task = pair.world.get_task("client", copy_, "assignees,202")
+    assert [user["id"] for user in task["assignees"]["users"]] == ["user:5"]
+    notes = [entry for entry in task.get("customFieldData") or [] if entry["field"]["id"] == 202]
+    assert notes and "Pavel" in str(notes[0]["value"])
+    assert pair.comments("client", copy_) == []
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_comment_create(pair, fault):
+    number, copy_ = mirrored(pair, "Comment")
+    pair.world.add_comment("partner", number, {"description": "Agreed: the 12th"}, author=PAVEL)
+    pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}/comments/$", "partner", number)
+    assert [text for text in texts(pair.comments("client", copy_)) if "Agreed: the 12th" in text] != []
+    assert len(pair.comments("client", copy_)) == 1
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_comment_edit(pair, fault):
+    number, copy_ = mirrored(pair, "Comment edit")
+    comment = pair.world.add_comment("partner", number, {"description": "v1"}, author=PAVEL)
+    pair.sync("partner", number)
+    pair.world.update_comment("partner", comment, {"description": "v2"}, author=PAVEL)
+    pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}/comments/\d+$", "partner", number)
+    [mirror] = texts(pair.comments("client", copy_))
+    assert "v2" in mirror
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_checklist_item_create(pair, fault):
+    number, copy_ = mirrored(pair, "Checklist")
+    pair.world.create_checklist_item("partner", number, {"name": "Sign the act"}, author=PAVEL)
+    pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}/checklist$", "partner", number)
+    items = pair.world.list_checklist("client", copy_, {"fields": "name,isDone"})
+    assert [(item["name"], item["isDone"]) for item in items] == [("Sign the act", False)]
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_checklist_item_update(pair, fault):
+    number, copy_ = mirrored(pair, "Checklist done")
+    item = pair.world.create_checklist_item("partner", number, {"name": "Pay"}, author=PAVEL)
+    pair.sync("partner", number)
+    pair.world.update_checklist_item("partner", number, item, {"isDone": True}, author=PAVEL)
+    pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}/checklist/\d+$", "partner", number)
+    items = pair.world.list_checklist("client", copy_, {"fields": "name,isDone"})
+    assert [(entry["name"], entry["isDone"]) for entry in items] == [("Pay", True)]
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_card_file_attach(pair, fault):
+    number, copy_ = mirrored(pair, "Card file")
+    file_id = pair.world.upload_file("partner", "act.pdf", b"%PDF act", author=PAVEL)
+    pair.world.attach_file_to_task("partner", file_id, number, author=PAVEL)
+    pair.sync_losing(fault, "client", "POST", r"/file/\d+/attach/task", "partner", number)
+    assert [entry["name"] for entry in pair.world.task_files("client", copy_)] == ["act.pdf"]
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_file_upload(pair, fault):
+    """An upload whose answer is lost cannot be found (Planfix lists no unattached file), so it
+    is sent again; the copy people see is still attached once."""
+    number, copy_ = mirrored(pair, "Upload")
+    file_id = pair.world.upload_file("partner", "plan.xlsx", b"cells", author=PAVEL)
+    pair.world.attach_file_to_task("partner", file_id, number, author=PAVEL)
+    pair.sync_losing(fault, "client", "POST", r"/file/$", "partner", number)
+    assert [entry["name"] for entry in pair.world.task_files("client", copy_)] == ["plan.xlsx"]
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_comment_with_a_file(pair, fault):
+    number, copy_ = mirrored(pair, "Comment file")
+    file_id = pair.world.upload_file("partner", "minutes.txt", b"minutes", author=PAVEL)
+    pair.world.add_comment("partner", number, {"description": "Minutes attached", "files": [{"id": file_id}]},
+                           author=PAVEL)
+    pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}/comments/$", "partner", number)
+    [mirror] = pair.world.list_task_comments("client", copy_, {"fields": "id,description,files"})
+    assert "Minutes attached" in mirror["description"]
+    assert [entry["name"] for entry in mirror.get("files") or []] == ["minutes.txt"]
