@@ -202,3 +202,19 @@ def test_cli_drop_discards_the_letter_and_releases_only_the_held_events(cli, red
     assert result.exit_code == 0 and "1 held events" in result.output
     assert queued_jobs(redis_client) == [["demo", "partner", 5]]
     assert store.letters() == [] and store.blocked_by("partner", 5) is None
+
+
+def test_a_letter_of_a_failed_read_is_listed_but_holds_nothing(redis_client):
+    store = DeadLetters(redis_client, "demo")
+    letter = store.add(event("partner", 5), "GET /comment/{id}: HTTP 400 code 41", 1.0, blocks=False)
+    assert [item["id"] for item in store.letters()] == [letter] and find(redis_client, letter)["blocks"] is False
+    assert store.blocked_by("partner", 5) is None
+    assert store.hold_if_blocked("partner", 5, event("partner", 5, 2.0)) is None   # the event runs
+    assert store.held("partner", 5) == []
+    # A write's letter for the same task blocks it as ever, and releasing the read's letter
+    # leaves that block in place.
+    write = store.add(event("partner", 5, 3.0), "POST /task/: HTTP 400 code 41", 3.0)
+    assert store.blocked_by("partner", 5) == write
+    assert store.hold_if_blocked("partner", 5, event("partner", 5, 4.0)) == write
+    released = store.release(letter)
+    assert released.held == [] and store.blocked_by("partner", 5) == write

@@ -9,12 +9,18 @@ each later event for (link, side, task) is appended to that task's FIFO instead 
 the dead letter is replayed (its event runs first, then the held ones) or dropped (the held ones
 are released).
 
+A letter blocks only when the write that failed must come before the task's later events. A run
+that failed while *reading* (the trigger comment, the task, a lookup) wrote nothing those events
+could overtake, and each later run reads the state afresh: its letter is listed, for an operator
+to look at or replay, but holds nothing (`blocks` false), so one unreadable event cannot freeze
+every later real edit of its task.
+
 Every letter has a stable id (a global counter), so `crosslink dlq show|replay|drop ID` names the
 same letter however the list changes meanwhile.
 
 Key layout:
   crosslink:dlq:seq                         the id counter
-  crosslink:dlq:letters                     id -> JSON {id, link, side, task, event, reason, kind, at}
+  crosslink:dlq:letters                     id -> JSON {id, link, side, task, event, reason, kind, at, blocks}
   crosslink:dlq:index:{link}                sorted set of the link's ids (score: the id)
   crosslink:dlq:blocked:{link}              "side:task" -> id of the letter the task waits behind
   crosslink:dlq:waiting:{link}:{side}:{task}   list of held events (JSON), oldest first
@@ -100,20 +106,24 @@ class DeadLetters:
     def _waiting(self, side: str, task: int) -> str:
         return f"{PREFIX}:waiting:{self.link}:{side}:{int(task)}"
 
-    def add(self, event: dict[str, Any], reason: str, at: float, kind: str = "permanent") -> str:
-        """Keep EVENT (it names side and task) with REASON; block its task. Returns the new id.
+    def add(self, event: dict[str, Any], reason: str, at: float, kind: str = "permanent",
+            blocks: bool = True) -> str:
+        """Keep EVENT (it names side and task) with REASON; block its task when BLOCKS (the
+        failed write must come before the task's later events). Returns the new id.
 
         A task already blocked stays blocked behind its older letter, which must be dealt with
-        first; the new letter is listed but holds nothing.
+        first; the new letter is listed but holds nothing. A letter that does not block is
+        listed the same way and holds nothing either.
         """
         side, task = str(event["side"]), int(event["task"])
         letter_id = str(self.redis.incr(SEQUENCE))
         record = {"id": letter_id, "link": self.link, "side": side, "task": task, "event": event,
-                  "reason": reason, "kind": kind, "at": at}
+                  "reason": reason, "kind": kind, "at": at, "blocks": blocks}
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(LETTERS, letter_id, json.dumps(record, sort_keys=True))
         pipe.zadd(self._index, {letter_id: int(letter_id)})
-        pipe.hsetnx(self.blocked_key, f"{side}:{task}", letter_id)
+        if blocks:
+            pipe.hsetnx(self.blocked_key, f"{side}:{task}", letter_id)
         pipe.execute()
         return letter_id
 
