@@ -2,10 +2,13 @@
 
 Producers enqueue by name (``send_task``), so they never import worker code and a producer can
 run on a machine without the workers' dependencies. The one header every job message carries
-beyond Celery's own (its publish time) is named here too, as both sides of the queue use it.
+beyond Celery's own (its publish time) is named here too, as both sides of the queue use it, and
+so is the list of rejected events, which the producer and the worker both add to.
 """
 
+import json
 import time
+from typing import Any
 
 SYNC_TASK = "crosslink.sync.task"
 SYNC_BATCH = "crosslink.sync.batch"
@@ -122,3 +125,25 @@ def stamp_enqueue_time(headers: dict | None = None, **_: object) -> None:
 
 
 STAMP_RECEIVER_UID = "crosslink.stamp_enqueue_time"
+
+
+# Events that came in authenticated but cannot be used, newest first, for `crosslink rejected`:
+# the producer's (a body it cannot read) and the worker's (an event Planfix contradicts, e.g. a
+# comment that is on another task). Kept capped, as nothing trims it otherwise.
+REJECTED_KEY = "crosslink:rejected"
+REJECTED_KEEP = 1000
+
+
+def record_rejected(store: Any, *, link: str, side: str, reason: str, at: float | None = None,
+                    **details: Any) -> None:
+    """Add one rejected event to the operators' list (REJECTED_KEY), trimmed to REJECTED_KEEP.
+
+    STORE is a redis client. DETAILS are plain JSON values (task, comment, event, a body preview)
+    that the caller has already stripped of secrets: whatever lands here is shown as it is.
+    """
+    record = {"link": link, "side": side, "reason": reason, "at": time.time() if at is None else at,
+              **details}
+    pipe = store.pipeline()
+    pipe.lpush(REJECTED_KEY, json.dumps(record, ensure_ascii=False, sort_keys=True))
+    pipe.ltrim(REJECTED_KEY, 0, REJECTED_KEEP - 1)
+    pipe.execute()
