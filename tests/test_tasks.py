@@ -85,3 +85,41 @@ def test_a_parked_event_keeps_its_flag_but_is_not_taken_for_a_lost_job(redis_url
         assert redis_client.zscore(pending_since_key("demo", "partner"), 5) is None
     finally:
         enqueuer.close()
+
+
+@pytest.mark.parametrize("read, blocks", [(True, False), (False, True)])
+def test_only_a_failed_write_makes_a_letter_that_holds_the_tasks_later_events(redis_client, monkeypatch,
+                                                                               read, blocks):
+    """A permanent failure is a dead letter either way; it holds the task's later events only
+    when the failed call was a write, which those events must not overtake."""
+    from planfix.errors import InvalidRequest
+    from workers.dead_letters import DeadLetters
+    from workers.hints import Hints
+    from workers.state import LinkState
+    from workers.sync import SideFailure
+
+    monkeypatch.setattr(tasks, "runtime", lambda: SimpleNamespace(
+        redis=redis_client, state=lambda name: LinkState(redis_client, name)))
+    failure = SideFailure("client", InvalidRequest("HTTP 400 code 41", http_status=400, code=41), read=read)
+    assert tasks._handle_failure("demo", "partner", 5, 0, failure, 1.0, Hints(full=True)) == "dead"
+    letters = DeadLetters(redis_client, "demo")
+    [letter] = letters.letters()
+    assert letter["task"] == 5 and "code 41" in letter["reason"] and letter["blocks"] is blocks
+    assert (letters.blocked_by("partner", 5) is not None) is blocks
+
+
+def test_a_failure_while_reading_retries_like_any_transient_one(redis_client, monkeypatch):
+    """Reading is not written off sooner: a timeout on a read is retried, not a letter."""
+    from planfix.errors import TransientError
+    from workers.dead_letters import DeadLetters
+    from workers.hints import Hints
+    from workers.state import LinkState
+    from workers.sync import SideFailure
+
+    sent = []
+    monkeypatch.setattr(tasks, "runtime", lambda: SimpleNamespace(
+        redis=redis_client, state=lambda name: LinkState(redis_client, name)))
+    monkeypatch.setattr(tasks, "requeue", lambda *args, **kwargs: sent.append(args))
+    failure = SideFailure("partner", TransientError("timed out"), read=True)
+    assert tasks._handle_failure("demo", "partner", 5, 0, failure, 0.01, Hints(full=True)) == "retrying"
+    assert sent and DeadLetters(redis_client, "demo").letters() == []

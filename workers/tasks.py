@@ -10,7 +10,9 @@ right kind of waiting, as the retry policy (workers.retry) decides:
   nothing is deleted anywhere, and a probe re-checks access and replays parked events;
 - Redis unreachable (a restart): the job waits for it, then goes back to the queue unacked;
 - anything else permanent: a dead letter with its reason (workers.dead_letters); until it is
-  replayed or dropped (`crosslink dlq`), later events for the same task wait behind it in order.
+  replayed or dropped (`crosslink dlq`), later events for the same task wait behind it in order,
+  unless the run failed reading (nothing it wrote must come first: the letter holds nothing).
+  A comment the events named that is gone, or on another task, is no failure (workers.sync).
 
 Two kinds of job run the same runs: `sync_task` syncs one task (a burst's, a re-queued run, a
 replay), `sync_batch` the tasks its link side's lone events left in the dirty set
@@ -604,14 +606,19 @@ def _handle_failure(link_name: str, side: str, number: int, attempt: int, failur
         state.park({"link": link_name, "side": side, "task": number, "at": time.time()})
         return "parked"
     kind = "gave-up" if isinstance(error, TransientError) else "permanent"
-    _dead_letter(link_name, side, number, f"{failure.side}: {decision.reason}", kind)
+    # A failed read wrote nothing the task's later events must wait for: they read afresh.
+    _dead_letter(link_name, side, number, f"{failure.side}: {decision.reason}", kind, blocks=not failure.read)
     return "dead"
 
 
-def _dead_letter(link_name: str, side: str, number: int, reason: str, kind: str) -> None:
+def _dead_letter(link_name: str, side: str, number: int, reason: str, kind: str, blocks: bool = True) -> None:
+    """Keep the task's event with REASON; BLOCKS: its later events wait behind it, as the write
+    that failed must come first (workers.dead_letters)."""
     event = {"link": link_name, "side": side, "task": number}
-    letter = runtime().state(link_name).dead_letter(event, reason, time.time(), kind)
-    log.error("dead letter %s: %s", letter, reason, extra={"link": link_name, "side": side, "task": number})
+    letter = DeadLetters(runtime().redis, link_name).add(event, reason, time.time(), kind, blocks=blocks)
+    log.error("dead letter %s: %s%s", letter, reason,
+              "" if blocks else " (a failed read: the task's later events run)",
+              extra={"link": link_name, "side": side, "task": number})
 
 
 @app.task(name=PROBE_LINK, bind=True, acks_late=True, ignore_result=True)
