@@ -54,7 +54,9 @@ METRICS_ROOT = Path(tempfile.gettempdir()) / "crosslink-worker-metrics"
 # What a sync job's result says about it, for crosslink_sync_runs_total's outcome label. A result
 # not listed here counts as "other", a job that raised (Redis gone: rejected) as "error".
 RUN_OUTCOMES = {
-    **dict.fromkeys(("created", "updated", "noop", "out_of_scope", "missing"), "done"),
+    # missing: the task or the comment an event named is gone; rejected: the event named a
+    # comment of another task (workers.sync): finished runs with nothing to write.
+    **dict.fromkeys(("created", "updated", "noop", "out_of_scope", "missing", "rejected"), "done"),
     **dict.fromkeys(("locked", "lease-busy", "rate-limited", "busy", "retrying", "verifying"), "requeued"),
     **dict.fromkeys(("parked", "held"), "parked"),
     "dead": "dead",
