@@ -9,7 +9,9 @@ created or changed, a comment added (with its id), or "full" for anything that i
 
 Assumptions, each with what backs it up:
 - A comment-only run (only comment_added hints) on a task already mirrored needs no task read:
-  the comment names its task, and the task's own changes come with their own task events.
+  the comment names its task (read in the same request, and a comment of another task is
+  rejected, never mirrored: workers.sync), and the task's own changes come with their own task
+  events.
 - New comments always come with a comment_added event; when one is lost, the poller's filter
   79 ("changed or commented") queues a full run. So a task event lists comments only when it
   cannot be explained otherwise (below) or when several task events were coalesced (a comment
