@@ -7,6 +7,7 @@ The emulator runs on loopback with the demo accounts; Redis is the test session'
 from __future__ import annotations
 
 import copy
+import json
 import time
 
 import pytest
@@ -23,7 +24,8 @@ from workers.hints import Hints
 from workers.names import pending_key
 from workers.idempotency import WriteOnce
 from workers.state import LinkState
-from planfix.errors import RateLimited, TransientError
+from planfix.errors import AccessDenied, InvalidRequest, RateLimited, TransientError
+from workers.names import REJECTED_KEY
 from workers.sync import SideFailure, TaskSync, expected_view
 
 PAVEL, MARAT = 2, 6
@@ -417,3 +419,106 @@ def test_a_write_of_a_run_that_then_failed_does_not_explain_a_comment_edit(pair)
     retry = pair.sync("partner", number, EDIT)
     assert retry.fields == [] and retry.statuses == [12, 13]
     assert pair.state.queued_expectations("client", copy_) == {}
+
+
+# --- events checked against Planfix before anything is written --------------------------------
+
+def rejected_events(redis_client) -> list[dict]:
+    return [json.loads(item) for item in redis_client.lrange(REJECTED_KEY, 0, -1)]
+
+
+def test_the_worker_rejects_into_the_list_crosslink_rejected_shows():
+    from producers import receiver
+
+    assert REJECTED_KEY == receiver.REJECTED_KEY
+
+
+def comment_event(*comments: int) -> Hints:
+    return Hints(full=False, comments=tuple(comments))
+
+
+def client_writes(pair: Pair) -> list[dict]:
+    """The client account's requests that change something (every list is a POST that reads)."""
+    return [r for r in pair.world.requests("client")
+            if r["method"] != "GET" and not r["path"].endswith("/list")]
+
+
+def test_a_comment_of_another_task_is_rejected_and_never_mirrored(pair, redis_client):
+    number, copy_ = mirrored_task(pair, "Linked")
+    # The other task: one outside every link (no project), whose comment is confidential.
+    outside = pair.world.create_task("partner", {"name": "Internal", "processId": 1}, author=PAVEL)
+    secret = pair.world.add_comment("partner", outside, {"description": "<p>margin 40%</p>"}, author=PAVEL)
+    before = len(client_writes(pair))
+    report, calls = spent(pair, lambda: pair.sync("partner", number, comment_event(secret)))
+    assert report.outcome == "rejected" and report.comments_created == 0
+    assert calls == 1                                         # the comment read names its task
+    assert len(client_writes(pair)) == before
+    assert pair.world.list_task_comments("client", copy_, {"typeList": "All"}) == []
+    assert pair.state.counterpart("comment", "partner", secret) is None
+    assert secret not in pair.state.comment_fingerprints("partner", number)
+    [record] = rejected_events(redis_client)
+    assert record["task"] == number and record["comment"] == secret and record["link"] == "demo"
+    assert f"on task {outside}" in record["reason"] and "margin" not in json.dumps(record)
+
+
+def test_a_comment_of_another_linked_task_is_rejected_beside_the_real_one(pair, redis_client):
+    number, copy_ = mirrored_task(pair, "Linked A")
+    other, _ = mirrored_task(pair, "Linked B")
+    own = pair.world.add_comment("partner", number, {"description": "<p>ours</p>"}, author=PAVEL)
+    foreign = pair.world.add_comment("partner", other, {"description": "<p>theirs</p>"}, author=PAVEL)
+    report = pair.sync("partner", number, comment_event(own, foreign))
+    assert report.comments_created == 1 and report.outcome == "noop" and len(report.rejected) == 1
+    texts = [c["description"] for c in pair.world.list_task_comments("client", copy_, {"typeList": "All", "fields": "id,description"})]
+    assert len(texts) == 1 and "ours" in texts[0]
+    assert [r["comment"] for r in rejected_events(redis_client)] == [foreign]
+
+
+def test_a_foreign_comment_coalesced_with_a_task_edit_is_rejected_and_the_edit_syncs(pair, redis_client):
+    number, copy_ = mirrored_task(pair, "Mixed")
+    outside = pair.world.create_task("partner", {"name": "Internal", "processId": 1}, author=PAVEL)
+    secret = pair.world.add_comment("partner", outside, {"description": "<p>secret</p>"}, author=PAVEL)
+    pair.world.update_task("partner", number, {"name": "Mixed, renamed"}, author=PAVEL)
+    report = pair.sync("partner", number, Hints(full=False, task_events=1, comments=(secret,)))
+    assert report.fields == ["name"] and report.comments_created == 0 and report.rejected
+    assert pair.view("client", copy_)["name"] == "Mixed, renamed"
+    assert pair.world.list_task_comments("client", copy_, {"typeList": "All"}) == []
+
+
+def test_a_comment_that_does_not_exist_is_a_recorded_no_op(pair, redis_client):
+    number, copy_ = mirrored_task(pair, "Ghost")
+    before = len(client_writes(pair))
+    report = pair.sync("partner", number, comment_event(987654))
+    assert report.outcome == "missing" and report.missing == ["comment 987654"]
+    assert len(client_writes(pair)) == before and rejected_events(redis_client) == []
+    # The task's next real comment syncs as ever.
+    real = pair.world.add_comment("partner", number, {"description": "<p>real</p>"}, author=PAVEL)
+    assert pair.sync("partner", number, comment_event(real)).comments_created == 1
+
+
+def test_a_comment_the_link_user_may_not_see_is_rejected_not_severing(pair, redis_client):
+    number, _ = mirrored_task(pair, "Hidden")
+
+    def denied(comment_id, fields):
+        raise AccessDenied("GET /comment/{id}: HTTP 403 code 6", http_status=403, code=6)
+
+    pair.clients["partner"].get_comment = denied
+    report = pair.sync("partner", number, comment_event(4242))
+    assert report.outcome == "rejected" and "may not see" in report.rejected[0]
+    assert pair.state.severed() == {}
+
+
+def test_a_failed_read_is_tagged_as_a_read_and_a_failed_write_is_not(pair):
+    number, copy_ = mirrored_task(pair, "Tagged")
+
+    def broken(*_args, **_kwargs):
+        raise InvalidRequest("HTTP 400 code 41", http_status=400, code=41)
+
+    pair.clients["partner"].get_comment = broken
+    with pytest.raises(SideFailure) as read:
+        pair.sync("partner", number, comment_event(1))
+    assert read.value.read
+    pair.world.update_task("partner", number, {"name": "Tagged, renamed"}, author=PAVEL)
+    pair.clients["client"].update_task = broken
+    with pytest.raises(SideFailure) as write:
+        pair.sync("partner", number, EDIT)
+    assert not write.value.read
