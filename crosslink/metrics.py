@@ -44,8 +44,10 @@ PLANFIX_REQUEST_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 
 WEBHOOKS = Counter(
     "crosslink_webhooks", "Webhook requests the producer answered, by link side and outcome "
-    "(accepted, coalesced, rejected, test, unauthorized, unavailable; unknown for a link or side "
-    "that is not configured, with empty link and side).",
+    "(accepted, coalesced, rejected, test, spooled (kept while Redis was unreachable, answered "
+    "200), hung_up (the sender closed before its body ended), unauthorized, unavailable (Redis "
+    "unreachable and the spool full: 503); unknown for a link or side that is not configured, "
+    "with empty link and side).",
     ["link", "side", "outcome"])
 SYNC_RUNS = Counter(
     "crosslink_sync_runs", "Sync runs of a task a worker finished (a batch job makes several), by link "
@@ -174,6 +176,24 @@ class StateCollector(Collector):
             if last is not None:
                 lag.add_metric([state.link], max(0.0, now - last))
         yield from (depth, oldest, dead, parked, lag)
+
+
+class SpoolCollector(Collector):
+    """The producer's spool (producers/spool.py) as gauges, read at scrape time: how many
+    webhooks wait in it for Redis, and how many it may hold before the producer answers 503."""
+
+    def __init__(self, pending: Callable[[], int], capacity: int):
+        self._pending = pending
+        self._capacity = capacity
+
+    def collect(self) -> Iterator[Metric]:
+        spooled = GaugeMetricFamily("crosslink_spooled_webhooks", "Webhooks this producer kept in its "
+                                    "local spool while Redis was unreachable, not yet replayed into Redis.")
+        spooled.add_metric([], self._pending())
+        capacity = GaugeMetricFamily("crosslink_spool_capacity_webhooks", "How many webhooks the spool "
+                                     "holds at most (CROSSLINK_SPOOL_MAX); a full spool answers 503.")
+        capacity.add_metric([], self._capacity)
+        yield from (spooled, capacity)
 
 
 class Exposition:

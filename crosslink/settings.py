@@ -32,6 +32,12 @@ class Settings:
     # Where each worker's main process serves its /metrics (workers/telemetry.py); port 0: nowhere.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9540
+    # Where the producer keeps webhooks while Redis is unreachable (producers/spool.py); empty:
+    # a `spool` folder beside the links file.
+    spool_dir: str = ""
+    # How many webhooks the spool keeps at most before the producer answers 503 (its disk is
+    # finite; producers/spool.py DEFAULT_MAX_WEBHOOKS says what the default holds).
+    spool_max_webhooks: int = 100_000
     # How long a worker waits for Planfix's answer to one request (the read timeout). A write
     # unanswered by then is "maybe applied" and looked up before it is repeated; the chaos suite
     # shortens it below the emulator's held "timeout" fault so that fault really times out.
@@ -54,6 +60,8 @@ class Settings:
             visibility_timeout_s=float(env.get("CROSSLINK_VISIBILITY_TIMEOUT_S", "3600")),
             worker_metrics_host=env.get("CROSSLINK_WORKER_METRICS_HOST", "127.0.0.1"),
             worker_metrics_port=int(env.get("CROSSLINK_WORKER_METRICS_PORT", "9540")),
+            spool_dir=env.get("CROSSLINK_SPOOL_DIR", ""),
+            spool_max_webhooks=int(env.get("CROSSLINK_SPOOL_MAX", "100000")),
             planfix_timeout_s=float(env.get("CROSSLINK_PLANFIX_TIMEOUT_S", "10")),
         )
 

@@ -94,13 +94,21 @@ def test_webhooks_are_counted_by_link_side_and_outcome(producer):
     assert "nolink" not in after
 
 
-def test_an_unreachable_redis_is_counted_as_unavailable_and_the_scrape_still_answers(config):
-    app = create_app(config, f"redis://127.0.0.1:{free_port()}/0", ENV)  # nothing listens there
+def test_an_unreachable_redis_is_counted_as_spooled_and_the_scrape_still_answers(config, tmp_path):
+    env = {**ENV, "CROSSLINK_SPOOL_DIR": str(tmp_path), "CROSSLINK_SPOOL_MAX": "1"}
+    app = create_app(config, f"redis://127.0.0.1:{free_port()}/0", env)  # nothing listens there
     with TestClient(app) as unready:
         before = scrape(unready)
-        assert post(unready, "alpha", "client", event("task_changed", 9)).status_code == 503
+        assert value(before, "crosslink_spooled_webhooks") == 0
+        assert post(unready, "alpha", "client", event("task_changed", 9)).status_code == 200
         after = scrape(unready)
-    assert webhooks(after, "unavailable", "client") - webhooks(before, "unavailable", "client") == 1
+        # The spool holds its cap of one: the next is refused, and counted so.
+        assert post(unready, "alpha", "client", event("task_changed", 10)).status_code == 503
+        full = scrape(unready)
+    assert webhooks(after, "spooled", "client") - webhooks(before, "spooled", "client") == 1
+    assert value(after, "crosslink_spooled_webhooks") == 1
+    assert value(after, "crosslink_spool_capacity_webhooks") == 1
+    assert webhooks(full, "unavailable", "client") - webhooks(after, "unavailable", "client") == 1
     assert value(after, "crosslink_redis_up") == 0
     assert value(after, "crosslink_queue_jobs", queue="crosslink.sync") is None
 

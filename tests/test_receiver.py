@@ -13,12 +13,13 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from starlette.testclient import TestClient
 
-from crosslink.embedded_redis import EmbeddedRedis
+from crosslink.embedded_redis import EmbeddedRedis, free_port
 from producers.receiver import (MAX_BODY_BYTES, PREVIEW_CHARS, create_app, key_for_test_event,
                                 rejected_events)
 from producers.scenarios import BASIC_USER, EVENT_BODIES, SECRET_HEADER, hook_path, request_auth
@@ -83,8 +84,15 @@ def config() -> LinksConfig:
 
 
 @pytest.fixture
-def client(config, redis_url) -> Iterator[TestClient]:
-    app = create_app(config, redis_url, ENV)
+def spool_env(tmp_path) -> dict[str, str]:
+    """ENV with the producer's spool in this test's own directory."""
+    return {**ENV, "CROSSLINK_SPOOL_DIR": str(tmp_path / "spool")}
+
+
+@pytest.fixture
+def client(config, redis_url, tmp_path) -> Iterator[TestClient]:
+    """The producer in-process, its spool in the test's own directory (as spool_env says)."""
+    app = create_app(config, redis_url, {**ENV, "CROSSLINK_SPOOL_DIR": str(tmp_path / "spool")})
     with TestClient(app) as test_client:
         yield test_client
     app.state.receiver.enqueuer.redis.close()
@@ -381,39 +389,104 @@ def test_test_event_records_and_queues_nothing(client, redis_client):
     assert redis_client.get(key_for_test_event("alpha", "partner")) is None
 
 
-def test_while_redis_is_down_a_webhook_is_503_so_planfix_sends_it_again(config):
-    """Only 200 counts as delivered: an event that could be neither queued nor kept must not get one."""
-    server = EmbeddedRedis().start()
+def spooled_lines(env: dict[str, str]) -> list[dict]:
+    path = Path(env["CROSSLINK_SPOOL_DIR"]) / "webhooks.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_while_redis_is_down_webhooks_are_spooled_answered_200_and_replayed_in_order(config, spool_env):
+    """Planfix pauses the whole account after any answer but 200: the spool takes the webhooks.
+    (The order of replay is tests/test_spool.py's; here, that each arrives once.)"""
+    server = EmbeddedRedis(persistent=True).start()
     try:
-        app = create_app(config, server.url, ENV)
+        app = create_app(config, server.url, spool_env)
         with TestClient(app) as test_client:
+            assert post(test_client, "alpha", "partner", {"task": 1}).status_code == 200
             server.stop()
-            down = post(test_client, "alpha", "partner", {"task": 3})
-            assert down.status_code == 503 and ENV["ALPHA_P_SECRET"] not in down.text
+            sent = [("alpha", "partner", 3), ("beta", "client", 4), ("alpha", "partner", 5), ("alpha", "partner", 3)]
+            for link, side, task in sent:
+                down = post(test_client, link, side, {"event": "task_changed", "task": task,
+                                                      "secret": SECRETS[(link, side)]})
+                assert (down.status_code, down.json()) == (200, {"result": "ok"})
+            unusable = post(test_client, "alpha", "client", {"event": "task_changed",
+                                                             "note": SECRETS[("alpha", "client")]})
+            assert unusable.status_code == 200
+            kept = spooled_lines(spool_env)
+            assert [(r["link"], r["side"], r.get("task")) for r in kept] == [*sent, ("alpha", "client", None)]
+            assert not any(secret in json.dumps(kept, ensure_ascii=False) for secret in SECRETS.values())
+            ready = test_client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["spooled_webhooks"] == 5
             server.start()
-            again = post(test_client, "alpha", "partner", {"task": 3})
-            assert again.status_code == 200
-            store = redis.Redis.from_url(server.url)
-            assert store.llen(SYNC_QUEUE) == 1
-            store.close()
+            store = redis.Redis.from_url(server.url, decode_responses=True)
+            try:
+                wait_for(lambda: app.state.receiver.spool.pending == 0)
+                # Task 3's second event joined its first; the rest joined task 1's batch or their own.
+                assert sorted(queued(store)) == [["alpha", "partner", 1], ["alpha", "partner", 3],
+                                                 ["alpha", "partner", 5], ["beta", "client", 4]]
+                (rejected,) = rejected_events(store)
+                assert "task number" in rejected["reason"] and ENV["ALPHA_C_SECRET"] not in rejected["body"]
+                assert test_client.get("/readyz").json() == {"status": "ready"}
+                assert spooled_lines(spool_env) == []
+                # Back to Redis directly: nothing more is spooled.
+                assert post(test_client, "beta", "partner", {"task": 9}).status_code == 200
+                assert spooled_lines(spool_env) == [] and queued(store)[-1] == ["beta", "partner", 9]
+            finally:
+                store.close()
         app.state.receiver.enqueuer.redis.close()
     finally:
         server.cleanup()
 
 
-def test_readyz_is_200_while_redis_answers_and_503_while_it_does_not(config):
+def test_a_full_spool_answers_503_and_says_so_once(config, spool_env, caplog):
+    caplog.set_level(logging.INFO, logger="crosslink.producer")
+    env = {**spool_env, "CROSSLINK_SPOOL_MAX": "3"}
+    app = create_app(config, f"redis://127.0.0.1:{free_port()}/0", env)  # nothing listens there
+    with TestClient(app) as test_client:
+        answers = [post(test_client, "alpha", "partner", {"task": task}).status_code for task in range(1, 7)]
+        assert answers == [200, 200, 200, 503, 503, 503]
+        ready = test_client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["spool"] == "full"
+    full = [record for record in caplog.records if "spool full" in record.getMessage()]
+    assert len(full) == 1 and full[0].levelno == logging.ERROR and "CROSSLINK_SPOOL_MAX" in full[0].getMessage()
+    assert len(spooled_lines(env)) == 3
+
+
+def test_a_spool_left_by_a_stopped_producer_is_replayed_by_the_next(config, redis_url, redis_client, spool_env):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    first = create_app(config, dead, spool_env)
+    with TestClient(first) as test_client:
+        for task in (7, 8):
+            assert post(test_client, "alpha", "client", {"task": task}).status_code == 200
+    second = create_app(config, redis_url, spool_env)
+    with TestClient(second):
+        wait_for(lambda: second.state.receiver.spool.pending == 0)
+    assert queued(redis_client) == [["alpha", "client", 7], ["alpha", "client", 8]]
+
+
+def test_readyz_is_200_while_redis_answers_or_the_spool_has_room(config, spool_env):
     server = EmbeddedRedis().start()
     try:
-        app = create_app(config, server.url, ENV)
+        app = create_app(config, server.url, spool_env)
         with TestClient(app) as test_client:
             up = test_client.get("/readyz")
             assert (up.status_code, up.json()) == (200, {"status": "ready"})
             server.stop()
             down = test_client.get("/readyz")
-            assert down.status_code == 503 and down.json()["status"] == "not ready"
-            assert test_client.get("/healthz").status_code == 200  # alive, just not ready
+            assert down.status_code == 200
+            assert down.json() == {"status": "ready", "redis": "ConnectionError", "spooling": True,
+                                   "spooled_webhooks": 0}
+            assert test_client.get("/healthz").status_code == 200
             server.start()
-            assert test_client.get("/readyz").status_code == 200
+            assert test_client.get("/readyz").json() == {"status": "ready"}
         app.state.receiver.enqueuer.redis.close()
     finally:
         server.cleanup()
