@@ -30,7 +30,7 @@ from typing import Any
 import redis
 
 from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
-from planfix.errors import NotFound, PlanfixError, RateLimited, TransientError
+from planfix.errors import AccessDenied, NotFound, PlanfixError, RateLimited, TransientError
 from schemas.links import Link
 from workers.attachments import sync_checklist, sync_task_files
 from workers.canonical import canonical_task, in_scope, normalise_value, ref_id, task_fields
@@ -39,12 +39,19 @@ from workers.idempotency import WriteOnce
 from workers.field_diff import changed_fields
 from workers.conflict import owner_of
 from workers.hints import Hints, comment_reads, explains, extra_reads, may_trust_snapshot
+from workers.names import record_rejected
 from workers.plan import DATE_FIELDS, PLAIN_FIELDS, plan_task_sync
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
 log = logging.getLogger("crosslink.sync")
 
 COMMENT_FIELDS = "id,description,owner,dateTime,isDeleted,files,sourceObjectId,sourceDataVersion"
+# A comment an event names is read with its task (the spec's CommentResponse.task): an event may
+# name a comment of another task, whose text must not cross to the other account.
+TRIGGER_COMMENT_FIELDS = COMMENT_FIELDS + ",task"
+# Planfix's "access denied to the method or object" (API-NOTES section 1): on reading a comment an
+# event named, that comment is not one the link's user can see, so not one of the linked task's.
+OBJECT_ACCESS_DENIED = 6
 # Client methods that only read (everything else counts as a write).
 READ_PREFIXES = ("get_", "list_", "download_")
 # How long a request may wait for the account limiter inside the worker slot: the first of a
@@ -60,12 +67,14 @@ def call_key(side: str, method: str, *args: Any, **kwargs: Any) -> str:
 
 
 class SideFailure(Exception):
-    """A Planfix failure tagged with the side whose account raised it."""
+    """A Planfix failure tagged with the side whose account raised it, and whether the call was a
+    read (READ): a failed read wrote nothing a task's later events must wait for (workers.tasks)."""
 
-    def __init__(self, side: str, error: PlanfixError):
+    def __init__(self, side: str, error: PlanfixError, read: bool = False):
         super().__init__(f"{side}: {error}")
         self.side = side
         self.error = error
+        self.read = read
 
 
 @dataclass
@@ -76,7 +85,7 @@ class SyncReport:
     side: str
     task: int
     counterpart: int | None = None
-    outcome: str = "noop"  # created | updated | noop | out_of_scope | parked | missing
+    outcome: str = "noop"  # created | updated | noop | out_of_scope | parked | missing | rejected
     fields: list[str] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     comments_created: int = 0
@@ -88,6 +97,10 @@ class SyncReport:
     follow_up: list[tuple[str, int]] = field(default_factory=list)
     # Writes Planfix queued (HTTP 202) and nobody has seen applied yet: read the task back later.
     queued: list[str] = field(default_factory=list)
+    # Comments the events named that Planfix no longer has (a recorded no-op), and events
+    # rejected because Planfix contradicts them (a comment of another task), with the reason.
+    missing: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{self.link} {self.side}#{self.task} -> #{self.counterpart}: {self.outcome}"]
@@ -103,6 +116,10 @@ class SyncReport:
             parts.append("parked: " + "; ".join(self.parked))
         if self.queued:
             parts.append("queued by Planfix: " + "; ".join(self.queued))
+        if self.missing:
+            parts.append("gone: " + "; ".join(self.missing))
+        if self.rejected:
+            parts.append("rejected: " + "; ".join(self.rejected))
         return "  ".join(parts)
 
 
@@ -218,7 +235,7 @@ class TaskSync:
             # A write our limiter held back was never sent; any other failure may have been.
             if not read and not (isinstance(exc, RateLimited) and exc.scope == "limiter"):
                 self.writes_sent += 1
-            raise SideFailure(side, exc) from exc
+            raise SideFailure(side, exc, read=read) from exc
         if not read:
             self.writes_sent += 1
         self._admitted = True
@@ -248,10 +265,17 @@ class TaskSync:
         link, side, other = self.link, self.side, self.other
         known = self.state.counterpart("task", side, self.number)
         if known is not None and self.hints.comments_only:
-            # The comment names its task and the task's own changes bring their own events.
+            # The comment names its task (checked as it is read: _trigger_comment) and the
+            # task's own changes bring their own events.
             self.report.counterpart = known
             self._sync_comments(known, comment_reads(self.hints, listing=False))
-            return self.report
+            report = self.report
+            wrote = report.comments_created or report.comments_updated or report.comments_withdrawn
+            if not wrote and report.rejected:
+                report.outcome = "rejected"
+            elif not wrote and report.missing:
+                report.outcome = "missing"
+            return report
         try:
             source_raw = self._call(side, "get_task", self.number, fields=task_fields(link, side))
         except SideFailure as failure:
@@ -480,8 +504,9 @@ class TaskSync:
 
     # ------------------------------------------------------------------------------------
     def _sync_comments(self, counterpart: int, only: tuple[int, ...] | None = None) -> None:
-        """Mirror new, edited and deleted comments of the run's task: the ONLY ones (read one by
-        one), or every comment (one paged list)."""
+        """Mirror new, edited and deleted comments of the run's task: the ONLY ones (those its
+        events named, read one by one and checked against the task: _trigger_comment), or every
+        comment (one paged list of the task's own)."""
         link, side, other = self.link, self.side, self.other
         integration = link.sides[side].integration_user
         seen = self.state.comment_fingerprints(side, self.number)
@@ -489,8 +514,7 @@ class TaskSync:
             comments = self._call(side, "list_task_comments", self.number, fields=COMMENT_FIELDS,
                                   type_list="All")
         else:
-            comments = [self._call(side, "get_comment", comment_id, fields=COMMENT_FIELDS)
-                        for comment_id in only]
+            comments = [comment for comment in map(self._trigger_comment, only) if comment is not None]
         for comment in comments:
             comment_id = int(comment["id"])
             if (comment.get("owner") or {}).get("id") == integration:
@@ -518,6 +542,40 @@ class TaskSync:
                 self._call(other, "update_comment", counterpart, mirror, {"description": html})
                 self.report.comments_updated += 1
             self.state.save_comment_fingerprint(side, self.number, comment_id, print_)
+
+    def _trigger_comment(self, comment_id: int) -> Mapping[str, Any] | None:
+        """The comment COMMENT_ID an event named, read with its task in the same request; None
+        when there is nothing to mirror from it, before anything is written:
+        - gone (deleted for good, or never there): a recorded no-op (report.missing, a log line),
+          not a failure: no dead letter, so the task's later events run;
+        - on another task, on none, or not visible to the link's user: the event is rejected
+          (report.rejected, a log line, `crosslink rejected`), as mirroring it would copy a
+          comment the link does not cover into the other account.
+        """
+        try:
+            comment = self._call(self.side, "get_comment", comment_id, fields=TRIGGER_COMMENT_FIELDS)
+        except SideFailure as failure:
+            if isinstance(failure.error, NotFound):
+                self.report.missing.append(f"comment {comment_id}")
+                log.info("comment %s named by an event no longer exists: nothing to mirror", comment_id)
+                return None
+            if isinstance(failure.error, AccessDenied) and failure.error.code == OBJECT_ACCESS_DENIED:
+                self._reject_comment(comment_id, "the link's user may not see it")
+                return None
+            raise
+        on_task = ref_id(comment.get("task"))
+        if on_task != self.number:
+            self._reject_comment(comment_id, f"it is on task {on_task}" if on_task else "it is on no task")
+            return None
+        return comment
+
+    def _reject_comment(self, comment_id: int, why: str) -> None:
+        """Record an event naming COMMENT_ID, which is not the run's task's, as rejected (WHY)."""
+        reason = f"comment {comment_id} is not on task {self.number}: {why}"
+        self.report.rejected.append(reason)
+        log.warning("event rejected, nothing written: %s", reason)
+        record_rejected(self.state.redis, link=self.link.name, side=self.side, reason=reason,
+                        task=self.number, comment=comment_id, event="comment_added", origin="worker")
 
     def _create_comment_mirror(self, counterpart: int, comment: Mapping[str, Any], author: str,
                                when: str) -> None:
