@@ -63,6 +63,8 @@ class LocalStack:
     time_scale: float = 0.01
     # The producer in an OS process of its own (the benchmark) rather than a thread of this one.
     producer_process: bool = False
+    # Settings for every process of the stack beyond the ones it derives (CROSSLINK_* variables).
+    extra_env: dict[str, str] = field(default_factory=dict)
     on_line: Callable[[str], None] | None = None
     world: World | None = None
     emulator: EmulatorServer | None = None
@@ -98,6 +100,7 @@ class LocalStack:
             "CROSSLINK_TIME_SCALE": str(self.time_scale),
             "CROSSLINK_RATE_PER_S": str(rate),
             "CROSSLINK_LOG_JSON": "1",
+            **self.extra_env,
         }
         if self.producer_process:
             self.producer = ProducerProcess(self.env).start()
