@@ -11,10 +11,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from starlette.testclient import TestClient
@@ -547,3 +553,121 @@ def test_the_webhook_log_line_names_link_side_task_event_and_the_queued_jobs_id(
     assert (accepted.link, accepted.side, accepted.task, accepted.event) == ("alpha", "partner", 12, "task_changed")
     assert accepted.job == envelope["headers"]["id"]
     assert (coalesced.task, coalesced.event) == (12, "comment_added") and not hasattr(coalesced, "job")
+
+
+# --- item by item: what scenario editors really send -------------------------------------------
+
+
+def test_the_trailing_slash_path_is_the_same_endpoint_not_a_redirect(client, redis_client):
+    """Planfix counts a 307 as a failed delivery and pauses the account's requests."""
+    response = client.post(hook_path("alpha", "partner") + "/", content=b'{"task": 14}',
+                           headers={**signed("alpha", "partner"), "Content-Type": "application/json"},
+                           follow_redirects=False)
+    assert (response.status_code, response.json()) == (200, {"result": "ok"})
+    assert queued(redis_client) == [["alpha", "partner", 14]]
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", ""])
+def test_the_documented_json_body_with_another_content_type_is_queued(client, redis_client, content_type):
+    body = EVENT_BODIES["comment_added"].replace("{{Задача.Номер}}", "15").replace(
+        "{{ID добавленного комментария}}", "4").replace("{{Системные.Домен аккаунта}}", "acme.planfix.com")
+    assert post(client, "alpha", "client", body, content_type=content_type).status_code == 200
+    assert queued(redis_client) == [["alpha", "client", 15]]
+    assert rejected_events(redis_client) == []
+
+
+def test_a_multipart_body_is_queued(client, redis_client):
+    response = client.post(hook_path("beta", "partner"), data={"event": "task_changed", "task": "16"},
+                           files={"file": ("notes.txt", b"task=99", "text/plain")}, headers=signed("beta", "partner"))
+    assert response.status_code == 200
+    assert queued(redis_client) == [["beta", "partner", 16]]
+
+
+@pytest.mark.parametrize("body", [
+    '{"event": "task_changed", "task": "7095", "name": "x", "task": "7096"}',
+    '{"event": "task_changed", "task": "7095", "name": "x", "task": "7096", "d": "a "b""}',
+])
+def test_a_body_naming_two_tasks_is_200_rejected_with_that_reason_and_queues_nothing(client, redis_client, body):
+    assert post(client, "alpha", "partner", body).status_code == 200
+    assert nothing_queued(redis_client)
+    (entry,) = rejected_events(redis_client)
+    assert "conflicting values for 'task'" in entry["reason"] and "7096" in entry["reason"]
+
+
+@pytest.mark.parametrize("where", ["query", "form", "json", "json-escaped", "reason"])
+def test_a_secret_anywhere_in_the_request_is_kept_nowhere(client, redis_client, caplog, where):
+    """The rejected list and the logs show an unusable body, never a secret that came with it,
+    nor one the admin pasted from another side."""
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="crosslink.producer")
+    own, other = SECRETS[("alpha", "partner")], SECRETS[("beta", "client")]
+    path, body, content_type = hook_path("alpha", "partner"), "", "application/json"
+    if where == "query":
+        path += f"?event=task_changed&secret={own}&other={other}"
+    elif where == "form":
+        body, content_type = f"event=task_changed&x={own}&token={other}", "application/x-www-form-urlencoded"
+    elif where == "json":
+        body = json.dumps({"event": "task_changed", "note": f"{own} and {other}"})
+    elif where == "json-escaped":
+        body = json.dumps({"event": "task_changed", "note": own + '"' + other}).replace("\\", "")
+    else:  # a secret in the task field ends up in the schema's error message
+        body = json.dumps({"task": own + other})
+    response = client.post(path, content=body.encode(),
+                           headers={**signed("alpha", "partner"), "Content-Type": content_type})
+    assert response.status_code == 200
+    (entry,) = rejected_events(redis_client)
+    assert "[redacted]" in entry["body"] + entry["reason"]
+    # The test's own HTTP client logs the URL it requested: that line is not the producer's.
+    shown = json.dumps(entry, ensure_ascii=False) + " ".join(
+        f"{record.getMessage()} {record.__dict__!r}" for record in caplog.records if record.name != "httpx")
+    for secret in SECRETS.values():
+        assert secret not in shown
+        assert secret[:12] not in shown, "not even a part of one"
+
+
+# The same links, on disk, for a producer started as an OS process.
+def producer_process(tmp_path: Path, redis_url: str) -> tuple[subprocess.Popen, int, Path]:
+    links = tmp_path / "links.yaml"
+    links.write_text(LINKS_YAML, encoding="utf-8")
+    port, stderr = free_port(), tmp_path / "producer.stderr"
+    env = {**os.environ, **ENV, "REDIS_URL": redis_url, "CROSSLINK_LOG_JSON": "1", "CROSSLINK_LOG_LEVEL": "INFO",
+           "CROSSLINK_SPOOL_DIR": str(tmp_path / "spool")}
+    with open(stderr, "wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "crosslink.cli", "producer", "--config", str(links),
+                                    "--host", "127.0.0.1", "--port", str(port)],
+                                   env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process, port, stderr
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError("the producer did not start:\n" + stderr.read_text())
+
+
+def test_a_sender_hanging_up_mid_body_is_one_json_log_line(tmp_path, redis_url, redis_client):
+    """A real uvicorn server (`crosslink producer`), a raw socket that promises 1,000 bytes, sends
+    a few and closes: one JSON line says so, no plain-text traceback, and the server goes on."""
+    process, port, stderr = producer_process(tmp_path, redis_url)
+    try:
+        head = (f"POST {hook_path('alpha', 'partner')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"{SECRET_HEADER}: {SECRETS[('alpha', 'partner')]}\r\nContent-Type: application/json\r\n"
+                "Content-Length: 1000\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sender:
+            sender.sendall(head.encode() + b'{"event": "task_changed", "task": "1')
+            time.sleep(0.2)
+        time.sleep(0.5)
+        answer = httpx.post(f"http://127.0.0.1:{port}{hook_path('alpha', 'partner')}", content=b'{"task": 2}',
+                            headers={**signed("alpha", "partner"), "Content-Type": "application/json"}, timeout=5)
+        assert answer.status_code == 200
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    lines = [line for line in stderr.read_text().splitlines() if line.strip()]
+    assert lines and not any("Traceback" in line for line in lines), "\n".join(lines)
+    records = [json.loads(line) for line in lines]  # every line JSON
+    hung_up = [record for record in records if "hung up" in record.get("message", record.get("msg", ""))]
+    assert len(hung_up) == 1 and hung_up[0].get("link") == "alpha", records
+    assert queued(redis_client) == [["alpha", "partner", 2]]
