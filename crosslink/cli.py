@@ -110,11 +110,12 @@ def demo(quiet: bool) -> None:
 @main.command()
 @click.option("--config", "links_path", default=None)
 def status(links_path: str | None) -> None:
-    """Per link: mirrored tasks, queued jobs, parked events, dead letters, severed or not."""
+    """Per link: mirrored tasks, queued jobs, parked events, dead letters, severed or not, and
+    webhooks waiting in the producer's spool for Redis."""
     from crosslink.operations import link_status
 
     settings = get_settings()
-    for row in link_status(links_path or settings.links_path, settings.redis_url):
+    for row in link_status(links_path or settings.links_path, settings.redis_url, settings.spool_dir):
         click.echo(json.dumps(row, ensure_ascii=False))
 
 

@@ -1,4 +1,8 @@
-"""Operator commands that read or repair a link's state: status and relink."""
+"""Operator commands that read or repair a link's state: status and relink.
+
+Status reads the shared state in Redis and, beside it, the producer's local spool (the webhooks
+kept while Redis was unreachable), so that an operator sees both during an outage.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import redis
 from crosslink.logs import register_secret
 from planfix.client import PlanfixClient
 from planfix.limiter import AccountLimiter
+from producers.spool import spool_directory, spooled_webhooks
 from schemas.links import Link, load_links
 from workers.names import SYNC_QUEUE
 from workers.state import LinkState, parse_marker
@@ -26,25 +31,43 @@ def work_waiting(client: redis.Redis, link: str = "*") -> bool:
                for pattern in (f"crosslink:pending:{link}:*", f"crosslink:claims:{link}:*"))
 
 
-def link_status(links_path: str, redis_url: str) -> list[dict[str, Any]]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    rows = []
-    now = time.time()
-    for link in load_links(links_path).links:
-        state = LinkState(client, link.name)
-        last = state.last_sync()
-        pending = sum(1 for _ in client.scan_iter(f"crosslink:pending:{link.name}:*", count=500))
-        rows.append({
-            "link": link.name,
-            "tasks_mirrored": len(state.pairs("task")) // 2,
-            "comments_mirrored": len(state.pairs("comment")) // 2,
-            "last_sync_s_ago": round(now - last, 1) if last else None,
-            "queued_jobs": pending,
-            "parked_events": state.parked_count(),
-            "dead_letters": len(state.dead_letters()),
-            "severed": {side: info["reason"] for side, info in state.severed().items()},
-        })
-    return rows
+# `crosslink status` asks Redis with its own short deadline: it must still say what it knows (the
+# spool, which is a file) while Redis is down, and say so, rather than hang.
+STATUS_REDIS_TIMEOUT_S = 3.0
+
+
+def link_status(links_path: str, redis_url: str, spool_dir: str = "") -> list[dict[str, Any]]:
+    """One row per link: its mirrors, queue, parked events, dead letters and severed sides from
+    Redis, and the webhooks waiting in the producer's spool (SPOOL_DIR, else beside the links
+    file) for Redis to come back. With Redis unreachable a row says so and still counts the spool."""
+    links = load_links(links_path).links
+    spooled = spooled_webhooks(spool_directory(spool_dir, links_path))
+    client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=STATUS_REDIS_TIMEOUT_S,
+                                  socket_connect_timeout=STATUS_REDIS_TIMEOUT_S)
+    try:
+        rows = []
+        now = time.time()
+        for link in links:
+            state = LinkState(client, link.name)
+            last = state.last_sync()
+            pending = sum(1 for _ in client.scan_iter(f"crosslink:pending:{link.name}:*", count=500))
+            rows.append({
+                "link": link.name,
+                "tasks_mirrored": len(state.pairs("task")) // 2,
+                "comments_mirrored": len(state.pairs("comment")) // 2,
+                "last_sync_s_ago": round(now - last, 1) if last else None,
+                "queued_jobs": pending,
+                "parked_events": state.parked_count(),
+                "dead_letters": len(state.dead_letters()),
+                "severed": {side: info["reason"] for side, info in state.severed().items()},
+                "spooled_webhooks": spooled.get(link.name, 0),
+            })
+        return rows
+    except redis.RedisError as exc:
+        return [{"link": link.name, "redis": f"unreachable ({type(exc).__name__})",
+                 "spooled_webhooks": spooled.get(link.name, 0)} for link in links]
+    finally:
+        client.close()
 
 
 def cli_client(link: Link, side: str, limiter: AccountLimiter,

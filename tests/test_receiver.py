@@ -671,3 +671,22 @@ def test_a_sender_hanging_up_mid_body_is_one_json_log_line(tmp_path, redis_url, 
     hung_up = [record for record in records if "hung up" in record.get("message", record.get("msg", ""))]
     assert len(hung_up) == 1 and hung_up[0].get("link") == "alpha", records
     assert queued(redis_client) == [["alpha", "partner", 2]]
+
+
+def test_crosslink_status_counts_the_spool_beside_the_links_file_while_redis_is_down(tmp_path, redis_url):
+    from crosslink.operations import link_status
+    from schemas.links import load_links
+
+    links = tmp_path / "links.yaml"
+    links.write_text(LINKS_YAML, encoding="utf-8")
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(load_links(links), dead, ENV)  # no CROSSLINK_SPOOL_DIR: beside the links file
+    with TestClient(app) as test_client:
+        for task in (1, 2):
+            assert post(test_client, "alpha", "partner", {"task": task}).status_code == 200
+        assert (tmp_path / "spool" / "webhooks.jsonl").exists()
+        down = {row["link"]: row for row in link_status(str(links), dead)}
+        assert down["alpha"] == {"link": "alpha", "redis": "unreachable (ConnectionError)", "spooled_webhooks": 2}
+        assert down["beta"]["spooled_webhooks"] == 0
+        up = {row["link"]: row for row in link_status(str(links), redis_url)}
+        assert up["alpha"]["spooled_webhooks"] == 2 and up["alpha"]["dead_letters"] == 0
