@@ -11,14 +11,20 @@ bodies, `crosslink rejected`), the last-sync time, and the broker's own bookkeep
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
 from producers.receiver import MAX_BODY_BYTES, REJECTED_KEY, rejected_events
-from producers.scenarios import BASIC_USER, SECRET_HEADER
+from producers.scenarios import BASIC_USER, SECRET_HEADER, scenarios_for_side
 from workers.heartbeat import HEARTBEAT_KEY
 from tests.e2e.conftest import settle
 
@@ -121,3 +127,120 @@ def test_bad_input_changes_neither_redis_nor_either_account(stack):
     store.close()
     assert accounts(stack) == before_accounts
     assert sync_state(stack.redis_url) == before_state
+
+
+# --- what scenario editors really send (issue 17, item 4) ------------------------------------------
+# Each test points the partner's scenarios somewhere else for a while, as an admin would set them
+# up, then lets a person change a task; the client account shows whether it synced.
+
+IRINA_P = 4
+
+
+@contextlib.contextmanager
+def partner_scenarios(stack, change: Callable[[dict], dict]):
+    """The partner side's scenarios, each as CHANGE makes it, until the block ends."""
+    link = next(item for item in stack.config.links if item.name == LINK)
+    conf = link.sides["partner"]
+    specs = scenarios_for_side(stack.producer.url, LINK, "partner", conf.webhook_auth,
+                               stack.env[conf.webhook_secret_env], conf.integration_user)
+    stack.world.set_scenarios(conf.account, [change(dict(spec)) for spec in specs])
+    try:
+        yield
+    finally:
+        stack.point_scenarios_at(stack.producer.url)
+
+
+def new_partner_task(stack, name: str) -> int:
+    body = {"name": name, "processId": 1, "project": {"id": 10}, "assignees": {"users": [{"id": f"user:{IRINA_P}"}]}}
+    return stack.world.create_task("partner", body, author=PAVEL)
+
+
+def client_names(stack) -> list[str]:
+    return [task["name"] for task in stack.world.dump_tasks("client")]
+
+
+def deliveries_since(stack, count_before: int) -> list[dict]:
+    return stack.world.deliveries("partner")[count_before:]
+
+
+def test_the_documented_json_body_sent_as_a_form_is_synced(stack):
+    before = len(stack.world.deliveries("partner"))
+    with partner_scenarios(stack, lambda spec: {**spec, "content_type": "application/x-www-form-urlencoded"}):
+        new_partner_task(stack, "Form-labelled JSON arrives")
+        settle(stack)
+    sent = deliveries_since(stack, before)
+    assert sent and all(entry["status"] == 200 and entry["attempt"] == 1 for entry in sent)
+    assert client_names(stack).count("Form-labelled JSON arrives") == 1
+
+
+def test_the_trailing_slash_url_answers_200_and_is_synced(stack):
+    before = len(stack.world.deliveries("partner"))
+    with partner_scenarios(stack, lambda spec: {**spec, "url": spec["url"] + "/"}):
+        new_partner_task(stack, "Slash-ended URL arrives")
+        settle(stack)
+    sent = deliveries_since(stack, before)
+    assert sent and all(entry["url"].endswith("/") for entry in sent)
+    assert all(entry["status"] == 200 and entry["attempt"] == 1 for entry in sent), sent
+    assert client_names(stack).count("Slash-ended URL arrives") == 1
+
+
+def test_a_task_name_forging_a_second_task_key_is_rejected_and_nothing_syncs(stack):
+    """A name `x", "task": "<another task>` substituted raw into a template that quotes the name
+    makes valid JSON with two task keys: neither task may be synced from it."""
+    number = new_partner_task(stack, "Forgery target")
+    settle(stack)
+    assert client_names(stack).count("Forgery target") == 1
+    store = redis.Redis.from_url(stack.redis_url)
+    rejected_before = store.llen(REJECTED_KEY)
+    quoting_the_name = lambda spec: {**spec, "body": spec["body"].replace(  # noqa: E731
+        '"task": "{{Задача.Номер}}"', '"task": "{{Задача.Номер}}", "name": "{{Задача.Название}}"')}
+    before_accounts = accounts(stack)
+    with partner_scenarios(stack, quoting_the_name):
+        stack.world.update_task("partner", number, {"name": 'x", "task": "1'}, author=PAVEL)
+        settle(stack)
+    new = rejected_events(store, limit=store.llen(REJECTED_KEY) - rejected_before)
+    store.close()
+    assert len(new) == 1 and "conflicting values for 'task'" in new[0]["reason"], new
+    after = accounts(stack)
+    assert after["client"] == before_accounts["client"], "nothing synced to the client"
+    assert 'x", "task": "1' not in client_names(stack)
+
+
+def stored_text(stack) -> str:
+    """Everything Crosslink keeps: every Redis key and value, and the producer's spool files."""
+    store = redis.Redis.from_url(stack.redis_url)
+    try:
+        parts = []
+        for key in store.scan_iter(count=1000):
+            kind = store.type(key).decode()
+            value = {"string": lambda: [store.get(key)], "list": lambda: store.lrange(key, 0, -1),
+                     "hash": lambda: [*store.hgetall(key).keys(), *store.hgetall(key).values()],
+                     "set": lambda: list(store.smembers(key)), "zset": lambda: store.zrange(key, 0, -1),
+                     }.get(kind, lambda: [])()
+            parts.extend(item.decode("utf-8", errors="replace") for item in [key, *value] if item)
+    finally:
+        store.close()
+    spool = Path(stack.workdir) / "spool"
+    parts.extend(path.read_text(encoding="utf-8", errors="replace") for path in spool.glob("*") if path.is_file())
+    return "\n".join(parts)
+
+
+def test_a_secret_in_the_query_is_absent_from_crosslink_rejected_and_from_everything_stored(stack):
+    """A GET scenario with its variables (and, wrongly, the secret) in the URL and no task."""
+    link = next(item for item in stack.config.links if item.name == LINK)
+    secret = stack.env[link.sides["partner"].webhook_secret_env]
+    number = new_partner_task(stack, "Query secret source")
+    settle(stack)
+    with partner_scenarios(stack, lambda spec: {**spec, "method": "GET", "body": "",
+                                                "url": spec["url"] + "?event=task_changed&name={{Задача.Название}}"
+                                                f"&secret={secret}&key={secret}"}):
+        stack.world.update_task("partner", number, {"name": "Query secret source, renamed"}, author=PAVEL)
+        settle(stack)
+    shown = subprocess.run([sys.executable, "-m", "crosslink.cli", "rejected", "--limit", "1000"],
+                           env={**os.environ, "REDIS_URL": stack.redis_url}, capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    ours = [json.loads(line) for line in shown.stdout.splitlines() if "Query+secret+source" in line]
+    assert ours and all("task number" in entry["reason"] for entry in ours), shown.stdout
+    assert secret not in shown.stdout and secret not in shown.stderr
+    assert secret not in stored_text(stack)
