@@ -126,6 +126,7 @@ class Account:
     faults: dict[str, Any] = field(default_factory=lambda: dict(FAULT_DEFAULTS))
     rng: random.Random = field(default_factory=random.Random)
     request_log: list[dict[str, Any]] = field(default_factory=list)
+    fault_hits: collections.Counter = field(default_factory=collections.Counter)  # by kind, from the log
     served: collections.deque = field(default_factory=collections.deque)
     quota_day: int = -1
     quota_used: int = 0
@@ -367,10 +368,21 @@ class World:
         """One request as answered; FAULT names the fault kind it was answered with (None: a
         plain answer), so a chaos run counts the faults that met a request where they happened."""
         with self.lock:
-            self.account(account_name).request_log.append({
+            account = self.account(account_name)
+            account.request_log.append({
                 "t": t, "method": method, "path": path, "status": status, "user": user,
                 "over_limit": over_limit, "fault": fault, "jitter_s": round(jitter_s, 4),
             })
+            if fault:
+                account.fault_hits[fault] += 1
+            if jitter_s > 0:
+                account.fault_hits["jitter"] += 1
+
+    def fault_hits(self, account_name: str) -> dict[str, int]:
+        """Requests answered with each fault kind so far ("jitter": answers the jitter delayed),
+        as the request log counts them, without copying the log."""
+        with self.lock:
+            return dict(self.account(account_name).fault_hits)
 
     def requests(self, account_name: str) -> list[dict[str, Any]]:
         with self.lock:
