@@ -430,7 +430,7 @@ def _judge_lists(verdict: Verdict, key: str, want: ExpectedTask,
                 if found is not None:
                     files.setdefault(str(stored["name"]), []).append((int(task["id"]), stored))
         for item_key, item in sorted(want.checklist.items(), key=lambda entry: int(entry[0][1:])):
-            verdict.checklist_items += 1
+            verdict.checklist_items += side == item["side"]
             have = items.get(item_key, [])
             what = f"item {item_key}"
             if not have:
@@ -443,7 +443,7 @@ def _judge_lists(verdict: Verdict, key: str, want: ExpectedTask,
                 verdict.add(LOST, side, key, what, f"expected {item['name']!r} done={item['done']}, found "
                             f"{found_item.get('name')!r} done={found_item.get('isDone')}", [number])
         for name, stored in sorted(want.files.items()):
-            verdict.files += 1
+            verdict.files += side == stored["side"]
             have = files.get(name, [])
             what = f"file {name}"
             if not have:

@@ -1,4 +1,6 @@
-"""crosslink.chaos, the parts that need no stack: the fault windows it opens in the emulator."""
+"""crosslink.chaos, the parts that need no stack: the fault windows it opens in the emulator, the
+hits it counts from the emulator's request log (and the verdict they gate), and the generator's
+record, which must always give the oracle a well-defined expected state."""
 
 from __future__ import annotations
 
@@ -6,25 +8,40 @@ import threading
 import time
 from types import SimpleNamespace
 
+import pytest
+import yaml
+
 import crosslink.chaos as chaos
-from crosslink.chaos import Chaos, ChaosPlan, build_configs
+from crosslink import oracle
+from crosslink.chaos import (
+    EMULATOR_FAULTS, FAULT_KINDS, MIN_SHARE, Chaos, ChaosPlan, ChaosReport, build_configs, client_account)
 from planfix.emulator.world import World
+from schemas.links import parse_links
+
+
+def fake_stack(plan: ChaosPlan) -> tuple[SimpleNamespace, World]:
+    """The parts of a LocalStack the generator and the injector use: the world and the links."""
+    emulator, links = build_configs(plan.links)
+    for link in links["links"]:
+        for side in link["sides"].values():
+            side["base_url"] = f"http://127.0.0.1:9/{side.get('account', 'partner')}/rest"
+    world = World.from_config(emulator)
+    return SimpleNamespace(world=world, config=parse_links(yaml.safe_dump(links))), world
 
 
 def test_overlapping_fault_windows_keep_each_others_faults(tmp_path, monkeypatch):
     """The emulator replaces an account's faults as a whole: a busy_202 window opening inside a
     quota window once turned the quota fault off for good, and the quota window met no request."""
     monkeypatch.setattr(chaos, "FAULT_WINDOW_S", (0.3, 0.3))
+    monkeypatch.setattr(chaos, "FAULT_WINDOW_HOLD_S", 0.0)
     plan = ChaosPlan.quick()
-    emulator, _ = build_configs(plan.links)
-    world = World.from_config(emulator)
     run = Chaos(plan, tmp_path)
-    run.stack = SimpleNamespace(world=world)
+    run.stack, world = fake_stack(plan)
     try:
-        quota = threading.Thread(target=run._emulator_window, kwargs={"quota_exhausted": True})
+        quota = threading.Thread(target=run._emulator_window, args=("quota",), kwargs={"quota_exhausted": True})
         quota.start()
         time.sleep(0.1)
-        busy = threading.Thread(target=run._emulator_window, kwargs={"busy_202": 0.3})
+        busy = threading.Thread(target=run._emulator_window, args=("busy_202",), kwargs={"busy_202": 0.3})
         busy.start()
         time.sleep(0.1)
         for account in run.accounts():  # both open
@@ -34,5 +51,129 @@ def test_overlapping_fault_windows_keep_each_others_faults(tmp_path, monkeypatch
             assert not world.faults(account)["quota_exhausted"] and world.faults(account)["busy_202"] == 0.3
         busy.join()
         assert all(not world.faults(account)["busy_202"] for account in run.accounts())
+    finally:
+        world.close()
+
+
+def test_a_window_is_held_open_until_its_kind_met_requests_in_the_emulator(tmp_path, monkeypatch):
+    """Hits are what the emulator answered, not windows opened: a window that met no request
+    stays open (up to the hold), and closes once the log shows its share of the plan's minimum."""
+    monkeypatch.setattr(chaos, "FAULT_WINDOW_S", (0.1, 0.1))
+    plan = ChaosPlan.quick()
+    run = Chaos(plan, tmp_path)
+    run.stack, world = fake_stack(plan)
+    try:
+        window = threading.Thread(target=run._emulator_window, args=("timeout",), kwargs={"timeout": 0.3})
+        window.start()
+        time.sleep(0.6)
+        assert window.is_alive() and world.faults("partner")["timeout"] == 0.3
+        for _ in range(run._window_target()):
+            world.log_request("client1", t=time.time(), method="POST", path="/task/", status=201, user=1,
+                              over_limit=False, fault="timeout")
+        window.join(timeout=2)
+        assert not window.is_alive() and not world.faults("partner")["timeout"]
+    finally:
+        world.close()
+
+
+def test_every_fault_kind_gets_the_plans_windows():
+    for plan in (ChaosPlan.quick(), ChaosPlan.full()):
+        run = Chaos(plan, None)
+        counts = {kind: 0 for kind in FAULT_KINDS}
+        for at, kind in run.fault_schedule():
+            assert 0 < at < plan.events_s * 0.8
+            counts[kind] += 1
+        assert counts["worker_kill"] == plan.worker_kills and counts["redis_restart"] == plan.redis_restarts
+        assert all(counts[kind] == plan.windows_per_kind for kind in FAULT_KINDS
+                   if kind not in ("worker_kill", "redis_restart"))
+    assert ChaosPlan.full().min_hits >= 20  # the issue's floor for the full run
+
+
+def test_hits_and_shares_are_counted_from_the_request_log(tmp_path):
+    plan = ChaosPlan.quick()
+    run = Chaos(plan, tmp_path)
+    run.stack, world = fake_stack(plan)
+    try:
+        run.windows = [(100.0, 110.0, "error_500_after_commit"), (200.0, 210.0, "timeout")]
+        log = lambda t, fault, jitter=0.0: world.log_request(  # noqa: E731
+            "partner", t=t, method="POST", path="/task/1", status=200, user=1, over_limit=False, fault=fault,
+            jitter_s=jitter)
+        for t, fault in [(101, "error_500_after_commit"), (102, None), (103, None), (104, "quota"),
+                         (105, "rate_429"), (150, "error_500_after_commit"), (201, "timeout"), (202, "slow")]:
+            log(t, fault, jitter=0.01)
+        run.count_hits()
+        hits = run.report.fault_hits
+        assert hits["error_500_after_commit"] == 2 and hits["timeout"] == 1 and hits["jitter"] == 8
+        # In its window: 1 of the 3 requests that reached the fault draw (the 429 and quota did not).
+        assert run.report.fault_shares["error_500_after_commit"] == pytest.approx(1 / 3)
+        assert run.report.fault_shares["timeout"] == pytest.approx(1 / 2)
+    finally:
+        world.close()
+
+
+def clean_report(**changes) -> ChaosReport:
+    report = ChaosReport(links=1, min_hits=3, converged=True,
+                         fault_shares={"error_500_after_commit": 0.3, "timeout": 0.3})
+    report.fault_hits.update({kind: 3 for kind in EMULATOR_FAULTS})
+    for name, value in changes.items():
+        setattr(report, name, value)
+    return report
+
+
+def test_a_run_fails_on_a_fault_kind_hit_too_rarely_or_too_thinly():
+    assert clean_report().ok
+    short = clean_report()
+    short.fault_hits["connection_closed"] = 2
+    assert not short.ok and short.hits_short == {"connection_closed": 2}
+    assert "SHORT" in short.table() and short.as_dict()["fault_hits_short"] == {"connection_closed": 2}
+    thin = clean_report(fault_shares={"error_500_after_commit": MIN_SHARE / 2, "timeout": 0.3})
+    assert not thin.ok and list(thin.shares_short) == ["error_500_after_commit"]
+    for verdict in ({"lost": 1}, {"duplicates": 1}, {"unexpected": 1}, {"converged": False}):
+        assert not clean_report(**verdict).ok
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_generator_records_a_well_defined_workload_the_oracle_can_judge(tmp_path, seed):
+    """Every kind of person's action is done and recorded; the record never breaks a rule the
+    oracle needs (expect() would raise); and with no sync running, the oracle sees every
+    original missing on the other side, and nothing wrong on the side where people wrote."""
+    plan = ChaosPlan(links=2, events=400, worker_kills=0, redis_restarts=0, seed=seed)
+    run = Chaos(plan, tmp_path)
+    run.stack, world = fake_stack(plan)
+    try:
+        done = [run.one_event(index) for index in range(plan.events)]
+        assert {kind for kind in done if kind} == set(chaos.EVENT_KINDS) - {"contest"}  # no copies: no contest
+        names = run.people_names()
+        for index in range(plan.links):
+            link = run.link(index)
+            expected = oracle.expect(link, run.actions[index])
+            dumps = {"partner": world.dump_tasks("partner"), "client": world.dump_tasks(client_account(index))}
+            verdict = oracle.judge(link, expected, dumps, names)
+            assert expected and verdict.duplicates == 0 and verdict.unexpected == 0
+            missing = {(finding.side, finding.task) for finding in verdict.findings if finding.what == "task"}
+            assert missing == {(link.other(task.origin), key) for key, task in expected.items()}
+            assert all(finding.side != expected[finding.task].origin for finding in verdict.findings
+                       if finding.what in ("task", "name", "description", "status", "assignees"))
+    finally:
+        world.close()
+
+
+def test_the_generator_contests_owned_fields_only_when_both_copies_exist(tmp_path):
+    """A contest writes both copies at once; the copy on the other side is found by content."""
+    plan = ChaosPlan(links=1, events=50, worker_kills=0, redis_restarts=0, seed=5)
+    run = Chaos(plan, tmp_path)
+    run.stack, world = fake_stack(plan)
+    try:
+        run._event_create(0, 0, "partner", 3)
+        key = next(iter(run.originals[0]))
+        assert run._event_contest(1, 0, "client", 5) is None  # no client copy yet
+        world.create_task("client1", {"name": f"[{key}] made by hand", "project": {"id": 20}}, author=5)
+        assert run._event_contest(2, 0, "client", 5) == "contest"
+        action = run.actions[0][-1]
+        assert action.kind == oracle.CONTEST and set(action.values["values"]) == {"partner", "client"}
+        field = action.values["field"]
+        assert world.account("partner").tasks[1][field] == action.values["values"]["partner"]
+        assert world.account("client1").tasks[1][field] == action.values["values"]["client"]
+        oracle.expect(run.link(0), run.actions[0])
     finally:
         world.close()
