@@ -313,6 +313,8 @@ def test_each_answered_fault_is_named_in_the_request_log(emulator_app_client, em
     for kind in ("error_500", "error_500_after_commit", "busy_202", "slow_202", "slow"):
         emulator_world.set_faults("partner", **{kind: 1.0}, busy_delay_s=0.01, slow_202_delay_s=0.01, slow_s=0.01)
         post(emulator_app_client, "/task/1", {"name": f"under {kind}"})
+        while emulator_world.locked("partner", 1):  # a queued change keeps the task locked
+            time.sleep(0.01)
     emulator_world.set_faults("partner", quota_exhausted=True, quota_reset_s=1)
     emulator_app_client.get(REST + "/ping", headers=SYNC)
     emulator_world.set_faults("partner")
@@ -405,3 +407,20 @@ def test_a_timeout_longer_than_the_clients_read_timeout_is_maybe_applied(served,
     while not emulator_world.requests("partner") and time.monotonic() < deadline:
         time.sleep(0.05)  # logged when the held answer goes out
     assert [entry["fault"] for entry in emulator_world.requests("partner")] == ["timeout"]
+
+
+def test_a_task_with_a_queued_change_stays_locked_and_later_changes_queue_behind_it(emulator_app_client, emulator_world):
+    """A 202 says the task is locked: an update meanwhile must not overtake the queued one (it
+    once did, and the older queued change then overwrote the newer one)."""
+    emulator_world.set_faults("partner", slow_202=1.0, slow_202_delay_s=0.4)
+    assert post(emulator_app_client, "/task/1", {"name": "first"}).status_code == 202
+    emulator_world.set_faults("partner")  # no fault drawn any more: the lock alone queues it
+    assert post(emulator_app_client, "/task/1", {"name": "second"}).status_code == 202
+    assert post(emulator_app_client, "/task/2", {"name": "other task"}).status_code in (200, 404)
+    assert emulator_world.get_task("partner", 1, "name")["name"] == "Kick-off"
+    deadline = time.monotonic() + 3
+    while emulator_world.locked("partner", 1) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emulator_world.get_task("partner", 1, "name")["name"] == "second"
+    assert [entry["fault"] for entry in emulator_world.requests("partner")][:2] == ["slow_202", "slow_202"]
+    assert post(emulator_app_client, "/task/1", {"name": "third"}).status_code == 200  # unlocked

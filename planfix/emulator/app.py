@@ -352,6 +352,11 @@ async def _faulted(world: World, account: str, handler: Handler, call: Call, *,
     does); the answer and the fault kind it carries (None: none)."""
     fault = world.draw_fault(account, task_update=task_update)
     faults = world.faults(account)
+    if task_update:
+        # A task whose slow_202 change is not applied yet is still locked: a later update to it
+        # is queued behind that change, not applied before it (which would let the older change
+        # overwrite the newer one when it lands).
+        fault = world.locked(account, call.params["id"]) or fault
     if fault == "error_500":
         raise _FaultAnswer(fault, ApiError(500, 0, "Internal server error"))
     if fault in ("busy_202", "slow_202"):
@@ -365,8 +370,13 @@ async def _faulted(world: World, account: str, handler: Handler, call: Call, *,
         else:
             world.get_task(account, number, "id")  # a 404 now rather than a silent loss later
             apply = lambda: world.update_task(account, number, body, author=user)  # noqa: E731
-        delay = faults["busy_delay_s"] if fault == "busy_202" else faults["slow_202_delay_s"]
-        world.schedule(float(delay), lambda: _apply_later(apply))
+        if fault == "slow_202":
+            # The task stays locked until its change is applied: a later update queues behind it.
+            world.queue_update(account, number, lambda: _apply_later(apply), float(faults["slow_202_delay_s"]), fault)
+        else:
+            # busy_202 keeps its first model, a lock that later updates do not meet: a test of
+            # the sync (tests/test_sync.py) has Planfix drop a queued change and take the next.
+            world.schedule(float(faults["busy_delay_s"]), lambda: _apply_later(apply))
         return Response(status_code=202), fault
     response = await _run(handler, call)
     if fault == "error_500_after_commit":

@@ -59,7 +59,8 @@ FAULT_DEFAULTS: dict[str, Any] = {
     "timeout": 0.0,                 # share applied, then held timeout_s so the client gives up
     "timeout_s": 5.0,
     "connection_closed": 0.0,       # share applied, then the connection dropped mid-answer
-    "slow_202": 0.0,                # share of task updates answered 202 and applied slow_202_delay_s later
+    "slow_202": 0.0,                # share of task updates answered 202 and applied slow_202_delay_s later;
+                                    # the task stays locked till then, later updates queue behind
     "slow_202_delay_s": 5.0,
     "jitter_s": 0.0,                # every answer delayed by a uniform draw from 0 to jitter_s
     "quota_exhausted": False,       # every request answered 403 code 22
@@ -127,6 +128,8 @@ class Account:
     rng: random.Random = field(default_factory=random.Random)
     request_log: list[dict[str, Any]] = field(default_factory=list)
     fault_hits: collections.Counter = field(default_factory=collections.Counter)  # by kind, from the log
+    # Task number -> (the 202 fault kind that locked it, its queued changes in order).
+    queued: dict[int, tuple[str, list[Callable[[], Any]]]] = field(default_factory=dict)
     served: collections.deque = field(default_factory=collections.deque)
     quota_day: int = -1
     quota_used: int = 0
@@ -467,6 +470,35 @@ class World:
     def activate_user(self, account_name: str, user_id: int) -> None:
         with self.lock:
             self._user(account_name, user_id)["active"] = True
+
+    def locked(self, account_name: str, number: Any) -> str | None:
+        """The 202 fault kind whose queued change to task NUMBER is not applied yet, or None."""
+        with self.lock:
+            account = self.account(account_name)
+            try:
+                pending = account.queued.get(int(number))
+            except (TypeError, ValueError):
+                return None
+            return pending[0] if pending else None
+
+    def queue_update(self, account_name: str, number: Any, apply: Callable[[], Any], delay_s: float,
+                     kind: str) -> None:
+        """Queue APPLY, a change answered 202, behind task NUMBER's lock: the first queued change
+        locks the task for DELAY_S, then every change queued meanwhile is applied in order."""
+        with self.lock:
+            account = self.account(account_name)
+            key = int(number)
+            if key in account.queued:
+                account.queued[key][1].append(apply)
+                return
+            account.queued[key] = (kind, [apply])
+        self.schedule(delay_s, lambda: self._apply_queued(account_name, key))
+
+    def _apply_queued(self, account_name: str, number: int) -> None:
+        with self.lock:
+            _, changes = self.account(account_name).queued.pop(number, ("", []))
+            for change in changes:
+                change()
 
     def schedule(self, delay_s: float, action: Callable[[], Any]) -> None:
         """Run ACTION later on a timer thread (the busy_202 fault's deferred update)."""
