@@ -5,6 +5,7 @@ request log as the witness of what each run cost and wrote."""
 from __future__ import annotations
 
 import copy
+import time
 import dataclasses
 from collections.abc import Iterator
 
@@ -285,3 +286,25 @@ def test_a_comment_files_copy_attached_to_the_card_is_not_copied_back(pair):
     pair.run("client", copy_)
     uploads = [e for e in pair.requests("partner") if e["path"] in ("/file", "/file/")]
     assert uploads == []
+
+
+def test_a_tick_planfix_queued_is_not_carried_back_before_it_applies(pair):
+    """A 202 on the mirror's item is not agreed: the mirror's side, still showing the old value,
+    must not take it for a change of its own and roll the person's tick back (a chaos finding)."""
+    number, copy_ = pair.new_partner_task("Queued tick")
+    item = pair.world.create_checklist_item("partner", number, {"name": "Sign"}, author=PAVEL)
+    pair.run("partner", number)
+    pair.world.update_checklist_item("partner", number, item, {"isDone": True}, author=PAVEL)
+    pair.world.set_faults("client", busy_202=1.0, busy_delay_s=0.5)
+    report = pair.run("partner", number)
+    pair.world.set_faults("client")
+    assert any("checklist item" in entry for entry in report.queued)
+    assert pair.items("client", copy_) == [("Sign", False)]   # not applied yet
+    pair.run("client", copy_)
+    assert pair.items("partner", number) == [("Sign", True)]
+    time.sleep(1.0)   # Planfix applies the queued change
+    assert pair.items("client", copy_) == [("Sign", True)]
+    pair.run("client", copy_)
+    pair.run("partner", number)
+    assert pair.items("partner", number) == [("Sign", True)]
+    assert pair.items("client", copy_) == [("Sign", True)]

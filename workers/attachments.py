@@ -33,7 +33,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from planfix.client import PartiallyApplied
+from planfix.client import PartiallyApplied, Queued
 from planfix.errors import InvalidRequest, NotFound
 from workers.canonical import ref_id
 from workers.state import PREFIX
@@ -164,7 +164,14 @@ def sync_checklist(run: Any, counterpart: int | None) -> int:
             mirror, written = _mirror_item(run, counterpart, item, view, target_items)
         else:
             written = item_changes(view, agreed.get(item_id))
-            if written and not _update_item(run, counterpart, mirror, written):
+            applied = _update_item(run, counterpart, mirror, written) if written else True
+            if applied is None:
+                # Queued by Planfix (202): not agreed until seen. Neither side's agreed state
+                # moves, so the mirror's side does not take its old value for a change of its
+                # own and carry it back over this one (the chaos oracle saw a tick rolled back
+                # that way), and the next run of this side writes the change again.
+                continue
+            if not applied:
                 written = {}
         if written:
             written_count += 1
@@ -217,8 +224,9 @@ def _mirror_item(run: Any, counterpart: int, item: Mapping[str, Any], view: dict
     return mirror, written
 
 
-def _update_item(run: Any, counterpart: int, mirror: int, body: dict[str, Any]) -> bool:
-    """Write BODY to the mirror item; False (noted in the report) when Planfix refused it."""
+def _update_item(run: Any, counterpart: int, mirror: int, body: dict[str, Any]) -> bool | None:
+    """Write BODY to the mirror item; False (noted in the report) when Planfix refused it, None
+    when Planfix queued it (202, noted in the report: the job reads the task back later)."""
     from workers.sync import SideFailure  # the run's own failure type; imported late (sync imports us)
 
     other = run.other
@@ -230,6 +238,9 @@ def _update_item(run: Any, counterpart: int, mirror: int, body: dict[str, Any]) 
         # The mirror item is gone or refuses the change: say so, and do not retry it every run.
         run.report.parked.append(f"{other} #{counterpart} checklist item {mirror}: {failure.error}")
         return False
+    if isinstance(outcome, Queued):
+        run.report.queued.append(f"{other} #{counterpart} checklist item {mirror}")
+        return None
     if isinstance(outcome, PartiallyApplied):
         for failure in outcome.failures:
             run.report.parked.append(f"{other} #{counterpart} checklist item {mirror} "
