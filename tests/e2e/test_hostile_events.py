@@ -12,14 +12,13 @@ real worker behind it.
 
 from __future__ import annotations
 
-import base64
 import json
 
 import httpx
 import pytest
 import redis
 
-from producers.scenarios import BASIC_USER, SECRET_HEADER
+from producers.scenarios import request_auth
 from tests.e2e.conftest import eventually, settle
 from workers.dead_letters import DeadLetters
 from workers.names import REJECTED_KEY
@@ -38,11 +37,7 @@ def send(stack, side: str, body: dict) -> None:
     """Post BODY to SIDE's hook, authenticated as that side's scenarios are."""
     conf = next(link for link in stack.config.links if link.name == LINK).sides[side]
     secret = stack.env[conf.webhook_secret_env]
-    headers = {"Content-Type": "application/json"}
-    if conf.webhook_auth == "basic":
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{BASIC_USER}:{secret}".encode()).decode()
-    else:
-        headers[SECRET_HEADER] = secret
+    headers = {"Content-Type": "application/json", **request_auth(conf.webhook_auth, secret)}
     answer = httpx.post(f"{stack.producer.url}/hooks/{LINK}/{side}", content=json.dumps(body).encode(),
                         headers=headers, timeout=10)
     assert answer.status_code == 200, answer.text
