@@ -32,7 +32,6 @@ by the emulator's scenarios (economy), as Planfix would.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import logging
@@ -52,7 +51,7 @@ from crosslink.chaos import CLIENT_PROJECT, build_configs, client_account, link_
 from crosslink.embedded_redis import EmbeddedRedis
 from crosslink.stack import LocalStack
 from planfix.limiter import AccountLimiter
-from producers.scenarios import BASIC_USER, SECRET_HEADER, hook_path, scenarios_for_side
+from producers.scenarios import hook_path, request_auth, scenarios_for_side
 
 # Planfix's documented limit (API-NOTES section 1), for the limited phases.
 PLANFIX_RATE_PER_S = 1.0
@@ -347,11 +346,7 @@ class Bench:
         stack = self.stack
         conf = stack.config.links[link].sides[side]
         secret = stack.env[conf.webhook_secret_env]
-        headers = {"Content-Type": "application/json"}
-        if conf.webhook_auth == "basic":
-            headers["Authorization"] = "Basic " + base64.b64encode(f"{BASIC_USER}:{secret}".encode()).decode()
-        else:
-            headers[SECRET_HEADER] = secret
+        headers = {"Content-Type": "application/json", **request_auth(conf.webhook_auth, secret)}
         body = json.dumps({"event": event, "task": number})
         for attempt in (1, 2):
             connection = getattr(self._senders, "connection", None)
