@@ -254,8 +254,14 @@ def test_redact_leaves_ordinary_fields_alone():
     assert redact("task=12&monkey=5&event=task_changed", ["s3cret-xyz"]) == "task=12&monkey=5&event=task_changed"
 
 
+def _unlike_the_marker(secret: str) -> bool:
+    """A secret that is part of the marker, or holds its brackets, can be rebuilt by the marker
+    and the text around it; API tokens and webhook secrets are neither."""
+    return bool(secret.strip()) and secret not in REDACTED and not set("[]") & set(secret)
+
+
 @settings(max_examples=300, deadline=None)
-@given(secret=st.text(min_size=6, max_size=30).filter(str.strip), before=st.text(max_size=40),
+@given(secret=st.text(min_size=6, max_size=30).filter(_unlike_the_marker), before=st.text(max_size=40),
        after=st.text(max_size=40))
 def test_no_form_of_the_secret_survives_redaction(secret, before, after):
     for form in secret_forms(secret):
