@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.links import DIRECTIONS, SYSTEM_FIELDS, CustomFieldRule, FieldRule, load_links
-from workers.field_diff import changed_fields, flows
+from workers.field_diff import agreed_with_echoes, changed_fields, flows
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 LINK = load_links(EXAMPLE).links[0]
@@ -58,3 +58,33 @@ def test_flows_for_every_direction_and_side(direction, side):
 def test_flows_in_the_example():
     assert flows(LINK, "cf:101", "partner") and not flows(LINK, "cf:201", "client")
     assert flows(LINK, "name", "client") and flows(LINK, "status", "client")
+
+
+# -- echoes of the sync's own writes ---------------------------------------------------------
+
+ECHO_VALUES = st.one_of(st.none(), st.integers(-3, 3), st.text(max_size=3),
+                        st.lists(st.sampled_from(["user:5", "user:6"]), max_size=2))
+ECHO_KEYS = st.sampled_from(["name", "status", "assignees", "cf:200"])
+
+
+@given(snapshot=st.dictionaries(ECHO_KEYS, ECHO_VALUES), now=st.dictionaries(ECHO_KEYS, ECHO_VALUES),
+       expected=st.dictionaries(ECHO_KEYS, ECHO_VALUES))
+def test_only_values_no_echo_explains_count_as_changed(snapshot, now, expected):
+    agreed = agreed_with_echoes(snapshot, now, expected)
+    echoes = {key for key in now if key in expected and expected[key] == now[key]}
+    assert changed_fields(agreed, now) == changed_fields(snapshot, now) - echoes
+    # Nothing but echoes moves: every other key keeps the snapshot's value.
+    assert {key: value for key, value in agreed.items() if key not in echoes} == \
+        {key: value for key, value in snapshot.items() if key not in echoes}
+
+
+def test_echoes_compare_values_as_the_field_diff_does():
+    # A float and an integer of the same value are one value; a tuple and a list of the same items too.
+    assert agreed_with_echoes({"cf:200": 1}, {"cf:200": 5}, {"cf:200": 5.0}) == {"cf:200": 5}
+    assert agreed_with_echoes({"assignees": []}, {"assignees": ("user:5",)}, {"assignees": ["user:5"]}) == \
+        {"assignees": ("user:5",)}
+    assert agreed_with_echoes({"name": "a"}, {"name": "b"}, {"name": "c"}) == {"name": "a"}
+
+
+def test_no_snapshot_stays_none_so_a_first_sync_carries_everything():
+    assert agreed_with_echoes(None, {"name": "a"}, {"name": "a"}) is None

@@ -10,7 +10,6 @@ from workers.hints import (
     Hints,
     Reads,
     comment_reads,
-    explains,
     extra_reads,
     may_trust_snapshot,
 )
@@ -109,24 +108,3 @@ def test_the_snapshot_stands_in_only_when_nothing_unseen_matters(full, reread, h
     expected = (not full and not reread and has_snapshot and not pending and not queued
                 and all(owner in (None, "partner") for owner in owners))
     assert trusted == expected
-
-
-VALUES = st.one_of(st.none(), st.integers(-3, 3), st.text(max_size=3), st.lists(st.sampled_from(["user:5", "user:6"]),
-                                                                               max_size=2))
-KEYS = st.sampled_from(["name", "status", "assignees", "cf:200"])
-
-
-@given(now=st.dictionaries(KEYS, VALUES), expected=st.dictionaries(KEYS, VALUES), changed=st.sets(KEYS))
-def test_a_change_explains_the_event_unless_it_is_the_syncs_own_write_landing(now, expected, changed):
-    changed = {key for key in changed if key in now}
-    own = {key for key in changed if key in expected and expected[key] == now[key]}
-    assert explains(changed, now, expected) == bool(changed - own)
-
-
-def test_explains_compares_values_as_the_field_diff_does():
-    # A float and an integer of the same value are one value; a tuple and a list of the same items too.
-    assert not explains({"cf:200"}, {"cf:200": 5}, {"cf:200": 5.0})
-    assert not explains({"assignees"}, {"assignees": ("user:5", "user:6")}, {"assignees": ["user:5", "user:6"]})
-    assert explains({"name"}, {"name": "b"}, {"name": "a"})
-    assert explains({"name", "status"}, {"name": "a", "status": 3}, {"name": "a"})
-    assert not explains(set(), {"name": "a"}, {})

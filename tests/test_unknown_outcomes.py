@@ -264,3 +264,51 @@ def test_comment_with_a_file(pair, fault):
     [mirror] = pair.world.list_task_comments("client", copy_, {"fields": "id,description,files"})
     assert "Minutes attached" in mirror["description"]
     assert [entry["name"] for entry in mirror.get("files") or []] == ["minutes.txt"]
+
+
+# -- the echo of a lost write ------------------------------------------------------------------
+
+
+def lose_then_echo(pair: Pair, fault: str, number: int, copy_: int) -> None:
+    """The partner's run writes to the client copy and loses the answer; the client copy's own
+    run (its webhook fires on our write) goes before the partner's retry, as it may."""
+    pair.transports["client"].arm(fault, "POST", rf"/task/{copy_}$")
+    with pytest.raises(SideFailure):
+        pair.sync("partner", number)
+    pair.sync("client", copy_)
+
+
+def partner_assignees(pair: Pair, number: int) -> list[str]:
+    return [user["id"] for user in pair.world.get_task("partner", number, "assignees")["assignees"]["users"]]
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_a_stand_in_written_by_a_lost_write_is_not_carried_back(pair, fault):
+    """Pavel has no client pair, so the client copy gets a stand-in. That stand-in, landing on
+    the client copy by a write whose answer was lost, is our write's echo: carried back, it
+    replaced Pavel with the stand-in's partner self (the full chaos run found it)."""
+    number, copy_ = mirrored(pair, "Stand-in echo")
+    pair.world.update_task("partner", number, {"assignees": {"users": [{"id": f"user:{PAVEL}"}]}},
+                           author=PAVEL)
+    lose_then_echo(pair, fault, number, copy_)
+    assert partner_assignees(pair, number) == [f"user:{PAVEL}"]
+    pair.sync("partner", number)
+    assert partner_assignees(pair, number) == [f"user:{PAVEL}"]
+    users = pair.world.get_task("client", copy_, "assignees")["assignees"]["users"]
+    assert [user["id"] for user in users] == ["user:5"]
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_a_person_editing_after_a_lost_write_still_wins(pair, fault):
+    """The echo is ours only while it shows exactly what we wrote: a person's later edit of the
+    same field on the copy is a change, carried back."""
+    number, copy_ = mirrored(pair, "Echo then edit")
+    pair.world.update_task("partner", number, {"description": "from the partner"}, author=PAVEL)
+    pair.transports["client"].arm(fault, "POST", rf"/task/{copy_}$")
+    with pytest.raises(SideFailure):
+        pair.sync("partner", number)
+    pair.world.update_task("client", copy_, {"description": "from the client"}, author=3)
+    pair.sync("client", copy_)
+    pair.sync("partner", number)
+    assert pair.world.get_task("partner", number, "description")["description"] == "from the client"
+    assert pair.world.get_task("client", copy_, "description")["description"] == "from the client"

@@ -43,6 +43,19 @@ def changed_fields(previous: Mapping[str, Any] | None, current: Mapping[str, Any
             if _plain(previous.get(key, missing)) != _plain(current.get(key, missing))}
 
 
+def agreed_with_echoes(snapshot: Mapping[str, Any] | None, now: Mapping[str, Any],
+                       expected: Mapping[str, Any]) -> dict[str, Any] | None:
+    """SNAPSHOT, with every key whose value NOW is the one the sync's own unagreed write should
+    give it (EXPECTED: a write Planfix queued, or one sent by a run that failed after sending).
+    Such a value is the echo of our write, not a person's change: taken as a change, it was
+    carried back and undid the write it echoed (a stand-in delegated back as a real assignee)."""
+    if snapshot is None:
+        return None
+    echoes = {key: now[key] for key, value in expected.items()
+              if key in now and not changed_fields({key: value}, {key: now[key]})}
+    return {**snapshot, **echoes}
+
+
 def flows(link: Link, field: str, source_side: str) -> bool:
     """Whether canonical FIELD read on SOURCE_SIDE is carried to the other side.
 

@@ -18,7 +18,8 @@ Assumptions, each with what backs it up:
   edit or deletion arrives as a task event, and the poller cannot see those).
 - A task event is *explained* when the task read shows a mapped field changed against the
   source snapshot, and not to a value of the sync's own writes that the snapshot could not yet
-  take (a write Planfix queued and applied late, or one a failed run had sent: explains). An
+  take (a write Planfix queued and applied late, or one a failed run had sent:
+  field_diff.agreed_with_echoes). An
   unexplained one (nothing mapped changed) was a checklist, a card file, a comment edit or an
   unmapped field: the run then looks at comments, checklist and card files.
   A checklist or file change coalesced with a field edit is picked up by the poller's full run
@@ -37,7 +38,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workers.field_diff import changed_fields
 from workers.names import FULL_HINT
 
 TASK_EVENTS = ("task_created", "task_changed")
@@ -121,20 +121,11 @@ class Reads:
     checklist_and_files: bool
 
 
-def explains(source_changed: Iterable[str], source_now: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
-    """Whether the source's changes against its snapshot (SOURCE_CHANGED, keys of SOURCE_NOW)
-    explain its event: some change is not a value the sync itself wrote there and has not yet
-    seen agreed (EXPECTED: a write Planfix queued and applied later, or one sent by a run that
-    failed afterwards). Such a value landing is no person's change, and its task event may well
-    be a comment edit's."""
-    return any(key not in expected or changed_fields({key: expected[key]}, {key: source_now.get(key)})
-               for key in source_changed)
-
-
 def extra_reads(hints: Hints, explained: bool, has_comments: bool = True) -> Reads:
     """What else a run that read its source task must look at (see the module's assumptions).
 
-    EXPLAINED: the read showed a change that explains the task's events (explains).
+    EXPLAINED: the read showed a change, not an echo of the sync's own writes, that explains
+    the task's events.
     HAS_COMMENTS: the task has had a comment (its dateOfLastComment is set); one that never had
     any has none to edit or delete, and a new one comes with its own comment event.
     """

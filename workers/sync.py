@@ -36,9 +36,9 @@ from workers.attachments import sync_checklist, sync_task_files
 from workers.canonical import canonical_task, in_scope, normalise_value, ref_id, task_fields
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce
-from workers.field_diff import changed_fields
+from workers.field_diff import agreed_with_echoes, changed_fields
 from workers.conflict import owner_of
-from workers.hints import Hints, comment_reads, explains, extra_reads, may_trust_snapshot
+from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
 from workers.names import record_rejected
 from workers.plan import DATE_FIELDS, PLAIN_FIELDS, plan_task_sync
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
@@ -294,10 +294,15 @@ class TaskSync:
         if counterpart_pending:
             self._forget_resumed(other)
         source_now = canonical_task(source_raw, link, side)
-        source_changed = changed_fields(self.state.snapshot(side, self.number), source_now)
-        target_now = None
+        # Values our own unagreed writes put there are no one's change (field_diff).
+        source_snapshot = agreed_with_echoes(self.state.snapshot(side, self.number), source_now,
+                                             self.state.queued_expectations(side, self.number))
+        source_changed = changed_fields(source_snapshot, source_now)
+        target_now = target_snapshot = None
         if counterpart is not None:
             target_now = self._counterpart_view(counterpart, source_changed, counterpart_pending)
+            target_snapshot = agreed_with_echoes(self.state.snapshot(other, counterpart), target_now,
+                                                 self.state.queued_expectations(other, counterpart))
         # Person ids repeat across accounts (both robots may be user:1): source names only.
         names = people_names(source_raw)
         # The registry as the plan saw it, each task looked up once: a parent paired by another
@@ -310,10 +315,8 @@ class TaskSync:
                 looked[(of_side, number)] = self.state.counterpart_number(of_side, number)
             return looked[(of_side, number)]
 
-        plan = plan_task_sync(
-            link, side, source_now, self.state.snapshot(side, self.number), target_now,
-            self.state.snapshot(other, counterpart) if counterpart else None, lookup, names,
-        )
+        plan = plan_task_sync(link, side, source_now, source_snapshot, target_now, target_snapshot,
+                              lookup, names)
         # The target values this run wrote and saw applied: they, not a read-back that may
         # already hold a person's concurrent edit, are what both sides agreed on.
         written: dict[str, Any] = {}
@@ -368,7 +371,8 @@ class TaskSync:
         for note in plan.notes:
             self._post_note(counterpart, note, occasion)
             self.report.notes += 1
-        explained = explains(source_changed, source_now, self.state.queued_expectations(side, self.number))
+        # A change that is no echo of ours explains the task's event.
+        explained = bool(source_changed)
         reads = extra_reads(self.hints, explained, has_comments=bool(source_raw.get("dateOfLastComment")))
         if reads.comments:
             self._sync_comments(counterpart, comment_reads(self.hints, listing=not explained
