@@ -312,3 +312,22 @@ def test_a_person_editing_after_a_lost_write_still_wins(pair, fault):
     pair.sync("partner", number)
     assert pair.world.get_task("partner", number, "description")["description"] == "from the client"
     assert pair.world.get_task("client", copy_, "description")["description"] == "from the client"
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_a_checklist_item_ticked_after_its_mirror_was_lost_stays_ticked(pair, fault):
+    """The partner's run makes the client's copy of an item and loses the answer; the partner
+    ticks the item; the client copy's run comes first. It must not take the unrecorded copy for a
+    client item and carry its 'not done' over the tick (the chaos oracle saw that rollback)."""
+    number, copy_ = mirrored(pair, "Checklist echo")
+    item = pair.world.create_checklist_item("partner", number, {"name": "Sign the act"}, author=PAVEL)
+    pair.transports["client"].arm(fault, "POST", rf"/task/{copy_}/checklist$")
+    with pytest.raises(SideFailure):
+        pair.sync("partner", number)
+    pair.world.update_checklist_item("partner", number, item, {"isDone": True}, author=PAVEL)
+    pair.sync("client", copy_)
+    pair.sync("partner", number)
+    pair.sync("client", copy_)
+    for account, task in (("partner", number), ("client", copy_)):
+        items = pair.world.list_checklist(account, task, {"fields": "name,isDone"})
+        assert [(entry["name"], entry["isDone"]) for entry in items] == [("Sign the act", True)], account

@@ -161,7 +161,10 @@ def sync_checklist(run: Any, counterpart: int | None) -> int:
         if mirror is None:
             if target_items is None:
                 target_items = run._call(other, "list_checklist", counterpart)
-            mirror, written = _mirror_item(run, counterpart, item, view, target_items)
+            made = _mirror_item(run, counterpart, item, view, target_items)
+            if made is None:
+                continue
+            mirror, written = made
         else:
             written = item_changes(view, agreed.get(item_id))
             applied = _update_item(run, counterpart, mirror, written) if written else True
@@ -185,8 +188,9 @@ def sync_checklist(run: Any, counterpart: int | None) -> int:
 
 
 def _mirror_item(run: Any, counterpart: int, item: Mapping[str, Any], view: dict[str, Any],
-                 target_items: list[Mapping[str, Any]]) -> tuple[int, dict[str, Any]]:
-    """Create (once) or adopt the counterpart of ITEM; returns its id and the values written."""
+                 target_items: list[Mapping[str, Any]]) -> tuple[int, dict[str, Any]] | None:
+    """Create (once) or adopt the counterpart of ITEM; returns its id and the values written, or
+    None when ITEM is itself the mirror the other side's run began to make."""
     link, side, other = run.link, run.side, run.other
     item_id = int(item["id"])
 
@@ -194,6 +198,13 @@ def _mirror_item(run: Any, counterpart: int, item: Mapping[str, Any], view: dict
         return run.state.counterpart(CHECKLIST, other, target_id) is not None
 
     adopted = adoptable(view["name"], target_items, is_paired)
+    if adopted is not None and run.writes.started(f"{link.name}:checklist:{other}:{adopted}"):
+        # The item of that name over there began a mirror here, and its run did not finish
+        # (its answer lost, or its worker killed): ITEM is most likely that mirror. Adopting
+        # from this side would write ITEM's values over the original's, undoing whatever people
+        # did to the original since (the chaos oracle saw a tick rolled back so). The
+        # original's own run pairs them and carries its values.
+        return None
     body: dict[str, Any] = dict(view)
     parent = _parent(item)
     mapped_parent = run.state.counterpart(CHECKLIST, side, parent) if parent else None
@@ -215,6 +226,9 @@ def _mirror_item(run: Any, counterpart: int, item: Mapping[str, Any], view: dict
     run.state.pair(CHECKLIST, side, item_id, other, mirror)
     if adopted is None or mirror != adopted:
         run.state.mark_mirror(CHECKLIST, other, mirror)
+        # Agreed at once, so that a run of the mirror's side, should this one die before the
+        # end, does not take the new mirror for a change of its own and carry it back.
+        save_agreed(run, other, counterpart, mirror, view)
         return mirror, dict(view)
     # Adopted: make its done state agree with the source's, and nothing else.
     there = next((entry for entry in target_items if int(entry["id"]) == mirror), None)

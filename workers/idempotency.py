@@ -132,6 +132,10 @@ class WriteOnce:
             return int(text[len(_DONE):])
         return None
 
+    def started(self, key: str) -> bool:
+        """Whether a write for KEY was ever begun (done, in flight, or of unknown outcome)."""
+        return bool(self.redis.exists(f"{self.prefix}:{key}"))
+
     def run(
         self,
         key: str,
