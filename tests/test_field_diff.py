@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.links import DIRECTIONS, SYSTEM_FIELDS, CustomFieldRule, FieldRule, load_links
-from workers.field_diff import agreed_with_echoes, changed_fields, flows
+from workers.field_diff import ALTERNATIVES, agreed_with_echoes, changed_fields, echoes, flows, settled, with_sent
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 LINK = load_links(EXAMPLE).links[0]
@@ -88,3 +88,22 @@ def test_echoes_compare_values_as_the_field_diff_does():
 
 def test_no_snapshot_stays_none_so_a_first_sync_carries_everything():
     assert agreed_with_echoes(None, {"name": "a"}, {"name": "a"}) is None
+
+
+def test_a_status_paths_middle_step_is_an_echo_too():
+    sent = with_sent(with_sent({}, {"status": 12}), {"status": 13})
+    assert sent == {"status": 13, ALTERNATIVES + "status": [12]}
+    assert agreed_with_echoes({"status": 11}, {"status": 12}, sent) == {"status": 12}
+    assert agreed_with_echoes({"status": 11}, {"status": 13}, sent) == {"status": 13}
+    assert agreed_with_echoes({"status": 11}, {"status": 14}, sent) == {"status": 11}
+
+
+@given(steps=st.lists(st.integers(1, 6), min_size=1, max_size=5), now=st.integers(1, 6))
+def test_any_value_sent_is_an_echo_and_landing_settles_the_key(steps, now):
+    sent: dict = {}
+    for step in steps:
+        sent = with_sent(sent, {"status": step})
+    assert sent["status"] == steps[-1]
+    assert (echoes({"status": now}, sent) == {"status": now}) == (now in steps)
+    left = settled(sent, {"status": now})
+    assert left == ({} if now in steps else sent)

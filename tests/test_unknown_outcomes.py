@@ -47,13 +47,18 @@ class LoseAnswer:
     def __init__(self, http: Http, world: World, account: str):
         self.http, self.world, self.account = http, world, account
         self.armed: tuple[str, str, str] | None = None
+        self.passes = 0
         self.hits = 0
 
-    def arm(self, fault: str, method: str, pattern: str) -> None:
-        self.armed = (fault, method, pattern)
+    def arm(self, fault: str, method: str, pattern: str, passes: int = 0) -> None:
+        """Lose the answer of the first request matching after PASSES matching ones went through."""
+        self.armed, self.passes = (fault, method, pattern), passes
 
     def request(self, method: str, url: str, **kwargs: Any) -> Any:
         hit = self.armed is not None and method == self.armed[1] and re.search(self.armed[2], url)
+        if hit and self.passes:
+            self.passes -= 1
+            hit = False
         if not hit:
             return self.http.request(method, url, **kwargs)
         fault = self.armed[0]
@@ -331,3 +336,22 @@ def test_a_checklist_item_ticked_after_its_mirror_was_lost_stays_ticked(pair, fa
     for account, task in (("partner", number), ("client", copy_)):
         items = pair.world.list_checklist(account, task, {"fields": "name,isDone"})
         assert [(entry["name"], entry["isDone"]) for entry in items] == [("Sign the act", True)], account
+
+
+@pytest.mark.parametrize("fault", ("error_500", *LOST_ANSWERS))
+def test_a_status_paths_middle_step_is_not_carried_back(pair, fault):
+    """Partner "Review" (3) is the client's "Waiting for client" (13), reached through "Accepted"
+    (12). The step to 13 fails (applied or not); the client copy's run, coming first, must not
+    take "Accepted", our own middle step, for a client move and pull the partner back to
+    "In work" (the quick chaos run saw that rollback)."""
+    number, copy_ = mirrored(pair, "Path echo")
+    pair.world.update_task("partner", number, {"status": {"id": 3}}, author=PAVEL)
+    pair.transports["client"].arm(fault, "POST", rf"/task/{copy_}$", passes=1)
+    with pytest.raises(SideFailure):
+        pair.sync("partner", number)
+    assert pair.transports["client"].hits == 1, "the second step was never sent"
+    pair.sync("client", copy_)
+    assert pair.world.get_task("partner", number, "status")["status"]["id"] == 3
+    pair.sync("partner", number)
+    assert pair.world.get_task("client", copy_, "status")["status"]["id"] == 13
+    assert pair.world.get_task("partner", number, "status")["status"]["id"] == 3

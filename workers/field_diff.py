@@ -43,17 +43,48 @@ def changed_fields(previous: Mapping[str, Any] | None, current: Mapping[str, Any
             if _plain(previous.get(key, missing)) != _plain(current.get(key, missing))}
 
 
+# In a map of expected values, the values of KEY sent before its last one in the same run (the
+# steps of a status path) are listed under ALTERNATIVES + KEY: any of them may be what landed.
+ALTERNATIVES = "~"
+
+
+def echoes(now: Mapping[str, Any], expected: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of NOW whose value is one the sync's own unagreed writes should give them
+    (EXPECTED: a write Planfix queued, or writes a run sent before it failed), with that value."""
+    found = {}
+    for key, value in now.items():
+        candidates = ([expected[key]] if key in expected else []) + list(expected.get(ALTERNATIVES + key, ()))
+        if any(not changed_fields({key: candidate}, {key: value}) for candidate in candidates):
+            found[key] = value
+    return found
+
+
 def agreed_with_echoes(snapshot: Mapping[str, Any] | None, now: Mapping[str, Any],
                        expected: Mapping[str, Any]) -> dict[str, Any] | None:
-    """SNAPSHOT, with every key whose value NOW is the one the sync's own unagreed write should
-    give it (EXPECTED: a write Planfix queued, or one sent by a run that failed after sending).
-    Such a value is the echo of our write, not a person's change: taken as a change, it was
-    carried back and undid the write it echoed (a stand-in delegated back as a real assignee)."""
+    """SNAPSHOT, with every key whose value NOW is an echo of the sync's own writes (echoes)
+    taking that value. Taken as a person's change, an echo was carried back and undid the write
+    it echoed (a stand-in delegated back as a real assignee; a status path's middle step moving
+    the source back)."""
     if snapshot is None:
         return None
-    echoes = {key: now[key] for key, value in expected.items()
-              if key in now and not changed_fields({key: value}, {key: now[key]})}
-    return {**snapshot, **echoes}
+    return {**snapshot, **echoes(now, expected)}
+
+
+def settled(expected: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, Any]:
+    """EXPECTED without the keys (and their alternatives) NOW shows an echo of: those writes landed."""
+    landed = echoes(now, expected)
+    return {key: value for key, value in expected.items() if key.removeprefix(ALTERNATIVES) not in landed}
+
+
+def with_sent(sent: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """SENT (expected values, as above) after a write of VALUES: a key written again keeps its
+    earlier values as alternatives."""
+    merged = dict(sent)
+    for key, value in values.items():
+        if key in merged and changed_fields({key: merged[key]}, {key: value}):
+            merged[ALTERNATIVES + key] = [*merged.get(ALTERNATIVES + key, ()), merged[key]]
+        merged[key] = value
+    return merged
 
 
 def flows(link: Link, field: str, source_side: str) -> bool:

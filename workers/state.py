@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from workers.dead_letters import DeadLetters
+from workers.field_diff import with_sent
 from workers.names import pending_key
 
 PREFIX = "crosslink"
@@ -131,7 +132,8 @@ class LinkState:
 
     def queued_expectations(self, side: str, number: int) -> dict[str, Any]:
         """Canonical values the sync's writes should give SIDE's task NUMBER, not yet agreed: a write
-        Planfix queued (202), or one a run sent before it failed."""
+        Planfix queued (202), or one a run sent before it failed (with earlier values of a key the
+        run wrote twice, such as a status path's steps: field_diff.ALTERNATIVES)."""
         raw = self._hget(self.key("queued", self.link), f"{side}:{number}")
         return json.loads(raw) if raw is not None else {}
 
@@ -148,7 +150,7 @@ class LinkState:
         if values:
             key = self.key("queued", self.link)
             raw = self.redis.hget(key, f"{side}:{number}")
-            merged = {**(json.loads(raw) if raw is not None else {}), **values}
+            merged = with_sent(json.loads(raw) if raw is not None else {}, values)
             self.redis.hset(key, f"{side}:{number}", json.dumps(merged, sort_keys=True))
 
     def comment_fingerprints(self, side: str, task: int) -> dict[int, str]:

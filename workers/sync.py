@@ -36,7 +36,7 @@ from workers.attachments import sync_checklist, sync_task_files
 from workers.canonical import canonical_task, in_scope, normalise_value, ref_id, task_fields
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce
-from workers.field_diff import agreed_with_echoes, changed_fields
+from workers.field_diff import agreed_with_echoes, changed_fields, echoes, settled, with_sent
 from workers.conflict import owner_of
 from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
 from workers.names import record_rejected
@@ -484,7 +484,7 @@ class TaskSync:
             raise
         finally:
             if applied_maybe:
-                self._sent.setdefault((side, number), {}).update(values)
+                self._sent[(side, number)] = with_sent(self._sent.get((side, number), {}), values)
 
     def _post_note(self, counterpart: int, note: str, occasion: str) -> None:
         """Post a delegation note once per change of assignees (OCCASION), however often retried."""
@@ -656,9 +656,7 @@ class TaskSync:
                 target_snapshot[key] = previous[key]
             else:
                 target_snapshot[key] = before.get(key, value)
-        for key, value in self.state.queued_expectations(other, counterpart).items():
-            if key in target_after and not changed_fields({key: value}, {key: target_after[key]}):
-                target_snapshot[key] = target_after[key]
+        target_snapshot.update(echoes(target_after, self.state.queued_expectations(other, counterpart)))
         if self._unconfirmed:
             source_previous = self.state.snapshot(self.side, self.number) or {}
             source_now = {key: value for key, value in source_now.items() if key not in self._unconfirmed}
@@ -670,9 +668,7 @@ class TaskSync:
         # Values expected on the source that it now shows are in its snapshot: agreed.
         own = self.state.queued_expectations(self.side, self.number)
         if own:
-            self.state.save_queued_expectations(self.side, self.number, {
-                key: value for key, value in own.items()
-                if key not in source_now or changed_fields({key: value}, {key: source_now[key]})})
+            self.state.save_queued_expectations(self.side, self.number, settled(own, source_now))
         # What this run saw replaces older expectations: one not met by now was overwritten by
         # a person (a real change of the target's) or planned again by this very run.
         self.state.save_queued_expectations(other, counterpart, self._expected)
