@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -278,11 +278,15 @@ class RunState(LinkState):
             return  # none were, none are: nothing to write
         self._read[key] = self._unsaved[key] = value
 
-    def close(self, release: Callable[[redis.client.Pipeline], None], synced: bool) -> None:
+    def close(self, release: Callable[[redis.client.Pipeline], None], synced: bool,
+              stale: Iterable[str] = ()) -> None:
         """End the run in one transaction: when SYNCED (it finished), write what it agreed on and
         mark the link synced; in any case RELEASE its lock (a callback adding that to the
-        transaction). A run that failed part-way leaves nothing written: its retry starts over."""
+        transaction) and delete the STALE keys (reads other runs kept of the tasks this run
+        wrote to). A run that failed part-way leaves nothing else written: its retry starts over."""
         pipe = self.redis.pipeline(transaction=True)
+        for key in stale:
+            pipe.delete(key)
         if synced:
             for (key, field_), value in self._unsaved.items():
                 if value is None:

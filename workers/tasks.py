@@ -366,8 +366,14 @@ def _finish(begun: Begun, prefetched: dict | None = None) -> str:
         _dead_letter(link_name, side, number, decision.reason, "unexpected")
         return "dead"
     finally:
+        # Reads a waiting run of this pair kept are stale once this run wrote to the pair: they
+        # would show what it overwrote (a webhook of its write, which would also stop them being
+        # resumed, may be lost or late), and that run would carry it back.
+        wrote_to = [(side, number)] + ([(link.other(side), run.report.counterpart)]
+                                       if run.report.counterpart is not None else [])
+        stale = [resume_key(link_name, s, n) for s, n in wrote_to] if run.writes_sent else []
         try:
-            state.close(begun.lock.release_in, synced=finished)
+            state.close(begun.lock.release_in, synced=finished, stale=stale)
         except redis.RedisError:
             if finished:
                 raise  # what it agreed on is not saved: the job goes back to the queue
