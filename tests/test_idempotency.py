@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from planfix.errors import InvalidRequest, TransientError
-from workers.idempotency import LeaseBusy, TaskLock, WriteOnce, maybe_applied
+from workers.idempotency import LeaseBusy, LockLost, TaskLock, WriteOnce, maybe_applied
 from workers.sync import SideFailure
 
 
@@ -214,3 +214,19 @@ def test_a_pair_lock_takes_all_its_keys_or_none(redis_client):
     assert TaskLock(redis_client, ("lock:partner:3",)).acquire()
     before_pairing.release()
     assert not after_pairing.acquire()  # the partner key is still held by the other lock
+
+
+def test_holding_a_lock_renews_it_and_a_lapsed_one_is_lost_for_good(redis_client):
+    lock = TaskLock(redis_client, ("lock:hold:a", "lock:hold:b"))
+    assert lock.acquire(ttl_ms=1_000)
+    redis_client.pexpire("lock:hold:a", 50)
+    lock.hold()
+    assert all(redis_client.pttl(key) > 900 for key in lock.keys)   # both renewed to the TTL
+    redis_client.delete("lock:hold:b")                               # lapsed...
+    assert TaskLock(redis_client, ("lock:hold:b",)).acquire()        # ...and taken by another run
+    with pytest.raises(LockLost):
+        lock.hold()
+    assert redis_client.pttl("lock:hold:a") <= 1_000                 # nothing renewed for the loser
+    never = TaskLock(redis_client, ("lock:hold:c",))
+    with pytest.raises(LockLost):
+        never.hold()

@@ -73,3 +73,32 @@ def test_a_run_that_writes_to_a_pair_voids_the_reads_a_waiting_run_of_it_kept(ru
     tasks._sync(link.name, "client", copy_, 1, waiting)
     assert world.get_task("partner", number, "priority")["priority"] == "Urgent"
     assert world.get_task("client", copy_, "priority")["priority"] == "Urgent"
+
+
+def test_a_run_that_outlives_its_pair_lock_writes_nothing_more_and_starts_over(runtime, monkeypatch):
+    """A run slower than its lock's TTL (a worker stalled, Planfix slow) must not write, or save
+    what it agreed on, once another run may have taken the pair: its next request finds the lock
+    lapsed, and the run is queued again to start over."""
+    world, link = runtime.world, runtime.link
+    number = world.create_task("partner", {"name": "Slow", "processId": 1, "project": {"id": 10}}, author=PAVEL)
+    assert tasks._sync(link.name, "partner", number, 0, None) == "created"
+    copy_ = runtime.rt.state(link.name).counterpart("task", "partner", number)
+    world.update_task("partner", number, {"priority": "Urgent"}, author=PAVEL)
+    begin = tasks._begin
+    taken: list[str] = []
+
+    def begin_then_lapse(*args, **kwargs):
+        begun = begin(*args, **kwargs)
+        # The lock lapses and another run takes the pair, as after a stall past the TTL.
+        runtime.rt.redis.delete(*begun.lock.keys)
+        runtime.rt.redis.set(begun.lock.keys[0], "another run")
+        taken.append(begun.lock.keys[0])
+        return begun
+
+    monkeypatch.setattr(tasks, "_begin", begin_then_lapse)
+    snapshots = runtime.rt.redis.hgetall(f"crosslink:snap:{link.name}")
+    assert tasks._sync(link.name, "partner", number, 0, None) == "lock-lost"
+    assert world.get_task("client", copy_, "priority")["priority"] != "Urgent"
+    assert runtime.rt.redis.hgetall(f"crosslink:snap:{link.name}") == snapshots
+    assert runtime.sent and runtime.sent[-1][:3] == (link.name, "partner", number)
+    assert runtime.rt.redis.get(taken[0]) == b"another run"   # the other run's lock is left alone

@@ -88,6 +88,16 @@ end
 return 1
 """
 
+# Extend every key of a lock still held with ARGV[1] to ARGV[2] ms; 0 (and nothing extended) when
+# any has lapsed or is another's.
+_HOLD_ALL_LUA = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) ~= ARGV[1] then return 0 end
+end
+for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ARGV[2]) end
+return 1
+"""
+
 _RELEASE_ALL_LUA = """
 for _, key in ipairs(KEYS) do
   if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
@@ -116,6 +126,11 @@ def maybe_applied(error: BaseException) -> bool:
 
 class LeaseBusy(Exception):
     """Another worker holds the lease for this write right now; try again shortly."""
+
+
+class LockLost(Exception):
+    """The run's task pair lock lapsed (the run outlived its TTL): another run may have synced the
+    pair since, so this one must not write or agree on anything more; it starts over."""
 
 
 @dataclass
@@ -194,13 +209,22 @@ class TaskLock:
     redis: redis.Redis
     keys: tuple[str, ...]
     token: str = ""
+    ttl_ms: int = TASK_LOCK_TTL_MS
 
     def acquire(self, ttl_ms: int = TASK_LOCK_TTL_MS) -> bool:
         token = secrets.token_hex(8)
         if not self.redis.eval(_LOCK_ALL_LUA, len(self.keys), *self.keys, token, ttl_ms):
             return False
-        self.token = token
+        self.token, self.ttl_ms = token, ttl_ms
         return True
+
+    def hold(self) -> None:
+        """Renew the lock for another TTL, or raise LockLost when it lapsed meanwhile: called
+        before each request of a run, so a run slower than the TTL never acts on a pair another
+        run has taken since."""
+        if not self.token or not self.redis.eval(_HOLD_ALL_LUA, len(self.keys), *self.keys,
+                                                  self.token, self.ttl_ms):
+            raise LockLost(",".join(self.keys))
 
     def release(self) -> None:
         if self.token:

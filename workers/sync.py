@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,8 +180,12 @@ class TaskSync:
 
     def __init__(self, link: Link, side: str, number: int, clients: Mapping[str, PlanfixClient],
                  state: LinkState, writes: WriteOnce, hints: Hints | None = None,
-                 kept_reads: Mapping[str, Any] | None = None, prefetched: Mapping[str, Any] | None = None):
+                 kept_reads: Mapping[str, Any] | None = None, prefetched: Mapping[str, Any] | None = None,
+                 guard: Callable[[], None] | None = None):
         self.link = link
+        # Called before each request to Planfix: raises when the run may no longer act (its
+        # pair lock lapsed: workers.idempotency.TaskLock.hold).
+        self.guard = guard
         self.hints = hints if hints is not None else Hints(full=True)
         self.side = side
         self.other = link.other(side)
@@ -222,6 +226,8 @@ class TaskSync:
         if read and key in self._resumed:
             self.kept_reads[key] = self._resumed.pop(key)
             return self.kept_reads[key]
+        if self.guard is not None:
+            self.guard()
         client = self.clients[side]
         # The run's first request waits for its link's turn in the queue, never in the slot; once
         # admitted, its few further requests may wait up to a turn in it (a run that makes two
@@ -250,7 +256,10 @@ class TaskSync:
     # ------------------------------------------------------------------------------------
     def run(self) -> SyncReport:
         try:
-            return self._run()
+            report = self._run()
+            if self.guard is not None:
+                self.guard()  # what it agreed on is saved only while the run may still act
+            return report
         except Exception:
             # What this run wrote (or may have) is not agreed, as the run failed: it stays
             # expected, so that neither side's next run takes it for a person's change.

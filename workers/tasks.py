@@ -45,7 +45,9 @@ from workers.app import app
 from workers.dead_letters import DeadLetters
 from workers import telemetry
 from workers.canonical import task_fields
-from workers.idempotency import MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, TaskLock, scaled_ttl_ms
+from workers.idempotency import (
+    MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, LockLost, TaskLock, scaled_ttl_ms,
+)
 from workers.hints import Hints
 from workers.names import (
     PROBE_LINK, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key, lock_key,
@@ -343,7 +345,7 @@ def _finish(begun: Begun, prefetched: dict | None = None) -> str:
     context = {"link": link_name, "side": side, "task": number}
     clients = {name: rt.client(link, name) for name in link.sides}
     run = TaskSync(link, side, number, clients, state, rt.writes, hints,
-                   kept_reads=begun.kept_reads, prefetched=prefetched)
+                   kept_reads=begun.kept_reads, prefetched=prefetched, guard=begun.lock.hold)
     finished = False
     try:
         report = run.run()
@@ -351,6 +353,10 @@ def _finish(begun: Begun, prefetched: dict | None = None) -> str:
     except LeaseBusy as exc:
         _again(link_name, side, number, decide(exc, attempt, scale), hints)
         return "lease-busy"
+    except LockLost:
+        log.warning("sync run outlived its pair lock: it starts over", extra=context)
+        _again(link_name, side, number, decide(FailureKind.BUSY, attempt, scale), hints.waited(wrote=True))
+        return "lock-lost"
     except SideFailure as failure:
         if isinstance(failure.error, RateLimited):
             # Its turn comes later (the limiter holds a slot for this link): keep what the run
@@ -529,8 +535,8 @@ def _begin_batch(link: Link, side: str, numbers: list[int]) -> list[tuple[int, B
     rt = runtime()
     scale = rt.settings.time_scale
     token = secrets.token_hex(8)
-    taken = take_batch(rt.redis, link, side, numbers, token,
-                       scaled_ttl_ms(TASK_LOCK_TTL_MS, MIN_TASK_LOCK_TTL_MS, scale))
+    lock_ttl_ms = scaled_ttl_ms(TASK_LOCK_TTL_MS, MIN_TASK_LOCK_TTL_MS, scale)
+    taken = take_batch(rt.redis, link, side, numbers, token, lock_ttl_ms)
     if taken is None:
         begun: list[tuple[int, Begun | str]] = []
         for number in numbers:  # each run parks its event, as a single job's would
@@ -545,7 +551,7 @@ def _begin_batch(link: Link, side: str, numbers: list[int]) -> list[tuple[int, B
             _again(link.name, side, number, decide(FailureKind.BUSY, 0, scale), None)
             results.append((number, "locked"))
             continue
-        lock.token = token
+        lock.token, lock.ttl_ms = token, lock_ttl_ms
         hints = Hints.parse(took.hints)
         if took.blocked is not None:
             event = {"link": link.name, "side": side, "task": number, "at": time.time()}
