@@ -34,7 +34,7 @@ from celery.signals import before_task_publish
 
 from workers.names import (
     FULL_HINT, STAMP_RECEIVER_UID, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key,
-    pending_key, pending_since_key, recent_key, stamp_enqueue_time,
+    pending_key, pending_since_key, recent_key, resume_key, stamp_enqueue_time,
 )
 
 # The pending flag must not outlive a lost job for long: after this, a new event queues again.
@@ -45,11 +45,13 @@ HOT_WINDOW_MS = 500
 # How long the job of a burst's second event waits for the rest of the burst to join it.
 COALESCE_DELAY_S = 0.5
 
-# KEYS: hints, recent, pending, dirty, batch, pending-since. ARGV: hint, pending TTL (s), hot window
-# (ms), task, job id. Returns {what, job}: COALESCED (a run of this task is already waiting), BURST
-# (send the task's own job, late), JOINED (the task joined the batch job JOB, already queued) or
-# BATCH (send batch job JOB).
+# KEYS: hints, recent, pending, dirty, batch, pending-since, resume. ARGV: hint, pending TTL (s), hot
+# window (ms), task, job id. Returns {what, job}: COALESCED (a run of this task is already waiting),
+# BURST (send the task's own job, late), JOINED (the task joined the batch job JOB, already queued)
+# or BATCH (send batch job JOB). A new event voids the reads a waiting run of the task kept
+# (workers.tasks): they predate it.
 ENQUEUE_LUA = """
+redis.call('DEL', KEYS[7])
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 local hot = redis.call('SET', KEYS[2], '1', 'PX', ARGV[3], 'GET')
@@ -73,6 +75,38 @@ return {3, ARGV[5]}
 COALESCED, BURST, JOINED, BATCH = 0, 1, 2, 3
 # The decisions after which settle() sends a job.
 SENDS_JOB = (BURST, BATCH)
+# A run that must wait for its account's turn goes back to its side's dirty set, as if its events
+# had just come, and no job is sent for it alone: the side's batch job, due at the turn the
+# limiter reserved, takes it up (one wake per turn, not a re-queue per waiting run and second).
+# KEYS: hints, pending, dirty, batch, pending-since, resume. ARGV: pending TTL (s), task, the job
+# to send if none is due (id), the waiting batch job's own id (or ""), the hint that resumes the
+# kept reads (or "": read afresh), then the run's hints. Returns 1: send job ARGV[3]; 2: the calling batch job holds the
+# side's flag (it hands it on, due at the turn); 0: another job is due. Events that came since the
+# run took its hints void its kept reads (the producer's script deletes them as they come).
+_WAIT_LUA = """
+local fresh = redis.call('LLEN', KEYS[1]) == 0
+for i = 6, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+if ARGV[5] ~= '' and fresh then
+  redis.call('RPUSH', KEYS[1], ARGV[5])
+else
+  redis.call('DEL', KEYS[6])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2])
+redis.call('ZADD', KEYS[5], now, ARGV[2])
+local holder = redis.call('GET', KEYS[4])
+if holder then
+  if holder == ARGV[4] then return 2 end
+  return 0
+end
+redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[1])
+return 1
+"""
+WAIT_SEND, WAIT_HAND_OFF = 1, 2
+
 # KEYS: pending-since. ARGV: cutoff (ms), now (ms), the side's pending key pattern (string.format,
 # task). The tasks whose flag was set before the cutoff and is still set; they count as set now,
 # so each is sent again once per staleness at most. Entries whose flag is gone are dropped.
@@ -102,7 +136,8 @@ def enqueue_call(link: str, side: str, task: int, hint: str, job_id: str) -> tup
     """The enqueue script's KEYS and ARGV for one event (Enqueuer.queue runs it on its client,
     the webhook receiver on its asyncio one)."""
     keys = [hints_key(link, side, task), recent_key(link, side, task), pending_key(link, side, task),
-            dirty_key(link, side), batch_key(link, side), pending_since_key(link, side)]
+            dirty_key(link, side), batch_key(link, side), pending_since_key(link, side),
+            resume_key(link, side, task)]
     return keys, [hint, PENDING_TTL_S, HOT_WINDOW_MS, task, job_id]
 
 
@@ -124,6 +159,7 @@ class Enqueuer:
         self._enqueue = self.redis.register_script(ENQUEUE_LUA)
         self._hand_off = self.redis.register_script(_HAND_OFF_LUA)
         self._stale_pending = self.redis.register_script(_STALE_PENDING_LUA)
+        self._wait = self.redis.register_script(_WAIT_LUA)
 
     def sync(self, link: str, side: str, task: int, hint: str = FULL_HINT) -> bool:
         """Queue a sync of SIDE's TASK unless one is already waiting; True if queued (see queue)."""
@@ -198,15 +234,39 @@ class Enqueuer:
             self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE)
         return tasks
 
-    def hand_off_batch(self, link: str, side: str, job_id: str) -> str | None:
+    def wait_for_turn(self, link: str, side: str, task: int, hints: list[str], resume: str, wait_s: float,
+                      job_id: str = "") -> bool:
+        """A run of SIDE's TASK must wait WAIT_S for its account's turn: it goes back among the
+        side's waiting tasks with its HINTS (RESUME, the hint that says so, unless "": its kept
+        reads serve its next run unless an event comes first), and the side's batch job is sent, due then, unless one is due already
+        (_WAIT_LUA). JOB_ID: the batch job the run was part of ("" for none). True when that
+        job holds the side's flag: it must hand it on, due then, itself (hand_off_batch)."""
+        next_job = str(uuid.uuid4())
+        keys = [hints_key(link, side, task), pending_key(link, side, task), dirty_key(link, side),
+                batch_key(link, side), pending_since_key(link, side), resume_key(link, side, task)]
+        answer = self._wait(keys=keys, args=[PENDING_TTL_S, task, next_job, job_id, resume, *hints])
+        if answer == WAIT_SEND:
+            try:
+                self._send_batch_job(link, side, next_job, wait_s)
+            except Exception:
+                # No job is due: drop the flag, so the next event or the tick's send_batch sends one.
+                try:
+                    self.redis.delete(batch_key(link, side))
+                except redis.RedisError:
+                    pass
+                raise
+        return answer == WAIT_HAND_OFF
+
+    def hand_off_batch(self, link: str, side: str, job_id: str, countdown_s: float = 0.0) -> str | None:
         """The running batch job JOB_ID ends its turn with tasks still waiting: the side's batch
-        flag passes to a new job at the back of the queue, so other sides' jobs get their turns
-        (its id; None when JOB_ID no longer held the flag, and no job was sent)."""
+        flag passes to a new job at the back of the queue, so other sides' jobs get their turns,
+        or, when its runs wait for their account's turn, to a job due COUNTDOWN_S from now (its
+        id; None when JOB_ID no longer held the flag, and no job was sent)."""
         new_id = str(uuid.uuid4())
         if not self._hand_off(keys=[batch_key(link, side)], args=[job_id, new_id, PENDING_TTL_S]):
             return None
         try:
-            self._send_batch_job(link, side, new_id)
+            self._send_batch_job(link, side, new_id, countdown_s)
         except Exception:
             # Without the flag the side's next event sends a job; the poller sends one meanwhile.
             try:
@@ -223,8 +283,9 @@ class Enqueuer:
         self._send_batch_job(link, side, job_id)
         return job_id
 
-    def _send_batch_job(self, link: str, side: str, job_id: str) -> None:
-        self.celery.send_task(SYNC_BATCH, args=[link, side], queue=SYNC_QUEUE, task_id=job_id)
+    def _send_batch_job(self, link: str, side: str, job_id: str, countdown_s: float = 0.0) -> None:
+        self.celery.send_task(SYNC_BATCH, args=[link, side], queue=SYNC_QUEUE, task_id=job_id,
+                              countdown=countdown_s or None)
 
     def close(self) -> None:
         self.redis.close()

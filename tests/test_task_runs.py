@@ -5,6 +5,7 @@ runs. (Celery itself is exercised by the e2e suite.)"""
 from __future__ import annotations
 
 import copy
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -15,10 +16,12 @@ from crosslink.settings import Settings
 from crosslink.stack import integration_token
 from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
+from planfix.limiter import AccountLimiter
 from schemas.links import load_links
-from workers import tasks
+from workers import sync, tasks
 from workers.canonical import task_fields
 from workers.hints import Hints
+from workers.names import dirty_key
 from workers.runtime import Runtime
 from workers.sync import call_key
 
@@ -102,3 +105,34 @@ def test_a_run_that_outlives_its_pair_lock_writes_nothing_more_and_starts_over(r
     assert runtime.rt.redis.hgetall(f"crosslink:snap:{link.name}") == snapshots
     assert runtime.sent and runtime.sent[-1][:3] == (link.name, "partner", number)
     assert runtime.rt.redis.get(taken[0]) == b"another run"   # the other run's lock is left alone
+
+
+def test_runs_waiting_for_their_accounts_turn_cost_one_job_per_turn_not_a_requeue_each(runtime, monkeypatch):
+    """Five tasks wait for a slow account (5 requests/s, and no run may wait inline for a later
+    turn). Each run that must wait goes back among its side's waiting tasks; the side's one batch
+    job is sent again due at the turn the limiter reserved. Before, every waiting run re-queued a
+    job of its own for every turn (87 Celery executions per sync were counted with 60 waiting)."""
+    world, link, rt = runtime.world, runtime.link, runtime.rt
+    rt.__dict__["limiter"] = AccountLimiter(rt.redis, rate_per_s=5.0)
+    monkeypatch.setattr(sync, "FOLLOW_UP_LIMIT_WAIT_S", 0.0)
+    due: list[tuple[float, str, str]] = []     # (when, side, job id) of the batch jobs sent
+    monkeypatch.setattr(rt.enqueuer, "_send_batch_job",
+                        lambda link_, side, job_id, countdown_s=0.0: due.append((time.monotonic() + countdown_s, side, job_id)))
+    numbers = [world.create_task("partner", {"name": f"Wait {n}", "processId": 1, "project": {"id": 10}},
+                                 author=PAVEL) for n in range(5)]
+    for number in numbers:
+        rt.enqueuer.sync(link.name, "partner", number, "task_created")
+    jobs = 0
+    while due and jobs < 100:
+        due.sort()
+        when, side, job_id = due.pop(0)
+        time.sleep(max(0.0, when - time.monotonic()))
+        tasks._sync_batch(link.name, side, job_id)
+        jobs += 1
+    state = rt.state(link.name)
+    assert all(state.counterpart("task", "partner", number) is not None for number in numbers)
+    assert runtime.sent == []                 # no run re-queued a job of its own
+    requests = len(world.requests("partner")) + len(world.requests("client"))
+    # At most one job per request made, and far fewer than one per waiting run and turn.
+    assert jobs <= requests, (jobs, requests)
+    assert not rt.redis.exists(dirty_key(link.name, "partner"))

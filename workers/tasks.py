@@ -48,7 +48,7 @@ from workers.canonical import task_fields
 from workers.idempotency import (
     MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, LockLost, TaskLock, scaled_ttl_ms,
 )
-from workers.hints import Hints
+from workers.hints import RESUME, Hints
 from workers.names import (
     PROBE_LINK, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key, lock_key,
     pending_key, pending_since_key, resume_key,
@@ -281,6 +281,10 @@ class Begun:
     lock: TaskLock
     kept_reads: dict
     state: RunState
+    # The batch job making the run ("" for a job of its own) and, once the run had to wait for
+    # its account's turn, how long (wait_for_turn).
+    job_id: str = ""
+    waits_s: float | None = None
 
 
 def _sync(link_name: str, side: str, number: int, attempt: int, carried: Hints | None) -> str:
@@ -362,7 +366,10 @@ def _finish(begun: Begun, prefetched: dict | None = None) -> str:
             # Its turn comes later (the limiter holds a slot for this link): keep what the run
             # read, so the next attempt spends the slot on what is left to do.
             keep_reads(rt.redis, link_name, side, number, run.kept_reads)
-            hints = hints.waited(wrote=run.writes_sent > 0)
+            begun.waits_s = decide(failure.error, attempt, scale).delay_s
+            wait_for_turn(link_name, side, number, hints.waited(wrote=run.writes_sent > 0), begun.waits_s,
+                          begun.job_id)
+            return "waiting"
         return _handle_failure(link_name, side, number, attempt, failure, scale, hints)
     except redis.RedisError:
         raise  # not a bug of the run's: the job goes back to the queue
@@ -455,8 +462,14 @@ def _sync_batch(link_name: str, side: str, job_id: str) -> str:
                 rt.enqueuer.help_batch(link_name, side)
             except Exception as exc:  # noqa: BLE001 - the claimed tasks must still be synced
                 log.warning("no helper job sent (%s)", type(exc).__name__, extra={"link": link_name, "side": side})
-        _sync_claimed(rt.link(link_name), side, job_id, claim.tasks)
+        waits_s = _sync_claimed(rt.link(link_name), side, job_id, claim.tasks)
         synced += len(claim.tasks)
+        if waits_s is not None:
+            # Runs wait for their account's turn: the side's next job is due then, not now (a
+            # helper leaves that to the side's own job).
+            if claim.owner:
+                rt.enqueuer.hand_off_batch(link_name, side, job_id, waits_s)
+            break
         if time.monotonic() >= turn_ends:
             if claim.owner:
                 rt.enqueuer.hand_off_batch(link_name, side, job_id)
@@ -466,14 +479,16 @@ def _sync_batch(link_name: str, side: str, job_id: str) -> str:
     return f"synced {synced} in batches"
 
 
-def _sync_claimed(link: Link, side: str, job_id: str, numbers: list[int]) -> None:
+def _sync_claimed(link: Link, side: str, job_id: str, numbers: list[int]) -> float | None:
     """Make the runs of the claimed tasks NUMBERS: begin each, read their sources together,
-    finish each; then drop the claims of those done."""
+    finish each; then drop the claims of those done. Returns, when runs had to wait for their
+    account's turn, the shortest wait (the job then hands its side on, due then: _sync_batch)."""
     rt = runtime()
     done: list[int] = []
     begun: list[Begun] = []
+    waits: list[float] = []
     try:
-        for number, result in _begin_batch(link, side, numbers):
+        for number, result in _begin_batch(link, side, numbers, job_id):
             if isinstance(result, str):
                 telemetry.count_run(link.name, side, result)
                 done.append(number)
@@ -486,6 +501,8 @@ def _sync_claimed(link: Link, side: str, job_id: str, numbers: list[int]) -> Non
             with telemetry.sync_run(link.name, side, run.number):
                 telemetry.count_run(link.name, side, _finish(run, prefetched.get(run.number)))
             done.append(run.number)
+            if run.waits_s is not None:
+                waits.append(run.waits_s)
     finally:
         for run in begun:  # not finished (Redis failed): the claim stays, to lapse
             try:
@@ -493,6 +510,7 @@ def _sync_claimed(link: Link, side: str, job_id: str, numbers: list[int]) -> Non
             except redis.RedisError:
                 pass
         settle_batch(rt.redis, link.name, side, job_id, done)
+    return min(waits) if waits else None
 
 
 class Taken(NamedTuple):
@@ -529,9 +547,10 @@ def take_batch(store: redis.Redis, link: Link, side: str, numbers: list[int], to
             for cp, locked, hints, *rest, pending in answer]
 
 
-def _begin_batch(link: Link, side: str, numbers: list[int]) -> list[tuple[int, Begun | str]]:
+def _begin_batch(link: Link, side: str, numbers: list[int], job_id: str) -> list[tuple[int, Begun | str]]:
     """Begin the runs of NUMBERS as _begin does, in one round trip for them all (take_batch), with
-    what each run will read of its pair's state from Redis read in the same step."""
+    what each run will read of its pair's state from Redis read in the same step; JOB_ID is the
+    batch job making them."""
     rt = runtime()
     scale = rt.settings.time_scale
     token = secrets.token_hex(8)
@@ -565,7 +584,7 @@ def _begin_batch(link: Link, side: str, numbers: list[int]) -> list[tuple[int, B
         state.seed(side, number, link.other(side), took.counterpart, mine=took.mine, theirs=took.theirs,
                    queued=took.queued, expected=took.expected, pending=took.pending)
         kept_reads = json.loads(took.kept) if (took.kept and hints.resume) else {}
-        results.append((number, Begun(link, side, number, 0, hints, lock, kept_reads, state)))
+        results.append((number, Begun(link, side, number, 0, hints, lock, kept_reads, state, job_id)))
     return results
 
 
@@ -590,6 +609,16 @@ def _read_sources(link: Link, side: str, begun: list[Begun]) -> dict[int, dict]:
         return {}
     return {number: {call_key(side, "get_task", number, fields=fields): task}
             for number, task in tasks.items()}
+
+
+def wait_for_turn(link_name: str, side: str, number: int, hints: Hints, wait_s: float, job_id: str = "") -> bool:
+    """Put SIDE's task NUMBER, whose run must wait WAIT_S for its account's turn, back among its
+    side's waiting tasks with its HINTS, for the side's batch job due then (Enqueuer.wait_for_turn).
+    JOB_ID: the batch job the run was part of, if any. True when that job holds the side's flag
+    and must hand it on itself (_sync_batch)."""
+    stored = [hint for hint in hints.encode() if hint != RESUME]
+    return runtime().enqueuer.wait_for_turn(link_name, side, number, stored, RESUME if hints.resume else "",
+                                            wait_s, job_id)
 
 
 def _again(link_name: str, side: str, number: int, decision: Decision, hints: Hints | None) -> None:

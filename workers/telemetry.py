@@ -58,6 +58,9 @@ RUN_OUTCOMES = {
     # comment of another task (workers.sync): finished runs with nothing to write.
     **dict.fromkeys(("created", "updated", "noop", "out_of_scope", "missing", "rejected"), "done"),
     **dict.fromkeys(("locked", "lease-busy", "rate-limited", "busy", "retrying", "verifying"), "requeued"),
+    # waiting: back among its side's waiting tasks for its account's turn (no job of its own).
+    "waiting": "waiting",
+    "lock-lost": "requeued",
     **dict.fromkeys(("parked", "held"), "parked"),
     "dead": "dead",
 }
