@@ -50,13 +50,15 @@ def link_status(links_path: str, redis_url: str, spool_dir: str = "") -> list[di
         for link in links:
             state = LinkState(client, link.name)
             last = state.last_sync()
+            # A task's pending flag stands from its event until its run begins, whether a job is
+            # queued for it or it waits in its side's line for its account's turn (workers.tasks).
             pending = sum(1 for _ in client.scan_iter(f"crosslink:pending:{link.name}:*", count=500))
             rows.append({
                 "link": link.name,
                 "tasks_mirrored": len(state.pairs("task")) // 2,
                 "comments_mirrored": len(state.pairs("comment")) // 2,
                 "last_sync_s_ago": round(now - last, 1) if last else None,
-                "queued_jobs": pending,
+                "runs_waiting": pending,
                 "parked_events": state.parked_count(),
                 "dead_letters": len(state.dead_letters()),
                 "severed": {side: info["reason"] for side, info in state.severed().items()},

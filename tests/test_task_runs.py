@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from crosslink.demo import example
+from crosslink.operations import link_status
 from crosslink.settings import Settings
 from crosslink.stack import integration_token
 from planfix.emulator.server import EmulatorServer
@@ -129,6 +130,9 @@ def test_runs_waiting_for_their_accounts_turn_cost_one_job_per_turn_not_a_requeu
         time.sleep(max(0.0, when - time.monotonic()))
         tasks._sync_batch(link.name, side, job_id)
         jobs += 1
+        if due:  # runs wait for a later turn: `crosslink status` counts them
+            [row] = link_status(rt.settings.links_path, rt.settings.redis_url)
+            assert row["runs_waiting"] == rt.redis.zcard(dirty_key(link.name, "partner")) > 0
     state = rt.state(link.name)
     assert all(state.counterpart("task", "partner", number) is not None for number in numbers)
     assert runtime.sent == []                 # no run re-queued a job of its own
