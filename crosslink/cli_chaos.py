@@ -16,7 +16,8 @@ import click
 
 
 @click.command()
-@click.option("--quick", is_flag=True, help="3 links, 300 events, 2 worker kills, 1 Redis restart (under ~3 min).")
+@click.option("--quick", is_flag=True, help="3 links, 300 events in 45 s, 2 worker kills, 1 Redis restart and one window of "
+                   "every Planfix and webhook fault (each met at least 3 times); about 90 s.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the report as JSON to this file.")
 @click.option("--links", type=click.IntRange(min=1), default=None, help="Number of links (full: 20).")
