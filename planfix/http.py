@@ -1,37 +1,52 @@
-"""The HTTP/1.1 client under PlanfixClient: kept-alive connections on the standard library.
+"""The HTTP client under PlanfixClient: one httpx.Client, its failures typed for the caller.
 
-Why not httpx here: on the 2-core bench machine httpx spent about 0.9 ms of CPU on one small
-JSON request over loopback and http.client about 0.3 ms, and a worker makes two Planfix
-requests per synced change, so the HTTP client was the larger part of a worker's CPU. What the
-Planfix API needs is small: JSON and multipart bodies, query strings, a connect and a read
-timeout, connections kept alive and shared between threads, HTTPS with certificate checks, the
-environment's proxy (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as httpx honoured; a proxy that asks
-for credentials is not supported). Redirects are never followed: the caller decides (downloads
-must not carry the token to another host).
+Why httpx: it is the project's one HTTP stack (the emulator's deliveries, doctor, health and the
+lab use it too), so proxies, TLS and keep-alive behave the same everywhere and need no code of
+ours. A hand-written http.client pool stood here for a while to save CPU: for a small JSON POST
+to the emulator over loopback it spent about 0.16 ms of CPU and httpx about 0.4 ms. At Planfix's
+1 request/s per account the quarter millisecond is 0.03 % of a core per account, invisible; an
+account's requests wait for the limiter, not for the CPU.
 
-Errors are typed by what the caller may conclude about the request:
-- ConnectFailed: no connection, so nothing was sent;
-- TimedOut: sent (or partly sent), no answer in time;
-- ConnectionBroken: the connection failed while sending or reading.
+What the client is built with:
+- one httpx.Client per Http, safe to share between threads, keeping connections alive. Its
+  `max_idle` counts over all hosts, and httpcore 1.0.9 closes an idle connection whenever the
+  pool holds more than `max_idle` connections, busy ones included (encode/httpcore PR #1000):
+  it must be at least the connections a process holds at once (threads x hosts), or every
+  request beyond it opens a new connection;
+- a connect timeout and a read timeout (which also bounds each write of the request);
+- certificate checks on, against certifi's CA bundle unless SSL_CERT_FILE or SSL_CERT_DIR
+  names another (not the system's store: a private CA must be named there), and the
+  environment's proxy settings (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), as httpx reads them;
+- redirects never followed: a download's redirect comes back to the caller, so the token is
+  never carried to another host.
+
+Why a module around it rather than httpx in PlanfixClient: a sync run decides what a lost
+answer means for a write, and that turns on whether anything was sent. The errors below say
+exactly that, and nothing else of httpx leaks out:
+- ConnectFailed: no connection was made (refused, unreachable, connect timeout, a certificate
+  not trusted, a proxy that would not tunnel), so nothing was sent and a write is known not
+  to be applied. A pool timeout would be one too (it waited for a free connection and sent
+  nothing), though the uncapped pool never has one;
+- TimedOut: the request was sent, or partly sent, and no answer came within the read timeout:
+  a write may have been applied;
+- ConnectionBroken: the connection failed while the request was sent or its answer read (the
+  server hung up, a reset, a garbled answer): a write may have been applied.
+Their messages name the host and httpx's error class, never a header (the token is in one).
 """
 
 from __future__ import annotations
 
-import http.client
-import json as jsonlib
-import secrets
-import select
-import socket
-import ssl
-import threading
-import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
-from email.message import Message
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
+
+import httpx
 
 USER_AGENT = "crosslink"
+
+# The answer: status_code, headers (case-insensitive .get), content, json(). httpx's own, so
+# PlanfixClient sees the same type from this client and from Starlette's TestClient in tests.
+Response = httpx.Response
 
 
 class HttpError(Exception):
@@ -43,59 +58,30 @@ class ConnectFailed(HttpError):
 
 
 class TimedOut(HttpError):
-    """No answer within the read timeout."""
+    """The request was sent (or partly sent) and no answer came within the read timeout."""
 
 
 class ConnectionBroken(HttpError):
     """The connection failed while the request was sent or its answer read."""
 
 
-@dataclass
-class Response:
-    status_code: int
-    # Case-insensitive .get(), like every HTTP header map.
-    headers: Message
-    content: bytes
-
-    def json(self) -> Any:
-        return jsonlib.loads(self.content)
-
-
-def multipart(files: Mapping[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
-    """FILES ({field: (file name, bytes, content type)}) as a multipart/form-data body and its
-    Content-Type."""
-    boundary = secrets.token_hex(16)
-    parts = []
-    for field_name, (file_name, content, content_type) in files.items():
-        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(field_name)}"; '
-                f'filename="{_quoted(file_name)}"\r\nContent-Type: {content_type}\r\n\r\n')
-        parts.append(head.encode() + content + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-def _quoted(value: str) -> str:
-    # As browsers and httpx write form-data names: a quote or a line break must not end the
-    # header; the rest of the name stays as UTF-8.
-    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
-
-
 class Http:
-    """A pool of kept-alive HTTP/1.1 connections, safe to share between threads.
+    """Kept-alive HTTP connections on one httpx.Client, safe to share between threads.
 
-    `timeout` bounds each wait for the server's bytes, `connect_timeout` the connect; a pool
-    keeps at most `max_idle` idle connections per host.
+    `timeout` bounds each wait for the server (a read, a write, a free pooled connection),
+    `connect_timeout` the connect (never longer than `timeout`); at most `max_idle` idle
+    connections are kept alive, over all hosts (see the module docstring). The number of
+    connections is not capped: a thread never waits for another's.
     """
 
-    def __init__(self, timeout: float = 10.0, connect_timeout: float = 5.0, max_idle: int = 10,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, timeout: float = 10.0, connect_timeout: float = 5.0, max_idle: int = 10) -> None:
         self.timeout = timeout
         self.connect_timeout = min(timeout, connect_timeout)
-        self.max_idle = max_idle
-        self._ssl = ssl_context
-        self._proxies = urllib.request.getproxies()
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
-        self._lock = threading.Lock()
-        self.is_closed = False
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=self.connect_timeout),
+            limits=httpx.Limits(max_keepalive_connections=max_idle),
+            follow_redirects=False, trust_env=True, verify=True,
+            headers={"User-Agent": USER_AGENT})
 
     def __enter__(self) -> Http:
         return self
@@ -103,111 +89,43 @@ class Http:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def is_closed(self) -> bool:
+        return self._client.is_closed
+
     def close(self) -> None:
-        with self._lock:
-            self.is_closed = True
-            idle, self._idle = self._idle, {}
-        for connections in idle.values():
-            for connection in connections:
-                connection.close()
+        self._client.close()
 
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                 params: Mapping[str, Any] | None = None, json: Any = None,
                 files: Mapping[str, tuple[str, bytes, str]] | None = None,
                 follow_redirects: bool = False) -> Response:
-        """Send one request and read the whole answer. Redirects come back as they are."""
+        """Send one request and read the whole answer. Redirects come back as they are; a
+        parameter whose value is None is left out of the query string. A closed client raises
+        RuntimeError, a URL that is not http(s) ValueError."""
         if follow_redirects:
             raise ValueError("planfix.http never follows redirects")
-        if self.is_closed:
-            raise RuntimeError("this HTTP client is closed")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {parts.scheme}://{parts.hostname}{parts.path}")
-        target = parts.path or "/"
-        query = [item for item in (parts.query, urlencode(
-            [(key, value) for key, value in (params or {}).items() if value is not None])) if item]
-        if query:
-            target += "?" + "&".join(query)
-        sent = {"User-Agent": USER_AGENT, **(headers or {})}
-        body: bytes | None = None
-        if json is not None:
-            body = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-            sent["Content-Type"] = "application/json"
-        elif files is not None:
-            body, sent["Content-Type"] = multipart(files)
-        elif method in ("POST", "PUT", "PATCH"):
-            body = b""
-        key = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-        connection = self._take(key)
-        if self._via_plain_proxy(connection, key):
-            target = f"{parts.scheme}://{parts.netloc}{target}"
+        target: str | httpx.URL = url
+        if params:
+            # Added to the URL's own query: httpx's params= would replace it (and an empty
+            # params= would wipe a signed download link's query).
+            target = httpx.URL(url).copy_merge_params(
+                {key: value for key, value in params.items() if value is not None})
         try:
-            connection.request(method, target, body=body, headers=sent)
-            answer = connection.getresponse()
-            content = answer.read()
-        except (socket.timeout, TimeoutError):
-            connection.close()
-            raise TimedOut(f"no answer from {parts.hostname} within {self.timeout} s") from None
-        except (OSError, http.client.HTTPException) as exc:
-            connection.close()
-            raise ConnectionBroken(f"connection to {parts.hostname} failed ({type(exc).__name__})") from None
-        if answer.will_close:
-            connection.close()
-        else:
-            self._give_back(key, connection)
-        return Response(answer.status, answer.msg, content)
+            return self._client.request(method, target, headers=headers, json=json, files=files)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError, httpx.PoolTimeout) as exc:
+            # A pool timeout waited for a free connection (none here: the pool is uncapped) and
+            # a proxy error is the proxy's refusal to tunnel: neither sent a byte to the host.
+            raise ConnectFailed(f"cannot connect to {_host(url)} ({type(exc).__name__})") from exc
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            raise TimedOut(f"no answer from {_host(url)} within {self.timeout} s ({type(exc).__name__})") from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise ValueError(f"not an http(s) URL: {urlsplit(url).scheme}://{_host(url)}") from exc
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            # The server hung up, reset, or sent what is not HTTP (or not the encoding it named).
+            raise ConnectionBroken(f"connection to {_host(url)} failed ({type(exc).__name__})") from exc
 
-    def _take(self, key: tuple[str, str, int]) -> http.client.HTTPConnection:
-        """An idle connection still open at the server's end, or a new one."""
-        while True:
-            with self._lock:
-                idle = self._idle.get(key)
-                connection = idle.pop() if idle else None
-            if connection is None:
-                return self._connect(key)
-            # An idle connection the server has closed (or sent anything on) reads as ready.
-            sock = connection.sock
-            if sock is not None and not select.select([sock], [], [], 0)[0]:
-                return connection
-            connection.close()
 
-    def _give_back(self, key: tuple[str, str, int], connection: http.client.HTTPConnection) -> None:
-        with self._lock:
-            idle = self._idle.setdefault(key, [])
-            if not self.is_closed and len(idle) < self.max_idle:
-                idle.append(connection)
-                return
-        connection.close()
-
-    def _proxy(self, scheme: str, host: str) -> tuple[str, int] | None:
-        proxy = self._proxies.get(scheme)
-        if not proxy or urllib.request.proxy_bypass(host):
-            return None
-        parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
-        return (parts.hostname or "", parts.port or 80) if parts.hostname else None
-
-    def _via_plain_proxy(self, connection: http.client.HTTPConnection, key: tuple[str, str, int]) -> bool:
-        """Whether CONNECTION goes through an HTTP proxy without a tunnel (absolute-form target)."""
-        return key[0] == "http" and (connection.host, connection.port) != (key[1], key[2])
-
-    def _connect(self, key: tuple[str, str, int]) -> http.client.HTTPConnection:
-        scheme, host, port = key
-        proxy = self._proxy(scheme, host)
-        address = proxy or (host, port)
-        connection: http.client.HTTPConnection
-        if scheme == "https":
-            if self._ssl is None:
-                # Loading the system's CA certificates takes milliseconds: once per pool.
-                self._ssl = ssl.create_default_context()
-            connection = http.client.HTTPSConnection(*address, timeout=self.connect_timeout, context=self._ssl)
-            if proxy:
-                connection.set_tunnel(host, port)
-        else:
-            connection = http.client.HTTPConnection(*address, timeout=self.connect_timeout)
-        try:
-            connection.connect()
-        except (OSError, http.client.HTTPException) as exc:
-            connection.close()
-            raise ConnectFailed(f"cannot connect to {host}:{port} ({type(exc).__name__})") from None
-        connection.sock.settimeout(self.timeout)
-        return connection
+def _host(url: str) -> str:
+    # Only the host: a URL's query may hold an access_token.
+    return urlsplit(url).hostname or "?"
