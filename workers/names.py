@@ -8,6 +8,7 @@ so is the list of rejected events, which the producer and the worker both add to
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 SYNC_TASK = "crosslink.sync.task"
@@ -17,7 +18,8 @@ SYNC_QUEUE = "crosslink.sync"
 # Celery's message has no publish time, so every job carries one (unix seconds) in this header:
 # `crosslink health worker` reads the oldest queued message's to tell how long it has waited.
 ENQUEUED_AT_HEADER = "crosslink_enqueued_at"
-# The reconciliation poller (producers/tasks.py): beat sends the tick, the tick one poll per link side.
+# The reconciliation poller (producers/tasks.py): beat sends the tick, the tick one poll per account
+# whose turn has come.
 RECONCILE_TICK = "crosslink.reconcile.tick"
 RECONCILE_POLL = "crosslink.reconcile.poll"
 
@@ -102,6 +104,48 @@ RESUME_KEY = "crosslink:resume:{link}:{side}:{task}"
 
 def resume_key(link: str, side: str, task: int) -> str:
     return RESUME_KEY.format(link=link, side=side, task=task)
+
+
+# The change stamp (dateOfLastUpdate and dateOfLastComment, as text) of the source task the last
+# sync run of (link, side, task) looked at whole: written by the run, read by the reconciliation
+# poller (producers/reconcile.py), which queues no run for a task whose stamp equals it, as no
+# change can hide behind it. Kept long enough for the widest poll window and a quiet week.
+SYNCED_STAMP_KEY = "crosslink:synced-stamp:{link}:{side}:{task}"
+SYNCED_STAMP_TTL_S = 7 * 86400
+
+
+def synced_stamp_key(link: str, side: str, task: int) -> str:
+    return SYNCED_STAMP_KEY.format(link=link, side=side, task=task)
+
+
+def _stamp_point(point: Any) -> str:
+    if not isinstance(point, Mapping):
+        return ""
+    exact = point.get("dateTimeUtcSeconds")
+    if exact:
+        return str(exact)
+    return f"{point.get('date') or ''} {point.get('time') or ''}".strip()
+
+
+def change_stamp(task: Mapping[str, Any]) -> str:
+    """TASK's change stamp as the poller compares it: "<dateOfLastUpdate>|<dateOfLastComment>",
+    each to the second where Planfix gives seconds (dateTimeUtcSeconds), else its date and time."""
+    return f"{_stamp_point(task.get('dateOfLastUpdate'))}|{_stamp_point(task.get('dateOfLastComment'))}"
+
+
+def record_synced_stamp(store: Any, link: str, side: str, task: int, source: Mapping[str, Any]) -> None:
+    """Record that a sync run of LINK's SIDE TASK looked at everything SOURCE (the task as the run
+    read it, with both dates) may stand for. STORE is a redis client."""
+    store.set(synced_stamp_key(link, side, task), change_stamp(source), ex=SYNCED_STAMP_TTL_S)
+
+
+def synced_stamps(store: Any, link: str, side: str, tasks: list[int]) -> dict[int, str]:
+    """The recorded stamps of LINK's SIDE TASKS (those with one), in one round trip."""
+    if not tasks:
+        return {}
+    values = store.mget([synced_stamp_key(link, side, task) for task in tasks])
+    return {task: value.decode() if isinstance(value, bytes) else str(value)
+            for task, value in zip(tasks, values) if value is not None}
 
 
 def event_hint(event: str, comment: int | None = None) -> str:
