@@ -24,8 +24,14 @@ class Settings:
     # Planfix allows 1 request/s and 20,000-100,000 a day per account (by plan).
     rate_per_s: float
     daily_quota: int
-    # How often each link side is polled for changes no webhook reported (issue 4, reconciliation).
+    # The shortest period between two reconciliation polls of one Planfix account (changes no
+    # webhook reported); the budget below usually makes it longer (producers/reconcile.py).
     reconcile_period_s: float = 60.0
+    # How often the beat ticks: each tick polls the accounts whose period has run out, so a poll
+    # comes at most this long after its period.
+    reconcile_tick_s: float = 10.0
+    # The share of each account's daily quota that reconciliation polls may spend.
+    reconcile_share: float = 0.05
     # How long the broker holds a job a dead worker took before delivering it again (Celery's
     # Redis visibility timeout); only the chaos suite shortens it, to see redelivery in seconds.
     visibility_timeout_s: float = 3600.0
@@ -57,6 +63,8 @@ class Settings:
             rate_per_s=float(env.get("CROSSLINK_RATE_PER_S", "1.0")),
             daily_quota=int(env.get("CROSSLINK_DAILY_QUOTA", "20000")),
             reconcile_period_s=float(env.get("CROSSLINK_RECONCILE_PERIOD_S", "60")),
+            reconcile_tick_s=float(env.get("CROSSLINK_RECONCILE_TICK_S", "10")),
+            reconcile_share=float(env.get("CROSSLINK_RECONCILE_SHARE", "0.05")),
             visibility_timeout_s=float(env.get("CROSSLINK_VISIBILITY_TIMEOUT_S", "3600")),
             worker_metrics_host=env.get("CROSSLINK_WORKER_METRICS_HOST", "127.0.0.1"),
             worker_metrics_port=int(env.get("CROSSLINK_WORKER_METRICS_PORT", "9540")),

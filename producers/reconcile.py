@@ -1,32 +1,61 @@
 """The reconciliation poller: ask Planfix what changed since we last looked, and queue a sync for
 each task, so a change whose webhook never came (a scenario switched off, Planfix's retries given
-up, our receiver down) is still synced within one reconciliation period.
+up, our receiver down) is still synced within a bounded time (``repair_bound_s``).
 
-Planfix has no change feed but its task filters (API-NOTES.md section 3): filter 79 "last modified
-or commented" with a date range, and `POST /comment/list` with filter 3000 (comment date). Every
-poll of a link side lists the tasks in a window that starts a little before the cursor (the time
-the last complete poll started) and queues one coalesced job per task through
-``Enqueuer.sync``, the same door the webhook receiver uses, so a task already waiting is not
-queued twice. The worker then reads the real state and writes nothing when the sides agree.
+One poll per account, not per link side. A partner serves all its clients from one Planfix
+account, with one request per second and one daily quota for all of them (API-NOTES section 1).
+So the link sides that live in one account and act as one robot (the same ``account`` and
+``integration_user``; a token acts as its employee, so two tokens of one robot see the same
+tasks) are polled together: one task-feed request lists every task of the account changed or
+commented in the window (filter 79), with the fields that route it (project, template), and each
+task is queued to every link side whose scope or mirrors' create settings it matches
+(``task_routes``; other scope kinds cannot be told from the feed, so the worker decides, one task
+read, never a write). A quiet poll is one request however many links share the account.
 
-Why the window overlaps the cursor: Planfix's date filters name whole minutes, in the time zone
-of the token's employee, and its clock is not ours. The cursor only moves once every page of the
-window has been queued, so a poll that fails half-way (rate limit, timeout) leaves it where it
-was and the next poll reads the same changes again.
+The window starts a little before the cursor (the time the last complete poll started). Why
+the overlap: Planfix's date filters name whole minutes, in the time zone of the token's employee,
+and its clock is not ours. The cursor only moves once every page of the window has been queued,
+so a poll that fails half-way (rate limit, timeout) leaves it where it was and the next poll
+reads the same changes again.
 
-Why a "seen" record: with the overlap every change would be queued by two or three polls in a
-row. A task whose change stamp equals the one a previous poll saw, when that previous poll came
-safely after the stamp (STAMP_SETTLE_S), cannot have changed again, so it is not queued again.
-A stamp without seconds (or unparseable) never counts as seen: the task is queued, which costs a
-no-op sync but never loses a change.
+What a poll queues reads only what the poll says changed (workers.hints), decided per link side
+by comparing the task's change stamp (dateOfLastUpdate|dateOfLastComment) with the last one known
+(``classify``):
+- a stamp a sync run recorded as synced (workers.names.record_synced_stamp: the run looked at
+  everything the stamp may stand for) is not queued: a webhook already brought it;
+- only the comment date moved: the comment feed (filter 3000, the same window) names the new
+  comments, and the run reads just those (``comment_added:<id>``); comments our robot wrote (the
+  sync's own mirrors and notes, which the worker skips anyway) queue nothing. The comment feed
+  is requested only in a poll that found such a task: filter 79 already lists commented tasks,
+  and the ids save the run a task read and three lists (comments, checklist, files) for one
+  request shared by the whole poll;
+- the task changed: two task events (``POLL_TASK_HINTS``). A poll's change stands for any
+  number of events, as coalesced webhooks do: the run reads the task, and lists checklist and
+  files when no mapped field explains the change. A run explained by a field after several
+  events records no stamp, so the next poll queues the task once more and that run, finding
+  nothing mapped changed, looks at checklist and files: a checklist tick lost together with a
+  field edit is still synced, one period later;
+- nothing known about the task on that side (a creation whose webhook was lost, a task untouched
+  for SYNCED_STAMP_TTL_S): a full look, as a first look must see everything.
 
-Every request goes through the client's account limiter, so the poll shares Planfix's 1 request/s
-with live traffic. A quiet poll costs two requests per link side (the task and the comment feed)
-plus one time zone lookup a day: at the default 60 s period that is about 2,900 requests a day per
-side, which the daily quota (20,000 on the smallest plan) must allow for.
+Why a "seen" record: with the overlap a change is found by two or three polls in a row. A stamp
+an earlier poll queued, when that poll came safely after the stamp (STAMP_SETTLE_S), is queued
+again only while no run recorded it and fewer than REQUEUE_LIMIT polls queued it. A stamp
+without seconds (or unparseable) is never taken as seen or synced: the task is queued, which
+costs a no-op sync but never loses a change.
+
+The budget (``poll_period_s``): polls of an account may spend RECONCILE_SHARE of its daily quota
+(settings, default 5 %): the period is the day divided by the polls that share allows, at the
+requests the last poll made, never below the configured floor. The beat ticks more often; a
+per-account turn key whose TTL is that period decides which tick polls. A tick also yields to
+live traffic: while the account's runs have used BUSY_SHARE of its rate since the last poll, the
+poll waits, for at most MAX_DEFER_PERIODS more periods (``defer_poll``). Every request still goes
+through the client's account limiter, in a lane of its own.
 
 What the feeds cannot see: an edited or deleted comment changes neither filter 79's dates nor a
-comment date (the emulator agrees), so those wait for their webhook or for `crosslink reconcile`.
+comment date (the emulator agrees), so those wait for their webhook or for `crosslink reconcile`;
+and a second change within the same second as one a run recorded, whose webhook is lost too,
+hides behind the equal stamp until the task changes again.
 """
 
 from __future__ import annotations
@@ -35,7 +64,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -43,9 +72,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
 
-from planfix.client import PlanfixClient
+from planfix.client import MAX_PAGE_SIZE, PlanfixClient
 from producers.enqueue import Enqueuer
-from schemas.links import Link, Side
+from schemas.links import LinksConfig, Side
+from workers.names import FULL_HINT, change_stamp, synced_stamps
 
 log = logging.getLogger("crosslink.reconcile")
 
@@ -68,24 +98,45 @@ WINDOW_AHEAD_S = 86400.0
 # second: a later change within the same second, or on a Planfix clock ahead of ours, is then
 # impossible to hide behind an equal stamp.
 STAMP_SETTLE_S = 60.0
-# The token employee's time zone rarely changes; looking it up once a day per side is cheap.
+# A stamp no run recorded (the run found the task out of scope, gone, or failed) is queued by at
+# most this many polls: the second look is the one that reads checklist and files.
+REQUEUE_LIMIT = 2
+# The token employee's time zone rarely changes; looking it up once a day per account is cheap.
 TIMEZONE_CACHE_S = 86400.0
 # When the time zone Planfix names is unknown here, widen the window by the largest UTC offset
 # there is (UTC-12 .. UTC+14), so no change can fall outside it; it costs bigger pages, not data.
 MAX_UTC_OFFSET_S = 14 * 3600.0
-# Only these fields are needed to decide what to queue; every other byte would waste the quota.
-POLL_TASK_FIELDS = "id,dateOfLastUpdate,dateOfLastComment"
-POLL_COMMENT_FIELDS = "id,task,project"
+# Only these fields are needed to route and classify a change; every other byte wastes the quota.
+POLL_TASK_FIELDS = "id,dateOfLastUpdate,dateOfLastComment,project,template"
+POLL_COMMENT_FIELDS = "id,task,owner,dateTime"
+# What a poll-queued run of a changed task is told: two task events (see the module docstring).
+POLL_TASK_HINTS = ("task_changed", "task_changed")
 
-CURSOR_KEY = "crosslink:reconcile:cursor:{link}:{side}"
-SEEN_KEY = "crosslink:reconcile:seen:{link}:{side}"
-TIMEZONE_KEY = "crosslink:reconcile:tz:{link}:{side}"
-TURN_KEY = "crosslink:reconcile:turn:{link}:{side}"
-# Each beat replica sends the same periodic tick. The first poll of a period takes the turn key
-# for this share of the period and every other poll of that period finds it taken. Below 1 so a
-# single beat's next tick (a period later, give or take its own jitter) is never refused; above
-# 1/2 so two beats out of phase still cannot both poll in one period.
-TURN_SHARE = 0.9
+# The budget. A day, in seconds.
+DAY_S = 86400.0
+# A quiet poll: one page of the task feed.
+QUIET_POLL_REQUESTS = 1
+# Requests a day that do not depend on the period: the time zone lookup.
+FIXED_REQUESTS_PER_DAY = DAY_S / TIMEZONE_CACHE_S
+# Live traffic at this share of the account's rate since the last poll makes the account busy.
+BUSY_SHARE = 0.5
+# A busy account's poll waits at most this many periods beyond its own: the repair bound holds.
+MAX_DEFER_PERIODS = 1.0
+# What the bound allows a queued run once the poll found its task: a full look's reads and a write.
+RUN_REQUESTS = 6
+# Each account's polls take their turns at the limiter in this lane (planfix.limiter: lanes are
+# served round-robin, so the poll neither starves a link nor is starved by one).
+POLL_LANE = "reconcile"
+
+# Keys, by poll account (PollAccount.key).
+CURSOR_KEY = "crosslink:reconcile:cursor:{account}"
+SEEN_KEY = "crosslink:reconcile:seen:{account}"
+TIMEZONE_KEY = "crosslink:reconcile:tz:{account}"
+TURN_KEY = "crosslink:reconcile:turn:{account}"
+# The last poll: when it started, the requests it made, the account's requests today after it.
+LAST_POLL_KEY = "crosslink:reconcile:last:{account}"
+# The poll record outlives any sensible period; a dropped account's record goes by itself.
+LAST_POLL_TTL_S = 7 * 86400
 
 # Advance the cursor only forward: two polls finishing out of order must not move it back past
 # what the later one queued (moving back would be harmless, but forward-only keeps it monotonic).
@@ -99,8 +150,61 @@ return 0
 """
 
 
-def key(template: str, link: str, side: str) -> str:
-    return template.format(link=link, side=side)
+def key(template: str, account: str) -> str:
+    return template.format(account=account)
+
+
+# ==============================================================================================
+# Which link sides one poll covers
+
+@dataclass(frozen=True)
+class Member:
+    """A link side a poll covers."""
+
+    link: str
+    side: str
+    conf: Side
+
+
+@dataclass(frozen=True)
+class PollAccount:
+    """The link sides that live in one Planfix account and act as one robot: polled together.
+
+    ``key`` names its cursor, seen record and turn; ``account`` is the limiter's account.
+    """
+
+    key: str
+    account: str
+    robot: str
+    members: tuple[Member, ...]
+
+    @property
+    def first(self) -> Member:
+        return self.members[0]
+
+
+def poll_accounts(config: LinksConfig) -> list[PollAccount]:
+    """Every link side of CONFIG grouped by (account, integration user), in config order.
+
+    Assumes ``account`` names one Planfix account (as the limiter does) and a robot sees the
+    same tasks through any of its tokens; the poll uses the first member's base URL and token.
+    """
+    groups: dict[tuple[str, str], list[Member]] = {}
+    for link in config.links:
+        for side, conf in link.sides.items():
+            groups.setdefault((conf.account, conf.integration_user), []).append(Member(link.name, side, conf))
+    return [PollAccount(f"{account}/{robot}", account, robot, tuple(members))
+            for (account, robot), members in groups.items()]
+
+
+def find_poll_account(config: LinksConfig, poll_key: str) -> PollAccount | None:
+    return next((group for group in poll_accounts(config) if group.key == poll_key), None)
+
+
+def poll_account_of(config: LinksConfig, link: str, side: str) -> PollAccount | None:
+    """The poll that covers LINK's SIDE."""
+    return next((group for group in poll_accounts(config)
+                 if any(m.link == link and m.side == side for m in group.members)), None)
 
 
 # ==============================================================================================
@@ -110,12 +214,22 @@ def key(template: str, link: str, side: str) -> str:
 class Stamp:
     """When a task last changed, as Planfix reported it.
 
-    ``text`` is compared for equality; ``epoch`` is set only when both dates carried seconds in
-    UTC (dateTimeUtcSeconds), which is what lets a stamp count as final.
+    ``text`` (workers.names.change_stamp) is compared for equality; ``epoch`` is set only when
+    both dates carried seconds in UTC (dateTimeUtcSeconds), which is what lets a stamp count as
+    final; ``comment_epoch`` is the last comment's time, when exact.
     """
 
     text: str
     epoch: float | None
+    comment_epoch: float | None = None
+
+    @property
+    def update(self) -> str:
+        return self.text.split("|", 1)[0]
+
+    @property
+    def comment(self) -> str:
+        return self.text.split("|", 1)[1] if "|" in self.text else ""
 
 
 def window_start(cursor: float | None, now: float) -> float:
@@ -152,16 +266,18 @@ def date_range(start: float, now: float, zone: ZoneInfo | None) -> dict[str, str
             "dateTo": planfix_minute(end, end_zone)}
 
 
-def _point_epoch(point: Any) -> tuple[str, float | None]:
-    if not isinstance(point, Mapping):
-        return "", None
-    exact = point.get("dateTimeUtcSeconds")
-    if exact:
-        try:
-            return str(exact), datetime.strptime(str(exact), "%Y-%m-%dT%H:%M:%S%z").timestamp()
-        except ValueError:
-            return str(exact), None
-    return f"{point.get('date') or ''} {point.get('time') or ''}".strip(), None
+def exact_epoch(text: str) -> float | None:
+    """The epoch of a stamp part written with seconds in UTC (dateTimeUtcSeconds), else None."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return None
+
+
+def _point_epoch(point: Any) -> float | None:
+    if not isinstance(point, Mapping) or not point.get("dateTimeUtcSeconds"):
+        return None
+    return exact_epoch(str(point["dateTimeUtcSeconds"]))
 
 
 def task_stamp(task: Mapping[str, Any]) -> Stamp:
@@ -170,54 +286,30 @@ def task_stamp(task: Mapping[str, Any]) -> Stamp:
     A task never commented has no dateOfLastComment; that counts as exact. A date without
     seconds makes the whole stamp inexact.
     """
-    update_text, update_epoch = _point_epoch(task.get("dateOfLastUpdate"))
+    text = change_stamp(task)
+    update_epoch = _point_epoch(task.get("dateOfLastUpdate"))
     comment_point = task.get("dateOfLastComment")
-    comment_text, comment_epoch = _point_epoch(comment_point)
-    text = f"{update_text}|{comment_text}"
+    comment_epoch = _point_epoch(comment_point)
     if update_epoch is None or (comment_point and comment_epoch is None):
         return Stamp(text, None)
-    return Stamp(text, max(update_epoch, comment_epoch or update_epoch))
+    return Stamp(text, max(update_epoch, comment_epoch or update_epoch), comment_epoch)
 
 
-@dataclass(frozen=True)
-class Seen:
-    """A poll at POLLED_AT found the task with STAMP."""
-
-    stamp: str
-    polled_at: float
-
-
-def select(found: Mapping[int, Stamp | None], seen: Mapping[int, Seen],
-           now: float) -> tuple[list[int], dict[int, Seen]]:
-    """Which FOUND tasks to queue at NOW, and the seen record to keep.
-
-    A task is skipped only when an earlier poll saw the same exact stamp and came at least
-    STAMP_SETTLE_S after it: then nothing changed since that poll, which queued it. Tasks found
-    with no stamp (the comment feed) are always queued. The kept record holds only tasks found
-    now, so it never outgrows one window; a skipped task keeps its older entry (still true).
-    """
-    queue: list[int] = []
-    keep: dict[int, Seen] = {}
-    for number in sorted(found):
-        stamp = found[number]
-        before = seen.get(number)
-        if (stamp is not None and stamp.epoch is not None and before is not None
-                and before.stamp == stamp.text and before.polled_at >= stamp.epoch + STAMP_SETTLE_S):
-            keep[number] = before
-            continue
-        queue.append(number)
-        if stamp is not None:
-            keep[number] = Seen(stamp.text, now)
-    return queue, keep
+def _ref_id(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return None if value in (None, "", 0) else str(value)
 
 
 def poll_filter_sets(side: Side) -> list[list[dict[str, Any]]]:
     """Task-list filter sets that together cover SIDE's scope and the mirrors we create there.
 
-    Project/template scopes are filtered by Planfix; mirrors live in `create`'s project or
+    Project/template scopes can be filtered by Planfix; mirrors live in `create`'s project or
     template, which may lie outside the scope, and a person's change to a mirror must be polled
     too. Other scope kinds cannot be filtered on the server: then every changed task is listed
-    and the worker decides (an out-of-scope task costs one read, never a write).
+    and the worker decides (an out-of-scope task costs one read, never a write). The poll itself
+    lists the whole account and routes with ``task_routes``; `crosslink reconcile` filters with
+    these sets.
     """
     by_kind = {"project": FILTER_PROJECT, "template": FILTER_TEMPLATE}
     if side.scope.kind not in by_kind:
@@ -230,17 +322,203 @@ def poll_filter_sets(side: Side) -> list[list[dict[str, Any]]]:
     return sets
 
 
-def comment_task_wanted(side: Side, comment: Mapping[str, Any]) -> bool:
-    """Whether a comment from the account-wide comment feed may concern SIDE.
+def task_routes(side: Side, task: Mapping[str, Any]) -> bool:
+    """Whether a task from the account-wide feed may concern SIDE: it passes one of SIDE's
+    filter sets (project or template, read from the feed's fields), or SIDE's scope kind cannot
+    be told from the feed (the worker decides)."""
+    values = {FILTER_PROJECT: _ref_id(task.get("project")), FILTER_TEMPLATE: _ref_id(task.get("template"))}
+    for filters in poll_filter_sets(side):
+        if all(values.get(int(flt["type"])) == str(flt["value"]) for flt in filters):
+            return True
+    return False
 
-    The comment feed cannot be filtered by scope; for a project scope the comment says its
-    project, so other projects' comments are dropped here. Otherwise the worker decides.
+
+@dataclass(frozen=True)
+class Seen:
+    """A poll at POLLED_AT found the task with STAMP; QUEUED polls queued that stamp, the last
+    one as KIND (SKIP when none did)."""
+
+    stamp: str
+    polled_at: float
+    queued: int = 1
+    kind: str = "task"
+
+
+# What a link side's run of a task is queued for (classify).
+SKIP = "skip"          # nothing to do: a run recorded the stamp, or polls queued it enough
+FULL = "full"          # nothing known about the task on that side: a full look
+TASK = "task"          # the task changed: POLL_TASK_HINTS
+COMMENT = "comment"    # only the comment date moved: the comment feed names the comments
+ECHO = "echo"          # only our robot's comments were added: nothing to queue
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str
+    # COMMENT: comments after this time are the new ones (None: every comment in the window).
+    comments_since: float | None = None
+
+
+def settled(before: Seen, stamp: Stamp) -> bool:
+    """Whether BEFORE's poll came safely after STAMP (STAMP_SETTLE_S): then nothing it named can
+    hide a later change behind an equal stamp."""
+    return (stamp.epoch is not None and before.stamp == stamp.text
+            and before.polled_at >= stamp.epoch + STAMP_SETTLE_S)
+
+
+def classify(stamp: Stamp, synced: str | None, before: Seen | None) -> Verdict:
+    """What a link side's run of a task found with STAMP is queued for.
+
+    SYNCED: the stamp the side's last run recorded (workers.names.record_synced_stamp), if any;
+    BEFORE: what earlier polls of the account saw of the task, if any.
+    Assumes a stamp with seconds changes with every change but one in the same second; an
+    inexact stamp says nothing and is always queued.
     """
-    if side.scope.kind != "project":
-        return True
-    project = (comment.get("project") or {}).get("id") if isinstance(comment.get("project"), Mapping) else None
-    wanted = {side.scope.value} | ({side.create.project} if side.create.project is not None else set())
-    return project is None or int(project) in wanted
+    if stamp.epoch is None:
+        return Verdict(TASK)
+    if synced == stamp.text:
+        return Verdict(SKIP)
+    if before is not None and before.stamp == stamp.text:
+        if settled(before, stamp) and (before.kind in (COMMENT, ECHO, SKIP) or before.queued >= REQUEUE_LIMIT):
+            return Verdict(SKIP)
+        if before.kind in (COMMENT, ECHO):
+            known = synced
+            return Verdict(COMMENT, _comment_epoch(known) if known is not None else None)
+        return Verdict(TASK)
+    known = synced if synced is not None else (before.stamp if before is not None else None)
+    if known is None:
+        return Verdict(FULL)
+    known_update, _, known_comment = known.partition("|")
+    if known_update == stamp.update and known_comment != stamp.comment:
+        return Verdict(COMMENT, _comment_epoch(known))
+    return Verdict(TASK)
+
+
+def _comment_epoch(stamp_text: str) -> float | None:
+    return exact_epoch(stamp_text.partition("|")[2])
+
+
+@dataclass(frozen=True)
+class FeedComment:
+    """A comment from the account's comment feed: its id, its owner ("user:N"), when (exact)."""
+
+    id: int
+    owner: str | None
+    at: float | None
+
+
+def comment_hints(verdict: Verdict, comments: Iterable[FeedComment], robot: str) -> tuple[str, ...]:
+    """The hints of a COMMENT verdict, given the feed's comments of that task.
+
+    The comments after ``verdict.comments_since`` (all, without it; any whose time is not
+    known) are the new ones (one in the same second as the known last comment would not have
+    moved the stamp either). People's comments are named; when every new one is our ROBOT's (the
+    sync's mirrors and notes, which the worker skips) there is nothing to queue; when the feed
+    names none (deleted since, or not visible) the task-event hints make the run look itself.
+    """
+    new = [c for c in comments
+           if verdict.comments_since is None or c.at is None or c.at > verdict.comments_since]
+    people = sorted({c.id for c in new if c.owner != robot})
+    if people:
+        return tuple(f"comment_added:{number}" for number in people)
+    if new:
+        return ()
+    return POLL_TASK_HINTS
+
+
+def hints_for(verdict: Verdict, comments: Iterable[FeedComment], robot: str) -> tuple[str, ...]:
+    """The hints a link side's run is queued with (empty: not queued)."""
+    if verdict.kind == FULL:
+        return (FULL_HINT,)
+    if verdict.kind == TASK:
+        return POLL_TASK_HINTS
+    if verdict.kind == COMMENT:
+        return comment_hints(verdict, comments, robot)
+    return ()
+
+
+def next_seen(stamp: Stamp, before: Seen | None, queued_kinds: Iterable[str], now: float) -> Seen:
+    """What to remember of a task found with STAMP at NOW, whose link sides were queued as
+    QUEUED_KINDS (empty: none was). A task queued for any side counts one more queue of the
+    stamp; a side's TASK or FULL run outweighs a COMMENT one (it may need the second look)."""
+    kinds = set(queued_kinds)
+    same = before is not None and before.stamp == stamp.text
+    if not kinds:
+        if same and before is not None:
+            return before
+        return Seen(stamp.text, now, 0, SKIP)
+    kind = TASK if kinds & {TASK, FULL} else (COMMENT if COMMENT in kinds else ECHO)
+    count = (before.queued if same and before is not None else 0) + (kind != ECHO)
+    return Seen(stamp.text, now, count, kind)
+
+
+# ----------------------------------------------------------------------------------------------
+# The budget (pure)
+
+def feed_requests(items: int, page_size: int = MAX_PAGE_SIZE) -> int:
+    """Requests a paged list of ITEMS costs: the client pages until a short page."""
+    return items // page_size + 1
+
+
+def poll_period_s(requests_per_poll: float, daily_quota: int, share: float, floor_s: float) -> float:
+    """The period between polls of one account that keeps them within SHARE of DAILY_QUOTA a day
+    at REQUESTS_PER_POLL each, never shorter than FLOOR_S. A quota of 0 is no quota (the
+    limiter's meaning): the floor."""
+    if not 0 < share <= 1:
+        raise ValueError(f"the reconciliation share must be in (0, 1], got {share}")
+    if daily_quota <= 0:
+        return floor_s
+    requests = max(float(requests_per_poll), QUIET_POLL_REQUESTS)
+    allowed = max(share * daily_quota - FIXED_REQUESTS_PER_DAY, requests)
+    return max(floor_s, DAY_S * requests / allowed)
+
+
+def effective_period_s(period_s: float, tick_s: float) -> float:
+    """When the next poll really comes: at the first beat tick once the turn key expired."""
+    if tick_s <= 0:
+        return period_s
+    return math.ceil(period_s / tick_s - 1e-9) * tick_s
+
+
+def repair_bound_s(period_s: float, tick_s: float, rate_per_s: float,
+                   requests_per_poll: float = QUIET_POLL_REQUESTS) -> float:
+    """How late a change whose webhook was lost is synced, at most, while the account's live
+    traffic leaves it slots and the poll does not fail (nor waits in a Celery backlog): the
+    change lands just after a poll began reading; the next poll comes PERIOD_S later, deferred by
+    a busy account for up to MAX_DEFER_PERIODS more, at the first beat tick after that; then the
+    poll's requests and the queued run's, at the account's rate (0: unlimited)."""
+    waited = effective_period_s(period_s * (1 + MAX_DEFER_PERIODS), tick_s)
+    requests_s = (requests_per_poll + RUN_REQUESTS) / rate_per_s if rate_per_s > 0 else 0.0
+    return waited + requests_s
+
+
+def quiet_requests_per_day(config: LinksConfig, daily_quota: int, share: float, floor_s: float,
+                           tick_s: float) -> dict[str, float]:
+    """Requests a day the polls cost, per Planfix account, while nothing changes: each poll
+    account's quiet polls at its effective period plus its fixed daily lookups."""
+    per_account: dict[str, float] = {}
+    for group in poll_accounts(config):
+        period = effective_period_s(poll_period_s(QUIET_POLL_REQUESTS, daily_quota, share, floor_s), tick_s)
+        cost = DAY_S / period * QUIET_POLL_REQUESTS + FIXED_REQUESTS_PER_DAY
+        per_account[group.account] = per_account.get(group.account, 0.0) + cost
+    return per_account
+
+
+def defer_poll(*, live_requests: int, since_poll_s: float, rate_per_s: float, period_s: float) -> bool:
+    """Whether this tick leaves the account's turn to live traffic: LIVE_REQUESTS were made in
+    the SINCE_POLL_S since the last poll ended, at BUSY_SHARE of the account's rate or more, and
+    the poll is not yet MAX_DEFER_PERIODS late. An unlimited rate is never busy."""
+    if since_poll_s >= period_s * (1 + MAX_DEFER_PERIODS) or since_poll_s <= 0 or rate_per_s <= 0:
+        return False
+    return live_requests / since_poll_s >= BUSY_SHARE * rate_per_s
+
+
+def live_requests(used_today: int, used_after_poll: int | None) -> int:
+    """The account's requests since the last poll ended (the daily counter restarts at UTC
+    midnight: then today's count is all we know)."""
+    if used_after_poll is None or used_today < used_after_poll:
+        return used_today
+    return used_today - used_after_poll
 
 
 # ==============================================================================================
@@ -248,107 +526,197 @@ def comment_task_wanted(side: Side, comment: Mapping[str, Any]) -> bool:
 
 @dataclass
 class PollReport:
-    link: str
-    side: str
+    account: str
     window_from: float
     found: int = 0
     queued: int = 0
     coalesced: int = 0
     skipped: int = 0
+    requests: int = 0
+    comment_feed: bool = False
     cursor: float | None = None
-    tasks: list[int] = field(default_factory=list)
+    # (link, side, task, hints) of every run queued, in order.
+    runs: list[tuple[str, str, int, tuple[str, ...]]] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[int]:
+        return sorted({task for _, _, task, _ in self.runs})
 
 
-def token_zone(link: Link, side: str, client: PlanfixClient, store: redis.Redis) -> ZoneInfo | None:
-    """The time zone Planfix reads our date filters in: the token employee's (integration_user).
+@dataclass(frozen=True)
+class LastPoll:
+    at: float
+    requests: int
+    used_after: int | None
+
+
+def token_zone(group: PollAccount, client: PlanfixClient, store: redis.Redis) -> tuple[ZoneInfo | None, int]:
+    """The time zone Planfix reads our date filters in: the token employee's (the robot), and
+    the requests it took (0 or 1).
 
     Cached in Redis. No timezone in the answer means UTC (the emulator); a zone unknown here
     gives None, which makes the window wider instead of wrong.
     """
-    cache_key = key(TIMEZONE_KEY, link.name, side)
+    cache_key = key(TIMEZONE_KEY, group.key)
     name = store.get(cache_key)
+    spent = 0
     if name is None:
-        user = link.sides[side].integration_user
-        users = client.list_users(filters=[{"type": USER_FILTER_NUMBER, "operator": "equal", "value": user}],
+        users = client.list_users(filters=[{"type": USER_FILTER_NUMBER, "operator": "equal", "value": group.robot}],
                                   only_active=False, fields="id,timezone")
+        spent = 1
         name = (users[0].get("timezone") if users else None) or "UTC"
         store.set(cache_key, name, ex=int(TIMEZONE_CACHE_S))
     name = name.decode() if isinstance(name, bytes) else str(name)
     try:
-        return ZoneInfo(name)
+        return ZoneInfo(name), spent
     except (ZoneInfoNotFoundError, ValueError):
         log.warning("unknown time zone %r for the token user; polling a wider window", name,
-                    extra={"link": link.name, "side": side})
-        return None
+                    extra={"account": group.key})
+        return None, spent
 
 
-def load_seen(store: redis.Redis, link: str, side: str) -> dict[int, Seen]:
+def load_seen(store: redis.Redis, account: str) -> dict[int, Seen]:
     seen = {}
-    for number, raw in store.hgetall(key(SEEN_KEY, link, side)).items():
+    for number, raw in store.hgetall(key(SEEN_KEY, account)).items():
         try:
-            stamp, polled_at = json.loads(raw)
-            seen[int(number)] = Seen(str(stamp), float(polled_at))
+            stamp, polled_at, queued, kind = json.loads(raw)
+            seen[int(number)] = Seen(str(stamp), float(polled_at), int(queued), str(kind))
         except (ValueError, TypeError):
-            continue  # a damaged entry only means one more no-op sync
+            continue  # a damaged entry only means one more sync
     return seen
 
 
-def read_cursor(store: redis.Redis, link: str, side: str) -> float | None:
-    raw = store.get(key(CURSOR_KEY, link, side))
+def read_cursor(store: redis.Redis, account: str) -> float | None:
+    raw = store.get(key(CURSOR_KEY, account))
     return float(raw) if raw is not None else None
 
 
-def poll_side(link: Link, side: str, client: PlanfixClient, enqueuer: Enqueuer, store: redis.Redis,
-              clock: Callable[[], float] = time.time, comments: bool = True) -> PollReport:
-    """Queue a sync of every task of LINK's SIDE changed or commented since the cursor.
+def read_last_poll(store: redis.Redis, account: str) -> LastPoll | None:
+    stored = store.hgetall(key(LAST_POLL_KEY, account))
+    raw = {(k.decode() if isinstance(k, bytes) else k): v for k, v in stored.items()}
+    try:
+        used = raw.get("used_after")
+        return LastPoll(float(raw["at"]), int(raw["requests"]), int(used) if used not in (None, b"", "") else None)
+    except (KeyError, ValueError, TypeError):
+        return None
 
-    CLIENT must be paced by the account limiter. Any Planfix error propagates before anything is
-    queued or the cursor moves; queueing is idempotent (coalesced), so a poll that fails after
-    queueing part of the window and is repeated costs nothing extra.
+
+def _feed_comment(comment: Mapping[str, Any]) -> FeedComment:
+    owner = comment.get("owner")
+    owner_id = owner.get("id") if isinstance(owner, Mapping) else None
+    return FeedComment(int(comment["id"]), str(owner_id) if owner_id else None, _point_epoch(comment.get("dateTime")))
+
+
+def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, store: redis.Redis,
+                 clock: Callable[[], float] = time.time,
+                 used_today: Callable[[], int | None] | None = None) -> PollReport:
+    """Queue a sync of every task of GROUP's link sides changed or commented since the cursor.
+
+    CLIENT (the first member's token) must be paced by the account limiter. Every read is made
+    before anything is queued, so any Planfix error propagates with nothing queued and the cursor
+    where it was; queueing is idempotent (coalesced), so a repeated poll costs nothing extra.
+    USED_TODAY, if given, reads the account's requests today once the poll is done (the next
+    tick compares it to tell live traffic: defer_poll).
     """
     now = clock()
-    conf = link.sides[side]
-    start = window_start(read_cursor(store, link.name, side), now)
-    report = PollReport(link.name, side, start)
-    span = date_range(start, now, token_zone(link, side, client, store))
-    found: dict[int, Stamp | None] = {}
-    for filters in poll_filter_sets(conf):
-        for task in client.list_tasks(
-                filters=[*filters, {"type": FILTER_CHANGED_OR_COMMENTED, "operator": "equal", "value": span}],
-                fields=POLL_TASK_FIELDS):
-            found[int(task["id"])] = task_stamp(task)
-    if comments:
-        for comment in client.list_comments(
-                filters=[{"type": COMMENT_FILTER_DATE, "operator": "equal", "value": span}],
-                fields=POLL_COMMENT_FIELDS):
+    start = window_start(read_cursor(store, group.key), now)
+    report = PollReport(group.key, start)
+    zone, report.requests = token_zone(group, client, store)
+    span = date_range(start, now, zone)
+    tasks = list(client.list_tasks(
+        filters=[{"type": FILTER_CHANGED_OR_COMMENTED, "operator": "equal", "value": span}],
+        fields=POLL_TASK_FIELDS))
+    report.requests += feed_requests(len(tasks))
+    stamps = {int(task["id"]): task_stamp(task) for task in tasks}
+    routes = {int(task["id"]): [m for m in group.members if task_routes(m.conf, task)] for task in tasks}
+    seen = load_seen(store, group.key)
+    synced: dict[tuple[str, str], dict[int, str]] = {}
+    for member in group.members:
+        routed = [number for number, members in routes.items() if member in members]
+        synced[(member.link, member.side)] = synced_stamps(store, member.link, member.side, routed)
+    verdicts: dict[tuple[int, Member], Verdict] = {}
+    for number in sorted(stamps):
+        for member in routes[number]:
+            verdicts[(number, member)] = classify(stamps[number], synced[(member.link, member.side)].get(number),
+                                                  seen.get(number))
+    comments: dict[int, list[FeedComment]] = {}
+    if any(verdict.kind == COMMENT for verdict in verdicts.values()):
+        listed = list(client.list_comments(
+            filters=[{"type": COMMENT_FILTER_DATE, "operator": "equal", "value": span}],
+            fields=POLL_COMMENT_FIELDS))
+        report.requests += feed_requests(len(listed))
+        report.comment_feed = True
+        for comment in listed:
             number = (comment.get("task") or {}).get("id")
-            if number is not None and int(number) not in found and comment_task_wanted(conf, comment):
-                found[int(number)] = None
-    queue, keep = select(found, load_seen(store, link.name, side), now)
-    for number in queue:
-        if enqueuer.sync(link.name, side, number):
+            if number is not None:
+                comments.setdefault(int(number), []).append(_feed_comment(comment))
+    queued_kinds: dict[int, list[str]] = {number: [] for number in stamps}
+    for (number, member), verdict in verdicts.items():
+        hints = hints_for(verdict, comments.get(number, ()), group.robot)
+        if verdict.kind == COMMENT and not hints:
+            queued_kinds[number].append(ECHO)
+        if not hints:
+            continue
+        queued_kinds[number].append(verdict.kind if hints != POLL_TASK_HINTS else TASK)
+        sent = [enqueuer.sync(member.link, member.side, number, hint) for hint in hints]
+        if sent[0]:
             report.queued += 1
         else:
             report.coalesced += 1
-    report.found, report.skipped, report.tasks = len(found), len(found) - len(queue), queue
-    seen_key = key(SEEN_KEY, link.name, side)
+        report.runs.append((member.link, member.side, number, hints))
+    report.found = len(stamps)
+    report.skipped = sum(1 for kinds in queued_kinds.values() if not set(kinds) - {ECHO})
+    keep = {number: next_seen(stamps[number], seen.get(number), queued_kinds[number], now) for number in stamps}
+    used_after = used_today() if used_today is not None else None
+    seen_key, last_key = key(SEEN_KEY, group.key), key(LAST_POLL_KEY, group.key)
     with store.pipeline(transaction=True) as pipe:
         pipe.delete(seen_key)
         if keep:
-            pipe.hset(seen_key, mapping={str(n): json.dumps([s.stamp, s.polled_at]) for n, s in keep.items()})
-        pipe.eval(_ADVANCE, 1, key(CURSOR_KEY, link.name, side), repr(now))
+            pipe.hset(seen_key, mapping={str(n): json.dumps([s.stamp, s.polled_at, s.queued, s.kind])
+                                         for n, s in keep.items()})
+        pipe.eval(_ADVANCE, 1, key(CURSOR_KEY, group.key), repr(now))
+        pipe.delete(last_key)
+        pipe.hset(last_key, mapping={"at": repr(now), "requests": report.requests,
+                                     "used_after": "" if used_after is None else used_after})
+        pipe.expire(last_key, LAST_POLL_TTL_S)
         pipe.execute()
     report.cursor = now
-    log.info("reconcile poll: %d changed, %d queued, %d already waiting, %d seen before",
-             report.found, report.queued, report.coalesced, report.skipped,
-             extra={"link": link.name, "side": side})
+    log.info("reconcile poll: %d changed, %d runs queued, %d already waiting, %d not queued, %d requests",
+             report.found, report.queued, report.coalesced, report.skipped, report.requests,
+             extra={"account": group.key})
     return report
 
 
-def take_turn(store: redis.Redis, link: str, side: str, period_s: float, token: str) -> bool:
-    """Whether this poll is the one of its period for LINK's SIDE (see TURN_SHARE).
+def take_turn(store: redis.Redis, account: str, period_s: float, token: str) -> bool:
+    """Whether this tick polls ACCOUNT: the first to ask once the last poll's period has run out.
 
     The key is never deleted: it expires, so a crashed poll cannot block the next period.
     """
-    ttl_ms = max(1, int(period_s * TURN_SHARE * 1000))
-    return bool(store.set(key(TURN_KEY, link, side), token, nx=True, px=ttl_ms))
+    ttl_ms = max(1, int(period_s * 1000))
+    return bool(store.set(key(TURN_KEY, account), token, nx=True, px=ttl_ms))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """An account's reconciliation as its next tick sees it."""
+
+    account: str
+    period_s: float
+    requests_per_poll: int
+    repair_bound_s: float
+    budget_per_day: float | None
+    last_poll_s_ago: float | None
+
+
+def account_budget(store: redis.Redis, group: PollAccount, *, daily_quota: int, rate_per_s: float,
+                   share: float, floor_s: float, tick_s: float, now: float | None = None) -> Budget:
+    """GROUP's period, the requests its last poll made and the repair bound they give (for the
+    tick, and for `crosslink status`). DAILY_QUOTA and RATE_PER_S: the account's limits."""
+    last = read_last_poll(store, group.key)
+    requests = last.requests if last is not None else QUIET_POLL_REQUESTS
+    period = poll_period_s(requests, daily_quota, share, floor_s)
+    bound = repair_bound_s(period, tick_s, rate_per_s, requests)
+    now = time.time() if now is None else now
+    return Budget(group.key, round(period, 3), requests, round(bound, 1),
+                  share * daily_quota if daily_quota > 0 else None,
+                  round(now - last.at, 1) if last is not None else None)

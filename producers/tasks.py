@@ -1,4 +1,4 @@
-"""The reconciliation poller's Celery tasks: the periodic tick and one poll per link side.
+"""The reconciliation poller's Celery tasks: the periodic tick and one poll per account.
 
 Why here and not in workers/: polling Planfix for changes and queueing sync jobs is a producer's
 work (STYLE.md), and producers must not import worker code. So these tasks are declared with
@@ -8,13 +8,17 @@ what a producer may: planfix (client, limiter), schemas, the task names, produce
 the settings and secret redaction from crosslink/.
 
 Why a tick that fans out: the beat schedule is fixed when the app is built and does not know the
-links; the tick reads links.yaml in the worker and sends one poll per link side, so sides are
-polled in parallel and one side's failure does not hold back another's.
+links; the tick reads links.yaml in the worker and sends one poll for each account (the link
+sides sharing a Planfix account and robot: producers.reconcile.poll_accounts) whose turn has
+come, so accounts are polled in parallel and one account's failure does not hold back another's.
 
-Exactly one poll per period, whatever the number of beats: every beat replica sends its own
-tick, but a poll first takes its side's turn key in Redis (SET NX with a TTL of most of a period,
-producers.reconcile.take_turn) and the polls of other ticks in that period find it taken and do
-nothing. A second beat is therefore harmless, and a dead one is covered by the others.
+One poll per account per period, whatever the number of beats: the tick ticks often (every
+CROSSLINK_RECONCILE_TICK_S, at most the floor period) and, for each account, takes its turn key
+in Redis (SET NX with the account's adapted period as TTL, producers.reconcile.take_turn) before
+sending its poll; other ticks in that period find it taken. A second beat is therefore harmless,
+and a dead one is covered by the others. The period is the account's reconciliation budget
+(producers.reconcile.poll_period_s), and a tick that finds the account busy with live runs leaves
+the turn alone for now (producers.reconcile.defer_poll).
 
 A poll never sleeps for the limiter longer than INLINE_LIMIT_WAIT_S in a worker slot: when the
 account's budget is spent by live traffic, the poll gives up with its cursor unmoved and the
@@ -26,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 
 import redis
@@ -38,8 +43,11 @@ from planfix.errors import PlanfixError, RateLimited
 from planfix.http import Http
 from planfix.limiter import AccountLimiter
 from producers.enqueue import Enqueuer
-from producers.reconcile import poll_side, take_turn
-from schemas.links import Link, LinksConfig, find_link, load_links
+from producers.reconcile import (
+    POLL_LANE, TURN_KEY, PollAccount, account_budget, defer_poll, find_poll_account, key, live_requests, poll_account,
+    poll_accounts, read_last_poll, take_turn,
+)
+from schemas.links import LinksConfig, load_links
 from workers.names import RECONCILE_POLL, RECONCILE_TICK, SYNC_QUEUE
 
 log = logging.getLogger("crosslink.reconcile")
@@ -61,18 +69,19 @@ class Poller:
     enqueuer: Enqueuer
     limiter: AccountLimiter
     http: Http
-    clients: dict[tuple[str, str], PlanfixClient] = field(default_factory=dict)
+    clients: dict[str, PlanfixClient] = field(default_factory=dict)
 
-    def client(self, link: Link, side: str) -> PlanfixClient:
-        if (link.name, side) not in self.clients:
-            conf = link.sides[side]
+    def client(self, group: PollAccount) -> PlanfixClient:
+        """GROUP's client: the first member's base URL and token, in the poll's limiter lane."""
+        if group.key not in self.clients:
+            conf = group.first.conf
             token = conf.token(os.environ)
             register_secret(token)
-            self.clients[(link.name, side)] = PlanfixClient(
+            self.clients[group.key] = PlanfixClient(
                 conf.base_url, token, account=conf.account, limiter=self.limiter, http=self.http,
                 timeout=HTTP_TIMEOUT_S, sleep_on_limit=True, max_limit_sleep_s=INLINE_LIMIT_WAIT_S,
-                lane=link.name)
-        return self.clients[(link.name, side)]
+                lane=POLL_LANE)
+        return self.clients[group.key]
 
 
 _pollers: dict[int, Poller] = {}
@@ -92,39 +101,70 @@ def poller() -> Poller:
     return _pollers[pid]
 
 
+def poll_due(state: Poller, group: PollAccount, floor_s: float, tick_s: float) -> float | None:
+    """GROUP's period if this tick should poll it (its turn taken), else None: the turn is not
+    free, or the account is busy with live runs and the poll may still wait."""
+    if state.redis.exists(key(TURN_KEY, group.key)):
+        return None  # polled within its period: nothing to read (take_turn below decides races)
+    limits = state.limiter.limits(group.account)
+    budget = account_budget(state.redis, group, daily_quota=int(limits["daily_quota"]),
+                            rate_per_s=float(limits["rate_per_s"]), share=state.settings.reconcile_share,
+                            floor_s=floor_s, tick_s=tick_s)
+    last = read_last_poll(state.redis, group.key)
+    if last is not None:
+        used = int(state.limiter.usage(group.account)["used_today"])
+        if defer_poll(live_requests=live_requests(used, last.used_after), since_poll_s=max(0.0, time.time() - last.at),
+                      rate_per_s=float(limits["rate_per_s"]), period_s=budget.period_s):
+            log.info("reconcile poll waits: the account is busy with live runs", extra={"account": group.key})
+            return None
+    if not take_turn(state.redis, group.key, budget.period_s, secrets.token_hex(8)):
+        return None
+    return budget.period_s
+
+
 @shared_task(name=RECONCILE_TICK, acks_late=True, ignore_result=True)
-def reconcile_tick(period_s: float) -> int:
-    """Send one poll per link side, and a batch job to any side whose waiting tasks have none;
-    returns how many polls were sent."""
-    sent = 0
+def reconcile_tick(tick_s: float, period_s: float | None = None) -> int:
+    """Send a batch job to any link side whose waiting tasks have none, and a poll to every
+    account whose turn has come; returns how many polls were sent.
+
+    TICK_S: how often the beat ticks; PERIOD_S: the shortest period between two polls of an
+    account (the beat's CROSSLINK_RECONCILE_PERIOD_S; a tick of an older beat carries only it).
+    """
+    floor_s = period_s if period_s is not None else tick_s
     state = poller()
     for link in state.config.links:
         for side in link.sides:
             # Tasks a batch job died with (claimed again once their claims lapsed), or whose
             # batch job was lost: waiting for longer than a period.
-            state.enqueuer.send_batch(link.name, side, stale_s=period_s)
+            state.enqueuer.send_batch(link.name, side, stale_s=floor_s)
             # Tasks whose job message was lost (workers.names.PENDING_SINCE_KEY). A job begins
             # within moments unless a backlog holds it: two periods tell a lost one from those.
-            recovered = state.enqueuer.recover_pending(link.name, side, stale_s=2 * period_s)
+            recovered = state.enqueuer.recover_pending(link.name, side, stale_s=2 * floor_s)
             if recovered:
                 log.warning("pending tasks whose job was lost, sent again: %s", recovered,
                             extra={"link": link.name, "side": side})
-            current_app.send_task(RECONCILE_POLL, args=[link.name, side, period_s], queue=SYNC_QUEUE,
-                                  expires=period_s)
-            sent += 1
+    sent = 0
+    for group in poll_accounts(state.config):
+        period = poll_due(state, group, floor_s, tick_s)
+        if period is None:
+            continue
+        current_app.send_task(RECONCILE_POLL, args=[group.key], queue=SYNC_QUEUE, expires=period)
+        sent += 1
     return sent
 
 
 @shared_task(name=RECONCILE_POLL, acks_late=True, ignore_result=True)
-def reconcile_poll(link_name: str, side: str, period_s: float) -> str:
-    """Poll LINK_NAME's SIDE once, unless another poll already took this period's turn."""
+def reconcile_poll(account: str, *_: object) -> str:
+    """Poll ACCOUNT (a poll account's key) once; its tick took the turn."""
     state = poller()
-    context = {"link": link_name, "side": side}
-    if not take_turn(state.redis, link_name, side, period_s, secrets.token_hex(8)):
-        return "not-my-turn"
-    link = find_link(state.config, link_name)
+    context = {"account": account}
+    group = find_poll_account(state.config, account)
+    if group is None:
+        log.warning("reconcile poll for an account no link uses (an older tick?): skipped", extra=context)
+        return "unknown-account"
     try:
-        report = poll_side(link, side, state.client(link, side), state.enqueuer, state.redis)
+        report = poll_account(group, state.client(group), state.enqueuer, state.redis,
+                              used_today=lambda: int(state.limiter.usage(group.account)["used_today"]))
     except RateLimited as exc:
         log.info("reconcile poll waits for the next period: rate limited (%s)", exc, extra=context)
         return "rate-limited"

@@ -1,11 +1,13 @@
-"""The reconciliation poller: its window and cursor, the seen record, and the one-poll-per-period
-turn, against a real Redis and the emulator in-process (Starlette's TestClient) with a clock the
-test moves."""
+"""The reconciliation poller: one poll per account routed to its link sides, what each queued run
+is told to read, the window and cursor, the seen and synced records, the budget that sets the
+period, and the one-poll-per-period turn; against a real Redis and the emulator in-process
+(Starlette's TestClient) with a clock the test moves."""
 
 from __future__ import annotations
 
 import copy
 import threading
+import time
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -23,15 +25,48 @@ from planfix.errors import RateLimited
 from planfix.limiter import AccountLimiter
 from producers import reconcile as rc
 from producers.enqueue import Enqueuer
-from schemas.links import CreateSettings, Scope, Side, find_link, load_links
-from workers.names import SYNC_QUEUE, pending_key
+from schemas.links import CreateSettings, Scope, Side, load_links
+from workers.hints import Hints, extra_reads
+from workers.names import (
+    FULL_HINT, SYNC_QUEUE, change_stamp, hints_key, pending_key, record_synced_stamp, synced_stamp_key,
+)
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=timezone.utc).timestamp()
-PAVEL, IRINA_C = 2, 5
+PAVEL, ROBOT = 2, 1
 ZONES = ["UTC", "Europe/Moscow", "Asia/Kolkata", "America/St_Johns", "Pacific/Kiritimati", "Etc/GMT+12"]
+# Planfix's smallest plan and the default share: the issue's target figures are set for these.
+QUOTA, SHARE, FLOOR_S, TICK_S = 20_000, 0.05, 60.0, 10.0
 
 
-# --- pure decisions ------------------------------------------------------------------------------
+# --- configurations -------------------------------------------------------------------------------
+
+def links_doc(count: int, base: str = "http://testserver") -> dict:
+    """COUNT links of one partner account (the same robot), each with a client account of its own:
+    link i's partner side is scoped to project 100+i, the first link keeps the demo's project 10."""
+    doc = copy.deepcopy(example("links.yaml"))
+    template = doc["links"][0]
+    links = []
+    for index in range(count):
+        link = copy.deepcopy(template)
+        link["name"] = "demo" if index == 0 else f"client-{index}"
+        project = 10 if index == 0 else 100 + index
+        link["sides"]["partner"].update(base_url=f"{base}/partner/rest", account="partner",
+                                        scope={"project": project})
+        link["sides"]["partner"]["create"]["project"] = project
+        account = "client" if index == 0 else f"client-{index}"
+        link["sides"]["client"].update(base_url=f"{base}/{account}/rest", account=account)
+        links.append(link)
+    doc["links"] = links
+    return doc
+
+
+def load(tmp_path, doc):
+    path = tmp_path / f"links-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return load_links(path)
+
+
+# --- pure decisions: the window -------------------------------------------------------------------
 
 def test_window_starts_an_overlap_before_the_cursor_or_a_lookback_before_now():
     assert rc.window_start(None, T0) == T0 - rc.FIRST_LOOKBACK_S
@@ -69,7 +104,7 @@ def tp(epoch):
 
 def test_a_stamp_is_exact_only_with_seconds():
     exact = rc.task_stamp({"dateOfLastUpdate": tp(T0), "dateOfLastComment": tp(T0 + 5)})
-    assert exact.epoch == T0 + 5
+    assert exact.epoch == T0 + 5 and exact.comment_epoch == T0 + 5
     assert rc.task_stamp({"dateOfLastUpdate": tp(T0)}).epoch == T0
     minute_only = {"date": "02-03-2026", "time": "09:00"}
     assert rc.task_stamp({"dateOfLastUpdate": minute_only}).epoch is None
@@ -77,28 +112,21 @@ def test_a_stamp_is_exact_only_with_seconds():
     assert rc.task_stamp({"dateOfLastUpdate": tp(T0)}) != rc.task_stamp({"dateOfLastUpdate": tp(T0 + 1)})
 
 
-stamps = st.builds(lambda text, epoch: rc.Stamp(text, epoch), st.sampled_from(["a", "b"]),
-                   st.one_of(st.none(), st.floats(T0 - 300, T0)))
+@given(update=st.floats(T0 - 86400, T0 + 86400), comment=st.one_of(st.none(), st.floats(T0 - 86400, T0 + 86400)))
+def test_the_stamp_a_run_records_is_the_one_the_poll_computes(update, comment):
+    """The worker records workers.names.change_stamp of the task it read; the poll compares its
+    own Stamp.text with it: they must be the same text for the same dates, and split into parts."""
+    task = {"dateOfLastUpdate": tp(update), **({"dateOfLastComment": tp(comment)} if comment else {})}
+    stamp = rc.task_stamp(task)
+    assert stamp.text == change_stamp(task)
+    assert stamp.update == tp(update)["dateTimeUtcSeconds"]
+    assert stamp.comment == (tp(comment)["dateTimeUtcSeconds"] if comment else "")
 
 
-@given(found=st.dictionaries(st.integers(1, 6), st.one_of(st.none(), stamps)),
-       seen=st.dictionaries(st.integers(1, 9), st.builds(rc.Seen, st.sampled_from(["a", "b"]),
-                                                         st.floats(T0 - 300, T0 + 300))))
-def test_select_skips_only_an_unchanged_settled_stamp(found, seen):
-    queue, keep = rc.select(found, seen, T0 + 400)
-    for number, stamp in found.items():
-        settled = (stamp is not None and stamp.epoch is not None and number in seen
-                   and seen[number].stamp == stamp.text and seen[number].polled_at >= stamp.epoch + rc.STAMP_SETTLE_S)
-        assert (number not in queue) == settled
-        if settled:
-            assert keep[number] == seen[number]
-        elif stamp is not None:
-            assert keep[number] == rc.Seen(stamp.text, T0 + 400)
-    assert set(keep) <= set(found) and queue == sorted(queue)
+# --- pure decisions: routing ----------------------------------------------------------------------
 
-
-def side(kind="project", value=10, create=None):
-    return Side("partner", "http://x/rest", "partner", "T", "S", "header", "user:1",
+def side(kind="project", value=10, create=None, account="partner", robot="user:1"):
+    return Side("partner", f"http://x/{account}/rest", account, "T", "S", "header", robot,
                 Scope(kind, value), create or CreateSettings())
 
 
@@ -112,16 +140,230 @@ def test_filter_sets_cover_the_scope_and_the_mirrors_outside_it():
     assert rc.poll_filter_sets(side("participant", "user:3")) == [[]]
 
 
-def test_comment_feed_keeps_only_the_scope_project_when_there_is_one():
-    partner = side(create=CreateSettings(project=12))
-    assert rc.comment_task_wanted(partner, {"task": {"id": 1}, "project": {"id": 10}})
-    assert rc.comment_task_wanted(partner, {"task": {"id": 1}, "project": {"id": 12}})
-    assert not rc.comment_task_wanted(partner, {"task": {"id": 1}, "project": {"id": 11}})
-    assert rc.comment_task_wanted(partner, {"task": {"id": 1}})  # no project: the worker decides
-    assert rc.comment_task_wanted(side("participant", "user:3"), {"task": {"id": 1}, "project": {"id": 11}})
+@given(project=st.one_of(st.none(), st.integers(9, 13)), template=st.one_of(st.none(), st.integers(49, 52)),
+       scope=st.sampled_from([("project", 10), ("project", 11), ("template", 50), ("participant", "user:3"),
+                              ("custom_field", "x")]),
+       create_project=st.one_of(st.none(), st.integers(10, 12)),
+       create_template=st.one_of(st.none(), st.integers(50, 51)))
+def test_a_task_is_routed_exactly_where_the_side_filters_would_list_it(project, template, scope, create_project,
+                                                                       create_template):
+    """The account-wide feed routed by task_routes reaches the same link sides as the per-side
+    filter sets (poll_filter_sets, which `crosslink reconcile` uses) would list."""
+    conf = side(scope[0], scope[1], CreateSettings(project=create_project, template=create_template))
+    task = {"id": 1, **({"project": {"id": project}} if project else {}),
+            **({"template": {"id": template}} if template else {})}
+    actual = {5: project, 51: template}
+    listed = any(all(actual.get(flt["type"]) == flt["value"] for flt in filters)
+                 for filters in rc.poll_filter_sets(conf))
+    assert rc.task_routes(conf, task) == listed
+    if scope[0] not in ("project", "template"):
+        assert rc.task_routes(conf, task)  # the worker decides
 
 
-# --- the poll against the emulator and Redis -----------------------------------------------------
+def test_sides_of_one_account_and_robot_are_one_poll(tmp_path):
+    config = load(tmp_path, links_doc(5))
+    groups = rc.poll_accounts(config)
+    assert [(g.key, len(g.members)) for g in groups] == [
+        ("partner/user:1", 5), ("client/user:1", 1), *[(f"client-{i}/user:1", 1) for i in range(1, 5)]]
+    doc = links_doc(2)
+    doc["links"][1]["sides"]["partner"]["integration_user"] = "user:2"  # another robot sees other tasks
+    assert [g.key for g in rc.poll_accounts(load(tmp_path, doc))][:2] == ["partner/user:1", "client/user:1"]
+    assert rc.poll_account_of(load(tmp_path, doc), "client-1", "partner").key == "partner/user:2"
+
+
+# --- pure decisions: what a run is queued for -------------------------------------------------------
+
+def stamp_at(update, comment=None):
+    return rc.task_stamp({"dateOfLastUpdate": tp(update), **({"dateOfLastComment": tp(comment)} if comment else {})})
+
+
+INEXACT = rc.Stamp("02-03-2026 09:00|", None)
+
+
+def test_classify_by_case():
+    now_stamp = stamp_at(T0, T0 + 30)
+    # A run recorded this very stamp: nothing to do.
+    assert rc.classify(now_stamp, now_stamp.text, None).kind == rc.SKIP
+    # Nothing known of the task on this side: a first look sees everything.
+    assert rc.classify(now_stamp, None, None).kind == rc.FULL
+    # Only the comment moved since the synced stamp: the new comments are those from its comment on.
+    verdict = rc.classify(now_stamp, stamp_at(T0, T0 + 10).text, None)
+    assert verdict == rc.Verdict(rc.COMMENT, T0 + 10)
+    assert rc.classify(now_stamp, stamp_at(T0).text, None) == rc.Verdict(rc.COMMENT, None)
+    # The task changed: task events.
+    assert rc.classify(now_stamp, stamp_at(T0 - 5, T0 + 30).text, None).kind == rc.TASK
+    assert rc.classify(now_stamp, stamp_at(T0 - 5, T0 + 10).text, None).kind == rc.TASK
+    # A stamp without seconds says nothing: always queued, never skipped.
+    assert rc.classify(INEXACT, INEXACT.text, rc.Seen(INEXACT.text, T0 + 999, 5, rc.TASK)).kind == rc.TASK
+    # An earlier poll's stamp stands in for a run's record when there is none.
+    assert rc.classify(now_stamp, None, rc.Seen(stamp_at(T0, T0 + 10).text, T0 + 20)) == rc.Verdict(rc.COMMENT, T0 + 10)
+
+
+def test_a_stamp_polls_queued_is_queued_again_until_settled_and_looked_at_twice():
+    stamp = stamp_at(T0)
+    early = rc.Seen(stamp.text, T0 + 10, 1, rc.TASK)
+    late = rc.Seen(stamp.text, T0 + rc.STAMP_SETTLE_S, 1, rc.TASK)
+    assert rc.classify(stamp, None, early).kind == rc.TASK
+    assert rc.classify(stamp, None, late).kind == rc.TASK  # one look only: the second one is due
+    assert rc.classify(stamp, None, rc.Seen(stamp.text, T0 + 10, 2, rc.TASK)).kind == rc.TASK  # not settled
+    assert rc.classify(stamp, None, rc.Seen(stamp.text, T0 + 60, 2, rc.TASK)).kind == rc.SKIP
+    assert rc.classify(stamp, None, rc.Seen(stamp.text, T0 + 60, 1, rc.COMMENT)).kind == rc.SKIP
+    assert rc.classify(stamp, None, rc.Seen(stamp.text, T0 + 60, 0, rc.ECHO)).kind == rc.SKIP
+    assert rc.classify(stamp, None, rc.Seen(stamp.text, T0 + 10, 0, rc.ECHO)).kind == rc.COMMENT
+
+
+exact_stamps = st.builds(stamp_at, st.integers(0, 3).map(lambda s: T0 + s),
+                         st.one_of(st.none(), st.integers(0, 3).map(lambda s: T0 + 100 + s)))
+texts = st.one_of(st.none(), exact_stamps.map(lambda s: s.text))
+seens = st.one_of(st.none(), st.builds(rc.Seen, texts.filter(bool), st.floats(T0, T0 + 300), st.integers(0, 3),
+                                       st.sampled_from([rc.TASK, rc.FULL, rc.COMMENT, rc.ECHO, rc.SKIP])))
+
+
+@settings(max_examples=500)
+@given(stamp=st.one_of(exact_stamps, st.just(INEXACT)), synced=texts, before=seens)
+def test_classify_never_hides_a_change(stamp, synced, before):
+    """SKIP only for a stamp a run recorded, or one settled polls already queued enough; COMMENT
+    only when the update date is the one last known; FULL only when nothing is known."""
+    verdict = rc.classify(stamp, synced, before)
+    if verdict.kind == rc.SKIP:
+        assert stamp.epoch is not None
+        assert synced == stamp.text or (before is not None and rc.settled(before, stamp) and (
+            before.kind in (rc.COMMENT, rc.ECHO, rc.SKIP) or before.queued >= rc.REQUEUE_LIMIT))
+    if verdict.kind == rc.COMMENT:
+        known = [text for text in (synced, before.stamp if before else None) if text]
+        assert known and stamp.epoch is not None
+        assert synced is None or synced.partition("|")[0] == stamp.update or before.stamp == stamp.text
+    if verdict.kind == rc.FULL:
+        assert synced is None and before is None
+    if stamp.epoch is None:
+        assert verdict.kind == rc.TASK
+
+
+def fc(number, owner, at=None):
+    return rc.FeedComment(number, owner, at)
+
+
+def test_comment_hints_name_peoples_comments_and_skip_our_own():
+    verdict = rc.Verdict(rc.COMMENT, T0)
+    assert rc.comment_hints(verdict, [fc(7, "user:2", T0 + 1), fc(8, "user:1", T0 + 2), fc(6, "user:3", T0)],
+                            "user:1") == ("comment_added:7",)
+    assert rc.comment_hints(verdict, [fc(8, "user:1", T0 + 2)], "user:1") == ()          # our mirror: an echo
+    assert rc.comment_hints(verdict, [fc(6, "user:2", T0 - 5)], "user:1") == rc.POLL_TASK_HINTS  # none new
+    assert rc.comment_hints(verdict, [], "user:1") == rc.POLL_TASK_HINTS
+    assert rc.comment_hints(rc.Verdict(rc.COMMENT), [fc(9, "user:2", None), fc(3, "user:2", T0 - 99)],
+                            "user:1") == ("comment_added:3", "comment_added:9")
+    assert rc.hints_for(rc.Verdict(rc.FULL), [], "user:1") == (FULL_HINT,)
+    assert rc.hints_for(rc.Verdict(rc.SKIP), [], "user:1") == ()
+
+
+def poll_run_records(hints, explained, created=False):
+    """What a poll-queued run does with HINTS (workers.hints decides its reads), and whether it
+    records its stamp under the worker hook this change asks for (see the final report)."""
+    parsed = Hints.parse(hints)
+    reads = extra_reads(parsed, explained)
+    records = reads.checklist_and_files or (parsed.task_events == 1 and not created)
+    return reads, records
+
+
+def test_a_checklist_tick_lost_with_a_field_edit_is_looked_at_by_the_second_poll():
+    """Both webhooks lost: the first poll-queued run is explained by the field and records
+    nothing, so the next poll queues the same stamp again, and that run reads checklist and files."""
+    stamp = stamp_at(T0)
+    first = rc.classify(stamp, stamp_at(T0 - 300).text, None)
+    reads, records = poll_run_records(rc.hints_for(first, [], "user:1"), explained=True)
+    assert first.kind == rc.TASK and not reads.checklist_and_files and not records
+    seen = rc.next_seen(stamp, None, [first.kind], T0 + 90)
+    second = rc.classify(stamp, stamp_at(T0 - 300).text, seen)
+    reads, records = poll_run_records(rc.hints_for(second, [], "user:1"), explained=False)
+    assert second.kind == rc.TASK and reads.checklist_and_files and records
+    assert rc.classify(stamp, stamp.text, rc.next_seen(stamp, seen, [second.kind], T0 + 180)).kind == rc.SKIP
+
+
+def test_a_webhook_run_of_one_explained_event_is_not_queued_again():
+    _, records = poll_run_records(["task_changed"], explained=True)
+    assert records
+    _, records = poll_run_records(["task_changed", "task_changed"], explained=True)
+    assert not records  # coalesced events: checklist unseen, the poll looks again (workers.hints)
+    _, records = poll_run_records(["task_created"], explained=True, created=True)
+    assert not records  # a create writes no checklist or files: the poll's second look does
+    _, records = poll_run_records([FULL_HINT], explained=True, created=True)
+    assert records
+
+
+def test_next_seen_counts_the_polls_that_queued_a_stamp():
+    stamp = stamp_at(T0)
+    first = rc.next_seen(stamp, None, [rc.TASK, rc.COMMENT], T0 + 10)
+    assert first == rc.Seen(stamp.text, T0 + 10, 1, rc.TASK)
+    assert rc.next_seen(stamp, first, [rc.FULL], T0 + 90) == rc.Seen(stamp.text, T0 + 90, 2, rc.TASK)
+    assert rc.next_seen(stamp, first, [], T0 + 90) == first
+    assert rc.next_seen(stamp_at(T0 + 1), first, [], T0 + 90) == rc.Seen(stamp_at(T0 + 1).text, T0 + 90, 0, rc.SKIP)
+    assert rc.next_seen(stamp, None, [rc.ECHO], T0) == rc.Seen(stamp.text, T0, 0, rc.ECHO)
+    assert rc.next_seen(stamp, None, [rc.COMMENT, rc.ECHO], T0) == rc.Seen(stamp.text, T0, 1, rc.COMMENT)
+
+
+# --- pure decisions: the budget ---------------------------------------------------------------------
+
+def test_the_default_budget_gives_a_period_of_about_87_seconds():
+    period = rc.poll_period_s(1, QUOTA, SHARE, FLOOR_S)
+    assert period == pytest.approx(86400 / 999)
+    assert 86400 / period + rc.FIXED_REQUESTS_PER_DAY == pytest.approx(1000)
+    assert rc.poll_period_s(1, 100_000, SHARE, FLOOR_S) == FLOOR_S     # a big plan: the floor
+    assert rc.poll_period_s(1, 0, SHARE, FLOOR_S) == FLOOR_S           # no quota
+    assert rc.poll_period_s(3, QUOTA, SHARE, FLOOR_S) == pytest.approx(3 * 86400 / 999)
+    with pytest.raises(ValueError):
+        rc.poll_period_s(1, QUOTA, 0, FLOOR_S)
+
+
+@given(requests=st.integers(1, 500), quota=st.integers(1, 200_000), share=st.floats(0.001, 1.0),
+       floor=st.floats(1, 600), tick=st.floats(0.5, 60))
+def test_polls_never_spend_more_than_their_share(requests, quota, share, floor, tick):
+    period = rc.effective_period_s(rc.poll_period_s(requests, quota, share, floor), tick)
+    spent = 86400 / period * requests + rc.FIXED_REQUESTS_PER_DAY
+    assert period >= floor
+    assert spent <= max(share * quota, requests + rc.FIXED_REQUESTS_PER_DAY) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("links", [1, 10, 200])
+def test_quiet_overhead_per_account_does_not_grow_with_links(tmp_path, links):
+    """The issue's target: at most 1,000 requests a day per account at default settings, the
+    same for 10 and for 200 links (each link's client has an account of its own)."""
+    per_account = rc.quiet_requests_per_day(load(tmp_path, links_doc(links)), QUOTA, SHARE, FLOOR_S, TICK_S)
+    single = rc.quiet_requests_per_day(load(tmp_path, links_doc(1)), QUOTA, SHARE, FLOOR_S, TICK_S)
+    assert per_account["partner"] == single["partner"] <= 1000
+    assert per_account["partner"] == pytest.approx(86400 / 90 + 1)  # a poll every 90 s (9 ticks)
+    assert len(per_account) == links + 1
+
+
+def test_the_repair_bound_at_default_settings_is_within_300_seconds():
+    period = rc.poll_period_s(1, QUOTA, SHARE, FLOOR_S)
+    bound = rc.repair_bound_s(period, TICK_S, 1.0)
+    assert bound == pytest.approx(180 + 7)   # two periods (one deferred) to the tick, 7 requests
+    assert bound <= 300
+    assert rc.repair_bound_s(period, TICK_S, 0) == 180  # no rate limit: no request time
+    assert rc.repair_bound_s(period, TICK_S, 1.0, requests_per_poll=3) == pytest.approx(180 + 9)
+
+
+@given(period=st.floats(1, 3600), tick=st.floats(0.5, 60), rate=st.floats(0.1, 20))
+def test_the_bound_covers_the_longest_a_deferred_poll_can_wait(period, tick, rate):
+    """A tick polls at the latest once the poll is MAX_DEFER_PERIODS late (defer_poll), at the
+    first tick after that: the bound is never below that wait plus the requests."""
+    latest = period * (1 + rc.MAX_DEFER_PERIODS)
+    assert not rc.defer_poll(live_requests=10**6, since_poll_s=latest, rate_per_s=rate, period_s=period)
+    assert rc.repair_bound_s(period, tick, rate) >= latest + (1 + rc.RUN_REQUESTS) / rate - 1e-6
+
+
+def test_a_busy_account_defers_its_poll_but_not_beyond_a_period():
+    busy = dict(live_requests=60, since_poll_s=100.0, rate_per_s=1.0, period_s=90.0)
+    assert rc.defer_poll(**busy)
+    assert not rc.defer_poll(**{**busy, "live_requests": 40})
+    assert not rc.defer_poll(**{**busy, "since_poll_s": 180.0})        # two periods late: poll now
+    assert not rc.defer_poll(**{**busy, "rate_per_s": 0.0})             # no rate limit
+    assert rc.live_requests(500, 420) == 80
+    assert rc.live_requests(30, 19_000) == 30                          # a new UTC day
+    assert rc.live_requests(30, None) == 30
+
+
+# --- the poll against the emulator and Redis --------------------------------------------------------
 
 class Clock:
     def __init__(self, now):
@@ -131,33 +373,55 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def setup(tmp_path, redis_url):
+class Setup:
+    def __init__(self, world, clock, store, client, group, enqueuer):
+        self.world, self.clock, self.store, self.client, self.group = world, clock, store, client, group
+        self.enqueuer = enqueuer
+
+    def poll(self):
+        for pattern in ("crosslink:pending:*", "crosslink:hints:*"):
+            for found in self.store.scan_iter(pattern):
+                self.store.delete(found)  # each poll's jobs seen on their own: the flags would coalesce them
+        return rc.poll_account(self.group, self.client, self.enqueuer, self.store, clock=self.clock)
+
+    def hints(self, number, link="demo"):
+        return [item.decode() for item in self.store.lrange(hints_key(link, "partner", number), 0, -1)]
+
+    def used(self):
+        return self.world.account("partner").quota_used
+
+    def paths(self, since=0):
+        return [entry["path"] for entry in self.world.requests("partner")[since:]]
+
+    def record(self, number, link="demo"):
+        """What the worker hook does once a run of the task synced it (the stamp it read)."""
+        task = self.world.get_task("partner", number, "dateOfLastUpdate,dateOfLastComment")
+        record_synced_stamp(self.store, link, "partner", number, task)
+
+
+def make_setup(tmp_path, redis_url, links=1):
     clock = Clock(T0)
     seed = copy.deepcopy(example("emulator.yaml"))
     for account in seed["accounts"].values():
         account["limits"] = {"rate_per_s": None, "daily_quota": None}
         account["scenarios"] = []
-    seed["accounts"]["partner"]["projects"].append({"id": 11, "name": "Internal"})
+    seed["accounts"]["partner"]["projects"] += [{"id": 11, "name": "Internal"}] + [
+        {"id": 100 + i, "name": f"Client {i}"} for i in range(1, links)]
     world = World.from_config(seed, clock=clock)
-    links = copy.deepcopy(example("links.yaml"))
-    for conf in links["links"][0]["sides"].values():
-        conf["base_url"] = f"http://testserver/{conf['account']}/rest"
-    path = tmp_path / "links.yaml"
-    path.write_text(yaml.safe_dump(links), encoding="utf-8")
-    link = find_link(load_links(path), "demo")
+    config = load(tmp_path, links_doc(links))
+    group = rc.poll_account_of(config, "demo", "partner")
     store = redis.Redis.from_url(redis_url)
     enqueuer = Enqueuer(redis_url)
+    return world, clock, store, enqueuer, group
+
+
+@pytest.fixture
+def setup(tmp_path, redis_url):
+    world, clock, store, enqueuer, group = make_setup(tmp_path, redis_url)
     with TestClient(create_app(world)) as http:
-        client = PlanfixClient(link.sides["partner"].base_url, "demo-partner-sync", account="partner", http=http,
+        client = PlanfixClient(group.first.conf.base_url, "demo-partner-sync", account="partner", http=http,
                                limiter=AccountLimiter(store, rate_per_s=0), read_retries=0)
-
-        def poll(comments=True):
-            for key in store.scan_iter("crosslink:pending:*"):
-                store.delete(key)  # each poll's jobs seen on their own: the flags would coalesce them
-            return rc.poll_side(link, "partner", client, enqueuer, store, clock=clock, comments=comments)
-
-        yield world, clock, poll, store, client
+        yield Setup(world, clock, store, client, group, enqueuer)
     enqueuer.close()
     store.close()
     world.close()
@@ -167,101 +431,172 @@ def edit(world, number, name):
     world.update_task("partner", number, {"name": name}, author=PAVEL)
 
 
-def test_first_poll_looks_back_an_hour_and_queues_what_changed(setup):
-    world, clock, poll, store, _ = setup
+def test_first_poll_looks_back_an_hour_and_takes_a_full_look_at_a_task_it_knows_nothing_of(setup):
+    clock = setup.clock
     clock.now = T0 + 2 * 3600
-    edit(world, 2, "changed lately")
+    edit(setup.world, 2, "changed lately")
     clock.now += 30
-    report = poll()
-    assert report.tasks == [2] and report.queued == 1
-    assert store.exists(pending_key("demo", "partner", 2)) and store.llen(SYNC_QUEUE) == 1
-    assert rc.read_cursor(store, "demo", "partner") == clock.now
+    report = setup.poll()
+    assert report.runs == [("demo", "partner", 2, (FULL_HINT,))] and report.queued == 1
+    assert setup.store.exists(pending_key("demo", "partner", 2)) and setup.store.llen(SYNC_QUEUE) == 1
+    assert setup.hints(2) == [FULL_HINT]
+    assert rc.read_cursor(setup.store, setup.group.key) == clock.now
+
+
+def test_a_task_a_webhook_run_synced_is_not_queued_and_a_later_change_reads_only_the_task(setup):
+    clock, world = setup.clock, setup.world
+    clock.now = T0 + 2 * 3600
+    edit(world, 1, "synced by its webhook")
+    setup.record(1)
+    clock.now += 20
+    report = setup.poll()
+    assert report.runs == [] and report.found == 1 and report.skipped == 1
+    assert not setup.store.exists(pending_key("demo", "partner", 1))
+    edit(world, 1, "its webhook lost")
+    clock.now += 90
+    report = setup.poll()
+    assert report.runs == [("demo", "partner", 1, rc.POLL_TASK_HINTS)] and not report.comment_feed
+    assert setup.hints(1) == ["task_changed", "task_changed"]
+    setup.record(1)                     # the second look (checklist and files) recorded it
+    clock.now += 90
+    assert setup.poll().runs == []
+
+
+def test_a_comment_whose_webhook_was_lost_is_read_alone_and_our_own_comments_queue_nothing(setup):
+    clock, world = setup.clock, setup.world
+    clock.now = T0 + 2 * 3600
+    setup.record(1)
+    clock.now += 30
+    person = world.add_comment("partner", 1, {"description": "a person's"}, author=PAVEL)
+    clock.now += 30
+    since = len(world.requests("partner"))
+    report = setup.poll()
+    assert report.runs == [("demo", "partner", 1, (f"comment_added:{person}",))] and report.comment_feed
+    assert setup.hints(1) == [f"comment_added:{person}"]
+    assert setup.paths(since) == ["/user/list", "/task/list", "/comment/list"]
+    setup.record(1)
+    clock.now += 30
+    world.add_comment("partner", 1, {"description": "a mirror of the client's"}, author=ROBOT)
+    clock.now += 30
+    report = setup.poll()
+    assert report.runs == [] and report.comment_feed and report.skipped == 1
+
+
+def test_comments_are_routed_with_their_task_and_other_projects_are_ignored(setup):
+    world, clock = setup.world, setup.clock
+    world.update_task("partner", 2, {"project": {"id": 11}}, author=PAVEL)
+    clock.now = T0 + 2 * 3600
+    world.add_comment("partner", 1, {"description": "in scope"}, author=PAVEL)
+    world.add_comment("partner", 2, {"description": "another project"}, author=PAVEL)
+    clock.now += 5
+    report = setup.poll()
+    assert report.tasks == [1] and report.found == 2
 
 
 def test_the_overlap_catches_a_change_dated_before_the_cursor(setup):
     """Planfix's clock 100 s behind ours: a change made after our poll is dated before its cursor."""
-    world, clock, poll, store, _ = setup
+    world, clock = setup.world, setup.clock
     clock.now = T0 + 2 * 3600
-    poll()
+    setup.poll()
     cursor = clock.now
     clock.now = cursor - 100          # Planfix dates the change by its own (late) clock
     edit(world, 1, "late clock")
     clock.now = cursor - 400          # a change dated before the whole window
     edit(world, 2, "much older")
     clock.now = cursor + 60
-    report = poll()
+    report = setup.poll()
     assert report.tasks == [1]
     assert rc.window_start(cursor, clock.now) <= cursor - 100
 
 
-def test_a_task_is_not_queued_again_once_a_poll_saw_its_settled_stamp(setup):
-    world, clock, poll, store, _ = setup
+def test_a_stamp_no_run_records_is_queued_twice_then_left(setup):
+    """A run that found the task out of scope or gone records nothing: two looks, then no more."""
+    world, clock = setup.world, setup.clock
     clock.now = T0 + 2 * 3600
     edit(world, 1, "once")
     clock.now += 10
-    assert poll().tasks == [1]           # seen 10 s after the change: not yet final
+    assert setup.poll().runs[0][3] == (FULL_HINT,)     # nothing known yet
     clock.now += 60
-    assert poll().tasks == [1]           # seen again, now 70 s after: final from here on
+    assert setup.poll().runs[0][3] == rc.POLL_TASK_HINTS  # the same stamp, a second look
     clock.now += 60
-    report = poll()
-    assert report.tasks == [] and report.found == 1 and report.skipped == 1
+    report = setup.poll()
+    assert report.runs == [] and report.found == 1 and report.skipped == 1
     edit(world, 1, "twice")
     clock.now += 5
-    assert poll().tasks == [1]           # a new stamp is always queued
-
-
-def test_comments_are_polled_and_other_projects_are_ignored(setup):
-    world, clock, poll, store, _ = setup
-    world.update_task("partner", 2, {"project": {"id": 11}}, author=PAVEL)
-    clock.now = T0 + 2 * 3600
-    world.add_comment("partner", 1, {"description": "in scope"}, author=PAVEL)
-    world.add_comment("partner", 2, {"description": "another project"}, author=PAVEL)
-    clock.now += 5
-    assert poll().tasks == [1]
+    assert setup.poll().runs[0][3] == rc.POLL_TASK_HINTS  # a new stamp is always queued
 
 
 def test_the_cursor_stays_when_a_later_request_of_the_poll_fails(setup):
-    world, clock, poll, store, client = setup
+    world, clock, store, client = setup.world, setup.clock, setup.store, setup.client
     clock.now = T0 + 2 * 3600
-    poll()
-    cursor = rc.read_cursor(store, "demo", "partner")
-    edit(world, 1, "lost webhook")
+    setup.record(1)
+    setup.poll()
+    cursor = rc.read_cursor(store, setup.group.key)
+    world.add_comment("partner", 1, {"description": "lost webhook"}, author=PAVEL)
     clock.now += 60
-    used = world.account("partner").quota_used
-    world.set_limits("partner", daily_quota=used + 1)  # the task page passes, the comment feed fails
+    world.set_limits("partner", daily_quota=setup.used() + 1)  # the task page passes, the comment feed fails
     with pytest.raises(RateLimited):
-        poll()
-    assert rc.read_cursor(store, "demo", "partner") == cursor
+        setup.poll()
+    assert rc.read_cursor(store, setup.group.key) == cursor
     assert not store.exists(pending_key("demo", "partner", 1))
     world.set_limits("partner", daily_quota=None)
     client.limiter.reset("partner")     # Planfix's code 22 paused the whole account: lift it
     clock.now += 60
-    assert poll().tasks == [1]          # the next poll reads the same window again
-    assert rc.read_cursor(store, "demo", "partner") == clock.now
+    assert setup.poll().tasks == [1]    # the next poll reads the same window again
+    assert rc.read_cursor(store, setup.group.key) == clock.now
 
 
 def test_the_poll_asks_the_account_limiter_first(setup):
-    world, clock, poll, store, client = setup
-    client.limiter.block_until("partner", 30.0, reason="daily_quota")
-    served = world.account("partner").quota_used
+    setup.client.limiter.block_until("partner", 30.0, reason="daily_quota")
+    served = setup.used()
     with pytest.raises(RateLimited):
-        poll()
-    assert world.account("partner").quota_used == served
-    assert rc.read_cursor(store, "demo", "partner") is None
+        setup.poll()
+    assert setup.used() == served
+    assert rc.read_cursor(setup.store, setup.group.key) is None
 
 
-def test_a_quiet_poll_costs_two_requests_and_the_time_zone_is_cached(setup):
-    world, clock, poll, store, _ = setup
-    clock.now = T0 + 2 * 3600
-    poll()
-    used = world.account("partner").quota_used
-    clock.now += 60
-    poll()
-    assert world.account("partner").quota_used - used == 2
-    assert store.get(rc.key(rc.TIMEZONE_KEY, "demo", "partner")) == b"UTC"
+def test_a_quiet_poll_costs_one_request_and_the_time_zone_is_cached(setup):
+    setup.clock.now = T0 + 2 * 3600
+    assert setup.poll().requests == 2     # the time zone, then the task feed
+    used = setup.used()
+    setup.clock.now += 60
+    report = setup.poll()
+    assert setup.used() - used == 1 == report.requests
+    assert setup.store.get(rc.key(rc.TIMEZONE_KEY, setup.group.key)) == b"UTC"
+    assert rc.read_last_poll(setup.store, setup.group.key) == rc.LastPoll(setup.clock.now, 1, None)
 
 
-# --- one poll per period, however many beats tick ----------------------------------------------
+@pytest.mark.parametrize("links", [1, 12])
+def test_one_poll_covers_every_link_of_the_account_for_one_request(tmp_path, redis_url, links):
+    """LINKS links share the partner account: a quiet poll is one request, and a change in each
+    link's project is queued to that link's side alone."""
+    world, clock, store, enqueuer, group = make_setup(tmp_path, redis_url, links)
+    assert len(group.members) == links
+    try:
+        with TestClient(create_app(world)) as http:
+            client = PlanfixClient(group.first.conf.base_url, "demo-partner-sync", account="partner", http=http,
+                                   limiter=AccountLimiter(store, rate_per_s=0), read_retries=0)
+            clock.now = T0 + 2 * 3600
+            rc.poll_account(group, client, enqueuer, store, clock=clock)
+            used = world.account("partner").quota_used
+            clock.now += 90
+            rc.poll_account(group, client, enqueuer, store, clock=clock)
+            assert world.account("partner").quota_used - used == 1
+            made = {}
+            for index, member in enumerate(group.members):
+                project = 10 if index == 0 else 100 + index
+                made[member.link] = world.create_task("partner", {"name": f"for {member.link}", "processId": 1,
+                                                                  "project": {"id": project}}, author=PAVEL)
+            clock.now += 90
+            report = rc.poll_account(group, client, enqueuer, store, clock=clock)
+            assert sorted((link, number) for link, _, number, _ in report.runs) == sorted(made.items())
+    finally:
+        enqueuer.close()
+        store.close()
+        world.close()
+
+
+# --- one poll per period, however many beats tick ------------------------------------------------
 
 def test_exactly_one_of_many_simultaneous_ticks_takes_the_turn(redis_client):
     barrier = threading.Barrier(8)
@@ -269,7 +604,7 @@ def test_exactly_one_of_many_simultaneous_ticks_takes_the_turn(redis_client):
 
     def tick(index):
         barrier.wait()
-        won.append(rc.take_turn(redis_client, "demo", "partner", 60.0, f"beat-{index}"))
+        won.append(rc.take_turn(redis_client, "partner/user:1", 87.0, f"beat-{index}"))
 
     threads = [threading.Thread(target=tick, args=(index,)) for index in range(8)]
     for thread in threads:
@@ -277,22 +612,21 @@ def test_exactly_one_of_many_simultaneous_ticks_takes_the_turn(redis_client):
     for thread in threads:
         thread.join()
     assert sorted(won) == [False] * 7 + [True]
-    ttl = redis_client.pttl(rc.key(rc.TURN_KEY, "demo", "partner"))
-    assert 0.8 * 60_000 < ttl <= rc.TURN_SHARE * 60_000
-    assert rc.take_turn(redis_client, "demo", "client", 60.0, "beat-0")  # each side has its own turn
+    ttl = redis_client.pttl(rc.key(rc.TURN_KEY, "partner/user:1"))
+    assert 86_000 < ttl <= 87_000
+    assert rc.take_turn(redis_client, "client/user:1", 87.0, "beat-0")  # each account has its own turn
 
 
-def test_the_turn_comes_back_within_one_period(redis_client):
-    import time
-
-    assert rc.take_turn(redis_client, "demo", "partner", 0.2, "a")
-    assert not rc.take_turn(redis_client, "demo", "partner", 0.2, "b")
-    time.sleep(0.2)
-    assert rc.take_turn(redis_client, "demo", "partner", 0.2, "b")
+def test_the_turn_comes_back_after_the_period(redis_client):
+    assert rc.take_turn(redis_client, "partner/user:1", 0.2, "a")
+    assert not rc.take_turn(redis_client, "partner/user:1", 0.2, "b")
+    time.sleep(0.25)
+    assert rc.take_turn(redis_client, "partner/user:1", 0.2, "b")
 
 
-def test_the_poll_task_runs_once_per_period(monkeypatch, tmp_path, redis_url, emulator_server):
-    """Two ticks in one period (two beats): the Celery task function polls once, skips once."""
+@pytest.fixture
+def poller(monkeypatch, tmp_path, redis_url, emulator_server):
+    """producers.tasks' per-process poller on the loopback emulator, as a worker builds it."""
     from crosslink.settings import get_settings
     from producers import tasks
 
@@ -308,12 +642,42 @@ def test_the_poll_task_runs_once_per_period(monkeypatch, tmp_path, redis_url, em
     get_settings.cache_clear()
     tasks._pollers.clear()
     try:
-        emulator_server.world.update_task("partner", 1, {"name": "changed"}, author=2)
-        assert tasks.reconcile_poll("demo", "partner", 60.0).startswith("queued 1 ")
-        assert tasks.reconcile_poll("demo", "partner", 60.0) == "not-my-turn"
-        store = redis.Redis.from_url(redis_url)
-        assert store.exists(pending_key("demo", "partner", 1))
-        store.close()
+        yield tasks, tasks.poller(), emulator_server.world
     finally:
         get_settings.cache_clear()
         tasks._pollers.clear()
+
+
+def test_a_tick_polls_an_account_once_per_its_budget_period(poller):
+    tasks, state, world = poller
+    group = rc.find_poll_account(state.config, f"{state.config.links[0].sides['partner'].account}/user:1")
+    world.update_task("partner", 1, {"name": "changed"}, author=2)
+    period = tasks.poll_due(state, group, floor_s=FLOOR_S, tick_s=TICK_S)
+    assert period == pytest.approx(86400 / 999, abs=1e-3)   # the settings' 20,000 a day, 5 %
+    assert tasks.poll_due(state, group, floor_s=FLOOR_S, tick_s=TICK_S) is None  # a second tick, or beat
+    assert 0 < state.redis.pttl(rc.key(rc.TURN_KEY, group.key)) <= period * 1000
+    assert tasks.reconcile_poll(group.key).startswith("queued 1 ")
+    assert state.redis.exists(pending_key("demo", "partner", 1))
+    assert tasks.reconcile_poll("demo", "partner", 60.0) == "unknown-account"  # an older beat's message
+
+
+def test_a_tick_leaves_a_busy_account_to_its_live_runs_for_at_most_a_period(poller):
+    tasks, state, world = poller
+    group = rc.find_poll_account(state.config, f"{state.config.links[0].sides['partner'].account}/user:1")
+    state.limiter.set_account_limits(group.account, rate_per_s=1000, burst=1000)
+    for _ in range(700):                # live runs: 700 requests in the second since the last poll
+        assert state.limiter.acquire(group.account, "demo").go
+    now = time.time()
+    last = rc.key(rc.LAST_POLL_KEY, group.key)
+    state.redis.hset(last, mapping={"at": repr(now - 1.0), "requests": 1, "used_after": 0})
+    assert tasks.poll_due(state, group, floor_s=FLOOR_S, tick_s=TICK_S) is None
+    assert not state.redis.exists(rc.key(rc.TURN_KEY, group.key))
+    period = rc.poll_period_s(1, 20_000, SHARE, FLOOR_S)
+    state.redis.hset(last, mapping={"at": repr(now - 2 * period - 1), "used_after": 0})
+    assert tasks.poll_due(state, group, floor_s=FLOOR_S, tick_s=TICK_S) is not None  # overdue: polls
+
+
+def test_synced_stamp_keys_expire(redis_client):
+    record_synced_stamp(redis_client, "demo", "partner", 5, {"dateOfLastUpdate": tp(T0)})
+    assert redis_client.get(synced_stamp_key("demo", "partner", 5)) == f"{tp(T0)['dateTimeUtcSeconds']}|"
+    assert 0 < redis_client.ttl(synced_stamp_key("demo", "partner", 5)) <= 7 * 86400

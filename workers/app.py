@@ -6,8 +6,8 @@ every write it makes is idempotent (workers.idempotency), so running it twice is
 The app also includes producers.tasks, the reconciliation poller's tasks (a producer: it turns
 Planfix's change filters into sync jobs, so it lives with the producers and is found here by
 module name, never imported), and carries the beat schedule that ticks it. Any number of
-`crosslink beat` replicas may send the tick: each poll takes a per-period turn in Redis, so a
-link side is polled once per period however many ticks arrive (producers/reconcile.py).
+`crosslink beat` replicas may send the tick: each account's poll takes a per-period turn in
+Redis, so an account is polled once per period however many ticks arrive (producers/tasks.py).
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ def transport_options(visibility_timeout_s: float) -> dict:
 
 
 def make_app(redis_url: str, reconcile_period_s: float = 60.0,
-             visibility_timeout_s: float = VISIBILITY_TIMEOUT_S) -> Celery:
+             visibility_timeout_s: float = VISIBILITY_TIMEOUT_S, reconcile_tick_s: float | None = None) -> Celery:
+    """The app; its beat ticks the poller every RECONCILE_TICK_S (at most the floor period
+    RECONCILE_PERIOD_S, which the tick carries to the workers)."""
+    tick_s = min(reconcile_tick_s or reconcile_period_s, reconcile_period_s)
     app = Celery("crosslink", broker=redis_url, include=["workers.tasks", "producers.tasks"])
     app.conf.update(
         task_acks_late=True,
@@ -60,10 +63,10 @@ def make_app(redis_url: str, reconcile_period_s: float = 60.0,
         beat_schedule={
             "crosslink-reconcile": {
                 "task": RECONCILE_TICK,
-                "schedule": reconcile_period_s,
-                "args": [reconcile_period_s],
-                # A tick older than a period is superseded by the next one: drop it unrun.
-                "options": {"queue": SYNC_QUEUE, "expires": reconcile_period_s},
+                "schedule": tick_s,
+                "args": [tick_s, reconcile_period_s],
+                # A tick older than a tick is superseded by the next one: drop it unrun.
+                "options": {"queue": SYNC_QUEUE, "expires": tick_s},
             },
         },
     )
@@ -73,7 +76,7 @@ def make_app(redis_url: str, reconcile_period_s: float = 60.0,
 before_task_publish.connect(stamp_enqueue_time, weak=False, dispatch_uid=STAMP_RECEIVER_UID)
 
 app = make_app(get_settings().redis_url, get_settings().reconcile_period_s,
-               get_settings().visibility_timeout_s)
+               get_settings().visibility_timeout_s, get_settings().reconcile_tick_s)
 
 
 @setup_logging.connect

@@ -1,7 +1,8 @@
 """Reconciliation end to end: webhooks dropped on purpose (the accounts' scenarios switched off),
 then `crosslink reconcile` reports the drift and `--repair` removes it, and the beat-driven poller
-repairs a dropped change within one reconciliation period. Real Redis, real worker and beat
-processes, the emulator over loopback, the CLI as an operator runs it (a subprocess)."""
+repairs a dropped change within one reconciliation period (one poll per account). Real Redis,
+real worker and beat processes, the emulator over loopback, the CLI as an operator runs it (a
+subprocess)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import time
 import pytest
 import redis
 
-from producers.reconcile import CURSOR_KEY, key
+from planfix.limiter import AccountLimiter
+from producers.reconcile import CURSOR_KEY, key, poll_accounts
 from tests.e2e.conftest import eventually, settle
 
 pytestmark = pytest.mark.e2e
@@ -24,6 +26,9 @@ LINK = "demo"
 PAVEL, IRINA_P, MARAT = 2, 4, 6
 # A short period so the test is quick; the poller's logic does not depend on its length.
 PERIOD_S = 2.0
+# A plan this big gives the poller a budget period below PERIOD_S, so PERIOD_S is the period (at
+# the workers' 20,000 a day it would be 87 s: producers.reconcile.poll_period_s).
+BIG_PLAN_QUOTA = 10_000_000
 # Beyond the period: the poll itself, the queued sync run and its writes at the e2e rate limit.
 PIPELINE_S = 10.0
 
@@ -93,10 +98,15 @@ def test_reconcile_reports_drift_and_repair_removes_it(stack, tmp_path):
 def test_a_dropped_webhook_is_repaired_by_the_poller_within_one_period(stack):
     settle(stack)
     store = redis.Redis.from_url(stack.redis_url)
+    accounts = poll_accounts(stack.config)
+    assert len(accounts) == 2  # one poll per account: the partner's and the client's
+    limiter = AccountLimiter(store)
+    for account in accounts:
+        limiter.set_account_limits(account.account, daily_quota=BIG_PLAN_QUOTA)
     try:
         stack.start_beat(PERIOD_S)
-        # The poller runs: beat ticks, a worker polls each side and moves its cursor.
-        eventually(lambda: all(store.exists(key(CURSOR_KEY, LINK, side)) for side in ("partner", "client")),
+        # The poller runs: beat ticks, a worker polls each account and moves its cursor.
+        eventually(lambda: all(store.exists(key(CURSOR_KEY, account.key)) for account in accounts),
                    timeout=PERIOD_S * 3 + PIPELINE_S, what="the first polls")
         settle(stack)
         deliveries = len(stack.world.deliveries("partner"))
@@ -111,5 +121,7 @@ def test_a_dropped_webhook_is_repaired_by_the_poller_within_one_period(stack):
         assert repaired_in < PERIOD_S + PIPELINE_S
     finally:
         stack.stop_beat()
+        for account in accounts:
+            limiter.clear_account_limits(account.account)  # the module's stack set no other
         store.close()
     settle(stack)
