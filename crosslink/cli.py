@@ -110,8 +110,9 @@ def demo(quiet: bool) -> None:
 @main.command()
 @click.option("--config", "links_path", default=None)
 def status(links_path: str | None) -> None:
-    """Per link: mirrored tasks, queued jobs, parked events, dead letters, severed or not, and
-    webhooks waiting in the producer's spool for Redis."""
+    """Per link: mirrored tasks, queued jobs, parked events, dead letters, severed or not,
+    webhooks waiting in the producer's spool for Redis, and each side's reconciliation poll
+    (period, daily budget, how late a change whose webhook was lost can be synced)."""
     from crosslink.operations import link_status
 
     settings = get_settings()

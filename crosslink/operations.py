@@ -1,7 +1,9 @@
 """Operator commands that read or repair a link's state: status and relink.
 
 Status reads the shared state in Redis and, beside it, the producer's local spool (the webhooks
-kept while Redis was unreachable), so that an operator sees both during an outage.
+kept while Redis was unreachable), so that an operator sees both during an outage; and, per link
+side, its account's reconciliation poll: the period its budget allows and how late a change whose
+webhook was lost can be synced (producers/reconcile.py).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import Any
 import redis
 
 from crosslink.logs import register_secret
+from crosslink.settings import Settings, get_settings
 from planfix.client import PlanfixClient
 from planfix.limiter import AccountLimiter
+from producers.reconcile import account_budget, poll_accounts
 from producers.spool import spool_directory, spooled_webhooks
-from schemas.links import Link, load_links
+from schemas.links import Link, LinksConfig, load_links
 from workers.names import SYNC_QUEUE
 from workers.state import LinkState, parse_marker
 
@@ -36,17 +40,41 @@ def work_waiting(client: redis.Redis, link: str = "*") -> bool:
 STATUS_REDIS_TIMEOUT_S = 3.0
 
 
-def link_status(links_path: str, redis_url: str, spool_dir: str = "") -> list[dict[str, Any]]:
+def reconcile_view(client: redis.Redis, config: LinksConfig, settings: Settings) -> dict[tuple[str, str], dict]:
+    """Per (link, side): its account's poll, period, requests a poll, daily budget, repair bound
+    and last poll, with the account's limits in force (the limiter's overrides)."""
+    limiter = AccountLimiter(client, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
+    floor_s = settings.reconcile_period_s
+    tick_s = min(settings.reconcile_tick_s, floor_s)
+    view = {}
+    for group in poll_accounts(config):
+        limits = limiter.limits(group.account)
+        budget = account_budget(client, group, daily_quota=int(limits["daily_quota"]),
+                                rate_per_s=float(limits["rate_per_s"]), share=settings.reconcile_share,
+                                floor_s=floor_s, tick_s=tick_s)
+        for member in group.members:
+            view[(member.link, member.side)] = {
+                "poll": group.key, "period_s": budget.period_s, "requests_per_poll": budget.requests_per_poll,
+                "budget_per_day": budget.budget_per_day, "repair_bound_s": budget.repair_bound_s,
+                "last_poll_s_ago": budget.last_poll_s_ago}
+    return view
+
+
+def link_status(links_path: str, redis_url: str, spool_dir: str = "",
+                settings: Settings | None = None) -> list[dict[str, Any]]:
     """One row per link: its mirrors, queue, parked events, dead letters and severed sides from
-    Redis, and the webhooks waiting in the producer's spool (SPOOL_DIR, else beside the links
-    file) for Redis to come back. With Redis unreachable a row says so and still counts the spool."""
-    links = load_links(links_path).links
+    Redis, its sides' reconciliation (reconcile_view, by SETTINGS, else the environment's), and
+    the webhooks waiting in the producer's spool (SPOOL_DIR, else beside the links file) for
+    Redis to come back. With Redis unreachable a row says so and still counts the spool."""
+    config = load_links(links_path)
+    links = config.links
     spooled = spooled_webhooks(spool_directory(spool_dir, links_path))
     client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=STATUS_REDIS_TIMEOUT_S,
                                   socket_connect_timeout=STATUS_REDIS_TIMEOUT_S)
     try:
         rows = []
         now = time.time()
+        polls = reconcile_view(client, config, settings or get_settings())
         for link in links:
             state = LinkState(client, link.name)
             last = state.last_sync()
@@ -63,6 +91,7 @@ def link_status(links_path: str, redis_url: str, spool_dir: str = "") -> list[di
                 "dead_letters": len(state.dead_letters()),
                 "severed": {side: info["reason"] for side, info in state.severed().items()},
                 "spooled_webhooks": spooled.get(link.name, 0),
+                "reconcile": {side: polls[(link.name, side)] for side in link.sides},
             })
         return rows
     except redis.RedisError as exc:

@@ -681,3 +681,18 @@ def test_synced_stamp_keys_expire(redis_client):
     record_synced_stamp(redis_client, "demo", "partner", 5, {"dateOfLastUpdate": tp(T0)})
     assert redis_client.get(synced_stamp_key("demo", "partner", 5)) == f"{tp(T0)['dateTimeUtcSeconds']}|"
     assert 0 < redis_client.ttl(synced_stamp_key("demo", "partner", 5)) <= 7 * 86400
+
+
+def test_crosslink_status_shows_each_sides_poll_and_repair_bound(tmp_path, redis_url):
+    from crosslink.operations import link_status
+    from crosslink.settings import Settings
+
+    path = tmp_path / "links.yaml"
+    path.write_text(yaml.safe_dump(links_doc(3)), encoding="utf-8")
+    settings = Settings.from_env({"REDIS_URL": redis_url})
+    rows = {row["link"]: row for row in link_status(str(path), redis_url, settings=settings)}
+    partner = rows["client-2"]["reconcile"]["partner"]
+    assert partner["poll"] == "partner/user:1" == rows["demo"]["reconcile"]["partner"]["poll"]
+    assert partner["period_s"] == pytest.approx(86400 / 999, abs=1e-3) and partner["budget_per_day"] == 1000
+    assert partner["repair_bound_s"] == pytest.approx(187) and partner["last_poll_s_ago"] is None
+    assert rows["client-2"]["reconcile"]["client"]["poll"] == "client-2/user:1"
