@@ -192,10 +192,11 @@ def reconcile(link_name: str, repair: bool, json_path: str | None, links_path: s
 @click.option("--schedule", "schedule_path", default=None, type=click.Path(dir_okay=False),
               help="where beat keeps its last-run times (default celerybeat-schedule here)")
 def beat(schedule_path: str | None) -> None:
-    """Run the scheduler that ticks the reconciliation poller every CROSSLINK_RECONCILE_PERIOD_S.
+    """Run the scheduler that ticks the reconciliation poller every CROSSLINK_RECONCILE_TICK_S.
 
-    Several replicas are safe: each poll takes its period's turn in Redis, so extra ticks do
-    nothing (producers/tasks.py).
+    Each tick polls the accounts whose period (their share of the daily quota, at least
+    CROSSLINK_RECONCILE_PERIOD_S) has run out. Several replicas are safe: each poll takes its
+    account's turn in Redis, so extra ticks do nothing (producers/tasks.py).
     """
     from workers.app import app
 
