@@ -106,15 +106,19 @@ def list_letters(link_name: str | None, as_json: bool) -> None:
             click.echo("no dead letters" + (f" for link {link_name}" if link_name else ""))
             return
         for letter in letters:
-            held = len(DeadLetters(client, letter["link"]).held(letter["side"], letter["task"]))
+            store = DeadLetters(client, letter["link"])
+            # A failed read's letter holds nothing: the task's later events run (workers.tasks).
+            blocks = store.blocked_by(letter["side"], letter["task"]) == letter["id"]
+            held = len(store.held(letter["side"], letter["task"])) if blocks else 0
             row = {"id": letter["id"], "link": letter["link"], "side": letter["side"],
                    "task": letter["task"], "kind": letter["kind"], "age_s": round(now - letter["at"], 1),
-                   "held": held, "event": letter["event"], "reason": letter["reason"]}
+                   "blocks_task": blocks, "held": held, "event": letter["event"], "reason": letter["reason"]}
             if as_json:
                 click.echo(json.dumps(row, ensure_ascii=False))
             else:
+                holding = f"{held} held" if blocks else "holds nothing"
                 click.echo(f"{letter['id']}\t{letter['link']}\t{letter['side']} #{letter['task']}\t"
-                           f"{_age(now - letter['at'])} ago\t{held} held\t{letter['kind']}: {letter['reason']}")
+                           f"{_age(now - letter['at'])} ago\t{holding}\t{letter['kind']}: {letter['reason']}")
     finally:
         client.close()
 

@@ -218,3 +218,16 @@ def test_a_letter_of_a_failed_read_is_listed_but_holds_nothing(redis_client):
     assert store.hold_if_blocked("partner", 5, event("partner", 5, 4.0)) == write
     released = store.release(letter)
     assert released.held == [] and store.blocked_by("partner", 5) == write
+
+
+def test_cli_lists_a_failed_reads_letter_as_holding_nothing(cli, redis_client):
+    """Beside a write's letter of the same task, the read's letter must not claim its held events."""
+    store = DeadLetters(redis_client, "demo")
+    read = store.add(event("partner", 5), "GET /comment/{id}: HTTP 400 code 41", time.time(), blocks=False)
+    write = store.add(event("partner", 5, 3.0), "POST /task/: HTTP 400 code 41", time.time())
+    store.hold_if_blocked("partner", 5, event("partner", 5, 4.0))
+    rows = {row["id"]: row for row in map(json.loads, cli("dlq", "list", "--json").output.splitlines())}
+    assert (rows[read]["blocks_task"], rows[read]["held"]) == (False, 0)
+    assert (rows[write]["blocks_task"], rows[write]["held"]) == (True, 1)
+    listed = cli("dlq", "list").output
+    assert f"{read}\tdemo\tpartner #5\t" in listed and "holds nothing" in listed and "1 held" in listed
