@@ -27,7 +27,8 @@ from workers.sync import ADMISSION_LIMIT_WAIT_S
 # Planfix answers within a few seconds; a write still unanswered after the settings' read
 # timeout (CROSSLINK_PLANFIX_TIMEOUT_S, 10 s) is treated as "maybe applied" and checked before
 # it is retried.
-# Kept-alive connections per Planfix host: a worker process runs its slots' requests over them.
+# Kept-alive connections of a worker process, over all Planfix hosts (httpx counts them together):
+# its slots send one request at a time each, to at most two accounts per link.
 HTTP_KEEP_ALIVE = 10
 
 
