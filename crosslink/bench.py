@@ -1,33 +1,58 @@
-"""`crosslink bench`: how fast Crosslink is, within Planfix's limits, measured on this machine.
+"""`crosslink bench`: what a Crosslink deployment costs and how fast it is, within Planfix's limits,
+measured on this machine.
 
-Why a benchmark of the whole pipeline rather than of functions: what a partner feels is webhook
-in to write done through the producer, Redis, Celery worker processes and the Planfix API, and
-what Planfix allows is counted at Planfix's end. So every phase runs the real parts (the
-producer over HTTP, an embedded Redis, `celery worker` OS processes, the emulator over HTTP) and
-reads its figures from the emulator's request log, which is what Planfix would count.
+Why a benchmark of whole deployments rather than of functions: what a partner pays is every
+request its Planfix account answers (the reconciliation poller's included), and what a partner
+feels is a person's change in one account to the write that carries it into the other. So every
+phase runs the real parts: the producer over HTTP in its own process, an embedded Redis, `celery
+worker` OS processes, `celery beat` ticking the reconciliation poller (where a deployment would
+run it), and the emulator over HTTP. Its request log is what Planfix would count; a wire tap in
+front of it (`WireTap`) keeps each request's body, so a write is matched to the change it carries
+by content, and every request to the task it concerns.
 
-Phases:
-- pipeline (limits off): webhooks posted at a fixed rate for a while; the highest rate whose
-  backlog drains at once (every event written within DRAIN_S of the last post) is kept, and
-  the latency of each event is webhook post to the first write on its counterpart after it
-  (reported for that rate's long run, and for every rate's probe). Beside it, the highest rate
-  held for the long run with p99 under P99_TARGET_MS (the latency a partner is promised): a rate
-  held only with a long queue is throughput, not speed, and the two are reported apart. A long
-  run that fails is tried at the next lower candidate rate (SUSTAIN_ATTEMPTS in all).
-  Run with 1 and 2 worker processes to show how it scales out.
-- economy (limits off, real scenario deliveries): a mixed workload of new tasks, field edits,
-  status moves, comments and reassignments, one change per task at a time; Planfix requests on
-  every account divided by changes. Then bursts of edits to the same tasks.
-- fairness (limits on: 1 request/s per account, as Planfix): many links share one partner
-  account, each with a backlog of client-side edits, so every event costs the partner one write;
-  limiter violations (requests the emulator refused for rate), the share of the allowed requests
-  used while the backlog lasts, Jain's index over the links' throughput while all of them still
-  had a backlog, and the longest lag of any link.
-- idle (limits on): one change at a time on a quiet system, webhook in to write done.
+Phases and their stacks:
+- pipeline (its own stack: limits off, no poller; the machine's capacity): webhooks posted at a
+  fixed rate for a while; the highest rate whose backlog drains at once (every event written
+  within DRAIN_S of the last post) is kept. An event's latency runs from its scheduled send (open
+  loop: a sender that falls behind counts its own lag) to the end of the write that carries its
+  content (or a later edit's, which replaced it), never "the first write after it". Beside it,
+  the highest rate held with p99 under P99_TARGET_MS. Run with 1 and 2 worker processes.
+- quiet overhead (a stack per link count of the plan's quiet_links, the poller on, nothing
+  changing): the partner account's requests a day, from whole poll cycles. It must not grow with
+  the number of links.
+- economy (a stack with the poller at its default settings from crosslink.settings): every kind
+  of change a person makes (KINDS, on both sides, each on a task pair of its own), through real
+  scenario deliveries, spread over ECONOMY_PERIODS measured poll periods and followed by
+  TAIL_CYCLES polls of the partner. `api_calls_per_change` is all-in: every request any account
+  answered in the window (polls, read-backs, 202s) over the changes. The per-kind table charges
+  each change with the requests that concern its task pair (`request_targets`: a batch read is
+  shared among the tasks it names); polls and what concerns no one task are shown apart.
+- at Planfix's real limits (a stack with the poller on, then 1 request/s and the smallest plan's
+  quota, whatever the run's time scale):
+  - fairness on a skewed backlog: one link's backlog is posted first, then the others'. Jain's
+    index over the links' writes while all of them had a backlog (a FIFO queue scores
+    1/links, turns per link about 1), the small links' completion times, limiter violations and
+    the share of the allowed requests used. While that backlog waits, Celery executions and run
+    executions per finished sync (the workers' logs and /metrics), and the workers' CPU.
+  - bursts: BURST_EDITS edits of one task, BURST_GAPS_S apart (saving repeatedly, typing, editing
+    at leisure), through real scenario deliveries: requests per event for each gap.
+  - idle latency (open loop): single changes at fixed times, from each one's scheduled time to
+    the end of the write that carries it.
+Set-up (the task pairs a phase changes) is made before anything is counted, and a phase starts
+once the poller has nothing left to do about it (`settle`).
 
-Changes are made in the emulator's world directly (as a person in the UI would), and the
-webhooks are posted by the bench where timing matters (pipeline, fairness, idle) or delivered
-by the emulator's scenarios (economy), as Planfix would.
+Time: the full run is real time at the default settings (a poll period of about 90 s for the
+smallest plan). The quick run (CI) shrinks the economy's day by QUICK_TIME_SCALE: the poller's
+period and tick, the account's daily quota and request rate, and the sync's own delays
+(CROSSLINK_TIME_SCALE) together, so polls per change stay as they would be. The poller's own
+constants are real seconds (producers/reconcile.py: how long a change stamp takes to count as
+settled, the window's overlap), so a quick run's polls look again at a change that no run
+recorded as synced about 60 s / 4.5 s = 13 times where a real deployment's do so twice: the quick
+all-in figure is an upper bound, and set-up takes a minute to settle. Bursts keep their real
+gaps, fairness and idle latency Planfix's real 1 request/s.
+
+What is not here yet: the scale phase of issue 18 (a simulated working day for 10, 50 and 200
+links with dropped webhooks, drift_repair_p99_s, the most links a 20,000/day plan serves).
 """
 
 from __future__ import annotations
@@ -36,34 +61,71 @@ import http.client
 import json
 import logging
 import math
+import os
+import re
+import statistics
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+import httpx
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from crosslink.chaos import CLIENT_PROJECT, build_configs, client_account, link_name, partner_project
 from crosslink.embedded_redis import EmbeddedRedis
+from crosslink.settings import Settings
 from crosslink.stack import LocalStack
+from planfix.emulator.server import EmulatorServer
 from planfix.limiter import AccountLimiter
 from producers.scenarios import hook_path, request_auth, scenarios_for_side
+from workers.state import parse_marker
 
 # Planfix's documented limit (API-NOTES section 1), for the limited phases.
 PLANFIX_RATE_PER_S = 1.0
+DAY_S = 86400.0
+# The quick run's day is this share of a real one (see the module docstring).
+QUICK_TIME_SCALE = 0.05
 # The client person who makes the changes in the emulator's seed accounts (chaos.py uses the same).
 CLIENT_PERSON = 5
 CLIENT_PEOPLE = (5, 6)
 CLIENT_PROCESS = 3
 PARTNER_PROCESS = 1
 PARTNER_PEOPLE = (2, 3, 4)
+SIDES = ("client", "partner")
 # Partner status moves: In work and Review in turn (the example link names no partner
 # transitions), which map to one allowed client move each (12 <-> 13).
 PARTNER_STATUS_CYCLE = {1: 2, 2: 3, 3: 2, 4: 2}
+# Every kind of change a person makes, as the economy phase makes them (issue 18).
+KINDS = ("create", "edit", "contested edit", "status", "reassign", "comment", "comment edit",
+         "comment delete", "checklist item", "card file", "write answered 202")
+# The economy's changes are spread over this many poll periods (the issue asks at least 3).
+ECONOMY_PERIODS = 3
+# Polls of the partner account after the last change of a phase that are counted with it (a
+# poll may queue a run the webhook's run left to it, and a second look after that).
+TAIL_CYCLES = 2
+# Quiet overhead: poll cycles skipped (the first one also looks up the robot's time zone), then counted.
+WARM_UP_CYCLES = 2
+QUIET_CYCLES = 4
+# After set-up, nothing is counted until the poller has nothing left to do about it (the first
+# poll looks an hour back and queues a look at every task the set-up made, later ones a second
+# look until the change stamps count as settled): a partner poll came after the last request that
+# was not a poll, a whole period ago. At most this many expected periods, and this long.
+SETTLE_PERIODS = 4
+SETTLE_MIN_S = 120.0
+# Partner requests this much closer together than the poller's floor period belong to one
+# poll cycle (the polls a tick sends go out together).
+CYCLE_GAP_SHARE = 0.5
+# The CI gate (issue 18's "done when", quick bench).
+ALL_IN_CALLS_LIMIT = 3.0
+QUIET_GROWTH_LIMIT = 1.25
+RUNS_PER_SYNC_LIMIT = 2.0
 # The pipeline holds a rate when every event posted is written within this long after the last post.
 DRAIN_S = 2.0
 # A rate is held only if the senders really offered at least this share of it.
@@ -77,14 +139,28 @@ WARM_UP_S = 2.0
 SUSTAIN_ATTEMPTS = 2
 # Parallel webhook senders: Planfix sends one request at a time per account, many accounts at once.
 SENDERS = 8
-# A burst: this many edits to one task, this far apart (a person saving repeatedly).
+# A burst: this many edits to one task, this far apart (saving repeatedly, typing, editing at leisure).
 BURST_EDITS = 10
-BURST_GAP_S = 0.02
+BURST_GAPS_S = (0.02, 0.5, 2.0)
 # Worker processes' prefork concurrency: slots wait on the network, not the CPU.
 CONCURRENCY = 4
 # Idle samples are this far apart, so the limiter has forgotten the previous one.
 IDLE_GAP_S = 2.5
 QUIET_TIMEOUT_S = 300.0
+# How long the emulator holds a write it answered 202 before applying it (its busy_202 fault).
+BUSY_202_DELAY_S = 0.5
+# A request body kept by the wire tap is cut here (a card file's upload is not kept at all).
+MAX_KEPT_BODY = 16_384
+# Planfix filter types the poller's feeds use (API-NOTES section 3): a request with one is a poll.
+FEED_FILTERS = {79, 3000}
+TASK_NUMBER_FILTER = 57
+POLL = "poll"
+# An event's content as the bench writes it into a task: "[e<stream>.<seq>]".
+EVENT_TOKEN = re.compile(r"\[e(\d+)\.(\d+)\]")
+# What Celery's trace logs when a job ends, and what a finished sync run logs (workers/tasks.py).
+CELERY_END = re.compile(r"^Task (crosslink\.[\w.]+)\[[^\]]+\] (succeeded|raised|retry|ignored|rejected)")
+SYNCED = "synced: "
+SYNC_JOB_PREFIX = "crosslink.sync."
 
 
 @dataclass(frozen=True)
@@ -98,20 +174,64 @@ class BenchPlan:
     bursts: int
     fair_links: int
     fair_events_per_link: int
+    # The first link's backlog, posted before the others'.
+    fair_big_backlog: int
     idle_samples: int
+    quiet_links: tuple[int, ...]
+    time_scale: float
+    # The pipeline alone, before the deployments start (else while they settle after set-up).
+    pipeline_first: bool
 
     @classmethod
     def quick(cls) -> "BenchPlan":
         return cls(pipeline_rates=(50,), pipeline_probe_s=4.0, pipeline_sustain_s=4.0,
-                   pipeline_tasks=40, worker_counts=(1, 2), economy_changes=48, bursts=4,
-                   fair_links=4, fair_events_per_link=4, idle_samples=3)
+                   pipeline_tasks=40, worker_counts=(1, 2), economy_changes=len(KINDS) * len(SIDES),
+                   bursts=1, fair_links=4, fair_events_per_link=4, fair_big_backlog=12, idle_samples=3,
+                   quiet_links=(2, 6), time_scale=QUICK_TIME_SCALE, pipeline_first=False)
 
     @classmethod
     def full(cls) -> "BenchPlan":
         return cls(pipeline_rates=(50, 100, 150, 200, 250, 300, 350, 400, 450, 500), pipeline_probe_s=10.0,
                    pipeline_sustain_s=60.0, pipeline_tasks=600, worker_counts=(1, 2),
-                   economy_changes=120, bursts=20, fair_links=50, fair_events_per_link=4,
-                   idle_samples=20)
+                   economy_changes=6 * len(KINDS) * len(SIDES), bursts=3, fair_links=50,
+                   fair_events_per_link=4, fair_big_backlog=60, idle_samples=20, quiet_links=(2, 10, 50),
+                   time_scale=1.0, pipeline_first=True)
+
+
+@dataclass(frozen=True)
+class PollerSettings:
+    """The reconciliation poller as a default deployment runs it (crosslink.settings), with the
+    day shrunk by SCALE: period and tick shorter, the daily quota (which sets the period through
+    the reconciliation budget) and the rate larger, all by the same factor."""
+
+    scale: float
+    floor_s: float
+    tick_s: float
+    share: float
+    daily_quota: int
+    rate_per_s: float
+
+    @classmethod
+    def default(cls, scale: float = 1.0) -> "PollerSettings":
+        defaults = Settings.from_env({})  # the code's defaults, not this shell's environment
+        return cls(scale=scale, floor_s=defaults.reconcile_period_s * scale,
+                   tick_s=defaults.reconcile_tick_s * scale, share=defaults.reconcile_share,
+                   daily_quota=round(defaults.daily_quota / scale), rate_per_s=defaults.rate_per_s / scale)
+
+    def env(self) -> dict[str, str]:
+        return {"CROSSLINK_RECONCILE_PERIOD_S": repr(self.floor_s), "CROSSLINK_RECONCILE_TICK_S": repr(self.tick_s),
+                "CROSSLINK_RECONCILE_SHARE": repr(self.share), "CROSSLINK_DAILY_QUOTA": str(self.daily_quota)}
+
+    @property
+    def expected_period_s(self) -> float:
+        """The period the budget allows a quiet poll (1 request), at the next tick: only for how
+        long the bench waits for polls; every figure uses the periods measured."""
+        period = max(self.floor_s, DAY_S / max(1.0, self.share * self.daily_quota - 1))
+        return math.ceil(period / self.tick_s - 1e-9) * self.tick_s if self.tick_s > 0 else period
+
+    @property
+    def cycle_gap_s(self) -> float:
+        return self.floor_s * CYCLE_GAP_SHARE
 
 
 @dataclass
@@ -136,22 +256,45 @@ class BenchReport:
     date: str
     machine: dict[str, Any]
     workers: int
+    time_scale: float = 1.0
     pipeline: list[PipelineFigures] = field(default_factory=list)
+    # Economy, all-in: every request in the window over the changes.
     api_calls_per_change: float | None = None
-    # Planfix requests per change, by kind of change (economy phase).
+    # Requests per change by side and kind, charged by task pair; "polls" and "no task" per change.
     calls_by_kind: dict[str, float] = field(default_factory=dict)
-    api_calls_per_event_burst: float | None = None
+    economy: dict[str, Any] = field(default_factory=dict)
+    # Requests per event of bursts, by the gap between edits in seconds.
+    burst_calls_by_gap: dict[str, float] = field(default_factory=dict)
+    # Quiet overhead: the partner account's requests a day, by the number of links.
+    quiet_per_day_by_links: dict[str, float | None] = field(default_factory=dict)
     limiter_violations: int | None = None
     limit_utilization: float | None = None
     fairness_jain: float | None = None
+    fairness: dict[str, Any] = field(default_factory=dict)
     max_link_lag_s: float | None = None
     fair_links: int = 0
+    celery_runs_per_sync: float | None = None
+    runs_per_sync: float | None = None
+    worker_cpu_while_waiting: float | None = None
     idle_latency_p50_s: float | None = None
     idle_latency_p99_s: float | None = None
     seconds: float = 0.0
 
+    @property
+    def api_calls_per_event_burst(self) -> float | None:
+        return self.burst_calls_by_gap.get(_gap_key(BURST_GAPS_S[0]))
+
+    @property
+    def quiet_overhead_growth(self) -> float | None:
+        """The most links' quiet overhead over the fewest links' (1.0: it does not grow)."""
+        values = [self.quiet_per_day_by_links.get(str(n)) for n in sorted(int(k) for k in self.quiet_per_day_by_links)]
+        if len(values) < 2 or values[0] is None or values[-1] is None or values[0] <= 0:
+            return None
+        return round(values[-1] / values[0], 3)
+
     def headline(self) -> dict[str, Any]:
         best = fastest(self.pipeline)
+        quiet = [self.quiet_per_day_by_links[key] for key in self.quiet_per_day_by_links]
         return {
             "pipeline_events_per_s": best.pipeline_events_per_s if best else None,
             "e2e_p50_ms": best.e2e_p50_ms if best else None,
@@ -160,10 +303,16 @@ class BenchReport:
             **self.target_headline(),
             "api_calls_per_change": self.api_calls_per_change,
             "api_calls_per_event_burst": self.api_calls_per_event_burst,
+            "partner_overhead_quiet_per_day": max((v for v in quiet if v is not None), default=None),
+            "quiet_overhead_growth": self.quiet_overhead_growth,
             "limiter_violations": self.limiter_violations,
             "limit_utilization": self.limit_utilization,
             "fairness_jain": self.fairness_jain,
+            "small_link_completion_p50_s": self.fairness.get("small_link_completion_p50_s"),
             "max_link_lag_s": self.max_link_lag_s,
+            "celery_runs_per_sync": self.celery_runs_per_sync,
+            "runs_per_sync": self.runs_per_sync,
+            "worker_cpu_while_waiting": self.worker_cpu_while_waiting,
             "idle_latency_p50_s": self.idle_latency_p50_s,
             "idle_latency_p99_s": self.idle_latency_p99_s,
             "workers": self.workers,
@@ -184,7 +333,7 @@ class BenchReport:
         return {**self.headline(), "detail": asdict(self)}
 
     def table(self) -> str:
-        lines = [f"crosslink bench ({self.mode}, {self.seconds:.0f} s)"]
+        lines = [f"crosslink bench ({self.mode}, {self.seconds:.0f} s, time scale {self.time_scale})"]
         for row in self.pipeline:
             tried = ", ".join(key + ("" if held else " (backlog grew)") for key, held in row.tried.items())
             lines.append(f"  pipeline, {row.workers} worker process(es): {row.pipeline_events_per_s:.0f} events/s, "
@@ -194,17 +343,41 @@ class BenchReport:
                          f"p50 {_fmt(row.target_p50_ms)} ms, p99 {_fmt(row.target_p99_ms)} ms")
             lines.append("    p50/p99 ms by rate: " + ", ".join(
                 f"{rate}/s {_fmt(p50)}/{_fmt(p99)}" for rate, (p50, p99) in row.latency_by_rate.items()))
+        if self.calls_by_kind:
+            lines.append("  requests per change, all-in economy (" + ", ".join(
+                f"{key} {_fmt(value)}" for key, value in self.economy.items() if not isinstance(value, dict)) + "):")
+            for key, value in self.calls_by_kind.items():
+                lines.append(f"    {key:34} {_fmt(value)}")
+        if self.burst_calls_by_gap:
+            lines.append("  requests per event of a burst, by gap: " + ", ".join(
+                f"{gap} s {_fmt(value)}" for gap, value in self.burst_calls_by_gap.items()))
+        if self.quiet_per_day_by_links:
+            lines.append("  partner requests a day with nothing changing, by links: " + ", ".join(
+                f"{links}: {_fmt(value)}" for links, value in self.quiet_per_day_by_links.items()))
+        if self.fairness:
+            lines.append("  fairness: " + ", ".join(f"{key} {_fmt(value)}" for key, value in self.fairness.items()))
         for key, value in self.headline().items():
-            lines.append(f"  {key:28} {_fmt(value)}")
+            lines.append(f"  {key:30} {_fmt(value)}")
         return "\n".join(lines)
 
     def failures(self) -> list[str]:
-        """What the CI gate refuses: any request over Planfix's limit, more than 2 calls a change."""
+        """What the CI gate refuses (issue 18): any request over Planfix's limit; all-in requests
+        per change over ALL_IN_CALLS_LIMIT; a quiet overhead that grows with the links; a waiting
+        run executed more than RUNS_PER_SYNC_LIMIT times per sync. A figure not measured fails."""
         problems = []
         if self.limiter_violations is None or self.limiter_violations > 0:
             problems.append(f"limiter_violations = {self.limiter_violations} (must be 0)")
-        if self.api_calls_per_change is None or self.api_calls_per_change > 2.0:
-            problems.append(f"api_calls_per_change = {self.api_calls_per_change} (must be at most 2.0)")
+        if self.api_calls_per_change is None or self.api_calls_per_change > ALL_IN_CALLS_LIMIT:
+            problems.append(f"api_calls_per_change = {self.api_calls_per_change} all-in "
+                            f"(must be at most {ALL_IN_CALLS_LIMIT})")
+        growth = self.quiet_overhead_growth
+        if growth is None or growth > QUIET_GROWTH_LIMIT:
+            problems.append(f"quiet overhead grows with the links: {self.quiet_per_day_by_links} requests a day "
+                            f"(growth {growth}, must be at most {QUIET_GROWTH_LIMIT})")
+        for name in ("celery_runs_per_sync", "runs_per_sync"):
+            value = getattr(self, name)
+            if value is None or value > RUNS_PER_SYNC_LIMIT:
+                problems.append(f"{name} = {value} while a backlog waited (must be at most {RUNS_PER_SYNC_LIMIT})")
         return problems
 
 
@@ -226,9 +399,20 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _gap_key(gap_s: float) -> str:
+    return f"{gap_s:g}"
+
+
 def _ms(seconds: float | None) -> float | None:
     return round(seconds * 1000, 1) if seconds is not None else None
 
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+# ==============================================================================================
+# Pure parts: statistics, and reading what the emulator saw
 
 def percentile(values: list[float], share: float) -> float | None:
     """The SHARE quantile (0..1) of VALUES, nearest rank."""
@@ -253,34 +437,459 @@ def jain(values: list[float]) -> float | None:
     return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
 
 
-class Bench:
-    """One benchmark run: an embedded Redis, the stack, and the phases."""
+@dataclass(frozen=True)
+class BacklogShares:
+    """How links' backlogs were served while every link still had one."""
 
-    def __init__(self, plan: BenchPlan, workdir: Path, log: Callable[[str], None] = lambda _: None):
+    jain: float | None
+    window: tuple[float, float] | None
+    served: dict[Any, int]
+
+
+def backlog_fairness(posted: Mapping[Any, Sequence[float]], written: Mapping[Any, Sequence[float]]) -> BacklogShares:
+    """Jain's index over the links' writes while all of them had a backlog.
+
+    POSTED: each link's event times; WRITTEN: the times its events' writes were done. All links
+    have a backlog from the moment the last of them posted its first event until the first of
+    them had all its events written. Assumes each link posts its backlog at once (a link whose
+    backlog trickles in may run dry before its last post, which this does not see).
+    """
+    links = [link for link in posted if posted[link]]
+    if not links or any(len(written.get(link, ())) < len(posted[link]) for link in links):
+        return BacklogShares(None, None, {})
+    start = max(min(posted[link]) for link in links)
+    end = min(max(written[link]) for link in links)
+    if end <= start:
+        return BacklogShares(None, None, {})
+    served = {link: sum(1 for at in written[link] if start <= at <= end) for link in links}
+    return BacklogShares(jain([float(count) for count in served.values()]), (start, end), served)
+
+
+def event_token(stream: int, seq: int) -> str:
+    """The mark the bench writes into an event's content: STREAM names the task (and field) the
+    event edits, SEQ orders the stream's events."""
+    return f"[e{stream}.{seq}]"
+
+
+def carried(text: str) -> dict[int, int]:
+    """{stream: the latest seq} of every event mark in TEXT (a write's body)."""
+    found: dict[int, int] = {}
+    for stream, seq in EVENT_TOKEN.findall(text):
+        found[int(stream)] = max(found.get(int(stream), -1), int(seq))
+    return found
+
+
+@dataclass(frozen=True)
+class Event:
+    stream: int
+    seq: int
+    # When the person's change was due (the bench's schedule, not when it got round to it).
+    scheduled: float
+
+
+@dataclass(frozen=True)
+class Write:
+    # When the emulator finished answering it.
+    done: float
+    carries: Mapping[int, int]
+
+
+def write_times(events: Sequence[Event], writes: Iterable[Write]) -> list[float | None]:
+    """For each event, when the first write carrying its content was done (None: none did).
+
+    A write carries an event's content when its body holds the event's mark, or the mark of a
+    later event of the same stream: that later value replaced the event's before the sync read it
+    (coalesced events are synced by one write). Never "the first write after the event": another
+    event's write may come first. Assumes a stream's events are made in SEQ order.
+    """
+    by_stream: dict[int, list[tuple[float, int]]] = defaultdict(list)
+    for write in sorted(writes, key=lambda w: w.done):
+        for stream, seq in write.carries.items():
+            by_stream[stream].append((write.done, seq))
+    return [next((done for done, seq in by_stream.get(event.stream, ()) if seq >= event.seq), None)
+            for event in events]
+
+
+def latencies(events: Sequence[Event], writes: Iterable[Write]) -> list[float | None]:
+    """Each event's open-loop latency: from its scheduled time to the write carrying it."""
+    return [None if done is None else done - event.scheduled
+            for event, done in zip(events, write_times(events, writes))]
+
+
+Target = tuple[str, int]  # (account, task number)
+
+
+@dataclass
+class Exchange:
+    """One REST request as the wire tap saw it."""
+
+    account: str
+    method: str
+    # Relative to /rest, as the emulator's request log writes it.
+    path: str
+    query: str = ""
+    started: float = 0.0
+    done: float = 0.0
+    status: int = 0
+    body: bytes = b""
+    # The answer's body, kept only where it names what was made (a new task's or file's id).
+    answer: bytes = b""
+
+    def body_json(self) -> Any:
+        try:
+            return json.loads(self.body) if self.body else None
+        except ValueError:
+            return None
+
+    def answer_id(self) -> int | None:
+        try:
+            found = json.loads(self.answer).get("id") if self.answer else None
+        except (ValueError, AttributeError):
+            return None
+        return int(found) if isinstance(found, int) else None
+
+    @property
+    def is_write(self) -> bool:
+        """A request that changes something in Planfix (lists are reads, even by POST)."""
+        return self.method == "DELETE" or (self.method == "POST" and not self.path.rstrip("/").endswith("/list"))
+
+
+_TASK_PATH = re.compile(r"^/task/(\d+)(?:/.*)?$")
+_COMMENT_PATH = re.compile(r"^/comment/(\d+)/?$")
+_FILE_PATH = re.compile(r"^/file/(\d+)(?:/.*)?$")
+
+
+def _filters(body: Any) -> list[Mapping[str, Any]]:
+    filters = body.get("filters") if isinstance(body, Mapping) else None
+    return [flt for flt in filters or () if isinstance(flt, Mapping)]
+
+
+def is_poll(exchange: Exchange) -> bool:
+    """Whether EXCHANGE is one of the reconciliation poller's feeds (an account's changed tasks
+    or new comments, by date filter), not a read about one task."""
+    return (exchange.method == "POST" and exchange.path.rstrip("/") in ("/task/list", "/comment/list")
+            and any(int(flt.get("type", 0)) in FEED_FILTERS for flt in _filters(exchange.body_json())))
+
+
+def request_targets(exchange: Exchange, comment_tasks: Mapping[tuple[str, int], int],
+                    file_tasks: Mapping[tuple[str, int], int]) -> list[Target] | str:
+    """The tasks EXCHANGE concerns, POLL for a poller feed, or [] when it concerns no one task.
+
+    COMMENT_TASKS and FILE_TASKS map (account, comment or file id) to the task that holds it. A
+    read of several tasks (filter 57 takes a list) concerns each of them; a new task or file is
+    known by the id its answer names.
+    """
+    account, path = exchange.account, exchange.path.rstrip("/") or "/"
+    if is_poll(exchange):
+        return POLL
+    if path == "/task/list":
+        numbers: list[int] = []
+        for flt in _filters(exchange.body_json()):
+            if int(flt.get("type", 0)) == TASK_NUMBER_FILTER:
+                value = flt.get("value")
+                numbers.extend(int(v) for v in (value if isinstance(value, list) else [value]) if str(v).isdigit())
+        return [(account, number) for number in dict.fromkeys(numbers)]
+    if path == "/task" and exchange.method == "POST":
+        made = exchange.answer_id()
+        return [(account, made)] if made is not None else []
+    if path == "/file" and exchange.method == "POST":
+        made = exchange.answer_id()
+        task = file_tasks.get((account, made)) if made is not None else None
+        return [(account, task)] if task is not None else []
+    for pattern, owners in ((_COMMENT_PATH, comment_tasks), (_FILE_PATH, file_tasks)):
+        found = pattern.match(path)
+        if found:
+            task = owners.get((account, int(found.group(1))))
+            return [(account, task)] if task is not None else []
+    found = _TASK_PATH.match(path)
+    if found:
+        return [(account, int(found.group(1)))]
+    return []
+
+
+@dataclass
+class Spending:
+    """Requests charged to tasks (a request that concerns several tasks is shared among them),
+    poller feeds, and requests that concern no one task."""
+
+    by_task: dict[Target, float] = field(default_factory=lambda: defaultdict(float))
+    polls: int = 0
+    no_task: int = 0
+    total: int = 0
+
+
+def charge(exchanges: Iterable[Exchange], comment_tasks: Mapping[tuple[str, int], int],
+           file_tasks: Mapping[tuple[str, int], int]) -> Spending:
+    spent = Spending()
+    for exchange in exchanges:
+        spent.total += 1
+        targets = request_targets(exchange, comment_tasks, file_tasks)
+        if targets == POLL:
+            spent.polls += 1
+        elif not targets:
+            spent.no_task += 1
+        else:
+            for target in targets:
+                spent.by_task[target] += 1.0 / len(targets)
+    return spent
+
+
+def per_kind(changes: Iterable[tuple[str, Iterable[Target]]], by_task: Mapping[Target, float]) -> dict[str, float]:
+    """Mean requests per change of each kind: CHANGES are (kind, the tasks the change concerns:
+    its task and its mirror), BY_TASK the requests charged to each task. Assumes no two changes
+    share a task."""
+    spent: dict[str, float] = defaultdict(float)
+    count: Counter = Counter()
+    for kind, targets in changes:
+        count[kind] += 1
+        spent[kind] += sum(by_task.get(target, 0.0) for target in set(targets))
+    return {kind: round(spent[kind] / count[kind], 2) for kind in sorted(count)}
+
+
+def poll_cycles(times: Iterable[float], gap_s: float) -> list[tuple[float, int]]:
+    """Request times grouped into poll cycles: (the cycle's first time, its requests). A request
+    less than GAP_S after its cycle's first belongs to that cycle."""
+    cycles: list[tuple[float, int]] = []
+    for at in sorted(times):
+        if cycles and at - cycles[-1][0] < gap_s:
+            cycles[-1] = (cycles[-1][0], cycles[-1][1] + 1)
+        else:
+            cycles.append((at, 1))
+    return cycles
+
+
+def quiet_per_day(times: Iterable[float], gap_s: float, scale: float = 1.0) -> float | None:
+    """Requests a day while nothing changes, from whole poll cycles: the requests of every cycle
+    but the last, over the time from the first cycle to the last. SCALE: the share of a real day
+    the run's day is (a quick run's shrunk day). None with fewer than two cycles."""
+    cycles = poll_cycles(times, gap_s)
+    if len(cycles) < 2:
+        return None
+    requests = sum(count for _, count in cycles[:-1])
+    return requests * DAY_S * scale / (cycles[-1][0] - cycles[0][0])
+
+
+def worker_counts(lines: Iterable[str]) -> tuple[Counter, int]:
+    """From a worker's JSON log lines: Celery executions by task name, and finished sync runs."""
+    executions: Counter = Counter()
+    synced = 0
+    for line in lines:
+        try:
+            message = json.loads(line).get("msg", "")
+        except (ValueError, AttributeError):
+            continue
+        if not isinstance(message, str):
+            continue
+        if message.startswith(SYNCED):
+            synced += 1
+            continue
+        found = CELERY_END.match(message)
+        if found:
+            executions[found.group(1)] += 1
+    return executions, synced
+
+
+def runs_by_outcome(metrics_text: str) -> Counter:
+    """Sync runs a worker counted (crosslink_sync_runs_total), by outcome."""
+    outcomes: Counter = Counter()
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "crosslink_sync_runs":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                outcomes[sample.labels.get("outcome", "")] += sample.value
+    return outcomes
+
+
+def process_group_cpu_s(group: int, proc: Path = Path("/proc")) -> float:
+    """CPU seconds (user and system) used so far by the live processes of process group GROUP
+    (a worker's main process and its pool: services.WorkerProcess starts each in its own
+    session). Linux only; 0.0 elsewhere."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    for entry in proc.glob("[0-9]*/stat"):
+        try:
+            stat = entry.read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 12 and int(fields[2]) == group:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+# ==============================================================================================
+# The wire tap
+
+class WireTap:
+    """ASGI middleware in front of the emulator that keeps every REST request: its body (a
+    card file's upload excepted), when it came and when its answer was done, the status, and
+    for creates the answer (the new id). The emulator's log counts requests as Planfix would;
+    this says what each one was about."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.app: Any = None
+        self._exchanges: list[Exchange] = []
+        self._lock = threading.Lock()
+
+    def wrap(self, app: Any) -> "WireTap":
+        self.app = app
+        return self
+
+    def exchanges(self, since: float = 0.0, until: float = math.inf, account: str | None = None) -> list[Exchange]:
+        with self._lock:
+            kept = list(self._exchanges)
+        return [e for e in kept if since <= e.started <= until and (account is None or e.account == account)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._exchanges = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # noqa: ANN401 - ASGI
+        path = scope.get("path", "") if scope.get("type") == "http" else ""
+        account, marker, rest = path.lstrip("/").partition("/rest")
+        if not marker:
+            await self.app(scope, receive, send)
+            return
+        exchange = Exchange(account, scope["method"], rest or "/", scope.get("query_string", b"").decode("latin-1"),
+                            started=self.clock())
+        headers = dict(scope.get("headers") or ())
+        keep_body = b"multipart" not in headers.get(b"content-type", b"")
+        keep_answer = scope["method"] == "POST" and exchange.path.rstrip("/") in ("/task", "/file")
+        body: list[bytes] = []
+        answer: list[bytes] = []
+
+        async def tapped_receive() -> Any:
+            message = await receive()
+            if keep_body and message.get("type") == "http.request":
+                body.append(message.get("body", b""))
+            return message
+
+        async def tapped_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = int(message["status"])
+            elif message["type"] == "http.response.body":
+                if keep_answer:
+                    answer.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    exchange.done = self.clock()
+            await send(message)
+
+        try:
+            await self.app(scope, tapped_receive, tapped_send)
+        finally:
+            exchange.body = b"".join(body)[:MAX_KEPT_BODY]
+            exchange.answer = b"".join(answer)
+            exchange.done = exchange.done or self.clock()
+            with self._lock:
+                self._exchanges.append(exchange)
+
+
+def writes_of(exchanges: Iterable[Exchange], account: str) -> list[Write]:
+    """ACCOUNT's writes that Planfix took (200, 201, or 202: queued), with the marks they carry."""
+    return [Write(e.done, carried(e.body.decode("utf-8", "replace"))) for e in exchanges
+            if e.account == account and e.is_write and e.status in (200, 201, 202)]
+
+
+# ==============================================================================================
+# A stack of the benchmark
+
+@dataclass
+class Change:
+    """One change of the economy phase: a KIND made on SIDE of its own task pair."""
+
+    kind: str
+    side: str
+    # (client number, partner number), made at set-up; a create makes its own.
+    pair: tuple[int, int] | None = None
+    # The comment on SIDE's task, made at set-up, that a comment edit or deletion changes.
+    comment: int | None = None
+    # What a create made on SIDE.
+    created: int | None = None
+
+
+@dataclass
+class EconomyWork:
+    """What the economy phase changes, made at set-up: a task pair for each change but the
+    creates, and the comment a comment edit or deletion changes."""
+
+    changes: list[Change]
+    link: int = 0
+
+
+@dataclass
+class BacklogWork:
+    """What the phases at Planfix's real limits change, made at set-up: each link's backlog
+    (link 0's the big one), and on a link of their own the burst tasks and the idle phase's."""
+
+    backlog: dict[int, list[tuple[int, int]]]
+    bursts: dict[float, list[tuple[int, int]]]
+    idle: list[tuple[int, int]]
+    own_link: int
+
+
+class Bench:
+    """One stack of the benchmark (an embedded Redis, the stack, the poller if asked, the wire
+    tap) and the phases that run on it."""
+
+    def __init__(self, plan: BenchPlan, workdir: Path, log: Callable[[str], None] = lambda _: None,
+                 links: int = 1):
         self.plan = plan
         self.workdir = workdir
         self.log = log
+        self.links = max(1, links)
+        self.poller = PollerSettings.default(plan.time_scale)
+        self.beat = False
+        # Planfix's own limits in force (real_day), whatever the run's time scale.
+        self.real_limits = False
+        self.time_scale = 1.0
         self.redis: EmbeddedRedis | None = None
         self.stack: LocalStack | None = None
         self.limiter: AccountLimiter | None = None
+        self.tap: WireTap | None = None
+        # The partner's poll period as measured in the warm-up (the expected one until then).
+        self.period_s = self.poller.expected_period_s
         # One keep-alive connection per sending thread: http.client costs a tenth of httpx's
         # CPU per request, and the sender shares this process with the emulator it measures.
         self._senders = threading.local()
-        self.links = max(plan.fair_links, 1)
+        self._stream = 0
+        self._stream_lock = threading.Lock()
 
     # -- set-up -------------------------------------------------------------------------------
-    def start(self, workers: int) -> None:
+    def start(self, workers: int, beat: bool, time_scale: float = 1.0) -> None:
+        """The stack with WORKERS worker processes, and with BEAT the reconciliation beat at the
+        default settings (self.poller), as `crosslink run` and compose start it. TIME_SCALE:
+        CROSSLINK_TIME_SCALE, which shrinks the sync's own delays (back-offs, read-backs of a
+        queued write) with a shrunk day."""
         emulator, links = build_configs(self.links)
         for account in emulator["accounts"].values():
             account["limits"] = {}
+        self.beat = beat
+        self.time_scale = time_scale
         self.redis = EmbeddedRedis().start()
         self.stack = LocalStack(emulator, links, redis_url=self.redis.url, workdir=self.workdir / "stack",
-                                workers=workers, concurrency=CONCURRENCY, time_scale=1.0,
-                                producer_process=True)
+                                workers=workers, concurrency=CONCURRENCY, time_scale=time_scale,
+                                producer_process=True, extra_env=self.poller.env())
         self.stack.start()
+        self.tap = self.serve_tapped()
         logging.getLogger("crosslink.producer").setLevel(logging.WARNING)
         self.limiter = AccountLimiter(redis.Redis.from_url(self.redis.url))
         self.set_limits(None)
+        if beat:
+            self.stack.start_beat(self.poller.floor_s)
+
+    def serve_tapped(self) -> WireTap:
+        """Serve the stack's world again behind a wire tap, on the same port: the links file
+        names that port, and nothing has asked the emulator anything yet (a worker connects
+        with its first job)."""
+        stack = self.stack
+        assert stack is not None and stack.world is not None and stack.emulator is not None
+        tap = WireTap(stack.world.now)
+        port = stack.emulator.port
+        stack.emulator.stop()
+        stack.emulator = EmulatorServer(stack.world, port=port, wrap=tap.wrap).start()
+        return tap
 
     def set_workers(self, count: int) -> None:
         stack = self.stack
@@ -293,15 +902,26 @@ class Bench:
     def accounts(self) -> list[str]:
         return ["partner"] + [client_account(i) for i in range(self.links)]
 
-    def set_limits(self, rate_per_s: float | None) -> None:
-        """Planfix's rate limit on (RATE_PER_S) or off (None), at the emulator and in our limiter.
-        The daily quota is off throughout: a full run spends more than a day's 20,000 requests on
-        some accounts, and the limiter would rightly hold every job until midnight."""
+    def set_limits(self, rate_per_s: float | None, daily_quota: int | None = None) -> None:
+        """Planfix's rate limit on (RATE_PER_S) or off (None), at the emulator and in our limiter,
+        and the limiter's daily quota (DAILY_QUOTA; the poller's by default), which with the
+        poller on sets the reconciliation budget. The emulator enforces no quota (a full run
+        spends more than a day's 20,000 requests on some accounts)."""
         assert self.stack is not None and self.stack.world is not None and self.limiter is not None
+        quota = (daily_quota if daily_quota is not None else self.poller.daily_quota) if self.beat else 0
         for account in self.accounts():
             self.stack.world.set_limits(account, rate_per_s=rate_per_s)
-            self.limiter.set_account_limits(account, rate_per_s=rate_per_s or 0, daily_quota=0)
+            self.limiter.set_account_limits(account, rate_per_s=rate_per_s or 0, daily_quota=quota)
             self.limiter.reset(account)
+
+    def real_day(self) -> None:
+        """Planfix's own limits from now on: 1 request/s and the smallest plan's quota, whatever
+        the run's time scale (the poll period grows back to a real one). Waits for the poll whose
+        turn was taken at the old period, so none comes before the new period is over."""
+        self.set_limits(PLANFIX_RATE_PER_S, Settings.from_env({}).daily_quota)
+        self.real_limits = True
+        if self.beat and self.poller.scale != 1.0:
+            self.wait_poll_cycles(1, self.stack.world.now())
 
     def scenarios(self, on: bool) -> None:
         """Real scenario deliveries (each link side limited to its project) or none."""
@@ -318,27 +938,48 @@ class Bench:
         for account, specs in per_account.items():
             stack.world.set_scenarios(account, specs)
 
-    def quiet(self) -> None:
+    def quiet(self, timeout: float = QUIET_TIMEOUT_S) -> None:
         assert self.stack is not None
-        if not self.stack.wait_quiet(QUIET_TIMEOUT_S):
+        if not self.stack.wait_quiet(timeout):
             raise RuntimeError("the pipeline did not go quiet")
 
-    def mirrored_client_tasks(self, link: int, count: int) -> list[tuple[int, int]]:
-        """COUNT client tasks of LINK mirrored on the partner: [(client number, partner number)].
-        Scenarios are on afterwards."""
+    def next_stream(self) -> int:
+        with self._stream_lock:
+            self._stream += 1
+            return self._stream
+
+    def mirrors(self, link: int, side: str) -> dict[int, int]:
+        """SIDE's task numbers of LINK mapped to their mirrors' on the other side, read from the
+        mirrors' markers in the emulator."""
+        stack = self.stack
+        conf = stack.config.links[link]
+        other = stack.world.account(conf.sides[conf.other(side)].account)
+        with stack.world.lock:
+            markers = [(number, task.get("sourceDataVersion")) for number, task in other.tasks.items()]
+        found: dict[int, int] = {}
+        for number, marker in markers:
+            parsed = parse_marker(marker)
+            if parsed is not None and parsed[:2] == (link_name(link), side):
+                found.setdefault(parsed[2], number)
+        return found
+
+    def create_pairs(self, wanted: Sequence[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+        """For each (link, count) of WANTED, COUNT client tasks of that link mirrored on the
+        partner: [(client number, partner number)]. Scenarios are on afterwards."""
         self.scenarios(True)
         world = self.stack.world
-        numbers = [world.create_task(client_account(link), {
+        made = [[world.create_task(client_account(link), {
             "name": f"Bench task {link + 1}.{i}", "processId": CLIENT_PROCESS, "project": {"id": CLIENT_PROJECT},
             "assignees": {"users": [{"id": f"user:{CLIENT_PERSON}"}]}}, author=CLIENT_PERSON)
-            for i in range(count)]
+            for i in range(count)] for link, count in wanted]
         self.quiet()
         pairs = []
-        for number in numbers:
-            mirror = self.stack.mirror_of(link_name(link), "client", number)
-            if mirror is None:
-                raise RuntimeError(f"client task {number} of link {link + 1} was not mirrored")
-            pairs.append((number, int(mirror["id"])))
+        for (link, _), numbers in zip(wanted, made):
+            mirrors = self.mirrors(link, "client")
+            missing = [number for number in numbers if number not in mirrors]
+            if missing:
+                raise RuntimeError(f"client tasks {missing} of link {link + 1} were not mirrored")
+            pairs.append([(number, mirrors[number]) for number in numbers])
         return pairs
 
     def post(self, link: int, side: str, number: int, event: str = "task_changed") -> float:
@@ -370,96 +1011,193 @@ class Bench:
             raise RuntimeError(f"the producer answered {response.status} to a webhook")
         return sent
 
-    def writes(self, account: str, number: int, since: float) -> list[float]:
-        return [entry["t"] for entry in self.stack.world.requests(account)
-                if entry["method"] == "POST" and entry["path"] == f"/task/{number}"
-                and entry["status"] == 200 and entry["t"] >= since]
+    def log_entries(self, since: float, until: float = math.inf, accounts: Iterable[str] | None = None) -> list[dict]:
+        """The emulator's request log (what Planfix counts) between SINCE and UNTIL."""
+        world = self.stack.world
+        return [entry for account in (accounts or self.accounts()) for entry in world.requests(account)
+                if since <= entry["t"] <= until]
 
-    def request_count(self) -> int:
-        return sum(len(self.stack.world.requests(account)) for account in self.accounts())
+    def owners(self) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+        """Which task holds each comment and each card file, in every account."""
+        world = self.stack.world
+        comments: dict[tuple[str, int], int] = {}
+        files: dict[tuple[str, int], int] = {}
+        with world.lock:
+            for name in self.accounts():
+                account = world.account(name)
+                for comment_id, comment in account.comments.items():
+                    comments[(name, comment_id)] = int(comment["task"])
+                    for file_id in comment.get("files") or ():
+                        files.setdefault((name, int(file_id)), int(comment["task"]))
+                for number, task in account.tasks.items():
+                    for file_id in task.get("files") or ():
+                        files[(name, int(file_id))] = number
+        return comments, files
 
-    # -- phases -------------------------------------------------------------------------------
+    # -- the poller -----------------------------------------------------------------------------
+    def poll_times(self, since: float, account: str = "partner") -> list[float]:
+        return [e.started for e in self.tap.exchanges(since, account=account) if is_poll(e)]
+
+    def wait_poll_cycles(self, count: int, since: float, account: str = "partner") -> list[tuple[float, int]]:
+        """Wait until ACCOUNT has been polled COUNT times since SINCE; the poll cycles seen (fewer
+        if the poller did not poll in twice the time the budget allows)."""
+        deadline = time.monotonic() + 2 * (count + 1) * self.poller.expected_period_s + 30
+        while True:
+            cycles = poll_cycles(self.poll_times(since, account), self.poller.cycle_gap_s)
+            if len(cycles) >= count or time.monotonic() > deadline:
+                if len(cycles) < count:
+                    self.log(f"only {len(cycles)} polls of {account} since set-up, {count} awaited")
+                return cycles
+            time.sleep(min(1.0, self.poller.tick_s))
+
+    def settle(self, since: float) -> bool:
+        """Wait until the poller has nothing left to do about what happened since SINCE (see
+        SETTLE_PERIODS), measuring the partner's poll period meanwhile; False if it still had
+        after the longest wait (then the next phase's figures include what it did)."""
+        most = max(SETTLE_MIN_S, SETTLE_PERIODS * self.poller.expected_period_s)
+        deadline = time.monotonic() + most
+        world = self.stack.world
+        while True:
+            exchanges = self.tap.exchanges(since)
+            work = [e.started for e in exchanges if not is_poll(e) and e.path.rstrip("/") != "/user/list"]
+            last_work = max(work, default=since)
+            cycles = poll_cycles([e.started for e in exchanges if e.account == "partner" and is_poll(e)],
+                                 self.poller.cycle_gap_s)
+            gaps = [b[0] - a[0] for a, b in zip(cycles, cycles[1:])]
+            if gaps:
+                self.period_s = statistics.median(gaps)
+            if (any(at > last_work for at, _ in cycles) and world.now() - last_work >= self.period_s
+                    and not self.stack.busy()):
+                self.log(f"settled {world.now() - since:.0f} s after set-up; partner poll period "
+                         f"{self.period_s:.2f} s (expected {self.poller.expected_period_s:.2f} s)")
+                return True
+            if time.monotonic() > deadline:
+                self.log(f"the poller was still busy {most:.0f} s after set-up")
+                return False
+            time.sleep(min(1.0, max(0.1, self.poller.tick_s)))
+
+    def tail(self, last_change: float) -> float:
+        """After a phase's last change: TAIL_CYCLES polls of the partner, and what they queued
+        done; when the window closes. Not on a quick run's stack switched to the real day (its
+        polls are a real period apart, minutes of its shrunk time): there a phase counts the
+        polls that came within it."""
+        self.quiet()
+        if self.beat and not (self.real_limits and self.poller.scale != 1.0):
+            self.wait_poll_cycles(TAIL_CYCLES, last_change)
+            self.quiet()
+        return self.stack.world.now()
+
+    # -- workers --------------------------------------------------------------------------------
+    def worker_lines(self) -> list[int]:
+        return [len(worker.lines) for worker in self.stack.worker_processes]
+
+    def worker_runs(self) -> Counter | None:
+        """Sync runs the workers counted so far, by outcome (their /metrics); None if one did not answer."""
+        total: Counter = Counter()
+        for worker in self.stack.worker_processes:
+            try:
+                total.update(runs_by_outcome(httpx.get(worker.metrics_url, timeout=5).text))
+            except httpx.HTTPError:
+                return None
+        return total
+
+    def worker_cpu_s(self) -> float:
+        return sum(process_group_cpu_s(worker.process.pid) for worker in self.stack.worker_processes
+                   if worker.process is not None)
+
+    def stop(self) -> None:
+        stack, server, self.stack, self.redis = self.stack, self.redis, None, None
+        if stack is not None:
+            stack.stop()
+        if server is not None:
+            server.cleanup()
+
+    # -- the pipeline (local capacity) ------------------------------------------------------------
     def pipeline(self, pairs: list[tuple[int, int]], workers: int) -> PipelineFigures:
         figures = PipelineFigures(workers=workers)
         self.set_workers(workers)
         self.scenarios(False)
         self.quiet()
+        streams = [self.next_stream() for _ in pairs]
         probes: dict[int, tuple[bool, float | None]] = {}
         seq = [0]
         warm_rate = self.plan.pipeline_rates[0]
-        warmed, _ = self._offer(pairs, warm_rate, WARM_UP_S, seq)
+        warmed, _ = self._offer(pairs, streams, warm_rate, WARM_UP_S, seq)
         figures.tried[f"{warm_rate} for {WARM_UP_S:.0f} s (warm-up, not counted)"] = warmed
         for rate in self.plan.pipeline_rates:
-            ok, latencies = self._offer(pairs, rate, self.plan.pipeline_probe_s, seq)
+            ok, found = self._offer(pairs, streams, rate, self.plan.pipeline_probe_s, seq)
             figures.tried[str(rate)] = ok
-            p99 = _ms(percentile(latencies, 0.99))
-            figures.latency_by_rate[str(rate)] = [_ms(percentile(latencies, 0.5)), p99]
+            p99 = _ms(percentile(found, 0.99))
+            figures.latency_by_rate[str(rate)] = [_ms(percentile(found, 0.5)), p99]
             probes[rate] = (ok, p99)
             self.log(f"pipeline {workers}w {rate}/s: {'held' if ok else 'backlog grew'}")
             if not ok:
                 break
-        best = self._sustain(pairs, sustain_order(probes), seq, figures, None)
+        best = self._sustain(pairs, streams, sustain_order(probes), seq, figures, None)
         if best is not None:
-            figures.pipeline_events_per_s, latencies = best
-            figures.events = len(latencies)
-            figures.e2e_p50_ms = _ms(percentile(latencies, 0.5))
-            figures.e2e_p99_ms = _ms(percentile(latencies, 0.99))
+            figures.pipeline_events_per_s, found = best
+            figures.events = len(found)
+            figures.e2e_p50_ms = _ms(percentile(found, 0.5))
+            figures.e2e_p99_ms = _ms(percentile(found, 0.99))
         if best is not None and figures.e2e_p99_ms is not None and figures.e2e_p99_ms < P99_TARGET_MS:
             target: tuple[float, list[float]] | None = best
         else:
             # Below the rate just held (or failed) at length: it said what that rate does.
             ceiling = best[0] if best is not None else math.inf
             order = [rate for rate in sustain_order(probes, P99_TARGET_MS) if rate < ceiling]
-            target = self._sustain(pairs, order, seq, figures, P99_TARGET_MS)
+            target = self._sustain(pairs, streams, order, seq, figures, P99_TARGET_MS)
         if target is not None:
-            figures.target_events_per_s, latencies = target
-            figures.target_p50_ms = _ms(percentile(latencies, 0.5))
-            figures.target_p99_ms = _ms(percentile(latencies, 0.99))
+            figures.target_events_per_s, found = target
+            figures.target_p50_ms = _ms(percentile(found, 0.5))
+            figures.target_p99_ms = _ms(percentile(found, 0.99))
         return figures
 
-    def _sustain(self, pairs: list[tuple[int, int]], order: list[int], seq: list[int], figures: PipelineFigures,
-                 p99_under_ms: float | None) -> tuple[float, list[float]] | None:
+    def _sustain(self, pairs: list[tuple[int, int]], streams: list[int], order: list[int], seq: list[int],
+                 figures: PipelineFigures, p99_under_ms: float | None) -> tuple[float, list[float]] | None:
         """Offer the rates of ORDER for the long run in turn (SUSTAIN_ATTEMPTS at most) until one
         is held (and, with P99_UNDER_MS, with its p99 under that); (rate, latencies) or None."""
         seconds = self.plan.pipeline_sustain_s
         for rate in order[:SUSTAIN_ATTEMPTS]:
             try:
-                ok, latencies = self._offer(pairs, rate, seconds, seq)
+                ok, found = self._offer(pairs, streams, rate, seconds, seq)
             except RuntimeError as exc:  # did not drain: not sustained, said so in the figures
                 self.log(f"pipeline {figures.workers}w {rate}/s for {seconds:.0f} s: {exc}")
-                ok, latencies = False, []
-            p99 = _ms(percentile(latencies, 0.99))
+                ok, found = False, []
+            p99 = _ms(percentile(found, 0.99))
             if ok and p99_under_ms is not None and (p99 is None or p99 >= p99_under_ms):
                 ok = False
                 self.log(f"pipeline {figures.workers}w {rate}/s for {seconds:.0f} s: p99 {p99} ms")
             key = f"{rate} for {seconds:.0f} s" + (f" with p99 under {p99_under_ms:.0f} ms" if p99_under_ms else "")
             figures.tried[key] = ok
             if ok:
-                return float(rate), latencies
+                return float(rate), found
         return None
 
-    def _offer(self, pairs: list[tuple[int, int]], rate: int, seconds: float,
+    def _offer(self, pairs: list[tuple[int, int]], streams: list[int], rate: int, seconds: float,
                seq: list[int]) -> tuple[bool, list[float]]:
-        """Post RATE task edits a second for SECONDS, round-robin over PAIRS; (held, latencies)."""
+        """Post RATE task edits a second for SECONDS, round-robin over PAIRS; (held, latencies).
+        Each edit is due at its place in the schedule, and its latency counts from then (open
+        loop) to the write that carries its content."""
         world = self.stack.world
+        self.tap.clear()  # a long run's exchanges would fill the memory; each offer reads its own
         total = int(rate * seconds)
-        sent: list[tuple[float, int]] = []
-        lock = threading.Lock()
-        started = time.monotonic()
+        events: list[Event | None] = [None] * total
+        sent: list[float] = [0.0] * total
+        started, started_wall = time.monotonic(), world.now()
 
         def sender(offset: int) -> None:
             for index in range(offset, total, SENDERS):
-                due = started + index / rate
-                pause = due - time.monotonic()
+                pause = started + index / rate - time.monotonic()
                 if pause > 0:
                     time.sleep(pause)
-                client_number, partner_number = pairs[index % len(pairs)]
+                place = index % len(pairs)
+                client_number, _ = pairs[place]
                 seq_no = seq[0] + index
-                world.update_task(client_account(0), client_number, {"description": f"edit {seq_no}"},
+                world.update_task(client_account(0), client_number,
+                                  {"description": f"{event_token(streams[place], seq_no)} edit"},
                                   author=CLIENT_PERSON)
-                at = self.post(0, "client", client_number)
-                with lock:
-                    sent.append((at, partner_number))
+                sent[index] = self.post(0, "client", client_number)
+                events[index] = Event(streams[place], seq_no, started_wall + index / rate)
 
         threads = [threading.Thread(target=sender, args=(i,)) for i in range(SENDERS)]
         for thread in threads:
@@ -467,7 +1205,7 @@ class Bench:
         for thread in threads:
             thread.join()
         seq[0] += total
-        first_post, last_post = min(at for at, _ in sent), max(at for at, _ in sent)
+        first_post, last_post = min(sent), max(sent)
         deadline = time.monotonic() + DRAIN_S
         while time.monotonic() < deadline and self.stack.busy():
             time.sleep(0.05)
@@ -479,205 +1217,415 @@ class Bench:
             self.log(f"pipeline: {rate}/s asked, {offered:.0f}/s offered")
             held = False
         self.quiet()
-        latencies = []
-        # One pass over the request log (a scan per task grows with the square of the run).
-        by_task: dict[int, list[float]] = defaultdict(list)
-        for entry in world.requests("partner"):
-            if entry["method"] == "POST" and entry["status"] == 200 and entry["path"].startswith("/task/"):
-                number = entry["path"][len("/task/"):]
-                if number.isdigit():
-                    by_task[int(number)].append(entry["t"])
-        for at, partner_number in sent:
-            done = next((t for t in by_task[partner_number] if t >= at), None)
-            if done is None:
+        made = [event for event in events if event is not None]
+        done = write_times(made, writes_of(self.tap.exchanges(started_wall), "partner"))
+        found = []
+        for event, at in zip(made, done):
+            if at is None or at > last_post + DRAIN_S:
                 held = False
-                continue
-            latencies.append(done - at)
-            if done > last_post + DRAIN_S:
-                held = False
-        return held, latencies
+            if at is not None:
+                found.append(at - event.scheduled)
+        return held, found
 
-    def economy(self) -> tuple[float, dict[str, float]]:
-        """The standard mixed workload through real scenario deliveries, made on both sides in
-        turn: new tasks, field edits, status moves, comments, reassignments within the joint
-        team. One change at a time (each synced before the next), every change a real one; each
-        side edits the field it owns (the link names the partner owner of names and the client
-        of descriptions), and "contested" edits (of a field the other side owns, which the sync
-        must check on the owner's side first) are counted apart. Returns requests per change of
-        the standard workload, and per side and kind of change, contested edits included."""
+    # -- the deployment ---------------------------------------------------------------------------
+    def prepare_economy(self) -> EconomyWork:
+        """Every task pair the economy phase changes, made at once, so one settling follows them all."""
+        combos = [(kind, side) for kind in KINDS for side in SIDES]
+        changes = [Change(*combos[index % len(combos)]) for index in range(self.plan.economy_changes)]
+        paired = [change for change in changes if change.kind != "create"]
+        work = EconomyWork(changes)
+        (made,) = self.create_pairs([(work.link, len(paired))])
+        for change, pair in zip(paired, made):
+            change.pair = pair
         world = self.stack.world
-        link = self.stack.config.links[1]
-        tasks = {"client": [number for number, _ in self.mirrored_client_tasks(1, 6)]}
-        tasks["partner"] = [mirror for _, mirror in self.mirrored_client_tasks(1, 6)]
-        where = {"client": (client_account(1), CLIENT_PROCESS, CLIENT_PROJECT, CLIENT_PEOPLE),
-                 "partner": ("partner", PARTNER_PROCESS, partner_project(1), PARTNER_PEOPLE)}
-        kinds = ("create", "edit", "status", "comment", "reassign", "contested edit")
-        owned = {"partner": "name", "client": "description"}
-        done: dict[str, int] = defaultdict(int)
-        spent: dict[str, int] = defaultdict(int)
-        for index in range(self.plan.economy_changes):
-            side = ("client", "partner")[index % 2]
-            kind = kinds[(index // 2) % len(kinds)]
-            account, process, project, people = where[side]
-            number = tasks[side][(index // 2) % len(tasks[side])]
-            author = people[0]
-            with world.lock:
-                task = world.account(account).tasks[number]
-                status, assignees = task["status"], task["assignees"]
-            at_start = self.request_count()
-            if kind == "create":
-                world.create_task(account, {"name": f"New bench task {index}", "processId": process,
-                                            "project": {"id": project}}, author=author)
-            elif kind == "edit":
-                world.update_task(account, number, {owned[side]: f"edited {index}"}, author=author)
-            elif kind == "contested edit":
-                other_field = owned[link.other(side)]
-                world.update_task(account, number, {other_field: f"edited {index}"}, author=author)
-            elif kind == "status":
-                allowed = (link.statuses.transitions.get(side) or {}).get(status)
-                choices = sorted(allowed) if allowed is not None else [PARTNER_STATUS_CYCLE[status]]
-                if not choices:
-                    continue
-                world.update_task(account, number, {"status": {"id": choices[0]}}, author=author)
-            elif kind == "comment":
-                world.add_comment(account, number, {"description": f"comment {index}"}, author=author)
-            else:
-                current = {str(person) for person in assignees["users"]}
-                person = next(p for p in people if f"user:{p}" not in current)
-                world.update_task(account, number, {"assignees": {"users": [{"id": f"user:{person}"}]}},
-                                  author=author)
-            self.quiet()
-            key = f"{side} {kind}"
-            done[key] += 1
-            spent[key] += self.request_count() - at_start
-        standard = [key for key in done if not key.endswith("contested edit")]
-        per_kind = {key: round(spent[key] / done[key], 2) for key in sorted(done)}
-        calls = sum(spent[key] for key in standard)
-        return round(calls / max(1, sum(done[key] for key in standard)), 3), per_kind
+        for index, change in enumerate(changes):
+            if change.kind in ("comment edit", "comment delete"):
+                account, number = self.task_of(work.link, change)
+                change.comment = world.add_comment(account, number, {"description": f"set-up comment {index}"},
+                                                   author=self.person(change.side))
+        self.quiet()
+        return work
 
-    def bursts(self) -> float:
-        """BURST_EDITS quick edits to each of a few tasks: requests per event."""
+    def prepare_backlog(self) -> BacklogWork:
+        """The fairness phase's backlogs (link 0's big, every other link's small), and on the
+        last link the burst tasks and the idle phase's, made at once."""
+        plan = self.plan
+        own = self.links - 1
+        fair_links = [link for link in range(self.links) if link != own]
+        made = self.create_pairs([(link, plan.fair_big_backlog if link == 0 else plan.fair_events_per_link)
+                                  for link in fair_links] + [(own, plan.bursts) for _ in BURST_GAPS_S]
+                                 + [(own, plan.idle_samples)])
+        fair, bursts = made[:len(fair_links)], made[len(fair_links):-1]
+        return BacklogWork(dict(zip(fair_links, fair)), dict(zip(BURST_GAPS_S, bursts)), made[-1], own)
+
+    @staticmethod
+    def person(side: str) -> int:
+        return (PARTNER_PEOPLE if side == "partner" else CLIENT_PEOPLE)[0]
+
+    def task_of(self, link: int, change: Change, side: str | None = None) -> tuple[str, int]:
+        """(account, number) of CHANGE's task on SIDE (its own side by default)."""
+        side = side or change.side
+        assert change.pair is not None
+        return (("partner", change.pair[1]) if side == "partner" else (client_account(link), change.pair[0]))
+
+    def economy(self, work: EconomyWork, report: BenchReport) -> None:
+        """Every kind of change on both sides through real scenario deliveries, with the poller
+        on, spread over ECONOMY_PERIODS poll periods; every request counted (module docstring)."""
+        changes, link_index = work.changes, work.link
         self.scenarios(True)
-        world = self.stack.world
-        pairs = self.mirrored_client_tasks(2, self.plan.bursts)
-        before = self.request_count()
-        events = 0
-        for number, _ in pairs:
-            for edit in range(BURST_EDITS):
-                world.update_task(client_account(2), number, {"description": f"burst {number}.{edit}"},
-                                  author=CLIENT_PERSON)
-                events += 1
-                time.sleep(BURST_GAP_S)
+        self.set_limits(self.poller.rate_per_s)
         self.quiet()
-        return round((self.request_count() - before) / max(1, events), 3)
-
-    def fairness(self) -> dict[str, Any]:
-        """Every link's backlog competes for the partner account's 1 request/s."""
-        per_link = {link: self.mirrored_client_tasks(link, self.plan.fair_events_per_link)
-                    for link in range(self.plan.fair_links)}
-        self.scenarios(False)
         world = self.stack.world
-        self.set_limits(PLANFIX_RATE_PER_S)
-        violations_before = sum(len(world.violations(account)) for account in self.accounts())
-        posted: dict[int, list[tuple[float, int]]] = defaultdict(list)
-        for round_ in range(self.plan.fair_events_per_link):
-            for link, pairs in per_link.items():
-                client_number, partner_number = pairs[round_]
-                world.update_task(client_account(link), client_number, {"description": f"fair {round_}"},
-                                  author=CLIENT_PERSON)
-                posted[link].append((self.post(link, "client", client_number), partner_number))
-        start = min(at for events in posted.values() for at, _ in events)
-        self.quiet()
-        done: dict[int, list[float]] = {}
-        lags = []
-        for link, events in posted.items():
-            finished = []
-            for at, partner_number in events:
-                write = next((t for t in self.writes("partner", partner_number, at)), None)
-                if write is not None:
-                    finished.append(write)
-                    lags.append(write - at)
-            done[link] = sorted(finished)
-        end = max((times[-1] for times in done.values() if times), default=start)
-        # Throughput while every link still had a backlog: up to the first link to finish.
-        window_end = min((times[-1] for times in done.values() if times), default=end)
-        shares = [sum(1 for t in times if t <= window_end) for times in done.values()]
-        served = sorted(entry["t"] for entry in world.requests("partner")
-                        if start <= entry["t"] <= end and not entry["over_limit"])
-        violations = sum(len(world.violations(account)) for account in self.accounts()) - violations_before
-        self.set_limits(None)
-        complete = sum(len(times) for times in done.values())
-        return {
-            "limiter_violations": violations,
-            # Each served request holds one slot of 1/rate: the backlog lasted from the first
-            # slot's start to the last one's end.
-            "limit_utilization": round(len(served) / ((served[-1] - start) * PLANFIX_RATE_PER_S + 1), 3)
-            if served else None,
-            "fairness_jain": round(jain([float(share) for share in shares]) or 0.0, 3),
-            "max_link_lag_s": round(max(lags), 1) if lags else None,
-            "complete": complete,
-            "expected": self.plan.fair_links * self.plan.fair_events_per_link,
+        gap = ECONOMY_PERIODS * self.period_s / max(1, len(changes))
+        start = world.now()
+        for index, change in enumerate(changes):
+            pause = start + index * gap - world.now()
+            if pause > 0:
+                time.sleep(pause)
+            self.make_change(link_index, change, index)
+        last = world.now()
+        pause = start + ECONOMY_PERIODS * self.period_s - last
+        if pause > 0:
+            time.sleep(pause)
+        end = self.tail(last)
+        total = len(self.log_entries(start, end))
+        comments, files = self.owners()
+        spent = charge(self.tap.exchanges(start, end), comments, files)
+        created = {side: self.mirrors(link_index, side) for side in SIDES}
+        link = self.stack.config.links[link_index]
+        charged = []
+        for change in changes:
+            if change.kind == "create":
+                own = link.sides[change.side].account
+                other = link.sides[link.other(change.side)].account
+                targets = [(own, change.created)] + ([(other, created[change.side][change.created])]
+                                                      if change.created in created[change.side] else [])
+            else:
+                targets = [self.task_of(link_index, change, side) for side in SIDES]
+            charged.append((f"{change.side} {change.kind}", targets))
+        count = len(changes)
+        report.api_calls_per_change = round(total / count, 3)
+        report.calls_by_kind = {**per_kind(charged, spent.by_task),
+                                "polls (per change)": round(spent.polls / count, 2),
+                                "no one task (per change)": round(spent.no_task / count, 2)}
+        cycles = poll_cycles(self.poll_times(start), self.poller.cycle_gap_s)
+        report.economy = {
+            "changes": count, "requests": total, "poll_requests": spent.polls, "window_s": round(end - start, 1),
+            "poll_period_s": round(self.period_s, 2), "partner_polls": len([c for c in cycles if c[0] <= end]),
+            "answered_202": sum(1 for entry in self.log_entries(start, end) if entry["status"] == 202),
         }
+        self.log(f"economy: {report.api_calls_per_change} requests per change all-in, {report.economy}")
 
-    def idle(self) -> list[float]:
-        """Single changes on a quiet system with the limits on: webhook in to write done."""
-        pairs = self.mirrored_client_tasks(3 % self.links, self.plan.idle_samples)
-        self.scenarios(False)
+    def make_change(self, link_index: int, change: Change, index: int) -> None:
+        """Make CHANGE as a person on its side would, in the emulator's world."""
         world = self.stack.world
-        self.set_limits(PLANFIX_RATE_PER_S)
-        latencies = []
-        for index, (client_number, partner_number) in enumerate(pairs):
-            time.sleep(IDLE_GAP_S)
-            world.update_task(client_account(3 % self.links), client_number, {"description": f"idle {index}"},
-                              author=CLIENT_PERSON)
-            at = self.post(3 % self.links, "client", client_number)
-            self.quiet()
-            write = next((t for t in self.writes("partner", partner_number, at)), None)
-            if write is not None:
-                latencies.append(write - at)
-        self.set_limits(None)
-        return latencies
+        link = self.stack.config.links[link_index]
+        side, kind = change.side, change.kind
+        author = self.person(side)
+        token = event_token(self.next_stream(), 0)
+        # The link names the partner the owner of names and the client of descriptions.
+        owned = {"partner": "name", "client": "description"}
+        if kind == "create":
+            account = link.sides[side].account
+            process, project = ((PARTNER_PROCESS, partner_project(link_index)) if side == "partner"
+                                else (CLIENT_PROCESS, CLIENT_PROJECT))
+            change.created = world.create_task(account, {"name": f"{token} New bench task", "processId": process,
+                                                         "project": {"id": project}}, author=author)
+            return
+        account, number = self.task_of(link_index, change)
+        if kind == "edit":
+            world.update_task(account, number, {owned[side]: f"{token} edited"}, author=author)
+        elif kind == "contested edit":
+            world.update_task(account, number, {owned[link.other(side)]: f"{token} contested"}, author=author)
+        elif kind == "status":
+            with world.lock:
+                status = world.account(account).tasks[number]["status"]
+            allowed = (link.statuses.transitions.get(side) or {}).get(status)
+            choices = sorted(allowed) if allowed is not None else [PARTNER_STATUS_CYCLE[status]]
+            world.update_task(account, number, {"status": {"id": choices[0]}}, author=author)
+        elif kind == "reassign":
+            with world.lock:
+                current = {str(person) for person in world.account(account).tasks[number]["assignees"]["users"]}
+            people = PARTNER_PEOPLE if side == "partner" else CLIENT_PEOPLE
+            person = next(p for p in people if f"user:{p}" not in current)
+            world.update_task(account, number, {"assignees": {"users": [{"id": f"user:{person}"}]}}, author=author)
+        elif kind == "comment":
+            world.add_comment(account, number, {"description": f"{token} comment"}, author=author)
+        elif kind == "comment edit":
+            world.update_comment(account, change.comment, {"description": f"{token} comment edited"}, author=author)
+        elif kind == "comment delete":
+            world.delete_comment(account, change.comment, author=author)
+        elif kind == "checklist item":
+            world.create_checklist_item(account, number, {"name": f"{token} item"}, author=author)
+        elif kind == "card file":
+            file_id = world.upload_file(account, f"bench-{index}.txt", f"{token} file {index}".encode(), author=author)
+            world.attach_file_to_task(account, file_id, number, author=author)
+        elif kind == "write answered 202":
+            self.edit_answered_202(link_index, change, f"{token} queued", owned[side])
+        else:
+            raise ValueError(f"unknown kind of change {kind!r}")
 
-    def stop(self) -> None:
-        if self.stack is not None:
-            self.stack.stop()
-        if self.redis is not None:
-            self.redis.cleanup()
+    def edit_answered_202(self, link_index: int, change: Change, value: str, field_name: str) -> None:
+        """Edit CHANGE's task while Planfix answers every task update of the other account 202
+        (queued, applied BUSY_202_DELAY_S later, shrunk with the stack's time), until the sync's
+        write got one."""
+        world = self.stack.world
+        account, number = self.task_of(link_index, change)
+        other_account, _ = self.task_of(link_index, change, self.stack.config.links[link_index].other(change.side))
+        self.quiet()
+        since = world.now()
+        world.set_faults(other_account, busy_202=1.0, busy_delay_s=BUSY_202_DELAY_S * self.time_scale)
+        try:
+            world.update_task(account, number, {field_name: value}, author=self.person(change.side))
+            deadline = time.monotonic() + QUIET_TIMEOUT_S
+            while time.monotonic() < deadline and not any(
+                    e.status == 202 for e in self.tap.exchanges(since, account=other_account)):
+                time.sleep(0.02)
+        finally:
+            world.set_faults(other_account)
+
+    def bursts(self, work: BacklogWork, report: BenchReport) -> None:
+        """BURST_EDITS edits of each burst task, BURST_GAPS_S apart (one task after another, gap
+        after gap), through real scenario deliveries at Planfix's real limits (call real_day
+        first: edits come at real gaps): requests per event for each gap, all-in for those tasks
+        (what polls queued for them, up to TAIL_CYCLES polls after, included where the poll
+        period is a real one; see tail)."""
+        link_index = work.own_link
+        self.scenarios(True)
+        self.quiet()
+        world = self.stack.world
+        account = client_account(link_index)
+        start = world.now()
+        for gap_s, pairs in work.bursts.items():
+            for client_number, _ in pairs:
+                stream = self.next_stream()
+                for edit in range(BURST_EDITS):
+                    world.update_task(account, client_number, {"description": f"{event_token(stream, edit)} burst"},
+                                      author=CLIENT_PERSON)
+                    time.sleep(gap_s)
+        end = self.tail(world.now())
+        comments, files = self.owners()
+        spent = charge(self.tap.exchanges(start, end), comments, files)
+        report.burst_calls_by_gap = {
+            _gap_key(gap): round(sum(spent.by_task.get((account, c), 0.0) + spent.by_task.get(("partner", p), 0.0)
+                                     for c, p in pairs) / max(1, len(pairs) * BURST_EDITS), 3)
+            for gap, pairs in work.bursts.items()}
+        self.log(f"bursts: requests per event by gap {report.burst_calls_by_gap}")
+
+    def fairness(self, work: BacklogWork, report: BenchReport) -> None:
+        """A skewed backlog on the partner account at Planfix's 1 request/s (call real_day
+        first): the first link's backlog is posted first, then every other link's. While it
+        waits, what the workers do."""
+        backlog = work.backlog
+        self.scenarios(False)
+        self.quiet()
+        world = self.stack.world
+        violations_before = sum(len(world.violations(account)) for account in self.accounts())
+        lines_before = self.worker_lines()
+        runs_before = self.worker_runs()
+        cpu_before, cpu_started = self.worker_cpu_s(), time.monotonic()
+        posted: dict[int, list[float]] = defaultdict(list)
+        events: list[tuple[int, Event]] = []
+        for link in sorted(backlog):  # link 0, the big backlog, first
+            for client_number, _ in backlog[link]:
+                stream = self.next_stream()
+                world.update_task(client_account(link), client_number, {"description": f"{event_token(stream, 0)} fair"},
+                                  author=CLIENT_PERSON)
+                at = self.post(link, "client", client_number)
+                posted[link].append(at)
+                events.append((link, Event(stream, 0, at)))
+        start = min(at for times in posted.values() for at in times)
+        self.quiet(max(QUIET_TIMEOUT_S, 3 * len(events) / PLANFIX_RATE_PER_S))
+        cpu = (self.worker_cpu_s() - cpu_before) / max(1e-9, time.monotonic() - cpu_started)
+        runs_after = self.worker_runs()
+        lines = [line for worker, before in zip(self.stack.worker_processes, lines_before)
+                 for line in worker.lines[before:]]
+        executions, synced = worker_counts(lines)
+        done = write_times([event for _, event in events], writes_of(self.tap.exchanges(start), "partner"))
+        written: dict[int, list[float]] = defaultdict(list)
+        lags = []
+        for (link, event), at in zip(events, done):
+            if at is not None:
+                written[link].append(at)
+                lags.append(at - event.scheduled)
+        shares = backlog_fairness(posted, written)
+        end = max((at for times in written.values() for at in times), default=start)
+        served = [entry for entry in self.log_entries(start, end, ["partner"]) if not entry["over_limit"]]
+        completion = {link: max(written[link]) - min(posted[link]) for link in posted if written.get(link)}
+        small = sorted(seconds for link, seconds in completion.items() if link != 0)
+        violations = sum(len(world.violations(account)) for account in self.accounts()) - violations_before
+        sync_jobs = sum(count for name, count in executions.items() if name.startswith(SYNC_JOB_PREFIX))
+        runs = (runs_after - runs_before) if runs_after is not None and runs_before is not None else None
+        report.limiter_violations = violations
+        # Each served request holds one slot of 1/rate: the backlog lasted from the first slot's
+        # start to the last one's end.
+        report.limit_utilization = (round(len(served) / ((end - start) * PLANFIX_RATE_PER_S + 1), 3)
+                                    if served else None)
+        report.fairness_jain = _round(shares.jain)
+        report.max_link_lag_s = round(max(lags), 1) if lags else None
+        report.fair_links = len(backlog)
+        report.celery_runs_per_sync = round(sync_jobs / synced, 3) if synced else None
+        report.runs_per_sync = (round(sum(runs.values()) / runs["done"], 3)
+                                if runs is not None and runs.get("done") else None)
+        report.worker_cpu_while_waiting = round(cpu, 3)
+        report.fairness = {
+            "events": len(events), "written": sum(len(times) for times in written.values()),
+            "big_backlog": len(backlog.get(0, ())),
+            "big_link_completion_s": _round(completion.get(0), 1),
+            "small_link_completion_p50_s": _round(percentile(small, 0.5), 1),
+            "small_link_completion_max_s": _round(max(small) if small else None, 1),
+            "jain_window_s": round(shares.window[1] - shares.window[0], 1) if shares.window else None,
+            "served_in_window": {str(link): count for link, count in shares.served.items()} if len(shares.served) <= 10
+            else None,
+            "celery_executions": dict(executions), "synced_runs": synced,
+            "runs_by_outcome": dict(runs) if runs is not None else None,
+        }
+        self.log(f"fairness: {report.fairness}")
+
+    def idle(self, work: BacklogWork, report: BenchReport) -> None:
+        """Single changes on a quiet system at Planfix's 1 request/s (call real_day first), each
+        at a fixed time (open loop): from that time to the end of the write that carries it."""
+        link_index = work.own_link
+        self.scenarios(False)
+        self.quiet()
+        world = self.stack.world
+        first = world.now() + IDLE_GAP_S
+        events = []
+        for index, (client_number, _) in enumerate(work.idle):
+            scheduled = first + index * IDLE_GAP_S
+            pause = scheduled - world.now()
+            if pause > 0:
+                time.sleep(pause)
+            stream = self.next_stream()
+            world.update_task(client_account(link_index), client_number,
+                              {"description": f"{event_token(stream, 0)} idle {index}"}, author=CLIENT_PERSON)
+            self.post(link_index, "client", client_number)
+            events.append(Event(stream, 0, scheduled))
+        self.quiet()
+        found = [seconds for seconds in latencies(events, writes_of(self.tap.exchanges(first), "partner"))
+                 if seconds is not None]
+        report.idle_latency_p50_s = _round(percentile(found, 0.5))
+        report.idle_latency_p99_s = _round(percentile(found, 0.99))
+        if len(found) < len(events):
+            self.log(f"idle: {len(events) - len(found)} of {len(events)} changes never written")
+
+
+def quiet_overhead(plan: BenchPlan, links: int, workdir: Path, log: Callable[[str], None]) -> float | None:
+    """The partner account's requests a day while nothing changes, with LINKS links sharing it
+    and the poller at its default settings: whole poll cycles after WARM_UP_CYCLES."""
+    bench = Bench(plan, workdir, log, links=links)
+    try:
+        bench.start(workers=1, beat=True)
+        since = bench.stack.world.now()
+        bench.wait_poll_cycles(WARM_UP_CYCLES + QUIET_CYCLES, since)
+        gap = bench.poller.cycle_gap_s
+        times = [entry["t"] for entry in bench.log_entries(since, accounts=["partner"])]
+        cycles = poll_cycles(times, gap)
+        if len(cycles) <= WARM_UP_CYCLES:
+            return None
+        counted = [at for at in times if at >= cycles[WARM_UP_CYCLES][0]]
+        found = quiet_per_day(counted, gap, bench.poller.scale)
+        log(f"quiet, {links} links: {found} partner requests a day ({len(counted)} in "
+            f"{len(cycles) - WARM_UP_CYCLES} poll cycles)")
+        return round(found, 1) if found is not None else None
+    finally:
+        bench.stop()
+
+
+class QuietProbes:
+    """quiet_overhead for each of the plan's link counts, side by side in the background (they
+    wait for polls, and barely use the CPU)."""
+
+    def __init__(self, plan: BenchPlan, workdir: Path, log: Callable[[str], None]):
+        self.results: dict[str, float | None] = {str(links): None for links in plan.quiet_links}
+        self.errors: list[str] = []
+        self._threads = [threading.Thread(target=self._probe, args=(plan, links, workdir / f"quiet{links}", log),
+                                          daemon=True) for links in plan.quiet_links]
+
+    def _probe(self, plan: BenchPlan, links: int, workdir: Path, log: Callable[[str], None]) -> None:
+        try:
+            self.results[str(links)] = quiet_overhead(plan, links, workdir, log)
+        except Exception as exc:  # noqa: BLE001 - reported as a figure not measured
+            self.errors.append(f"quiet overhead with {links} links: {exc}")
+            log(self.errors[-1])
+
+    def start(self) -> "QuietProbes":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def join(self) -> dict[str, float | None]:
+        for thread in self._threads:
+            thread.join()
+        return self.results
+
+
+def run_pipeline(plan: BenchPlan, workdir: Path, log: Callable[[str], None], report: BenchReport) -> None:
+    bench = Bench(plan, workdir, log)
+    try:
+        bench.start(workers=max(plan.worker_counts), beat=False)
+        pairs = bench.create_pairs([(0, plan.pipeline_tasks)])[0]
+        for workers in plan.worker_counts:
+            report.pipeline.append(bench.pipeline(pairs, workers))
+    finally:
+        bench.stop()
 
 
 def run_bench(plan: BenchPlan, mode: str, workdir: Path | None = None,
               log: Callable[[str], None] = lambda _: None) -> BenchReport:
-    import os
+    """Every phase (module docstring). The full run measures the pipeline alone first (the
+    machine's capacity); the quick run measures it while the deployments' poller settles after
+    their set-up (at least STAMP_SETTLE_S of real time), or it would not fit in CI's minutes.
+    The economy stack (the poller's day, shrunk in a quick run) and the stack at Planfix's real
+    limits (fairness, then bursts) then run side by side (their figures are counts and turns, not
+    speed), the idle phase last and alone."""
     import platform
+    from concurrent.futures import ThreadPoolExecutor
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="crosslink-bench-"))
     started = time.monotonic()
     report = BenchReport(mode=mode, date=time.strftime("%Y-%m-%d"),
                          machine={"cores": os.cpu_count(), "python": platform.python_version(),
                                   "platform": platform.platform()},
-                         workers=max(plan.worker_counts))
-    bench = Bench(plan, workdir, log)
+                         workers=max(plan.worker_counts), time_scale=plan.time_scale)
+    stacks: list[Bench] = []
+    quiet: QuietProbes | None = None
     try:
-        bench.start(workers=max(plan.worker_counts))
-        pairs = bench.mirrored_client_tasks(0, plan.pipeline_tasks)
-        for workers in plan.worker_counts:
-            report.pipeline.append(bench.pipeline(pairs, workers))
-        bench.set_workers(max(plan.worker_counts))
-        report.api_calls_per_change, report.calls_by_kind = bench.economy()
-        log(f"economy: {report.api_calls_per_change} calls per change {report.calls_by_kind}")
-        report.api_calls_per_event_burst = bench.bursts()
-        log(f"bursts: {report.api_calls_per_event_burst} calls per event")
-        fair = bench.fairness()
-        log(f"fairness: {fair}")
-        report.limiter_violations = fair["limiter_violations"]
-        report.limit_utilization = fair["limit_utilization"]
-        report.fairness_jain = fair["fairness_jain"]
-        report.max_link_lag_s = fair["max_link_lag_s"]
-        report.fair_links = plan.fair_links
-        idle = bench.idle()
-        report.idle_latency_p50_s = round(percentile(idle, 0.5), 3) if idle else None
-        report.idle_latency_p99_s = round(percentile(idle, 0.99), 3) if idle else None
+        if plan.pipeline_first:
+            run_pipeline(plan, workdir / "pipeline", log, report)
+        quiet = QuietProbes(plan, workdir, log).start()
+        economy = Bench(plan, workdir / "economy", log, links=1)
+        backlog = Bench(plan, workdir / "fairness", log, links=plan.fair_links + 1)
+        stacks += [economy, backlog]
+        economy.start(workers=max(plan.worker_counts), beat=True, time_scale=plan.time_scale)
+        backlog.start(workers=max(plan.worker_counts), beat=True)
+        economy_work, backlog_work = economy.prepare_economy(), backlog.prepare_backlog()
+        since = {id(bench): bench.stack.world.now() for bench in stacks}
+        if not plan.pipeline_first:
+            run_pipeline(plan, workdir / "pipeline", log, report)
+
+        def economy_phase() -> None:
+            try:
+                economy.settle(since[id(economy)])
+                economy.economy(economy_work, report)
+            finally:
+                economy.stop()
+
+        def real_limit_phases() -> None:
+            backlog.settle(since[id(backlog)])
+            backlog.real_day()
+            backlog.fairness(backlog_work, report)
+            backlog.bursts(backlog_work, report)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for done in [pool.submit(economy_phase), pool.submit(real_limit_phases)]:
+                done.result()
+        report.quiet_per_day_by_links = quiet.join()  # their stacks would disturb the latencies
+        backlog.idle(backlog_work, report)
     finally:
-        bench.stop()
+        for bench in stacks:
+            bench.stop()
+        if quiet is not None:
+            report.quiet_per_day_by_links = quiet.join()
         report.seconds = round(time.monotonic() - started, 1)
     return report
