@@ -116,8 +116,9 @@ QUIET_CYCLES = 4
 # After set-up, nothing is counted until the poller has nothing left to do about it (the first
 # poll looks an hour back and queues a look at every task the set-up made, later ones a second
 # look until the change stamps count as settled): a partner poll came after the last request that
-# was not a poll, a whole period ago. At most this many expected periods, and this long.
-SETTLE_PERIODS = 4
+# was not a poll, a whole period ago. At most this many expected periods (a first look, a second
+# one, and a quiet period after, with room for a busy account's deferred polls), and this long.
+SETTLE_PERIODS = 6
 SETTLE_MIN_S = 120.0
 # Partner requests this much closer together than the poller's floor period belong to one
 # poll cycle (the polls a tick sends go out together).
@@ -848,8 +849,10 @@ class Bench:
         self.stack: LocalStack | None = None
         self.limiter: AccountLimiter | None = None
         self.tap: WireTap | None = None
-        # The partner's poll period as measured in the warm-up (the expected one until then).
+        # The partner's poll period as measured while settling (the expected one until then).
         self.period_s = self.poller.expected_period_s
+        # Whether the poller had nothing left to do about the set-up when the phases began.
+        self.settled: bool | None = None
         # One keep-alive connection per sending thread: http.client costs a tenth of httpx's
         # CPU per request, and the sender shares this process with the emulator it measures.
         self._senders = threading.local()
@@ -1070,9 +1073,11 @@ class Bench:
                     and not self.stack.busy()):
                 self.log(f"settled {world.now() - since:.0f} s after set-up; partner poll period "
                          f"{self.period_s:.2f} s (expected {self.poller.expected_period_s:.2f} s)")
+                self.settled = True
                 return True
             if time.monotonic() > deadline:
                 self.log(f"the poller was still busy {most:.0f} s after set-up")
+                self.settled = False
                 return False
             time.sleep(min(1.0, max(0.1, self.poller.tick_s)))
 
@@ -1313,6 +1318,7 @@ class Bench:
             "changes": count, "requests": total, "poll_requests": spent.polls, "window_s": round(end - start, 1),
             "poll_period_s": round(self.period_s, 2), "partner_polls": len([c for c in cycles if c[0] <= end]),
             "answered_202": sum(1 for entry in self.log_entries(start, end) if entry["status"] == 202),
+            "settled_before": self.settled,
         }
         self.log(f"economy: {report.api_calls_per_change} requests per change all-in, {report.economy}")
 
@@ -1479,6 +1485,7 @@ class Bench:
             else None,
             "celery_executions": dict(executions), "synced_runs": synced,
             "runs_by_outcome": dict(runs) if runs is not None else None,
+            "settled_before": self.settled,
         }
         self.log(f"fairness: {report.fairness}")
 

@@ -62,6 +62,8 @@ def test_the_economy_is_all_in_over_every_kind_and_three_poll_periods(quick):
     detail = figures["detail"]
     economy = detail["economy"]
     assert {f"{side} {kind}" for kind in KINDS for side in SIDES} <= set(detail["calls_by_kind"])
+    # Nothing of the set-up leaked in: the poller had nothing left to do about it first.
+    assert economy["settled_before"], economy
     # The beat ran: the partner was polled over the whole window, and polls are counted.
     assert economy["partner_polls"] >= ECONOMY_PERIODS, economy
     assert economy["window_s"] >= ECONOMY_PERIODS * economy["poll_period_s"], economy
