@@ -32,6 +32,9 @@ class Settings:
     reconcile_tick_s: float = 10.0
     # The share of each account's daily quota that reconciliation polls may spend.
     reconcile_share: float = 0.05
+    # The share of each account's daily quota the comment audit may spend on top (edits and
+    # deletions of comments, which no feed dates: producers/reconcile.py); 0 turns it off.
+    audit_share: float = 0.05
     # How long the broker holds a job a dead worker took before delivering it again (Celery's
     # Redis visibility timeout); only the chaos suite shortens it, to see redelivery in seconds.
     visibility_timeout_s: float = 3600.0
@@ -65,6 +68,7 @@ class Settings:
             reconcile_period_s=float(env.get("CROSSLINK_RECONCILE_PERIOD_S", "60")),
             reconcile_tick_s=float(env.get("CROSSLINK_RECONCILE_TICK_S", "10")),
             reconcile_share=float(env.get("CROSSLINK_RECONCILE_SHARE", "0.05")),
+            audit_share=float(env.get("CROSSLINK_AUDIT_SHARE", "0.05")),
             visibility_timeout_s=float(env.get("CROSSLINK_VISIBILITY_TIMEOUT_S", "3600")),
             worker_metrics_host=env.get("CROSSLINK_WORKER_METRICS_HOST", "127.0.0.1"),
             worker_metrics_port=int(env.get("CROSSLINK_WORKER_METRICS_PORT", "9540")),

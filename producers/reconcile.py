@@ -53,9 +53,15 @@ poll waits, for at most MAX_DEFER_PERIODS more periods (``defer_poll``). Every r
 through the client's account limiter, in a lane of its own.
 
 What the feeds cannot see: an edited or deleted comment changes neither filter 79's dates nor a
-comment date (the emulator agrees), so those wait for their webhook or for `crosslink reconcile`;
-and a second change within the same second as one a run recorded, whose webhook is lost too,
-hides behind the equal stamp until the task changes again.
+comment date (the emulator agrees). The comment audit (``audit_comments``) finds those: after
+each poll it lists the comments of a few tasks whose people's comments we mirrored, in a
+rotation over all of them, and queues a run naming each comment whose text or deletion no
+longer matches the fingerprint the last run mirrored (workers.names.comment_fingerprint). It
+spends AUDIT_SHARE of the daily quota (settings, default 5 %) on top of the polls' share, never
+less than one task a poll nor more than AUDIT_MAX_TASKS, so a full turn over an account's N
+commented tasks takes about N / (AUDIT_SHARE x quota) days: an edit whose webhook was lost is
+mirrored within that turn. A second change within the same second as one a run recorded, whose
+webhook is lost too, hides behind the equal stamp until the task changes again.
 """
 
 from __future__ import annotations
@@ -73,9 +79,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import redis
 
 from planfix.client import MAX_PAGE_SIZE, PlanfixClient
+from planfix.errors import NotFound
 from producers.enqueue import Enqueuer
 from schemas.links import LinksConfig, Side
-from workers.names import FULL_HINT, change_stamp, synced_stamps
+from workers.names import COMMENT_PRINTS_KEY, FULL_HINT, change_stamp, comment_fingerprint, synced_stamps
 
 log = logging.getLogger("crosslink.reconcile")
 
@@ -137,6 +144,11 @@ TURN_KEY = "crosslink:reconcile:turn:{account}"
 LAST_POLL_KEY = "crosslink:reconcile:last:{account}"
 # The poll record outlives any sensible period; a dropped account's record goes by itself.
 LAST_POLL_TTL_S = 7 * 86400
+# The comment audit: the last task it looked at, per account (the rotation goes on after it).
+AUDIT_POSITION_KEY = "crosslink:reconcile:audit:{account}"
+# The most tasks one audit lists (a poll is one Celery job: it must not hold a worker for long).
+AUDIT_MAX_TASKS = 50
+AUDIT_COMMENT_FIELDS = "id,description,owner,isDeleted"
 
 # Advance the cursor only forward: two polls finishing out of order must not move it back past
 # what the later one queued (moving back would be harmless, but forward-only keeps it monotonic).
@@ -453,6 +465,49 @@ def next_seen(stamp: Stamp, before: Seen | None, queued_kinds: Iterable[str], no
 
 
 # ----------------------------------------------------------------------------------------------
+# The comment audit (pure)
+
+def audit_round(candidates: Iterable[str], after: str | None, count: int) -> list[str]:
+    """The next COUNT of CANDIDATES (their sorted order) after AFTER, wrapping round once; the
+    rotation survives candidates coming and going, as it keeps a key, not an index."""
+    ordered = sorted(set(candidates))
+    if count <= 0 or not ordered:
+        return []
+    start = 0 if after is None else next((i for i, c in enumerate(ordered) if c > after), len(ordered))
+    rotated = ordered[start:] + ordered[:start]
+    return rotated[:count]
+
+
+def edited_comments(comments: Iterable[Mapping[str, Any]], prints: Mapping[int, str], robot: str) -> tuple[int, ...]:
+    """The comments (of one task, as listed with AUDIT_COMMENT_FIELDS, deleted ones included)
+    whose text or deletion differs from the fingerprint the last run mirrored (PRINTS): edited or
+    deleted since, with no run to see it. Comments without a fingerprint (new ones: the feeds
+    see those; mirrors; our ROBOT's) are not for the audit."""
+    found = []
+    for comment in comments:
+        number = int(comment["id"])
+        owner = comment.get("owner")
+        if number not in prints or (isinstance(owner, Mapping) and owner.get("id") == robot):
+            continue
+        now = comment_fingerprint(comment.get("description") or "", bool(comment.get("isDeleted")))
+        if now != prints[number]:
+            found.append(number)
+    return tuple(found)
+
+
+def audit_size(daily_quota: int, share: float, period_s: float) -> int:
+    """How many tasks one audit lists: SHARE of DAILY_QUOTA spread over the day's polls at
+    PERIOD_S, at least one, at most AUDIT_MAX_TASKS (no quota: the most)."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"the comment audit share must be in [0, 1], got {share}")
+    if share == 0:
+        return 0
+    if daily_quota <= 0:
+        return AUDIT_MAX_TASKS
+    return max(1, min(AUDIT_MAX_TASKS, int(share * daily_quota * period_s / DAY_S)))
+
+
+# ----------------------------------------------------------------------------------------------
 # The budget (pure)
 
 def feed_requests(items: int, page_size: int = MAX_PAGE_SIZE) -> int:
@@ -684,6 +739,60 @@ def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, 
     log.info("reconcile poll: %d changed, %d runs queued, %d already waiting, %d not queued, %d requests",
              report.found, report.queued, report.coalesced, report.skipped, report.requests,
              extra={"account": group.key})
+    return report
+
+
+@dataclass
+class AuditReport:
+    account: str
+    tasks: int = 0
+    requests: int = 0
+    # (link, side, task, comment ids) of every run queued.
+    runs: list[tuple[str, str, int, tuple[int, ...]]] = field(default_factory=list)
+
+
+def audit_candidates(group: PollAccount, store: redis.Redis) -> dict[str, tuple[str, str, int]]:
+    """Every task of GROUP's link sides with people's comments mirrored: its fingerprints' key ->
+    (link, side, task)."""
+    sides = {(member.link, member.side) for member in group.members}
+    found = {}
+    prefix = COMMENT_PRINTS_KEY.split("{", 1)[0]
+    for raw in store.scan_iter(match=f"{prefix}*", count=1000):
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        link, side, task = name[len(prefix):].rsplit(":", 2)
+        if (link, side) in sides and task.isdigit():
+            found[name] = (link, side, int(task))
+    return found
+
+
+def audit_comments(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, store: redis.Redis,
+                   count: int) -> AuditReport:
+    """List the comments of the next COUNT tasks of GROUP's rotation and queue a run for each
+    task with comments edited or deleted since they were mirrored (naming them). The position
+    moves past each task once it is looked at, so a Planfix error stops the audit where it was;
+    a task gone is passed over."""
+    report = AuditReport(group.key)
+    candidates = audit_candidates(group, store)
+    position_key = key(AUDIT_POSITION_KEY, group.key)
+    position = store.get(position_key)
+    after = position.decode() if isinstance(position, bytes) else position
+    for name in audit_round(candidates, after, count):
+        link, side, task = candidates[name]
+        report.requests += 1
+        try:
+            comments = list(client.list_task_comments(task, fields=AUDIT_COMMENT_FIELDS, type_list="All"))
+        except NotFound:
+            comments = []  # the task is gone: nothing of it to mirror
+        prints = {int(k): (v.decode() if isinstance(v, bytes) else str(v)) for k, v in store.hgetall(name).items()}
+        edited = edited_comments(comments, prints, group.robot)
+        for comment in edited:
+            enqueuer.sync(link, side, task, f"comment_added:{comment}")
+        if edited:
+            report.runs.append((link, side, task, edited))
+            log.info("comment audit: %d comment(s) of task %s edited or deleted with no event", len(edited), task,
+                     extra={"account": group.key, "link": link, "side": side})
+        report.tasks += 1
+        store.set(position_key, name, ex=LAST_POLL_TTL_S)
     return report
 
 

@@ -44,8 +44,8 @@ from planfix.http import Http
 from planfix.limiter import AccountLimiter
 from producers.enqueue import Enqueuer
 from producers.reconcile import (
-    POLL_LANE, TURN_KEY, PollAccount, account_budget, defer_poll, find_poll_account, key, live_requests, poll_account,
-    poll_accounts, read_last_poll, take_turn,
+    POLL_LANE, TURN_KEY, PollAccount, account_budget, audit_comments, audit_size, defer_poll, find_poll_account, key,
+    live_requests, poll_account, poll_accounts, read_last_poll, take_turn,
 )
 from schemas.links import LinksConfig, load_links
 from workers.names import RECONCILE_POLL, RECONCILE_TICK, SYNC_QUEUE
@@ -148,27 +148,33 @@ def reconcile_tick(tick_s: float, period_s: float | None = None) -> int:
         period = poll_due(state, group, floor_s, tick_s)
         if period is None:
             continue
-        current_app.send_task(RECONCILE_POLL, args=[group.key], queue=SYNC_QUEUE, expires=period)
+        current_app.send_task(RECONCILE_POLL, args=[group.key, period], queue=SYNC_QUEUE, expires=period)
         sent += 1
     return sent
 
 
 @shared_task(name=RECONCILE_POLL, acks_late=True, ignore_result=True)
-def reconcile_poll(account: str, *_: object) -> str:
-    """Poll ACCOUNT (a poll account's key) once; its tick took the turn."""
+def reconcile_poll(account: str, period_s: float | None = None, *_: object) -> str:
+    """Poll ACCOUNT (a poll account's key) once, then audit a few of its tasks' comments; its
+    tick took the turn for PERIOD_S (an older tick's job carries none: the floor period)."""
     state = poller()
     context = {"account": account}
     group = find_poll_account(state.config, account)
     if group is None:
         log.warning("reconcile poll for an account no link uses (an older tick?): skipped", extra=context)
         return "unknown-account"
+    client = state.client(group)
     try:
-        report = poll_account(group, state.client(group), state.enqueuer, state.redis,
+        report = poll_account(group, client, state.enqueuer, state.redis,
                               used_today=lambda: int(state.limiter.usage(group.account)["used_today"]))
+        quota = int(state.limiter.limits(group.account)["daily_quota"])
+        period = period_s if period_s is not None else state.settings.reconcile_period_s
+        audit = audit_comments(group, client, state.enqueuer, state.redis,
+                               audit_size(quota, state.settings.audit_share, period))
     except RateLimited as exc:
         log.info("reconcile poll waits for the next period: rate limited (%s)", exc, extra=context)
         return "rate-limited"
     except PlanfixError as exc:
         log.warning("reconcile poll failed, the cursor stays: %s", exc, extra=context)
         return "failed"
-    return f"queued {report.queued} of {report.found}"
+    return f"queued {report.queued} of {report.found}; audited {audit.tasks}, queued {len(audit.runs)}"

@@ -28,7 +28,8 @@ from producers.enqueue import Enqueuer
 from schemas.links import CreateSettings, Scope, Side, load_links
 from workers.hints import Hints, extra_reads
 from workers.names import (
-    FULL_HINT, SYNC_QUEUE, change_stamp, hints_key, pending_key, record_synced_stamp, synced_stamp_key,
+    FULL_HINT, SYNC_QUEUE, change_stamp, comment_fingerprint, comment_prints_key, hints_key, looked_at_whole,
+    pending_key, record_synced_stamp, synced_stamp_key,
 )
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=timezone.utc).timestamp()
@@ -290,6 +291,20 @@ def test_a_webhook_run_of_one_explained_event_is_not_queued_again():
     assert records
 
 
+def test_a_run_looked_at_a_stamp_whole_only_when_both_its_dates_are_covered():
+    source = {"dateOfLastUpdate": tp(T0 + 60), "dateOfLastComment": tp(T0 + 30)}
+    before_comment = change_stamp({"dateOfLastUpdate": tp(T0), "dateOfLastComment": tp(T0 + 30)})
+    older_comment = change_stamp({"dateOfLastUpdate": tp(T0), "dateOfLastComment": tp(T0 - 30)})
+    whole = dict(checklist_and_files=False, comments_listed=False, one_explained_event=True)
+    assert looked_at_whole(source, before_comment, **whole)                  # the comment date did not move
+    assert not looked_at_whole(source, older_comment, **whole)               # a comment the run did not see
+    assert not looked_at_whole(source, None, **whole)                        # nothing to compare with
+    assert looked_at_whole(source, None, **{**whole, "comments_listed": True})
+    assert not looked_at_whole(source, before_comment, **{**whole, "one_explained_event": False})
+    assert looked_at_whole(source, before_comment, **{**whole, "one_explained_event": False,
+                                                       "checklist_and_files": True})
+
+
 def test_next_seen_counts_the_polls_that_queued_a_stamp():
     stamp = stamp_at(T0)
     first = rc.next_seen(stamp, None, [rc.TASK, rc.COMMENT], T0 + 10)
@@ -361,6 +376,54 @@ def test_a_busy_account_defers_its_poll_but_not_beyond_a_period():
     assert rc.live_requests(500, 420) == 80
     assert rc.live_requests(30, 19_000) == 30                          # a new UTC day
     assert rc.live_requests(30, None) == 30
+
+
+# --- pure decisions: the comment audit -----------------------------------------------------------------
+
+@given(candidates=st.sets(st.integers(0, 60), max_size=40), count=st.integers(1, 12), start=st.integers(0, 60))
+def test_the_audit_rotation_reaches_every_candidate_in_a_turn_of_rounds(candidates, count, start):
+    names = {f"k{n:03d}" for n in candidates}
+    after, seen = f"k{start:03d}", []
+    for _ in range(-(-len(names) // count)):
+        round_ = rc.audit_round(names, after, count)
+        assert len(round_) == min(count, len(names)) and len(set(round_)) == len(round_)
+        seen += round_
+        after = round_[-1]
+    assert set(seen) == names
+
+
+def test_the_audit_rotation_goes_on_after_the_last_key_looked_at_even_when_it_is_gone():
+    assert rc.audit_round(["a", "b", "c", "d"], "b", 2) == ["c", "d"]
+    assert rc.audit_round(["a", "b", "c", "d"], "d", 3) == ["a", "b", "c"]
+    assert rc.audit_round(["a", "c", "d"], "b", 1) == ["c"]          # "b" no longer a candidate
+    assert rc.audit_round([], "b", 5) == [] and rc.audit_round(["a"], None, 0) == []
+
+
+def audited(number, text, deleted=False, owner="user:2"):
+    return {"id": number, "description": text, "isDeleted": deleted, "owner": {"id": owner}}
+
+
+def test_edited_comments_are_those_whose_text_or_deletion_left_their_fingerprint():
+    prints = {n: comment_fingerprint(f"text {n}", False) for n in (1, 2, 3, 4)}
+    listed = [audited(1, "text 1"), audited(2, "text 2, edited"), audited(3, "text 3", deleted=True),
+              audited(4, "text 4, by the robot", owner="user:1"), audited(5, "new: the feed's")]
+    assert rc.edited_comments(listed, prints, robot="user:1") == (2, 3)
+
+
+def test_the_audit_spends_its_share_at_one_task_a_poll_at_least_and_a_cap_at_most():
+    assert rc.audit_size(QUOTA, 0.05, 87.0) == 1          # 1,000 a day over ~990 polls
+    assert rc.audit_size(QUOTA, 0.0, 87.0) == 0           # switched off
+    assert rc.audit_size(0, 0.05, 87.0) == rc.AUDIT_MAX_TASKS
+    assert rc.audit_size(100_000, 0.05, 90.0) == 5
+    with pytest.raises(ValueError):
+        rc.audit_size(QUOTA, 1.5, 87.0)
+
+
+@given(quota=st.integers(1, 200_000), share=st.floats(0.001, 1.0), period=st.floats(1, 3600))
+def test_the_audit_never_spends_more_than_its_share_beyond_one_task_a_poll(quota, share, period):
+    size = rc.audit_size(quota, share, period)
+    assert 1 <= size <= rc.AUDIT_MAX_TASKS
+    assert size == 1 or size * rc.DAY_S / period <= share * quota + 1e-6
 
 
 # --- the poll against the emulator and Redis --------------------------------------------------------
@@ -594,6 +657,46 @@ def test_one_poll_covers_every_link_of_the_account_for_one_request(tmp_path, red
         enqueuer.close()
         store.close()
         world.close()
+
+
+def mirrored(setup, number, comment, link="demo"):
+    """What a run leaves once it mirrored COMMENT of task NUMBER: its fingerprint."""
+    listed = setup.world.get_comment("partner", comment, "id,description,isDeleted")
+    setup.store.hset(comment_prints_key(link, "partner", number), str(comment),
+                     comment_fingerprint(listed["description"], bool(listed["isDeleted"])))
+
+
+def test_the_comment_audit_queues_a_run_naming_each_comment_edited_or_deleted_with_no_event(setup):
+    world = setup.world
+    kept = world.add_comment("partner", 1, {"description": "stays as mirrored"}, author=PAVEL)
+    edited = world.add_comment("partner", 1, {"description": "as mirrored"}, author=PAVEL)
+    deleted = world.add_comment("partner", 2, {"description": "to be withdrawn"}, author=PAVEL)
+    for number, comment in ((1, kept), (1, edited), (2, deleted)):
+        mirrored(setup, number, comment)
+    world.update_comment("partner", edited, {"description": "edited, its webhook lost"}, author=PAVEL)
+    world.delete_comment("partner", deleted, author=PAVEL)
+    since = len(world.requests("partner"))
+    report = rc.audit_comments(setup.group, setup.client, setup.enqueuer, setup.store, count=5)
+    assert report.tasks == 2 and report.requests == 2
+    assert report.runs == [("demo", "partner", 1, (edited,)), ("demo", "partner", 2, (deleted,))]
+    assert setup.hints(1) == [f"comment_added:{edited}"] and setup.hints(2) == [f"comment_added:{deleted}"]
+    assert setup.paths(since) == ["/task/1/comments/list", "/task/2/comments/list"]
+
+
+def test_the_comment_audit_takes_its_count_of_tasks_in_turn_and_passes_over_a_task_gone(setup):
+    world = setup.world
+    for number in (1, 2):
+        comment = world.add_comment("partner", number, {"description": f"on {number}"}, author=PAVEL)
+        mirrored(setup, number, comment)
+    setup.store.hset(comment_prints_key("demo", "partner", 999), "1", "gone")   # a task since deleted
+    setup.store.hset(comment_prints_key("other-link", "partner", 4), "1", "x")  # not this account's
+    looked = []
+    for _ in range(3):
+        since = len(world.requests("partner"))
+        report = rc.audit_comments(setup.group, setup.client, setup.enqueuer, setup.store, count=2)
+        assert report.tasks == 2 and report.runs == []
+        looked += [path.split("/")[2] for path in setup.paths(since)]
+    assert looked == ["1", "2", "999", "1", "2", "999"]
 
 
 # --- one poll per period, however many beats tick ------------------------------------------------

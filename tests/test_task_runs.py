@@ -22,7 +22,7 @@ from schemas.links import load_links
 from workers import sync, tasks
 from workers.canonical import task_fields
 from workers.hints import Hints
-from workers.names import dirty_key
+from workers.names import change_stamp, dirty_key, synced_stamp_key
 from workers.runtime import Runtime
 from workers.sync import call_key
 
@@ -140,3 +140,32 @@ def test_runs_waiting_for_their_accounts_turn_cost_one_job_per_turn_not_a_requeu
     # At most one job per request made, and far fewer than one per waiting run and turn.
     assert jobs <= requests, (jobs, requests)
     assert not rt.redis.exists(dirty_key(link.name, "partner"))
+
+
+def test_a_run_records_the_stamp_it_looked_at_whole_and_only_that(runtime):
+    """The poller skips a task whose change stamp a run recorded (producers/reconcile.py), so a
+    run records it only when nothing the stamp stands for can have escaped it: a lone field edit
+    it carried, yes; the same edit once a comment (its webhook lost) moved the comment date, no,
+    until a run lists the comments."""
+    world, link, store = runtime.world, runtime.link, runtime.rt.redis
+    number = world.create_task("partner", {"name": "Stamped", "processId": 1, "project": {"id": 10}}, author=PAVEL)
+    assert tasks._sync(link.name, "partner", number, 0, None) == "created"
+    stamped = store.get(synced_stamp_key(link.name, "partner", number))
+    assert stamped is not None  # the first run looked at everything
+
+    def stamp_now():
+        return change_stamp(world.get_task("partner", number, "dateOfLastUpdate,dateOfLastComment"))
+
+    one_edit = Hints(full=False, task_events=1)
+    world.update_task("partner", number, {"name": "Stamped, renamed"}, author=PAVEL)
+    assert tasks._sync(link.name, "partner", number, 0, one_edit) == "updated"
+    assert store.get(synced_stamp_key(link.name, "partner", number)).decode() == stamp_now()
+
+    recorded = store.get(synced_stamp_key(link.name, "partner", number))
+    world.add_comment("partner", number, {"description": "its webhook lost"}, author=PAVEL)
+    world.update_task("partner", number, {"name": "Stamped, renamed again"}, author=PAVEL)
+    assert tasks._sync(link.name, "partner", number, 0, one_edit) == "updated"
+    assert store.get(synced_stamp_key(link.name, "partner", number)) == recorded
+
+    assert tasks._sync(link.name, "partner", number, 0, Hints(full=False, task_events=2)) == "noop"
+    assert store.get(synced_stamp_key(link.name, "partner", number)).decode() == stamp_now()

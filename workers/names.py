@@ -6,6 +6,7 @@ beyond Celery's own (its publish time) is named here too, as both sides of the q
 so is the list of rejected events, which the producer and the worker both add to.
 """
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -139,6 +140,27 @@ def record_synced_stamp(store: Any, link: str, side: str, task: int, source: Map
     store.set(synced_stamp_key(link, side, task), change_stamp(source), ex=SYNCED_STAMP_TTL_S)
 
 
+def synced_stamp(store: Any, link: str, side: str, task: int) -> str | None:
+    """The recorded stamp of LINK's SIDE TASK, if any."""
+    return synced_stamps(store, link, side, [task]).get(task)
+
+
+def looked_at_whole(source: Mapping[str, Any], recorded: str | None, *, checklist_and_files: bool,
+                    comments_listed: bool, one_explained_event: bool) -> bool:
+    """Whether a run that read SOURCE (the task, with both dates) looked at everything its change
+    stamp may stand for, so the poller may skip that stamp (RECORDED: the stamp recorded before).
+
+    The update date: the run looked at checklist and files too, or its one task event was
+    explained by a field it read (a second change at the same moment whose webhook is lost as
+    well hides until the task changes again: producers/reconcile.py says so). The comment date:
+    the run listed every comment, or it has not moved since the recorded stamp.
+    """
+    update_seen = checklist_and_files or one_explained_event
+    comment_date = change_stamp(source).partition("|")[2]
+    comments_seen = comments_listed or (recorded is not None and recorded.partition("|")[2] == comment_date)
+    return update_seen and comments_seen
+
+
 def synced_stamps(store: Any, link: str, side: str, tasks: list[int]) -> dict[int, str]:
     """The recorded stamps of LINK's SIDE TASKS (those with one), in one round trip."""
     if not tasks:
@@ -191,3 +213,18 @@ def record_rejected(store: Any, *, link: str, side: str, reason: str, at: float 
     pipe.lpush(REJECTED_KEY, json.dumps(record, ensure_ascii=False, sort_keys=True))
     pipe.ltrim(REJECTED_KEY, 0, REJECTED_KEEP - 1)
     pipe.execute()
+
+
+# The fingerprint of each person's comment as the last sync run mirrored it (comment id ->
+# fingerprint), per source task: written by the run (workers.state), read by the run and by the
+# poller's comment audit (producers/reconcile.py), which finds edits no feed dates.
+COMMENT_PRINTS_KEY = "crosslink:csnap:{link}:{side}:{task}"
+
+
+def comment_prints_key(link: str, side: str, task: int) -> str:
+    return COMMENT_PRINTS_KEY.format(link=link, side=side, task=task)
+
+
+def comment_fingerprint(text: str, deleted: bool) -> str:
+    """What a comment's mirror must be updated for: its text and whether it was deleted."""
+    return hashlib.sha256(f"{int(deleted)}:{text}".encode()).hexdigest()[:16]

@@ -33,7 +33,7 @@ import redis
 
 from workers.dead_letters import DeadLetters
 from workers.field_diff import with_sent
-from workers.names import pending_key
+from workers.names import comment_prints_key, pending_key
 
 PREFIX = "crosslink"
 # Fixed namespace: the same (link, side, object) always yields the same sourceObjectId, so a
@@ -154,11 +154,11 @@ class LinkState:
             self.redis.hset(key, f"{side}:{number}", json.dumps(merged, sort_keys=True))
 
     def comment_fingerprints(self, side: str, task: int) -> dict[int, str]:
-        raw = self.redis.hgetall(self.key("csnap", self.link, side, str(task)))
+        raw = self.redis.hgetall(comment_prints_key(self.link, side, task))
         return {int(k): _text(v) for k, v in raw.items()}
 
     def save_comment_fingerprint(self, side: str, task: int, comment: int, fingerprint: str) -> None:
-        self.redis.hset(self.key("csnap", self.link, side, str(task)), str(comment), fingerprint)
+        self.redis.hset(comment_prints_key(self.link, side, task), str(comment), fingerprint)
 
     # --- severance ----------------------------------------------------------------------
     def sever(self, side: str, reason: str, at: float) -> bool:

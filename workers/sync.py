@@ -39,7 +39,7 @@ from workers.idempotency import WriteOnce
 from workers.field_diff import agreed_with_echoes, changed_fields, echoes, settled, with_sent
 from workers.conflict import owner_of
 from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
-from workers.names import record_rejected
+from workers.names import comment_fingerprint, looked_at_whole, record_rejected, record_synced_stamp, synced_stamp
 from workers.plan import DATE_FIELDS, PLAIN_FIELDS, plan_task_sync
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
@@ -121,10 +121,6 @@ class SyncReport:
         if self.rejected:
             parts.append("rejected: " + "; ".join(self.rejected))
         return "  ".join(parts)
-
-
-def fingerprint(text: str, deleted: bool) -> str:
-    return hashlib.sha256(f"{int(deleted)}:{text}".encode()).hexdigest()[:16]
 
 
 def timepoint_text(point: Mapping[str, Any] | None) -> str:
@@ -390,6 +386,11 @@ class TaskSync:
             sync_checklist(self, counterpart)
             sync_task_files(self, counterpart)
         self._save_snapshots(counterpart, source_now, target_now, written=written)
+        listed = reads.comments and comment_reads(self.hints, listing=not explained or self.hints.task_events > 1) is None
+        if looked_at_whole(source_raw, synced_stamp(self.state.redis, link.name, side, self.number),
+                           checklist_and_files=reads.checklist_and_files, comments_listed=listed,
+                           one_explained_event=explained and self.hints.task_events == 1 and not self.hints.full):
+            record_synced_stamp(self.state.redis, link.name, side, self.number, source_raw)
         return self.report
 
     def _counterpart_view(self, counterpart: int, source_changed: set[str], pending: bool) -> dict[str, Any]:
@@ -536,7 +537,7 @@ class TaskSync:
                 continue
             text = comment.get("description") or ""
             deleted = bool(comment.get("isDeleted"))
-            print_ = fingerprint(text, deleted)
+            print_ = comment_fingerprint(text, deleted)
             if seen.get(comment_id) == print_:
                 continue
             mirror = self.state.counterpart("comment", side, comment_id)

@@ -34,9 +34,10 @@ LINK = "demo"
 PAVEL = 2
 # Keys that record that something happened rather than what was synced (see the docstring; the
 # limiter counts the requests the jobs for unknown and replayed tasks made, all of them reads;
-# an event's burst marker lives half a second; the workers' heartbeats tick every two).
+# an event's burst marker lives half a second; the workers' heartbeats tick every two; a run
+# that read a task records the change stamp it looked at, for the poller).
 NOT_SYNC_STATE = (REJECTED_KEY, "crosslink:last-sync", "crosslink:reconcile:turn:", "crosslink:limiter:",
-                  "crosslink:recent:", HEARTBEAT_KEY)
+                  "crosslink:recent:", "crosslink:synced-stamp:", HEARTBEAT_KEY)
 # A Planfix comment may hold up to 64 KB; a body quoting one must still be taken.
 BIG_COMMENT = "<p>" + "Согласовано 👍 " * 2300 + "</p>"
 
