@@ -66,6 +66,10 @@ RATE_PER_S = 1000.0
 DAILY_QUOTA = 10_000_000
 # The reconciliation period during the run: short, so dropped webhooks are repaired within the run.
 RECONCILE_PERIOD_S = 3.0
+# The comment audit's share of DAILY_QUOTA: 10 tasks a poll (producers.reconcile.audit_size), so
+# a turn over the partner's few hundred commented tasks fits the run and its convergence, while
+# the audits of 21 accounts add no more than a few dozen requests a second.
+AUDIT_SHARE = 10.5 * 86400 / (RECONCILE_PERIOD_S * DAILY_QUOTA)
 # A fault window (emulator faults on, scenarios off or pointed at a dead port) lasts this long.
 FAULT_WINDOW_S = (1.5, 4.0)
 # Shares of requests hit while an emulator fault window is open: high enough to hit many jobs
@@ -341,6 +345,7 @@ class Chaos:
         logging.getLogger("crosslink.producer").setLevel(logging.WARNING)
         self.stack.env["CROSSLINK_DAILY_QUOTA"] = str(DAILY_QUOTA)
         self.stack.env["CROSSLINK_VISIBILITY_TIMEOUT_S"] = str(VISIBILITY_TIMEOUT_S)
+        self.stack.env["CROSSLINK_AUDIT_SHARE"] = repr(AUDIT_SHARE)
         # Below the emulator's held "timeout" answer, so that fault is a real read timeout.
         self.stack.env["CROSSLINK_PLANFIX_TIMEOUT_S"] = str(CLIENT_READ_TIMEOUT_S)
         self.point_scenarios()

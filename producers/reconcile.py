@@ -147,7 +147,7 @@ LAST_POLL_TTL_S = 7 * 86400
 # The comment audit: the last task it looked at, per account (the rotation goes on after it).
 AUDIT_POSITION_KEY = "crosslink:reconcile:audit:{account}"
 # The most tasks one audit lists (a poll is one Celery job: it must not hold a worker for long).
-AUDIT_MAX_TASKS = 50
+AUDIT_MAX_TASKS = 20
 AUDIT_COMMENT_FIELDS = "id,description,owner,isDeleted"
 
 # Advance the cursor only forward: two polls finishing out of order must not move it back past
