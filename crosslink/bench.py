@@ -84,6 +84,7 @@ from crosslink.settings import Settings
 from crosslink.stack import LocalStack
 from planfix.emulator.server import EmulatorServer
 from planfix.limiter import AccountLimiter
+from producers.reconcile import AUDIT_COMMENT_FIELDS
 from producers.scenarios import hook_path, request_auth, scenarios_for_side
 from workers.state import parse_marker
 
@@ -154,6 +155,8 @@ BUSY_202_DELAY_S = 0.5
 MAX_KEPT_BODY = 16_384
 # Planfix filter types the poller's feeds use (API-NOTES section 3): a request with one is a poll.
 FEED_FILTERS = {79, 3000}
+# The comment audit lists one task's comments after a poll: the poller's overhead too, not sync work.
+AUDIT_PATH = re.compile(r"/task/\d+/comments/list")
 TASK_NUMBER_FILTER = 57
 POLL = "poll"
 # An event's content as the bench writes it into a task: "[e<stream>.<seq>]".
@@ -566,10 +569,16 @@ def _filters(body: Any) -> list[Mapping[str, Any]]:
 
 
 def is_poll(exchange: Exchange) -> bool:
-    """Whether EXCHANGE is one of the reconciliation poller's feeds (an account's changed tasks
-    or new comments, by date filter), not a read about one task."""
-    return (exchange.method == "POST" and exchange.path.rstrip("/") in ("/task/list", "/comment/list")
-            and any(int(flt.get("type", 0)) in FEED_FILTERS for flt in _filters(exchange.body_json())))
+    """Whether EXCHANGE is the reconciliation poller's own: a feed (an account's changed tasks or
+    new comments, by date filter) or the comment audit's listing of one task (known by the
+    fields it asks for), not a sync run's read about one task."""
+    if exchange.method != "POST":
+        return False
+    path, body = exchange.path.rstrip("/"), exchange.body_json()
+    if AUDIT_PATH.fullmatch(path):
+        return isinstance(body, Mapping) and body.get("fields") == AUDIT_COMMENT_FIELDS
+    return (path in ("/task/list", "/comment/list")
+            and any(int(flt.get("type", 0)) in FEED_FILTERS for flt in _filters(body)))
 
 
 def request_targets(exchange: Exchange, comment_tasks: Mapping[tuple[str, int], int],

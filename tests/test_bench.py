@@ -15,6 +15,8 @@ from crosslink.bench import (
     runs_by_outcome, sustain_order, worker_counts, write_times,
 )
 from crosslink.settings import Settings
+from producers.reconcile import AUDIT_COMMENT_FIELDS
+from workers.sync import COMMENT_FIELDS
 
 probe = st.tuples(st.booleans(), st.one_of(st.none(), st.floats(min_value=0, max_value=5000)))
 probes = st.dictionaries(st.integers(min_value=1, max_value=1000), probe, max_size=12)
@@ -241,6 +243,13 @@ def test_the_poller_feeds_are_polls():
     assert request_targets(feed, {}, {}) == POLL
     assert charge([feed, comments], {}, {}).polls == 2
     assert not is_poll(exchange("/task/list", {"filters": [{"type": 57, "operator": "equal", "value": 3}]}))
+
+
+def test_the_comment_audit_is_the_pollers_and_a_runs_listing_is_not():
+    audit = exchange("/task/12/comments/list", {"fields": AUDIT_COMMENT_FIELDS, "typeList": "All"})
+    run = exchange("/task/12/comments/list", {"fields": COMMENT_FIELDS, "typeList": "All"})
+    assert is_poll(audit) and request_targets(audit, {}, {}) == POLL
+    assert not is_poll(run) and request_targets(run, {}, {}) == [("partner", 12)]
 
 
 def test_comments_and_files_concern_the_task_that_holds_them():
