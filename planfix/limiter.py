@@ -18,6 +18,10 @@ module keeps that budget in Redis:
   gets every slot (the scheduler is work-conserving). A reservation not claimed within
   RESERVATION_GRACE_MS of its slot lapses, so a job that died cannot hold a slot for ever.
 
+And what the day's count says ahead of time: `forecast_day_requests` (pure) projects it to the
+end of the UTC day at the pace so far, for `crosslink status`, the metrics, and callers that
+spend less when the quota would not last the day.
+
 `acquire` never sleeps: a worker that must wait is told how long (`Permit.wait_ms`) and re-queues
 itself for its reservation instead of holding a worker slot. `acquire_blocking` sleeps, for CLI
 callers.
@@ -49,6 +53,11 @@ MAX_SLEEP_SLICE_S = 1.0
 RESERVATION_GRACE_MS = 5000
 # The lane of callers that name none (operator commands).
 DEFAULT_LANE = "_"
+# The daily quota is counted per UTC day (the Lua script's `day`).
+DAY_S = 86_400
+# The day's forecast takes the pace over at least this long: a burst in the first minutes of the
+# UTC day (a backfill, the polls after a restart) is not the pace of the whole day.
+FORECAST_MIN_WINDOW_S = 3600.0
 
 REASON_RATE = "rate"
 REASON_QUOTA = "daily_quota"
@@ -139,6 +148,35 @@ end
 redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[3]), tonumber(ARGV[1]) + 60000))
 return math.ceil((math.max(untl, current) - now) / 1000)
 """
+
+
+def forecast_day_requests(used_today: float, elapsed_s: float, *,
+                          min_window_s: float = FORECAST_MIN_WINDOW_S, day_s: float = DAY_S) -> float:
+    """The requests an account will have made by the end of the UTC day if it goes on at the
+    pace it has kept so far: USED_TODAY requests in the ELAPSED_S seconds since 00:00 UTC.
+
+    Pure (no clock, no Redis): the caller passes the limiter's count and Redis's time of day
+    (`AccountLimiter.usage` gives both). The pace is USED_TODAY over the time elapsed, but
+    over no less than MIN_WINDOW_S: early in the day the forecast is damped instead of
+    multiplying the first minutes' requests by the whole day (60 requests in the first minute
+    forecast about 1,500 for the day, not 86,400). From MIN_WINDOW_S on it is the plain linear
+    projection, used_today * day_s / elapsed_s. What holds, for callers that decide by it:
+    - never below USED_TODAY, and equal to it once the day has ended (ELAPSED_S >= DAY_S);
+    - 0 for an account that has made no request;
+    - more requests so far never forecast fewer (monotone in USED_TODAY), and the same
+      requests later in the day never forecast more (non-increasing in ELAPSED_S);
+    - not capped at the quota: a forecast above it says the quota runs out before midnight
+      at this pace (the limiter then refuses until 00:00 UTC).
+    """
+    if used_today < 0:
+        raise ValueError(f"used_today must be >= 0, got {used_today}")
+    if elapsed_s < 0:
+        raise ValueError(f"elapsed_s must be >= 0, got {elapsed_s}")
+    if not 0 < min_window_s <= day_s:
+        raise ValueError(f"min_window_s must be in (0, day_s], got {min_window_s}")
+    elapsed = min(float(elapsed_s), float(day_s))
+    pace = used_today / max(elapsed, min_window_s)
+    return used_today + pace * (day_s - elapsed)
 
 
 @dataclass(frozen=True)
@@ -274,16 +312,19 @@ class AccountLimiter:
 
     # -- observation -----------------------------------------------------------------------
     def usage(self, account: str) -> dict[str, Any]:
-        """Requests granted today (UTC) and any pause in force, for status commands."""
+        """Requests granted today (UTC), how far into that day Redis's clock is, and any pause
+        in force, for status commands and metrics."""
         seconds, micros = self.redis.time()
         now_us = seconds * 1_000_000 + micros
         raw = {_text(k): _text(v) for k, v in self.redis.hgetall(self._keys(account)[0]).items()}
-        today = seconds // 86_400
+        today = seconds // DAY_S
         used = int(raw.get("count", 0)) if int(raw.get("day", -1)) == today else 0
         blocked_us = int(float(raw.get("blocked_until", 0)))
         return {
             "used_today": used,
             "daily_quota": self.limits(account)["daily_quota"],
+            # Redis's time into its UTC day, the day the counter counts (forecast_day_requests).
+            "day_elapsed_s": seconds % DAY_S + micros / 1_000_000,
             "blocked_ms": max(0, (blocked_us - now_us) // 1000),
             "blocked_reason": raw.get("blocked_reason") if blocked_us > now_us else None,
         }

@@ -17,7 +17,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planfix.limiter import DEFAULT_SAFETY, RESERVATION_GRACE_MS, AccountLimiter, Permit
+from planfix.limiter import (DAY_S, DEFAULT_SAFETY, FORECAST_MIN_WINDOW_S, RESERVATION_GRACE_MS,
+                             AccountLimiter, Permit, forecast_day_requests)
 
 # Rates used in tests are high (tens per second) so a run proves spacing in a fraction of a
 # second; the same script serves 1 req/s in production.
@@ -204,6 +205,79 @@ def test_the_counter_starts_again_on_a_new_utc_day(redis_client):
 def test_zero_quota_and_zero_rate_mean_no_limit(redis_client):
     limiter = AccountLimiter(redis_client, rate_per_s=0, daily_quota=0)
     assert all(limiter.acquire("acme").go for _ in range(50))
+
+
+def test_usage_says_how_far_into_the_utc_day_redis_is(redis_client):
+    seconds, micros = redis_client.time()
+    elapsed = AccountLimiter(redis_client).usage("acme")["day_elapsed_s"]
+    assert 0 <= elapsed < DAY_S
+    # The same day, a moment later (unless midnight fell in between).
+    assert 0 <= (elapsed - (seconds % DAY_S + micros / 1e6)) % DAY_S < 5
+
+
+# -- the day's forecast (pure) ---------------------------------------------------------------
+
+USED = st.integers(min_value=0, max_value=10_000_000)
+ELAPSED = st.floats(min_value=0, max_value=2 * DAY_S, allow_nan=False)
+
+
+def test_forecast_projects_the_pace_linearly_once_an_hour_has_passed():
+    assert forecast_day_requests(5000, DAY_S / 4) == pytest.approx(20_000)
+    assert forecast_day_requests(1000, 2 * 3600) == pytest.approx(12_000)
+    assert forecast_day_requests(0, 12 * 3600) == 0
+
+
+def test_forecast_damps_a_burst_in_the_first_hour():
+    # 60 requests in the first minute are not 86,400 a day: the pace is taken over an hour.
+    assert forecast_day_requests(60, 60) == pytest.approx(60 + 60 / 3600 * (DAY_S - 60))
+    assert forecast_day_requests(60, 0) == pytest.approx(60 + 60 * DAY_S / FORECAST_MIN_WINDOW_S)
+
+
+@given(used=USED, elapsed=ELAPSED)
+def test_forecast_is_never_below_what_was_used_and_is_it_at_the_days_end(used, elapsed):
+    forecast = forecast_day_requests(used, elapsed)
+    assert forecast >= used
+    if elapsed >= DAY_S:
+        assert forecast == used
+    # Never more than the pace over the shortest window allows, for the whole day ahead.
+    assert forecast <= used * (1 + DAY_S / FORECAST_MIN_WINDOW_S) * (1 + 1e-12)
+
+
+@given(used=USED, more=st.integers(min_value=0, max_value=1000), elapsed=ELAPSED)
+def test_more_requests_so_far_never_forecast_fewer(used, more, elapsed):
+    assert forecast_day_requests(used + more, elapsed) >= forecast_day_requests(used, elapsed)
+
+
+@given(used=USED, elapsed=ELAPSED, later=st.floats(min_value=0, max_value=DAY_S, allow_nan=False))
+def test_the_same_requests_later_in_the_day_never_forecast_more(used, elapsed, later):
+    assert forecast_day_requests(used, elapsed + later) <= forecast_day_requests(used, elapsed) * (1 + 1e-12)
+
+
+@given(used=USED, elapsed=st.floats(min_value=FORECAST_MIN_WINDOW_S, max_value=DAY_S, allow_nan=False))
+def test_after_the_first_hour_the_forecast_is_the_plain_average_pace(used, elapsed):
+    assert forecast_day_requests(used, elapsed) == pytest.approx(used * DAY_S / elapsed, rel=1e-9)
+
+
+@given(used=USED, elapsed=st.floats(min_value=0, max_value=FORECAST_MIN_WINDOW_S, allow_nan=False),
+       step=st.floats(min_value=0, max_value=60, allow_nan=False))
+def test_the_forecast_moves_smoothly_through_the_first_hour(used, elapsed, step):
+    """No jump where the damping ends: the forecast is continuous in the time of day, its
+    slope never steeper than the plain projection's at the end of the first hour."""
+    here, later = forecast_day_requests(used, elapsed), forecast_day_requests(used, elapsed + step)
+    steepest = used * DAY_S / FORECAST_MIN_WINDOW_S ** 2
+    assert 0 <= here - later <= steepest * step * (1 + 1e-9) + 1e-9
+
+
+@pytest.mark.parametrize("args", [(-1, 0), (0, -1)])
+def test_forecast_refuses_negative_counts_and_times(args):
+    with pytest.raises(ValueError):
+        forecast_day_requests(*args)
+
+
+def test_forecast_refuses_a_window_outside_the_day():
+    for window in (0, DAY_S + 1):
+        with pytest.raises(ValueError):
+            forecast_day_requests(1, 1, min_window_s=window)
 
 
 # -- shared pauses ---------------------------------------------------------------------------
