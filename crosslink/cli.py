@@ -109,14 +109,22 @@ def demo(quiet: bool) -> None:
 
 @main.command()
 @click.option("--config", "links_path", default=None)
-def status(links_path: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON lines for machines: one per link (its \"link\" key), then one per account (\"account\")")
+def status(links_path: str | None, as_json: bool) -> None:
     """Per link: mirrored tasks, queued jobs, parked events, dead letters, severed or not,
     webhooks waiting in the producer's spool for Redis, and each side's reconciliation poll
-    (period, daily budget, how late a change whose webhook was lost can be synced)."""
-    from crosslink.operations import link_status
+    (period, daily budget, how late a change whose webhook was lost can be synced). Per Planfix
+    account: requests today against the daily quota, the day's forecast at the current pace,
+    the share the reconciliation may spend and its poll period."""
+    from crosslink.operations import status_report, status_table
 
     settings = get_settings()
-    for row in link_status(links_path or settings.links_path, settings.redis_url, settings.spool_dir):
+    report = status_report(links_path or settings.links_path, settings.redis_url, settings.spool_dir)
+    if not as_json:
+        click.echo(status_table(report))
+        return
+    for row in [*report["links"], *report["accounts"]]:
         click.echo(json.dumps(row, ensure_ascii=False))
 
 

@@ -3,7 +3,10 @@
 Status reads the shared state in Redis and, beside it, the producer's local spool (the webhooks
 kept while Redis was unreachable), so that an operator sees both during an outage; and, per link
 side, its account's reconciliation poll: the period its budget allows and how late a change whose
-webhook was lost can be synced (producers/reconcile.py).
+webhook was lost can be synced (producers/reconcile.py). Per Planfix account, once however many
+links share it, its capacity: requests today against the daily quota, the day's forecast at the
+pace so far, and the share of the quota the reconciliation may spend (`account_capacity`, which
+the producer's /metrics serves too). `status_table` lays it out for people.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import redis
 from crosslink.logs import register_secret
 from crosslink.settings import Settings, get_settings
 from planfix.client import PlanfixClient
-from planfix.limiter import AccountLimiter
-from producers.reconcile import account_budget, poll_accounts
+from planfix.limiter import AccountLimiter, forecast_day_requests
+from producers.reconcile import Budget, PollAccount, account_budget, poll_accounts
 from producers.spool import spool_directory, spooled_webhooks
 from schemas.links import Link, LinksConfig, load_links
 from workers.names import SYNC_QUEUE
@@ -40,18 +43,32 @@ def work_waiting(client: redis.Redis, link: str = "*") -> bool:
 STATUS_REDIS_TIMEOUT_S = 3.0
 
 
+def settings_limiter(client: redis.Redis, settings: Settings) -> AccountLimiter:
+    """The limiter as the workers and the poller build it: SETTINGS' defaults, overrides from Redis."""
+    return AccountLimiter(client, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
+
+
+def poll_budgets(client: redis.Redis, config: LinksConfig, settings: Settings,
+                 limiter: AccountLimiter | None = None) -> list[tuple[PollAccount, Budget]]:
+    """Every poll of CONFIG with its budget, by the account's limits in force (the limiter's
+    overrides over SETTINGS)."""
+    limiter = limiter or settings_limiter(client, settings)
+    floor_s = settings.reconcile_period_s
+    tick_s = min(settings.reconcile_tick_s, floor_s)
+    budgets = []
+    for group in poll_accounts(config):
+        limits = limiter.limits(group.account)
+        budgets.append((group, account_budget(
+            client, group, daily_quota=int(limits["daily_quota"]), rate_per_s=float(limits["rate_per_s"]),
+            share=settings.reconcile_share, floor_s=floor_s, tick_s=tick_s)))
+    return budgets
+
+
 def reconcile_view(client: redis.Redis, config: LinksConfig, settings: Settings) -> dict[tuple[str, str], dict]:
     """Per (link, side): its account's poll, period, requests a poll, daily budget, repair bound
     and last poll, with the account's limits in force (the limiter's overrides)."""
-    limiter = AccountLimiter(client, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
-    floor_s = settings.reconcile_period_s
-    tick_s = min(settings.reconcile_tick_s, floor_s)
     view = {}
-    for group in poll_accounts(config):
-        limits = limiter.limits(group.account)
-        budget = account_budget(client, group, daily_quota=int(limits["daily_quota"]),
-                                rate_per_s=float(limits["rate_per_s"]), share=settings.reconcile_share,
-                                floor_s=floor_s, tick_s=tick_s)
+    for group, budget in poll_budgets(client, config, settings):
         for member in group.members:
             view[(member.link, member.side)] = {
                 "poll": group.key, "period_s": budget.period_s, "requests_per_poll": budget.requests_per_poll,
@@ -60,45 +77,185 @@ def reconcile_view(client: redis.Redis, config: LinksConfig, settings: Settings)
     return view
 
 
+def share_of(requests: float, daily_quota: int) -> float | None:
+    """REQUESTS as a share of DAILY_QUOTA; None for no quota (0, the limiter's meaning)."""
+    return round(requests / daily_quota, 4) if daily_quota > 0 else None
+
+
+def account_capacity(client: redis.Redis, config: LinksConfig, settings: Settings) -> list[dict[str, Any]]:
+    """One row per Planfix account of CONFIG, in config order, once however many link sides
+    and robots share it (the limiter's account is what has one quota):
+
+    - used_today, daily_quota (the limits in force; 0: no quota) and used_share;
+    - forecast_today: the requests by 24:00 UTC at the pace so far (forecast_day_requests) and
+      forecast_share: above 1 the quota runs out before midnight at this pace;
+    - reconcile_share: the share of the quota the reconciliation may spend, its polls'
+      (poll_share, CROSSLINK_RECONCILE_SHARE) and the comment audit's (audit_share) together,
+      and reconcile_budget_per_day, that share in requests;
+    - poll_period_s: each of the account's polls (one per robot) and its period now.
+
+    Account names come from CONFIG only: nothing found in Redis adds a row.
+    """
+    limiter = settings_limiter(client, settings)
+    periods: dict[str, dict[str, float]] = {}
+    for group, budget in poll_budgets(client, config, settings, limiter):
+        periods.setdefault(group.account, {})[group.key] = budget.period_s
+    reconcile_share = settings.reconcile_share + settings.audit_share
+    rows = []
+    for account, polls in periods.items():
+        usage = limiter.usage(account)
+        used, quota = int(usage["used_today"]), int(usage["daily_quota"])
+        forecast = round(forecast_day_requests(used, usage["day_elapsed_s"]))
+        rows.append({
+            "account": account,
+            "used_today": used,
+            "daily_quota": quota,
+            "used_share": share_of(used, quota),
+            "forecast_today": forecast,
+            "forecast_share": share_of(forecast, quota),
+            "reconcile_share": round(reconcile_share, 4),
+            "poll_share": settings.reconcile_share,
+            "audit_share": settings.audit_share,
+            "reconcile_budget_per_day": round(reconcile_share * quota) if quota > 0 else None,
+            "poll_period_s": polls,
+        })
+    return rows
+
+
+def status_report(links_path: str, redis_url: str, spool_dir: str = "",
+                  settings: Settings | None = None) -> dict[str, list[dict[str, Any]]]:
+    """`crosslink status`: {"links": link_status's rows, "accounts": account_capacity's rows},
+    read through one Redis client with a short deadline. With Redis unreachable every row says
+    so; the links' rows still count the spool."""
+    config = load_links(links_path)
+    spooled = spooled_webhooks(spool_directory(spool_dir, links_path))
+    settings = settings or get_settings()
+    client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=STATUS_REDIS_TIMEOUT_S,
+                                  socket_connect_timeout=STATUS_REDIS_TIMEOUT_S)
+    try:
+        return {"links": _link_rows(client, config, spooled, settings),
+                "accounts": account_capacity(client, config, settings)}
+    except redis.RedisError as exc:
+        down = f"unreachable ({type(exc).__name__})"
+        accounts = dict.fromkeys(conf.account for link in config.links for conf in link.sides.values())
+        return {"links": [{"link": link.name, "redis": down, "spooled_webhooks": spooled.get(link.name, 0)}
+                          for link in config.links],
+                "accounts": [{"account": account, "redis": down} for account in accounts]}
+    finally:
+        client.close()
+
+
 def link_status(links_path: str, redis_url: str, spool_dir: str = "",
                 settings: Settings | None = None) -> list[dict[str, Any]]:
     """One row per link: its mirrors, queue, parked events, dead letters and severed sides from
     Redis, its sides' reconciliation (reconcile_view, by SETTINGS, else the environment's), and
     the webhooks waiting in the producer's spool (SPOOL_DIR, else beside the links file) for
     Redis to come back. With Redis unreachable a row says so and still counts the spool."""
-    config = load_links(links_path)
-    links = config.links
-    spooled = spooled_webhooks(spool_directory(spool_dir, links_path))
-    client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=STATUS_REDIS_TIMEOUT_S,
-                                  socket_connect_timeout=STATUS_REDIS_TIMEOUT_S)
-    try:
-        rows = []
-        now = time.time()
-        polls = reconcile_view(client, config, settings or get_settings())
-        for link in links:
-            state = LinkState(client, link.name)
-            last = state.last_sync()
-            # A task's pending flag stands from its event until its run begins, whether a job is
-            # queued for it or it waits in its side's line for its account's turn (workers.tasks).
-            pending = sum(1 for _ in client.scan_iter(f"crosslink:pending:{link.name}:*", count=500))
-            rows.append({
-                "link": link.name,
-                "tasks_mirrored": len(state.pairs("task")) // 2,
-                "comments_mirrored": len(state.pairs("comment")) // 2,
-                "last_sync_s_ago": round(now - last, 1) if last else None,
-                "runs_waiting": pending,
-                "parked_events": state.parked_count(),
-                "dead_letters": len(state.dead_letters()),
-                "severed": {side: info["reason"] for side, info in state.severed().items()},
-                "spooled_webhooks": spooled.get(link.name, 0),
-                "reconcile": {side: polls[(link.name, side)] for side in link.sides},
-            })
-        return rows
-    except redis.RedisError as exc:
-        return [{"link": link.name, "redis": f"unreachable ({type(exc).__name__})",
-                 "spooled_webhooks": spooled.get(link.name, 0)} for link in links]
-    finally:
-        client.close()
+    return status_report(links_path, redis_url, spool_dir, settings)["links"]
+
+
+def _link_rows(client: redis.Redis, config: LinksConfig, spooled: Mapping[str, int],
+               settings: Settings) -> list[dict[str, Any]]:
+    rows = []
+    now = time.time()
+    polls = reconcile_view(client, config, settings)
+    for link in config.links:
+        state = LinkState(client, link.name)
+        last = state.last_sync()
+        # A task's pending flag stands from its event until its run begins, whether a job is
+        # queued for it or it waits in its side's line for its account's turn (workers.tasks).
+        pending = sum(1 for _ in client.scan_iter(f"crosslink:pending:{link.name}:*", count=500))
+        rows.append({
+            "link": link.name,
+            "tasks_mirrored": len(state.pairs("task")) // 2,
+            "comments_mirrored": len(state.pairs("comment")) // 2,
+            "last_sync_s_ago": round(now - last, 1) if last else None,
+            "runs_waiting": pending,
+            "parked_events": state.parked_count(),
+            "dead_letters": len(state.dead_letters()),
+            "severed": {side: info["reason"] for side, info in state.severed().items()},
+            "spooled_webhooks": spooled.get(link.name, 0),
+            "reconcile": {side: polls[(link.name, side)] for side in link.sides},
+        })
+    return rows
+
+
+# -- status for people --------------------------------------------------------------------------
+
+# Columns are this far apart: wide enough to tell them apart, narrow enough for 100 columns.
+COLUMN_GAP = "  "
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
+
+
+def _setting_share(value: float) -> str:
+    """A configured share as written (0.05: "5 %")."""
+    return f"{value * 100:g} %"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], numeric: set[int]) -> list[str]:
+    """Fixed-width columns, numbers (the NUMERIC columns) right-aligned."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    return [COLUMN_GAP.join(cell.rjust(width) if i in numeric else cell.ljust(width)
+                            for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
+            for row in (header, *rows)]
+
+
+def _link_line(row: dict[str, Any]) -> tuple[str, ...]:
+    severed = ", ".join(f"{side} ({reason})" for side, reason in sorted(row["severed"].items())) or "-"
+    repair = ", ".join(f"{side} {_duration(poll['repair_bound_s'])}" for side, poll in row["reconcile"].items())
+    last = row["last_sync_s_ago"]
+    return (row["link"], _count(row["tasks_mirrored"]), _count(row["comments_mirrored"]),
+            "never" if last is None else f"{_duration(last)} ago", _count(row["runs_waiting"]),
+            _count(row["parked_events"]), _count(row["dead_letters"]), _count(row["spooled_webhooks"]),
+            severed, repair)
+
+
+def _account_line(row: dict[str, Any]) -> tuple[str, ...]:
+    forecast_share = row["forecast_share"]
+    over = " (runs out)" if forecast_share is not None and forecast_share > 1 else ""
+    periods = row["poll_period_s"]
+    every = ", ".join(_duration(period) if len(periods) == 1 else f"{_duration(period)} ({poll})"
+                      for poll, period in periods.items())
+    reconcile = (f"{_setting_share(row['reconcile_share'])} (polls {_setting_share(row['poll_share'])}, "
+                 f"audit {_setting_share(row['audit_share'])})")
+    quota = _count(row["daily_quota"]) if row["daily_quota"] else "none"
+    return (row["account"], _count(row["used_today"]), quota, _share(row["used_share"]),
+            _count(row["forecast_today"]), _share(forecast_share) + over, reconcile, every)
+
+
+def status_table(report: dict[str, list[dict[str, Any]]]) -> str:
+    """status_report for people: a table of links, then one of accounts and their capacity."""
+    lines = ["Links"]
+    up = [_link_line(row) for row in report["links"] if "redis" not in row]
+    if up:
+        lines += _table(("link", "tasks", "comments", "last sync", "waiting", "parked", "dead", "spooled",
+                         "severed", "repair within"), up, {1, 2, 4, 5, 6, 7})
+    lines += [f"{row['link']}: Redis {row['redis']}; {_count(row['spooled_webhooks'])} webhook(s) in the spool"
+              for row in report["links"] if "redis" in row]
+    lines += ["", "Accounts (requests since 00:00 UTC; forecast: by 24:00 UTC at today's pace)"]
+    up = [_account_line(row) for row in report["accounts"] if "redis" not in row]
+    if up:
+        lines += _table(("account", "today", "quota", "used", "forecast", "of quota",
+                         "reconciliation may spend", "polled every"), up, {1, 2, 3, 4, 5})
+    lines += [f"{row['account']}: Redis {row['redis']}" for row in report["accounts"] if "redis" in row]
+    return "\n".join(lines)
 
 
 def cli_client(link: Link, side: str, limiter: AccountLimiter,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+import yaml
 from click.testing import CliRunner
 
 from crosslink.cli import main
+from crosslink.operations import link_status
+from crosslink.settings import Settings, get_settings
+from planfix.limiter import AccountLimiter
+from tests.test_reconcile import links_doc
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 
@@ -49,3 +57,61 @@ def test_every_subcommand_has_help():
     for command in main.commands:
         result = run(command, "--help")
         assert result.exit_code == 0, (command, result.output)
+
+
+# --- status -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def status_env(monkeypatch, tmp_path, redis_url) -> Iterator[str]:
+    """A links file of two links sharing the partner account, and the environment `status` reads."""
+    path = tmp_path / "links.yaml"
+    path.write_text(yaml.safe_dump(links_doc(2)), encoding="utf-8")
+    for name, value in {"REDIS_URL": redis_url, "CROSSLINK_LINKS": str(path),
+                        "CROSSLINK_SPOOL_DIR": str(tmp_path / "spool")}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        yield str(path)
+    finally:
+        get_settings.cache_clear()
+
+
+def test_status_shows_people_a_table_of_links_and_accounts(status_env, redis_client):
+    for _ in range(12):
+        AccountLimiter(redis_client, rate_per_s=0).acquire("partner")
+    result = run("status")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "Links" and lines[1].split()[0] == "link"
+    assert any(line.startswith("Accounts") for line in lines)
+    assert [line.split()[:3] for line in lines if line.startswith("partner ")] == [["partner", "12", "20,000"]]
+    for line in lines:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(line)
+
+
+def test_status_json_prints_the_link_rows_as_before_then_one_line_per_account(status_env, redis_client):
+    for _ in range(3):
+        AccountLimiter(redis_client, rate_per_s=0).acquire("client-1")
+    result = run("status", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    links = [row for row in rows if "link" in row]
+    assert rows[:len(links)] == links  # links first, every line one JSON object
+    assert links == link_status(status_env, get_settings().redis_url, get_settings().spool_dir,
+                                settings=Settings.from_env())
+    accounts = {row["account"]: row for row in rows[len(links):]}
+    assert list(accounts) == ["partner", "client", "client-1"]
+    assert (accounts["client-1"]["used_today"], accounts["client-1"]["daily_quota"]) == (3, 20_000)
+    assert accounts["client-1"]["forecast_today"] >= 3
+    assert set(accounts["partner"]) >= {"used_share", "forecast_share", "reconcile_share", "poll_share",
+                                        "audit_share", "poll_period_s"}
+
+
+def test_status_with_redis_down_names_no_password(status_env, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2-pass@127.0.0.1:1/0")
+    get_settings.cache_clear()
+    for args in (("status",), ("status", "--json")):
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+        assert "unreachable" in result.output and "hunter2" not in result.output
