@@ -24,7 +24,8 @@ spend less when the quota would not last the day.
 
 `acquire` never sleeps: a worker that must wait is told how long (`Permit.wait_ms`) and re-queues
 itself for its reservation instead of holding a worker slot. `acquire_blocking` sleeps, for CLI
-callers.
+callers. `peek` takes nothing and holds nothing: it says how soon a lane's next slot comes and how
+many it may take then, so a job can leave work it could not start yet unstarted.
 """
 
 from __future__ import annotations
@@ -179,6 +180,75 @@ def forecast_day_requests(used_today: float, elapsed_s: float, *,
     return used_today + pace * (day_s - elapsed)
 
 
+# What acquire would decide for a lane, read only (no slot taken, no reservation made). KEYS as
+# _ACQUIRE_LUA; ARGV: default rate_per_s, burst, daily_quota, safety, lane, grace_us. Returns
+# {wait_ms, free, reason, held}: the wait until the lane's next slot, how many slots it may take
+# one after another from then (-1: no rate limit and no quota), and whether the lane holds a
+# reservation. The rules are _ACQUIRE_LUA's, in the same order.
+_PEEK_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local day = math.floor(tonumber(t[1]) / 86400)
+local conf = redis.call('HMGET', KEYS[2], 'rate_per_s', 'burst', 'daily_quota')
+local rate = tonumber(conf[1] or ARGV[1])
+local burst = tonumber(conf[2] or ARGV[2])
+local quota = tonumber(conf[3] or ARGV[3])
+local safety = tonumber(ARGV[4])
+local st = redis.call('HMGET', KEYS[1], 'tat', 'day', 'count', 'blocked_until', 'blocked_reason', 'last')
+local tat = tonumber(st[1]) or 0
+local count = tonumber(st[3]) or 0
+if tonumber(st[2]) ~= day then count = 0 end
+local blocked = tonumber(st[4]) or 0
+if blocked > now then
+  return {math.ceil((blocked - now) / 1000), 0, st[5] or 'daily_quota', 0}
+end
+local left = -1
+if quota and quota > 0 then
+  left = quota - count
+  if left <= 0 then
+    local next_day = (day + 1) * 86400 * 1000000
+    return {math.ceil((next_day - now) / 1000), 0, 'daily_quota', 0}
+  end
+end
+if not rate or rate <= 0 then
+  return {0, left, false, 0}
+end
+local interval = 1000000 / rate * (1 + safety)
+if burst < 1 then burst = 1 end
+local tolerance = (burst - 1) * interval
+local last = tonumber(st[6]) or 0
+local held = tonumber(redis.call('HGET', KEYS[3], ARGV[5]))
+if held and held + tonumber(ARGV[6]) < now then held = nil end
+local due, free
+if held then
+  due = held - tolerance
+  free = 1
+else
+  local from = math.max(tat, now)
+  due = from - tolerance
+  free = math.min(burst, math.floor((math.max(due, now) + tolerance - from) / interval) + 1)
+end
+if burst <= 1 and last + interval > due then due = last + interval end
+if left >= 0 and free > left then free = left end
+return {math.max(0, math.ceil((due - now) / 1000)), free, 'rate', held and 1 or 0}
+"""
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What an account's budget holds for a lane (AccountLimiter.peek); nothing was taken."""
+
+    # How long until the lane's next slot (0: now), and why it must wait ("rate" |
+    # "daily_quota"; None without a rate limit).
+    wait_ms: int
+    reason: str | None
+    # How many slots the lane may take one after another once the wait is over (more than one
+    # only with a burst allowance); None: no limit at all.
+    free: int | None
+    # Whether the lane holds a reservation (the next slot is its own, whoever else waits).
+    held: bool
+
+
 @dataclass(frozen=True)
 class Permit:
     """The limiter's answer: go now, or wait `wait_ms` for `reason` ("rate" | "daily_quota")."""
@@ -219,6 +289,7 @@ class AccountLimiter:
         self.prefix = prefix
         self._acquire = redis_client.register_script(_ACQUIRE_LUA)
         self._block = redis_client.register_script(_BLOCK_LUA)
+        self._peek = redis_client.register_script(_PEEK_LUA)
 
     def __repr__(self) -> str:
         return (f"AccountLimiter(rate_per_s={self.rate_per_s}, burst={self.burst}, "
@@ -249,6 +320,19 @@ class AccountLimiter:
         reason = _text(reason) if reason else None
         return Permit(go=bool(int(go)), wait_ms=int(wait_ms), reason=reason, used_today=int(used),
                       at_us=int(at_us))
+
+    def peek(self, account: str, lane: str = DEFAULT_LANE) -> Outlook:
+        """How soon LANE's next slot for ACCOUNT comes, and how many it may take then, as acquire
+        would decide now; reads only: no slot is taken and no reservation made (a caller that
+        wants the slot held asks acquire, whose refusal reserves it). Other lanes may take a
+        slot that LANE does not hold in the meantime."""
+        wait_ms, free, reason, held = self._peek(
+            keys=self._keys(account),
+            args=[self.rate_per_s, self.burst, self.daily_quota, self.safety, lane, RESERVATION_GRACE_MS * 1000],
+        )
+        free = int(free)
+        return Outlook(wait_ms=int(wait_ms), reason=_text(reason) if reason else None,
+                       free=None if free < 0 else free, held=bool(int(held)))
 
     def acquire_blocking(self, account: str, max_wait_s: float, lane: str = DEFAULT_LANE) -> Permit:
         """Wait up to MAX_WAIT_S for a slot, sleeping between tries (CLI use, not workers).

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planfix.limiter import (DAY_S, DEFAULT_SAFETY, FORECAST_MIN_WINDOW_S, RESERVATION_GRACE_MS,
-                             AccountLimiter, Permit, forecast_day_requests)
+                             AccountLimiter, Outlook, Permit, forecast_day_requests)
 
 # Rates used in tests are high (tens per second) so a run proves spacing in a fraction of a
 # second; the same script serves 1 req/s in production.
@@ -428,3 +428,56 @@ def test_a_reservation_is_kept_for_its_lane_then_lapses(redis_client):
     assert not limiter.acquire("acct", "gone").go
     time.sleep(RESERVATION_GRACE_MS / 1000.0 + 0.3)
     assert limiter.acquire("acct", "c").go
+
+
+# -- peek: what a lane would get, taking nothing ---------------------------------------------
+
+
+def test_peek_takes_no_slot_and_holds_none(redis_client):
+    """Peeking as often as one likes leaves the budget as it was: the next acquire is granted,
+    nothing counts against the quota, and no lane is given a reservation."""
+    limiter = AccountLimiter(redis_client, rate_per_s=10, daily_quota=100)
+    for _ in range(5):
+        outlook = limiter.peek("acct", "a")
+        assert (outlook.wait_ms, outlook.free, outlook.held, outlook.reason) == (0, 1, False, "rate")
+    assert limiter.usage("acct")["used_today"] == 0
+    assert not redis_client.exists("crosslink:limiter:acct:lanes")
+    assert limiter.acquire("acct", "a").go
+
+
+def test_peek_says_when_the_lanes_next_slot_comes_as_acquire_would(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=10, daily_quota=0)
+    assert limiter.acquire("acct", "a").go
+    ahead = limiter.peek("acct", "b")
+    assert not ahead.held and 50 < ahead.wait_ms <= 105
+    refused = limiter.acquire("acct", "b")                  # b now holds that slot
+    assert not refused.go and abs(refused.wait_ms - ahead.wait_ms) <= 5
+    mine, theirs = limiter.peek("acct", "b"), limiter.peek("acct", "c")
+    assert mine.held and abs(mine.wait_ms - refused.wait_ms) <= 5
+    # c's next slot comes after the one b holds: lanes take turns.
+    assert not theirs.held and theirs.wait_ms > mine.wait_ms + 50
+    time.sleep(mine.wait_ms / 1000.0 + 0.01)
+    assert limiter.peek("acct", "b").wait_ms == 0 and limiter.peek("acct", "c").wait_ms > 0
+    assert limiter.acquire("acct", "b").go
+
+
+def test_peek_counts_a_burst_allowance_and_the_quota_left(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=10, daily_quota=0)
+    limiter.set_account_limits("acct", burst=4)
+    assert limiter.peek("acct").free == 4
+    assert limiter.acquire("acct").go and limiter.acquire("acct").go
+    assert limiter.peek("acct").free == 2
+    limiter.set_account_limits("acct", daily_quota=3)
+    assert limiter.peek("acct").free == 1
+    assert limiter.acquire("acct").go
+    spent = limiter.peek("acct")
+    assert spent.free == 0 and spent.reason == "daily_quota"
+    assert abs(spent.wait_ms - _ms_to_utc_midnight(redis_client)) < 2000
+
+
+def test_peek_without_limits_and_during_a_pause(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=0, daily_quota=0)
+    assert limiter.peek("acme") == Outlook(wait_ms=0, reason=None, free=None, held=False)
+    limiter.block_until("acme", 0.3, reason="rate")
+    paused = limiter.peek("acme")
+    assert paused.reason == "rate" and 200 < paused.wait_ms <= 300 and paused.free == 0
