@@ -8,13 +8,17 @@ kinds live here:
 - counters and histograms that the code moves as things happen (webhooks in the producer, sync
   runs in the workers, Planfix requests and limiter waits wherever a PlanfixClient is used);
 - gauges read from Redis at scrape time (`StateCollector`): the queue, dead letters, parked
-  events and each link's lag. They describe the shared pipeline, not one process, so whichever
-  process serves them (the producer, any worker) reports the same values, and nothing has to be
-  kept up to date between scrapes.
+  events, each link's lag, and each Planfix account's capacity (requests today, its daily quota,
+  the day's forecast at the pace so far, the share the reconciliation may spend). They describe
+  the shared pipeline, not one process, and nothing has to be kept up to date between scrapes.
 
-Who serves them: the producer at its own `/metrics` (producers/receiver.py); each worker from its
-main process on CROSSLINK_WORKER_METRICS_PORT, summing its pool processes' counters through
-prometheus_client's multiprocess mode (workers/telemetry.py says why).
+Who serves them: the producer at its own `/metrics` (producers/receiver.py) serves its counters,
+its spool and the gauges read from Redis; each worker from its main process on
+CROSSLINK_WORKER_METRICS_PORT serves its pool's counters, summed through prometheus_client's
+multiprocess mode (workers/telemetry.py says why). The Redis gauges are served by the producer
+ONLY: every deployment runs exactly one (compose's `producer` service, `crosslink run`), while
+workers scale, and a gauge served by N workers as well comes out N+1 times, which a `sum()` over
+the targets multiplies.
 
 Label values are link, side and account names from links.yaml, HTTP status codes and a fixed set
 of outcome words: never a token, a secret, a URL or anything a webhook sender chose.
@@ -25,13 +29,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from crosslink.settings import Settings
+    from schemas.links import LinksConfig
 
 log = logging.getLogger("crosslink.metrics")
 
@@ -109,35 +118,34 @@ def limiter_wait(account: str, reason: str, seconds: float) -> None:
 
 # --- read from Redis at scrape time -------------------------------------------------------------
 
-# Prometheus gives a scrape 10 s by default: a Redis that does not answer must not use them up.
-SCRAPE_REDIS_TIMEOUT_S = 2.0
-
-
-def scrape_redis(redis_url: str) -> redis.Redis:
-    """A Redis client for StateCollector, with its own short deadline."""
-    return redis.Redis.from_url(redis_url, socket_timeout=SCRAPE_REDIS_TIMEOUT_S,
-                                socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_S)
-
 
 class StateCollector(Collector):
-    """The pipeline's shared state as gauges, read from Redis on every scrape.
+    """The pipeline's shared state as gauges, read from Redis on every scrape, through CLIENT
+    (give it a short deadline: Prometheus gives a whole scrape 10 s by default).
 
-    LINKS names the configured links (the label values; nothing read from Redis becomes a label
-    value, so a stray key cannot add series). A Redis that does not answer gives
-    crosslink_redis_up 0 and no other gauge from this collector, never a failed scrape.
+    The label values are the links and the Planfix accounts CONFIG names: nothing read from
+    Redis becomes a label value, so a stray key cannot add series. SETTINGS give the limits and
+    shares an account has unless the limiter's overrides in Redis say otherwise. A Redis that
+    does not answer gives crosslink_redis_up 0 and no other gauge from this collector, never a
+    failed scrape.
     """
 
-    def __init__(self, client: redis.Redis, links: Iterable[str], now: Callable[[], float] = time.time):
+    def __init__(self, client: redis.Redis, config: LinksConfig, settings: Settings,
+                 now: Callable[[], float] = time.time):
         # Imported here: planfix.client imports this module for its counters and must not pull
-        # the worker side in; only processes that serve metrics build a collector.
+        # the worker side in; only the process that serves these gauges builds a collector.
         from crosslink.health import oldest_job_age
+        from crosslink.operations import account_capacity
         from workers.names import SYNC_QUEUE
         from workers.state import LinkState
 
         self._oldest_job_age = oldest_job_age
+        self._account_capacity = account_capacity
         self._queue = SYNC_QUEUE
         self._client = client
-        self._states = [LinkState(client, name) for name in links]
+        self._config = config
+        self._settings = settings
+        self._states = [LinkState(client, link.name) for link in config.links]
         self._now = now
 
     def collect(self) -> Iterator[Metric]:
@@ -176,6 +184,32 @@ class StateCollector(Collector):
             if last is not None:
                 lag.add_metric([state.link], max(0.0, now - last))
         yield from (depth, oldest, dead, parked, lag)
+        yield from self._accounts()
+
+    def _accounts(self) -> Iterator[Metric]:
+        """Each Planfix account's capacity (crosslink.operations.account_capacity), once however
+        many links share it."""
+        used = GaugeMetricFamily("crosslink_account_requests_today", "Requests the account limiter "
+                                 "granted to the Planfix account since 00:00 UTC, by every process "
+                                 "(workers, poller, operator commands).", labels=["account"])
+        quota = GaugeMetricFamily("crosslink_account_daily_quota", "The account's daily request quota in "
+                                  "force (its limiter override, else CROSSLINK_DAILY_QUOTA); 0: none.",
+                                  labels=["account"])
+        forecast = GaugeMetricFamily("crosslink_account_requests_forecast", "Requests the account will "
+                                     "have made by 24:00 UTC at today's pace so far "
+                                     "(planfix.limiter.forecast_day_requests); above the quota, it runs "
+                                     "out before midnight.", labels=["account"])
+        share = GaugeMetricFamily("crosslink_account_reconcile_share", "Share of the account's daily "
+                                  "quota the reconciliation may spend: its polls' "
+                                  "(CROSSLINK_RECONCILE_SHARE) and the comment audit's "
+                                  "(CROSSLINK_AUDIT_SHARE) together.", labels=["account"])
+        for row in self._account_capacity(self._client, self._config, self._settings):
+            labels = [row["account"]]
+            used.add_metric(labels, row["used_today"])
+            quota.add_metric(labels, row["daily_quota"])
+            forecast.add_metric(labels, row["forecast_today"])
+            share.add_metric(labels, row["reconcile_share"])
+        yield from (used, quota, forecast, share)
 
 
 class SpoolCollector(Collector):

@@ -20,8 +20,9 @@ task name and never import worker code.
 ``/healthz`` says the process answers; ``/readyz`` says it can take webhooks: Redis answers, or
 the spool has room (``crosslink health producer`` and the compose health check call it).
 ``/metrics`` is the Prometheus exposition (crosslink.metrics): every webhook is counted by link,
-side and outcome, the spool's depth is read from it, and the queue, dead letters and each link's
-lag are read from Redis when it is scraped.
+side and outcome, the spool's depth is read from it, and the queue, dead letters, each link's lag
+and each Planfix account's requests, quota and forecast are read from Redis when it is scraped.
+This process alone serves those Redis gauges (there is one producer; workers scale).
 """
 from __future__ import annotations
 
@@ -394,7 +395,8 @@ def create_app(config: LinksConfig, redis_url: str, env: Mapping[str, str]) -> S
         return JSONResponse({"status": "ready", **spooled})
 
     # The state gauges read Redis through the readiness probe's client: the same short deadline.
-    exposition = metrics.Exposition(REGISTRY, metrics.StateCollector(ready_probe, receiver.links),
+    state = metrics.StateCollector(ready_probe, config, Settings.from_env(dict(env)))
+    exposition = metrics.Exposition(REGISTRY, state,
                                     metrics.SpoolCollector(lambda: spool.pending, spool.max_webhooks))
 
     async def metrics_endpoint(_: Request) -> Response:

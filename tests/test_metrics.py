@@ -1,8 +1,10 @@
 """The metrics an operator scrapes, read the way Prometheus reads them: from the producer's
 /metrics over HTTP (Starlette TestClient) against the real private Redis, with Planfix requests
-sent to the emulator on loopback. The worker's side, with a real worker process, is
-tests/e2e/test_metrics.py; here are the parts that need no worker: the multiprocess summing a
-worker relies on, and the mapping of sync results to outcomes.
+sent to the emulator on loopback. The producer alone serves the gauges read from Redis (the
+queue, the links, each account's capacity); a worker serves its pool's counters. The worker's
+side, with a real worker process, is tests/e2e/test_metrics.py; here are the parts that need no
+worker: the multiprocess summing a worker relies on, its server serving no Redis gauge, and the
+mapping of sync results to outcomes.
 
 Counters live for the whole test process, so every check compares a value before and after.
 """
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from prometheus_client import REGISTRY
@@ -25,12 +28,12 @@ from starlette.testclient import TestClient
 from crosslink.embedded_redis import free_port
 from planfix.client import PlanfixClient
 from planfix.errors import AuthError, RateLimited
-from planfix.limiter import AccountLimiter
+from planfix.limiter import DAY_S, FORECAST_MIN_WINDOW_S, AccountLimiter
 from producers.receiver import create_app
 from producers.scenarios import hook_path
 from tests.test_receiver import ENV, SECRETS, auth_headers, client, config, post  # noqa: F401 - fixtures too
 from workers.state import LinkState
-from workers.telemetry import RUN_OUTCOMES, fresh_directory, job_context
+from workers.telemetry import RUN_OUTCOMES, fresh_directory, job_context, serve_pool_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 # Seeded in tests/conftest.py EMULATOR_SEED.
@@ -130,6 +133,69 @@ def test_queue_depth_age_dead_letters_and_lag_are_read_from_redis_at_scrape(prod
 
     state.mark_synced(time.time() - 120)
     assert 120 <= value(scrape(producer), "crosslink_link_lag_seconds", link="alpha") < 150
+
+
+# The accounts of tests/test_receiver.py's links: derived from each side's base_url.
+ACCOUNTS = ["alpha-partner.planfix.com", "alpha-client.planfix.com", "beta-partner.planfix.com",
+            "beta-client.planfix.com"]
+ACCOUNT_GAUGES = ["crosslink_account_requests_today", "crosslink_account_daily_quota",
+                  "crosslink_account_requests_forecast", "crosslink_account_reconcile_share"]
+
+
+def labelled(text: str, name: str, label: str) -> list[str]:
+    """The LABEL values of NAME's samples, in the order served."""
+    return [sample.labels[label] for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == name]
+
+
+def test_each_accounts_requests_quota_forecast_and_reconcile_share_are_read_from_redis(producer, redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=0)
+    for _ in range(30):
+        assert limiter.acquire("alpha-partner.planfix.com").go
+    limiter.set_account_limits("beta-client.planfix.com", daily_quota=100_000)
+    # A limiter key of an account no link names (another deployment's, a typo) is no label value.
+    limiter.acquire("stray.planfix.com")
+    text = scrape(producer)
+
+    for name in ACCOUNT_GAUGES:
+        assert labelled(text, name, "account") == ACCOUNTS, name  # each account once, none else
+    assert "stray" not in text
+
+    def gauge(name: str, account: str) -> float:
+        return value(text, name, account=account)
+
+    assert gauge("crosslink_account_requests_today", "alpha-partner.planfix.com") == 30
+    assert gauge("crosslink_account_requests_today", "alpha-client.planfix.com") == 0
+    assert gauge("crosslink_account_daily_quota", "alpha-partner.planfix.com") == 20_000  # the default
+    assert gauge("crosslink_account_daily_quota", "beta-client.planfix.com") == 100_000  # its override
+    # At the pace so far, damped over the first hour of the UTC day.
+    assert 30 <= gauge("crosslink_account_requests_forecast", "alpha-partner.planfix.com") \
+        <= 30 * (1 + DAY_S / FORECAST_MIN_WINDOW_S)
+    assert gauge("crosslink_account_requests_forecast", "alpha-client.planfix.com") == 0
+    # Polls' 5 % and the comment audit's 5 % (the settings' defaults).
+    assert gauge("crosslink_account_reconcile_share", "beta-partner.planfix.com") == pytest.approx(0.10)
+
+
+def test_the_account_gauges_are_served_once_by_the_producer_and_not_by_a_worker(producer, redis_client, tmp_path):
+    """With N workers scraped beside the producer, a gauge any worker served too would come
+    out N+1 times, and a sum() over the targets would multiply it."""
+    text = scrape(producer)
+    assert [family.name for family in text_string_to_metric_families(text)].count(
+        "crosslink_account_requests_today") == 1
+    port = free_port()
+    server = serve_pool_metrics(tmp_path, "127.0.0.1", port)
+    assert server is not None
+    try:
+        worker = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    finally:
+        server.shutdown()
+    assert worker.status_code == 200
+    served = {family.name for family in text_string_to_metric_families(worker.text)}
+    redis_gauges = {family.name for family in text_string_to_metric_families(text)
+                    if family.type == "gauge" and family.name.startswith("crosslink_")
+                    and family.name not in ("crosslink_spooled_webhooks", "crosslink_spool_capacity_webhooks")}
+    assert {"crosslink_redis_up", "crosslink_queue_jobs", *ACCOUNT_GAUGES} <= redis_gauges
+    assert not served & redis_gauges
 
 
 def test_planfix_requests_are_counted_by_account_and_status_and_no_secret_is_exposed(

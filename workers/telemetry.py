@@ -14,8 +14,9 @@ worker container. What keeps that robust:
   a worker that was killed are swept at the next start;
 - only counters and histograms live in the files; a child that died (a crash, a kill,
   max-tasks-per-child) keeps its file, so its counts stay in the sum, as a counter's must. No
-  gauge lives in a file (those would need mark_process_dead): the gauges are read from Redis at
-  scrape time (crosslink.metrics.StateCollector), right whichever process answers;
+  gauge lives in a file (those would need mark_process_dead). The gauges read from Redis
+  (crosslink.metrics.StateCollector) are not served here at all but by the producer: they
+  describe the shared pipeline, and N workers serving them too would give N+1 copies of each;
 - the server starts once the pool has forked (worker_ready); a port already taken is logged and
   the worker runs on without metrics rather than not at all.
 
@@ -44,7 +45,6 @@ from prometheus_client import start_http_server
 from crosslink import metrics
 from crosslink.logs import add_context
 from crosslink.settings import get_settings
-from schemas.links import load_links
 from workers.names import SYNC_BATCH, SYNC_TASK
 
 log = logging.getLogger("crosslink.worker")
@@ -172,22 +172,26 @@ def _prepare_metrics(**_: Any) -> None:
         metrics.use_multiprocess_values(str(_directory))
 
 
+def serve_pool_metrics(directory: Path, host: str, port: int) -> Any:
+    """Serve the counts every process of this worker wrote into DIRECTORY at http://HOST:PORT/metrics
+    (this worker's own counters and histograms only: the producer serves the Redis gauges).
+    Returns the server (its shutdown() stops it), or None when the port cannot be had."""
+    try:
+        server, _ = start_http_server(port, addr=host, registry=metrics.multiprocess_registry(str(directory)))
+    except OSError as exc:
+        log.warning("worker metrics not served: cannot listen on %s:%d (%s)", host, port, exc)
+        return None
+    log.info("worker metrics at http://%s:%d/metrics", host, port)
+    return server
+
+
 @worker_ready.connect
 def _serve_metrics(**_: Any) -> None:
     global _server
     if _directory is None or _server is not None:
         return
     settings = get_settings()
-    registry = metrics.multiprocess_registry(str(_directory))
-    links = [link.name for link in load_links(settings.links_path).links]
-    registry.register(metrics.StateCollector(metrics.scrape_redis(settings.redis_url), links))
-    host, port = settings.worker_metrics_host, settings.worker_metrics_port
-    try:
-        _server, _ = start_http_server(port, addr=host, registry=registry)
-    except OSError as exc:
-        log.warning("worker metrics not served: cannot listen on %s:%d (%s)", host, port, exc)
-        return
-    log.info("worker metrics at http://%s:%d/metrics", host, port)
+    _server = serve_pool_metrics(_directory, settings.worker_metrics_host, settings.worker_metrics_port)
 
 
 @worker_shutdown.connect

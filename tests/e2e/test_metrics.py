@@ -1,6 +1,7 @@
 """What an operator sees of a sync run, end to end: a real `celery worker` process (prefork, two
 pool processes) syncs a task a person created through the emulator, then its main process's
-/metrics is scraped over HTTP and its JSON log lines are read as it printed them.
+/metrics (its pool's counters) and the producer's (the gauges read from Redis, served there
+only) are scraped over HTTP, and the worker's JSON log lines are read as it printed them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def scrape(stack) -> str:
     return response.text
 
 
+def scrape_producer(stack) -> str:
+    response = httpx.get(f"{stack.producer.url}/metrics", timeout=10)
+    assert response.status_code == 200
+    return response.text
+
+
 def total(text: str, name: str, **labels: str) -> float:
     """The sum of NAME's samples whose labels include LABELS."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -51,7 +58,7 @@ def tokens(stack) -> list[str]:
     return [stack.env[side.token_env] for link in stack.config.links for side in link.sides.values()]
 
 
-def test_the_workers_metrics_count_the_run_its_requests_and_show_queue_and_lag(stack):
+def test_the_worker_counts_the_run_and_its_requests_and_the_producer_shows_queue_lag_and_accounts(stack):
     before = scrape(stack)
     synced(stack, new_client_task(stack, "Metrics: count this sync"))
     after = scrape(stack)
@@ -65,14 +72,23 @@ def test_the_workers_metrics_count_the_run_its_requests_and_show_queue_and_lag(s
     # It read the client's task and wrote the partner's: both accounts' requests, by status.
     assert moved("crosslink_planfix_requests_total", account="client", status="200") >= 1
     assert moved("crosslink_planfix_requests_total", account="partner", status="201") >= 1
-    # Read from Redis when scraped: the queue is empty again, the link was synced moments ago.
-    assert value(after, "crosslink_redis_up") == 1
-    assert value(after, "crosslink_queue_jobs", queue="crosslink.sync") == 0
-    assert value(after, "crosslink_queue_oldest_job_age_seconds", queue="crosslink.sync") == 0
-    assert 0 <= value(after, "crosslink_link_lag_seconds", link=LINK) < WAIT_S
-    assert value(after, "crosslink_dead_letters", link=LINK) == 0
+    # Read from Redis when the producer is scraped: the queue is empty again, the link was synced
+    # moments ago, and both accounts' requests today include the run's.
+    state = scrape_producer(stack)
+    assert value(state, "crosslink_redis_up") == 1
+    assert value(state, "crosslink_queue_jobs", queue="crosslink.sync") == 0
+    assert value(state, "crosslink_queue_oldest_job_age_seconds", queue="crosslink.sync") == 0
+    assert 0 <= value(state, "crosslink_link_lag_seconds", link=LINK) < WAIT_S
+    assert value(state, "crosslink_dead_letters", link=LINK) == 0
+    link = next(link for link in stack.config.links if link.name == LINK)
+    for side in link.sides.values():
+        assert value(state, "crosslink_account_requests_today", account=side.account) >= 1
+        assert value(state, "crosslink_account_requests_forecast", account=side.account) >= 1
+    # Served by the producer alone: a worker serving them too would double every sum over targets.
+    assert value(after, "crosslink_redis_up") is None and value(after, "crosslink_queue_jobs",
+                                                                   queue="crosslink.sync") is None
     for token in tokens(stack):
-        assert token not in after
+        assert token not in after and token not in state
 
 
 def test_a_sync_runs_log_lines_carry_link_side_task_and_the_job_id_and_no_token(stack, caplog):
