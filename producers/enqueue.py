@@ -260,8 +260,9 @@ class Enqueuer:
     def hand_off_batch(self, link: str, side: str, job_id: str, countdown_s: float = 0.0) -> str | None:
         """The running batch job JOB_ID ends its turn with tasks still waiting: the side's batch
         flag passes to a new job at the back of the queue, so other sides' jobs get their turns,
-        or, when its runs wait for their account's turn, to a job due COUNTDOWN_S from now (its
-        id; None when JOB_ID no longer held the flag, and no job was sent)."""
+        or, when its link's slot is not near (or its runs had to wait for their account's turn),
+        to a job due COUNTDOWN_S from now, at the slot its link holds (its id; None when JOB_ID no
+        longer held the flag, and no job was sent)."""
         new_id = str(uuid.uuid4())
         if not self._hand_off(keys=[batch_key(link, side)], args=[job_id, new_id, PENDING_TTL_S]):
             return None

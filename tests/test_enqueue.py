@@ -107,6 +107,34 @@ def test_a_batch_job_holds_its_side_while_it_runs_and_lets_go_once_none_wait(enq
     assert len(queued_jobs(redis_client)) == 2
 
 
+def test_a_job_whose_link_has_no_slot_near_claims_nothing_and_keeps_the_side_to_hand_on(enqueuer, redis_client):
+    """MOST 0 (workers.tasks.turn_outlook): no run is begun, the job keeps (or takes) the side's
+    flag while tasks wait, so it can hand it to a job due at its link's slot; once none wait it
+    lets go. A job delivered again still takes back its own claims (their runs look in full)."""
+    first = enqueuer.queue("demo", "partner", 5, "task_changed")
+    enqueuer.queue("demo", "partner", 6, "task_changed")
+    assert claim_batch(redis_client, "demo", "partner", first, TTL_MS, most=0) == Claim([], 2, True)
+    assert redis_client.zcard(dirty_key("demo", "partner")) == 2 and not redis_client.exists(claims_key("demo", "partner"))
+    redis_client.delete(batch_key("demo", "partner"))          # its flag lapsed: it takes the side
+    assert claim_batch(redis_client, "demo", "partner", "job-2", TTL_MS, most=0) == Claim([], 2, True)
+    assert claim_batch(redis_client, "demo", "partner", "job-2", TTL_MS, most=1) == Claim([5], 1, True)
+    assert claim_batch(redis_client, "demo", "partner", "job-2", TTL_MS, most=0) == Claim([5], 1, True)
+    settle_batch(redis_client, "demo", "partner", "job-2", [5])
+    assert claim_batch(redis_client, "demo", "partner", "a-helper", TTL_MS, most=0) == Claim([], 1, False)
+    redis_client.delete(dirty_key("demo", "partner"))
+    assert claim_batch(redis_client, "demo", "partner", "job-2", TTL_MS, most=0) == Claim([], 0, True)
+    assert not redis_client.exists(batch_key("demo", "partner"))
+
+
+def test_claims_that_lapsed_count_as_waiting_until_taken(enqueuer, redis_client):
+    enqueuer.sync("demo", "partner", 5, "task_changed")
+    enqueuer.sync("demo", "partner", 6, "task_changed")
+    assert claim_batch(redis_client, "demo", "partner", "dead-job", 200).tasks == [5, 6]
+    time.sleep(0.25)
+    assert claim_batch(redis_client, "demo", "partner", "job-2", TTL_MS, most=0) == Claim([], 2, False)
+    assert claim_batch(redis_client, "demo", "partner", "job-2", TTL_MS, most=1).left == 1
+
+
 def test_a_job_that_does_not_hold_the_side_claims_one_batch_and_leaves_the_flag_alone(enqueuer, redis_client):
     queued = enqueuer.queue("demo", "partner", 5, "task_changed")
     # A helper (or an old job delivered again): it takes what waits, but the side stays the queued job's.

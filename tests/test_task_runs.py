@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -19,7 +20,7 @@ from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
 from planfix.limiter import AccountLimiter
 from schemas.links import load_links
-from workers import sync, tasks
+from workers import sync, tasks, telemetry
 from workers.canonical import task_fields
 from workers.hints import Hints
 from workers.names import change_stamp, dirty_key, synced_stamp_key
@@ -139,6 +140,46 @@ def test_runs_waiting_for_their_accounts_turn_cost_one_job_per_turn_not_a_requeu
     requests = len(world.requests("partner")) + len(world.requests("client"))
     # At most one job per request made, and far fewer than one per waiting run and turn.
     assert jobs <= requests, (jobs, requests)
+    assert not rt.redis.exists(dirty_key(link.name, "partner"))
+
+
+def test_a_backlog_on_a_slow_account_begins_only_the_runs_its_slots_allow(runtime, monkeypatch):
+    """Eight paired tasks change at once while their accounts allow 4 requests/s. A batch job
+    begins only the runs the link's slots allow now, and when they are taken hands its side on,
+    due at the next slot, beginning nothing: about one run and one job per finished sync.
+    Before, each job began up to ten runs and put all but one or two back (the quick bench
+    counted 4.3 runs and 1.5 Celery executions per sync while a backlog waited)."""
+    world, link, rt = runtime.world, runtime.link, runtime.rt
+    numbers = [world.create_task("partner", {"name": f"Backlog {n}", "processId": 1, "project": {"id": 10}},
+                                 author=PAVEL) for n in range(8)]
+    for number in numbers:  # paired with the limits off
+        assert tasks._sync(link.name, "partner", number, 0, None) == "created"
+    state = rt.state(link.name)
+    copies = {number: state.counterpart("task", "partner", number) for number in numbers}
+    for conf in link.sides.values():
+        rt.limiter.set_account_limits(conf.account, rate_per_s=4.0)
+    outcomes: Counter = Counter()
+    monkeypatch.setattr(telemetry, "count_run", lambda _link, _side, result: outcomes.update([result]))
+    due: list[tuple[float, str, str]] = []     # (when, side, job id) of the batch jobs sent
+    monkeypatch.setattr(rt.enqueuer, "_send_batch_job",
+                        lambda link_, side, job_id, countdown_s=0.0: due.append((time.monotonic() + countdown_s, side, job_id)))
+    for number in numbers:
+        world.update_task("partner", number, {"name": f"Backlog {number}, renamed"}, author=PAVEL)
+        rt.enqueuer.sync(link.name, "partner", number, "task_changed")
+    jobs = 0
+    while due and jobs < 100:
+        due.sort()
+        when, side, job_id = due.pop(0)
+        time.sleep(max(0.0, when - time.monotonic()))
+        tasks._sync_batch(link.name, side, job_id)
+        jobs += 1
+    for number, copy_ in copies.items():
+        assert world.get_task("client", copy_, "name")["name"] == f"Backlog {number}, renamed"
+    synced = outcomes["updated"]
+    assert synced == len(numbers), outcomes
+    assert sum(outcomes.values()) <= 1.2 * synced, outcomes   # runs begun, put back ones too
+    assert jobs <= 1.2 * synced, (jobs, outcomes)             # Celery executions
+    assert runtime.sent == []
     assert not rt.redis.exists(dirty_key(link.name, "partner"))
 
 

@@ -16,14 +16,23 @@ right kind of waiting, as the retry policy (workers.retry) decides:
 
 Two kinds of job run the same runs: `sync_task` syncs one task (a burst's, a re-queued run, a
 replay), `sync_batch` the tasks its link side's lone events left in the dirty set
-(producers.enqueue). A batch job claims up to BATCH_MAX of them, begins each run (its lock, its
-events' hints), reads all their source tasks with one request, and then finishes each run as a
-single job would; then it claims again, until none waits (or its turn is over, and a new job
-at the back of the queue takes the side over; with a full batch more waiting, a helper job takes
-one batch in another slot). A task's claim names the job and lapses after CLAIM_TTL_MS: a batch
-job that died leaves its tasks claimed, and its own message, delivered again, claims them again
-at once (any batch job of that side does once they lapse; the poller sends one to every side
-with claims or dirty tasks); their runs, whose hints the dead job may have taken, look in full.
+(producers.enqueue). A batch job first asks the account limiter (a peek: nothing taken) how soon
+its link's next slots come on the side's account and the other side's, and claims only as many
+tasks as those allow now, up to BATCH_MAX (one at a time at Planfix's 1 request/s; a full batch
+with no limit); it begins each run (its lock, its events' hints), reads all their source tasks
+with one request, and then finishes each run as a single job would; then it looks and claims
+again, until none waits. When its link's slot is not near, it begins nothing: it holds that slot
+for its link's lane (the limiter's reservation, which lanes take in turn) and hands its side on
+to a job due then, so a waiting backlog costs one job per turn and no run is begun only to be put
+back. A job whose turn is over while slots are free hands its side to a new job at the back of
+the queue, so that one busy link side does not keep a worker slot from the others; with a full
+batch more waiting and slots for it, a helper job takes one batch in another slot. A run that
+must wait after all (its account's slot was taken meanwhile, it needs more requests than it
+looked for) goes back to the dirty set (wait_for_turn) and the side's job is due at its turn. A
+task's claim names the job and lapses after CLAIM_TTL_MS: a batch job that died leaves its tasks
+claimed, and its own message, delivered again, claims them again at once (any batch job of that
+side does once they lapse; the poller sends one to every side with claims or dirty tasks); their
+runs, whose hints the dead job may have taken, look in full.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from celery import Task
 from celery.exceptions import Reject
 
 from planfix.errors import PlanfixError, Queued, RateLimited, TransientError
+from planfix.limiter import AccountLimiter, Outlook
 from schemas.links import Link
 from workers.app import app
 from workers.dead_letters import DeadLetters
@@ -79,15 +89,21 @@ BATCH_TURN_S = 1.0
 # any batch to finish, short enough that a dead job's tasks are taken up again soon.
 CLAIM_TTL_MS = 60_000
 MIN_CLAIM_TTL_MS = 10_000
+# A batch job begins runs only when its link's next slots are at most this far off: a run's first
+# request waits no longer than that in the worker slot (workers.sync). The side's next job is sent
+# due this much before the slot its link holds, so that its first request is made on time (the
+# broker and the pool deliver it a little late, never early).
+TURN_LEAD_S = ADMISSION_LIMIT_WAIT_S
 
 # KEYS: dirty, claims, batch. ARGV: this job's id, claim TTL (ms), most tasks to claim. Returns
-# {tasks claimed, tasks left in the dirty set, 1 if this job holds the flag}. The job holds its
-# side's batch flag while it runs (taking it if no job holds it), so events join it; once it
-# finds nothing to claim it drops the flag in the same step, so the next event sends a job. The
-# flag lapses with the claims: a job killed mid-turn holds its side's events no longer than that.
-# Claims that lapsed (their job died) or that this very job holds (it died, and its message came
-# back) are taken first, then the tasks that have waited longest; a claim's value is
-# "<lapse ms>:<job id>".
+# {tasks claimed, tasks left waiting, 1 if this job holds the flag}. The job holds its side's
+# batch flag while it runs (taking it if no job holds it), so events join it; once it finds
+# nothing waiting it drops the flag in the same step, so the next event sends a job. The flag
+# lapses with the claims: a job killed mid-turn holds its side's events no longer than that.
+# Claims this very job holds (it died, and its message came back) are taken whatever MOST says,
+# then claims that lapsed (their job died), then the tasks that have waited longest; a claim's
+# value is "<lapse ms>:<job id>". With MOST 0 (its link's slot is not free: workers.tasks) the job
+# claims nothing new and keeps the flag while tasks wait, to hand it on.
 _CLAIM_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -99,13 +115,19 @@ if flag == false or flag == ARGV[1] then
 end
 local most = tonumber(ARGV[3])
 local taken = {}
+local lapsed = {}
 local claims = redis.call('HGETALL', KEYS[2])
 for i = 1, #claims, 2 do
-  if #taken >= most then break end
   local lapse, holder = string.match(claims[i + 1], '^(%d+):(.*)$')
-  if lapse == nil or tonumber(lapse) <= now or holder == ARGV[1] then
+  if holder == ARGV[1] then
     taken[#taken + 1] = claims[i]
+  elseif lapse == nil or tonumber(lapse) <= now then
+    lapsed[#lapsed + 1] = claims[i]
   end
+end
+local ready = 0
+for _, task in ipairs(lapsed) do
+  if #taken < most then taken[#taken + 1] = task else ready = ready + 1 end
 end
 if #taken < most then
   local oldest = redis.call('ZPOPMIN', KEYS[1], most - #taken)
@@ -113,14 +135,15 @@ if #taken < most then
     taken[#taken + 1] = oldest[i]
   end
 end
-if #taken == 0 and owner == 1 then
+local left = redis.call('ZCARD', KEYS[1]) + ready
+if #taken == 0 and left == 0 and owner == 1 then
   redis.call('DEL', KEYS[3])
 end
 local claim = tostring(now + tonumber(ARGV[2])) .. ':' .. ARGV[1]
 for _, task in ipairs(taken) do
   redis.call('HSET', KEYS[2], task, claim)
 end
-return {taken, redis.call('ZCARD', KEYS[1]), owner}
+return {taken, left, owner}
 """
 # Begin the runs of a batch's tasks in one step (what _begin does per task, in as many round
 # trips). KEYS: the link's severed hash, task registry, snapshots, queued expectations, blocked
@@ -423,7 +446,7 @@ def sync_batch(self: Task, link_name: str, side: str) -> str:
 
 class Claim(NamedTuple):
     tasks: list[int]
-    # How many tasks still wait in the dirty set.
+    # How many tasks still wait for the side (in the dirty set, or claimed by a job that died).
     left: int
     # Whether this job holds its side's batch flag: it claims again after these, until none wait.
     owner: bool
@@ -443,32 +466,92 @@ def settle_batch(store: redis.Redis, link_name: str, side: str, job_id: str, num
         store.eval(_SETTLE_LUA, 1, claims_key(link_name, side), job_id, *numbers)
 
 
+class Turn(NamedTuple):
+    """What a link's slots allow a batch job of one side now (turn_outlook)."""
+
+    # How many runs it may begin now: 0 while a slot it needs is more than TURN_LEAD_S off.
+    runs: int
+    # Until the last of those slots comes (0: they are near).
+    wait_s: float
+    # Each account's outlook for the link's lane.
+    accounts: dict[str, Outlook]
+
+
+def turn_outlook(limiter: AccountLimiter, link: Link, side: str) -> Turn:
+    """How many of SIDE's waiting runs LINK's batch job may begin now, from its lane's outlook on
+    the side's account (each run's first request reads it there, a batch in one request) and on
+    the other side's (where it writes). A run begun without a slot near would only be put back
+    (wait_for_turn): nothing is begun until the slots are near, and then as many runs as the
+    other account has slots for one after another (one at a time at Planfix's 1 request/s, whose
+    burst is 1; a batch's later runs may not wait in the worker slot for theirs). Assumes a run
+    makes one request to the other account before any other run of the batch needs one; a run
+    that needs more waits for them inline (as it may once admitted), or, past that, is put back.
+    Reads only: nothing is taken or held (reserve_turn holds the slots)."""
+    source, target = link.sides[side].account, link.sides[link.other(side)].account
+    accounts = {account: limiter.peek(account, link.name) for account in dict.fromkeys((source, target))}
+    wait_ms = max(outlook.wait_ms for outlook in accounts.values())
+    if wait_ms > TURN_LEAD_S * 1000:
+        return Turn(0, wait_ms / 1000, accounts)
+    free = accounts[target].free
+    if free is None:
+        runs = BATCH_MAX
+    elif source == target:
+        runs = free - 1  # the batch's read takes one of them
+    else:
+        runs = free
+    return Turn(max(1, min(BATCH_MAX, runs)), wait_ms / 1000, accounts)
+
+
+def reserve_turn(limiter: AccountLimiter, link: Link, turn: Turn) -> float:
+    """Hold LINK's next slot on each account of TURN whose slot is not near, as a refused request
+    does (the limiter's reservation: nothing counted, and no other lane takes it); seconds until
+    the last of them comes. Lanes take turns: another link's backlog holds the slots before it."""
+    wait_ms = 0
+    for account, outlook in turn.accounts.items():
+        if outlook.wait_ms > TURN_LEAD_S * 1000 and not outlook.held and outlook.reason == "rate":
+            permit = limiter.acquire(account, link.name)
+            # Granted when the slot came between the two looks (it passed unused): the next one is
+            # an interval off, and the job after this one looks again.
+            outlook = Outlook(permit.wait_ms, permit.reason, None, not permit.go)
+        wait_ms = max(wait_ms, outlook.wait_ms)
+    return min(wait_ms / 1000, POLICY.rate_limited.cap_s)
+
+
 def _sync_batch(link_name: str, side: str, job_id: str) -> str:
-    """Claim and sync batches until none waits, or the job's turn is over while some do: then a
-    new job takes the side's flag at the back of the queue (other sides' jobs wait meanwhile). A
+    """Claim and sync batches, as many tasks at a time as its link's slots allow now, until none
+    waits; or, while some do, until its link's slots are not near (then the side's flag passes to
+    a job due at the slot its link now holds, and nothing is begun that would only be put back),
+    or its turn is over (then to a job at the back of the queue: other sides' jobs go first). A
     helper (a job that does not hold the side) goes on only while a full batch more waits."""
     rt = runtime()
+    link = rt.link(link_name)
     ttl_ms = scaled_ttl_ms(CLAIM_TTL_MS, MIN_CLAIM_TTL_MS, rt.settings.time_scale)
     turn_ends = time.monotonic() + BATCH_TURN_S
     synced = 0
     while True:
-        claim = claim_batch(rt.redis, link_name, side, job_id, ttl_ms)
+        turn = turn_outlook(rt.limiter, link, side)
+        claim = claim_batch(rt.redis, link_name, side, job_id, ttl_ms, turn.runs)
         if not claim.tasks:
+            if claim.owner and claim.left:
+                due_s = reserve_turn(rt.limiter, link, turn)
+                rt.enqueuer.hand_off_batch(link_name, side, job_id, max(0.0, due_s - TURN_LEAD_S))
+                return f"synced {synced} in batches; the rest wait {due_s:.2f}s for their turn"
             break
-        if claim.owner and claim.left >= BATCH_MAX:
-            # A full batch more waits: a helper job syncs it in another slot meanwhile (runs wait
-            # on Planfix's answers far more than they use the CPU). Without one, this job does.
+        if claim.owner and claim.left >= BATCH_MAX and turn.runs >= BATCH_MAX:
+            # A full batch more waits and the slots allow it: a helper job syncs it in another
+            # slot meanwhile (runs wait on Planfix's answers far more than they use the CPU).
+            # Without one, this job does.
             try:
                 rt.enqueuer.help_batch(link_name, side)
             except Exception as exc:  # noqa: BLE001 - the claimed tasks must still be synced
                 log.warning("no helper job sent (%s)", type(exc).__name__, extra={"link": link_name, "side": side})
-        waits_s = _sync_claimed(rt.link(link_name), side, job_id, claim.tasks)
+        waits_s = _sync_claimed(link, side, job_id, claim.tasks)
         synced += len(claim.tasks)
         if waits_s is not None:
-            # Runs wait for their account's turn: the side's next job is due then, not now (a
-            # helper leaves that to the side's own job).
+            # Runs wait for their account's turn after all: the side's next job is due then, not
+            # now (a helper leaves that to the side's own job).
             if claim.owner:
-                rt.enqueuer.hand_off_batch(link_name, side, job_id, waits_s)
+                rt.enqueuer.hand_off_batch(link_name, side, job_id, max(0.0, waits_s - TURN_LEAD_S))
             break
         if time.monotonic() >= turn_ends:
             if claim.owner:
