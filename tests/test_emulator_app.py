@@ -186,8 +186,34 @@ def test_busy_202_applies_later(emulator_app_client, emulator_world):
     assert post(emulator_app_client, "/task/list", {}).status_code == 200
 
 
-def test_busy_202_on_missing_task_is_404(emulator_app_client, emulator_world):
-    emulator_world.set_faults("partner", busy_202=1.0)
+def test_an_update_to_a_task_locked_by_a_queued_change_lands_after_it(emulator_app_client, emulator_world):
+    """The chaos suite lost a status move to the earlier model, whose later update overtook the
+    queued one: the queued middle step of a status path landed last and pulled the task back."""
+    emulator_world.set_faults("partner", busy_202=1.0, busy_delay_s=0.3)
+    assert post(emulator_app_client, "/task/1", {"name": "first"}).status_code == 202
+    emulator_world.set_faults("partner")
+    assert post(emulator_app_client, "/task/1", {"name": "second"}).status_code == 202
+    assert emulator_world.locked("partner", 1) == "busy_202"
+    deadline = time.monotonic() + 3
+    while emulator_world.locked("partner", 1) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emulator_world.get_task("partner", 1, "name")["name"] == "second"
+    assert post(emulator_app_client, "/task/1", {"name": "third"}).status_code == 200
+
+
+def test_lost_202_never_applies_and_locks_nothing(emulator_app_client, emulator_world):
+    emulator_world.set_faults("partner", lost_202=1.0)
+    assert post(emulator_app_client, "/task/1", {"name": "dropped"}).status_code == 202
+    assert not emulator_world.locked("partner", 1)
+    emulator_world.set_faults("partner")
+    time.sleep(0.2)
+    assert emulator_world.get_task("partner", 1, "name")["name"] == "Kick-off"
+    assert post(emulator_app_client, "/task/1", {"name": "next"}).status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["busy_202", "slow_202", "lost_202"])
+def test_a_202_on_a_missing_task_is_404(emulator_app_client, emulator_world, kind):
+    emulator_world.set_faults("partner", **{kind: 1.0})
     assert post(emulator_app_client, "/task/404", {"name": "x"}).status_code == 404
 
 
@@ -310,7 +336,7 @@ def test_processes_statuses_users_customfields(emulator_app_client):
 
 def test_each_answered_fault_is_named_in_the_request_log(emulator_app_client, emulator_world):
     """The chaos suite counts hits from this field: a fault that met no request must not count."""
-    for kind in ("error_500", "error_500_after_commit", "busy_202", "slow_202", "slow"):
+    for kind in ("error_500", "error_500_after_commit", "busy_202", "slow_202", "lost_202", "slow"):
         emulator_world.set_faults("partner", **{kind: 1.0}, busy_delay_s=0.01, slow_202_delay_s=0.01, slow_s=0.01)
         post(emulator_app_client, "/task/1", {"name": f"under {kind}"})
         while emulator_world.locked("partner", 1):  # a queued change keeps the task locked
@@ -321,7 +347,7 @@ def test_each_answered_fault_is_named_in_the_request_log(emulator_app_client, em
     emulator_app_client.get(REST + "/ping", headers=SYNC)
     assert [(entry["status"], entry["fault"]) for entry in emulator_world.requests("partner")] == [
         (500, "error_500"), (500, "error_500_after_commit"), (202, "busy_202"), (202, "slow_202"),
-        (200, "slow"), (403, "quota"), (200, None)]
+        (202, "lost_202"), (200, "slow"), (403, "quota"), (200, None)]
 
 
 def test_a_real_daily_quota_and_429_are_logged_as_what_they_are(emulator_app_client, emulator_world):

@@ -29,8 +29,6 @@ from workers.names import REJECTED_KEY
 from workers.sync import SideFailure, TaskSync, expected_view
 
 PAVEL, MARAT = 2, 6
-# Long enough that a queued change is never applied during a test that means "lost".
-NEVER_S = 600.0
 # Applied after the queued run has read the task back, before the next run.
 LATE_S = 0.4
 
@@ -101,7 +99,7 @@ def wait_for(predicate, timeout: float = 5.0) -> None:
 
 def test_a_queued_change_that_planfix_never_applies_is_written_again(pair):
     number, copy_ = mirrored_task(pair, "Lost 202")
-    pair.world.set_faults("client", busy_202=1.0, busy_delay_s=NEVER_S)
+    pair.world.set_faults("client", lost_202=1.0)
     pair.world.update_task("partner", number, {"name": "Lost 202, renamed"}, author=PAVEL)
     report = pair.sync("partner", number)
     assert report.queued and "name" in report.queued[0]
@@ -155,7 +153,7 @@ def test_a_queued_status_move_stops_the_path_until_it_is_seen(pair):
 
 def test_a_person_changing_the_target_meanwhile_is_not_mistaken_for_the_queued_write(pair):
     number, copy_ = mirrored_task(pair, "Race 202")
-    pair.world.set_faults("client", busy_202=1.0, busy_delay_s=NEVER_S)
+    pair.world.set_faults("client", lost_202=1.0)
     pair.world.update_task("partner", number, {"description": "<p>partner</p>"}, author=PAVEL)
     assert pair.sync("partner", number).queued
     pair.world.set_faults("client")

@@ -353,15 +353,16 @@ async def _faulted(world: World, account: str, handler: Handler, call: Call, *,
     fault = world.draw_fault(account, task_update=task_update)
     faults = world.faults(account)
     if task_update:
-        # A task whose slow_202 change is not applied yet is still locked: a later update to it
-        # is queued behind that change, not applied before it (which would let the older change
-        # overwrite the newer one when it lands).
+        # A task whose queued (202) change is not applied yet is still locked: a later update to
+        # it is queued behind that change, not applied before it (which would let the older
+        # change overwrite the newer one when it lands).
         fault = world.locked(account, call.params["id"]) or fault
     if fault == "error_500":
         raise _FaultAnswer(fault, ApiError(500, 0, "Internal server error"))
-    if fault in ("busy_202", "slow_202"):
-        # Planfix queues an update to a locked task and applies it later (API-NOTES.md section 3).
-        # A checklist item lives in its task, so it is locked with it and queued the same way.
+    if fault in ("busy_202", "slow_202", "lost_202"):
+        # Planfix queues an update to a locked task and applies it later (API-NOTES.md section 3),
+        # after the changes queued before it. A checklist item lives in its task, so it is locked
+        # with it and queued the same way.
         number, body, user = call.params["id"], call.body, call.user
         if handler is update_checklist_item:
             item = call.params["item"]
@@ -370,13 +371,10 @@ async def _faulted(world: World, account: str, handler: Handler, call: Call, *,
         else:
             world.get_task(account, number, "id")  # a 404 now rather than a silent loss later
             apply = lambda: world.update_task(account, number, body, author=user)  # noqa: E731
-        if fault == "slow_202":
-            # The task stays locked until its change is applied: a later update queues behind it.
-            world.queue_update(account, number, lambda: _apply_later(apply), float(faults["slow_202_delay_s"]), fault)
-        else:
-            # busy_202 keeps its first model, a lock that later updates do not meet: a test of
-            # the sync (tests/test_sync.py) has Planfix drop a queued change and take the next.
-            world.schedule(float(faults["busy_delay_s"]), lambda: _apply_later(apply))
+        if fault == "lost_202":
+            return Response(status_code=202), fault
+        delay_s = float(faults["slow_202_delay_s" if fault == "slow_202" else "busy_delay_s"])
+        world.queue_update(account, number, lambda: _apply_later(apply), delay_s, fault)
         return Response(status_code=202), fault
     response = await _run(handler, call)
     if fault == "error_500_after_commit":

@@ -52,8 +52,11 @@ CHECKLIST_CREATE_FAILED = 601
 FAULT_DEFAULTS: dict[str, Any] = {
     "error_500": 0.0,               # share answered 500 code 0 with nothing applied
     "error_500_after_commit": 0.0,  # share applied, then answered 500
-    "busy_202": 0.0,                # share of task updates answered 202 and applied later
-    "busy_delay_s": 0.5,
+    "busy_202": 0.0,                # share of task updates answered 202 and applied busy_delay_s later;
+    "busy_delay_s": 0.5,            # the task stays locked till then, later updates queue behind
+    "lost_202": 0.0,                # share of task updates answered 202 and never applied, the task
+                                    # not locked: Planfix is not known to drop a queued change; the
+                                    # sync must still not lose it if it did
     "slow": 0.0,                    # share answered after slow_s
     "slow_s": 1.0,
     "timeout": 0.0,                 # share applied, then held timeout_s so the client gives up
@@ -429,7 +432,7 @@ class World:
             account = self.account(account_name)
             kinds = ["error_500", "error_500_after_commit", "timeout", "connection_closed", "slow"]
             if task_update:
-                kinds[2:2] = ["busy_202", "slow_202"]
+                kinds[2:2] = ["busy_202", "slow_202", "lost_202"]
             for kind in kinds:
                 share = float(account.faults.get(kind) or 0)
                 if share > 0 and account.rng.random() < share:
@@ -501,7 +504,7 @@ class World:
                 change()
 
     def schedule(self, delay_s: float, action: Callable[[], Any]) -> None:
-        """Run ACTION later on a timer thread (the busy_202 fault's deferred update)."""
+        """Run ACTION later on a timer thread."""
         timer = threading.Timer(delay_s, action)
         timer.daemon = True
         self._timers.append(timer)
