@@ -33,8 +33,8 @@ from celery import Celery
 from celery.signals import before_task_publish
 
 from workers.names import (
-    FULL_HINT, STAMP_RECEIVER_UID, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key,
-    pending_key, pending_since_key, recent_key, resume_key, stamp_enqueue_time,
+    FULL_HINT, STAMP_RECEIVER_UID, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_due_key, batch_key, claims_key, dirty_key,
+    hints_key, pending_key, pending_since_key, recent_key, resume_key, stamp_enqueue_time,
 )
 
 # The pending flag must not outlive a lost job for long: after this, a new event queues again.
@@ -78,14 +78,15 @@ SENDS_JOB = (BURST, BATCH)
 # A run that must wait for its account's turn goes back to its side's dirty set, as if its events
 # had just come, and no job is sent for it alone: the side's batch job, due at the turn the
 # limiter reserved, takes it up (one wake per turn, not a re-queue per waiting run and second).
-# KEYS: hints, pending, dirty, batch, pending-since, resume. ARGV: pending TTL (s), task, the job
-# to send if none is due (id), the waiting batch job's own id (or ""), the hint that resumes the
-# kept reads (or "": read afresh), then the run's hints. Returns 1: send job ARGV[3]; 2: the calling batch job holds the
-# side's flag (it hands it on, due at the turn); 0: another job is due. Events that came since the
-# run took its hints void its kept reads (the producer's script deletes them as they come).
+# KEYS: hints, pending, dirty, batch, pending-since, resume, batch-due. ARGV: pending TTL (s), task,
+# the job to send if none is due (id), the waiting batch job's own id (or ""), the hint that
+# resumes the kept reads (or "": read afresh), the wait (ms), then the run's hints. Returns 1:
+# send job ARGV[3] (due then); 2: the calling batch job holds the side's flag (it hands it on,
+# due at the turn); 0: another job is due. Events that came since the run took its hints void its
+# kept reads (the producer's script deletes them as they come).
 _WAIT_LUA = """
 local fresh = redis.call('LLEN', KEYS[1]) == 0
-for i = 6, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+for i = 7, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
 if ARGV[5] ~= '' and fresh then
   redis.call('RPUSH', KEYS[1], ARGV[5])
 else
@@ -103,31 +104,40 @@ if holder then
   return 0
 end
 redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[1])
+redis.call('SET', KEYS[7], string.format('%.0f', now + tonumber(ARGV[6])), 'EX', ARGV[1])
 return 1
 """
 WAIT_SEND, WAIT_HAND_OFF = 1, 2
 
-# KEYS: pending-since. ARGV: cutoff (ms), now (ms), the side's pending key pattern (string.format,
-# task). The tasks whose flag was set before the cutoff and is still set; they count as set now,
-# so each is sent again once per staleness at most. Entries whose flag is gone are dropped.
+# KEYS: pending-since, dirty, claims. ARGV: cutoff (ms), now (ms), the side's pending key pattern
+# (string.format, task). The tasks whose flag was set before the cutoff and is still set, and
+# that wait neither in the side's dirty set nor claimed there (those are the side's batch job's:
+# send_batch); they count as set now, so each is sent again once per staleness at most. Entries
+# whose flag is gone are dropped.
 _STALE_PENDING_LUA = """
 local out = {}
 for _, task in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
   if redis.call('EXISTS', string.format(ARGV[3], task)) == 1 then
     redis.call('ZADD', KEYS[1], ARGV[2], task)
-    out[#out + 1] = task
+    if not redis.call('ZSCORE', KEYS[2], task) and redis.call('HEXISTS', KEYS[3], task) == 0 then
+      out[#out + 1] = task
+    end
   else
     redis.call('ZREM', KEYS[1], task)
   end
 end
 return out
 """
-# KEYS: batch. ARGV: the running job's id, the next job's id, flag TTL (s). 1 when the flag passed.
+# KEYS: batch, batch-due. ARGV: the running job's id, the next job's id, flag TTL (s), the next
+# job's countdown (ms). 1 when the flag passed.
 _HAND_OFF_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('SET', KEYS[2], string.format('%.0f', now + tonumber(ARGV[4])), 'EX', ARGV[3])
 return 1
 """
 
@@ -205,29 +215,35 @@ class Enqueuer:
         """Send a batch job for SIDE if tasks wait in its dirty set or claims (a batch job that
         died leaves its tasks claimed, to be claimed again once the claims lapse) and none is
         queued: its id, or None. With STALE_S, a queued job counts as lost once a task has waited
-        longer than that (its message may be gone with a Redis restart that kept the flag); a
-        second job is harmless, as claims keep two jobs off one task."""
+        longer than that, and the side's job was due longer ago than that too (its message may be
+        gone with a Redis restart that kept the flag); a second job is harmless, as claims keep
+        two jobs off one task."""
         dirty = dirty_key(link, side)
         if not self.redis.exists(dirty, claims_key(link, side)):
             return None
         job_id = str(uuid.uuid4())
         if not self.redis.set(batch_key(link, side), job_id, nx=True, ex=PENDING_TTL_S):
+            # Waiting since a task came, or since the side's job was due, whichever is later: a
+            # backlog waiting its turns has a job due at each (hand_off_batch).
             oldest = self.redis.zrange(dirty, 0, 0, withscores=True)
-            waited_s = time.time() - oldest[0][1] / 1000 if oldest else 0.0
+            due = self.redis.get(batch_due_key(link, side))
+            waited_s = time.time() - max(oldest[0][1], float(due or 0)) / 1000 if oldest else 0.0
             if stale_s is None or waited_s <= stale_s:
                 return None
             self.redis.set(batch_key(link, side), job_id, ex=PENDING_TTL_S)
+        self.redis.set(batch_due_key(link, side), int(time.time() * 1000), ex=PENDING_TTL_S)
         self._send_batch_job(link, side, job_id)
         return job_id
 
     def recover_pending(self, link: str, side: str, stale_s: float) -> list[int]:
         """Send SIDE's task its job again where its pending flag has been set for longer than
         STALE_S with no job beginning (its job message was lost; see
-        workers.names.PENDING_SINCE_KEY): the tasks sent. The job takes the flag and the
-        events' hints as any does; should the lost one turn up after all, it finds them taken
-        and looks in full, which costs reads but loses nothing."""
+        workers.names.PENDING_SINCE_KEY), unless it waits for its side's batch job, in the dirty
+        set or claimed (send_batch tells whether that job was lost): the tasks sent. The job
+        takes the flag and the events' hints as any does; should the lost one turn up after
+        all, it finds them taken and looks in full, which costs reads but loses nothing."""
         now_ms = time.time() * 1000
-        stale = self._stale_pending(keys=[pending_since_key(link, side)],
+        stale = self._stale_pending(keys=[pending_since_key(link, side), dirty_key(link, side), claims_key(link, side)],
                                     args=[now_ms - stale_s * 1000, now_ms, pending_key(link, side, "%s")])
         tasks = sorted(int(task) for task in stale)
         for task in tasks:
@@ -243,8 +259,9 @@ class Enqueuer:
         job holds the side's flag: it must hand it on, due then, itself (hand_off_batch)."""
         next_job = str(uuid.uuid4())
         keys = [hints_key(link, side, task), pending_key(link, side, task), dirty_key(link, side),
-                batch_key(link, side), pending_since_key(link, side), resume_key(link, side, task)]
-        answer = self._wait(keys=keys, args=[PENDING_TTL_S, task, next_job, job_id, resume, *hints])
+                batch_key(link, side), pending_since_key(link, side), resume_key(link, side, task),
+                batch_due_key(link, side)]
+        answer = self._wait(keys=keys, args=[PENDING_TTL_S, task, next_job, job_id, resume, int(wait_s * 1000), *hints])
         if answer == WAIT_SEND:
             try:
                 self._send_batch_job(link, side, next_job, wait_s)
@@ -264,7 +281,8 @@ class Enqueuer:
         to a job due COUNTDOWN_S from now, at the slot its link holds (its id; None when JOB_ID no
         longer held the flag, and no job was sent)."""
         new_id = str(uuid.uuid4())
-        if not self._hand_off(keys=[batch_key(link, side)], args=[job_id, new_id, PENDING_TTL_S]):
+        if not self._hand_off(keys=[batch_key(link, side), batch_due_key(link, side)],
+                              args=[job_id, new_id, PENDING_TTL_S, int(countdown_s * 1000)]):
             return None
         try:
             self._send_batch_job(link, side, new_id, countdown_s)

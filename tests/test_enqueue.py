@@ -229,6 +229,26 @@ def test_a_batch_job_lost_with_its_flag_kept_is_sent_again_once_tasks_waited_too
     assert [job(message) for message in queued_jobs(redis_client)] == [(SYNC_BATCH, ["demo", "partner"], None)]
 
 
+def test_a_backlog_waiting_its_turns_is_not_taken_for_a_lost_job(enqueuer, redis_client):
+    """Tasks left unclaimed while their link's slots are taken wait as long as the turns take: the
+    side's job, handed on due at its link's next slot, is lost only once it is overdue by the
+    staleness (then a job is sent again); their pending flags are that job's, not lost ones."""
+    first = enqueuer.queue("demo", "partner", 5, "task_changed")
+    enqueuer.queue("demo", "partner", 6, "task_changed")
+    time.sleep(0.3)                                       # they have waited past the staleness ...
+    assert claim_batch(redis_client, "demo", "partner", first, TTL_MS, most=0).left == 2
+    nxt = enqueuer.hand_off_batch("demo", "partner", first, countdown_s=0.4)   # ... but their job is due
+    redis_client.delete(SYNC_QUEUE)                       # and its message will be lost
+    assert enqueuer.send_batch("demo", "partner", stale_s=0.2) is None
+    assert enqueuer.recover_pending("demo", "partner", stale_s=0.2) == []
+    time.sleep(0.4 + 0.25)                                # it is overdue: lost
+    assert enqueuer.recover_pending("demo", "partner", stale_s=0.2) == []
+    again = enqueuer.send_batch("demo", "partner", stale_s=0.2)
+    assert again not in (None, nxt) and redis_client.get(batch_key("demo", "partner")) == again
+    assert [job(message) for message in queued_jobs(redis_client)] == [(SYNC_BATCH, ["demo", "partner"], None)]
+    assert enqueuer.send_batch("demo", "partner", stale_s=0.2) is None     # the new one is due now
+
+
 def test_a_batch_begins_its_runs_in_one_step(enqueuer, redis_client):
     from schemas.links import load_links
     from workers.names import lock_key

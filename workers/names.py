@@ -38,6 +38,8 @@ def pending_key(link: str, side: str, task: int) -> str:
 # flag, dropped as the job that clears it begins. A job message can be lost (a worker killed
 # between taking it from the queue and recording it as unacked), leaving a flag that swallows
 # every later event; the reconciliation tick finds such a flag by its age and sends its job again.
+# A task waiting in its side's dirty set, or claimed there, is its side's batch job's, whose loss
+# the tick tells apart (BATCH_DUE_KEY).
 PENDING_SINCE_KEY = "crosslink:pending-since:{link}:{side}"
 
 
@@ -89,6 +91,18 @@ def batch_key(link: str, side: str) -> str:
 
 def claims_key(link: str, side: str) -> str:
     return CLAIMS_KEY.format(link=link, side=side)
+
+
+# When the side's batch job is due (unix ms): set as a job is handed the side at the back of the
+# queue or for its link's next slot (producers.enqueue). A backlog waits its turns at the account
+# behind other links' for as long as that takes, its tasks left unclaimed, so how long a task has
+# waited does not tell that the side's job was lost; the poller counts it lost only once the job
+# is overdue by a period and tasks still wait.
+BATCH_DUE_KEY = "crosslink:batch-due:{link}:{side}"
+
+
+def batch_due_key(link: str, side: str) -> str:
+    return BATCH_DUE_KEY.format(link=link, side=side)
 
 
 # Set for a moment by each event of a task (producers.enqueue): one that finds it set is a burst's.
