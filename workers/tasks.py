@@ -89,11 +89,15 @@ BATCH_TURN_S = 1.0
 # any batch to finish, short enough that a dead job's tasks are taken up again soon.
 CLAIM_TTL_MS = 60_000
 MIN_CLAIM_TTL_MS = 10_000
-# A batch job begins runs only when its link's next slots are at most this far off: a run's first
-# request waits no longer than that in the worker slot (workers.sync). The side's next job is sent
-# due this much before the slot its link holds, so that its first request is made on time (the
-# broker and the pool deliver it a little late, never early).
-TURN_LEAD_S = ADMISSION_LIMIT_WAIT_S
+# A batch job begins runs only when its link's next slots are near: on the side's account, where
+# a run's first request reads, no further off than that request may wait in the worker slot
+# (ADMISSION_LIMIT_WAIT_S); on the other side's, where it writes once that read admitted it, at
+# most TURN_SLACK_S (workers.sync lets an admitted run's requests wait longer; this keeps the
+# worker slot held a moment only). The side's next job is sent due TURN_LEAD_S before the slot its
+# link holds, so that its requests are made on time: the broker and the pool deliver it a little
+# late, and a slot granted late before it moves it on by as much (the limiter spaces grants).
+TURN_LEAD_S = ADMISSION_LIMIT_WAIT_S / 2
+TURN_SLACK_S = 0.25
 
 # KEYS: dirty, claims, batch. ARGV: this job's id, claim TTL (ms), most tasks to claim. Returns
 # {tasks claimed, tasks left waiting, 1 if this job holds the flag}. The job holds its side's
@@ -469,7 +473,7 @@ def settle_batch(store: redis.Redis, link_name: str, side: str, job_id: str, num
 class Turn(NamedTuple):
     """What a link's slots allow a batch job of one side now (turn_outlook)."""
 
-    # How many runs it may begin now: 0 while a slot it needs is more than TURN_LEAD_S off.
+    # How many runs it may begin now: 0 while a slot it needs is not near (TURN_SLACK_S).
     runs: int
     # Until the last of those slots comes (0: they are near).
     wait_s: float
@@ -490,7 +494,8 @@ def turn_outlook(limiter: AccountLimiter, link: Link, side: str) -> Turn:
     source, target = link.sides[side].account, link.sides[link.other(side)].account
     accounts = {account: limiter.peek(account, link.name) for account in dict.fromkeys((source, target))}
     wait_ms = max(outlook.wait_ms for outlook in accounts.values())
-    if wait_ms > TURN_LEAD_S * 1000:
+    if (accounts[source].wait_ms > ADMISSION_LIMIT_WAIT_S * 1000
+            or accounts[target].wait_ms > (ADMISSION_LIMIT_WAIT_S if source == target else TURN_SLACK_S) * 1000):
         return Turn(0, wait_ms / 1000, accounts)
     free = accounts[target].free
     if free is None:
@@ -508,7 +513,7 @@ def reserve_turn(limiter: AccountLimiter, link: Link, turn: Turn) -> float:
     the last of them comes. Lanes take turns: another link's backlog holds the slots before it."""
     wait_ms = 0
     for account, outlook in turn.accounts.items():
-        if outlook.wait_ms > TURN_LEAD_S * 1000 and not outlook.held and outlook.reason == "rate":
+        if outlook.wait_ms > ADMISSION_LIMIT_WAIT_S * 1000 and not outlook.held and outlook.reason == "rate":
             permit = limiter.acquire(account, link.name)
             # Granted when the slot came between the two looks (it passed unused): the next one is
             # an interval off, and the job after this one looks again.
