@@ -25,10 +25,14 @@ from workers.attachments import (
     ITEM_KEYS,
     adoptable,
     agreed_after_write,
+    agrees,
     flows,
     item_changes,
     item_view,
     parents_first,
+    queued_on_mirror,
+    queued_on_source,
+    seen_echo,
 )
 from workers.idempotency import WriteOnce
 from workers.state import LinkState
@@ -286,6 +290,45 @@ def test_a_comment_files_copy_attached_to_the_card_is_not_copied_back(pair):
     pair.run("client", copy_)
     uploads = [e for e in pair.requests("partner") if e["path"] in ("/file", "/file/")]
     assert uploads == []
+
+
+def test_a_tick_undone_while_planfix_held_it_queued_stays_undone(pair):
+    """The quick chaos run lost an untick this way: the tick's write was queued (202), the person
+    unticked before the next run, which found the item back at its agreed state and wrote
+    nothing; the queued tick then landed on the mirror and stood."""
+    number, copy_ = pair.new_partner_task("Undone tick")
+    item = pair.world.create_checklist_item("partner", number, {"name": "Sign"}, author=PAVEL)
+    pair.run("partner", number)
+    pair.world.update_checklist_item("partner", number, item, {"isDone": True}, author=PAVEL)
+    pair.world.set_faults("client", busy_202=1.0, busy_delay_s=0.3)
+    assert any("checklist item" in entry for entry in pair.run("partner", number).queued)
+    pair.world.set_faults("client")
+    pair.world.update_checklist_item("partner", number, item, {"isDone": False}, author=PAVEL)
+    time.sleep(0.8)   # the queued tick lands on the mirror
+    assert pair.items("client", copy_) == [("Sign", True)]
+    pair.run("client", copy_)   # the tick landing is our echo, not the client's change
+    assert pair.items("partner", number) == [("Sign", False)]
+    pair.run("partner", number)
+    pair.run("client", copy_)
+    assert pair.items("partner", number) == [("Sign", False)]
+    assert pair.items("client", copy_) == [("Sign", False)]
+
+
+@given(st.fixed_dictionaries({"name": st.sampled_from(["a", "b"]), "isDone": st.booleans()}),
+       st.fixed_dictionaries({"name": st.sampled_from(["a", "b"]), "isDone": st.booleans()}),
+       st.lists(st.fixed_dictionaries({"name": st.sampled_from(["a", "b"]), "isDone": st.booleans()}), max_size=3))
+def test_queued_writes_leave_both_sides_agreed_values_and_the_landing_is_no_change(agreed, view, writes):
+    mirror = dict(agreed)
+    for written in writes:
+        mirror = queued_on_mirror(mirror, written, view)
+        landed = agreed_after_write(agreed, written, view)
+        assert {key: mirror[key] for key in ITEM_KEYS} == agreed   # its values do not move
+        assert agrees(mirror, landed) and agrees(mirror, agreed)   # neither the old nor the landed is a change
+        promoted = seen_echo(mirror, landed)
+        assert promoted is None if landed == agreed else {key: promoted[key] for key in ITEM_KEYS} == landed
+    source = queued_on_source(agreed, view)
+    assert not agrees(source, agreed) and not agrees(source, view)   # the next run writes again ...
+    assert item_changes(view, source) == view                         # ... all of it
 
 
 def test_a_tick_planfix_queued_is_not_carried_back_before_it_applies(pair):

@@ -60,11 +60,56 @@ def item_view(item: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": str(item.get("name") or ""), "isDone": bool(item.get("isDone"))}
 
 
+# In an item's agreed state: on the source's, that its last write is not seen applied (Planfix
+# queued it), so the next run writes the item's values again whatever they are by then; on the
+# mirror's, the views that queued writes may still give it (echoes: seeing one is no change).
+UNCONFIRMED = "unconfirmed"
+ECHOES = "echoes"
+
+
 def item_changes(current: Mapping[str, Any], agreed: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The values of CURRENT that differ from the AGREED state (all of them when none is known)."""
-    if agreed is None:
+    """The values of CURRENT that differ from the AGREED state (all of them when none is known,
+    or when the last write of them is unconfirmed: an absolute set)."""
+    if agreed is None or agreed.get(UNCONFIRMED):
         return {key: current[key] for key in ITEM_KEYS}
     return {key: current[key] for key in ITEM_KEYS if agreed.get(key) != current[key]}
+
+
+def agrees(agreed: Mapping[str, Any] | None, view: Mapping[str, Any]) -> bool:
+    """Whether an item showing VIEW has nothing to carry: it is its AGREED state, or an echo of a
+    queued write of ours; never while its own last write is unconfirmed."""
+    if agreed is None or agreed.get(UNCONFIRMED):
+        return False
+    return {key: agreed.get(key) for key in ITEM_KEYS} == dict(view) or dict(view) in agreed.get(ECHOES, [])
+
+
+def queued_on_source(agreed: Mapping[str, Any] | None, view: Mapping[str, Any]) -> dict[str, Any]:
+    """The source item's agreed state after its write (of VIEW) was queued: unchanged, marked
+    unconfirmed, so that its next run writes its values again, even if a person put back the
+    agreed values meanwhile (the queued write, landing later, would otherwise stand)."""
+    base = dict(agreed) if agreed is not None else dict(view)
+    return {**{key: base.get(key) for key in ITEM_KEYS}, UNCONFIRMED: True}
+
+
+def queued_on_mirror(agreed: Mapping[str, Any] | None, written: Mapping[str, Any],
+                     fallback: Mapping[str, Any]) -> dict[str, Any]:
+    """The mirror item's agreed state after WRITTEN was queued for it: unchanged (its side, still
+    showing the old values, has no change of its own), with the view the write will give it
+    among its echoes (its side, seeing that view land, has none either)."""
+    base = dict(agreed) if agreed is not None else dict(fallback)
+    landed = agreed_after_write(agreed, written, fallback)
+    echoes = [echo for echo in base.get(ECHOES, []) if echo != landed]
+    return {**{key: base.get(key) for key in ITEM_KEYS}, ECHOES: [*echoes, landed]}
+
+
+def seen_echo(agreed: Mapping[str, Any], view: Mapping[str, Any]) -> dict[str, Any] | None:
+    """When VIEW is one of AGREED's echoes and not its agreed values: the agreed state it gives
+    (the queued write landed; the other echoes stay, as writes queued after it may land yet)."""
+    if agreed.get(UNCONFIRMED) or {key: agreed.get(key) for key in ITEM_KEYS} == dict(view):
+        return None
+    if dict(view) not in agreed.get(ECHOES, []):
+        return None
+    return {**dict(view), ECHOES: list(agreed.get(ECHOES, []))}
 
 
 def agreed_after_write(previous: Mapping[str, Any] | None, written: Mapping[str, Any],
@@ -149,7 +194,12 @@ def sync_checklist(run: Any, counterpart: int | None) -> int:
         return 0
     items = run._call(side, "list_checklist", run.number)
     agreed = load_agreed(run, side, run.number)
-    pending = [item for item in items if agreed.get(int(item["id"])) != item_view(item)]
+    for item in items:
+        landed = seen_echo(agreed.get(int(item["id"])) or {}, item_view(item))
+        if landed is not None:  # our queued write landed here: now the agreed state
+            agreed[int(item["id"])] = landed
+            save_agreed(run, side, run.number, int(item["id"]), landed)
+    pending = [item for item in items if not agrees(agreed.get(int(item["id"])), item_view(item))]
     if not pending:
         return 0
     agreed_there = load_agreed(run, other, counterpart)
@@ -169,10 +219,14 @@ def sync_checklist(run: Any, counterpart: int | None) -> int:
             written = item_changes(view, agreed.get(item_id))
             applied = _update_item(run, counterpart, mirror, written) if written else True
             if applied is None:
-                # Queued by Planfix (202): not agreed until seen. Neither side's agreed state
-                # moves, so the mirror's side does not take its old value for a change of its
-                # own and carry it back over this one (the chaos oracle saw a tick rolled back
-                # that way), and the next run of this side writes the change again.
+                # Queued by Planfix (202): not agreed until seen. Neither side's agreed values
+                # move, so the mirror's side does not take its old value for a change of its own
+                # and carry it back over this one (the chaos oracle saw a tick rolled back that
+                # way); the value queued is an echo there, and this side's next run writes its
+                # item again (a tick undone meanwhile was lost to the queued tick landing late).
+                save_agreed(run, side, run.number, item_id, queued_on_source(agreed.get(item_id), view))
+                agreed_there[mirror] = queued_on_mirror(agreed_there.get(mirror), written, view)
+                save_agreed(run, other, counterpart, mirror, agreed_there[mirror])
                 continue
             if not applied:
                 written = {}
