@@ -634,8 +634,8 @@ class TaskSync:
         target changed itself keeps its old snapshot value, so the target's own sync run still
         sees that change and carries it back.
 
-        A write Planfix queued (202) is agreed only once seen: the source keys it carried keep
-        their previous snapshot (so the next run carries them again, an absolute set), and the
+        A write Planfix queued (202) is agreed only once seen: the source keys it carried leave
+        the source's snapshot (so the next run carries them again, an absolute set), and the
         target values it should produce are remembered; a later run that reads exactly those
         values takes them into the target's snapshot, as if it had written them itself.
         """
@@ -664,13 +664,16 @@ class TaskSync:
                                         else value)
             elif key in previous:
                 target_snapshot[key] = previous[key]
-            else:
+            elif not previous:
                 target_snapshot[key] = before.get(key, value)
+            # else left out, as that side's own run left it (a write of its that Planfix queued,
+            # not seen yet) or never had it (a field mapped since): that run carries it next.
         target_snapshot.update(echoes(target_after, self.state.queued_expectations(other, counterpart)))
         if self._unconfirmed:
-            source_previous = self.state.snapshot(self.side, self.number) or {}
+            # Left out of the source's snapshot, they count as changed for its next run, which
+            # carries them again whatever they are by then: a person who put back the agreed
+            # value meanwhile would otherwise see the queued write land late and stand.
             source_now = {key: value for key, value in source_now.items() if key not in self._unconfirmed}
-            source_now.update({key: source_previous[key] for key in self._unconfirmed if key in source_previous})
         self.state.save_snapshots({
             (self.side, self.number): source_now,
             (other, counterpart): target_snapshot,
