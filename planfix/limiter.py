@@ -182,9 +182,10 @@ def forecast_day_requests(used_today: float, elapsed_s: float, *,
 
 # What acquire would decide for a lane, read only (no slot taken, no reservation made). KEYS as
 # _ACQUIRE_LUA; ARGV: default rate_per_s, burst, daily_quota, safety, lane, grace_us. Returns
-# {wait_ms, free, reason, held}: the wait until the lane's next slot, how many slots it may take
-# one after another from then (-1: no rate limit and no quota), and whether the lane holds a
-# reservation. The rules are _ACQUIRE_LUA's, in the same order.
+# {wait_ms, free, reason, held, interval_us, others}: the wait until the lane's next slot, how
+# many slots it may take one after another from then (-1: no rate limit and no quota), whether
+# the lane holds a reservation, the interval between grants (0: no rate limit) and how many other
+# lanes hold one (they take turns with it). The rules are _ACQUIRE_LUA's, in the same order.
 _PEEK_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -200,25 +201,31 @@ local count = tonumber(st[3]) or 0
 if tonumber(st[2]) ~= day then count = 0 end
 local blocked = tonumber(st[4]) or 0
 if blocked > now then
-  return {math.ceil((blocked - now) / 1000), 0, st[5] or 'daily_quota', 0}
+  return {math.ceil((blocked - now) / 1000), 0, st[5] or 'daily_quota', 0, 0, 0}
 end
 local left = -1
 if quota and quota > 0 then
   left = quota - count
   if left <= 0 then
     local next_day = (day + 1) * 86400 * 1000000
-    return {math.ceil((next_day - now) / 1000), 0, 'daily_quota', 0}
+    return {math.ceil((next_day - now) / 1000), 0, 'daily_quota', 0, 0, 0}
   end
 end
 if not rate or rate <= 0 then
-  return {0, left, false, 0}
+  return {0, left, false, 0, 0, 0}
 end
 local interval = 1000000 / rate * (1 + safety)
 if burst < 1 then burst = 1 end
 local tolerance = (burst - 1) * interval
 local last = tonumber(st[6]) or 0
-local held = tonumber(redis.call('HGET', KEYS[3], ARGV[5]))
-if held and held + tonumber(ARGV[6]) < now then held = nil end
+local held, others = nil, 0
+local lanes = redis.call('HGETALL', KEYS[3])
+for i = 1, #lanes, 2 do
+  local slot = tonumber(lanes[i + 1])
+  if slot and slot + tonumber(ARGV[6]) >= now then
+    if lanes[i] == ARGV[5] then held = slot else others = others + 1 end
+  end
+end
 local due, free
 if held then
   due = held - tolerance
@@ -230,7 +237,7 @@ else
 end
 if burst <= 1 and last + interval > due then due = last + interval end
 if left >= 0 and free > left then free = left end
-return {math.max(0, math.ceil((due - now) / 1000)), free, 'rate', held and 1 or 0}
+return {math.max(0, math.ceil((due - now) / 1000)), free, 'rate', held and 1 or 0, math.floor(interval), others}
 """
 
 
@@ -247,6 +254,10 @@ class Outlook:
     free: int | None
     # Whether the lane holds a reservation (the next slot is its own, whoever else waits).
     held: bool
+    # The spacing of grants (0: no rate limit), and how many other lanes hold a reservation:
+    # while they wait, the lane gets one slot in every (others + 1).
+    interval_s: float = 0.0
+    others: int = 0
 
 
 @dataclass(frozen=True)
@@ -326,13 +337,14 @@ class AccountLimiter:
         would decide now; reads only: no slot is taken and no reservation made (a caller that
         wants the slot held asks acquire, whose refusal reserves it). Other lanes may take a
         slot that LANE does not hold in the meantime."""
-        wait_ms, free, reason, held = self._peek(
+        wait_ms, free, reason, held, interval_us, others = self._peek(
             keys=self._keys(account),
             args=[self.rate_per_s, self.burst, self.daily_quota, self.safety, lane, RESERVATION_GRACE_MS * 1000],
         )
         free = int(free)
         return Outlook(wait_ms=int(wait_ms), reason=_text(reason) if reason else None,
-                       free=None if free < 0 else free, held=bool(int(held)))
+                       free=None if free < 0 else free, held=bool(int(held)),
+                       interval_s=int(interval_us) / 1e6, others=int(others))
 
     def acquire_blocking(self, account: str, max_wait_s: float, lane: str = DEFAULT_LANE) -> Permit:
         """Wait up to MAX_WAIT_S for a slot, sleeping between tries (CLI use, not workers).

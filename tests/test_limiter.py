@@ -456,6 +456,8 @@ def test_peek_says_when_the_lanes_next_slot_comes_as_acquire_would(redis_client)
     assert mine.held and abs(mine.wait_ms - refused.wait_ms) <= 5
     # c's next slot comes after the one b holds: lanes take turns.
     assert not theirs.held and theirs.wait_ms > mine.wait_ms + 50
+    assert (mine.others, theirs.others) == (0, 1)
+    assert mine.interval_s == pytest.approx(0.1 * (1 + DEFAULT_SAFETY), rel=1e-3)
     time.sleep(mine.wait_ms / 1000.0 + 0.01)
     assert limiter.peek("acct", "b").wait_ms == 0 and limiter.peek("acct", "c").wait_ms > 0
     assert limiter.acquire("acct", "b").go
@@ -477,7 +479,7 @@ def test_peek_counts_a_burst_allowance_and_the_quota_left(redis_client):
 
 def test_peek_without_limits_and_during_a_pause(redis_client):
     limiter = AccountLimiter(redis_client, rate_per_s=0, daily_quota=0)
-    assert limiter.peek("acme") == Outlook(wait_ms=0, reason=None, free=None, held=False)
+    assert limiter.peek("acme") == Outlook(wait_ms=0, reason=None, free=None, held=False, interval_s=0.0, others=0)
     limiter.block_until("acme", 0.3, reason="rate")
     paused = limiter.peek("acme")
     assert paused.reason == "rate" and 200 < paused.wait_ms <= 300 and paused.free == 0

@@ -145,8 +145,9 @@ def test_runs_waiting_for_their_accounts_turn_cost_one_job_per_turn_not_a_requeu
 
 def test_a_backlog_on_a_slow_account_begins_only_the_runs_its_slots_allow(runtime, monkeypatch):
     """Eight paired tasks change at once while their accounts allow 4 requests/s. A batch job
-    begins only the runs the link's slots allow now, and when they are taken hands its side on,
-    due at the next slot, beginning nothing: about one run and one job per finished sync.
+    begins only the runs the link's slots allow in its turn (their sources read in one request),
+    and when they are taken hands its side on, due at the next slot, beginning nothing: about one
+    run per finished sync, and fewer jobs.
     Before, each job began up to ten runs and put all but one or two back (the quick bench
     counted 4.3 runs and 1.5 Celery executions per sync while a backlog waited)."""
     world, link, rt = runtime.world, runtime.link, runtime.rt
@@ -166,6 +167,7 @@ def test_a_backlog_on_a_slow_account_begins_only_the_runs_its_slots_allow(runtim
     for number in numbers:
         world.update_task("partner", number, {"name": f"Backlog {number}, renamed"}, author=PAVEL)
         rt.enqueuer.sync(link.name, "partner", number, "task_changed")
+    reads_before = len(world.requests("partner"))
     jobs = 0
     while due and jobs < 100:
         due.sort()
@@ -179,6 +181,8 @@ def test_a_backlog_on_a_slow_account_begins_only_the_runs_its_slots_allow(runtim
     assert synced == len(numbers), outcomes
     assert sum(outcomes.values()) <= 1.2 * synced, outcomes   # runs begun, put back ones too
     assert jobs <= 1.2 * synced, (jobs, outcomes)             # Celery executions
+    # Several tasks a claim as the turn's slots allow, their sources read in one request a batch.
+    assert len(world.requests("partner")) - reads_before <= jobs < synced
     assert runtime.sent == []
     assert not rt.redis.exists(dirty_key(link.name, "partner"))
 

@@ -483,37 +483,60 @@ class Turn(NamedTuple):
 
 def turn_outlook(limiter: AccountLimiter, link: Link, side: str) -> Turn:
     """How many of SIDE's waiting runs LINK's batch job may begin now, from its lane's outlook on
-    the side's account (each run's first request reads it there, a batch in one request) and on
-    the other side's (where it writes). A run begun without a slot near would only be put back
-    (wait_for_turn): nothing is begun until the slots are near, and then as many runs as the
-    other account has slots for one after another (one at a time at Planfix's 1 request/s, whose
-    burst is 1; a batch's later runs may not wait in the worker slot for theirs). Assumes a run
-    makes one request to the other account before any other run of the batch needs one; a run
-    that needs more waits for them inline (as it may once admitted), or, past that, is put back.
-    Reads only: nothing is taken or held (reserve_turn holds the slots)."""
+    the side's account (where runs read, a batch of them in one request) and on the other side's
+    (where they write). A run begun without its slots near would only be put back (wait_for_turn),
+    so none is begun until they are: the side's within a first request's wait, the other side's
+    within TURN_SLACK_S when a lone run's own read admits it first (a batch's runs are admitted by
+    no read: within that wait too). Then as many runs as the other account has slots for in the
+    job's turn (BATCH_TURN_S), one in every (lanes waiting + 1) while other links' lanes wait: one
+    at Planfix's 1 request/s; the job paces the later ones (await_turn). Assumes a run makes one
+    request to the other account; a run that needs more waits for them in the worker slot once
+    admitted (workers.sync), or, past that, is put back. Reads only (reserve_turn holds slots)."""
     source, target = link.sides[side].account, link.sides[link.other(side)].account
     accounts = {account: limiter.peek(account, link.name) for account in dict.fromkeys((source, target))}
     wait_ms = max(outlook.wait_ms for outlook in accounts.values())
-    if (accounts[source].wait_ms > ADMISSION_LIMIT_WAIT_S * 1000
-            or accounts[target].wait_ms > (ADMISSION_LIMIT_WAIT_S if source == target else TURN_SLACK_S) * 1000):
+    first_request_ms = ADMISSION_LIMIT_WAIT_S * 1000
+    if accounts[source].wait_ms > first_request_ms or accounts[target].wait_ms > (
+            first_request_ms if source == target else TURN_SLACK_S * 1000):
         return Turn(0, wait_ms / 1000, accounts)
-    free = accounts[target].free
-    if free is None:
-        runs = BATCH_MAX
-    elif source == target:
-        runs = free - 1  # the batch's read takes one of them
-    else:
-        runs = free
+    if accounts[target].wait_ms > first_request_ms:
+        return Turn(1, wait_ms / 1000, accounts)
+    ahead = accounts[target]
+    if ahead.free is None:
+        return Turn(BATCH_MAX, wait_ms / 1000, accounts)
+    runs = ahead.free
+    if ahead.interval_s:
+        runs += int(max(0.0, BATCH_TURN_S - ahead.wait_ms / 1000) // (ahead.interval_s * (ahead.others + 1)))
+    if source == target:
+        runs -= 1  # the batch's read takes one of them
     return Turn(max(1, min(BATCH_MAX, runs)), wait_ms / 1000, accounts)
 
 
-def reserve_turn(limiter: AccountLimiter, link: Link, turn: Turn) -> float:
-    """Hold LINK's next slot on each account of TURN whose slot is not near, as a refused request
-    does (the limiter's reservation: nothing counted, and no other lane takes it); seconds until
-    the last of them comes. Lanes take turns: another link's backlog holds the slots before it."""
+def await_turn(limiter: AccountLimiter, link: Link, side: str, until: float) -> bool:
+    """Wait in the worker slot, until UNTIL (time.monotonic) at most, for LINK's next slots on
+    both accounts to be within a first request's wait (the later runs of a batch are admitted by
+    no read of their own), holding them for its lane meanwhile; False when they come later (the
+    run then meets its refusal, and is put back). The job's turn bounds the sleep: the claim was
+    sized to the slots that the turn holds (turn_outlook)."""
+    while True:
+        turn = turn_outlook(limiter, link, side)
+        if turn.runs and all(outlook.wait_ms <= ADMISSION_LIMIT_WAIT_S * 1000 for outlook in turn.accounts.values()):
+            return True
+        due_s = reserve_turn(limiter, link, turn, near_ms=ADMISSION_LIMIT_WAIT_S * 1000)
+        sleep_s = max(0.0, due_s - TURN_LEAD_S)
+        if time.monotonic() + sleep_s > until:
+            return False
+        time.sleep(sleep_s)
+
+
+def reserve_turn(limiter: AccountLimiter, link: Link, turn: Turn, near_ms: float = ADMISSION_LIMIT_WAIT_S * 1000) -> float:
+    """Hold LINK's next slot on each account of TURN whose slot is further off than NEAR_MS, as a
+    refused request does (the limiter's reservation: nothing counted, and no other lane takes it);
+    seconds until the last of them comes. Lanes take turns: other links' backlogs hold the slots
+    before it."""
     wait_ms = 0
     for account, outlook in turn.accounts.items():
-        if outlook.wait_ms > ADMISSION_LIMIT_WAIT_S * 1000 and not outlook.held and outlook.reason == "rate":
+        if outlook.wait_ms > near_ms and not outlook.held and outlook.reason == "rate":
             permit = limiter.acquire(account, link.name)
             # Granted when the slot came between the two looks (it passed unused): the next one is
             # an interval off, and the job after this one looks again.
@@ -523,11 +546,12 @@ def reserve_turn(limiter: AccountLimiter, link: Link, turn: Turn) -> float:
 
 
 def _sync_batch(link_name: str, side: str, job_id: str) -> str:
-    """Claim and sync batches, as many tasks at a time as its link's slots allow now, until none
-    waits; or, while some do, until its link's slots are not near (then the side's flag passes to
-    a job due at the slot its link now holds, and nothing is begun that would only be put back),
-    or its turn is over (then to a job at the back of the queue: other sides' jobs go first). A
-    helper (a job that does not hold the side) goes on only while a full batch more waits."""
+    """Claim and sync batches, as many tasks at a time as its link's slots allow in its turn,
+    until none waits; or, while some do, until its link's slots are not near or its turn is over:
+    then the side's flag passes to a job due at the slot its link now holds, or, when the slots
+    are free, at the back of the queue (other sides' jobs go first). Nothing is begun that would
+    only be put back. A helper (a job that does not hold the side) goes on only while a full
+    batch more waits."""
     rt = runtime()
     link = rt.link(link_name)
     ttl_ms = scaled_ttl_ms(CLAIM_TTL_MS, MIN_CLAIM_TTL_MS, rt.settings.time_scale)
@@ -535,10 +559,11 @@ def _sync_batch(link_name: str, side: str, job_id: str) -> str:
     synced = 0
     while True:
         turn = turn_outlook(rt.limiter, link, side)
-        claim = claim_batch(rt.redis, link_name, side, job_id, ttl_ms, turn.runs)
+        over = time.monotonic() >= turn_ends
+        claim = claim_batch(rt.redis, link_name, side, job_id, ttl_ms, 0 if over else turn.runs)
         if not claim.tasks:
             if claim.owner and claim.left:
-                due_s = reserve_turn(rt.limiter, link, turn)
+                due_s = 0.0 if turn.runs else reserve_turn(rt.limiter, link, turn)
                 rt.enqueuer.hand_off_batch(link_name, side, job_id, max(0.0, due_s - TURN_LEAD_S))
                 return f"synced {synced} in batches; the rest wait {due_s:.2f}s for their turn"
             break
@@ -550,7 +575,8 @@ def _sync_batch(link_name: str, side: str, job_id: str) -> str:
                 rt.enqueuer.help_batch(link_name, side)
             except Exception as exc:  # noqa: BLE001 - the claimed tasks must still be synced
                 log.warning("no helper job sent (%s)", type(exc).__name__, extra={"link": link_name, "side": side})
-        waits_s = _sync_claimed(link, side, job_id, claim.tasks)
+        limited = any(outlook.interval_s for outlook in turn.accounts.values())
+        waits_s = _sync_claimed(link, side, job_id, claim.tasks, paced_until=turn_ends if limited else None)
         synced += len(claim.tasks)
         if waits_s is not None:
             # Runs wait for their account's turn after all: the side's next job is due then, not
@@ -558,19 +584,18 @@ def _sync_batch(link_name: str, side: str, job_id: str) -> str:
             if claim.owner:
                 rt.enqueuer.hand_off_batch(link_name, side, job_id, max(0.0, waits_s - TURN_LEAD_S))
             break
-        if time.monotonic() >= turn_ends:
-            if claim.owner:
-                rt.enqueuer.hand_off_batch(link_name, side, job_id)
-            break
         if not claim.owner and claim.left < BATCH_MAX:
             break  # a helper helps while a full batch more waits; the side's own job does the rest
     return f"synced {synced} in batches"
 
 
-def _sync_claimed(link: Link, side: str, job_id: str, numbers: list[int]) -> float | None:
+def _sync_claimed(link: Link, side: str, job_id: str, numbers: list[int],
+                  paced_until: float | None = None) -> float | None:
     """Make the runs of the claimed tasks NUMBERS: begin each, read their sources together,
-    finish each; then drop the claims of those done. Returns, when runs had to wait for their
-    account's turn, the shortest wait (the job then hands its side on, due then: _sync_batch)."""
+    finish each (with PACED_UNTIL, a rate-limited link's later runs each when its slots are near,
+    waiting for them until then at most: await_turn); then drop the claims of those done.
+    Returns, when runs had to wait for their account's turn, the shortest wait (the job then
+    hands its side on, due then: _sync_batch)."""
     rt = runtime()
     done: list[int] = []
     begun: list[Begun] = []
@@ -584,7 +609,11 @@ def _sync_claimed(link: Link, side: str, job_id: str, numbers: list[int]) -> flo
                 begun.append(result)
         # Read after every run has taken its events: an event after that queues a run of its own.
         prefetched = _read_sources(link, side, begun)
+        first = True
         while begun:
+            if not first and paced_until is not None:
+                await_turn(rt.limiter, link, side, paced_until)
+            first = False
             run = begun.pop(0)
             with telemetry.sync_run(link.name, side, run.number):
                 telemetry.count_run(link.name, side, _finish(run, prefetched.get(run.number)))
