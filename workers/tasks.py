@@ -18,10 +18,11 @@ Two kinds of job run the same runs: `sync_task` syncs one task (a burst's, a re-
 replay), `sync_batch` the tasks its link side's lone events left in the dirty set
 (producers.enqueue). A batch job first asks the account limiter (a peek: nothing taken) how soon
 its link's next slots come on the side's account and the other side's, and claims only as many
-tasks as those allow now, up to BATCH_MAX (one at a time at Planfix's 1 request/s; a full batch
-with no limit); it begins each run (its lock, its events' hints), reads all their source tasks
-with one request, and then finishes each run as a single job would; then it looks and claims
-again, until none waits. When its link's slot is not near, it begins nothing: it holds that slot
+tasks as the slots of its turn allow, up to BATCH_MAX (one at Planfix's 1 request/s; a full
+batch with no limit); it begins each run (its lock, its events' hints), reads all their source
+tasks with one request, and then finishes each run as a single job would, the later ones as
+their slots come (await_turn, within the turn); then it looks and claims again, until none
+waits. When its link's slot is not near, it begins nothing: it holds that slot
 for its link's lane (the limiter's reservation, which lanes take in turn) and hands its side on
 to a job due then, so a waiting backlog costs one job per turn and no run is begun only to be put
 back. A job whose turn is over while slots are free hands its side to a new job at the back of
