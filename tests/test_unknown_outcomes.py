@@ -26,6 +26,7 @@ from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
 from planfix.http import Http
 from schemas.links import load_links
+from workers.comment_policy import WITHDRAWN_MARK
 from workers.idempotency import WriteOnce
 from workers.state import LinkState
 from workers.sync import SideFailure, TaskSync
@@ -217,6 +218,30 @@ def test_comment_edit(pair, fault):
     pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}/comments/\d+$", "partner", number)
     [mirror] = texts(pair.comments("client", copy_))
     assert "v2" in mirror
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+@pytest.mark.parametrize("then", ["deleted", "edited"])
+def test_a_comment_deleted_or_edited_after_its_mirror_was_lost_reaches_the_mirror(pair, fault, then):
+    """The quick chaos run kept a mirror unwithdrawn so: the mirror's answer was lost, the worker
+    died before it looked the mirror up, and the person deleted the comment; the next run found
+    no mirror paired and nothing to do. An edit would have been fingerprinted but not carried."""
+    number, copy_ = mirrored(pair, "Comment lost")
+    comment = pair.world.add_comment("partner", number, {"description": "v1"}, author=PAVEL)
+    pair.transports["client"].arm(fault, "POST", rf"/task/{copy_}/comments/$")
+    with pytest.raises(SideFailure):
+        pair.sync("partner", number)
+    if then == "deleted":
+        pair.world.delete_comment("partner", comment, author=PAVEL)
+    else:
+        pair.world.update_comment("partner", comment, {"description": "v2"}, author=PAVEL)
+    pair.sync("partner", number)
+    [mirror] = pair.comments("client", copy_)
+    if then == "deleted":
+        assert WITHDRAWN_MARK in mirror["description"] and "v1" in mirror["description"]
+    else:
+        assert "v2" in mirror["description"] and "v1" not in mirror["description"]
+    assert pair.sync("partner", number).outcome == "noop"
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)

@@ -541,6 +541,8 @@ class TaskSync:
             if seen.get(comment_id) == print_:
                 continue
             mirror = self.state.counterpart("comment", side, comment_id)
+            if mirror is None and self.writes.started(self._comment_write_key(comment_id)):
+                mirror = self._begun_comment_mirror(counterpart, comment_id)
             author = (comment.get("owner") or {}).get("name") or (comment.get("owner") or {}).get("id", "?")
             when = timepoint_text(comment.get("dateTime"))
             if mirror is None:
@@ -591,6 +593,23 @@ class TaskSync:
         record_rejected(self.state.redis, link=self.link.name, side=self.side, reason=reason,
                         task=self.number, comment=comment_id, event="comment_added", origin="worker")
 
+    def _comment_write_key(self, comment_id: int) -> str:
+        return f"{self.link.name}:comment:{self.side}:{comment_id}"
+
+    def _begun_comment_mirror(self, counterpart: int, comment_id: int) -> int | None:
+        """The mirror of COMMENT_ID an earlier run began and did not pair (its answer lost, its
+        worker killed), now paired; None when that write never landed. Without it, a deletion
+        or edit since found no mirror to carry to (the quick chaos run kept a deleted comment's
+        mirror unwithdrawn so), and an edit was mirrored by adopting the mirror's older text."""
+        link, side, other = self.link, self.side, self.other
+        mirror = self.writes.done(self._comment_write_key(comment_id))
+        if mirror is None:
+            mirror = self._find_comment(counterpart, mirror_source_id(link.name, side, "comment", comment_id))
+        if mirror is not None:
+            self.state.pair("comment", side, comment_id, other, mirror)
+            self.state.mark_mirror("comment", other, mirror)
+        return mirror
+
     def _create_comment_mirror(self, counterpart: int, comment: Mapping[str, Any], author: str,
                                when: str) -> None:
         link, side, other = self.link, self.side, self.other
@@ -606,7 +625,7 @@ class TaskSync:
             body["files"] = [{"id": file_id} for file_id in files]
 
         mirror = self.writes.run(
-            f"{link.name}:comment:{side}:{comment_id}",
+            self._comment_write_key(comment_id),
             write=lambda: self._call(other, "create_comment", counterpart, body),
             find_existing=lambda: self._find_comment(counterpart, source_id),
         )
