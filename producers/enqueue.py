@@ -243,7 +243,8 @@ class Enqueuer:
         takes the flag and the events' hints as any does; should the lost one turn up after
         all, it finds them taken and looks in full, which costs reads but loses nothing."""
         now_ms = time.time() * 1000
-        stale = self._stale_pending(keys=[pending_since_key(link, side), dirty_key(link, side), claims_key(link, side)],
+        stale = self._stale_pending(keys=[pending_since_key(link, side), dirty_key(link, side),
+                                          claims_key(link, side)],
                                     args=[now_ms - stale_s * 1000, now_ms, pending_key(link, side, "%s")])
         tasks = sorted(int(task) for task in stale)
         for task in tasks:

@@ -114,7 +114,8 @@ def test_a_job_whose_link_has_no_slot_near_claims_nothing_and_keeps_the_side_to_
     first = enqueuer.queue("demo", "partner", 5, "task_changed")
     enqueuer.queue("demo", "partner", 6, "task_changed")
     assert claim_batch(redis_client, "demo", "partner", first, TTL_MS, most=0) == Claim([], 2, True)
-    assert redis_client.zcard(dirty_key("demo", "partner")) == 2 and not redis_client.exists(claims_key("demo", "partner"))
+    assert redis_client.zcard(dirty_key("demo", "partner")) == 2
+    assert not redis_client.exists(claims_key("demo", "partner"))
     redis_client.delete(batch_key("demo", "partner"))          # its flag lapsed: it takes the side
     assert claim_batch(redis_client, "demo", "partner", "job-2", TTL_MS, most=0) == Claim([], 2, True)
     assert claim_batch(redis_client, "demo", "partner", "job-2", TTL_MS, most=1) == Claim([5], 1, True)

@@ -521,16 +521,18 @@ def await_turn(limiter: AccountLimiter, link: Link, side: str, until: float) -> 
     sized to the slots that the turn holds (turn_outlook)."""
     while True:
         turn = turn_outlook(limiter, link, side)
-        if turn.runs and all(outlook.wait_ms <= ADMISSION_LIMIT_WAIT_S * 1000 for outlook in turn.accounts.values()):
+        near_ms = ADMISSION_LIMIT_WAIT_S * 1000
+        if turn.runs and all(outlook.wait_ms <= near_ms for outlook in turn.accounts.values()):
             return True
-        due_s = reserve_turn(limiter, link, turn, near_ms=ADMISSION_LIMIT_WAIT_S * 1000)
+        due_s = reserve_turn(limiter, link, turn, near_ms=near_ms)
         sleep_s = max(0.0, due_s - TURN_LEAD_S)
         if time.monotonic() + sleep_s > until:
             return False
         time.sleep(sleep_s)
 
 
-def reserve_turn(limiter: AccountLimiter, link: Link, turn: Turn, near_ms: float = ADMISSION_LIMIT_WAIT_S * 1000) -> float:
+def reserve_turn(limiter: AccountLimiter, link: Link, turn: Turn,
+                 near_ms: float = ADMISSION_LIMIT_WAIT_S * 1000) -> float:
     """Hold LINK's next slot on each account of TURN whose slot is further off than NEAR_MS, as a
     refused request does (the limiter's reservation: nothing counted, and no other lane takes it);
     seconds until the last of them comes. Lanes take turns: other links' backlogs hold the slots
