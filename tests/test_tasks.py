@@ -123,3 +123,76 @@ def test_a_failure_while_reading_retries_like_any_transient_one(redis_client, mo
     failure = SideFailure("partner", TransientError("timed out"), read=True)
     assert tasks._handle_failure("demo", "partner", 5, 0, failure, 0.01, Hints(full=True)) == "retrying"
     assert sent and DeadLetters(redis_client, "demo").letters() == []
+
+
+def test_links_sharing_an_account_take_turns_and_no_run_waits(redis_client, redis_url, monkeypatch):
+    """Two links write to one partner account, each with a backlog on its own client account, and
+    a turn holds one of the account's slots (as at Planfix's 1 request/s; time shrunk here to 10
+    requests/s and turns of 50 ms). Each side's batch job begins only the run its link's slot
+    allows and hands its side on, due at the link's next slot: the links' turns at the shared
+    account alternate (the limiter's lanes), no run is put back, and there is about one job a
+    run. The runs are stand-ins that make a run's requests through the real limiter as the
+    client would (its read, admitted, then its write)."""
+    from collections import Counter
+
+    from planfix.limiter import AccountLimiter
+    from producers.enqueue import Enqueuer
+    from workers.names import dirty_key
+    from workers.sync import ADMISSION_LIMIT_WAIT_S, FOLLOW_UP_LIMIT_WAIT_S
+
+    monkeypatch.setattr(tasks, "BATCH_TURN_S", 0.05)
+    limiter = AccountLimiter(redis_client, rate_per_s=10.0, daily_quota=0)
+    enqueuer = Enqueuer(redis_url)
+    due: list[tuple[float, str, str]] = []          # (when, link, job id) of the batch jobs sent
+    monkeypatch.setattr(enqueuer, "_send_batch_job", lambda link, side, job_id, countdown_s=0.0: due.append(
+        (time.monotonic() + (countdown_s or 0.0), link, job_id)))
+
+    def link_named(name: str) -> SimpleNamespace:
+        return SimpleNamespace(name=name, sides={"client": SimpleNamespace(account=f"client-{name}"),
+                                                 "partner": SimpleNamespace(account="partner")},
+                               other=lambda side: "partner" if side == "client" else "client")
+
+    links = {name: link_named(name) for name in ("alpha", "beta")}
+    monkeypatch.setattr(tasks, "runtime", lambda: SimpleNamespace(
+        redis=redis_client, limiter=limiter, enqueuer=enqueuer, settings=SimpleNamespace(time_scale=1.0),
+        link=lambda name: links[name]))
+    outcomes: Counter = Counter()
+    monkeypatch.setattr(tasks.telemetry, "count_run", lambda link, side, result: outcomes.update([result]))
+    writes: list[tuple[int, str]] = []
+
+    def begin(link, side, numbers, job_id):
+        return [(number, SimpleNamespace(link=link, number=number, waits_s=None, hints=SimpleNamespace(comments_only=False),
+                                         lock=SimpleNamespace(release=lambda: None))) for number in numbers]
+
+    def finish(run, prefetched=None):
+        lane, source = run.link.name, run.link.sides["client"].account
+        if not limiter.acquire_blocking(source, ADMISSION_LIMIT_WAIT_S, lane).go:
+            return "waiting"
+        permit = limiter.acquire_blocking("partner", FOLLOW_UP_LIMIT_WAIT_S, lane)
+        if not permit.go:
+            return "waiting"
+        writes.append((permit.at_us, lane))
+        return "updated"
+
+    monkeypatch.setattr(tasks, "_begin_batch", begin)
+    monkeypatch.setattr(tasks, "_finish", finish)
+    try:
+        for name in links:
+            for number in range(1, 7):
+                enqueuer.sync(name, "client", number, "task_changed")
+        jobs = 0
+        while due and jobs < 100:
+            due.sort()
+            when, name, job_id = due.pop(0)
+            time.sleep(max(0.0, when - time.monotonic()))
+            tasks._sync_batch(name, "client", job_id)
+            jobs += 1
+    finally:
+        enqueuer.close()
+    assert outcomes == Counter(updated=12), outcomes
+    assert not any(redis_client.exists(dirty_key(name, "client")) for name in links)
+    # While both links wait, their writes alternate.
+    order = [lane for _, lane in sorted(writes)]
+    both_wait = order[:min(max(i for i, lane in enumerate(order) if lane == name) for name in links) + 1]
+    assert sum(1 for one, next_ in zip(both_wait, both_wait[1:]) if one == next_) <= 1, order
+    assert jobs <= 12 + 2, jobs    # one a run, and each link's first finds the account's slot taken
