@@ -329,6 +329,30 @@ def test_a_stand_in_written_by_a_lost_write_is_not_carried_back(pair, fault):
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_a_mirror_whose_creating_run_died_carries_nothing_back(pair, fault):
+    """The partner's run creates the client copy and loses the answer (its worker then dies);
+    the copy's own run comes first and adopts it by its marker. Its fields are our write's, not
+    the client's: carried back, Pavel's stand-in came back as a second partner assignee (the
+    quick chaos run found it). The original's run, handed the pair, carries its own values."""
+    number = partner_task(pair, "Created, answer lost", assignees={"users": [{"id": f"user:{PAVEL}"}]})
+    pair.transports["client"].arm(fault, "POST", r"/task/$")
+    with pytest.raises(SideFailure):
+        pair.sync("partner", number)
+    [copy_] = [task["id"] for task in pair.client_tasks("Created, answer lost")]
+    pair.world.update_task("partner", number, {"name": "Created, then renamed"}, author=PAVEL)
+    adopting = pair.sync("client", copy_)
+    assert adopting.counterpart == number and adopting.fields == [] and adopting.statuses == []
+    assert adopting.follow_up == [("partner", number)]
+    assert partner_assignees(pair, number) == [f"user:{PAVEL}"]
+    assert pair.sync("partner", number).fields != []
+    assert pair.world.get_task("client", copy_, "name")["name"] == "Created, then renamed"
+    for side, task in (("client", copy_), ("partner", number), ("client", copy_)):
+        assert pair.sync(side, task).outcome == "noop"
+    assert partner_assignees(pair, number) == [f"user:{PAVEL}"]
+    assert pair.world.get_task("partner", number, "name")["name"] == "Created, then renamed"
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
 def test_a_person_editing_after_a_lost_write_still_wins(pair, fault):
     """The echo is ours only while it shows exactly what we wrote: a person's later edit of the
     same field on the copy is a change, carried back."""

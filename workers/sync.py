@@ -192,6 +192,8 @@ class TaskSync:
         self.report = SyncReport(link.name, side, number)
         # Source keys whose carried value Planfix queued (202), and the target values expected.
         self._unconfirmed: set[str] = set()
+        # This run adopted its task as a mirror no run agreed on yet: the original's run agrees.
+        self._hand_over = False
         self._expected: dict[str, Any] = {}
         # A write whose outcome is not simply "applied as sent" (202, per-field failures): the
         # counterpart is read back before its snapshot is saved.
@@ -289,8 +291,10 @@ class TaskSync:
                 return self.report
             raise
         counterpart = self.state.counterpart("task", side, self.number)
+        adopted = False
         if counterpart is None:
             counterpart = self._adopt_marked(source_raw)
+            adopted = counterpart is not None
         if counterpart is None and not in_scope(link, side, source_raw):
             self.report.outcome = "out_of_scope"
             return self.report
@@ -302,6 +306,15 @@ class TaskSync:
         # Values our own unagreed writes put there are no one's change (field_diff).
         source_snapshot = agreed_with_echoes(self.state.snapshot(side, self.number), source_now,
                                              self.state.queued_expectations(side, self.number))
+        if adopted and source_snapshot is None and self.state.snapshot(other, counterpart) is None:
+            # This task is a mirror whose creating run died before it agreed on anything (its
+            # answer lost, its worker killed): its fields are what that run wrote, no one's
+            # change; carried back, they undid the original's (the quick chaos run saw a
+            # delegation stand-in come back as an assignee). The original's run, next, carries
+            # the original's values over as at creation; this one agrees on nothing of them.
+            source_snapshot = dict(source_now)
+            self._hand_over = True
+            self.report.follow_up.append((other, counterpart))
         source_changed = changed_fields(source_snapshot, source_now)
         target_now = target_snapshot = None
         if counterpart is not None:
@@ -385,7 +398,8 @@ class TaskSync:
         if reads.checklist_and_files:
             sync_checklist(self, counterpart)
             sync_task_files(self, counterpart)
-        self._save_snapshots(counterpart, source_now, target_now, written=written)
+        if not self._hand_over:
+            self._save_snapshots(counterpart, source_now, target_now, written=written)
         listed = reads.comments and comment_reads(self.hints, listing=not explained or self.hints.task_events > 1) is None
         if looked_at_whole(source_raw, synced_stamp(self.state.redis, link.name, side, self.number),
                            checklist_and_files=reads.checklist_and_files, comments_listed=listed,
