@@ -353,6 +353,28 @@ def test_a_mirror_whose_creating_run_died_carries_nothing_back(pair, fault):
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_a_mirror_found_after_a_lost_create_gets_the_values_of_now(pair, fault):
+    """The create's answer is lost and Pavel renames the task before the retry. The retry finds
+    the copy made from the task as it was: taking its own body for what the copy holds, it agreed
+    on values the copy never had, and the copy's run carried the old ones back over Pavel's (the
+    quick chaos run lost a reassignment so). It hands the pair to the next run instead."""
+    number = partner_task(pair, "Answer lost")
+    pair.transports["client"].arm(fault, "POST", r"/task/$")
+    with pytest.raises(SideFailure):
+        pair.sync("partner", number)
+    pair.world.update_task("partner", number, {"name": "Answer lost, renamed"}, author=PAVEL)
+    retry = pair.sync("partner", number)
+    assert retry.outcome == "created" and retry.follow_up == [("partner", number)]
+    copy_ = retry.counterpart
+    assert pair.sync("client", copy_).fields == []   # the copy's old values are no one's change
+    assert pair.sync("partner", number).fields == ["name"]
+    for side, task in (("client", copy_), ("partner", number)):
+        assert pair.sync(side, task).outcome == "noop"
+    assert pair.world.get_task("partner", number, "name")["name"] == "Answer lost, renamed"
+    assert pair.world.get_task("client", copy_, "name")["name"] == "Answer lost, renamed"
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
 def test_a_person_editing_after_a_lost_write_still_wins(pair, fault):
     """The echo is ours only while it shows exactly what we wrote: a person's later edit of the
     same field on the copy is a change, carried back."""

@@ -192,7 +192,8 @@ class TaskSync:
         self.report = SyncReport(link.name, side, number)
         # Source keys whose carried value Planfix queued (202), and the target values expected.
         self._unconfirmed: set[str] = set()
-        # This run adopted its task as a mirror no run agreed on yet: the original's run agrees.
+        # This run's pair has no agreed state yet and the run may not make it (its task is the
+        # mirror, or the mirror was found, made by an earlier run): the original's next run does.
         self._hand_over = False
         self._expected: dict[str, Any] = {}
         # A write whose outcome is not simply "applied as sent" (202, per-field failures): the
@@ -291,10 +292,8 @@ class TaskSync:
                 return self.report
             raise
         counterpart = self.state.counterpart("task", side, self.number)
-        adopted = False
         if counterpart is None:
             counterpart = self._adopt_marked(source_raw)
-            adopted = counterpart is not None
         if counterpart is None and not in_scope(link, side, source_raw):
             self.report.outcome = "out_of_scope"
             return self.report
@@ -306,12 +305,13 @@ class TaskSync:
         # Values our own unagreed writes put there are no one's change (field_diff).
         source_snapshot = agreed_with_echoes(self.state.snapshot(side, self.number), source_now,
                                              self.state.queued_expectations(side, self.number))
-        if adopted and source_snapshot is None and self.state.snapshot(other, counterpart) is None:
-            # This task is a mirror whose creating run died before it agreed on anything (its
-            # answer lost, its worker killed): its fields are what that run wrote, no one's
-            # change; carried back, they undid the original's (the quick chaos run saw a
-            # delegation stand-in come back as an assignee). The original's run, next, carries
-            # the original's values over as at creation; this one agrees on nothing of them.
+        if (counterpart is not None and source_snapshot is None and self.state.snapshot(other, counterpart) is None
+                and self.state.is_mirror("task", side, self.number)):
+            # This task is a mirror no run agreed on yet (its creating run died, its answer
+            # lost): its fields are what some run wrote, no one's change; carried back, they
+            # undid the original's (the quick chaos run saw a delegation stand-in come back as
+            # an assignee). The original's run, next, carries the original's values over as at
+            # creation; this one agrees on nothing of them.
             source_snapshot = dict(source_now)
             self._hand_over = True
             self.report.follow_up.append((other, counterpart))
@@ -339,7 +339,13 @@ class TaskSync:
         # already hold a person's concurrent edit, are what both sides agreed on.
         written: dict[str, Any] = {}
         if plan.create:
-            counterpart = self._create_counterpart(plan.update_body)
+            counterpart, made = self._create_counterpart(plan.update_body)
+            if not made:
+                # An earlier run made the mirror (its answer lost), from the task as it was
+                # then: this run's body is not what it holds. The next run, with no agreed state
+                # on either side, sets the task's values on it as they are by then.
+                self._hand_over = True
+                self.report.follow_up.append((side, self.number))
             written = expected_view(canonical_task({}, link, other), plan.update_body)
             initial = link.sides[other].create.initial_status
             if initial is not None:
@@ -433,7 +439,8 @@ class TaskSync:
             return marker[2]
         return None
 
-    def _create_counterpart(self, body: dict[str, Any]) -> int:
+    def _create_counterpart(self, body: dict[str, Any]) -> tuple[int, bool]:
+        """The new counterpart, and whether this run made it (else an earlier run did)."""
         link, side, other = self.link, self.side, self.other
         source_id = mirror_source_id(link.name, side, "task", self.number)
         marked = {**body, "sourceObjectId": source_id,
@@ -448,13 +455,16 @@ class TaskSync:
                     return int(task["id"])
             return None
 
-        counterpart = self.writes.run(
-            f"{link.name}:task:{side}:{self.number}",
-            write=lambda: self._call(other, "create_task", marked),
-            find_existing=find_existing,
-        )
+        made = []
+
+        def create() -> int:
+            made.append(self._call(other, "create_task", marked))
+            return made[0]
+
+        counterpart = self.writes.run(f"{link.name}:task:{side}:{self.number}", write=create,
+                                      find_existing=find_existing)
         self._paired(counterpart)
-        return counterpart
+        return counterpart, bool(made)
 
     def _paired(self, counterpart: int) -> None:
         self.state.pair("task", self.side, self.number, self.other, counterpart)
