@@ -51,6 +51,16 @@ class Settings:
     # unanswered by then is "maybe applied" and looked up before it is repeated; the chaos suite
     # shortens it below the emulator's held "timeout" fault so that fault really times out.
     planfix_timeout_s: float = 10.0
+    # The longest a task's run is held, so that a person's edits within it make one run, while its
+    # account's day would outrun the quota (producers.coalesce); 0 never holds. People save the
+    # fields of one card seconds apart, so 30 s merges a whole round of edits while the mirror
+    # still follows within a minute (and stays far under the broker's visibility timeout).
+    coalesce_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.coalesce_max_s >= 0:
+            raise ValueError(f"CROSSLINK_COALESCE_MAX_S must be >= 0 (0 turns coalescing off), "
+                             f"got {self.coalesce_max_s}")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -75,6 +85,7 @@ class Settings:
             spool_dir=env.get("CROSSLINK_SPOOL_DIR", ""),
             spool_max_webhooks=int(env.get("CROSSLINK_SPOOL_MAX", "100000")),
             planfix_timeout_s=float(env.get("CROSSLINK_PLANFIX_TIMEOUT_S", "10")),
+            coalesce_max_s=float(env.get("CROSSLINK_COALESCE_MAX_S", "30")),
         )
 
 
