@@ -21,6 +21,12 @@ time with one read of their source tasks, until none waits; only the event that 
 job queued or running for its side sends one. Under load a job then serves many events, so
 neither Celery nor Planfix is paid per event. All of it (the hint, the burst marker, the pending
 flag, the dirty set, the batch flag) is decided in one Lua script, one round trip.
+
+Holds: while an account's day would outrun its quota (producers.coalesce), an event's task waits
+in the dirty set due the hold later (its score is when it is due), and a batch job it sends is due
+then too; a burst's job waits the hold if that is longer. Further events for the task within the
+hold find its pending flag set and join that run. Batch jobs claim only tasks that are due
+(workers.tasks), and hand their side to a job due when the next held task is.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import redis
 from celery import Celery
 from celery.signals import before_task_publish
 
+from producers.coalesce import AccountHolds
 from workers.names import (
     FULL_HINT, STAMP_RECEIVER_UID, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_due_key, batch_key, claims_key, dirty_key,
     hints_key, pending_key, pending_since_key, recent_key, resume_key, stamp_enqueue_time,
@@ -46,10 +53,10 @@ HOT_WINDOW_MS = 500
 COALESCE_DELAY_S = 0.5
 
 # KEYS: hints, recent, pending, dirty, batch, pending-since, resume. ARGV: hint, pending TTL (s), hot
-# window (ms), task, job id. Returns {what, job}: COALESCED (a run of this task is already waiting),
-# BURST (send the task's own job, late), JOINED (the task joined the batch job JOB, already queued)
-# or BATCH (send batch job JOB). A new event voids the reads a waiting run of the task kept
-# (workers.tasks): they predate it.
+# window (ms), task, job id, hold (ms: the task is due that much later). Returns {what, job}:
+# COALESCED (a run of this task is already waiting), BURST (send the task's own job, late), JOINED
+# (the task joined the batch job JOB, already queued) or BATCH (send batch job JOB). A new event
+# voids the reads a waiting run of the task kept (workers.tasks): they predate it.
 ENQUEUE_LUA = """
 redis.call('DEL', KEYS[7])
 redis.call('RPUSH', KEYS[1], ARGV[1])
@@ -64,7 +71,7 @@ redis.call('ZADD', KEYS[6], now, ARGV[4])
 if hot then
   return {1, false}
 end
-redis.call('ZADD', KEYS[4], 'NX', now, ARGV[4])
+redis.call('ZADD', KEYS[4], 'NX', now + tonumber(ARGV[6]), ARGV[4])
 local queued = redis.call('GET', KEYS[5])
 if queued then
   return {2, queued}
@@ -83,7 +90,9 @@ SENDS_JOB = (BURST, BATCH)
 # resumes the kept reads (or "": read afresh), the wait (ms), then the run's hints. Returns 1:
 # send job ARGV[3] (due then); 2: the calling batch job holds the side's flag (it hands it on,
 # due at the turn); 0: another job is due. Events that came since the run took its hints void its
-# kept reads (the producer's script deletes them as they come).
+# kept reads (the producer's script deletes them as they come). The task keeps its place in the
+# dirty set, or takes an earlier one: an event that came during the run and was held (its task due
+# later) waits no longer than the run it joins.
 _WAIT_LUA = """
 local fresh = redis.call('LLEN', KEYS[1]) == 0
 for i = 7, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
@@ -96,7 +105,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2])
+redis.call('ZADD', KEYS[3], 'LT', now, ARGV[2])
 redis.call('ZADD', KEYS[5], now, ARGV[2])
 local holder = redis.call('GET', KEYS[4])
 if holder then
@@ -142,13 +151,14 @@ return 1
 """
 
 
-def enqueue_call(link: str, side: str, task: int, hint: str, job_id: str) -> tuple[list[str], list]:
-    """The enqueue script's KEYS and ARGV for one event (Enqueuer.queue runs it on its client,
-    the webhook receiver on its asyncio one)."""
+def enqueue_call(link: str, side: str, task: int, hint: str, job_id: str,
+                 hold_s: float = 0.0) -> tuple[list[str], list]:
+    """The enqueue script's KEYS and ARGV for one event whose task's run is held HOLD_S
+    (Enqueuer.queue runs it on its client, the webhook receiver on its asyncio one)."""
     keys = [hints_key(link, side, task), recent_key(link, side, task), pending_key(link, side, task),
             dirty_key(link, side), batch_key(link, side), pending_since_key(link, side),
             resume_key(link, side, task)]
-    return keys, [hint, PENDING_TTL_S, HOT_WINDOW_MS, task, job_id]
+    return keys, [hint, PENDING_TTL_S, HOT_WINDOW_MS, task, job_id, int(hold_s * 1000)]
 
 
 before_task_publish.connect(stamp_enqueue_time, weak=False, dispatch_uid=STAMP_RECEIVER_UID)
@@ -163,7 +173,12 @@ def make_celery(redis_url: str) -> Celery:
 
 
 class Enqueuer:
-    def __init__(self, redis_url: str):
+    """Sends sync jobs. With HOLDS (the producer's), each event's run is held as long as its link
+    side's accounts call for (producers.coalesce); without, never (the workers' hand-offs, the
+    poller's runs, operator commands)."""
+
+    def __init__(self, redis_url: str, holds: AccountHolds | None = None):
+        self.holds = holds
         self.redis = redis.Redis.from_url(redis_url)
         self.celery = make_celery(redis_url)
         self._enqueue = self.redis.register_script(ENQUEUE_LUA)
@@ -182,14 +197,20 @@ class Enqueuer:
         HINT says what changed (workers.names.event_hint); callers that do not know ask for a
         full look. The producer logs the id, so an event can be followed into the worker's lines."""
         job_id = job_id or str(uuid.uuid4())
-        keys, args = enqueue_call(link, side, task, hint, job_id)
+        hold_s = self.hold_s(link, side)
+        keys, args = enqueue_call(link, side, task, hint, job_id, hold_s)
         what, queued = self._enqueue(keys=keys, args=args)
-        return self.settle(link, side, task, job_id, what, queued)
+        return self.settle(link, side, task, job_id, what, queued, hold_s)
 
-    def settle(self, link: str, side: str, task: int, job_id: str, what: int, queued: bytes | str | None) -> str | None:
+    def hold_s(self, link: str, side: str) -> float:
+        """How long an event's run on LINK's SIDE is held now (producers.coalesce; 0 without holds)."""
+        return self.holds.side_hold_s(link, side) if self.holds else 0.0
+
+    def settle(self, link: str, side: str, task: int, job_id: str, what: int, queued: bytes | str | None,
+               hold_s: float = 0.0) -> str | None:
         """What queue() returns once the enqueue script decided WHAT (for the event whose job
-        would be JOB_ID): sends the job when the decision calls for one (BURST, BATCH; only then
-        does this make any I/O)."""
+        would be JOB_ID, its run held HOLD_S): sends the job when the decision calls for one
+        (BURST, BATCH; only then does this make any I/O), due at the hold's end."""
         if what == COALESCED:
             return None
         if what == JOINED:
@@ -197,9 +218,9 @@ class Enqueuer:
         try:
             if what == BURST:
                 self.celery.send_task(SYNC_TASK, args=[link, side, task], queue=SYNC_QUEUE, task_id=job_id,
-                                      countdown=COALESCE_DELAY_S)
+                                      countdown=max(COALESCE_DELAY_S, hold_s))
             else:
-                self._send_batch_job(link, side, job_id)
+                self._send_batch_job(link, side, job_id, hold_s)
         except Exception:
             # No job went out: flags left behind would swallow this task's events (and the
             # sender's retry of this one) until they expired. Best effort: Redis may be the
@@ -231,8 +252,14 @@ class Enqueuer:
             if stale_s is None or waited_s <= stale_s:
                 return None
             self.redis.set(batch_key(link, side), job_id, ex=PENDING_TTL_S)
-        self.redis.set(batch_due_key(link, side), int(time.time() * 1000), ex=PENDING_TTL_S)
-        self._send_batch_job(link, side, job_id)
+        # Due when the first task is: a held one only at its hold's end (claims skip it till
+        # then); at once when claims may have lapsed.
+        now_ms = time.time() * 1000
+        first = self.redis.zrange(dirty, 0, 0, withscores=True)
+        held = first and not self.redis.exists(claims_key(link, side))
+        due_ms = max(now_ms, first[0][1]) if held else now_ms
+        self.redis.set(batch_due_key(link, side), int(due_ms), ex=PENDING_TTL_S)
+        self._send_batch_job(link, side, job_id, (due_ms - now_ms) / 1000)
         return job_id
 
     def recover_pending(self, link: str, side: str, stale_s: float) -> list[int]:

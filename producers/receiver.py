@@ -54,6 +54,8 @@ from starlette.routing import Route
 from crosslink import metrics
 from crosslink.logs import register_secret
 from crosslink.settings import Settings
+from planfix.limiter import AccountLimiter
+from producers.coalesce import AccountHolds
 from producers.enqueue import ENQUEUE_LUA, SENDS_JOB, Enqueuer, enqueue_call
 from producers.payload import PayloadError, parse_body, redact
 from producers.scenarios import BASIC_USER, SECRET_HEADER
@@ -141,6 +143,10 @@ class Receiver:
         self.spool = spool
         self.enqueuer = Enqueuer(redis_url)
         self.redis = self.enqueuer.redis
+        # Each event's run is held while its accounts' day would outrun the quota (producers.coalesce).
+        settings = Settings.from_env(dict(env))
+        limiter = AccountLimiter(self.redis, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
+        self.enqueuer.holds = AccountHolds(limiter, config.links, settings.coalesce_max_s)
         # The webhook's one round trip runs on the event loop: a hop to a thread and back cost
         # more CPU than the call (~150 us of ~1 ms per webhook). Celery's send stays synchronous.
         self.loop_redis = redis.asyncio.Redis.from_url(
@@ -298,11 +304,17 @@ class Receiver:
         (Enqueuer.queue, its script run on the loop)."""
         job_id = str(uuid.uuid4())
         task = event["task"]
-        keys, args = enqueue_call(link, side, task, event_hint(event["event"], event.get("comment")), job_id)
+        holds = self.enqueuer.holds
+        # The hold is cached per account; its read (every few seconds) goes off the event loop.
+        if holds is not None and holds.stale(link, side):
+            hold_s = await run_in_threadpool(self.enqueuer.hold_s, link, side)
+        else:
+            hold_s = self.enqueuer.hold_s(link, side)
+        keys, args = enqueue_call(link, side, task, event_hint(event["event"], event.get("comment")), job_id, hold_s)
         what, queued = await self._decide(keys=keys, args=args)
         if what in SENDS_JOB:
-            return await run_in_threadpool(self.enqueuer.settle, link, side, task, job_id, what, queued)
-        return self.enqueuer.settle(link, side, task, job_id, what, queued)
+            return await run_in_threadpool(self.enqueuer.settle, link, side, task, job_id, what, queued, hold_s)
+        return self.enqueuer.settle(link, side, task, job_id, what, queued, hold_s)
 
     def _reject(self, record: dict) -> None:
         kept = {key: record[key] for key in ("link", "side", "reason", "at", "body")}

@@ -33,7 +33,10 @@ looked for) goes back to the dirty set (wait_for_turn) and the side's job is due
 task's claim names the job and lapses after CLAIM_TTL_MS: a batch job that died leaves its tasks
 claimed, and its own message, delivered again, claims them again at once (any batch job of that
 side does once they lapse; the poller sends one to every side with claims or dirty tasks); their
-runs, whose hints the dead job may have taken, look in full.
+runs, whose hints the dead job may have taken, look in full. A task held for coalescing
+(producers.coalesce: its account's day would outrun its quota) is due in the dirty set only at
+its hold's end: no job claims it before, and a job that finds only held tasks hands its side on
+to a job due when the first is.
 """
 
 from __future__ import annotations
@@ -101,7 +104,9 @@ TURN_LEAD_S = ADMISSION_LIMIT_WAIT_S / 2
 TURN_SLACK_S = 0.25
 
 # KEYS: dirty, claims, batch. ARGV: this job's id, claim TTL (ms), most tasks to claim. Returns
-# {tasks claimed, tasks left waiting, 1 if this job holds the flag}. The job holds its side's
+# {tasks claimed, tasks left waiting (due now), 1 if this job holds the flag, ms until the next
+# held task is due or -1}. A task is due at its score: a held one (producers.coalesce) is left
+# where it is until its hold ends, and the flag is kept for it. The job holds its side's
 # batch flag while it runs (taking it if no job holds it), so events join it; once it finds
 # nothing waiting it drops the flag in the same step, so the next event sends a job. The flag
 # lapses with the claims: a job killed mid-turn holds its side's events no longer than that.
@@ -135,20 +140,26 @@ for _, task in ipairs(lapsed) do
   if #taken < most then taken[#taken + 1] = task else ready = ready + 1 end
 end
 if #taken < most then
-  local oldest = redis.call('ZPOPMIN', KEYS[1], most - #taken)
-  for i = 1, #oldest, 2 do
-    taken[#taken + 1] = oldest[i]
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, most - #taken)
+  for _, task in ipairs(due) do
+    taken[#taken + 1] = task
+    redis.call('ZREM', KEYS[1], task)
   end
 end
-local left = redis.call('ZCARD', KEYS[1]) + ready
-if #taken == 0 and left == 0 and owner == 1 then
+local left = redis.call('ZCOUNT', KEYS[1], '-inf', now) + ready
+local held = -1
+local next_held = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if #next_held > 0 then
+  held = math.ceil(tonumber(next_held[2]) - now)
+end
+if #taken == 0 and left == 0 and held < 0 and owner == 1 then
   redis.call('DEL', KEYS[3])
 end
 local claim = tostring(now + tonumber(ARGV[2])) .. ':' .. ARGV[1]
 for _, task in ipairs(taken) do
   redis.call('HSET', KEYS[2], task, claim)
 end
-return {taken, left, owner}
+return {taken, left, owner, held}
 """
 # Begin the runs of a batch's tasks in one step (what _begin does per task, in as many round
 # trips). KEYS: the link's severed hash, task registry, snapshots, queued expectations, blocked
@@ -455,14 +466,17 @@ class Claim(NamedTuple):
     left: int
     # Whether this job holds its side's batch flag: it claims again after these, until none wait.
     owner: bool
+    # Seconds until the next task held for coalescing (producers.coalesce) is due; None: none held.
+    held_s: float | None = None
 
 
 def claim_batch(store: redis.Redis, link_name: str, side: str, job_id: str, ttl_ms: int,
                 most: int = BATCH_MAX) -> Claim:
-    """Claim up to MOST of SIDE's waiting tasks for JOB_ID (see _CLAIM_LUA)."""
-    taken, left, owner = store.eval(_CLAIM_LUA, 3, dirty_key(link_name, side), claims_key(link_name, side),
-                                    batch_key(link_name, side), job_id, ttl_ms, most)
-    return Claim(sorted(int(task) for task in taken), int(left), bool(owner))
+    """Claim up to MOST of SIDE's tasks that are due for JOB_ID (see _CLAIM_LUA)."""
+    taken, left, owner, held = store.eval(_CLAIM_LUA, 3, dirty_key(link_name, side), claims_key(link_name, side),
+                                          batch_key(link_name, side), job_id, ttl_ms, most)
+    held = int(held)
+    return Claim(sorted(int(task) for task in taken), int(left), bool(owner), None if held < 0 else held / 1000)
 
 
 def settle_batch(store: redis.Redis, link_name: str, side: str, job_id: str, numbers: list[int]) -> None:
@@ -569,6 +583,11 @@ def _sync_batch(link_name: str, side: str, job_id: str) -> str:
                 due_s = 0.0 if turn.runs else reserve_turn(rt.limiter, link, turn)
                 rt.enqueuer.hand_off_batch(link_name, side, job_id, max(0.0, due_s - TURN_LEAD_S))
                 return f"synced {synced} in batches; the rest wait {due_s:.2f}s for their turn"
+            if claim.owner and claim.held_s is not None:
+                # Only held tasks wait: the side's next job is due when the first hold ends (no
+                # slot is reserved for it meanwhile; that job looks at its turn then).
+                rt.enqueuer.hand_off_batch(link_name, side, job_id, claim.held_s)
+                return f"synced {synced} in batches; the rest are held {claim.held_s:.2f}s to coalesce"
             break
         if claim.owner and claim.left >= BATCH_MAX and turn.runs >= BATCH_MAX:
             # A full batch more waits and the slots allow it: a helper job syncs it in another
