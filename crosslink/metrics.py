@@ -9,7 +9,8 @@ kinds live here:
   runs in the workers, Planfix requests and limiter waits wherever a PlanfixClient is used);
 - gauges read from Redis at scrape time (`StateCollector`): the queue, dead letters, parked
   events, each link's lag, and each Planfix account's capacity (requests today, its daily quota,
-  the day's forecast at the pace so far, the share the reconciliation may spend). They describe
+  the day's forecast at the pace so far, the share the reconciliation may spend, the hold of
+  each task's run while the quota would not last the day). They describe
   the shared pipeline, not one process, and nothing has to be kept up to date between scrapes.
 
 Who serves them: the producer at its own `/metrics` (producers/receiver.py) serves its counters,
@@ -203,13 +204,18 @@ class StateCollector(Collector):
                                   "quota the reconciliation may spend: its polls' "
                                   "(CROSSLINK_RECONCILE_SHARE) and the comment audit's "
                                   "(CROSSLINK_AUDIT_SHARE) together.", labels=["account"])
+        hold = GaugeMetricFamily("crosslink_account_coalesce_hold_seconds", "How long each task's run "
+                                 "on the account is held now so that its edits merge: 0 while the "
+                                 "forecast stays within the quota, up to CROSSLINK_COALESCE_MAX_S past "
+                                 "it (producers.coalesce); the latency the quota costs.", labels=["account"])
         for row in self._account_capacity(self._client, self._config, self._settings):
             labels = [row["account"]]
             used.add_metric(labels, row["used_today"])
             quota.add_metric(labels, row["daily_quota"])
             forecast.add_metric(labels, row["forecast_today"])
             share.add_metric(labels, row["reconcile_share"])
-        yield from (used, quota, forecast, share)
+            hold.add_metric(labels, row["coalesce_hold_s"])
+        yield from (used, quota, forecast, share, hold)
 
 
 class SpoolCollector(Collector):

@@ -5,7 +5,8 @@ kept while Redis was unreachable), so that an operator sees both during an outag
 side, its account's reconciliation poll: the period its budget allows and how late a change whose
 webhook was lost can be synced (producers/reconcile.py). Per Planfix account, once however many
 links share it, its capacity: requests today against the daily quota, the day's forecast at the
-pace so far, and the share of the quota the reconciliation may spend (`account_capacity`, which
+pace so far, the share of the quota the reconciliation may spend, and how long each task's run
+is held while the quota would not last the day (`account_capacity`, which
 the producer's /metrics serves too). `status_table` lays it out for people.
 """
 
@@ -22,6 +23,7 @@ from crosslink.logs import register_secret
 from crosslink.settings import Settings, get_settings
 from planfix.client import PlanfixClient
 from planfix.limiter import AccountLimiter, forecast_day_requests
+from producers.coalesce import usage_hold_s
 from producers.reconcile import Budget, PollAccount, account_budget, poll_accounts
 from producers.spool import spool_directory, spooled_webhooks
 from schemas.links import Link, LinksConfig, load_links
@@ -92,7 +94,9 @@ def account_capacity(client: redis.Redis, config: LinksConfig, settings: Setting
     - reconcile_share: the share of the quota the reconciliation may spend, its polls'
       (poll_share, CROSSLINK_RECONCILE_SHARE) and the comment audit's (audit_share) together,
       and reconcile_budget_per_day, that share in requests;
-    - poll_period_s: each of the account's polls (one per robot) and its period now.
+    - poll_period_s: each of the account's polls (one per robot) and its period now;
+    - coalesce_hold_s: how long each task's run is held now so that edits merge (0 while the
+      forecast stays within the quota; producers.coalesce): the latency the quota costs.
 
     Account names come from CONFIG only: nothing found in Redis adds a row.
     """
@@ -118,6 +122,7 @@ def account_capacity(client: redis.Redis, config: LinksConfig, settings: Setting
             "audit_share": settings.audit_share,
             "reconcile_budget_per_day": round(reconcile_share * quota) if quota > 0 else None,
             "poll_period_s": polls,
+            "coalesce_hold_s": round(usage_hold_s(usage, settings.coalesce_max_s), 2),
         })
     return rows
 
@@ -236,8 +241,9 @@ def _account_line(row: dict[str, Any]) -> tuple[str, ...]:
     reconcile = (f"{_setting_share(row['reconcile_share'])} (polls {_setting_share(row['poll_share'])}, "
                  f"audit {_setting_share(row['audit_share'])})")
     quota = _count(row["daily_quota"]) if row["daily_quota"] else "none"
+    hold = _duration(row["coalesce_hold_s"]) if row["coalesce_hold_s"] else "none"
     return (row["account"], _count(row["used_today"]), quota, _share(row["used_share"]),
-            _count(row["forecast_today"]), _share(forecast_share) + over, reconcile, every)
+            _count(row["forecast_today"]), _share(forecast_share) + over, reconcile, every, hold)
 
 
 def status_table(report: dict[str, list[dict[str, Any]]]) -> str:
@@ -253,7 +259,7 @@ def status_table(report: dict[str, list[dict[str, Any]]]) -> str:
     up = [_account_line(row) for row in report["accounts"] if "redis" not in row]
     if up:
         lines += _table(("account", "today", "quota", "used", "forecast", "of quota",
-                         "reconciliation may spend", "polled every"), up, {1, 2, 3, 4, 5})
+                         "reconciliation may spend", "polled every", "runs held"), up, {1, 2, 3, 4, 5})
     lines += [f"{row['account']}: Redis {row['redis']}" for row in report["accounts"] if "redis" in row]
     return "\n".join(lines)
 

@@ -139,7 +139,8 @@ def test_queue_depth_age_dead_letters_and_lag_are_read_from_redis_at_scrape(prod
 ACCOUNTS = ["alpha-partner.planfix.com", "alpha-client.planfix.com", "beta-partner.planfix.com",
             "beta-client.planfix.com"]
 ACCOUNT_GAUGES = ["crosslink_account_requests_today", "crosslink_account_daily_quota",
-                  "crosslink_account_requests_forecast", "crosslink_account_reconcile_share"]
+                  "crosslink_account_requests_forecast", "crosslink_account_reconcile_share",
+                  "crosslink_account_coalesce_hold_seconds"]
 
 
 def labelled(text: str, name: str, label: str) -> list[str]:
@@ -153,6 +154,9 @@ def test_each_accounts_requests_quota_forecast_and_reconcile_share_are_read_from
     for _ in range(30):
         assert limiter.acquire("alpha-partner.planfix.com").go
     limiter.set_account_limits("beta-client.planfix.com", daily_quota=100_000)
+    limiter.set_account_limits("beta-partner.planfix.com", daily_quota=10)
+    for _ in range(10):  # at this pace its quota would not last the day: its runs are held
+        assert limiter.acquire("beta-partner.planfix.com").go
     # A limiter key of an account no link names (another deployment's, a typo) is no label value.
     limiter.acquire("stray.planfix.com")
     text = scrape(producer)
@@ -174,6 +178,9 @@ def test_each_accounts_requests_quota_forecast_and_reconcile_share_are_read_from
     assert gauge("crosslink_account_requests_forecast", "alpha-client.planfix.com") == 0
     # Polls' 5 % and the comment audit's 5 % (the settings' defaults).
     assert gauge("crosslink_account_reconcile_share", "beta-partner.planfix.com") == pytest.approx(0.10)
+    # The latency coalescing costs: none within the quota, 5 s to CROSSLINK_COALESCE_MAX_S (30) past it.
+    assert gauge("crosslink_account_coalesce_hold_seconds", "alpha-partner.planfix.com") == 0
+    assert 5 <= gauge("crosslink_account_coalesce_hold_seconds", "beta-partner.planfix.com") <= 30
 
 
 def test_the_account_gauges_are_served_once_by_the_producer_and_not_by_a_worker(producer, redis_client, tmp_path):

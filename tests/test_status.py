@@ -14,6 +14,7 @@ import yaml
 from crosslink.operations import account_capacity, link_status, status_report, status_table
 from crosslink.settings import Settings
 from planfix.limiter import AccountLimiter, forecast_day_requests
+from producers.coalesce import BASE_HOLD_S, coalesce_hold_s
 from schemas.links import load_links
 from tests.test_reconcile import links_doc
 
@@ -69,6 +70,23 @@ def test_each_account_appears_once_with_its_requests_quota_forecast_and_reconcil
             no_quota["reconcile_budget_per_day"]) == (0, None, None, None)
     assert no_quota["poll_period_s"] == {"client-1/user:1": settings.reconcile_period_s}  # only the floor
     assert (rows["client-2"]["daily_quota"], rows["client-2"]["reconcile_budget_per_day"]) == (50_000, 3000)
+    assert all(row["coalesce_hold_s"] == 0 for row in rows.values())    # every forecast within its quota
+
+
+def test_the_hold_in_force_is_shown_for_an_account_whose_quota_would_not_last_the_day(tmp_path, redis_client):
+    config = load_links(write_links(tmp_path, links_doc(1)))
+    limiter = AccountLimiter(redis_client, rate_per_s=0)
+    limiter.set_account_limits("partner", daily_quota=10)
+    for _ in range(10):
+        assert limiter.acquire("partner").go
+    usage = limiter.usage("partner")
+    rows = {row["account"]: row for row in account_capacity(
+        redis_client, config, Settings.from_env({"CROSSLINK_COALESCE_MAX_S": "20"}))}
+    expected = coalesce_hold_s(forecast_day_requests(10, usage["day_elapsed_s"]), 10, BASE_HOLD_S, 20)
+    assert rows["partner"]["coalesce_hold_s"] == pytest.approx(expected, abs=0.05)
+    assert BASE_HOLD_S <= rows["partner"]["coalesce_hold_s"] <= 20 and rows["client"]["coalesce_hold_s"] == 0
+    off = account_capacity(redis_client, config, Settings.from_env({"CROSSLINK_COALESCE_MAX_S": "0"}))
+    assert [row["coalesce_hold_s"] for row in off] == [0, 0]
 
 
 def test_the_poll_period_is_the_one_each_side_reports(tmp_path, redis_client, settings):
@@ -113,6 +131,9 @@ def test_the_table_shows_links_then_accounts_and_says_when_the_quota_runs_out(tm
     assert list(accounts) == ["partner", "client", "client-1"]
     assert accounts["partner"].split()[1:4] == ["40", "30", "133.3"]
     assert "(runs out)" in accounts["partner"] and "(runs out)" not in accounts["client"]
+    # Past its quota the partner's runs are held (5 s just past it, up to 30 s at twice it).
+    held, unit = accounts["partner"].split()[-2:]
+    assert unit == "s" and 5 <= int(held) <= 30 and accounts["client"].split()[-1] == "none"
     assert "6 % (polls 4 %, audit 2 %)" in accounts["client"]
     # Columns line up: every row of a table as wide as its header's columns say.
     header = lines[accounts_at + 1]
