@@ -396,7 +396,10 @@ class TaskSync:
             self._post_note(counterpart, note, occasion)
             self.report.notes += 1
         # A change that is no echo of ours explains the task's event.
-        explained = bool(source_changed)
+        # Keys out of the source's snapshot while it has one are ours, unconfirmed (a write
+        # Planfix queued): carried again, they explain no event.
+        unconfirmed = {key for key in source_changed if source_snapshot is not None and key not in source_snapshot}
+        explained = bool(source_changed - unconfirmed)
         reads = extra_reads(self.hints, explained, has_comments=bool(source_raw.get("dateOfLastComment")))
         if reads.comments:
             self._sync_comments(counterpart, comment_reads(self.hints, listing=not explained
