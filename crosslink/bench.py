@@ -223,8 +223,11 @@ class PollerSettings:
                    daily_quota=round(defaults.daily_quota / scale), rate_per_s=defaults.rate_per_s / scale)
 
     def env(self) -> dict[str, str]:
+        # No quota-driven hold (producers.coalesce): its forecast runs on the real UTC day, which
+        # a shrunk day's quota does not match, and a hold would stand in every latency figure.
         return {"CROSSLINK_RECONCILE_PERIOD_S": repr(self.floor_s), "CROSSLINK_RECONCILE_TICK_S": repr(self.tick_s),
-                "CROSSLINK_RECONCILE_SHARE": repr(self.share), "CROSSLINK_DAILY_QUOTA": str(self.daily_quota)}
+                "CROSSLINK_RECONCILE_SHARE": repr(self.share), "CROSSLINK_DAILY_QUOTA": str(self.daily_quota),
+                "CROSSLINK_COALESCE_MAX_S": "0"}
 
     @property
     def expected_period_s(self) -> float:
