@@ -211,7 +211,8 @@ class PollerSettings:
     scale: float
     floor_s: float
     tick_s: float
-    share: float
+    share: float  # the reconciliation's, polls and comment audit together
+    audit_share: float
     daily_quota: int
     rate_per_s: float
 
@@ -220,20 +221,22 @@ class PollerSettings:
         defaults = Settings.from_env({})  # the code's defaults, not this shell's environment
         return cls(scale=scale, floor_s=defaults.reconcile_period_s * scale,
                    tick_s=defaults.reconcile_tick_s * scale, share=defaults.reconcile_share,
+                   audit_share=defaults.audit_share,
                    daily_quota=round(defaults.daily_quota / scale), rate_per_s=defaults.rate_per_s / scale)
 
     def env(self) -> dict[str, str]:
         # No quota-driven hold (producers.coalesce): its forecast runs on the real UTC day, which
         # a shrunk day's quota does not match, and a hold would stand in every latency figure.
         return {"CROSSLINK_RECONCILE_PERIOD_S": repr(self.floor_s), "CROSSLINK_RECONCILE_TICK_S": repr(self.tick_s),
-                "CROSSLINK_RECONCILE_SHARE": repr(self.share), "CROSSLINK_DAILY_QUOTA": str(self.daily_quota),
+                "CROSSLINK_RECONCILE_SHARE": repr(self.share), "CROSSLINK_AUDIT_SHARE": repr(self.audit_share),
+                "CROSSLINK_DAILY_QUOTA": str(self.daily_quota),
                 "CROSSLINK_COALESCE_MAX_S": "0"}
 
     @property
     def expected_period_s(self) -> float:
         """The period the budget allows a quiet poll (1 request), at the next tick: only for how
         long the bench waits for polls; every figure uses the periods measured."""
-        period = max(self.floor_s, DAY_S / max(1.0, self.share * self.daily_quota - 1))
+        period = max(self.floor_s, DAY_S / max(1.0, (self.share - self.audit_share) * self.daily_quota - 1))
         return math.ceil(period / self.tick_s - 1e-9) * self.tick_s if self.tick_s > 0 else period
 
     @property

@@ -66,7 +66,7 @@ RATE_PER_S = 1000.0
 DAILY_QUOTA = 10_000_000
 # The reconciliation period during the run: short, so dropped webhooks are repaired within the run.
 RECONCILE_PERIOD_S = 3.0
-# The comment audit's share of DAILY_QUOTA: 10 tasks a poll (producers.reconcile.audit_size), so
+# The comment audit's share of DAILY_QUOTA: 10.5 tasks a poll (producers.reconcile.audit_allowance), so
 # a turn over the partner's few hundred commented tasks fits the run and its convergence, while
 # the audits of 21 accounts add no more than a few dozen requests a second.
 AUDIT_SHARE = 10.5 * 86400 / (RECONCILE_PERIOD_S * DAILY_QUOTA)

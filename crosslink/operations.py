@@ -62,7 +62,7 @@ def poll_budgets(client: redis.Redis, config: LinksConfig, settings: Settings,
         limits = limiter.limits(group.account)
         budgets.append((group, account_budget(
             client, group, daily_quota=int(limits["daily_quota"]), rate_per_s=float(limits["rate_per_s"]),
-            share=settings.reconcile_share, floor_s=floor_s, tick_s=tick_s)))
+            share=settings.poll_share, floor_s=floor_s, tick_s=tick_s)))
     return budgets
 
 
@@ -91,8 +91,9 @@ def account_capacity(client: redis.Redis, config: LinksConfig, settings: Setting
     - used_today, daily_quota (the limits in force; 0: no quota) and used_share;
     - forecast_today: the requests by 24:00 UTC at the pace so far (forecast_day_requests) and
       forecast_share: above 1 the quota runs out before midnight at this pace;
-    - reconcile_share: the share of the quota the reconciliation may spend, its polls'
-      (poll_share, CROSSLINK_RECONCILE_SHARE) and the comment audit's (audit_share) together,
+    - reconcile_share: the share of the quota the reconciliation may spend
+      (CROSSLINK_RECONCILE_SHARE), its polls' (poll_share) and the comment audit's (audit_share,
+      a part of it) together,
       and reconcile_budget_per_day, that share in requests;
     - poll_period_s: each of the account's polls (one per robot) and its period now;
     - coalesce_hold_s: how long each task's run is held now so that edits merge (0 while the
@@ -104,7 +105,7 @@ def account_capacity(client: redis.Redis, config: LinksConfig, settings: Setting
     periods: dict[str, dict[str, float]] = {}
     for group, budget in poll_budgets(client, config, settings, limiter):
         periods.setdefault(group.account, {})[group.key] = budget.period_s
-    reconcile_share = settings.reconcile_share + settings.audit_share
+    reconcile_share = settings.reconcile_share
     rows = []
     for account, polls in periods.items():
         usage = limiter.usage(account)
@@ -118,7 +119,7 @@ def account_capacity(client: redis.Redis, config: LinksConfig, settings: Setting
             "forecast_today": forecast,
             "forecast_share": share_of(forecast, quota),
             "reconcile_share": round(reconcile_share, 4),
-            "poll_share": settings.reconcile_share,
+            "poll_share": round(settings.poll_share, 4),
             "audit_share": settings.audit_share,
             "reconcile_budget_per_day": round(reconcile_share * quota) if quota > 0 else None,
             "poll_period_s": polls,

@@ -30,11 +30,12 @@ class Settings:
     # How often the beat ticks: each tick polls the accounts whose period has run out, so a poll
     # comes at most this long after its period.
     reconcile_tick_s: float = 10.0
-    # The share of each account's daily quota that reconciliation polls may spend.
+    # The share of each account's daily quota that reconciliation may spend: its polls and its
+    # comment audit together (producers/reconcile.py).
     reconcile_share: float = 0.05
-    # The share of each account's daily quota the comment audit may spend on top (edits and
-    # deletions of comments, which no feed dates: producers/reconcile.py); 0 turns it off.
-    audit_share: float = 0.05
+    # The part of reconcile_share the comment audit may spend (edits and deletions of comments,
+    # which no feed dates); the polls have the rest (poll_share). 0 turns the audit off.
+    audit_share: float = 0.0125
     # How long the broker holds a job a dead worker took before delivering it again (Celery's
     # Redis visibility timeout); only the chaos suite shortens it, to see redelivery in seconds.
     visibility_timeout_s: float = 3600.0
@@ -58,9 +59,17 @@ class Settings:
     coalesce_max_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.audit_share < self.reconcile_share <= 1:
+            raise ValueError("reconciliation shares must be 0 <= CROSSLINK_AUDIT_SHARE < CROSSLINK_RECONCILE_SHARE "
+                             f"<= 1 (the audit's is part of it), got {self.audit_share} and {self.reconcile_share}")
         if not self.coalesce_max_s >= 0:
             raise ValueError(f"CROSSLINK_COALESCE_MAX_S must be >= 0 (0 turns coalescing off), "
                              f"got {self.coalesce_max_s}")
+
+    @property
+    def poll_share(self) -> float:
+        """The share of each account's daily quota the reconciliation polls may spend."""
+        return self.reconcile_share - self.audit_share
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -78,7 +87,7 @@ class Settings:
             reconcile_period_s=float(env.get("CROSSLINK_RECONCILE_PERIOD_S", "60")),
             reconcile_tick_s=float(env.get("CROSSLINK_RECONCILE_TICK_S", "10")),
             reconcile_share=float(env.get("CROSSLINK_RECONCILE_SHARE", "0.05")),
-            audit_share=float(env.get("CROSSLINK_AUDIT_SHARE", "0.05")),
+            audit_share=float(env.get("CROSSLINK_AUDIT_SHARE", "0.0125")),
             visibility_timeout_s=float(env.get("CROSSLINK_VISIBILITY_TIMEOUT_S", "3600")),
             worker_metrics_host=env.get("CROSSLINK_WORKER_METRICS_HOST", "127.0.0.1"),
             worker_metrics_port=int(env.get("CROSSLINK_WORKER_METRICS_PORT", "9540")),

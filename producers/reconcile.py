@@ -30,11 +30,9 @@ by comparing the task's change stamp (dateOfLastUpdate|dateOfLastComment) with t
   and the ids save the run a task read and three lists (comments, checklist, files) for one
   request shared by the whole poll;
 - the task changed: two task events (``POLL_TASK_HINTS``). A poll's change stands for any
-  number of events, as coalesced webhooks do: the run reads the task, and lists checklist and
-  files when no mapped field explains the change. A run explained by a field after several
-  events records no stamp, so the next poll queues the task once more and that run, finding
-  nothing mapped changed, looks at checklist and files: a checklist tick lost together with a
-  field edit is still synced, one period later;
+  number of events, as coalesced webhooks do: the run reads the task and, as for any run of
+  several events (workers.hints), lists comments, checklist and files, so a checklist tick lost
+  together with a field edit is synced by that run;
 - nothing known about the task on that side (a creation whose webhook was lost, a task untouched
   for SYNCED_STAMP_TTL_S): a full look, as a first look must see everything.
 
@@ -57,8 +55,10 @@ comment date (the emulator agrees). The comment audit (``audit_comments``) finds
 each poll it lists the comments of a few tasks whose people's comments we mirrored, in a
 rotation over all of them, and queues a run naming each comment whose text or deletion no
 longer matches the fingerprint the last run mirrored (workers.names.comment_fingerprint). It
-spends AUDIT_SHARE of the daily quota (settings, default 5 %) on top of the polls' share, never
-less than one task a poll nor more than AUDIT_MAX_TASKS, so a full turn over an account's N
+spends AUDIT_SHARE of the daily quota (settings, default 1.25 %), a part of the reconciliation's
+share (the polls have the rest, so a quiet account pays that share and no more): each poll adds
+its period's part of that share to a credit, and the audit lists as many whole tasks as the
+credit holds, at most AUDIT_MAX_TASKS (``audit_allowance``). A full turn over an account's N
 commented tasks takes about N / (AUDIT_SHARE x quota) days: an edit whose webhook was lost is
 mirrored within that turn. A second change within the same second as one a run recorded, whose
 webhook is lost too, hides behind the equal stamp until the task changes again.
@@ -106,7 +106,7 @@ WINDOW_AHEAD_S = 86400.0
 # impossible to hide behind an equal stamp.
 STAMP_SETTLE_S = 60.0
 # A stamp no run recorded (the run found the task out of scope, gone, or failed) is queued by at
-# most this many polls: the second look is the one that reads checklist and files.
+# most this many polls.
 REQUEUE_LIMIT = 2
 # The token employee's time zone rarely changes; looking it up once a day per account is cheap.
 TIMEZONE_CACHE_S = 86400.0
@@ -144,8 +144,10 @@ TURN_KEY = "crosslink:reconcile:turn:{account}"
 LAST_POLL_KEY = "crosslink:reconcile:last:{account}"
 # The poll record outlives any sensible period; a dropped account's record goes by itself.
 LAST_POLL_TTL_S = 7 * 86400
-# The comment audit: the last task it looked at, per account (the rotation goes on after it).
+# The comment audit: the last task it looked at, per account (the rotation goes on after it),
+# and the tasks' worth of its share the polls so far have not spent (audit_allowance).
 AUDIT_POSITION_KEY = "crosslink:reconcile:audit:{account}"
+AUDIT_CREDIT_KEY = "crosslink:reconcile:audit-credit:{account}"
 # The most tasks one audit lists (a poll is one Celery job: it must not hold a worker for long).
 AUDIT_MAX_TASKS = 20
 AUDIT_COMMENT_FIELDS = "id,description,owner,isDeleted"
@@ -495,16 +497,30 @@ def edited_comments(comments: Iterable[Mapping[str, Any]], prints: Mapping[int, 
     return tuple(found)
 
 
-def audit_size(daily_quota: int, share: float, period_s: float) -> int:
-    """How many tasks one audit lists: SHARE of DAILY_QUOTA spread over the day's polls at
-    PERIOD_S, at least one, at most AUDIT_MAX_TASKS (no quota: the most)."""
+def audit_allowance(credit: float, daily_quota: int, share: float, period_s: float) -> tuple[int, float]:
+    """How many tasks the audit after a poll lists, and the credit left: CREDIT (tasks' worth
+    the audit has not spent) plus SHARE of DAILY_QUOTA over the poll's PERIOD_S, in whole tasks
+    (a task is one request), at most AUDIT_MAX_TASKS; the credit kept is capped at that, so a
+    long pause does not bank a burst. No quota: the most, with nothing kept."""
     if not 0 <= share <= 1:
         raise ValueError(f"the comment audit share must be in [0, 1], got {share}")
     if share == 0:
-        return 0
+        return 0, 0.0
     if daily_quota <= 0:
-        return AUDIT_MAX_TASKS
-    return max(1, min(AUDIT_MAX_TASKS, int(share * daily_quota * period_s / DAY_S)))
+        return AUDIT_MAX_TASKS, 0.0
+    credit = max(0.0, credit) + share * daily_quota * max(0.0, period_s) / DAY_S
+    tasks = min(AUDIT_MAX_TASKS, int(credit))
+    return tasks, min(float(AUDIT_MAX_TASKS), credit - tasks)
+
+
+def take_audit_allowance(store: redis.Redis, group: PollAccount, daily_quota: int, share: float,
+                         period_s: float) -> int:
+    """GROUP's audit allowance after a poll of PERIOD_S (audit_allowance), its credit kept in Redis."""
+    credit_key = key(AUDIT_CREDIT_KEY, group.key)
+    raw = store.get(credit_key)
+    tasks, credit = audit_allowance(float(raw) if raw is not None else 0.0, daily_quota, share, period_s)
+    store.set(credit_key, repr(credit), ex=LAST_POLL_TTL_S)
+    return tasks
 
 
 # ----------------------------------------------------------------------------------------------

@@ -44,8 +44,8 @@ from planfix.http import Http
 from planfix.limiter import AccountLimiter
 from producers.enqueue import Enqueuer
 from producers.reconcile import (
-    POLL_LANE, TURN_KEY, PollAccount, account_budget, audit_comments, audit_size, defer_poll, find_poll_account, key,
-    live_requests, poll_account, poll_accounts, read_last_poll, take_turn,
+    POLL_LANE, TURN_KEY, PollAccount, account_budget, audit_comments, defer_poll, find_poll_account, key,
+    live_requests, poll_account, poll_accounts, read_last_poll, take_audit_allowance, take_turn,
 )
 from schemas.links import LinksConfig, load_links
 from workers.names import RECONCILE_POLL, RECONCILE_TICK, SYNC_QUEUE
@@ -108,7 +108,7 @@ def poll_due(state: Poller, group: PollAccount, floor_s: float, tick_s: float) -
         return None  # polled within its period: nothing to read (take_turn below decides races)
     limits = state.limiter.limits(group.account)
     budget = account_budget(state.redis, group, daily_quota=int(limits["daily_quota"]),
-                            rate_per_s=float(limits["rate_per_s"]), share=state.settings.reconcile_share,
+                            rate_per_s=float(limits["rate_per_s"]), share=state.settings.poll_share,
                             floor_s=floor_s, tick_s=tick_s)
     last = read_last_poll(state.redis, group.key)
     if last is not None:
@@ -170,7 +170,7 @@ def reconcile_poll(account: str, period_s: float | None = None, *_: object) -> s
         quota = int(state.limiter.limits(group.account)["daily_quota"])
         period = period_s if period_s is not None else state.settings.reconcile_period_s
         audit = audit_comments(group, client, state.enqueuer, state.redis,
-                               audit_size(quota, state.settings.audit_share, period))
+                               take_audit_allowance(state.redis, group, quota, state.settings.audit_share, period))
     except RateLimited as exc:
         log.info("reconcile poll waits for the next period: rate limited (%s)", exc, extra=context)
         return "rate-limited"

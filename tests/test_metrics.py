@@ -176,8 +176,8 @@ def test_each_accounts_requests_quota_forecast_and_reconcile_share_are_read_from
     assert 30 <= gauge("crosslink_account_requests_forecast", "alpha-partner.planfix.com") \
         <= 30 * (1 + DAY_S / FORECAST_MIN_WINDOW_S)
     assert gauge("crosslink_account_requests_forecast", "alpha-client.planfix.com") == 0
-    # Polls' 5 % and the comment audit's 5 % (the settings' defaults).
-    assert gauge("crosslink_account_reconcile_share", "beta-partner.planfix.com") == pytest.approx(0.10)
+    # The reconciliation's 5 %, the comment audit's 1.25 % part of it (the settings' defaults).
+    assert gauge("crosslink_account_reconcile_share", "beta-partner.planfix.com") == pytest.approx(0.05)
     # The latency coalescing costs: none within the quota, 5 s to CROSSLINK_COALESCE_MAX_S (30) past it.
     assert gauge("crosslink_account_coalesce_hold_seconds", "alpha-partner.planfix.com") == 0
     assert 5 <= gauge("crosslink_account_coalesce_hold_seconds", "beta-partner.planfix.com") <= 30

@@ -37,6 +37,8 @@ PAVEL, ROBOT = 2, 1
 ZONES = ["UTC", "Europe/Moscow", "Asia/Kolkata", "America/St_Johns", "Pacific/Kiritimati", "Etc/GMT+12"]
 # Planfix's smallest plan and the default share: the issue's target figures are set for these.
 QUOTA, SHARE, FLOOR_S, TICK_S = 20_000, 0.05, 60.0, 10.0
+# The comment audit's part of SHARE by default; the polls have the rest.
+AUDIT_SHARE = 0.0125
 
 
 # --- configurations -------------------------------------------------------------------------------
@@ -266,25 +268,23 @@ def poll_run_records(hints, explained, created=False):
     return reads, records
 
 
-def test_a_checklist_tick_lost_with_a_field_edit_is_looked_at_by_the_second_poll():
-    """Both webhooks lost: the first poll-queued run is explained by the field and records
-    nothing, so the next poll queues the same stamp again, and that run reads checklist and files."""
+def test_a_checklist_tick_lost_with_a_field_edit_is_looked_at_by_the_polls_run():
+    """Both webhooks lost: the poll-queued run stands for several events, so, explained by the
+    field or not, it reads checklist and files and records its stamp; the next poll skips it."""
     stamp = stamp_at(T0)
     first = rc.classify(stamp, stamp_at(T0 - 300).text, None)
-    reads, records = poll_run_records(rc.hints_for(first, [], "user:1"), explained=True)
-    assert first.kind == rc.TASK and not reads.checklist_and_files and not records
+    for explained in (True, False):
+        reads, records = poll_run_records(rc.hints_for(first, [], "user:1"), explained=explained)
+        assert first.kind == rc.TASK and reads.checklist_and_files and records
     seen = rc.next_seen(stamp, None, [first.kind], T0 + 90)
-    second = rc.classify(stamp, stamp_at(T0 - 300).text, seen)
-    reads, records = poll_run_records(rc.hints_for(second, [], "user:1"), explained=False)
-    assert second.kind == rc.TASK and reads.checklist_and_files and records
-    assert rc.classify(stamp, stamp.text, rc.next_seen(stamp, seen, [second.kind], T0 + 180)).kind == rc.SKIP
+    assert rc.classify(stamp, stamp.text, seen).kind == rc.SKIP
 
 
-def test_a_webhook_run_of_one_explained_event_is_not_queued_again():
+def test_a_webhook_run_records_its_stamp_when_it_looked_at_what_its_events_may_have_changed():
     _, records = poll_run_records(["task_changed"], explained=True)
     assert records
     _, records = poll_run_records(["task_changed", "task_changed"], explained=True)
-    assert not records  # coalesced events: checklist unseen, the poll looks again (workers.hints)
+    assert records  # coalesced events: checklist and files read too (workers.hints)
     _, records = poll_run_records(["task_created"], explained=True, created=True)
     assert not records  # a create writes no checklist or files: the poll's second look does
     _, records = poll_run_records([FULL_HINT], explained=True, created=True)
@@ -410,20 +410,48 @@ def test_edited_comments_are_those_whose_text_or_deletion_left_their_fingerprint
     assert rc.edited_comments(listed, prints, robot="user:1") == (2, 3)
 
 
-def test_the_audit_spends_its_share_at_one_task_a_poll_at_least_and_a_cap_at_most():
-    assert rc.audit_size(QUOTA, 0.05, 87.0) == 1          # 1,000 a day over ~990 polls
-    assert rc.audit_size(QUOTA, 0.0, 87.0) == 0           # switched off
-    assert rc.audit_size(0, 0.05, 87.0) == rc.AUDIT_MAX_TASKS
-    assert rc.audit_size(100_000, 0.05, 90.0) == 5
+def test_the_audit_spends_its_share_in_whole_tasks_and_carries_the_rest():
+    period = 86400 / 749                                   # the default polls' period
+    tasks, credit = 0, 0.0
+    for _ in range(749):                                   # a day of polls
+        allowed, credit = rc.audit_allowance(credit, QUOTA, AUDIT_SHARE, period)
+        assert allowed in (0, 1)
+        tasks += allowed
+    assert tasks + credit == pytest.approx(250)            # 250 a day: 1.25 % of 20,000
+    assert rc.audit_allowance(0.5, QUOTA, 0.0, period) == (0, 0.0)       # switched off
+    assert rc.audit_allowance(0.0, 0, AUDIT_SHARE, period) == (rc.AUDIT_MAX_TASKS, 0.0)   # no quota
+    assert rc.audit_allowance(0.0, QUOTA, AUDIT_SHARE, 86400.0) == (rc.AUDIT_MAX_TASKS, rc.AUDIT_MAX_TASKS)
     with pytest.raises(ValueError):
-        rc.audit_size(QUOTA, 1.5, 87.0)
+        rc.audit_allowance(0.0, QUOTA, 1.5, period)
 
 
-@given(quota=st.integers(1, 200_000), share=st.floats(0.001, 1.0), period=st.floats(1, 3600))
-def test_the_audit_never_spends_more_than_its_share_beyond_one_task_a_poll(quota, share, period):
-    size = rc.audit_size(quota, share, period)
-    assert 1 <= size <= rc.AUDIT_MAX_TASKS
-    assert size == 1 or size * rc.DAY_S / period <= share * quota + 1e-6
+def test_the_audits_share_is_a_part_of_the_reconciliations():
+    from crosslink.settings import Settings
+
+    defaults = Settings.from_env({})
+    assert (defaults.reconcile_share, defaults.audit_share) == (0.05, AUDIT_SHARE)
+    assert defaults.poll_share == pytest.approx(0.0375)
+    assert Settings.from_env({"CROSSLINK_AUDIT_SHARE": "0"}).poll_share == 0.05   # the audit off
+    for reconcile, audit in (("0.05", "0.05"), ("0.05", "0.2"), ("0.05", "-0.01"), ("1.5", "0.01")):
+        with pytest.raises(ValueError, match="CROSSLINK_AUDIT_SHARE"):
+            Settings.from_env({"CROSSLINK_RECONCILE_SHARE": reconcile, "CROSSLINK_AUDIT_SHARE": audit})
+
+
+@given(quota=st.integers(1, 200_000), share=st.floats(0.0, 1.0), periods=st.lists(st.floats(0, 3600), max_size=40))
+def test_the_audit_never_spends_more_than_its_share(quota, share, periods):
+    tasks, credit = 0, 0.0
+    for period in periods:
+        allowed, credit = rc.audit_allowance(credit, quota, share, period)
+        assert 0 <= allowed <= rc.AUDIT_MAX_TASKS and 0 <= credit <= rc.AUDIT_MAX_TASKS
+        tasks += allowed
+    assert tasks <= share * quota * sum(periods) / rc.DAY_S + 1e-6
+
+
+def test_an_audits_allowance_is_kept_between_polls_in_redis(redis_client, tmp_path):
+    group = rc.poll_accounts(load(tmp_path, links_doc(1)))[0]
+    allowed = [rc.take_audit_allowance(redis_client, group, QUOTA, AUDIT_SHARE, 86400 / 749) for _ in range(6)]
+    assert allowed == [0, 0, 1, 0, 0, 1]
+    assert 0 < redis_client.ttl(rc.key(rc.AUDIT_CREDIT_KEY, group.key)) <= rc.LAST_POLL_TTL_S
 
 
 # --- the poll against the emulator and Redis --------------------------------------------------------
@@ -756,7 +784,7 @@ def test_a_tick_polls_an_account_once_per_its_budget_period(poller):
     group = rc.find_poll_account(state.config, f"{state.config.links[0].sides['partner'].account}/user:1")
     world.update_task("partner", 1, {"name": "changed"}, author=2)
     period = tasks.poll_due(state, group, floor_s=FLOOR_S, tick_s=TICK_S)
-    assert period == pytest.approx(86400 / 999, abs=1e-3)   # the settings' 20,000 a day, 5 %
+    assert period == pytest.approx(86400 / 749, abs=1e-3)   # 20,000 a day, 5 % less the audit's 1.25 %
     assert tasks.poll_due(state, group, floor_s=FLOOR_S, tick_s=TICK_S) is None  # a second tick, or beat
     assert 0 < state.redis.pttl(rc.key(rc.TURN_KEY, group.key)) <= period * 1000
     assert tasks.reconcile_poll(group.key).startswith("queued 1 ")
@@ -796,6 +824,7 @@ def test_crosslink_status_shows_each_sides_poll_and_repair_bound(tmp_path, redis
     rows = {row["link"]: row for row in link_status(str(path), redis_url, settings=settings)}
     partner = rows["client-2"]["reconcile"]["partner"]
     assert partner["poll"] == "partner/user:1" == rows["demo"]["reconcile"]["partner"]["poll"]
-    assert partner["period_s"] == pytest.approx(86400 / 999, abs=1e-3) and partner["budget_per_day"] == 1000
-    assert partner["repair_bound_s"] == pytest.approx(187) and partner["last_poll_s_ago"] is None
+    # The polls' part of the reconciliation's 5 % (the comment audit has 1.25 %): 750 a day.
+    assert partner["period_s"] == pytest.approx(86400 / 749, abs=1e-3) and partner["budget_per_day"] == pytest.approx(750)
+    assert partner["repair_bound_s"] == pytest.approx(247) and partner["last_poll_s_ago"] is None
     assert rows["client-2"]["reconcile"]["client"]["poll"] == "client-2/user:1"

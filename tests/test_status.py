@@ -30,7 +30,7 @@ def write_links(tmp_path, doc: dict) -> str:
 @pytest.fixture
 def settings(redis_url) -> Settings:
     # Shares other than the defaults, so a row that took them from anywhere else shows it.
-    return Settings.from_env({"REDIS_URL": redis_url, "CROSSLINK_RECONCILE_SHARE": "0.04",
+    return Settings.from_env({"REDIS_URL": redis_url, "CROSSLINK_RECONCILE_SHARE": "0.06",
                               "CROSSLINK_AUDIT_SHARE": "0.02"})
 
 
