@@ -30,9 +30,11 @@ by comparing the task's change stamp (dateOfLastUpdate|dateOfLastComment) with t
   and the ids save the run a task read and three lists (comments, checklist, files) for one
   request shared by the whole poll;
 - the task changed: two task events (``POLL_TASK_HINTS``). A poll's change stands for any
-  number of events, as coalesced webhooks do: the run reads the task and, as for any run of
-  several events (workers.hints), lists comments, checklist and files, so a checklist tick lost
-  together with a field edit is synced by that run;
+  number of events, as coalesced webhooks do: the run reads the task, and lists checklist and
+  files when no mapped field explains the change. A run explained by a field after several
+  events records no stamp, so the next poll queues the task once more and that run, finding
+  nothing mapped changed, looks at checklist and files: a checklist tick lost together with a
+  field edit is still synced, one period later;
 - nothing known about the task on that side (a creation whose webhook was lost, a task untouched
   for SYNCED_STAMP_TTL_S): a full look, as a first look must see everything.
 
@@ -106,7 +108,7 @@ WINDOW_AHEAD_S = 86400.0
 # impossible to hide behind an equal stamp.
 STAMP_SETTLE_S = 60.0
 # A stamp no run recorded (the run found the task out of scope, gone, or failed) is queued by at
-# most this many polls.
+# most this many polls: the second look is the one that reads checklist and files.
 REQUEUE_LIMIT = 2
 # The token employee's time zone rarely changes; looking it up once a day per account is cheap.
 TIMEZONE_CACHE_S = 86400.0

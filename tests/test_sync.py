@@ -132,22 +132,11 @@ def test_a_change_undone_while_planfix_held_it_queued_stays_undone(pair):
     assert pair.sync("client", copy_).fields == [] and pair.sync("partner", number).fields == []
 
 
-def test_a_checklist_tick_coalesced_with_a_field_edit_is_carried_by_that_run(pair):
-    """Two task events in one run: the rename explains one, not both. The tick was left to the
-    poller, whose run a write of ours still queued could explain in turn (quick chaos)."""
-    number, copy_ = mirrored_task(pair, "Tick and rename")
-    item = pair.world.create_checklist_item("partner", number, {"name": "Sign"}, author=PAVEL)
-    pair.sync("partner", number)
-    pair.world.update_checklist_item("partner", number, item, {"isDone": True}, author=PAVEL)
-    pair.world.update_task("partner", number, {"name": "Tick and rename, renamed"}, author=PAVEL)
-    assert pair.sync("partner", number, Hints(full=False, task_events=2)).fields == ["name"]
-    items = pair.world.list_checklist("client", copy_, {"fields": "name,isDone"})
-    assert [(entry["name"], entry["isDone"]) for entry in items] == [("Sign", True)]
-
-
 def test_a_write_planfix_still_holds_queued_explains_no_event(pair):
-    """The run reading a status move back (its write queued) must still look at the checklist
-    an event of the same task points at: the key out of the snapshot is ours, not a person's."""
+    """The run reading a write back (it was queued) must still look at the checklist an event of
+    the same task points at: the key out of the snapshot is ours, not a person's change (the
+    quick chaos run, seed 1, lost an untick coalesced with a status move: the read-back run and
+    the poll's were explained by the unconfirmed status, and neither read the checklist)."""
     number, copy_ = mirrored_task(pair, "Queued, then ticked")
     item = pair.world.create_checklist_item("client", copy_, {"name": "Sign"}, author=MARAT)
     pair.sync("client", copy_)

@@ -19,13 +19,12 @@ Assumptions, each with what backs it up:
 - A task event is *explained* when the task read shows a mapped field changed against the
   source snapshot, and not to a value of the sync's own writes that the snapshot could not yet
   take (a write Planfix queued and applied late, or one a failed run had sent:
-  field_diff.agreed_with_echoes). An
+  field_diff.agreed_with_echoes), nor a key whose write Planfix still holds queued (workers.sync
+  carries it again: it is ours, no person's). An
   unexplained one (nothing mapped changed) was a checklist, a card file, a comment edit or an
-  unmapped field: the run then looks at comments, checklist and card files. So does a run of
-  several task events, as one change cannot explain them all: a checklist tick coalesced with a
-  status move was left to the poller's full run, and the quick chaos run saw the tick's undoing
-  outlast its window (the poll-queued run was explained by a write of ours still unconfirmed).
-  A key whose write Planfix still holds queued explains nothing (workers.sync).
+  unmapped field: the run then looks at comments, checklist and card files.
+  A checklist or file change coalesced with a field edit is picked up by the poller's full run
+  (it changes the task's dateOfLastUpdate, which filter 79 sees) within one period.
 - The counterpart is taken from its snapshot, not read again, only when nothing can have
   changed it unseen that matters: it has a snapshot, no event of its own is waiting, no write
   to it is still queued by Planfix (202), the run is not a full look, and every field the
@@ -133,9 +132,8 @@ def extra_reads(hints: Hints, explained: bool, has_comments: bool = True) -> Rea
     """
     if hints.full:
         return Reads(comments=True, checklist_and_files=True)
-    several = hints.task_events > 1
-    return Reads(comments=bool(hints.comments) or (has_comments and (not explained or several)),
-                 checklist_and_files=not explained or several)
+    return Reads(comments=bool(hints.comments) or (has_comments and (not explained or hints.task_events > 1)),
+                 checklist_and_files=not explained)
 
 
 def comment_reads(hints: Hints, listing: bool) -> tuple[int, ...] | None:
