@@ -51,7 +51,9 @@ def coalesce_hold_s(forecast: float, daily_quota: float, base_hold_s: float, max
     if daily_quota <= 0 or max_hold_s <= 0 or not forecast > daily_quota:
         return 0.0
     base = min(max(base_hold_s, 0.0), max_hold_s)
-    overshoot = min(1.0, (forecast - daily_quota) / (daily_quota * FULL_HOLD_OVERSHOOT))
+    overshoot = (forecast - daily_quota) / (daily_quota * FULL_HOLD_OVERSHOOT)
+    if overshoot >= 1.0:
+        return max_hold_s  # exactly: base + (max - base) rounds off it
     return min(max_hold_s, base + (max_hold_s - base) * overshoot)
 
 

@@ -28,7 +28,9 @@ pytestmark = pytest.mark.e2e
 TASKS = 8
 FAULT_WINDOW_S = 20.0
 AFTER_COMMIT_SHARE = 0.3
-TIMEOUT_SHARE = 0.15
+# Twice the issue's trial's 15 %: with one run a turn, the window's twenty-odd writes met no
+# timeout at 15 % about one time in nine, and the test is only worth passing when they do.
+TIMEOUT_SHARE = 0.3
 # The workers' read timeout, and how long the emulator holds a timed-out answer after applying.
 READ_TIMEOUT_S = 1.0
 HELD_S = 2.5
