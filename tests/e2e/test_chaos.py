@@ -53,8 +53,8 @@ def test_quick_chaos_loses_nothing_duplicates_nothing_and_converges(tmp_path):
                 f"(faults around: {item['faults_around']})" for item in summary["findings"]]
     assert summary["duplicates"] == 0, findings
     if summary["lost"] or summary["unexpected"] or not summary["converged"]:
-        # Known and open (issue 17): about one quick run in seven still loses an edit (a full
-        # task rolled back on both sides around a Redis restart and 202s, 2026-12-06). The
+        # Known and open (issue 17): a quick run still loses an edit now and then (one of four on
+        # 2026-12-06: a task rolled back on both sides around a Redis restart and 202s). The
         # oracle sees it; until the sync is fixed, this verdict is reported rather than hidden,
         # and everything above must hold.
         pytest.xfail(f"lost {summary['lost']}, unexpected {summary['unexpected']}, "
