@@ -63,6 +63,24 @@ FORECAST_MIN_WINDOW_S = 3600.0
 REASON_RATE = "rate"
 REASON_QUOTA = "daily_quota"
 
+# The account's limits and state as both scripts below read them (KEYS and ARGV 1-4 as theirs):
+# Redis's clock (now, day), the limits in force (the overrides over ARGV's defaults), the state
+# hash `st` and today's count.
+_STATE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local day = math.floor(tonumber(t[1]) / 86400)
+local conf = redis.call('HMGET', KEYS[2], 'rate_per_s', 'burst', 'daily_quota')
+local rate = tonumber(conf[1] or ARGV[1])
+local burst = tonumber(conf[2] or ARGV[2])
+local quota = tonumber(conf[3] or ARGV[3])
+local safety = tonumber(ARGV[4])
+local st = redis.call('HMGET', KEYS[1], 'tat', 'day', 'count', 'blocked_until', 'blocked_reason', 'last')
+local tat = tonumber(st[1]) or 0
+local count = tonumber(st[3]) or 0
+if tonumber(st[2]) ~= day then count = 0 end
+"""
+
 # KEYS[1] state hash (tat_us, day, count, blocked_until_us, blocked_reason, last_us);
 # KEYS[2] overrides; KEYS[3] reservations (lane -> slot_us).
 # ARGV: default rate_per_s, burst, daily_quota, safety, ttl_ms, lane, grace_us.
@@ -76,18 +94,7 @@ REASON_QUOTA = "daily_quota"
 # the next lane's on-time claim.
 _ACQUIRE_LUA = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local day = math.floor(tonumber(t[1]) / 86400)
-local conf = redis.call('HMGET', KEYS[2], 'rate_per_s', 'burst', 'daily_quota')
-local rate = tonumber(conf[1] or ARGV[1])
-local burst = tonumber(conf[2] or ARGV[2])
-local quota = tonumber(conf[3] or ARGV[3])
-local safety = tonumber(ARGV[4])
-local st = redis.call('HMGET', KEYS[1], 'tat', 'day', 'count', 'blocked_until', 'blocked_reason')
-local tat = tonumber(st[1]) or 0
-local count = tonumber(st[3]) or 0
-if tonumber(st[2]) ~= day then count = 0 end
+""" + _STATE_LUA + """
 local blocked = tonumber(st[4]) or 0
 if blocked > now then
   return {0, math.ceil((blocked - now) / 1000), st[5] or 'daily_quota', count, now}
@@ -103,7 +110,7 @@ if rate and rate > 0 then
   local lane = ARGV[6]
   local grace = tonumber(ARGV[7])
   local spacing = interval
-  local last = tonumber(redis.call('HGET', KEYS[1], 'last')) or 0
+  local last = tonumber(st[6]) or 0
   local held = tonumber(redis.call('HGET', KEYS[3], lane))
   if held and held + grace < now then
     redis.call('HDEL', KEYS[3], lane)
@@ -186,19 +193,7 @@ def forecast_day_requests(used_today: float, elapsed_s: float, *,
 # many slots it may take one after another from then (-1: no rate limit and no quota), whether
 # the lane holds a reservation, the interval between grants (0: no rate limit) and how many other
 # lanes hold one (they take turns with it). The rules are _ACQUIRE_LUA's, in the same order.
-_PEEK_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local day = math.floor(tonumber(t[1]) / 86400)
-local conf = redis.call('HMGET', KEYS[2], 'rate_per_s', 'burst', 'daily_quota')
-local rate = tonumber(conf[1] or ARGV[1])
-local burst = tonumber(conf[2] or ARGV[2])
-local quota = tonumber(conf[3] or ARGV[3])
-local safety = tonumber(ARGV[4])
-local st = redis.call('HMGET', KEYS[1], 'tat', 'day', 'count', 'blocked_until', 'blocked_reason', 'last')
-local tat = tonumber(st[1]) or 0
-local count = tonumber(st[3]) or 0
-if tonumber(st[2]) ~= day then count = 0 end
+_PEEK_LUA = _STATE_LUA + """
 local blocked = tonumber(st[4]) or 0
 if blocked > now then
   return {math.ceil((blocked - now) / 1000), 0, st[5] or 'daily_quota', 0, 0, 0}
