@@ -243,19 +243,18 @@ class Enqueuer:
         if not self.redis.exists(dirty, claims_key(link, side)):
             return None
         job_id = str(uuid.uuid4())
+        first = self.redis.zrange(dirty, 0, 0, withscores=True)
         if not self.redis.set(batch_key(link, side), job_id, nx=True, ex=PENDING_TTL_S):
             # Waiting since a task came, or since the side's job was due, whichever is later: a
             # backlog waiting its turns has a job due at each (hand_off_batch).
-            oldest = self.redis.zrange(dirty, 0, 0, withscores=True)
             due = self.redis.get(batch_due_key(link, side))
-            waited_s = time.time() - max(oldest[0][1], float(due or 0)) / 1000 if oldest else 0.0
+            waited_s = time.time() - max(first[0][1], float(due or 0)) / 1000 if first else 0.0
             if stale_s is None or waited_s <= stale_s:
                 return None
             self.redis.set(batch_key(link, side), job_id, ex=PENDING_TTL_S)
         # Due when the first task is: a held one only at its hold's end (claims skip it till
         # then); at once when claims may have lapsed.
         now_ms = time.time() * 1000
-        first = self.redis.zrange(dirty, 0, 0, withscores=True)
         held = first and not self.redis.exists(claims_key(link, side))
         due_ms = max(now_ms, first[0][1]) if held else now_ms
         self.redis.set(batch_due_key(link, side), int(due_ms), ex=PENDING_TTL_S)
