@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from workers.field_diff import ALTERNATIVES
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
 
@@ -160,8 +161,44 @@ def test_a_failed_runs_writes_stay_expected_though_it_saves_nothing_else(redis_c
     LinkState(redis_client, "acme").save_queued_expectations("client", 12, {"name": "queued"})
     run = RunState(redis_client, "acme")
     run.save_snapshots({("partner", 5): {"name": "half-done"}})
-    run.add_expectations("client", 12, {"status": 13})
+    run.expect_ahead("client", 12, {"status": 13})
     run.close(lambda pipe: None, synced=False)
     state = LinkState(redis_client, "acme")
     assert state.queued_expectations("client", 12) == {"name": "queued", "status": 13}
     assert state.snapshot("partner", 5) is None
+
+
+def test_values_expected_ahead_of_a_write_are_in_redis_before_the_run_closes(redis_client):
+    """A run killed after its write never closes: what it wrote must already be expected."""
+    from workers.state import RunState
+
+    run = RunState(redis_client, "acme")
+    assert run.expect_ahead("client", 12, {"status": 12}) == {}
+    assert run.expect_ahead("client", 12, {"status": 13}) == {"status": 12}
+    assert LinkState(redis_client, "acme").queued_expectations("client", 12) == {
+        "status": 13, ALTERNATIVES + "status": [12]}
+
+
+def test_a_finished_run_replaces_what_it_expected_ahead(redis_client):
+    """Finished, the run agreed on its writes: what it expected ahead goes, and what was expected
+    before stays unless the run saved expectations of its own."""
+    from workers.state import RunState
+
+    LinkState(redis_client, "acme").save_queued_expectations("client", 12, {"name": "queued"})
+    run = RunState(redis_client, "acme")
+    run.expect_ahead("client", 12, {"status": 13})
+    run.expect_ahead("partner", 5, {"status": 3})
+    run.save_queued_expectations("partner", 5, {"priority": "Urgent"})
+    run.close(lambda pipe: None, synced=True)
+    state = LinkState(redis_client, "acme")
+    assert state.queued_expectations("client", 12) == {"name": "queued"}
+    assert state.queued_expectations("partner", 5) == {"priority": "Urgent"}
+
+
+def test_a_write_surely_not_applied_is_withdrawn_at_once(redis_client):
+    from workers.state import RunState
+
+    run = RunState(redis_client, "acme")
+    before = run.expect_ahead("client", 12, {"status": 13})
+    run.withdraw_ahead("client", 12, before)
+    assert LinkState(redis_client, "acme").queued_expectations("client", 12) == {}

@@ -28,7 +28,7 @@ from planfix.http import Http
 from schemas.links import load_links
 from workers.comment_policy import WITHDRAWN_MARK
 from workers.idempotency import WriteOnce
-from workers.state import LinkState
+from workers.state import LinkState, RunState
 from workers.sync import SideFailure, TaskSync
 
 PAVEL, IRINA, MARAT = 2, 4, 6
@@ -426,3 +426,43 @@ def test_a_status_paths_middle_step_is_not_carried_back(pair, fault):
     pair.sync("partner", number)
     assert pair.world.get_task("client", copy_, "status")["status"]["id"] == 13
     assert pair.world.get_task("partner", number, "status")["status"]["id"] == 3
+
+
+def test_a_write_whose_run_was_killed_before_agreeing_is_not_carried_back(pair):
+    """A run writes to the copy, Planfix applies it, and the run's worker is killed before the run
+    agrees on anything (RunState is saved only as the run closes). The partner then edits again.
+    The copy's values are our own write, not a client's change: carried back, they rolled the
+    partner's newer edit back on both sides (the quick chaos run lost a description and a status
+    that way; the client owns descriptions, so it won whichever run came first)."""
+    number, copy_ = mirrored(pair, "Killed after writing")
+    pair.world.update_task("partner", number, {"description": "first", "status": {"id": 2}}, author=PAVEL)
+    killed = TaskSync(pair.link, "partner", number, pair.clients, RunState(pair.state.redis, "demo"), pair.writes)
+    killed.run()  # never closed: its worker died before the transaction that saves what it agreed on
+    assert pair.world.get_task("client", copy_, "description")["description"] == "first"
+    pair.world.update_task("partner", number, {"description": "second", "status": {"id": 3}}, author=PAVEL)
+    pair.sync("client", copy_)
+    pair.sync("partner", number)
+    pair.sync("client", copy_)
+    for account, task, status in (("partner", number, 3), ("client", copy_, 13)):
+        now = pair.world.get_task(account, task, "description,status")
+        assert (now["description"], now["status"]["id"]) == ("second", status), account
+
+
+def test_a_checklist_write_whose_run_was_killed_before_agreeing_is_not_carried_back(pair):
+    """As above for a checklist item: the killed run ticked the copy's item, the partner then
+    unticked it; the copy's tick is our own write, not a client's. (Checklist items are agreed
+    as each write returns, not as the run closes: this keeps them so.)"""
+    number, copy_ = mirrored(pair, "Checklist killed")
+    item = pair.world.create_checklist_item("partner", number, {"name": "Sign the act"}, author=PAVEL)
+    pair.sync("partner", number)
+    pair.world.update_checklist_item("partner", number, item, {"isDone": True}, author=PAVEL)
+    killed = TaskSync(pair.link, "partner", number, pair.clients, RunState(pair.state.redis, "demo"), pair.writes)
+    killed.run()  # never closed, as above
+    assert [entry["isDone"] for entry in pair.world.list_checklist("client", copy_, {"fields": "isDone"})] == [True]
+    pair.world.update_checklist_item("partner", number, item, {"isDone": False}, author=PAVEL)
+    pair.sync("client", copy_)
+    pair.sync("partner", number)
+    pair.sync("client", copy_)
+    for account, task in (("partner", number), ("client", copy_)):
+        items = pair.world.list_checklist(account, task, {"fields": "name,isDone"})
+        assert [(entry["name"], entry["isDone"]) for entry in items] == [("Sign the act", False)], account

@@ -50,7 +50,7 @@ ALTERNATIVES = "~"
 
 def echoes(now: Mapping[str, Any], expected: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of NOW whose value is one the sync's own unagreed writes should give them
-    (EXPECTED: a write Planfix queued, or writes a run sent before it failed), with that value."""
+    (EXPECTED: a write Planfix queued, or writes sent by a run that has not agreed on them: LinkState.expect_ahead), with that value."""
     found = {}
     for key, value in now.items():
         candidates = ([expected[key]] if key in expected else []) + list(expected.get(ALTERNATIVES + key, ()))

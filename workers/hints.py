@@ -35,9 +35,8 @@ Assumptions, each with what backs it up:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from workers.names import FULL_HINT
 

@@ -12,7 +12,7 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
   crosslink:snap:{link}          "partner:5" -> canonical task JSON as last synced
   crosslink:csnap:{link}:{side}:{task}   comment id -> fingerprint of the last mirrored text
   crosslink:queued:{link}        "client:12" -> values the sync's writes should produce there, not yet
-                                 seen agreed (queued by Planfix with 202, or sent by a run that failed)
+                                 seen agreed (queued by Planfix with 202, or sent by a run not finished)
   crosslink:severed:{link}       side -> JSON reason, while that side's access is lost
   crosslink:parked:{link}        list of parked events (JSON), replayed when access returns
   crosslink:dlq:*                dead letters and the events held behind them (workers.dead_letters)
@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,8 +132,9 @@ class LinkState:
 
     def queued_expectations(self, side: str, number: int) -> dict[str, Any]:
         """Canonical values the sync's writes should give SIDE's task NUMBER, not yet agreed: a write
-        Planfix queued (202), or one a run sent before it failed (with earlier values of a key the
-        run wrote twice, such as a status path's steps: field_diff.ALTERNATIVES)."""
+        Planfix queued (202), or one sent by a run that has not finished, or failed (expect_ahead;
+        with earlier values of a key the run wrote twice, such as a status path's steps:
+        field_diff.ALTERNATIVES)."""
         raw = self._hget(self.key("queued", self.link), f"{side}:{number}")
         return json.loads(raw) if raw is not None else {}
 
@@ -144,14 +145,22 @@ class LinkState:
         else:
             self.redis.hdel(self.key("queued", self.link), f"{side}:{number}")
 
-    def add_expectations(self, side: str, number: int, values: dict[str, Any]) -> None:
-        """Add VALUES to what SIDE's task NUMBER is expected to show (a failed run's writes): at
-        once, for the run that failed writes nothing else (RunState.close)."""
+    def expect_ahead(self, side: str, number: int, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Add VALUES, what a write about to be sent gives SIDE's task NUMBER, to what the task is
+        expected to show: at once, before the write, so that they stay expected however the run
+        ends (it fails, or its worker is killed before it saves anything: RunState.close).
+        Returns what was expected before (withdraw_ahead)."""
+        key = self.key("queued", self.link)
+        raw = self.redis.hget(key, f"{side}:{number}")
+        before = json.loads(raw) if raw is not None else {}
         if values:
-            key = self.key("queued", self.link)
-            raw = self.redis.hget(key, f"{side}:{number}")
-            merged = with_sent(json.loads(raw) if raw is not None else {}, values)
-            self.redis.hset(key, f"{side}:{number}", json.dumps(merged, sort_keys=True))
+            self.redis.hset(key, f"{side}:{number}", json.dumps(with_sent(before, values), sort_keys=True))
+        return before
+
+    def withdraw_ahead(self, side: str, number: int, before: dict[str, Any]) -> None:
+        """The write expected ahead was surely not applied: SIDE's task NUMBER is expected to
+        show what it was BEFORE, again, at once."""
+        LinkState.save_queued_expectations(self, side, number, before)
 
     def comment_fingerprints(self, side: str, task: int) -> dict[int, str]:
         raw = self.redis.hgetall(comment_prints_key(self.link, side, task))
@@ -226,6 +235,9 @@ class RunState(LinkState):
     _read: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False)
     _pending: dict[tuple[str, int], bool] = field(default_factory=dict, init=False, repr=False)
     _unsaved: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False)
+    # Expectations written ahead of this run's writes (expect_ahead), by key: what each held
+    # before, put back when the run finishes without saving its own (close).
+    _ahead: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False)
 
     def _hget(self, key: str, field_: str) -> Any:
         if (key, field_) in self._read:
@@ -278,6 +290,13 @@ class RunState(LinkState):
             return  # none were, none are: nothing to write
         self._read[key] = self._unsaved[key] = value
 
+    def expect_ahead(self, side: str, number: int, values: Mapping[str, Any]) -> dict[str, Any]:
+        """As LinkState's, in Redis at once; the run's own reads keep what they saw before, and
+        a finished run's close replaces them (with what it agreed on, or what they were)."""
+        key = (self.key("queued", self.link), f"{side}:{number}")
+        self._ahead.setdefault(key, self._hget(*key))
+        return super().expect_ahead(side, number, values)
+
     def close(self, release: Callable[[redis.client.Pipeline], None], synced: bool,
               stale: Iterable[str] = ()) -> None:
         """End the run in one transaction: when SYNCED (it finished), write what it agreed on and
@@ -288,6 +307,8 @@ class RunState(LinkState):
         for key in stale:
             pipe.delete(key)
         if synced:
+            for written_ahead, before in self._ahead.items():
+                self._unsaved.setdefault(written_ahead, before)
             for (key, field_), value in self._unsaved.items():
                 if value is None:
                     pipe.hdel(key, field_)
@@ -296,6 +317,7 @@ class RunState(LinkState):
             self.mark_synced(time.time(), into=pipe)
         release(pipe)
         self._unsaved.clear()
+        self._ahead.clear()
         pipe.execute()
 
 

@@ -27,8 +27,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
 from planfix.errors import AccessDenied, NotFound, PlanfixError, RateLimited, TransientError
 from schemas.links import Link
@@ -36,7 +34,7 @@ from workers.attachments import sync_checklist, sync_task_files
 from workers.canonical import canonical_task, in_scope, normalise_value, ref_id, task_fields
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce
-from workers.field_diff import agreed_with_echoes, changed_fields, echoes, settled, with_sent
+from workers.field_diff import agreed_with_echoes, changed_fields, echoes, settled
 from workers.conflict import owner_of
 from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
 from workers.names import comment_fingerprint, looked_at_whole, record_rejected, record_synced_stamp, synced_stamp
@@ -214,8 +212,6 @@ class TaskSync:
         self._resumed.update(prefetched or {})
         # Writes sent in this run (any side): a re-queued run that wrote must re-read.
         self.writes_sent = 0
-        # The values each task's writes of this run give it, by (side, task number).
-        self._sent: dict[tuple[str, int], dict[str, Any]] = {}
 
     def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call SIDE's client; list methods are read to the end here, so paging failures are
@@ -254,20 +250,10 @@ class TaskSync:
 
     # ------------------------------------------------------------------------------------
     def run(self) -> SyncReport:
-        try:
-            report = self._run()
-            if self.guard is not None:
-                self.guard()  # what it agreed on is saved only while the run may still act
-            return report
-        except Exception:
-            # What this run wrote (or may have) is not agreed, as the run failed: it stays
-            # expected, so that neither side's next run takes it for a person's change.
-            try:
-                for (side, number), values in self._sent.items():
-                    self.state.add_expectations(side, number, values)
-            except redis.RedisError:
-                pass  # the retry reads again; Redis failing is the job's to handle
-            raise
+        report = self._run()
+        if self.guard is not None:
+            self.guard()  # what it agreed on is saved only while the run may still act
+        return report
 
     def _run(self) -> SyncReport:
         link, side, other = self.link, self.side, self.other
@@ -510,18 +496,21 @@ class TaskSync:
         return isinstance(outcome, (Applied, PartiallyApplied))
 
     def _update(self, side: str, number: int, body: dict[str, Any], values: Mapping[str, Any]) -> Any:
-        """Update SIDE's task NUMBER with BODY, noting the canonical VALUES it gives the task as
-        sent (see run) unless Planfix surely did not apply it: refused before it was sent (our
-        limiter, Planfix's rate or quota) or for good. A transient failure may have applied it."""
-        applied_maybe = True
+        """Update SIDE's task NUMBER with BODY. The canonical VALUES it gives the task are
+        expected before it is sent (LinkState.expect_ahead): whether the run then fails, loses
+        the answer or its worker is killed before it agrees on anything, Planfix may have applied
+        it, and the next run of either side must see an echo there, not a person's change. (A
+        killed run's write, taken for a client's change, rolled the partner's newer edit back on
+        both sides in the quick chaos run.) A run that finishes replaces them with what it agreed
+        on; a write surely not applied (refused before it was sent: our limiter, Planfix's rate or
+        quota; or for good) is withdrawn at once, as it would only cost the next runs reads."""
+        before = self.state.expect_ahead(side, number, values)
         try:
             return self._call(side, "update_task", number, body)
         except SideFailure as failure:
-            applied_maybe = isinstance(failure.error, TransientError)
+            if not isinstance(failure.error, TransientError):
+                self.state.withdraw_ahead(side, number, before)
             raise
-        finally:
-            if applied_maybe:
-                self._sent[(side, number)] = with_sent(self._sent.get((side, number), {}), values)
 
     def _post_note(self, counterpart: int, note: str, occasion: str) -> None:
         """Post a delegation note once per change of assignees (OCCASION), however often retried."""
