@@ -63,7 +63,8 @@ its period's part of that share to a credit, and the audit lists as many whole t
 credit holds, at most AUDIT_MAX_TASKS (``audit_allowance``). A full turn over an account's N
 commented tasks takes about N / (AUDIT_SHARE x quota) days: an edit whose webhook was lost is
 mirrored within that turn. A second change within the same second as one a run recorded, whose
-webhook is lost too, hides behind the equal stamp until the task changes again.
+webhook is lost too, hides behind the equal stamp until the task changes again; a run records
+a stamp only when nothing else can hide behind it (workers.names.looked_at_whole).
 """
 
 from __future__ import annotations

@@ -259,12 +259,12 @@ def test_comment_hints_name_peoples_comments_and_skip_our_own():
     assert rc.hints_for(rc.Verdict(rc.SKIP), [], "user:1") == ()
 
 
-def poll_run_records(hints, explained, created=False):
+def poll_run_records(hints, explained, created=False, aside_mapped=False):
     """What a poll-queued run does with HINTS (workers.hints decides its reads), and whether it
     records its stamp under the worker hook this change asks for (see the final report)."""
     parsed = Hints.parse(hints)
     reads = extra_reads(parsed, explained)
-    records = reads.checklist_and_files or (parsed.task_events == 1 and not created)
+    records = reads.checklist_and_files or (parsed.task_events == 1 and not created and not aside_mapped)
     return reads, records
 
 
@@ -291,13 +291,15 @@ def test_a_webhook_run_of_one_explained_event_is_not_queued_again():
     assert not records  # a create writes no checklist or files: the poll's second look does
     _, records = poll_run_records([FULL_HINT], explained=True, created=True)
     assert records
+    _, records = poll_run_records(["task_changed"], explained=True, aside_mapped=True)
+    assert not records  # a checklist or file change before it, its webhook lost, may hide behind its stamp
 
 
 def test_a_run_looked_at_a_stamp_whole_only_when_both_its_dates_are_covered():
     source = {"dateOfLastUpdate": tp(T0 + 60), "dateOfLastComment": tp(T0 + 30)}
     before_comment = change_stamp({"dateOfLastUpdate": tp(T0), "dateOfLastComment": tp(T0 + 30)})
     older_comment = change_stamp({"dateOfLastUpdate": tp(T0), "dateOfLastComment": tp(T0 - 30)})
-    whole = dict(checklist_and_files=False, comments_listed=False, one_explained_event=True)
+    whole = dict(checklist_and_files=False, comments_listed=False, one_explained_event=True, aside_mapped=False)
     assert looked_at_whole(source, before_comment, **whole)                  # the comment date did not move
     assert not looked_at_whole(source, older_comment, **whole)               # a comment the run did not see
     assert not looked_at_whole(source, None, **whole)                        # nothing to compare with
@@ -305,6 +307,9 @@ def test_a_run_looked_at_a_stamp_whole_only_when_both_its_dates_are_covered():
     assert not looked_at_whole(source, before_comment, **{**whole, "one_explained_event": False})
     assert looked_at_whole(source, before_comment, **{**whole, "one_explained_event": False,
                                                        "checklist_and_files": True})
+    # A link carrying checklists or files: what a lost webhook changed there hides behind the stamp.
+    assert not looked_at_whole(source, before_comment, **{**whole, "aside_mapped": True})
+    assert looked_at_whole(source, before_comment, **{**whole, "aside_mapped": True, "checklist_and_files": True})
 
 
 def test_next_seen_counts_the_polls_that_queued_a_stamp():

@@ -35,6 +35,7 @@ from typing import Any
 
 from planfix.client import PartiallyApplied, Queued
 from planfix.errors import InvalidRequest, NotFound
+from schemas.links import Link
 from workers.canonical import ref_id
 from workers.state import PREFIX
 
@@ -53,6 +54,12 @@ ITEM_KEYS = ("name", "isDone")
 def flows(direction: str, source_side: str, target_side: str) -> bool:
     """Whether a link `direction` carries SOURCE_SIDE's changes to TARGET_SIDE."""
     return direction == "both" or direction == f"{source_side}_to_{target_side}"
+
+
+def carries_checklist_or_files(link: Link, side: str) -> bool:
+    """Whether LINK carries SIDE's checklist or card files to the other side."""
+    other = link.other(side)
+    return flows(link.fields.checklist.direction, side, other) or flows(link.fields.files.direction, side, other)
 
 
 def item_view(item: Mapping[str, Any]) -> dict[str, Any]:

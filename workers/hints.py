@@ -23,8 +23,10 @@ Assumptions, each with what backs it up:
   carries it again: it is ours, no person's). An
   unexplained one (nothing mapped changed) was a checklist, a card file, a comment edit or an
   unmapped field: the run then looks at comments, checklist and card files.
-  A checklist or file change coalesced with a field edit is picked up by the poller's full run
-  (it changes the task's dateOfLastUpdate, which filter 79 sees) within one period.
+  A checklist or file change coalesced with a field edit, or made before one with its webhook
+  lost, is picked up by the poller's run (it moves the task's dateOfLastUpdate, which filter 79
+  sees, and a run explained by a field does not record that stamp where the link carries
+  checklists or files: workers.names.looked_at_whole) within two periods.
 - The counterpart is taken from its snapshot, not read again, only when nothing can have
   changed it unseen that matters: it has a snapshot, no event of its own is waiting, no write
   to it is still queued by Planfix (202), the run is not a full look, and every field the

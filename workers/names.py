@@ -160,16 +160,19 @@ def synced_stamp(store: Any, link: str, side: str, task: int) -> str | None:
 
 
 def looked_at_whole(source: Mapping[str, Any], recorded: str | None, *, checklist_and_files: bool,
-                    comments_listed: bool, one_explained_event: bool) -> bool:
+                    comments_listed: bool, one_explained_event: bool, aside_mapped: bool) -> bool:
     """Whether a run that read SOURCE (the task, with both dates) looked at everything its change
     stamp may stand for, so the poller may skip that stamp (RECORDED: the stamp recorded before).
 
     The update date: the run looked at checklist and files too, or its one task event was
-    explained by a field it read (a second change at the same moment whose webhook is lost as
-    well hides until the task changes again: producers/reconcile.py says so). The comment date:
-    the run listed every comment, or it has not moved since the recorded stamp.
+    explained by a field it read and the link carries neither checklist nor files from the side
+    (ASIDE_MAPPED false). Where it carries them, a checklist or file change made before the
+    explained one, whose webhook was lost, shows only in the update date, which the later change
+    moved on: recorded, that stamp hid it from the poller for good (the quick chaos run lost a
+    checklist item that way). Fields cannot hide so: a run diffs them all. The comment date: the
+    run listed every comment, or it has not moved since the recorded stamp.
     """
-    update_seen = checklist_and_files or one_explained_event
+    update_seen = checklist_and_files or (one_explained_event and not aside_mapped)
     comment_date = change_stamp(source).partition("|")[2]
     comments_seen = comments_listed or (recorded is not None and recorded.partition("|")[2] == comment_date)
     return update_seen and comments_seen

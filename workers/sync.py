@@ -30,7 +30,7 @@ from typing import Any
 from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
 from planfix.errors import AccessDenied, NotFound, PlanfixError, RateLimited, TransientError
 from schemas.links import Link
-from workers.attachments import sync_checklist, sync_task_files
+from workers.attachments import carries_checklist_or_files, sync_checklist, sync_task_files
 from workers.canonical import canonical_task, in_scope, normalise_value, ref_id, task_fields
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce
@@ -398,7 +398,8 @@ class TaskSync:
         listed = reads.comments and comment_reads(self.hints, listing=not explained or self.hints.task_events > 1) is None
         if looked_at_whole(source_raw, synced_stamp(self.state.redis, link.name, side, self.number),
                            checklist_and_files=reads.checklist_and_files, comments_listed=listed,
-                           one_explained_event=explained and self.hints.task_events == 1 and not self.hints.full):
+                           one_explained_event=explained and self.hints.task_events == 1 and not self.hints.full,
+                           aside_mapped=carries_checklist_or_files(link, side)):
             record_synced_stamp(self.state.redis, link.name, side, self.number, source_raw)
         return self.report
 
