@@ -38,6 +38,26 @@ Phases and their stacks:
     at leisure), through real scenario deliveries: requests per event for each gap.
   - idle latency (open loop): single changes at fixed times, from each one's scheduled time to
     the end of the write that carries it.
+- scale (a stack per number of links of the plan's scale_links, each alone after the other
+  phases; not in the quick run): a simulated working day on one partner account that every link
+  shares, each link with a client account of its own. Each link's SCALE_TASKS_PER_LINK task pairs
+  are made and settled first; then SCALE_CHANGES_PER_LINK changes per link (edits, status moves
+  and comments, on both sides: SCALE_KIND_WEIGHTS) at times with a working-hours peak (PEAK_SHARE
+  of them between 09:00 and 18:00), through real scenario deliveries, but SCALE_DROP_SHARE of them
+  drawn to have their webhooks dropped (their account's scenarios off for that change), which
+  only the poller can find. The bench keeps its own record of each change (what, where, when).
+  Every request the emulator logs over the day's window is counted: `partner_requests_per_day`
+  (the poller's own apart), all-in requests per change (every account), the share of PLAN_QUOTA
+  the partner used; once the day's last changes are repaired (TAIL_CYCLES polls), SCALE_QUIET_S
+  with nothing changing gives the partner's quiet overhead. `drift_repair_p99_s`: from each
+  dropped change to the write that carries its content into the other account (or a later edit's
+  of the same field, which replaced it), in simulated seconds; a status move carries no content
+  to match and is not timed; a change no write carried by the end is counted apart and leaves no
+  p99. Over the day, Celery executions per finished sync and the workers' CPU in cores (runs wait
+  for the partner's slots meanwhile). The most links a PLAN_QUOTA plan serves with SPARE_SHARE of
+  it to spare (`scale_capacity`): the partner's requests a day as a line over the link counts
+  measured (a day alone: its quiet overhead as the fixed part, the rest per link), solved for the
+  plan's budget; it assumes the cost grows linearly at the same traffic per link.
 Set-up (the task pairs a phase changes) is made before anything is counted, and a phase starts
 once the poller has nothing left to do about it (`settle`).
 
@@ -51,17 +71,29 @@ recorded as synced about 60 s / 4.5 s = 13 times where a real deployment's do so
 all-in figure is an upper bound, and set-up takes a minute to settle. Bursts keep their real
 gaps, fairness and idle latency Planfix's real 1 request/s.
 
-What is not here yet: the scale phase of issue 18 (a simulated working day for 10, 50 and 200
-links with dropped webhooks, drift_repair_p99_s, the most links a 20,000/day plan serves).
+The scale phase's day lasts scale_day_s real seconds (at least SCALE_DAY_MIN_S, and
+SCALE_DAY_S_PER_LINK per link, so the machine's load per real second stays about the same:
+10 links' day is a 144th of a real one, 200 links' a 48th), with the poller's period and tick,
+every account's quota and rate and the sync's own delays shrunk by the same factor. Counts per
+simulated day are exact over its window; what the shrinking distorts: a real second of
+processing (a scenario delivery, Celery's queueing, a run's requests) stands for 1/scale
+simulated seconds (144 or 48), so latencies in simulated seconds are longer than a real day's
+(drift_repair_p99_real_s gives the real time); the poller's real-second constants cover hours
+of the shrunk day (its window's 180 s overlap, STAMP_SETTLE_S), so a busy poll lists every task
+changed in the last three real minutes (pages a real poll would not need) and the budget
+stretches its period to pay for them: the partner's poll requests are an upper bound, and the
+repair time with them. The quota-driven hold is off (as in every bench stack).
 """
 
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import logging
 import math
 import os
+import random
 import re
 import statistics
 import tempfile
@@ -165,6 +197,28 @@ EVENT_TOKEN = re.compile(r"\[e(\d+)\.(\d+)\]")
 CELERY_END = re.compile(r"^Task (crosslink\.[\w.]+)\[[^\]]+\] (succeeded|raised|retry|ignored|rejected)")
 SYNCED = "synced: "
 SYNC_JOB_PREFIX = "crosslink.sync."
+# The scale phase (issue 18): a simulated working day on one partner account.
+SCALE_LINKS = (10, 50, 200)
+SCALE_CHANGES_PER_LINK = 50  # a simulated day's, about what one client's people change
+SCALE_TASKS_PER_LINK = 5  # the task pairs a link's changes fall on (its open work)
+# Webhooks dropped: this share of the day's changes has its scenario deliveries switched off.
+SCALE_DROP_SHARE = 0.02
+# The peak: this share of a day's changes is made in working hours, the rest outside them.
+WORKING_HOURS = (9.0, 18.0)
+PEAK_SHARE = 0.8
+# What people change, with how often: the kinds a webhook reports (a comment edit reaches only
+# the comment audit, which the economy phase measures).
+SCALE_KIND_WEIGHTS = {"edit": 0.5, "status": 0.2, "comment": 0.3}
+# The smallest Planfix plan, and the share of it kept spare (issue 18's "done when").
+PLAN_QUOTA = 20_000
+SPARE_SHARE = 0.25
+# A simulated day lasts this many real seconds, at least SCALE_DAY_MIN_S: the machine's load per
+# real second stays about the same whatever the number of links (200 links: 30 minutes).
+SCALE_DAY_MIN_S = 600.0
+SCALE_DAY_S_PER_LINK = 9.0
+# After the day, with nothing changing: this long (simulated) measures the quiet overhead.
+SCALE_QUIET_S = 2 * 3600.0
+SCALE_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -185,6 +239,9 @@ class BenchPlan:
     time_scale: float
     # The pipeline alone, before the deployments start (else while they settle after set-up).
     pipeline_first: bool
+    # The scale phase's numbers of links (none: not run), and the seed of its days' plans.
+    scale_links: tuple[int, ...] = ()
+    scale_seed: int = 1
 
     @classmethod
     def quick(cls) -> "BenchPlan":
@@ -199,7 +256,7 @@ class BenchPlan:
                    pipeline_sustain_s=60.0, pipeline_tasks=600, worker_counts=(1, 2),
                    economy_changes=6 * len(KINDS) * len(SIDES), bursts=3, fair_links=50,
                    fair_events_per_link=4, fair_big_backlog=60, idle_samples=20, quiet_links=(2, 10, 50),
-                   time_scale=1.0, pipeline_first=True)
+                   time_scale=1.0, pipeline_first=True, scale_links=SCALE_LINKS)
 
 
 @dataclass(frozen=True)
@@ -261,6 +318,50 @@ class PipelineFigures:
 
 
 @dataclass
+class ScaleFigures:
+    """The scale phase's simulated day for one number of links (module docstring). "A day"
+    figures count the simulated day's window; seconds are simulated unless named real."""
+
+    links: int
+    time_scale: float
+    # Real seconds the simulated day lasted.
+    day_real_s: float
+    changes: int = 0
+    changes_by_kind: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0
+    dropped_by_kind: dict[str, int] = field(default_factory=dict)
+    partner_requests_per_day: int | None = None
+    # The poller's own (feeds and comment audit) among them.
+    partner_poll_requests_per_day: int | None = None
+    # The partner's requests a day after the day, nothing changing (SCALE_QUIET_S of it).
+    partner_overhead_quiet_per_day: float | None = None
+    # Every account's requests over the changes, and the partner's alone.
+    requests_per_change: float | None = None
+    partner_requests_per_change: float | None = None
+    # One client account's requests a day, the mean over the links.
+    client_requests_per_day: float | None = None
+    quota_share: float | None = None
+    # Dropped changes whose content the bench can match in a write (edits and comments; a status
+    # move carries none), how many no write carried by the end, and their repair times.
+    drift_timed: int = 0
+    drift_unrepaired: int = 0
+    drift_repair_p50_s: float | None = None
+    drift_repair_p99_s: float | None = None
+    drift_repair_p99_real_s: float | None = None
+    # Changes whose webhook came: from the change to the write carrying it.
+    sync_latency_p50_s: float | None = None
+    sync_latency_p99_s: float | None = None
+    celery_runs_per_sync: float | None = None
+    runs_per_sync: float | None = None
+    celery_executions: dict[str, int] = field(default_factory=dict)
+    # The workers' CPU over the day, in cores (the runs wait for the partner's slots meanwhile).
+    worker_cpu_while_waiting: float | None = None
+    limiter_violations: int | None = None
+    partner_poll_period_s: float | None = None
+    settled_before: bool | None = None
+
+
+@dataclass
 class BenchReport:
     mode: str
     date: str
@@ -288,6 +389,9 @@ class BenchReport:
     worker_cpu_while_waiting: float | None = None
     idle_latency_p50_s: float | None = None
     idle_latency_p99_s: float | None = None
+    # The scale phase: a simulated day per number of links, and what a plan serves at that traffic.
+    scale: list[ScaleFigures] = field(default_factory=list)
+    scale_capacity: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -325,7 +429,25 @@ class BenchReport:
             "worker_cpu_while_waiting": self.worker_cpu_while_waiting,
             "idle_latency_p50_s": self.idle_latency_p50_s,
             "idle_latency_p99_s": self.idle_latency_p99_s,
+            **self.scale_headline(),
             "workers": self.workers,
+        }
+
+    def scale_headline(self) -> dict[str, Any]:
+        """The scale phase's figures for its most links, and the most links a plan serves."""
+        most = max(self.scale, key=lambda day: day.links, default=None)
+        def of(name: str) -> Any:
+            return getattr(most, name) if most is not None else None
+        return {
+            "scale_links": of("links"),
+            "partner_requests_per_day": of("partner_requests_per_day"),
+            "scale_partner_overhead_quiet_per_day": of("partner_overhead_quiet_per_day"),
+            "scale_requests_per_change": of("requests_per_change"),
+            "partner_quota_share": of("quota_share"),
+            "drift_repair_p99_s": of("drift_repair_p99_s"),
+            "scale_celery_runs_per_sync": of("celery_runs_per_sync"),
+            "scale_worker_cpu_while_waiting": of("worker_cpu_while_waiting"),
+            "max_links_per_plan": self.scale_capacity.get("max_links"),
         }
 
     def target_headline(self) -> dict[str, Any]:
@@ -366,6 +488,14 @@ class BenchReport:
                 f"{links}: {_fmt(value)}" for links, value in self.quiet_per_day_by_links.items()))
         if self.fairness:
             lines.append("  fairness: " + ", ".join(f"{key} {_fmt(value)}" for key, value in self.fairness.items()))
+        for day in self.scale:
+            lines.append(f"  a simulated day, {day.links} links (time scale {day.time_scale:.5f}, "
+                         f"{day.day_real_s:.0f} s real): " + ", ".join(
+                             f"{key} {_fmt(value)}" for key, value in asdict(day).items()
+                             if key not in ("links", "time_scale", "day_real_s")))
+        if self.scale_capacity:
+            lines.append("  partner capacity: " + ", ".join(
+                f"{key} {_fmt(value)}" for key, value in self.scale_capacity.items()))
         for key, value in self.headline().items():
             lines.append(f"  {key:30} {_fmt(value)}")
         return "\n".join(lines)
@@ -419,6 +549,11 @@ def _ms(seconds: float | None) -> float | None:
 
 def _round(value: float | None, digits: int = 3) -> float | None:
     return round(value, digits) if value is not None else None
+
+
+def _finite(value: float | None, digits: int = 1) -> float | None:
+    """VALUE rounded, or None when it is not a finite number (a change never synced)."""
+    return round(value, digits) if value is not None and math.isfinite(value) else None
 
 
 # ==============================================================================================
@@ -734,6 +869,101 @@ def process_group_cpu_s(group: int, proc: Path = Path("/proc")) -> float:
     return total / ticks
 
 
+@dataclass(frozen=True)
+class PlannedChange:
+    """One change of the scale phase's day, planned before it starts."""
+
+    # Seconds after the simulated day's midnight.
+    at_s: float
+    link: int
+    # Which of the link's task pairs.
+    task: int
+    side: str
+    kind: str
+    # Its webhooks dropped: no scenario delivery, so only the poller can find it.
+    dropped: bool
+
+
+def working_day_times(count: int, rng: random.Random, peak_share: float = PEAK_SHARE,
+                      hours: tuple[float, float] = WORKING_HOURS) -> list[float]:
+    """COUNT change times in a simulated day, seconds after midnight, sorted: round(COUNT x
+    PEAK_SHARE) of them uniformly within working HOURS, the rest uniformly over the hours outside."""
+    start, end = hours[0] * 3600.0, hours[1] * 3600.0
+    peak = round(count * peak_share)
+    last = math.nextafter(DAY_S, 0.0)
+    times = [rng.uniform(start, end) for _ in range(peak)]
+    for _ in range(count - peak):
+        off = rng.uniform(0.0, DAY_S - (end - start))
+        times.append(off if off < start else off + (end - start))
+    return sorted(min(max(0.0, at), last) for at in times)
+
+
+def day_plan(links: int, seed: int, changes_per_link: int = SCALE_CHANGES_PER_LINK,
+             tasks_per_link: int = SCALE_TASKS_PER_LINK, drop_share: float = SCALE_DROP_SHARE) -> list[PlannedChange]:
+    """The scale phase's day for LINKS links: CHANGES_PER_LINK x LINKS changes at working-day
+    times, each on a link, task pair, side and kind drawn at random (SCALE_KIND_WEIGHTS), and
+    round(DROP_SHARE x changes) of them, drawn at random, with their webhooks dropped."""
+    rng = random.Random(seed)
+    count = links * changes_per_link
+    times = working_day_times(count, rng)
+    dropped = set(rng.sample(range(count), round(count * drop_share)))
+    kinds, weights = zip(*SCALE_KIND_WEIGHTS.items())
+    return [PlannedChange(at, rng.randrange(links), rng.randrange(tasks_per_link), rng.choice(SIDES),
+                          rng.choices(kinds, weights)[0], index in dropped)
+            for index, at in enumerate(times)]
+
+
+def next_status(side: str, status: int, transitions: Mapping[int, Iterable[int]] | None) -> int | None:
+    """The status a person on SIDE moves a task in STATUS to, or None (none to move to): the
+    partner's people between In work and Review in turn (PARTNER_STATUS_CYCLE); the client's
+    along their process's TRANSITIONS, never to a status no move leads on from (Rejected), so a
+    day of moves never ends a task's."""
+    if side == "partner":
+        return PARTNER_STATUS_CYCLE.get(status)
+    allowed = transitions or {}
+    onward = sorted(target for target in allowed.get(status, ()) if allowed.get(target))
+    return onward[0] if onward else None
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The partner account's requests a day as a fixed part and a part per link, and the most
+    links a plan serves with its spare kept."""
+
+    fixed_per_day: float
+    per_link_per_day: float
+    # None: the cost does not grow with the links (nothing bounds them by this measure).
+    max_links: int | None
+
+
+def capacity(per_day_by_links: Mapping[int, float], quota: int = PLAN_QUOTA, spare: float = SPARE_SHARE,
+             fixed_per_day: float | None = None) -> Capacity | None:
+    """How many links a plan of QUOTA requests a day serves with SPARE of it left, from the
+    partner's measured requests a day by number of links (PER_DAY_BY_LINKS).
+
+    With two link counts or more: the least-squares line through them (fixed part, cost per
+    link). With one: FIXED_PER_DAY (the quiet overhead, which does not grow with the links) as the
+    fixed part, and the rest of the measured requests shared by its links. None if neither.
+    Assumes the cost grows linearly with the links at the measured traffic per link.
+    """
+    points = [(float(links), float(requests)) for links, requests in per_day_by_links.items() if links > 0]
+    if len({links for links, _ in points}) >= 2:
+        mean_x = statistics.fmean(x for x, _ in points)
+        mean_y = statistics.fmean(y for _, y in points)
+        slope = (sum((x - mean_x) * (y - mean_y) for x, y in points)
+                 / sum((x - mean_x) ** 2 for x, _ in points))
+        fixed = mean_y - slope * mean_x
+    elif points and fixed_per_day is not None:
+        links, requests = points[0]
+        fixed, slope = float(fixed_per_day), (requests - fixed_per_day) / links
+    else:
+        return None
+    budget = quota * (1.0 - spare)
+    if slope <= 0:
+        return Capacity(fixed, slope, None)
+    return Capacity(fixed, slope, max(0, math.floor((budget - fixed) / slope)))
+
+
 # ==============================================================================================
 # The wire tap
 
@@ -850,12 +1080,13 @@ class Bench:
     tap) and the phases that run on it."""
 
     def __init__(self, plan: BenchPlan, workdir: Path, log: Callable[[str], None] = lambda _: None,
-                 links: int = 1):
+                 links: int = 1, time_scale: float | None = None):
         self.plan = plan
         self.workdir = workdir
         self.log = log
         self.links = max(1, links)
-        self.poller = PollerSettings.default(plan.time_scale)
+        # The poller's day shrunk by TIME_SCALE (the plan's by default).
+        self.poller = PollerSettings.default(plan.time_scale if time_scale is None else time_scale)
         self.beat = False
         # Planfix's own limits in force (real_day), whatever the run's time scale.
         self.real_limits = False
@@ -941,20 +1172,24 @@ class Bench:
         if self.beat and self.poller.scale != 1.0:
             self.wait_poll_cycles(1, self.stack.world.now())
 
-    def scenarios(self, on: bool) -> None:
-        """Real scenario deliveries (each link side limited to its project) or none."""
+    def scenario_specs(self) -> dict[str, list[dict[str, Any]]]:
+        """Each account's scenarios: every link side's there, each limited to its project."""
         stack = self.stack
         assert stack is not None and stack.world is not None and stack.config is not None
         per_account: dict[str, list[dict[str, Any]]] = {account: [] for account in self.accounts()}
-        if on:
-            for link in stack.config.links:
-                for side_name, side in link.sides.items():
-                    project = side.scope.value if side.scope.kind == "project" else None
-                    for spec in scenarios_for_side(stack.producer.url, link.name, side_name, side.webhook_auth,
-                                                   stack.env[side.webhook_secret_env], side.integration_user):
-                        per_account[side.account].append({**spec, "project": project} if project else spec)
-        for account, specs in per_account.items():
-            stack.world.set_scenarios(account, specs)
+        for link in stack.config.links:
+            for side_name, side in link.sides.items():
+                project = side.scope.value if side.scope.kind == "project" else None
+                for spec in scenarios_for_side(stack.producer.url, link.name, side_name, side.webhook_auth,
+                                               stack.env[side.webhook_secret_env], side.integration_user):
+                    per_account[side.account].append({**spec, "project": project} if project else spec)
+        return per_account
+
+    def scenarios(self, on: bool) -> None:
+        """Real scenario deliveries (each link side limited to its project) or none."""
+        specs = self.scenario_specs() if on else {account: [] for account in self.accounts()}
+        for account, account_specs in specs.items():
+            self.stack.world.set_scenarios(account, account_specs)
 
     def quiet(self, timeout: float = QUIET_TIMEOUT_S) -> None:
         assert self.stack is not None
@@ -1532,6 +1767,153 @@ class Bench:
             self.log(f"idle: {len(events) - len(found)} of {len(events)} changes never written")
 
 
+    # -- the scale phase ---------------------------------------------------------------------------
+    def scale_day(self, plan: Sequence[PlannedChange], pairs: Sequence[Sequence[tuple[int, int]]]) -> ScaleFigures:
+        """PLAN's simulated day on PAIRS (each link's task pairs, made at set-up and settled),
+        through real scenario deliveries but for the dropped changes', at the poller's shrunk day:
+        every request of every account counted over the day, the day's last changes repaired
+        (TAIL_CYCLES polls), then SCALE_QUIET_S with nothing changing (module docstring)."""
+        world = self.stack.world
+        scale = self.poller.scale
+        day_real = DAY_S * scale
+        figures = ScaleFigures(links=self.links, time_scale=round(scale, 6), day_real_s=round(day_real, 1),
+                               settled_before=self.settled)
+        specs = self.scenario_specs()
+        for account, account_specs in specs.items():
+            world.set_scenarios(account, account_specs)
+        self.set_limits(self.poller.rate_per_s)
+        self.quiet()
+        violations_before = sum(len(world.violations(account)) for account in self.accounts())
+        lines_before = self.worker_lines()
+        runs_before = self.worker_runs()
+        cpu_before, cpu_started = self.worker_cpu_s(), time.monotonic()
+        streams: dict[tuple[int, int, str], tuple[int, int]] = {}
+        # (the change, the kind made, its event (None: no content to match), the account its write goes to)
+        made: list[tuple[PlannedChange, str, Event | None, str]] = []
+        start = world.now()
+        for change in plan:
+            pause = start + change.at_s * scale - world.now()
+            if pause > 0:
+                time.sleep(pause)
+            made.append(self.make_scale_change(change, pairs, specs, streams))
+        pause = start + day_real - world.now()
+        if pause > 0:
+            time.sleep(pause)
+        end = start + day_real
+        cpu = (self.worker_cpu_s() - cpu_before) / max(1e-9, time.monotonic() - cpu_started)
+        runs_after = self.worker_runs()
+        lines = [line for worker, before in zip(self.stack.worker_processes, lines_before)
+                 for line in worker.lines[before:]]
+        violations = sum(len(world.violations(account)) for account in self.accounts()) - violations_before
+        self.tail(max((event.scheduled for _, _, event, _ in made if event is not None), default=start))
+        quiet_start = world.now()
+        time.sleep(SCALE_QUIET_S * scale)
+        quiet_end = world.now()
+
+        partner = self.log_entries(start, end, ["partner"])
+        total = len(self.log_entries(start, end))
+        exchanges = self.tap.exchanges(start)
+        partner_polls = [e.started for e in exchanges if e.account == "partner" and e.started <= end and is_poll(e)]
+        changes = len(made)
+        figures.changes = changes
+        figures.changes_by_kind = dict(sorted(Counter(kind for _, kind, _, _ in made).items()))
+        figures.dropped = sum(1 for change, _, _, _ in made if change.dropped)
+        figures.dropped_by_kind = dict(sorted(Counter(kind for change, kind, _, _ in made if change.dropped).items()))
+        figures.partner_requests_per_day = len(partner)
+        figures.partner_poll_requests_per_day = len(partner_polls)
+        figures.requests_per_change = round(total / changes, 3) if changes else None
+        figures.partner_requests_per_change = round(len(partner) / changes, 3) if changes else None
+        figures.client_requests_per_day = round((total - len(partner)) / self.links, 1)
+        figures.quota_share = round(len(partner) / PLAN_QUOTA, 4)
+        cycles = poll_cycles(partner_polls, self.poller.cycle_gap_s)
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(cycles)]
+        figures.partner_poll_period_s = round(statistics.median(gaps) / scale, 1) if gaps else None
+        quiet = quiet_per_day([entry["t"] for entry in self.log_entries(quiet_start, quiet_end, ["partner"])],
+                              self.poller.cycle_gap_s, scale)
+        figures.partner_overhead_quiet_per_day = _round(quiet, 1)
+
+        writes: dict[str, list[Write]] = defaultdict(list)
+        for exchange in exchanges:
+            if exchange.is_write and exchange.status in (200, 201, 202):
+                writes[exchange.account].append(Write(exchange.done, carried(exchange.body.decode("utf-8", "replace"))))
+        drift: list[float] = []
+        synced: list[float] = []
+        by_account: dict[str, list[tuple[PlannedChange, Event]]] = defaultdict(list)
+        for change, _, event, other in made:
+            if event is not None:
+                by_account[other].append((change, event))
+        for account, timed in by_account.items():
+            found = latencies([event for _, event in timed], writes[account])
+            for (change, _), seconds in zip(timed, found):
+                simulated = math.inf if seconds is None else seconds / scale
+                (drift if change.dropped else synced).append(simulated)
+        figures.drift_timed = len(drift)
+        figures.drift_unrepaired = sum(1 for seconds in drift if math.isinf(seconds))
+        figures.drift_repair_p50_s = _finite(percentile(drift, 0.5))
+        figures.drift_repair_p99_s = _finite(percentile(drift, 0.99))
+        if figures.drift_repair_p99_s is not None:
+            figures.drift_repair_p99_real_s = round(figures.drift_repair_p99_s * scale, 2)
+        figures.sync_latency_p50_s = _finite(percentile(synced, 0.5))
+        figures.sync_latency_p99_s = _finite(percentile(synced, 0.99))
+
+        executions, finished = worker_counts(lines)
+        sync_jobs = sum(count for name, count in executions.items() if name.startswith(SYNC_JOB_PREFIX))
+        runs = (runs_after - runs_before) if runs_after is not None and runs_before is not None else None
+        figures.celery_executions = dict(executions)
+        figures.celery_runs_per_sync = round(sync_jobs / finished, 3) if finished else None
+        figures.runs_per_sync = (round(sum(runs.values()) / runs["done"], 3)
+                                 if runs is not None and runs.get("done") else None)
+        figures.worker_cpu_while_waiting = round(cpu, 3)
+        figures.limiter_violations = violations
+        self.log(f"scale, {self.links} links: {asdict(figures)}")
+        return figures
+
+    def make_scale_change(self, change: PlannedChange, pairs: Sequence[Sequence[tuple[int, int]]],
+                          specs: Mapping[str, list[dict[str, Any]]],
+                          streams: dict[tuple[int, int, str], tuple[int, int]]) -> tuple[PlannedChange, str, Event | None, str]:
+        """Make CHANGE as a person on its side would; a dropped one with its account's scenarios
+        off meanwhile (only this thread makes people's changes, and the sync's own writes start
+        no scenario, so no other delivery is lost). An edit writes the next mark of its task
+        side's stream (a later edit carries an earlier one), a comment one of its own; a status
+        move carries none (a task with no move left is edited instead). Returns (CHANGE, the kind
+        made, its event or None, the account the write carrying it goes to)."""
+        world = self.stack.world
+        link = self.stack.config.links[change.link]
+        client_number, partner_number = pairs[change.link][change.task]
+        account, number = (("partner", partner_number) if change.side == "partner"
+                           else (client_account(change.link), client_number))
+        other = client_account(change.link) if change.side == "partner" else "partner"
+        author = self.person(change.side)
+        kind, status = change.kind, None
+        if kind == "status":
+            with world.lock:
+                current = world.account(account).tasks[number]["status"]
+            status = next_status(change.side, current, link.statuses.transitions.get(change.side))
+            kind = kind if status is not None else "edit"
+        if kind == "edit":
+            stream, seq = streams.get((change.link, change.task, change.side), (self.next_stream(), -1))
+            seq += 1
+            streams[(change.link, change.task, change.side)] = (stream, seq)
+        else:
+            stream, seq = self.next_stream(), 0
+        if change.dropped:
+            world.set_scenarios(account, [])
+        try:
+            at = world.now()
+            if kind == "edit":
+                owned = "name" if change.side == "partner" else "description"
+                world.update_task(account, number, {owned: f"{event_token(stream, seq)} edited"}, author=author)
+            elif kind == "status":
+                world.update_task(account, number, {"status": {"id": status}}, author=author)
+            else:
+                world.add_comment(account, number, {"description": f"{event_token(stream, seq)} comment"},
+                                  author=author)
+        finally:
+            if change.dropped:
+                world.set_scenarios(account, specs[account])
+        return change, kind, (Event(stream, seq, at) if kind != "status" else None), other
+
+
 def quiet_overhead(plan: BenchPlan, links: int, workdir: Path, log: Callable[[str], None]) -> float | None:
     """The partner account's requests a day while nothing changes, with LINKS links sharing it
     and the poller at its default settings: whole poll cycles after WARM_UP_CYCLES."""
@@ -1580,6 +1962,43 @@ class QuietProbes:
         for thread in self._threads:
             thread.join()
         return self.results
+
+
+def scale_day_s(links: int) -> float:
+    """Real seconds the scale phase's simulated day lasts for LINKS links (SCALE_DAY_MIN_S, SCALE_DAY_S_PER_LINK)."""
+    return max(SCALE_DAY_MIN_S, links * SCALE_DAY_S_PER_LINK)
+
+
+def run_scale(plan: BenchPlan, links: int, workdir: Path, log: Callable[[str], None],
+              day_real_s: float | None = None) -> ScaleFigures:
+    """The scale phase's day for LINKS links on a stack of its own (module docstring): their
+    task pairs made and settled, then the day; DAY_REAL_S: how long the day lasts (scale_day_s)."""
+    scale = (day_real_s or scale_day_s(links)) / DAY_S
+    bench = Bench(plan, workdir, log, links=links, time_scale=scale)
+    try:
+        bench.start(workers=SCALE_WORKERS, beat=True, time_scale=scale)
+        since = bench.stack.world.now()
+        pairs = bench.create_pairs([(link, SCALE_TASKS_PER_LINK) for link in range(links)])
+        bench.settle(since)
+        return bench.scale_day(day_plan(links, plan.scale_seed), pairs)
+    finally:
+        bench.stop()
+
+
+def scale_capacity(days: Sequence[ScaleFigures]) -> dict[str, Any]:
+    """What a PLAN_QUOTA plan serves at the days' traffic (capacity): from the partner's requests a
+    day by links, a line through them; from one day alone, its quiet overhead as the fixed part."""
+    measured = {day.links: float(day.partner_requests_per_day) for day in days
+                if day.partner_requests_per_day is not None}
+    fewest = min((day for day in days if day.links in measured), key=lambda day: day.links, default=None)
+    found = capacity(measured, fixed_per_day=fewest.partner_overhead_quiet_per_day if fewest else None)
+    if found is None:
+        return {}
+    return {"quota": PLAN_QUOTA, "spare": SPARE_SHARE, "from_links": sorted(measured),
+            "how": "least-squares line over the link counts" if len(measured) > 1
+            else "quiet overhead fixed, the rest per link",
+            "fixed_per_day": round(found.fixed_per_day, 1), "per_link_per_day": round(found.per_link_per_day, 2),
+            "max_links": found.max_links}
 
 
 def run_pipeline(plan: BenchPlan, workdir: Path, log: Callable[[str], None], report: BenchReport) -> None:
@@ -1644,6 +2063,13 @@ def run_bench(plan: BenchPlan, mode: str, workdir: Path | None = None,
                 done.result()
         report.quiet_per_day_by_links = quiet.join()  # their stacks would disturb the latencies
         backlog.idle(backlog_work, report)
+        backlog.stop()
+        for links in plan.scale_links:  # alone: a day of many links keeps both cores busy
+            try:
+                report.scale.append(run_scale(plan, links, workdir / f"scale{links}", log))
+            except Exception as exc:  # noqa: BLE001 - reported as a day not measured, the others go on
+                log(f"scale phase with {links} links: {exc!r}")
+        report.scale_capacity = scale_capacity(report.scale)
     finally:
         for bench in stacks:
             bench.stop()

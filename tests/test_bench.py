@@ -4,16 +4,21 @@ what the emulator saw (which task a request concerns, which write carries an eve
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from crosslink.bench import (
-    POLL, BenchReport, Event, Exchange, PipelineFigures, PollerSettings, Write, backlog_fairness, carried, charge,
-    event_token, fastest, is_poll, jain, latencies, per_kind, percentile, poll_cycles, quiet_per_day, request_targets,
-    runs_by_outcome, sustain_order, worker_counts, write_times,
+    DAY_S, PARTNER_STATUS_CYCLE, PEAK_SHARE, PLAN_QUOTA, POLL, SCALE_CHANGES_PER_LINK, SCALE_DAY_MIN_S,
+    SCALE_DROP_SHARE, SCALE_KIND_WEIGHTS, SCALE_TASKS_PER_LINK, SIDES, SPARE_SHARE, WORKING_HOURS, BenchReport,
+    Event, Exchange, PipelineFigures, PollerSettings, ScaleFigures, Write, backlog_fairness, capacity, carried,
+    charge, day_plan, event_token, fastest, is_poll, jain, latencies, next_status, per_kind, percentile,
+    poll_cycles, quiet_per_day, request_targets, runs_by_outcome, scale_capacity, scale_day_s, sustain_order,
+    worker_counts, working_day_times, write_times,
 )
+from crosslink.demo import example
 from crosslink.settings import Settings
 from producers.reconcile import AUDIT_COMMENT_FIELDS
 from workers.sync import COMMENT_FIELDS
@@ -394,3 +399,123 @@ def test_the_poller_runs_at_its_default_settings_with_the_day_shrunk_by_the_scal
     assert quick.daily_quota == round(defaults.daily_quota / 0.05)
     assert quick.expected_period_s == pytest.approx(real.expected_period_s * 0.05, rel=0.02)
     assert real.env()["CROSSLINK_RECONCILE_PERIOD_S"] == repr(defaults.reconcile_period_s)
+
+
+# ----------------------------------------------------------------------------------------------
+# The scale phase's pure parts: the working day's timing, the day's plan, status moves, capacity
+
+def in_working_hours(at: float) -> bool:
+    return WORKING_HOURS[0] * 3600 <= at < WORKING_HOURS[1] * 3600
+
+
+@given(st.integers(min_value=0, max_value=600), st.integers(min_value=0, max_value=2**32))
+def test_a_working_day_has_its_peak_share_in_working_hours_and_the_rest_outside(count, seed):
+    times = working_day_times(count, random.Random(seed))
+    assert len(times) == count and times == sorted(times)
+    assert all(0 <= at < DAY_S for at in times)
+    assert sum(1 for at in times if in_working_hours(at)) == round(count * PEAK_SHARE)
+
+
+def test_the_peak_is_busier_by_the_hour_than_the_rest_of_the_day():
+    times = working_day_times(10_000, random.Random(7))
+    hours = (WORKING_HOURS[1] - WORKING_HOURS[0])
+    peak = sum(1 for at in times if in_working_hours(at)) / hours
+    rest = sum(1 for at in times if not in_working_hours(at)) / (24 - hours)
+    assert peak > 5 * rest
+    # Outside working hours the changes spread over the night and the evening alike.
+    assert any(at < WORKING_HOURS[0] * 3600 for at in times) and any(at >= WORKING_HOURS[1] * 3600 for at in times)
+
+
+@given(st.integers(min_value=1, max_value=60), st.integers(min_value=0, max_value=1000))
+def test_a_days_plan_has_its_changes_per_link_and_drops_its_share(links, seed):
+    plan = day_plan(links, seed)
+    assert len(plan) == links * SCALE_CHANGES_PER_LINK
+    assert sum(1 for change in plan if change.dropped) == round(len(plan) * SCALE_DROP_SHARE)
+    assert [change.at_s for change in plan] == sorted(change.at_s for change in plan)
+    assert all(0 <= change.link < links and 0 <= change.task < SCALE_TASKS_PER_LINK for change in plan)
+    assert {change.side for change in plan} <= set(SIDES) and {change.kind for change in plan} <= set(SCALE_KIND_WEIGHTS)
+    assert day_plan(links, seed) == plan
+
+
+def test_a_large_days_plan_has_every_kind_on_both_sides_and_every_link():
+    plan = day_plan(50, 1)
+    assert {(change.kind, change.side) for change in plan} == {(kind, side) for kind in SCALE_KIND_WEIGHTS
+                                                               for side in SIDES}
+    assert {change.link for change in plan} == set(range(50))
+    assert sum(1 for change in plan if change.dropped) == 50
+
+
+def test_status_moves_go_back_and_forth_and_never_to_a_dead_end():
+    transitions = example("links.yaml")["links"][0]["statuses"]["transitions"]["client"]
+    assert next_status("partner", 1, None) == 2
+    assert [next_status("partner", status, None) for status in (2, 3)] == [3, 2]
+    assert next_status("client", 11, transitions) == 12  # not 15, Rejected, which nothing leaves
+    assert next_status("client", 12, transitions) in (13, 14)
+    assert next_status("client", 13, transitions) == 12
+    assert next_status("client", 15, transitions) is None
+    assert set(PARTNER_STATUS_CYCLE.values()) <= {2, 3}
+
+
+def test_capacity_from_two_link_counts_is_the_line_through_them():
+    found = capacity({10: 2000.0, 50: 6000.0})
+    assert found.fixed_per_day == pytest.approx(1000.0) and found.per_link_per_day == pytest.approx(100.0)
+    # 15,000 requests a day leave 25 % of 20,000: (15,000 - 1,000) / 100.
+    assert found.max_links == 140
+
+
+def test_capacity_from_one_day_takes_the_quiet_overhead_as_its_fixed_part():
+    found = capacity({10: 3000.0}, fixed_per_day=1000.0)
+    assert found.per_link_per_day == pytest.approx(200.0) and found.max_links == 70
+    assert capacity({10: 3000.0}) is None
+    assert capacity({}) is None
+
+
+def test_a_cost_that_does_not_grow_with_the_links_bounds_nothing():
+    assert capacity({10: 1000.0, 200: 1000.0}).max_links is None
+    assert capacity({10: 16_000.0}, fixed_per_day=16_000.0).max_links is None
+
+
+def test_a_fixed_part_over_the_budget_serves_no_link():
+    assert capacity({10: 17_000.0}, fixed_per_day=16_000.0).max_links == 0
+
+
+@given(st.floats(min_value=0, max_value=14_000), st.floats(min_value=0.5, max_value=500),
+       st.lists(st.integers(min_value=1, max_value=400), min_size=2, max_size=4, unique=True))
+def test_the_most_links_fit_the_budget_and_one_more_does_not(fixed, per_link, counts):
+    found = capacity({links: fixed + per_link * links for links in counts})
+    budget = PLAN_QUOTA * (1 - SPARE_SHARE)
+    assert found.per_link_per_day == pytest.approx(per_link, rel=1e-6)
+    cost = lambda links: found.fixed_per_day + found.per_link_per_day * links  # noqa: E731
+    assert cost(found.max_links) <= budget + 1e-6
+    assert cost(found.max_links + 1) > budget - 1e-6
+
+
+def test_scale_capacity_says_how_it_was_derived():
+    days = [ScaleFigures(links=10, time_scale=0.01, day_real_s=864.0, partner_requests_per_day=2000,
+                         partner_overhead_quiet_per_day=900.0)]
+    one = scale_capacity(days)
+    assert one["max_links"] == 128  # (15,000 - 900) / 110 and one["fixed_per_day"] == 900.0 and one["from_links"] == [10]
+    assert "quiet overhead" in one["how"]
+    days.append(ScaleFigures(links=50, time_scale=0.01, day_real_s=864.0, partner_requests_per_day=6000))
+    two = scale_capacity(days)
+    assert two["per_link_per_day"] == 100.0 and two["max_links"] == 140 and "least-squares" in two["how"]
+    assert scale_capacity([]) == {}
+
+
+def test_a_day_lasts_longer_with_more_links_so_the_load_per_second_holds():
+    assert scale_day_s(1) == SCALE_DAY_MIN_S
+    assert scale_day_s(200) > scale_day_s(50) >= scale_day_s(10)
+
+
+def test_the_scale_headline_is_the_most_links_day_and_absent_when_not_run():
+    report = passing_report()
+    assert report.headline()["drift_repair_p99_s"] is None and report.headline()["max_links_per_plan"] is None
+    report.scale = [ScaleFigures(links=200, time_scale=0.02, day_real_s=1800.0, partner_requests_per_day=14000,
+                                 drift_repair_p99_s=250.0),
+                    ScaleFigures(links=10, time_scale=0.007, day_real_s=600.0, partner_requests_per_day=1500)]
+    report.scale_capacity = scale_capacity(report.scale)
+    headline = report.headline()
+    assert headline["scale_links"] == 200 and headline["partner_requests_per_day"] == 14000
+    assert headline["drift_repair_p99_s"] == 250.0 and headline["max_links_per_plan"] is not None
+    assert "a simulated day, 10 links" in report.table() and "partner capacity" in report.table()
+    assert json.loads(json.dumps(report.as_dict()))["detail"]["scale"][0]["links"] == 200
