@@ -358,6 +358,8 @@ class ScaleFigures:
     worker_cpu_while_waiting: float | None = None
     limiter_violations: int | None = None
     partner_poll_period_s: float | None = None
+    # The partner's requests over the day by what they were (request_kind), most first.
+    partner_requests_by_kind: dict[str, int] = field(default_factory=dict)
     settled_before: bool | None = None
 
 
@@ -489,10 +491,14 @@ class BenchReport:
         if self.fairness:
             lines.append("  fairness: " + ", ".join(f"{key} {_fmt(value)}" for key, value in self.fairness.items()))
         for day in self.scale:
+            figures = {key: value for key, value in asdict(day).items()
+                       if key not in ("links", "time_scale", "day_real_s")}
             lines.append(f"  a simulated day, {day.links} links (time scale {day.time_scale:.5f}, "
                          f"{day.day_real_s:.0f} s real): " + ", ".join(
-                             f"{key} {_fmt(value)}" for key, value in asdict(day).items()
-                             if key not in ("links", "time_scale", "day_real_s")))
+                             f"{key} {_fmt(value)}" for key, value in figures.items() if not isinstance(value, dict)))
+            for key, value in figures.items():
+                if isinstance(value, dict):
+                    lines.append(f"    {key}: " + ", ".join(f"{name} {count}" for name, count in value.items()))
         if self.scale_capacity:
             lines.append("  partner capacity: " + ", ".join(
                 f"{key} {_fmt(value)}" for key, value in self.scale_capacity.items()))
@@ -756,6 +762,13 @@ def request_targets(exchange: Exchange, comment_tasks: Mapping[tuple[str, int], 
     if found:
         return [(account, int(found.group(1)))]
     return []
+
+
+def request_kind(exchange: Exchange) -> str:
+    """What EXCHANGE was, for a breakdown: its method and path with the numbers left out, and
+    "poll" in front of the poller's own."""
+    shape = f"{exchange.method} {re.sub(r'[0-9]+', 'N', exchange.path.rstrip('/') or '/')}"
+    return f"poll {shape}" if is_poll(exchange) else shape
 
 
 @dataclass
@@ -1813,7 +1826,9 @@ class Bench:
         partner = self.log_entries(start, end, ["partner"])
         total = len(self.log_entries(start, end))
         exchanges = self.tap.exchanges(start)
-        partner_polls = [e.started for e in exchanges if e.account == "partner" and e.started <= end and is_poll(e)]
+        partner_day = [e for e in exchanges if e.account == "partner" and e.started <= end]
+        partner_polls = [e.started for e in partner_day if is_poll(e)]
+        figures.partner_requests_by_kind = dict(Counter(request_kind(e) for e in partner_day).most_common())
         changes = len(made)
         figures.changes = changes
         figures.changes_by_kind = dict(sorted(Counter(kind for _, kind, _, _ in made).items()))

@@ -15,7 +15,7 @@ from crosslink.bench import (
     SCALE_DROP_SHARE, SCALE_KIND_WEIGHTS, SCALE_TASKS_PER_LINK, SIDES, SPARE_SHARE, WORKING_HOURS, BenchReport,
     Event, Exchange, PipelineFigures, PollerSettings, ScaleFigures, Write, backlog_fairness, capacity, carried,
     charge, day_plan, event_token, fastest, is_poll, jain, latencies, next_status, per_kind, percentile,
-    poll_cycles, quiet_per_day, request_targets, runs_by_outcome, scale_capacity, scale_day_s, sustain_order,
+    poll_cycles, quiet_per_day, request_kind, request_targets, runs_by_outcome, scale_capacity, scale_day_s, sustain_order,
     worker_counts, working_day_times, write_times,
 )
 from crosslink.demo import example
@@ -519,3 +519,12 @@ def test_the_scale_headline_is_the_most_links_day_and_absent_when_not_run():
     assert headline["drift_repair_p99_s"] == 250.0 and headline["max_links_per_plan"] is not None
     assert "a simulated day, 10 links" in report.table() and "partner capacity" in report.table()
     assert json.loads(json.dumps(report.as_dict()))["detail"]["scale"][0]["links"] == 200
+
+
+def test_a_request_kind_leaves_the_numbers_out_and_names_the_pollers_own():
+    read = Exchange("partner", "GET", "/task/123", "fields=id")
+    comments = Exchange("partner", "POST", "/task/7/comments/", body=b"{}")
+    feed = Exchange("partner", "POST", "/task/list", body=json.dumps(
+        {"filters": [{"type": 79, "operator": "equal", "value": {}}]}).encode())
+    assert [request_kind(e) for e in (read, comments, feed)] == ["GET /task/N", "POST /task/N/comments",
+                                                                   "poll POST /task/list"]
