@@ -260,7 +260,7 @@ def test_a_batch_begins_its_runs_in_one_step(enqueuer, redis_client):
     state = LinkState(redis_client, link.name)
     state.pair("task", "partner", 5, "client", 12)
     state.save_snapshots({("partner", 5): {"name": "p"}, ("client", 12): {"name": "c"}})
-    state.add_expectations("partner", 5, {"status": 3})                 # a failed run's write
+    state.expect_ahead("partner", 5, {"status": 3})                   # a write whose run did not finish
     for task in (5, 6, 7):
         enqueuer.sync(link.name, "partner", task, "task_changed")
     enqueuer.sync(link.name, "client", 12, "task_changed")             # the counterpart's own event waits
