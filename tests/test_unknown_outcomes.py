@@ -145,6 +145,19 @@ def mirrored(pair: Pair, name: str) -> tuple[int, int]:
     return number, report.counterpart
 
 
+def copy_first_then_both(pair: Pair, number: int, copy_: int) -> None:
+    """The copy's run first (the order that carried an echo back), then each side's."""
+    pair.sync("client", copy_)
+    pair.sync("partner", number)
+    pair.sync("client", copy_)
+
+
+def checklists(pair: Pair, number: int, copy_: int) -> dict[str, list[tuple[str, bool]]]:
+    return {account: [(entry["name"], entry["isDone"])
+                      for entry in pair.world.list_checklist(account, task, {"fields": "name,isDone"})]
+            for account, task in (("partner", number), ("client", copy_))}
+
+
 def texts(comments: list[dict]) -> list[str]:
     return [re.sub(r"<[^>]+>", "", c["description"] or "") for c in comments]
 
@@ -401,12 +414,8 @@ def test_a_checklist_item_ticked_after_its_mirror_was_lost_stays_ticked(pair, fa
     with pytest.raises(SideFailure):
         pair.sync("partner", number)
     pair.world.update_checklist_item("partner", number, item, {"isDone": True}, author=PAVEL)
-    pair.sync("client", copy_)
-    pair.sync("partner", number)
-    pair.sync("client", copy_)
-    for account, task in (("partner", number), ("client", copy_)):
-        items = pair.world.list_checklist(account, task, {"fields": "name,isDone"})
-        assert [(entry["name"], entry["isDone"]) for entry in items] == [("Sign the act", True)], account
+    copy_first_then_both(pair, number, copy_)
+    assert checklists(pair, number, copy_) == {side: [("Sign the act", True)] for side in ("partner", "client")}
 
 
 @pytest.mark.parametrize("fault", ("error_500", *LOST_ANSWERS))
@@ -440,9 +449,7 @@ def test_a_write_whose_run_was_killed_before_agreeing_is_not_carried_back(pair):
     killed.run()  # never closed: its worker died before the transaction that saves what it agreed on
     assert pair.world.get_task("client", copy_, "description")["description"] == "first"
     pair.world.update_task("partner", number, {"description": "second", "status": {"id": 3}}, author=PAVEL)
-    pair.sync("client", copy_)
-    pair.sync("partner", number)
-    pair.sync("client", copy_)
+    copy_first_then_both(pair, number, copy_)
     for account, task, status in (("partner", number, 3), ("client", copy_, 13)):
         now = pair.world.get_task(account, task, "description,status")
         assert (now["description"], now["status"]["id"]) == ("second", status), account
@@ -460,9 +467,5 @@ def test_a_checklist_write_whose_run_was_killed_before_agreeing_is_not_carried_b
     killed.run()  # never closed, as above
     assert [entry["isDone"] for entry in pair.world.list_checklist("client", copy_, {"fields": "isDone"})] == [True]
     pair.world.update_checklist_item("partner", number, item, {"isDone": False}, author=PAVEL)
-    pair.sync("client", copy_)
-    pair.sync("partner", number)
-    pair.sync("client", copy_)
-    for account, task in (("partner", number), ("client", copy_)):
-        items = pair.world.list_checklist(account, task, {"fields": "name,isDone"})
-        assert [(entry["name"], entry["isDone"]) for entry in items] == [("Sign the act", False)], account
+    copy_first_then_both(pair, number, copy_)
+    assert checklists(pair, number, copy_) == {side: [("Sign the act", False)] for side in ("partner", "client")}
