@@ -48,8 +48,9 @@ Phases and their stacks:
   only the poller can find. The bench keeps its own record of each change (what, where, when).
   Every request the emulator logs over the day's window is counted: `partner_requests_per_day`
   (the poller's own apart), all-in requests per change (every account), the share of PLAN_QUOTA
-  the partner used; once the day's last changes are repaired (TAIL_CYCLES polls), SCALE_QUIET_S
-  with nothing changing gives the partner's quiet overhead. `drift_repair_p99_s`: from each
+  the partner used; once the day's last changes are repaired (TAIL_CYCLES polls) and the poller
+  has nothing left to do about them (`settle`), SCALE_QUIET_S with nothing changing gives the
+  partner's quiet overhead. `drift_repair_p99_s`: from each
   dropped change to the write that carries its content into the other account (or a later edit's
   of the same field, which replaced it), in simulated seconds; a status move carries no content
   to match and is not timed; a change no write carried by the end is counted apart and leaves no
@@ -1818,7 +1819,11 @@ class Bench:
         lines = [line for worker, before in zip(self.stack.worker_processes, lines_before)
                  for line in worker.lines[before:]]
         violations = sum(len(world.violations(account)) for account in self.accounts()) - violations_before
-        self.tail(max((event.scheduled for _, _, event, _ in made if event is not None), default=start))
+        last_change = max((event.scheduled for _, _, event, _ in made if event is not None), default=start)
+        self.tail(last_change)
+        # The quiet stretch starts once the poller has nothing left to do about the day (its
+        # second looks at stamps no run recorded come STAMP_SETTLE_S of real time later).
+        self.settle(last_change)
         quiet_start = world.now()
         time.sleep(SCALE_QUIET_S * scale)
         quiet_end = world.now()
