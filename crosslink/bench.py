@@ -82,14 +82,14 @@ simulated seconds (144 or 48), so latencies in simulated seconds are longer than
 (drift_repair_p99_real_s gives the real time); the poller's real-second constants cover hours
 of the shrunk day (its window's 180 s overlap, STAMP_SETTLE_S), so a busy poll lists every task
 changed in the last three real minutes (pages a real poll would not need) and the budget
-stretches its period to pay for them, and a stamp no run recorded as synced (a task the robot
-wrote to since, a comment's) is queued again by every poll in the 60 real seconds after it:
-dozens of polls of the shrunk day (a 10-link day's partner polls came 1.7 real seconds apart)
-where a real day's poller sends one or two. The runs they queue read again (a 10-link day's
-partner answered 1,769 comment reads for its 162 comments): the partner's requests a day and
-per change are upper bounds, by far at these scales, and the most links derived from them a
-lower bound, until the poller's STAMP_SETTLE_S and OVERLAP_S can be shrunk with the day (the emulator has no
-clock skew to cover). The quota-driven hold is off (as in every bench stack).
+stretches its period to pay for them, and a stamp no run recorded as synced is queued again by
+every poll in the 60 real seconds after it: dozens of polls of the shrunk day (a 10-link day's
+partner polls came 1.7 real seconds apart) where a real day's poller sends one or two. The runs
+they queue read again (a 10-link day's partner answered 1,769 comment reads for its 162
+comments): the partner's requests a day and per change are upper bounds, by far at these
+scales, and the most links derived from them a lower bound, until the poller's STAMP_SETTLE_S
+and OVERLAP_S can be shrunk with the day (the emulator has no clock skew to cover). The
+quota-driven hold is off (as in every bench stack).
 """
 
 from __future__ import annotations
