@@ -120,11 +120,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from crosslink.chaos import CLIENT_PROJECT, build_configs, client_account, link_name, partner_project
 from crosslink.embedded_redis import EmbeddedRedis
 from crosslink.settings import Settings
-from crosslink.stack import LocalStack
+from crosslink.stack import QUIET_LOOKS, QUIET_POLL_S, LocalStack
 from planfix.emulator.server import EmulatorServer
 from planfix.limiter import AccountLimiter
 from producers.reconcile import AUDIT_COMMENT_FIELDS
 from producers.scenarios import hook_path, request_auth, scenarios_for_side
+from workers.names import CLAIMS_KEY, PENDING_KEY
 from workers.state import parse_marker
 
 # Planfix's documented limit (API-NOTES section 1), for the limited phases.
@@ -1124,6 +1125,8 @@ class Bench:
         self._senders = threading.local()
         self._stream = 0
         self._stream_lock = threading.Lock()
+        # Whether quiet and settle look at sync work only, not at the poller's jobs (busy).
+        self.sync_work_only = False
 
     # -- set-up -------------------------------------------------------------------------------
     def start(self, workers: int, beat: bool, time_scale: float = 1.0) -> None:
@@ -1211,10 +1214,31 @@ class Bench:
         for account, account_specs in specs.items():
             self.stack.world.set_scenarios(account, account_specs)
 
+    def busy(self) -> bool:
+        """Anything left to do: the stack's own look (jobs queued or running included), or with
+        sync_work_only just sync work (a task's run pending or claimed, a scenario delivery in
+        flight): with many accounts polled every second or so, a tick or a poll is in the queue
+        most of the time, and the stack would hardly ever look quiet."""
+        if not self.sync_work_only:
+            return self.stack.busy()
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            left = any(next(client.scan_iter(pattern, count=1000), None) is not None
+                       for pattern in (PENDING_KEY.split("{", 1)[0] + "*", CLAIMS_KEY.split("{", 1)[0] + "*"))
+        finally:
+            client.close()
+        return left or not self.stack.world.wait_deliveries_idle(0)
+
     def quiet(self, timeout: float = QUIET_TIMEOUT_S) -> None:
         assert self.stack is not None
-        if not self.stack.wait_quiet(timeout):
-            raise RuntimeError("the pipeline did not go quiet")
+        deadline = time.monotonic() + timeout
+        calm = 0
+        while calm < QUIET_LOOKS:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the pipeline did not go quiet")
+            calm = 0 if self.busy() else calm + 1
+            if calm < QUIET_LOOKS:
+                time.sleep(QUIET_POLL_S)
 
     def next_stream(self) -> int:
         with self._stream_lock:
@@ -1340,7 +1364,7 @@ class Bench:
             if gaps:
                 self.period_s = statistics.median(gaps)
             if (any(at > last_work for at, _ in cycles) and world.now() - last_work >= self.period_s
-                    and not self.stack.busy()):
+                    and not self.busy()):
                 self.log(f"settled {world.now() - since:.0f} s after set-up; partner poll period "
                          f"{self.period_s:.2f} s (expected {self.poller.expected_period_s:.2f} s)")
                 self.settled = True
@@ -2001,6 +2025,7 @@ def run_scale(plan: BenchPlan, links: int, workdir: Path, log: Callable[[str], N
     task pairs made and settled, then the day; DAY_REAL_S: how long the day lasts (scale_day_s)."""
     scale = (day_real_s or scale_day_s(links)) / DAY_S
     bench = Bench(plan, workdir, log, links=links, time_scale=scale)
+    bench.sync_work_only = True
     try:
         bench.start(workers=SCALE_WORKERS, beat=True, time_scale=scale)
         since = bench.stack.world.now()
