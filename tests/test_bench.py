@@ -528,3 +528,23 @@ def test_a_request_kind_leaves_the_numbers_out_and_names_the_pollers_own():
         {"filters": [{"type": 79, "operator": "equal", "value": {}}]}).encode())
     assert [request_kind(e) for e in (read, comments, feed)] == ["GET /task/N", "POST /task/N/comments",
                                                                    "poll POST /task/list"]
+
+
+def test_the_scale_phase_waits_on_sync_work_not_on_the_pollers_jobs(redis_url, redis_client, emulator_world):
+    from types import SimpleNamespace
+
+    from crosslink.bench import Bench, BenchPlan
+    from workers.names import SYNC_QUEUE, claims_key, pending_key
+
+    bench = Bench(BenchPlan.quick(), workdir=None)
+    bench.redis = SimpleNamespace(url=redis_url)
+    bench.stack = SimpleNamespace(world=emulator_world, busy=lambda: True)
+    assert bench.busy()  # the stack's own look by default
+    bench.sync_work_only = True
+    redis_client.lpush(SYNC_QUEUE, "a tick or a poll")
+    assert not bench.busy()
+    redis_client.set(pending_key("chaos1", "client", 7), 1)
+    assert bench.busy()
+    redis_client.delete(pending_key("chaos1", "client", 7))
+    redis_client.hset(claims_key("chaos1", "partner"), "7", 1)
+    assert bench.busy()
