@@ -150,17 +150,22 @@ class LinkState:
         expected to show: at once, before the write, so that they stay expected however the run
         ends (it fails, or its worker is killed before it saves anything: RunState.close).
         Returns what was expected before (withdraw_ahead)."""
-        key = self.key("queued", self.link)
-        raw = self.redis.hget(key, f"{side}:{number}")
-        before = json.loads(raw) if raw is not None else {}
+        before = self._held_expectations(side, number)
         if values:
-            self.redis.hset(key, f"{side}:{number}", json.dumps(with_sent(before, values), sort_keys=True))
+            self._hold_expectations(side, number, with_sent(before, values))
         return before
 
     def withdraw_ahead(self, side: str, number: int, before: dict[str, Any]) -> None:
         """The write expected ahead was surely not applied: SIDE's task NUMBER is expected to
         show what it was BEFORE, again, at once."""
-        LinkState.save_queued_expectations(self, side, number, before)
+        self._hold_expectations(side, number, before)
+
+    def _held_expectations(self, side: str, number: int) -> dict[str, Any]:
+        """What Redis holds as expected of SIDE's task NUMBER now."""
+        return LinkState.queued_expectations(self, side, number)
+
+    def _hold_expectations(self, side: str, number: int, values: dict[str, Any]) -> None:
+        LinkState.save_queued_expectations(self, side, number, values)
 
     def comment_fingerprints(self, side: str, task: int) -> dict[int, str]:
         raw = self.redis.hgetall(comment_prints_key(self.link, side, task))
@@ -238,6 +243,8 @@ class RunState(LinkState):
     # Expectations written ahead of this run's writes (expect_ahead), by key: what each held
     # before, put back when the run finishes without saving its own (close).
     _ahead: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False)
+    # What Redis holds now for each task this run expected ahead of its writes, by (side, number).
+    _held: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     def _hget(self, key: str, field_: str) -> Any:
         if (key, field_) in self._read:
@@ -290,12 +297,19 @@ class RunState(LinkState):
             return  # none were, none are: nothing to write
         self._read[key] = self._unsaved[key] = value
 
-    def expect_ahead(self, side: str, number: int, values: Mapping[str, Any]) -> dict[str, Any]:
-        """As LinkState's, in Redis at once; the run's own reads keep what they saw before, and
-        a finished run's close replaces them (with what it agreed on, or what they were)."""
+    def _held_expectations(self, side: str, number: int) -> dict[str, Any]:
+        # The run holds the pair's lock: Redis holds what the run read, or last held there itself.
+        if (side, number) in self._held:
+            return self._held[(side, number)]
+        return super()._held_expectations(side, number)
+
+    def _hold_expectations(self, side: str, number: int, values: dict[str, Any]) -> None:
+        """In Redis at once, as LinkState's; the run's own reads keep what they saw before, and
+        a finished run's close replaces it (with what it agreed on, or what it was)."""
         key = (self.key("queued", self.link), f"{side}:{number}")
         self._ahead.setdefault(key, self._hget(*key))
-        return super().expect_ahead(side, number, values)
+        super()._hold_expectations(side, number, values)
+        self._held[(side, number)] = dict(values)
 
     def close(self, release: Callable[[redis.client.Pipeline], None], synced: bool,
               stale: Iterable[str] = ()) -> None:
@@ -318,6 +332,7 @@ class RunState(LinkState):
         release(pipe)
         self._unsaved.clear()
         self._ahead.clear()
+        self._held.clear()
         pipe.execute()
 
 
