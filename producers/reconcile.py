@@ -25,7 +25,8 @@ by comparing the task's change stamp (dateOfLastUpdate|dateOfLastComment) with t
   everything the stamp may stand for) is not queued: a webhook already brought it;
 - only the comment date moved: the comment feed (filter 3000, the same window) names the new
   comments, and the run reads just those (``comment_added:<id>``); comments our robot wrote (the
-  sync's own mirrors and notes, which the worker skips anyway) queue nothing. The comment feed
+  sync's own mirrors and notes, which the worker skips anyway), and comments an earlier poll
+  already named for the same stamp (see the "seen" record), queue nothing. The comment feed
   is requested only in a poll that found such a task: filter 79 already lists commented tasks,
   and the ids save the run a task read and three lists (comments, checklist, files) for one
   request shared by the whole poll;
@@ -42,7 +43,13 @@ Why a "seen" record: with the overlap a change is found by two or three polls in
 an earlier poll queued, when that poll came safely after the stamp (STAMP_SETTLE_S), is queued
 again only while no run recorded it and fewer than REQUEUE_LIMIT polls queued it. A stamp
 without seconds (or unparseable) is never taken as seen or synced: the task is queued, which
-costs a no-op sync but never loses a change.
+costs a no-op sync but never loses a change. The record also keeps the comments polls named
+for the stamp: a run told of comments reads just those, never the task, so it records no
+stamp, and every poll until the stamp settled would name them again, each a comment read that
+finds nothing new (with a poll every few seconds, a third of an account's requests). A poll
+of the same stamp names only comments not named yet, and queues nothing when none is left; a
+new stamp (another comment, a task change) starts afresh. A record written before comments
+were kept names none.
 
 The budget (``poll_period_s``): polls of an account may spend RECONCILE_SHARE of its daily quota
 (settings, default 5 %): the period is the day divided by the polls that share allows, at the
@@ -121,6 +128,8 @@ POLL_TASK_FIELDS = "id,dateOfLastUpdate,dateOfLastComment,project,template"
 POLL_COMMENT_FIELDS = "id,task,owner,dateTime"
 # What a poll-queued run of a changed task is told: two task events (see the module docstring).
 POLL_TASK_HINTS = ("task_changed", "task_changed")
+# What a poll-queued run of a commented task is told, followed by the comment's id.
+COMMENT_HINT = "comment_added:"
 
 # The budget. A day, in seconds.
 DAY_S = 86400.0
@@ -353,12 +362,14 @@ def task_routes(side: Side, task: Mapping[str, Any]) -> bool:
 @dataclass(frozen=True)
 class Seen:
     """A poll at POLLED_AT found the task with STAMP; QUEUED polls queued that stamp, the last
-    one as KIND (SKIP when none did)."""
+    one as KIND (SKIP when none did); COMMENTS: the comments polls named to runs for that very
+    stamp (``comment_added``), which a later poll of the stamp does not name again."""
 
     stamp: str
     polled_at: float
     queued: int = 1
     kind: str = "task"
+    comments: frozenset[int] = frozenset()
 
 
 # What a link side's run of a task is queued for (classify).
@@ -366,7 +377,7 @@ SKIP = "skip"          # nothing to do: a run recorded the stamp, or polls queue
 FULL = "full"          # nothing known about the task on that side: a full look
 TASK = "task"          # the task changed: POLL_TASK_HINTS
 COMMENT = "comment"    # only the comment date moved: the comment feed names the comments
-ECHO = "echo"          # only our robot's comments were added: nothing to queue
+ECHO = "echo"          # no new comment needs a run: our robot's, or ones already named for the stamp
 
 
 @dataclass(frozen=True)
@@ -374,6 +385,9 @@ class Verdict:
     kind: str
     # COMMENT: comments after this time are the new ones (None: every comment in the window).
     comments_since: float | None = None
+    # COMMENT: comments earlier polls named to runs for this very stamp (Seen.comments): the
+    # runs read them, so naming them again would cost a read each and find nothing new.
+    named: frozenset[int] = frozenset()
 
 
 def settled(before: Seen, stamp: Stamp) -> bool:
@@ -389,7 +403,8 @@ def classify(stamp: Stamp, synced: str | None, before: Seen | None) -> Verdict:
     SYNCED: the stamp the side's last run recorded (workers.names.record_synced_stamp), if any;
     BEFORE: what earlier polls of the account saw of the task, if any.
     Assumes a stamp with seconds changes with every change but one in the same second; an
-    inexact stamp says nothing and is always queued.
+    inexact stamp says nothing and is always queued. A COMMENT verdict for the stamp BEFORE
+    polls queued carries the comments they named (``named``); any other stamp starts afresh.
     """
     if stamp.epoch is None:
         return Verdict(TASK)
@@ -400,7 +415,7 @@ def classify(stamp: Stamp, synced: str | None, before: Seen | None) -> Verdict:
             return Verdict(SKIP)
         if before.kind in (COMMENT, ECHO):
             known = synced
-            return Verdict(COMMENT, _comment_epoch(known) if known is not None else None)
+            return Verdict(COMMENT, _comment_epoch(known) if known is not None else None, before.comments)
         return Verdict(TASK)
     known = synced if synced is not None else (before.stamp if before is not None else None)
     if known is None:
@@ -429,18 +444,25 @@ def comment_hints(verdict: Verdict, comments: Iterable[FeedComment], robot: str)
 
     The comments after ``verdict.comments_since`` (all, without it; any whose time is not
     known) are the new ones (one in the same second as the known last comment would not have
-    moved the stamp either). People's comments are named; when every new one is our ROBOT's (the
-    sync's mirrors and notes, which the worker skips) there is nothing to queue; when the feed
-    names none (deleted since, or not visible) the task-event hints make the run look itself.
+    moved the stamp either). People's comments are named, but not those an earlier poll named
+    for the same stamp (``verdict.named``: their runs read them); when every new one is our
+    ROBOT's (the sync's mirrors and notes, which the worker skips) or already named, there is
+    nothing to queue; when the feed names none (deleted since, or not visible) the task-event
+    hints make the run look itself.
     """
     new = [c for c in comments
            if verdict.comments_since is None or c.at is None or c.at > verdict.comments_since]
-    people = sorted({c.id for c in new if c.owner != robot})
+    people = sorted({c.id for c in new if c.owner != robot} - verdict.named)
     if people:
-        return tuple(f"comment_added:{number}" for number in people)
+        return tuple(f"{COMMENT_HINT}{number}" for number in people)
     if new:
         return ()
     return POLL_TASK_HINTS
+
+
+def named_comments(hints: Iterable[str]) -> frozenset[int]:
+    """The comments HINTS name to a run (comment_hints)."""
+    return frozenset(int(hint[len(COMMENT_HINT):]) for hint in hints if hint.startswith(COMMENT_HINT))
 
 
 def hints_for(verdict: Verdict, comments: Iterable[FeedComment], robot: str) -> tuple[str, ...]:
@@ -454,10 +476,15 @@ def hints_for(verdict: Verdict, comments: Iterable[FeedComment], robot: str) -> 
     return ()
 
 
-def next_seen(stamp: Stamp, before: Seen | None, queued_kinds: Iterable[str], now: float) -> Seen:
+def next_seen(stamp: Stamp, before: Seen | None, queued_kinds: Iterable[str], now: float,
+              named: Iterable[int] = ()) -> Seen:
     """What to remember of a task found with STAMP at NOW, whose link sides were queued as
-    QUEUED_KINDS (empty: none was). A task queued for any side counts one more queue of the
-    stamp; a side's TASK or FULL run outweighs a COMMENT one (it may need the second look)."""
+    QUEUED_KINDS (empty: none was), naming the comments NAMED. A task queued for any side counts
+    one more queue of the stamp; a side's TASK or FULL run outweighs a COMMENT one (it may need
+    the second look). The comments named add to those named before for the same stamp; a new
+    stamp starts afresh. They are kept per task, not per link side: a side the poll did not name
+    a comment to had it already (no newer than the side's synced stamp, or than the stamp an
+    earlier poll queued to it)."""
     kinds = set(queued_kinds)
     same = before is not None and before.stamp == stamp.text
     if not kinds:
@@ -466,7 +493,28 @@ def next_seen(stamp: Stamp, before: Seen | None, queued_kinds: Iterable[str], no
         return Seen(stamp.text, now, 0, SKIP)
     kind = TASK if kinds & {TASK, FULL} else (COMMENT if COMMENT in kinds else ECHO)
     count = (before.queued if same and before is not None else 0) + (kind != ECHO)
-    return Seen(stamp.text, now, count, kind)
+    comments = (before.comments if same and before is not None else frozenset()) | frozenset(named)
+    return Seen(stamp.text, now, count, kind, comments)
+
+
+def seen_record(seen: Seen) -> str:
+    """SEEN as stored in SEEN_KEY: [stamp, polled_at, queued, kind], then the comments named
+    only when there are any (a record without them reads as none named: parse_seen)."""
+    fields: list[Any] = [seen.stamp, seen.polled_at, seen.queued, seen.kind]
+    if seen.comments:
+        fields.append(sorted(seen.comments))
+    return json.dumps(fields)
+
+
+def parse_seen(raw: str | bytes) -> Seen | None:
+    """A stored seen record (seen_record, or one written before comments were kept: none
+    named); None when damaged, which only means one more sync."""
+    try:
+        stamp, polled_at, queued, kind, *rest = json.loads(raw)
+        comments = frozenset(int(number) for number in rest[0]) if rest else frozenset()
+        return Seen(str(stamp), float(polled_at), int(queued), str(kind), comments)
+    except (ValueError, TypeError):
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -652,11 +700,9 @@ def token_zone(group: PollAccount, client: PlanfixClient, store: redis.Redis) ->
 def load_seen(store: redis.Redis, account: str) -> dict[int, Seen]:
     seen = {}
     for number, raw in store.hgetall(key(SEEN_KEY, account)).items():
-        try:
-            stamp, polled_at, queued, kind = json.loads(raw)
-            seen[int(number)] = Seen(str(stamp), float(polled_at), int(queued), str(kind))
-        except (ValueError, TypeError):
-            continue  # a damaged entry only means one more sync
+        record = parse_seen(raw)
+        if record is not None and number.isdigit():
+            seen[int(number)] = record
     return seen
 
 
@@ -725,6 +771,7 @@ def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, 
             if number is not None:
                 comments.setdefault(int(number), []).append(_feed_comment(comment))
     queued_kinds: dict[int, list[str]] = {number: [] for number in stamps}
+    named: dict[int, set[int]] = {number: set() for number in stamps}
     for (number, member), verdict in verdicts.items():
         hints = hints_for(verdict, comments.get(number, ()), group.robot)
         if verdict.kind == COMMENT and not hints:
@@ -732,6 +779,7 @@ def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, 
         if not hints:
             continue
         queued_kinds[number].append(verdict.kind if hints != POLL_TASK_HINTS else TASK)
+        named[number] |= named_comments(hints)
         sent = [enqueuer.sync(member.link, member.side, number, hint) for hint in hints]
         if sent[0]:
             report.queued += 1
@@ -740,14 +788,14 @@ def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, 
         report.runs.append((member.link, member.side, number, hints))
     report.found = len(stamps)
     report.skipped = sum(1 for kinds in queued_kinds.values() if not set(kinds) - {ECHO})
-    keep = {number: next_seen(stamps[number], seen.get(number), queued_kinds[number], now) for number in stamps}
+    keep = {number: next_seen(stamps[number], seen.get(number), queued_kinds[number], now, named[number])
+            for number in stamps}
     used_after = used_today() if used_today is not None else None
     seen_key, last_key = key(SEEN_KEY, group.key), key(LAST_POLL_KEY, group.key)
     with store.pipeline(transaction=True) as pipe:
         pipe.delete(seen_key)
         if keep:
-            pipe.hset(seen_key, mapping={str(n): json.dumps([s.stamp, s.polled_at, s.queued, s.kind])
-                                         for n, s in keep.items()})
+            pipe.hset(seen_key, mapping={str(n): seen_record(s) for n, s in keep.items()})
         pipe.eval(_ADVANCE, 1, key(CURSOR_KEY, group.key), repr(now))
         pipe.delete(last_key)
         pipe.hset(last_key, mapping={"at": repr(now), "requests": report.requests,

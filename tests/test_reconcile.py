@@ -323,6 +323,134 @@ def test_next_seen_counts_the_polls_that_queued_a_stamp():
     assert rc.next_seen(stamp, None, [rc.COMMENT, rc.ECHO], T0) == rc.Seen(stamp.text, T0, 1, rc.COMMENT)
 
 
+# --- pure decisions: comments already named for a stamp ---------------------------------------------
+
+def test_a_poll_of_the_same_unsettled_comment_stamp_names_only_comments_not_named_before():
+    stamp = stamp_at(T0, T0 + 30)
+    synced = stamp_at(T0, T0 + 10).text
+    feed = [fc(7, "user:2", T0 + 20), fc(8, "user:3", T0 + 30), fc(9, "user:1", T0 + 30)]
+    first = rc.classify(stamp, synced, None)
+    assert first == rc.Verdict(rc.COMMENT, T0 + 10) and first.named == frozenset()
+    hints = rc.hints_for(first, feed, "user:1")
+    assert hints == ("comment_added:7", "comment_added:8") and rc.named_comments(hints) == {7, 8}
+    seen = rc.next_seen(stamp, None, [rc.COMMENT], T0 + 35, rc.named_comments(hints))
+    assert seen == rc.Seen(stamp.text, T0 + 35, 1, rc.COMMENT, frozenset({7, 8}))
+    # The next poll, before the stamp settled: nothing new, nothing queued, the count unchanged.
+    second = rc.classify(stamp, synced, seen)
+    assert second == rc.Verdict(rc.COMMENT, T0 + 10, frozenset({7, 8}))
+    assert rc.hints_for(second, feed, "user:1") == ()
+    again = rc.next_seen(stamp, seen, [rc.ECHO], T0 + 50, ())
+    assert again == rc.Seen(stamp.text, T0 + 50, 1, rc.ECHO, frozenset({7, 8}))
+    # A comment the feed shows only now (same stamp) is named, alone.
+    assert rc.hints_for(rc.classify(stamp, synced, again), feed + [fc(10, "user:2", T0 + 30)],
+                        "user:1") == ("comment_added:10",)
+    # The feed names none at all: the run still looks itself.
+    assert rc.hints_for(rc.classify(stamp, synced, again), [], "user:1") == rc.POLL_TASK_HINTS
+    # Settled: skipped, as before.
+    assert rc.classify(stamp, synced, rc.Seen(stamp.text, T0 + 90, 1, rc.ECHO, frozenset({7, 8}))).kind == rc.SKIP
+    # A new stamp (another comment, or the task changed) starts afresh.
+    assert rc.classify(stamp_at(T0, T0 + 40), synced, again) == rc.Verdict(rc.COMMENT, T0 + 10)
+    assert rc.classify(stamp_at(T0 + 40, T0 + 30), synced, again) == rc.Verdict(rc.TASK)
+    assert rc.next_seen(stamp_at(T0, T0 + 40), again, [rc.COMMENT], T0 + 60, {11}).comments == {11}
+    # A TASK verdict for the same stamp keeps the comments named, but names none itself.
+    task_seen = rc.Seen(stamp.text, T0 + 35, 1, rc.TASK, frozenset({7}))
+    assert rc.classify(stamp, synced, task_seen) == rc.Verdict(rc.TASK)
+    assert rc.next_seen(stamp, task_seen, [rc.TASK], T0 + 50).comments == {7}
+    assert rc.next_seen(stamp, task_seen, [], T0 + 50) == task_seen
+
+
+comment_ids = st.frozensets(st.integers(1, 12), max_size=6)
+named_seens = st.one_of(st.none(), st.builds(rc.Seen, texts.filter(bool), st.floats(T0, T0 + 300),
+                                             st.integers(0, 3),
+                                             st.sampled_from([rc.TASK, rc.FULL, rc.COMMENT, rc.ECHO, rc.SKIP]),
+                                             comment_ids))
+
+
+@settings(max_examples=500)
+@given(stamp=st.one_of(exact_stamps, st.just(INEXACT)), synced=texts, before=named_seens)
+def test_classify_carries_the_comments_named_only_for_the_same_stamp_and_decides_as_before(stamp, synced, before):
+    """The comments named change no verdict's kind nor its window; a COMMENT verdict carries them
+    exactly when BEFORE is the same stamp."""
+    verdict = rc.classify(stamp, synced, before)
+    bare = rc.classify(stamp, synced, None if before is None else rc.Seen(before.stamp, before.polled_at,
+                                                                          before.queued, before.kind))
+    assert (verdict.kind, verdict.comments_since) == (bare.kind, bare.comments_since)
+    same = before is not None and before.stamp == stamp.text
+    assert verdict.named == (before.comments if same and verdict.kind == rc.COMMENT else frozenset())
+
+
+feed_comments = st.lists(st.builds(rc.FeedComment, st.integers(1, 12),
+                                   st.sampled_from(["user:1", "user:2", "user:3", None]),
+                                   st.one_of(st.none(), st.integers(0, 40).map(lambda s: T0 + s))), max_size=10)
+
+
+@settings(max_examples=500)
+@given(feed=feed_comments, since=st.one_of(st.none(), st.integers(0, 40).map(lambda s: T0 + s)), named=comment_ids)
+def test_comment_hints_name_each_new_persons_comment_not_named_before(feed, since, named):
+    hints = rc.comment_hints(rc.Verdict(rc.COMMENT, since, named), feed, "user:1")
+    new = [c for c in feed if since is None or c.at is None or c.at > since]
+    people = {c.id for c in new if c.owner != "user:1"}
+    if not new:
+        assert hints == rc.POLL_TASK_HINTS          # the feed names none: the run looks itself
+    else:
+        assert hints == tuple(f"comment_added:{n}" for n in sorted(people - named))
+        assert rc.named_comments(hints) == people - named
+        # With none named before, every new person's comment is named, as it always was.
+        assert rc.named_comments(rc.comment_hints(rc.Verdict(rc.COMMENT, since), feed, "user:1")) == people
+
+
+@settings(max_examples=300)
+@given(feeds=st.lists(feed_comments, min_size=1, max_size=5), synced_comment=st.one_of(st.none(), st.integers(0, 20)),
+       gaps=st.lists(st.floats(0.5, 12), min_size=5, max_size=5))
+def test_polls_of_one_unsettled_comment_stamp_name_each_comment_once_and_lose_none(feeds, synced_comment, gaps):
+    """Polls of the same stamp before it settles (as poll_account runs them: classify, the
+    hints, next_seen): no comment is named twice, and each person's new comment a poll's feed
+    shows was named by that poll or an earlier one, unless a run was told to look itself."""
+    stamp = stamp_at(T0, T0 + 41)
+    synced = stamp_at(T0, T0 + synced_comment).text if synced_comment is not None else stamp_at(T0).text
+    before, named_so_far, now = None, [], T0 + 41
+    for feed, gap in zip(feeds, gaps):
+        now += gap                                   # every poll within STAMP_SETTLE_S of the stamp
+        verdict = rc.classify(stamp, synced, before)
+        assert verdict.kind in (rc.COMMENT, rc.TASK)
+        hints = rc.hints_for(verdict, feed, "user:1")
+        named = rc.named_comments(hints)
+        assert not named & set(named_so_far)
+        named_so_far += sorted(named)
+        if verdict.kind == rc.COMMENT and hints != rc.POLL_TASK_HINTS:
+            people = {c.id for c in feed if c.owner != "user:1"
+                      and (verdict.comments_since is None or c.at is None or c.at > verdict.comments_since)}
+            assert people <= set(named_so_far)
+        kinds = [rc.ECHO] if verdict.kind == rc.COMMENT and not hints else (
+            [rc.TASK if hints == rc.POLL_TASK_HINTS else verdict.kind] if hints else [])
+        before = rc.next_seen(stamp, before, kinds, now, named)
+        assert before.comments == set(named_so_far)
+        assert rc.parse_seen(rc.seen_record(before)) == before
+    # The task changed meanwhile, or another comment came: a new stamp names afresh.
+    assert rc.classify(stamp_at(T0, T0 + 50), synced, before).named == frozenset()
+
+
+@given(seen=st.builds(rc.Seen, texts.filter(bool), st.floats(T0, T0 + 300, allow_nan=False), st.integers(0, 3),
+                      st.sampled_from([rc.TASK, rc.FULL, rc.COMMENT, rc.ECHO, rc.SKIP]), comment_ids))
+def test_a_seen_record_reads_back_as_written(seen):
+    assert rc.parse_seen(rc.seen_record(seen)) == seen
+    assert rc.parse_seen(rc.seen_record(seen).encode()) == seen
+
+
+def test_a_seen_record_written_before_comments_were_kept_means_none_named(redis_client):
+    stamp = stamp_at(T0, T0 + 30).text
+    older = f'["{stamp}", {T0 + 40}, 1, "comment"]'
+    assert rc.parse_seen(older) == rc.Seen(stamp, T0 + 40, 1, rc.COMMENT, frozenset())
+    assert rc.seen_record(rc.Seen(stamp, T0 + 40, 1, rc.COMMENT)) == older   # none named: the old form
+    for damaged in ('["x", 1]', '{"a": 1}', "not json", f'["{stamp}", 1, 1, "comment", ["x"]]', "7"):
+        assert rc.parse_seen(damaged) is None
+    seen_key = rc.key(rc.SEEN_KEY, "partner/user:1")
+    redis_client.hset(seen_key, mapping={"1": older, "2": rc.seen_record(rc.Seen(stamp, T0 + 40, 1, rc.COMMENT,
+                                                                                 frozenset({7}))), "3": "damaged"})
+    assert rc.load_seen(redis_client, "partner/user:1") == {
+        1: rc.Seen(stamp, T0 + 40, 1, rc.COMMENT), 2: rc.Seen(stamp, T0 + 40, 1, rc.COMMENT, frozenset({7}))}
+
+
 # --- pure decisions: the budget ---------------------------------------------------------------------
 
 def test_the_default_budget_gives_a_period_of_about_87_seconds():
@@ -835,3 +963,71 @@ def test_crosslink_status_shows_each_sides_poll_and_repair_bound(tmp_path, redis
     assert partner["period_s"] == pytest.approx(86400 / 749, abs=1e-3) and partner["budget_per_day"] == pytest.approx(750)
     assert partner["repair_bound_s"] == pytest.approx(247) and partner["last_poll_s_ago"] is None
     assert rows["client-2"]["reconcile"]["client"]["poll"] == "client-2/user:1"
+
+
+# --- a comment stamp polled again before it settles ---------------------------------------------
+
+@pytest.fixture
+def synced_setup(tmp_path, redis_url):
+    """The poll's setup plus the sync run itself (workers.sync.TaskSync) on both accounts of the
+    in-process emulator: what a poll queues is run as a worker would, with the hints it left."""
+    from workers.idempotency import WriteOnce
+    from workers.state import LinkState
+    from workers.sync import TaskSync
+
+    world, clock, store, enqueuer, group = make_setup(tmp_path, redis_url)
+    link = load(tmp_path, links_doc(1)).links[0]
+    with TestClient(create_app(world)) as http:
+        clients = {side: PlanfixClient(conf.base_url, f"demo-{conf.account}-sync", account=conf.account, http=http,
+                                       limiter=AccountLimiter(store, rate_per_s=0), read_retries=0)
+                   for side, conf in link.sides.items()}
+        made = Setup(world, clock, store, clients["partner"], group, enqueuer)
+
+        def run(number, hints=None):
+            parsed = Hints.parse(hints if hints is not None else made.hints(number))
+            return TaskSync(link, "partner", number, clients, LinkState(store, link.name), WriteOnce(store),
+                            parsed).run()
+
+        def run_queued(number):
+            """What a worker does with what the polls queued for task NUMBER (nothing: no run)."""
+            return run(number) if made.hints(number) else None
+
+        made.run, made.run_queued = run, run_queued
+        yield made
+    enqueuer.close()
+    store.close()
+    world.close()
+
+
+def comment_reads(world):
+    """The partner's GET /comment/N, in order."""
+    return [r["path"] for r in world.requests("partner") if r["method"] == "GET" and r["path"].startswith("/comment/")]
+
+
+def test_two_polls_of_one_unsettled_comment_stamp_read_the_comment_once(synced_setup):
+    """The comment-only run records no stamp, so the poll 20 s later finds the same unsettled
+    stamp: it must not queue the comment a second time (each time is a GET /comment/N)."""
+    setup = synced_setup
+    clock, world = setup.clock, setup.world
+    clock.now = T0 + 2 * 3600
+    assert setup.run(1, [FULL_HINT]).counterpart         # mirrored, its stamp recorded
+    clock.now += 30
+    person = world.add_comment("partner", 1, {"description": "a person's"}, author=PAVEL)
+    clock.now += 5
+    first = setup.poll()
+    assert first.runs == [("demo", "partner", 1, (f"comment_added:{person}",))]
+    assert setup.run_queued(1).comments_created == 1
+    clock.now += 20                                       # 25 s after the comment: not settled
+    second = setup.poll()
+    setup.run_queued(1)
+    assert comment_reads(world) == [f"/comment/{person}"]
+    assert second.runs == [] and second.comment_feed and second.skipped == 1
+    clock.now += rc.STAMP_SETTLE_S
+    assert setup.poll().runs == []                        # this poll comes after the stamp settled,
+    clock.now += 20
+    assert not setup.poll().comment_feed                  # so the next skips it without the feed
+    setup.run_queued(1)
+    assert comment_reads(world) == [f"/comment/{person}"]
+    later = world.add_comment("partner", 1, {"description": "a later one"}, author=PAVEL)
+    clock.now += 5
+    assert setup.poll().runs == [("demo", "partner", 1, (f"comment_added:{person}", f"comment_added:{later}"))]
