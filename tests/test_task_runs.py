@@ -141,7 +141,7 @@ def test_runs_waiting_for_their_accounts_turn_cost_one_job_per_turn_not_a_requeu
     requests = len(world.requests("partner")) + len(world.requests("client"))
     # At most one job per request made, and far fewer than one per waiting run and turn.
     assert jobs <= requests, (jobs, requests)
-    assert not rt.redis.exists(dirty_key(link.name, "partner"))
+    assert not rt.redis.exists(dirty_key(link.name, "partner")), rt.redis.zrange(dirty_key(link.name, "partner"), 0, -1)
 
 
 def test_a_backlog_on_a_slow_account_begins_only_the_runs_its_slots_allow(runtime, monkeypatch):
@@ -182,18 +182,23 @@ def test_a_backlog_on_a_slow_account_begins_only_the_runs_its_slots_allow(runtim
     assert synced == len(numbers), outcomes
     assert sum(outcomes.values()) <= 1.2 * synced, outcomes   # runs begun, put back ones too
     assert jobs <= 1.2 * synced, (jobs, outcomes)             # Celery executions
-    # Several tasks a claim as the turn's slots allow, their sources read in one request a batch.
-    assert len(world.requests("partner")) - reads_before <= jobs < synced
+    # Several tasks a claim as the turn's slots allow, their sources read in one request a batch;
+    # each run lists its task's checklist (the link carries it: workers.hints), and fits its turn.
+    made = world.requests("partner")[reads_before:]
+    checklists = [entry for entry in made if entry["path"].endswith("/checklist/list")]
+    assert len(checklists) == synced
+    assert len(made) - len(checklists) <= jobs < synced
     assert runtime.sent == []
-    assert not rt.redis.exists(dirty_key(link.name, "partner"))
+    assert not rt.redis.exists(dirty_key(link.name, "partner")), rt.redis.zrange(dirty_key(link.name, "partner"), 0, -1)
 
 
 def test_a_run_records_the_stamp_it_looked_at_whole_and_only_that(runtime):
     """The poller skips a task whose change stamp a run recorded (producers/reconcile.py), so a
     run records it only when nothing the stamp stands for can have escaped it. The example link
     carries checklists: a checklist item added (its webhook lost) before a field edit shows only
-    in the update date the edit moved on, so the edit's run, explained by the field, records
-    nothing, and the poll's run finds the item (the quick chaos run lost one that way)."""
+    in the update date the edit moved on (the quick chaos run lost one that way). So the edit's
+    run looks at the checklist too (workers.hints), mirrors the item, and records the stamp: the
+    poller queues nothing more."""
     world, link, store = runtime.world, runtime.link, runtime.rt.redis
     number = world.create_task("partner", {"name": "Stamped", "processId": 1, "project": {"id": 10}}, author=PAVEL)
     assert tasks._sync(link.name, "partner", number, 0, None) == "created"
@@ -208,10 +213,13 @@ def test_a_run_records_the_stamp_it_looked_at_whole_and_only_that(runtime):
     world.clock = lambda: time.time() + 20
     world.update_task("partner", number, {"name": "Stamped, renamed"}, author=PAVEL)
     assert stamp_now() != recorded.decode()
+    checklist_reads = sum(entry["path"].endswith("/checklist/list") for entry in world.requests("partner"))
+    card_reads = sum(entry["path"].endswith("/files") for entry in world.requests("partner"))
     assert tasks._sync(link.name, "partner", number, 0, Hints(full=False, task_events=1)) == "updated"
-    assert store.get(synced_stamp_key(link.name, "partner", number)) == recorded
-
-    assert tasks._sync(link.name, "partner", number, 0, Hints(full=False, task_events=2)) == "noop"
     copy_ = LinkState(store, link.name).counterpart("task", "partner", number)
     assert [item["name"] for item in world.list_checklist("client", copy_, {"fields": "name"})] == ["its webhook lost"]
     assert store.get(synced_stamp_key(link.name, "partner", number)).decode() == stamp_now()
+    # One checklist list; the card's files came with the task read.
+    assert sum(entry["path"].endswith("/checklist/list") for entry in world.requests("partner")) == checklist_reads + 1
+    assert sum(entry["path"].endswith("/files") for entry in world.requests("partner")) == card_reads
+

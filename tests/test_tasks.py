@@ -150,7 +150,9 @@ def test_links_sharing_an_account_take_turns_and_no_run_waits(redis_client, redi
     def link_named(name: str) -> SimpleNamespace:
         return SimpleNamespace(name=name, sides={"client": SimpleNamespace(account=f"client-{name}"),
                                                  "partner": SimpleNamespace(account="partner")},
-                               other=lambda side: "partner" if side == "client" else "client")
+                               other=lambda side: "partner" if side == "client" else "client",
+                               # The stand-in runs read and write once each: no checklist to list.
+                               fields=SimpleNamespace(checklist=SimpleNamespace(direction="none")))
 
     links = {name: link_named(name) for name in ("alpha", "beta")}
     monkeypatch.setattr(tasks, "runtime", lambda: SimpleNamespace(

@@ -62,6 +62,13 @@ def carries_checklist_or_files(link: Link, side: str) -> bool:
     return flows(link.fields.checklist.direction, side, other) or flows(link.fields.files.direction, side, other)
 
 
+def own_requests_per_run(link: Link, side: str) -> int:
+    """Requests a task event's run of SIDE makes to its own account besides its task read: the
+    checklist list, where LINK carries SIDE's checklist (the card's files come with the task
+    read: workers.canonical.task_fields; workers.hints says why every task event looks)."""
+    return int(flows(link.fields.checklist.direction, side, link.other(side)))
+
+
 def item_view(item: Mapping[str, Any]) -> dict[str, Any]:
     """What is compared and carried of a checklist item: its text and whether it is done."""
     return {"name": str(item.get("name") or ""), "isDone": bool(item.get("isDone"))}
@@ -326,9 +333,13 @@ def _update_item(run: Any, counterpart: int, mirror: int, body: dict[str, Any]) 
 # ------------------------------------------------------------------------------------------
 # Task-card files
 
-def sync_task_files(run: Any, counterpart: int | None) -> int:
+def sync_task_files(run: Any, counterpart: int | None, card: list[Mapping[str, Any]] | None = None) -> int:
     """Copy each file on the run's task card to COUNTERPART's card once; returns files attached.
 
+    CARD: the card's files as the run's task read gave them (its `files` field,
+    workers.canonical.task_fields), else they are listed (GET /task/{id}/files with
+    onlyFromDescription). Assumes the task's `files` field is the card's set, the one a task
+    update's `files` replaces (API-NOTES, files), as the emulator has it.
     Files the sync copied (either way) are skipped, so nothing comes back; nothing is ever
     detached. Does nothing, and calls nothing, when the link does not map files this way.
     """
@@ -336,7 +347,9 @@ def sync_task_files(run: Any, counterpart: int | None) -> int:
     if counterpart is None or not flows(link.fields.files.direction, side, other):
         return 0
     attached = 0
-    for entry in run._call(side, "list_task_files", run.number, only_description=True):
+    if card is None:
+        card = run._call(side, "list_task_files", run.number, only_description=True)
+    for entry in card:
         file_id = int(entry["id"])
         key = f"{link.name}:taskfile:{side}:{run.number}:{file_id}"
         if run.writes.done(key) is not None or is_copy(run, side, file_id):

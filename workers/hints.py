@@ -23,10 +23,13 @@ Assumptions, each with what backs it up:
   carries it again: it is ours, no person's). An
   unexplained one (nothing mapped changed) was a checklist, a card file, a comment edit or an
   unmapped field: the run then looks at comments, checklist and card files.
-  A checklist or file change coalesced with a field edit, or made before one with its webhook
-  lost, is picked up by the poller's run (it moves the task's dateOfLastUpdate, which filter 79
-  sees, and a run explained by a field does not record that stamp where the link carries
-  checklists or files: workers.names.looked_at_whole) within two periods.
+  Where the link carries the side's checklist or card files, every task event looks at them
+  too, explained or not: the card's files come with the task read (workers.canonical), the
+  checklist is one list. A checklist or file change coalesced with a field edit, or made before
+  one with its webhook lost, shows only in the task's dateOfLastUpdate, which the field edit
+  moved on; a run that did not look at them could not record that stamp
+  (workers.names.looked_at_whole), and the poller's run then read the task, checklist and files
+  again: three requests a period later where the webhook's run pays one more now.
 - The counterpart is taken from its snapshot, not read again, only when nothing can have
   changed it unseen that matters: it has a snapshot, no event of its own is waiting, no write
   to it is still queued by Planfix (202), the run is not a full look, and every field the
@@ -123,18 +126,20 @@ class Reads:
     checklist_and_files: bool
 
 
-def extra_reads(hints: Hints, explained: bool, has_comments: bool = True) -> Reads:
+def extra_reads(hints: Hints, explained: bool, has_comments: bool = True, aside_mapped: bool = False) -> Reads:
     """What else a run that read its source task must look at (see the module's assumptions).
 
     EXPLAINED: the read showed a change, not an echo of the sync's own writes, that explains
     the task's events.
     HAS_COMMENTS: the task has had a comment (its dateOfLastComment is set); one that never had
     any has none to edit or delete, and a new one comes with its own comment event.
+    ASIDE_MAPPED: the link carries the side's checklist or card files (then they are looked at
+    for every task event, so the run may record the task's stamp).
     """
     if hints.full:
         return Reads(comments=True, checklist_and_files=True)
     return Reads(comments=bool(hints.comments) or (has_comments and (not explained or hints.task_events > 1)),
-                 checklist_and_files=not explained)
+                 checklist_and_files=not explained or aside_mapped)
 
 
 def comment_reads(hints: Hints, listing: bool) -> tuple[int, ...] | None:

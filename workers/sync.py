@@ -64,6 +64,12 @@ def call_key(side: str, method: str, *args: Any, **kwargs: Any) -> str:
     return json.dumps([side, method, args, kwargs], sort_keys=True, default=str)
 
 
+def without_side(reads: Mapping[str, Any], side: str) -> dict[str, Any]:
+    """READS (by call_key) but those of SIDE."""
+    prefix = json.dumps([side])[:-1] + ","
+    return {key: value for key, value in reads.items() if not key.startswith(prefix)}
+
+
 class SideFailure(Exception):
     """A Planfix failure tagged with the side whose account raised it, and whether the call was a
     read (READ): a failed read wrote nothing a task's later events must wait for (workers.tasks)."""
@@ -200,18 +206,21 @@ class TaskSync:
         # This run's reads, by side and call: a run re-queued for its turn mid-way keeps them
         # (workers.tasks), and its next attempt (RESUMED) answers each of those calls once from
         # them instead of spending its turn on it again; a later call (a read-back after a
-        # write) goes to Planfix. None are resumed after the run had written (hints.reread), and
-        # not the counterpart's while an event of its own waits (see run): they may be stale.
+        # write) goes to Planfix. Reads of a side the run had written to are not kept
+        # (resumable_reads), nor the counterpart's resumed while an event of its own waits (see
+        # run): they may be stale.
         self.kept_reads: dict[str, Any] = {}
-        self._resumed: dict[str, Any] = {} if self.hints.reread else dict(kept_reads or {})
+        self._resumed: dict[str, Any] = dict(kept_reads or {})
         # Whether a request of this run has been served: see _call.
         self._admitted = bool(self._resumed)
         # PREFETCHED reads, by call (call_key), made for this run by others just now (a batch
         # job reads its tasks together): answered from like kept reads, and kept like them,
         # but they did not admit this run to its account's turn.
         self._resumed.update(prefetched or {})
-        # Writes sent in this run (any side): a re-queued run that wrote must re-read.
+        # Writes sent in this run (any side): a re-queued run that wrote must re-read what it
+        # wrote to (WROTE_TO, the sides).
         self.writes_sent = 0
+        self.wrote_to: set[str] = set()
 
     def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call SIDE's client; list methods are read to the end here, so paging failures are
@@ -236,17 +245,28 @@ class TaskSync:
             # A write our limiter held back was never sent; any other failure may have been.
             if not read and not (isinstance(exc, RateLimited) and exc.scope == "limiter"):
                 self.writes_sent += 1
+                self.wrote_to.add(side)
             raise SideFailure(side, exc, read=read) from exc
         if not read:
             self.writes_sent += 1
+            self.wrote_to.add(side)
         self._admitted = True
         if read and method != "download_file":
             self.kept_reads[key] = result
         return result
 
     def _forget_resumed(self, side: str) -> None:
-        prefix = json.dumps([side])[:-1] + ","
-        self._resumed = {key: value for key, value in self._resumed.items() if not key.startswith(prefix)}
+        self._resumed = without_side(self._resumed, side)
+
+    def resumable_reads(self) -> dict[str, Any]:
+        """The reads a run that must wait for its turn keeps for its next attempt: all but those
+        of a side it wrote to, which its write made stale. (Once a run that had written kept
+        none, its next attempt spent its turn's slot reading its own task again, and a run that
+        needs two requests of one account never got past its first on a busy account.)"""
+        kept = dict(self.kept_reads)
+        for side in self.wrote_to:
+            kept = without_side(kept, side)
+        return kept
 
     # ------------------------------------------------------------------------------------
     def run(self) -> SyncReport:
@@ -386,20 +406,22 @@ class TaskSync:
         # Planfix queued): carried again, they explain no event.
         unconfirmed = {key for key in source_changed if source_snapshot is not None and key not in source_snapshot}
         explained = bool(source_changed - unconfirmed)
-        reads = extra_reads(self.hints, explained, has_comments=bool(source_raw.get("dateOfLastComment")))
+        aside_mapped = carries_checklist_or_files(link, side)
+        reads = extra_reads(self.hints, explained, has_comments=bool(source_raw.get("dateOfLastComment")),
+                            aside_mapped=aside_mapped)
         if reads.comments:
             self._sync_comments(counterpart, comment_reads(self.hints, listing=not explained
                                                            or self.hints.task_events > 1))
         if reads.checklist_and_files:
             sync_checklist(self, counterpart)
-            sync_task_files(self, counterpart)
+            sync_task_files(self, counterpart, source_raw.get("files"))
         if not self._hand_over:
             self._save_snapshots(counterpart, source_now, target_now, written=written)
         listed = reads.comments and comment_reads(self.hints, listing=not explained or self.hints.task_events > 1) is None
         if looked_at_whole(source_raw, synced_stamp(self.state.redis, link.name, side, self.number),
                            checklist_and_files=reads.checklist_and_files, comments_listed=listed,
                            one_explained_event=explained and self.hints.task_events == 1 and not self.hints.full,
-                           aside_mapped=carries_checklist_or_files(link, side)):
+                           aside_mapped=aside_mapped):
             record_synced_stamp(self.state.redis, link.name, side, self.number, source_raw)
         return self.report
 

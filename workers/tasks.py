@@ -58,6 +58,7 @@ from schemas.links import Link
 from workers.app import app
 from workers.dead_letters import DeadLetters
 from workers import telemetry
+from workers.attachments import own_requests_per_run
 from workers.canonical import task_fields
 from workers.idempotency import (
     MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, LockLost, TaskLock, scaled_ttl_ms,
@@ -404,7 +405,7 @@ def _finish(begun: Begun, prefetched: dict | None = None) -> str:
         if isinstance(failure.error, RateLimited):
             # Its turn comes later (the limiter holds a slot for this link): keep what the run
             # read, so the next attempt spends the slot on what is left to do.
-            keep_reads(rt.redis, link_name, side, number, run.kept_reads)
+            keep_reads(rt.redis, link_name, side, number, run.resumable_reads())
             begun.waits_s = decide(failure.error, attempt, scale).delay_s
             wait_for_turn(link_name, side, number, hints.waited(wrote=run.writes_sent > 0), begun.waits_s,
                           begun.job_id)
@@ -423,7 +424,9 @@ def _finish(begun: Begun, prefetched: dict | None = None) -> str:
         # resumed, may be lost or late), and that run would carry it back.
         wrote_to = [(side, number)] + ([(link.other(side), run.report.counterpart)]
                                        if run.report.counterpart is not None else [])
-        stale = [resume_key(link_name, s, n) for s, n in wrote_to] if run.writes_sent else []
+        # (Its own, kept just now, holds no read of a side it wrote to: resumable_reads.)
+        stale = [resume_key(link_name, s, n) for s, n in wrote_to
+                 if begun.waits_s is None or (s, n) != (side, number)] if run.writes_sent else []
         try:
             state.close(begun.lock.release_in, synced=finished, stale=stale)
         except redis.RedisError:
@@ -505,8 +508,9 @@ def turn_outlook(limiter: AccountLimiter, link: Link, side: str) -> Turn:
     no read: within that wait too). Then as many runs as the other account has slots for in the
     job's turn (BATCH_TURN_S), one in every (lanes waiting + 1) while other links' lanes wait: one
     at Planfix's 1 request/s; the job paces the later ones (await_turn). Assumes a run makes one
-    request to the other account; a run that needs more waits for them in the worker slot once
-    admitted (workers.sync), or, past that, is put back. Reads only (reserve_turn holds slots)."""
+    request to the other account and own_requests_per_run to its own besides the batch's read; a
+    run that needs more waits for them in the worker slot once admitted (workers.sync), or, past
+    that, is put back. Reads only (reserve_turn holds slots)."""
     source, target = link.sides[side].account, link.sides[link.other(side)].account
     accounts = {account: limiter.peek(account, link.name) for account in dict.fromkeys((source, target))}
     wait_ms = max(outlook.wait_ms for outlook in accounts.values())
@@ -516,15 +520,24 @@ def turn_outlook(limiter: AccountLimiter, link: Link, side: str) -> Turn:
         return Turn(0, wait_ms / 1000, accounts)
     if accounts[target].wait_ms > first_request_ms:
         return Turn(1, wait_ms / 1000, accounts)
-    ahead = accounts[target]
-    if ahead.free is None:
-        return Turn(BATCH_MAX, wait_ms / 1000, accounts)
-    runs = ahead.free
-    if ahead.interval_s:
-        runs += int(max(0.0, BATCH_TURN_S - ahead.wait_ms / 1000) // (ahead.interval_s * (ahead.others + 1)))
-    if source == target:
-        runs -= 1  # the batch's read takes one of them
+    own = own_requests_per_run(link, side)
+    # Per account: the requests each run makes there, and those the batch makes once (its read).
+    per_run = {target: 1, source: own} if source != target else {source: 1 + own}
+    allowed = [runs_allowed(accounts[account], count, batch=int(account == source))
+               for account, count in per_run.items() if count]
+    runs = min((count for count in allowed if count is not None), default=BATCH_MAX)
     return Turn(max(1, min(BATCH_MAX, runs)), wait_ms / 1000, accounts)
+
+
+def runs_allowed(outlook: Outlook, per_run: int, batch: int) -> int | None:
+    """How many runs of PER_RUN requests each (after BATCH requests made once) an account's
+    OUTLOOK allows in a job's turn (BATCH_TURN_S); None: no limit."""
+    if outlook.free is None:
+        return None
+    slots = outlook.free
+    if outlook.interval_s:
+        slots += int(max(0.0, BATCH_TURN_S - outlook.wait_ms / 1000) // (outlook.interval_s * (outlook.others + 1)))
+    return (slots - batch) // per_run
 
 
 def await_turn(limiter: AccountLimiter, link: Link, side: str, until: float) -> bool:
@@ -733,11 +746,18 @@ def _text(value: bytes | str) -> str:
 
 def _read_sources(link: Link, side: str, begun: list[Begun]) -> dict[int, dict]:
     """The source tasks of the runs BEGUN with one request, as each run's prefetched read (by
-    call); none when it fails (each run then reads, and meets the failure, itself)."""
-    wanted = [run.number for run in begun if not run.hints.comments_only]
-    if len(wanted) < 2:
+    call); none when it fails (each run then reads, and meets the failure, itself). A run that
+    resumes with its source read kept is left out: read again, it spent its turn's slot on that
+    read each time and never reached its next request (a run that lists the checklist after its
+    task read waited for its turn for good on a slow account)."""
+    candidates = [run for run in begun if not run.hints.comments_only]
+    if len(candidates) < 2:
         return {}
     fields = task_fields(link, side)
+    wanted = [run.number for run in candidates
+              if call_key(side, "get_task", run.number, fields=fields) not in run.kept_reads]
+    if len(wanted) < 2:
+        return {}
     client = runtime().client(link, side)
     client.max_limit_sleep_s = ADMISSION_LIMIT_WAIT_S
     try:
