@@ -1,8 +1,10 @@
 """The one way Crosslink talks to a Planfix account over REST.
 
 Why a client of our own rather than ad-hoc HTTP calls in the workers:
-- every request first asks the account-wide limiter, so all processes together stay inside
-  Planfix's 1 request/s and daily quota;
+- every request first asks the account-wide limiter, and tells it when the answer is back (by
+  then the request has surely reached Planfix, however late it went out), so all processes
+  together stay inside Planfix's 1 request/s, counted as Planfix counts it, by arrival, and
+  inside the daily quota;
 - every answer becomes either parsed data, a typed write outcome (Applied / Queued /
   PartiallyApplied) or a typed error (planfix.errors), so a worker decides by type;
 - reads are retried on transient failures; writes never are, because a create that timed out
@@ -24,6 +26,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urljoin
+
+import redis
 
 from crosslink import metrics
 from planfix.errors import (
@@ -178,6 +182,20 @@ class PlanfixClient:
                       permit.reason, extra={"account": self.account})
             time.sleep(wait_s)
 
+    def _answered(self, operation: str) -> None:
+        """A request the limiter granted has reached Planfix (its answer is in, or the line
+        broke after it was sent): the limiter holds the account's next grant back to an
+        interval after now (AccountLimiter.answered). A Redis failure here is logged and let
+        pass: the request is done and its outcome must reach the caller; the next grant then
+        keeps only the limiter's safety margin over arrival jitter."""
+        if self.limiter is None:
+            return
+        try:
+            self.limiter.answered(self.account)
+        except redis.RedisError as exc:
+            log.warning("planfix %s: answer not reported to the limiter (%s)", operation,
+                        type(exc).__name__, extra={"account": self.account})
+
     def _backoff(self, attempt: int) -> float:
         # Full jitter: retries of several workers against one sick account spread out.
         ceiling = min(RETRY_MAX_S, self.retry_base_s * (2 ** attempt))
@@ -185,7 +203,10 @@ class PlanfixClient:
 
     def _send(self, method: str, url: str, *, operation: str, is_write: bool,
               params: Mapping[str, Any] | None, json_body: Any, files: Any,
-              auth: bool = True) -> Response:
+              auth: bool = True, granted: bool = True) -> Response:
+        """Send one request as it is. GRANTED: it took a slot of the account's limiter (every
+        REST request; not a download from the storage host a link points at), so its answer is
+        reported to the limiter (_answered) as soon as it is in."""
         headers = {"Accept": "application/json"}
         if auth:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -200,15 +221,22 @@ class PlanfixClient:
         try:
             response = self.http.request(method, url, **kwargs)
         except ConnectFailed as exc:
-            # Nothing reached Planfix: even a write is known not to be applied.
+            # Nothing reached Planfix: even a write is known not to be applied (and nothing
+            # arrived there to count against the rate).
             metrics.planfix_request(self.account, metrics.UNREACHABLE, started)
             raise TransientError(f"{operation}: {exc}", operation=operation, maybe_applied=False) from None
         except TimedOut as exc:
+            if granted:
+                self._answered(operation)
             metrics.planfix_request(self.account, metrics.TIMEOUT, started)
             raise TransientError(f"{operation}: {exc}", operation=operation, maybe_applied=is_write) from None
         except ConnectionBroken as exc:
+            if granted:
+                self._answered(operation)
             metrics.planfix_request(self.account, metrics.TRANSPORT_ERROR, started)
             raise TransientError(f"{operation}: {exc}", operation=operation, maybe_applied=is_write) from None
+        if granted:
+            self._answered(operation)
         metrics.planfix_request(self.account, response.status_code, started)
         elapsed_ms = (time.monotonic() - started) * 1000
         log.debug("planfix %s -> %d in %.0f ms", operation, response.status_code, elapsed_ms,
@@ -523,7 +551,7 @@ class PlanfixClient:
         while True:
             try:
                 response = self._send("GET", url, operation=operation, is_write=False, params=None,
-                                      json_body=None, files=None, auth=False)
+                                      json_body=None, files=None, auth=False, granted=False)
                 if response.status_code in (301, 302, 303, 307, 308) and response.headers.get("Location"):
                     redirects += 1
                     if redirects > MAX_REDIRECTS:

@@ -11,6 +11,16 @@ module keeps that budget in Redis:
 - a per-UTC-day request counter against the daily quota;
 - a shared pause (`block_until`): when Planfix answers code 22 (quota) or 429, every process
   waits, not only the one that got the answer;
+- a floor from answers (`answered`): Planfix counts a request when it *arrives*, and a grant is
+  not an arrival. Between the two lie the sender's scheduling, the network and the server's own
+  queue before it takes the time; when one request spends more there than the next, the two
+  arrive closer than the grants were (the full bench's fairness phase saw 6 answers 429 with
+  grants 1.05 s apart: its emulator shares one interpreter with the other stack's and the
+  bench's busy threads, and a stand-in for that held a request up to 0.2 s before the emulator
+  took its time, however promptly it was sent). Whatever the delay, a request
+  has arrived by the time its answer is back, so the client reports each answer and the next
+  grant comes no sooner than one whole interval (1/rate) after it. Grants stay 1/rate x
+  (1 + safety) apart as before; the floor only holds the next one back after a slow exchange;
 - fair turns between *lanes* (one per link): a partner account serves many links, and a busy
   link must not starve a quiet one. A caller that must wait is given a reservation: the next
   free slot of the account's calendar, held for its lane. A lane holds at most one reservation
@@ -75,13 +85,15 @@ local rate = tonumber(conf[1] or ARGV[1])
 local burst = tonumber(conf[2] or ARGV[2])
 local quota = tonumber(conf[3] or ARGV[3])
 local safety = tonumber(ARGV[4])
-local st = redis.call('HMGET', KEYS[1], 'tat', 'day', 'count', 'blocked_until', 'blocked_reason', 'last')
+local st = redis.call('HMGET', KEYS[1], 'tat', 'day', 'count', 'blocked_until', 'blocked_reason', 'last', 'after')
 local tat = tonumber(st[1]) or 0
+-- No grant before this: one interval after the latest answer (_ANSWERED_LUA), burst 1 only.
+local after = tonumber(st[7]) or 0
 local count = tonumber(st[3]) or 0
 if tonumber(st[2]) ~= day then count = 0 end
 """
 
-# KEYS[1] state hash (tat_us, day, count, blocked_until_us, blocked_reason, last_us);
+# KEYS[1] state hash (tat_us, day, count, blocked_until_us, blocked_reason, last_us, after_us);
 # KEYS[2] overrides; KEYS[3] reservations (lane -> slot_us).
 # ARGV: default rate_per_s, burst, daily_quota, safety, ttl_ms, lane, grace_us.
 # Returns {go, wait_ms, reason, used_today, redis_now_us}.
@@ -91,7 +103,8 @@ if tonumber(st[2]) ~= day then count = 0 end
 # must come back for); a lane with one is granted when its slot has come. `last` is the time of
 # the latest grant: with no burst allowed, no two grants are closer than the interval, so a job
 # that claims its slot late never puts two requests into one of Planfix's seconds together with
-# the next lane's on-time claim.
+# the next lane's on-time claim. `after` is the floor from the latest answer (_ANSWERED_LUA): the
+# calendar restarts there when it would run ahead of it.
 _ACQUIRE_LUA = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 """ + _STATE_LUA + """
@@ -119,12 +132,14 @@ if rate and rate > 0 then
   if held then
     local due = held - tolerance
     if burst <= 1 and last + spacing > due then due = last + spacing end
+    if burst <= 1 and after > due then due = after end
     if due > now then
       return {0, math.ceil((due - now) / 1000), 'rate', count, now}
     end
     redis.call('HDEL', KEYS[3], lane)
   else
     if tat < now then tat = now end
+    if burst <= 1 and tat < after then tat = after end
     local due = tat - tolerance
     if burst <= 1 and last + spacing > due then due = last + spacing end
     tat = tat + interval
@@ -141,6 +156,23 @@ count = count + 1
 redis.call('HSET', KEYS[1], 'day', day, 'count', count, 'last', string.format('%.0f', now))
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {1, 0, false, count, now}
+"""
+
+# A request granted by _ACQUIRE_LUA was answered (KEYS and ARGV 1-5 as _ACQUIRE_LUA's): it has
+# reached Planfix by now, so no grant comes before now + 1/rate (the plain interval: this bound
+# is exact, it needs no safety). The floor only ever rises; with a burst allowance or no rate
+# limit there is none. Returns the floor in force (epoch us), 0 when none.
+_ANSWERED_LUA = """
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+""" + _STATE_LUA + """
+if not rate or rate <= 0 or burst > 1 then return 0 end
+local floor = now + 1000000 / rate
+if floor > after then
+  redis.call('HSET', KEYS[1], 'after', string.format('%.0f', floor))
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  after = floor
+end
+return string.format('%.0f', after)
 """
 
 # KEYS[1] state hash; ARGV: pause in ms, reason, ttl. A pause only ever extends.
@@ -227,10 +259,12 @@ if held then
   free = 1
 else
   local from = math.max(tat, now)
+  if burst <= 1 and from < after then from = after end
   due = from - tolerance
   free = math.min(burst, math.floor((math.max(due, now) + tolerance - from) / interval) + 1)
 end
 if burst <= 1 and last + interval > due then due = last + interval end
+if burst <= 1 and after > due then due = after end
 if left >= 0 and free > left then free = left end
 return {math.max(0, math.ceil((due - now) / 1000)), free, 'rate', held and 1 or 0, math.floor(interval), others}
 """
@@ -295,6 +329,7 @@ class AccountLimiter:
         self.prefix = prefix
         self._acquire = redis_client.register_script(_ACQUIRE_LUA)
         self._block = redis_client.register_script(_BLOCK_LUA)
+        self._answered = redis_client.register_script(_ANSWERED_LUA)
         self._peek = redis_client.register_script(_PEEK_LUA)
 
     def __repr__(self) -> str:
@@ -326,6 +361,24 @@ class AccountLimiter:
         reason = _text(reason) if reason else None
         return Permit(go=bool(int(go)), wait_ms=int(wait_ms), reason=reason, used_today=int(used),
                       at_us=int(at_us))
+
+    def answered(self, account: str) -> int:
+        """A request to ACCOUNT that acquire granted has been answered (or given up on after it
+        was sent): hold the next grant back to one interval (1/rate) after now.
+
+        Why: Planfix counts a request when it arrives, which is some unknown time after its
+        grant (module docstring); by the time its answer is back it has surely arrived, so
+        grants kept an interval after the answers can never arrive closer than that, however
+        late one went out. Call it as soon as the answer is in: it must land before the next
+        grant is decided (one interval after this one's), or that grant has only the safety
+        margin. Assumes only that Redis's clock and Planfix's run at the rate of real time (no
+        step between the two readings): the floor and the next grant are both Redis's readings,
+        and the arrival came before the first of them. Returns the floor in force (Redis epoch
+        us; 0: none, the account has no rate limit or a burst allowance).
+        """
+        return int(self._answered(
+            keys=self._keys(account),
+            args=[self.rate_per_s, self.burst, self.daily_quota, self.safety, STATE_TTL_MS]))
 
     def peek(self, account: str, lane: str = DEFAULT_LANE) -> Outlook:
         """How soon LANE's next slot for ACCOUNT comes, and how many it may take then, as acquire
@@ -421,6 +474,7 @@ class AccountLimiter:
         }
 
     def reset(self, account: str) -> None:
-        """Forget ACCOUNT's bucket, counter, pause and reservations (tests, operator repair)."""
+        """Forget ACCOUNT's bucket, counter, pause, answer floor and reservations (tests, operator
+        repair)."""
         keys = self._keys(account)
         self.redis.delete(keys[0], keys[2])

@@ -105,6 +105,69 @@ def test_safety_stretches_the_interval(redis_client):
     assert limiter.acquire("acme").wait_ms > 1000
 
 
+# -- answers: the floor under the next grant ------------------------------------------------
+
+
+def _redis_now_us(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1_000_000 + int(micros)
+
+
+def test_an_answer_holds_the_next_grant_one_interval_after_it(redis_client):
+    """Planfix counts a request when it arrives, which may be long after its grant; it has
+    arrived by the time its answer is back, so the next grant comes a whole interval after the
+    answer, not only after the grant (which, answered late, would be too soon)."""
+    limiter = AccountLimiter(redis_client, rate_per_s=FAST_RATE, daily_quota=0)
+    first = limiter.acquire("acme", "a")
+    assert first.go
+    time.sleep(0.04)  # the request spends most of an interval before its answer comes
+    before_us = _redis_now_us(redis_client)
+    floor_us = limiter.answered("acme")
+    interval_us = 1_000_000 / FAST_RATE
+    assert before_us + interval_us <= floor_us <= _redis_now_us(redis_client) + interval_us
+    # Grant spacing alone would let the next one go at first + 52.5 ms, 12.5 ms after the answer.
+    assert floor_us > first.at_us + interval_us * (1 + DEFAULT_SAFETY)
+    refused = limiter.acquire("acme", "b")
+    assert not refused.go and refused.reason == "rate"
+    outlook = limiter.peek("acme", "b")
+    assert outlook.held and abs(outlook.wait_ms - refused.wait_ms) <= 5
+    assert limiter.peek("acme", "c").wait_ms >= refused.wait_ms - 5
+    time.sleep(refused.wait_ms / 1000.0)
+    second = None
+    while second is None or not second.go:
+        second = limiter.acquire("acme", "b")
+    assert second.at_us >= floor_us
+
+
+def test_a_prompt_answer_leaves_the_grant_spacing_as_it_was(redis_client):
+    """The floor costs nothing while answers come back within the safety margin."""
+    limiter = AccountLimiter(redis_client, rate_per_s=FAST_RATE, daily_quota=0)
+    first = limiter.acquire("acme")
+    assert first.go
+    limiter.answered("acme")
+    grants = [first.at_us] + grant_times(limiter, "acme", 0.12)[:1]
+    assert len(grants) == 2
+    spacing_us = 1_000_000 / FAST_RATE * (1 + DEFAULT_SAFETY)
+    assert spacing_us - ROUNDING_US <= grants[1] - grants[0] <= spacing_us + 20_000
+
+
+def test_answers_set_no_floor_without_a_rate_limit_or_with_a_burst(redis_client):
+    unlimited = AccountLimiter(redis_client, rate_per_s=0, daily_quota=0)
+    assert unlimited.acquire("free").go and unlimited.answered("free") == 0
+    assert unlimited.acquire("free").go
+    bursty = AccountLimiter(redis_client, rate_per_s=1.0, daily_quota=0)
+    bursty.set_account_limits("bursty", burst=3)
+    assert bursty.acquire("bursty").go and bursty.answered("bursty") == 0
+    assert bursty.acquire("bursty").go
+
+
+def test_reset_forgets_the_floor(redis_client):
+    limiter = AccountLimiter(redis_client, rate_per_s=1.0, daily_quota=0)
+    assert limiter.acquire("acme").go and limiter.answered("acme") > 0
+    limiter.reset("acme")
+    assert limiter.acquire("acme").go
+
+
 # -- concurrency -----------------------------------------------------------------------------
 
 
