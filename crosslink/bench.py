@@ -383,6 +383,8 @@ class BenchReport:
     api_calls_per_change: float | None = None
     # Requests per change by side and kind, charged by task pair; "polls" and "no task" per change.
     calls_by_kind: dict[str, float] = field(default_factory=dict)
+    # The requests behind calls_by_kind, by what they were (shapes_by_kind).
+    requests_by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
     economy: dict[str, Any] = field(default_factory=dict)
     # Requests per event of bursts, by the gap between edits in seconds.
     burst_calls_by_gap: dict[str, float] = field(default_factory=dict)
@@ -816,6 +818,25 @@ def per_kind(changes: Iterable[tuple[str, Iterable[Target]]], by_task: Mapping[T
         count[kind] += 1
         spent[kind] += sum(by_task.get(target, 0.0) for target in set(targets))
     return {kind: round(spent[kind] / count[kind], 2) for kind in sorted(count)}
+
+
+def shapes_by_kind(changes: Iterable[tuple[str, Iterable[Target]]], exchanges: Iterable[Exchange],
+                   comment_tasks: Mapping[tuple[str, int], int],
+                   file_tasks: Mapping[tuple[str, int], int]) -> dict[str, dict[str, int]]:
+    """What the requests charged to each kind of change were (request_kind), summed over the
+    changes of that kind (CHANGES as per_kind takes them): where calls_by_kind says how many,
+    this says which, for the next thing to cut."""
+    by_task: dict[Target, Counter] = defaultdict(Counter)
+    for exchange in exchanges:
+        targets = request_targets(exchange, comment_tasks, file_tasks)
+        if targets != POLL:
+            for target in targets:
+                by_task[target][request_kind(exchange)] += 1
+    shapes: dict[str, Counter] = defaultdict(Counter)
+    for kind, targets in changes:
+        for target in set(targets):
+            shapes[kind].update(by_task.get(target, Counter()))
+    return {kind: dict(shapes[kind].most_common()) for kind in sorted(shapes)}
 
 
 def poll_cycles(times: Iterable[float], gap_s: float) -> list[tuple[float, int]]:
@@ -1607,6 +1628,7 @@ class Bench:
         report.calls_by_kind = {**per_kind(charged, spent.by_task),
                                 "polls (per change)": round(spent.polls / count, 2),
                                 "no one task (per change)": round(spent.no_task / count, 2)}
+        report.requests_by_kind = shapes_by_kind(charged, self.tap.exchanges(start, end), comments, files)
         cycles = poll_cycles(self.poll_times(start), self.poller.cycle_gap_s)
         report.economy = {
             "changes": count, "requests": total, "poll_requests": spent.polls, "window_s": round(end - start, 1),

@@ -23,6 +23,10 @@ by comparing the task's change stamp (dateOfLastUpdate|dateOfLastComment) with t
 (``classify``):
 - a stamp a sync run recorded as synced (workers.names.record_synced_stamp: the run looked at
   everything the stamp may stand for) is not queued: a webhook already brought it;
+- a stamp a run recorded as seen but for the checklist (workers.names.BUT_CHECKLIST: one field
+  edit's run, on a link that carries the checklist) is queued with ``CHECKLIST_HINT``: one
+  checklist list, no task read, after which the stamp counts as whole; one whose comment date
+  moved since gets the hint with its comments;
 - only the comment date moved: the comment feed (filter 3000, the same window) names the new
   comments, and the run reads just those (``comment_added:<id>``); comments our robot wrote (the
   sync's own mirrors and notes, which the worker skips anyway), and comments an earlier poll
@@ -71,7 +75,7 @@ credit holds, at most AUDIT_MAX_TASKS (``audit_allowance``). A full turn over an
 commented tasks takes about N / (AUDIT_SHARE x quota) days: an edit whose webhook was lost is
 mirrored within that turn. A second change within the same second as one a run recorded, whose
 webhook is lost too, hides behind the equal stamp until the task changes again; a run records
-a stamp only when nothing else can hide behind it (workers.names.looked_at_whole).
+a stamp only when nothing else can hide behind it (workers.names.stamp_seen).
 """
 
 from __future__ import annotations
@@ -92,7 +96,9 @@ from planfix.client import MAX_PAGE_SIZE, PlanfixClient
 from planfix.errors import NotFound
 from producers.enqueue import Enqueuer
 from schemas.links import LinksConfig, Side
-from workers.names import COMMENT_PRINTS_KEY, FULL_HINT, change_stamp, comment_fingerprint, synced_stamps
+from workers.names import (
+    BUT_CHECKLIST, CHECKLIST_HINT, COMMENT_PRINTS_KEY, FULL_HINT, change_stamp, comment_fingerprint, synced_stamps,
+)
 
 log = logging.getLogger("crosslink.reconcile")
 
@@ -378,6 +384,7 @@ FULL = "full"          # nothing known about the task on that side: a full look
 TASK = "task"          # the task changed: POLL_TASK_HINTS
 COMMENT = "comment"    # only the comment date moved: the comment feed names the comments
 ECHO = "echo"          # no new comment needs a run: our robot's, or ones already named for the stamp
+CHECKLIST = "checklist"  # all but the checklist was seen at the stamp: CHECKLIST_HINT
 
 
 @dataclass(frozen=True)
@@ -388,6 +395,9 @@ class Verdict:
     # COMMENT: comments earlier polls named to runs for this very stamp (Seen.comments): the
     # runs read them, so naming them again would cost a read each and find nothing new.
     named: frozenset[int] = frozenset()
+    # COMMENT: the update date was seen but for the checklist (BUT_CHECKLIST): the run looks
+    # at the checklist too.
+    checklist: bool = False
 
 
 def settled(before: Seen, stamp: Stamp) -> bool:
@@ -400,29 +410,37 @@ def settled(before: Seen, stamp: Stamp) -> bool:
 def classify(stamp: Stamp, synced: str | None, before: Seen | None) -> Verdict:
     """What a link side's run of a task found with STAMP is queued for.
 
-    SYNCED: the stamp the side's last run recorded (workers.names.record_synced_stamp), if any;
-    BEFORE: what earlier polls of the account saw of the task, if any.
+    SYNCED: the stamp the side's last run recorded (workers.names.record_synced_stamp), if any,
+    maybe seen but for the checklist (BUT_CHECKLIST); BEFORE: what earlier polls of the account
+    saw of the task, if any.
     Assumes a stamp with seconds changes with every change but one in the same second; an
     inexact stamp says nothing and is always queued. A COMMENT verdict for the stamp BEFORE
     polls queued carries the comments they named (``named``); any other stamp starts afresh.
+    A stamp queued REQUEUE_LIMIT times, the last time safely after it, is not queued again.
     """
+    partial = synced is not None and synced.startswith(BUT_CHECKLIST)
+    if partial and synced is not None:
+        synced = synced[len(BUT_CHECKLIST):]
     if stamp.epoch is None:
         return Verdict(TASK)
+    same = before is not None and before.stamp == stamp.text
+    given_up = same and before is not None and settled(before, stamp) and before.queued >= REQUEUE_LIMIT
     if synced == stamp.text:
-        return Verdict(SKIP)
-    if before is not None and before.stamp == stamp.text:
-        if settled(before, stamp) and (before.kind in (COMMENT, ECHO, SKIP) or before.queued >= REQUEUE_LIMIT):
+        return Verdict(CHECKLIST) if partial and not given_up else Verdict(SKIP)
+    if same and before is not None:
+        if given_up or (settled(before, stamp) and before.kind in (COMMENT, ECHO, SKIP) and not partial):
             return Verdict(SKIP)
         if before.kind in (COMMENT, ECHO):
             known = synced
-            return Verdict(COMMENT, _comment_epoch(known) if known is not None else None, before.comments)
+            return Verdict(COMMENT, _comment_epoch(known) if known is not None else None, before.comments,
+                           checklist=partial)
         return Verdict(TASK)
     known = synced if synced is not None else (before.stamp if before is not None else None)
     if known is None:
         return Verdict(FULL)
     known_update, _, known_comment = known.partition("|")
     if known_update == stamp.update and known_comment != stamp.comment:
-        return Verdict(COMMENT, _comment_epoch(known))
+        return Verdict(COMMENT, _comment_epoch(known), checklist=partial)
     return Verdict(TASK)
 
 
@@ -471,8 +489,12 @@ def hints_for(verdict: Verdict, comments: Iterable[FeedComment], robot: str) -> 
         return (FULL_HINT,)
     if verdict.kind == TASK:
         return POLL_TASK_HINTS
+    if verdict.kind == CHECKLIST:
+        return (CHECKLIST_HINT,)
     if verdict.kind == COMMENT:
-        return comment_hints(verdict, comments, robot)
+        hints = comment_hints(verdict, comments, robot)
+        # A task run (POLL_TASK_HINTS) looks at the checklist itself.
+        return hints + (CHECKLIST_HINT,) if verdict.checklist and hints != POLL_TASK_HINTS else hints
     return ()
 
 
@@ -491,7 +513,7 @@ def next_seen(stamp: Stamp, before: Seen | None, queued_kinds: Iterable[str], no
         if same and before is not None:
             return before
         return Seen(stamp.text, now, 0, SKIP)
-    kind = TASK if kinds & {TASK, FULL} else (COMMENT if COMMENT in kinds else ECHO)
+    kind = TASK if kinds & {TASK, FULL, CHECKLIST} else (COMMENT if COMMENT in kinds else ECHO)
     count = (before.queued if same and before is not None else 0) + (kind != ECHO)
     comments = (before.comments if same and before is not None else frozenset()) | frozenset(named)
     return Seen(stamp.text, now, count, kind, comments)

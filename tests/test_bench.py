@@ -15,7 +15,8 @@ from crosslink.bench import (
     SCALE_DROP_SHARE, SCALE_KIND_WEIGHTS, SCALE_TASKS_PER_LINK, SIDES, SPARE_SHARE, WORKING_HOURS, BenchReport,
     Event, Exchange, PipelineFigures, PollerSettings, ScaleFigures, Write, backlog_fairness, capacity, carried,
     charge, day_plan, event_token, fastest, is_poll, jain, latencies, next_status, per_kind, percentile,
-    poll_cycles, quiet_per_day, request_kind, request_targets, runs_by_outcome, scale_capacity, scale_day_s, sustain_order,
+    poll_cycles, quiet_per_day, request_kind, request_targets, runs_by_outcome, scale_capacity, scale_day_s, shapes_by_kind,
+    sustain_order,
     worker_counts, working_day_times, write_times,
 )
 from crosslink.demo import example
@@ -295,6 +296,16 @@ def test_each_kind_is_charged_what_concerns_its_changes_tasks():
     changes = [("client edit", [("client1", 1), ("partner", 1)]), ("client edit", [("client1", 2), ("partner", 2)]),
                ("partner comment", [("partner", 3), ("client1", 3)])]
     assert per_kind(changes, by_task) == {"client edit": 3.5, "partner comment": 7.5}
+
+
+def test_each_kinds_requests_are_named_by_what_they_were():
+    made = [exchange("/task/1", method="GET", account="client1"), exchange("/task/1", {"name": "x"}),
+            exchange("/task/1/checklist/list", {}), exchange("/task/2", method="GET", account="client1"),
+            exchange("/task/2", {"name": "y"}), exchange("/task/9", method="GET"),
+            exchange("/task/list", {"filters": [{"type": 79, "operator": "equal", "value": {}}]})]
+    changes = [("client edit", [("client1", 1), ("partner", 1)]), ("client edit", [("client1", 2), ("partner", 2)])]
+    assert shapes_by_kind(changes, made, {}, {}) == {
+        "client edit": {"GET /task/N": 2, "POST /task/N": 2, "POST /task/N/checklist/list": 1}}
 
 
 def test_a_task_named_twice_by_one_change_counts_once():

@@ -13,10 +13,11 @@ from workers.hints import (
     extra_reads,
     may_trust_snapshot,
 )
-from workers.names import FULL_HINT, event_hint
+from workers.names import CHECKLIST_HINT, FULL_HINT, event_hint
 
 HINT_ITEMS = st.one_of(
-    st.sampled_from(["task_created", "task_changed", FULL_HINT, "resume", "reread", "bogus", "comment_added:x"]),
+    st.sampled_from(["task_created", "task_changed", FULL_HINT, CHECKLIST_HINT, "resume", "reread", "bogus",
+                     "comment_added:x"]),
     st.integers(min_value=1, max_value=10**6).map(lambda n: f"comment_added:{n}"),
 )
 
@@ -64,10 +65,22 @@ def test_a_waiting_run_resumes_and_rereads_only_if_it_wrote():
     assert hints.waited(wrote=True).reread
 
 
-def test_comment_only_runs():
-    assert Hints.parse(["comment_added:3"]).comments_only
-    assert not Hints.parse(["comment_added:3", "task_changed"]).comments_only
-    assert not Hints.parse([FULL_HINT]).comments_only
+def test_runs_told_of_comments_or_a_checklist_alone_read_no_task():
+    assert Hints.parse(["comment_added:3"]).reads_no_task
+    assert Hints.parse([CHECKLIST_HINT]).reads_no_task
+    assert Hints.parse(["comment_added:3", CHECKLIST_HINT]).reads_no_task
+    assert not Hints.parse(["comment_added:3", "task_changed"]).reads_no_task
+    assert not Hints.parse([CHECKLIST_HINT, "task_changed"]).reads_no_task
+    assert not Hints.parse([FULL_HINT]).reads_no_task
+    assert not Hints.parse([FULL_HINT, CHECKLIST_HINT]).reads_no_task
+
+
+def test_the_checklist_hint_is_kept_through_storage_merges_and_waits():
+    hints = Hints.parse(["comment_added:3", CHECKLIST_HINT])
+    assert hints.checklist and Hints.parse(hints.encode()) == hints
+    assert Hints.parse(["task_changed"]).merge(Hints.parse([CHECKLIST_HINT])).checklist
+    assert hints.waited(wrote=True).checklist
+    assert not Hints.parse(["task_changed"]).checklist
 
 
 def test_extra_reads():
@@ -75,18 +88,21 @@ def test_extra_reads():
     one_edit = Hints(full=False, task_events=1)
     two_edits = Hints(full=False, task_events=2)
     edit_and_comment = Hints(full=False, task_events=1, comments=(9,))
-    assert extra_reads(full, True) == Reads(comments=True, checklist_and_files=True)
-    # A field edit explains its event: nothing else is read.
-    assert extra_reads(one_edit, True) == Reads(comments=False, checklist_and_files=False)
+    asked = Hints(full=False, task_events=1, checklist=True)
+    assert extra_reads(full, True) == Reads(comments=True, checklist=True)
+    # A field edit explains its event: nothing else is read now (the poller has the checklist
+    # looked at later: workers.names.stamp_seen).
+    assert extra_reads(one_edit, True) == Reads(comments=False, checklist=False)
     # An unexplained task event was a checklist, a file, a comment edit or an unmapped field.
-    assert extra_reads(one_edit, False) == Reads(comments=True, checklist_and_files=True)
-    # Several coalesced task events may hide a comment edit behind a field edit.
-    assert extra_reads(two_edits, True) == Reads(comments=True, checklist_and_files=False)
-    assert extra_reads(edit_and_comment, True) == Reads(comments=True, checklist_and_files=False)
+    assert extra_reads(one_edit, False) == Reads(comments=True, checklist=True)
+    # Several coalesced task events may hide a comment edit or a checklist change behind a field edit.
+    assert extra_reads(two_edits, True) == Reads(comments=True, checklist=True)
+    assert extra_reads(edit_and_comment, True) == Reads(comments=True, checklist=False)
+    assert extra_reads(asked, True) == Reads(comments=False, checklist=True)
     # A task that never had a comment has none to edit: no list, whatever the task events.
-    assert extra_reads(two_edits, True, has_comments=False) == Reads(comments=False, checklist_and_files=False)
-    assert extra_reads(one_edit, False, has_comments=False) == Reads(comments=False, checklist_and_files=True)
-    assert extra_reads(full, True, has_comments=False) == Reads(comments=True, checklist_and_files=True)
+    assert extra_reads(two_edits, True, has_comments=False) == Reads(comments=False, checklist=True)
+    assert extra_reads(one_edit, False, has_comments=False) == Reads(comments=False, checklist=True)
+    assert extra_reads(full, True, has_comments=False) == Reads(comments=True, checklist=True)
 
 
 def test_comment_reads_get_a_few_and_list_many():

@@ -28,8 +28,9 @@ from producers.enqueue import Enqueuer
 from schemas.links import CreateSettings, Scope, Side, load_links
 from workers.hints import Hints, extra_reads
 from workers.names import (
-    FULL_HINT, SYNC_QUEUE, change_stamp, comment_fingerprint, comment_prints_key, hints_key, looked_at_whole,
-    pending_key, record_synced_stamp, synced_stamp_key,
+    ALL_BUT_CHECKLIST, BUT_CHECKLIST, CHECKLIST_HINT, FULL_HINT, SYNC_QUEUE, WHOLE, change_stamp, comment_fingerprint,
+    comment_prints_key, hints_key, pending_key, promote_stamp, record_synced_stamp, stamp_seen, synced_stamp,
+    synced_stamp_key,
 )
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=timezone.utc).timestamp()
@@ -259,57 +260,106 @@ def test_comment_hints_name_peoples_comments_and_skip_our_own():
     assert rc.hints_for(rc.Verdict(rc.SKIP), [], "user:1") == ()
 
 
-def poll_run_records(hints, explained, created=False, aside_mapped=False):
-    """What a poll-queued run does with HINTS (workers.hints decides its reads), and whether it
-    records its stamp under the worker hook this change asks for (see the final report)."""
+def poll_run_records(hints, explained, checklist_carried=False):
+    """What a run with HINTS reads (workers.hints), and how much of its stamp it records
+    (workers.names.stamp_seen), for a task that never had a comment."""
     parsed = Hints.parse(hints)
-    reads = extra_reads(parsed, explained)
-    records = reads.checklist_and_files or (parsed.task_events == 1 and not created and not aside_mapped)
-    return reads, records
+    reads = extra_reads(parsed, explained, has_comments=False)
+    seen = stamp_seen({"dateOfLastUpdate": tp(T0)}, None, checklist_looked=reads.checklist,
+                      checklist_carried=checklist_carried, comments_listed=True,
+                      one_explained_event=explained and parsed.task_events == 1 and not parsed.full)
+    return reads, seen
 
 
-def test_a_checklist_tick_lost_with_a_field_edit_is_looked_at_by_the_second_poll():
-    """Both webhooks lost: the first poll-queued run is explained by the field and records
-    nothing, so the next poll queues the same stamp again, and that run reads checklist and files."""
+def test_a_checklist_tick_lost_with_a_field_edit_is_looked_at_by_the_polls_run():
+    """Both webhooks lost: the poll's run stands for several events, so it looks at the
+    checklist even when a field explains the change, and records the stamp whole."""
     stamp = stamp_at(T0)
     first = rc.classify(stamp, stamp_at(T0 - 300).text, None)
-    reads, records = poll_run_records(rc.hints_for(first, [], "user:1"), explained=True)
-    assert first.kind == rc.TASK and not reads.checklist_and_files and not records
-    seen = rc.next_seen(stamp, None, [first.kind], T0 + 90)
-    second = rc.classify(stamp, stamp_at(T0 - 300).text, seen)
-    reads, records = poll_run_records(rc.hints_for(second, [], "user:1"), explained=False)
-    assert second.kind == rc.TASK and reads.checklist_and_files and records
-    assert rc.classify(stamp, stamp.text, rc.next_seen(stamp, seen, [second.kind], T0 + 180)).kind == rc.SKIP
+    reads, seen = poll_run_records(rc.hints_for(first, [], "user:1"), explained=True, checklist_carried=True)
+    assert first.kind == rc.TASK and reads.checklist and seen == WHOLE
+    assert rc.classify(stamp, stamp.text, rc.next_seen(stamp, None, [first.kind], T0 + 90)).kind == rc.SKIP
 
 
-def test_a_webhook_run_of_one_explained_event_is_not_queued_again():
-    _, records = poll_run_records(["task_changed"], explained=True)
-    assert records
-    _, records = poll_run_records(["task_changed", "task_changed"], explained=True)
-    assert not records  # coalesced events: checklist unseen, the poll looks again (workers.hints)
-    _, records = poll_run_records(["task_created"], explained=True, created=True)
-    assert not records  # a create writes no checklist or files: the poll's second look does
-    _, records = poll_run_records([FULL_HINT], explained=True, created=True)
-    assert records
-    _, records = poll_run_records(["task_changed"], explained=True, aside_mapped=True)
-    assert not records  # a checklist or file change before it, its webhook lost, may hide behind its stamp
+def test_a_webhook_run_of_one_explained_event_leaves_only_the_checklist_to_the_poll():
+    assert poll_run_records(["task_changed"], explained=True)[1] == WHOLE
+    assert poll_run_records(["task_changed", "task_changed"], explained=True, checklist_carried=True)[1] == WHOLE
+    assert poll_run_records([FULL_HINT], explained=True, checklist_carried=True)[1] == WHOLE
+    # A checklist change before it, its webhook lost, may hide behind its stamp: the checklist
+    # is left to the poll, which asks for it alone.
+    reads, seen = poll_run_records(["task_changed"], explained=True, checklist_carried=True)
+    assert not reads.checklist and seen == ALL_BUT_CHECKLIST
+    stamp = stamp_at(T0)
+    verdict = rc.classify(stamp, BUT_CHECKLIST + stamp.text, None)
+    assert verdict.kind == rc.CHECKLIST and rc.hints_for(verdict, [], "user:1") == (CHECKLIST_HINT,)
+    assert Hints.parse(rc.hints_for(verdict, [], "user:1")).reads_no_task
+    # Its run looks and records the stamp whole: the next poll queues nothing.
+    assert rc.classify(stamp, stamp.text, rc.next_seen(stamp, None, [verdict.kind], T0 + 90)).kind == rc.SKIP
+
+
+def test_a_stamp_seen_but_for_the_checklist_whose_comment_date_moved_asks_for_both():
+    stamp = stamp_at(T0, T0 + 30)
+    partial = BUT_CHECKLIST + stamp_at(T0, T0 - 30).text
+    verdict = rc.classify(stamp, partial, None)
+    assert verdict.kind == rc.COMMENT and verdict.checklist
+    hints = rc.hints_for(verdict, [fc(7, "user:2", T0 + 30)], "user:1")
+    assert hints == ("comment_added:7", CHECKLIST_HINT)
+    assert Hints.parse(hints).reads_no_task
+    # Every new comment ours: the checklist alone.
+    assert rc.hints_for(verdict, [fc(8, "user:1", T0 + 30)], "user:1") == (CHECKLIST_HINT,)
+    # The feed names none: a task run, which looks at the checklist itself.
+    assert rc.hints_for(verdict, [], "user:1") == rc.POLL_TASK_HINTS
+    # Another poll of the same stamp, the comment named already: still the checklist.
+    seen = rc.next_seen(stamp, None, [rc.COMMENT], T0 + 90, named=[7])
+    again = rc.classify(stamp, partial, seen)
+    assert again.checklist and rc.hints_for(again, [fc(7, "user:2", T0 + 30)], "user:1") == (CHECKLIST_HINT,)
+
+
+def test_a_stamp_seen_but_for_the_checklist_is_given_up_like_any_other():
+    stamp = stamp_at(T0)
+    partial = BUT_CHECKLIST + stamp.text
+    seen = None
+    for poll in range(rc.REQUEUE_LIMIT):
+        verdict = rc.classify(stamp, partial, seen)
+        assert verdict.kind == rc.CHECKLIST
+        seen = rc.next_seen(stamp, seen, [verdict.kind], T0 + rc.STAMP_SETTLE_S + poll)
+    assert rc.classify(stamp, partial, seen).kind == rc.SKIP
+
+
+def test_promoting_a_stamp_seen_but_for_the_checklist(redis_client):
+    task = {"dateOfLastUpdate": tp(T0)}
+    record_synced_stamp(redis_client, "demo", "partner", 5, task, checklist_seen=False)
+    found = synced_stamp(redis_client, "demo", "partner", 5)
+    assert found == BUT_CHECKLIST + change_stamp(task)
+    # Another run recorded since: its record stands.
+    record_synced_stamp(redis_client, "demo", "partner", 5, {"dateOfLastUpdate": tp(T0 + 5)}, checklist_seen=False)
+    assert not promote_stamp(redis_client, "demo", "partner", 5, found)
+    found = synced_stamp(redis_client, "demo", "partner", 5)
+    assert promote_stamp(redis_client, "demo", "partner", 5, found)
+    assert synced_stamp(redis_client, "demo", "partner", 5) == change_stamp(
+        {"dateOfLastUpdate": tp(T0 + 5)})
+    # A whole stamp is no partial one.
+    assert not promote_stamp(redis_client, "demo", "partner", 5, change_stamp(task))
 
 
 def test_a_run_looked_at_a_stamp_whole_only_when_both_its_dates_are_covered():
     source = {"dateOfLastUpdate": tp(T0 + 60), "dateOfLastComment": tp(T0 + 30)}
     before_comment = change_stamp({"dateOfLastUpdate": tp(T0), "dateOfLastComment": tp(T0 + 30)})
     older_comment = change_stamp({"dateOfLastUpdate": tp(T0), "dateOfLastComment": tp(T0 - 30)})
-    whole = dict(checklist_and_files=False, comments_listed=False, one_explained_event=True, aside_mapped=False)
-    assert looked_at_whole(source, before_comment, **whole)                  # the comment date did not move
-    assert not looked_at_whole(source, older_comment, **whole)               # a comment the run did not see
-    assert not looked_at_whole(source, None, **whole)                        # nothing to compare with
-    assert looked_at_whole(source, None, **{**whole, "comments_listed": True})
-    assert not looked_at_whole(source, before_comment, **{**whole, "one_explained_event": False})
-    assert looked_at_whole(source, before_comment, **{**whole, "one_explained_event": False,
-                                                       "checklist_and_files": True})
-    # A link carrying checklists or files: what a lost webhook changed there hides behind the stamp.
-    assert not looked_at_whole(source, before_comment, **{**whole, "aside_mapped": True})
-    assert looked_at_whole(source, before_comment, **{**whole, "aside_mapped": True, "checklist_and_files": True})
+    whole = dict(checklist_looked=False, checklist_carried=False, comments_listed=False, one_explained_event=True)
+    assert stamp_seen(source, before_comment, **whole) == WHOLE              # the comment date did not move
+    assert stamp_seen(source, BUT_CHECKLIST + before_comment, **whole) == WHOLE
+    assert stamp_seen(source, older_comment, **whole) is None               # a comment the run did not see
+    assert stamp_seen(source, None, **whole) is None                        # nothing to compare with
+    assert stamp_seen(source, None, **{**whole, "comments_listed": True}) == WHOLE
+    # Not one explained event: a comment edit may hide behind the update date unless listed.
+    assert stamp_seen(source, before_comment, **{**whole, "one_explained_event": False}) is None
+    assert stamp_seen(source, before_comment, **{**whole, "one_explained_event": False,
+                                                 "comments_listed": True, "checklist_looked": True}) == WHOLE
+    # A link carrying the checklist: what a lost webhook changed there hides behind the stamp.
+    assert stamp_seen(source, before_comment, **{**whole, "checklist_carried": True}) == ALL_BUT_CHECKLIST
+    assert stamp_seen(source, before_comment, **{**whole, "checklist_carried": True,
+                                                 "checklist_looked": True}) == WHOLE
 
 
 def test_next_seen_counts_the_polls_that_queued_a_stamp():

@@ -248,22 +248,22 @@ def spent(pair: Pair, run) -> tuple[object, int]:
     return report, pair.requests() - before
 
 
-def test_a_new_task_costs_a_read_a_checklist_list_and_a_create(pair):
-    """The example link carries checklists and card files: every task event looks at them
-    (workers.hints), the files coming with the task read."""
+def test_a_new_task_costs_a_read_and_a_create(pair):
+    """The example link carries checklists and card files: the files come with the task read,
+    the checklist is left to one look the poller asks for (workers.hints)."""
     number = pair.world.create_task("partner", {"name": "Economy", "processId": 1, "project": {"id": 10}},
                                     author=PAVEL)
     report, calls = spent(pair, lambda: pair.sync("partner", number, Hints(full=False, task_events=1)))
-    assert report.outcome == "created" and calls == 3
+    assert report.outcome == "created" and calls == 2
     # No read-back, yet the counterpart's snapshot is what the emulator holds.
     assert pair.state.snapshot("client", report.counterpart) == pair.view("client", report.counterpart)
 
 
-def test_an_edit_the_source_owns_costs_a_read_a_checklist_list_and_a_write(pair):
+def test_an_edit_the_source_owns_costs_a_read_and_a_write(pair):
     number, copy_ = mirrored_task(pair, "Owned edit")
     pair.world.update_task("partner", number, {"name": "Owned edit, renamed"}, author=PAVEL)   # partner owns names
     report, calls = spent(pair, lambda: pair.sync("partner", number, EDIT))
-    assert report.fields == ["name"] and calls == 3
+    assert report.fields == ["name"] and calls == 2
     assert pair.view("client", copy_)["name"] == "Owned edit, renamed"
     assert pair.state.snapshot("client", copy_) == pair.view("client", copy_)
 
@@ -274,7 +274,7 @@ def test_an_edit_of_a_field_the_other_side_owns_reads_the_owner_first(pair):
     pair.world.update_task("partner", number, {"description": "<p>partner</p>"}, author=PAVEL)
     report, calls = spent(pair, lambda: pair.sync("partner", number, EDIT))
     # The client owns descriptions and changed it too: read, and its value is not overwritten.
-    assert calls == 3 and "description" not in report.fields   # and the checklist
+    assert calls == 2 and "description" not in report.fields
     assert pair.view("client", copy_)["description"] == "<p>client</p>"
 
 
@@ -285,7 +285,7 @@ def test_a_counterpart_with_a_waiting_event_is_read_not_assumed(pair, redis_clie
     pair.world.update_task("partner", number, {"priority": "Urgent"}, author=PAVEL)
     report, calls = spent(pair, lambda: pair.sync("partner", number, EDIT))
     # Read (the snapshot says NotUrgent, the client already says Urgent): nothing to write.
-    assert calls == 3 and report.fields == []   # and the checklist
+    assert calls == 2 and report.fields == []
 
 
 def test_a_comment_event_reads_that_comment_and_writes_its_mirror(pair):
@@ -301,7 +301,7 @@ def test_a_field_edit_reads_no_comments_but_an_unexplained_event_does(pair):
     pair.sync("partner", number)
     pair.world.update_task("partner", number, {"name": "Explained, renamed"}, author=PAVEL)
     _, calls = spent(pair, lambda: pair.sync("partner", number, EDIT))
-    assert calls == 3                     # the task, its checklist (files come with the task), the write
+    assert calls == 2                     # the task (its card files come with it), the write
     comment = pair.world.list_task_comments("partner", number, {"fields": "id", "typeList": "All"})[0]["id"]
     pair.world.update_comment("partner", comment, {"description": "<p>first, edited</p>"}, author=PAVEL)
     report, calls = spent(pair, lambda: pair.sync("partner", number, EDIT))
@@ -317,7 +317,7 @@ def test_a_resumed_run_answers_each_kept_read_once(pair):
     kept = first.kept_reads
     assert len(kept) == 1
     report, calls = spent(pair, lambda: pair.sync("partner", number, EDIT.waited(wrote=False), kept))
-    assert report.fields == ["name"] and calls == 2          # the checklist and the write only
+    assert report.fields == ["name"] and calls == 1          # the write only
 
 
 def test_a_run_that_wrote_keeps_only_the_reads_of_sides_it_did_not_write_to(pair):
@@ -333,8 +333,8 @@ def test_a_run_that_wrote_keeps_only_the_reads_of_sides_it_did_not_write_to(pair
     kept = first.resumable_reads()
     assert [json.loads(key)[:2] for key in kept] == [["partner", "get_task"]]
     report, calls = spent(pair, lambda: pair.sync("partner", number, EDIT.waited(wrote=True), kept))
-    # The client read again (its snapshot may not stand in), the checklist; the name is there.
-    assert calls == 2 and report.fields == []
+    # The client read again (its snapshot may not stand in); the name is there.
+    assert calls == 1 and report.fields == []
     first._call("partner", "update_task", number, {"priority": "Urgent"})
     assert first.resumable_reads() == {}
 

@@ -19,11 +19,12 @@ from crosslink.stack import integration_token
 from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
 from planfix.limiter import AccountLimiter
+from producers import reconcile
 from schemas.links import load_links
 from workers import sync, tasks, telemetry
 from workers.canonical import task_fields
 from workers.hints import Hints
-from workers.names import change_stamp, dirty_key, synced_stamp_key
+from workers.names import BUT_CHECKLIST, CHECKLIST_HINT, dirty_key, synced_stamp
 from workers.state import LinkState
 from workers.runtime import Runtime
 from workers.sync import call_key
@@ -182,12 +183,9 @@ def test_a_backlog_on_a_slow_account_begins_only_the_runs_its_slots_allow(runtim
     assert synced == len(numbers), outcomes
     assert sum(outcomes.values()) <= 1.2 * synced, outcomes   # runs begun, put back ones too
     assert jobs <= 1.2 * synced, (jobs, outcomes)             # Celery executions
-    # Several tasks a claim as the turn's slots allow, their sources read in one request a batch;
-    # each run lists its task's checklist (the link carries it: workers.hints), and fits its turn.
-    made = world.requests("partner")[reads_before:]
-    checklists = [entry for entry in made if entry["path"].endswith("/checklist/list")]
-    assert len(checklists) == synced
-    assert len(made) - len(checklists) <= jobs < synced
+    # Several tasks a claim as the turn's slots allow, their sources read in one request a batch
+    # (a field edit's run reads nothing else there: workers.hints).
+    assert len(world.requests("partner")) - reads_before <= jobs < synced
     assert runtime.sent == []
     assert not rt.redis.exists(dirty_key(link.name, "partner")), rt.redis.zrange(dirty_key(link.name, "partner"), 0, -1)
 
@@ -197,29 +195,39 @@ def test_a_run_records_the_stamp_it_looked_at_whole_and_only_that(runtime):
     run records it only when nothing the stamp stands for can have escaped it. The example link
     carries checklists: a checklist item added (its webhook lost) before a field edit shows only
     in the update date the edit moved on (the quick chaos run lost one that way). So the edit's
-    run looks at the checklist too (workers.hints), mirrors the item, and records the stamp: the
-    poller queues nothing more."""
+    run, which reads no checklist, records the stamp as seen but for the checklist; the poll
+    asks for the checklist alone, and that run mirrors the item with one list and no task read,
+    and records the stamp whole: the poller queues nothing more."""
     world, link, store = runtime.world, runtime.link, runtime.rt.redis
     number = world.create_task("partner", {"name": "Stamped", "processId": 1, "project": {"id": 10}}, author=PAVEL)
     assert tasks._sync(link.name, "partner", number, 0, None) == "created"
-    recorded = store.get(synced_stamp_key(link.name, "partner", number))
+    recorded = synced_stamp(store, link.name, "partner", number)
     assert recorded is not None  # the first run looked at everything
 
-    def stamp_now():
-        return change_stamp(world.get_task("partner", number, "dateOfLastUpdate,dateOfLastComment"))
+    def now_stamp():
+        return reconcile.task_stamp(world.get_task("partner", number, "dateOfLastUpdate,dateOfLastComment"))
+
+    def paths():
+        return [entry["path"] for entry in world.requests("partner")]
 
     world.clock = lambda: time.time() + 10  # stamps are to the second: these later changes differ
     world.create_checklist_item("partner", number, {"name": "its webhook lost"}, author=PAVEL)
     world.clock = lambda: time.time() + 20
     world.update_task("partner", number, {"name": "Stamped, renamed"}, author=PAVEL)
-    assert stamp_now() != recorded.decode()
-    checklist_reads = sum(entry["path"].endswith("/checklist/list") for entry in world.requests("partner"))
-    card_reads = sum(entry["path"].endswith("/files") for entry in world.requests("partner"))
+    assert now_stamp().text != recorded
+    before = paths()
     assert tasks._sync(link.name, "partner", number, 0, Hints(full=False, task_events=1)) == "updated"
     copy_ = LinkState(store, link.name).counterpart("task", "partner", number)
-    assert [item["name"] for item in world.list_checklist("client", copy_, {"fields": "name"})] == ["its webhook lost"]
-    assert store.get(synced_stamp_key(link.name, "partner", number)).decode() == stamp_now()
-    # One checklist list; the card's files came with the task read.
-    assert sum(entry["path"].endswith("/checklist/list") for entry in world.requests("partner")) == checklist_reads + 1
-    assert sum(entry["path"].endswith("/files") for entry in world.requests("partner")) == card_reads
+    assert world.list_checklist("client", copy_, {"fields": "name"}) == []
+    assert synced_stamp(store, link.name, "partner", number) == BUT_CHECKLIST + now_stamp().text
+    assert not any(path.endswith("/checklist/list") for path in paths()[len(before):])
 
+    verdict = reconcile.classify(now_stamp(), synced_stamp(store, link.name, "partner", number), None)
+    hints = reconcile.hints_for(verdict, [], "user:1")
+    assert hints == (CHECKLIST_HINT,)
+    before = paths()
+    tasks._sync(link.name, "partner", number, 0, Hints.parse(hints))
+    assert [item["name"] for item in world.list_checklist("client", copy_, {"fields": "name"})] == ["its webhook lost"]
+    assert paths()[len(before):] == [f"/task/{number}/checklist/list"]
+    assert synced_stamp(store, link.name, "partner", number) == now_stamp().text
+    assert reconcile.classify(now_stamp(), now_stamp().text, None).kind == reconcile.SKIP

@@ -163,7 +163,7 @@ def test_links_sharing_an_account_take_turns_and_no_run_waits(redis_client, redi
     writes: list[tuple[int, str]] = []
 
     def begin(link, side, numbers, job_id):
-        return [(number, SimpleNamespace(link=link, number=number, waits_s=None, hints=SimpleNamespace(comments_only=False),
+        return [(number, SimpleNamespace(link=link, number=number, waits_s=None, hints=SimpleNamespace(reads_no_task=False),
                                          lock=SimpleNamespace(release=lambda: None))) for number in numbers]
 
     def finish(run, prefetched=None):

@@ -35,7 +35,6 @@ from typing import Any
 
 from planfix.client import PartiallyApplied, Queued
 from planfix.errors import InvalidRequest, NotFound
-from schemas.links import Link
 from workers.canonical import ref_id
 from workers.state import PREFIX
 
@@ -54,19 +53,6 @@ ITEM_KEYS = ("name", "isDone")
 def flows(direction: str, source_side: str, target_side: str) -> bool:
     """Whether a link `direction` carries SOURCE_SIDE's changes to TARGET_SIDE."""
     return direction == "both" or direction == f"{source_side}_to_{target_side}"
-
-
-def carries_checklist_or_files(link: Link, side: str) -> bool:
-    """Whether LINK carries SIDE's checklist or card files to the other side."""
-    other = link.other(side)
-    return flows(link.fields.checklist.direction, side, other) or flows(link.fields.files.direction, side, other)
-
-
-def own_requests_per_run(link: Link, side: str) -> int:
-    """Requests a task event's run of SIDE makes to its own account besides its task read: the
-    checklist list, where LINK carries SIDE's checklist (the card's files come with the task
-    read: workers.canonical.task_fields; workers.hints says why every task event looks)."""
-    return int(flows(link.fields.checklist.direction, side, link.other(side)))
 
 
 def item_view(item: Mapping[str, Any]) -> dict[str, Any]:

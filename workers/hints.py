@@ -8,10 +8,10 @@ created or changed, a comment added (with its id), or "full" for anything that i
 (the reconciliation poller, backfill, replays) and for a job whose hints were lost.
 
 Assumptions, each with what backs it up:
-- A comment-only run (only comment_added hints) on a task already mirrored needs no task read:
-  the comment names its task (read in the same request, and a comment of another task is
-  rejected, never mirrored: workers.sync), and the task's own changes come with their own task
-  events.
+- A comment-only run (only comment_added hints, and maybe the poller's CHECKLIST_HINT) on a
+  task already mirrored needs no task read: the comment names its task (read in the same
+  request, and a comment of another task is rejected, never mirrored: workers.sync), and the
+  task's own changes come with their own task events.
 - New comments always come with a comment_added event; when one is lost, the poller's filter
   79 ("changed or commented") queues a full run. So a task event lists comments only when it
   cannot be explained otherwise (below) or when several task events were coalesced (a comment
@@ -23,13 +23,16 @@ Assumptions, each with what backs it up:
   carries it again: it is ours, no person's). An
   unexplained one (nothing mapped changed) was a checklist, a card file, a comment edit or an
   unmapped field: the run then looks at comments, checklist and card files.
-  Where the link carries the side's checklist or card files, every task event looks at them
-  too, explained or not: the card's files come with the task read (workers.canonical), the
-  checklist is one list. A checklist or file change coalesced with a field edit, or made before
-  one with its webhook lost, shows only in the task's dateOfLastUpdate, which the field edit
-  moved on; a run that did not look at them could not record that stamp
-  (workers.names.looked_at_whole), and the poller's run then read the task, checklist and files
-  again: three requests a period later where the webhook's run pays one more now.
+  The card's files come with the task read (workers.canonical), so every run that read the
+  task carries them. The checklist is one more list: a run looks at it when its event is not
+  explained, or several task events were coalesced, or a poll asked for it. One explained
+  event leaves it unseen: a checklist change made before the field edit, with its webhook lost,
+  shows only in the task's dateOfLastUpdate, which the edit moved on. The run then records the
+  stamp as seen but for the checklist (workers.names.stamp_seen), and the poller has the
+  checklist alone looked at a period later (CHECKLIST_HINT: one list, no task read), once for
+  all of a period's edits of the task, rather than each edit's run paying a list at once (a
+  backlog of one client's edits then drained at half the pace: the client's account read two
+  for every write).
 - The counterpart is taken from its snapshot, not read again, only when nothing can have
   changed it unseen that matters: it has a snapshot, no event of its own is waiting, no write
   to it is still queued by Planfix (202), the run is not a full look, and every field the
@@ -43,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from workers.names import FULL_HINT
+from workers.names import CHECKLIST_HINT, FULL_HINT
 
 TASK_EVENTS = ("task_created", "task_changed")
 COMMENT_PREFIX = "comment_added:"
@@ -66,6 +69,8 @@ class Hints:
     comments: tuple[int, ...] = ()
     resume: bool = False
     reread: bool = False
+    # The poller asks for the checklist to be looked at (CHECKLIST_HINT).
+    checklist: bool = False
 
     @classmethod
     def parse(cls, raw: Iterable[str]) -> "Hints":
@@ -74,10 +79,12 @@ class Hints:
         items = list(raw)
         if not items:
             return cls(full=True)
-        full, task_events, comments, resume, reread = False, 0, [], False, False
+        full, task_events, comments, resume, reread, checklist = False, 0, [], False, False, False
         for item in items:
             if item == RESUME:
                 resume = True
+            elif item == CHECKLIST_HINT:
+                checklist = True
             elif item == REREAD:
                 reread = True
             elif item in TASK_EVENTS:
@@ -89,7 +96,7 @@ class Hints:
             else:
                 full = True
         return cls(full=full, task_events=task_events, comments=tuple(comments), resume=resume,
-                   reread=reread)
+                   reread=reread, checklist=checklist)
 
     def encode(self) -> list[str]:
         """The stored form again (a re-queued job carries its hints along)."""
@@ -97,7 +104,7 @@ class Hints:
         if self.full:
             return [FULL_HINT, *flags]
         return (["task_changed"] * self.task_events + [f"{COMMENT_PREFIX}{c}" for c in self.comments]
-                + flags)
+                + [CHECKLIST_HINT] * self.checklist + flags)
 
     def merge(self, newer: "Hints") -> "Hints":
         """These hints with NEWER events': new events make kept reads stale (no resume)."""
@@ -106,40 +113,40 @@ class Hints:
             return Hints(full=True, reread=reread)
         comments = tuple(dict.fromkeys(self.comments + newer.comments))
         return Hints(full=False, task_events=self.task_events + newer.task_events, comments=comments,
-                     reread=reread)
+                     reread=reread, checklist=self.checklist or newer.checklist)
 
     def waited(self, wrote: bool) -> "Hints":
         """The hints of a run re-queued for its turn mid-way (WROTE: it had written already)."""
         return Hints(full=self.full, task_events=self.task_events, comments=self.comments,
-                     resume=True, reread=self.reread or wrote)
+                     resume=True, reread=self.reread or wrote, checklist=self.checklist)
 
     @property
-    def comments_only(self) -> bool:
-        return not self.full and self.task_events == 0 and bool(self.comments)
+    def reads_no_task(self) -> bool:
+        """Told of new comments or of a checklist to look at (CHECKLIST_HINT), and of no task
+        event: such a run of a mirrored task needs no task read (see the assumptions)."""
+        return not self.full and self.task_events == 0 and (bool(self.comments) or self.checklist)
 
 
 @dataclass(frozen=True)
 class Reads:
-    """What a run reads besides the source task."""
+    """What a run reads besides the source task (the card's files come with it)."""
 
     comments: bool
-    checklist_and_files: bool
+    checklist: bool
 
 
-def extra_reads(hints: Hints, explained: bool, has_comments: bool = True, aside_mapped: bool = False) -> Reads:
+def extra_reads(hints: Hints, explained: bool, has_comments: bool = True) -> Reads:
     """What else a run that read its source task must look at (see the module's assumptions).
 
     EXPLAINED: the read showed a change, not an echo of the sync's own writes, that explains
     the task's events.
     HAS_COMMENTS: the task has had a comment (its dateOfLastComment is set); one that never had
     any has none to edit or delete, and a new one comes with its own comment event.
-    ASIDE_MAPPED: the link carries the side's checklist or card files (then they are looked at
-    for every task event, so the run may record the task's stamp).
     """
     if hints.full:
-        return Reads(comments=True, checklist_and_files=True)
+        return Reads(comments=True, checklist=True)
     return Reads(comments=bool(hints.comments) or (has_comments and (not explained or hints.task_events > 1)),
-                 checklist_and_files=not explained or aside_mapped)
+                 checklist=not explained or hints.task_events > 1 or hints.checklist)
 
 
 def comment_reads(hints: Hints, listing: bool) -> tuple[int, ...] | None:

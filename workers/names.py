@@ -126,7 +126,12 @@ def resume_key(link: str, side: str, task: int) -> str:
 # poller (producers/reconcile.py), which queues no run for a task whose stamp equals it, as no
 # change can hide behind it. Kept long enough for the widest poll window and a quiet week.
 SYNCED_STAMP_KEY = "crosslink:synced-stamp:{link}:{side}:{task}"
+# A run that saw all but the checklist (stamp_seen) writes the stamp after BUT_CHECKLIST: the
+# poller then queues a run told CHECKLIST_HINT, which lists the checklist and nothing else and
+# records the stamp whole (promote_stamp).
 SYNCED_STAMP_TTL_S = 7 * 86400
+BUT_CHECKLIST = "but-checklist "
+CHECKLIST_HINT = "checklist"
 
 
 def synced_stamp_key(link: str, side: str, task: int) -> str:
@@ -148,10 +153,35 @@ def change_stamp(task: Mapping[str, Any]) -> str:
     return f"{_stamp_point(task.get('dateOfLastUpdate'))}|{_stamp_point(task.get('dateOfLastComment'))}"
 
 
-def record_synced_stamp(store: Any, link: str, side: str, task: int, source: Mapping[str, Any]) -> None:
+def record_synced_stamp(store: Any, link: str, side: str, task: int, source: Mapping[str, Any],
+                        checklist_seen: bool = True) -> None:
     """Record that a sync run of LINK's SIDE TASK looked at everything SOURCE (the task as the run
-    read it, with both dates) may stand for. STORE is a redis client."""
-    store.set(synced_stamp_key(link, side, task), change_stamp(source), ex=SYNCED_STAMP_TTL_S)
+    read it, with both dates) may stand for, the checklist only if CHECKLIST_SEEN. STORE is a
+    redis client."""
+    record = change_stamp(source) if checklist_seen else BUT_CHECKLIST + change_stamp(source)
+    store.set(synced_stamp_key(link, side, task), record, ex=SYNCED_STAMP_TTL_S)
+
+
+# KEYS[1] the synced stamp; ARGV: the record the run found before it looked, the whole stamp,
+# the TTL (s). Replaced only if no run recorded another since.
+_PROMOTE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def promote_stamp(store: Any, link: str, side: str, task: int, found: str | None) -> bool:
+    """A run told CHECKLIST_HINT looked at the checklist after finding FOUND recorded (read
+    before it looked): a stamp whose all but the checklist was seen now counts as seen whole.
+    Nothing changes if FOUND is no such record, or another run recorded since (its stamp may be
+    newer than the look). Returns whether it was promoted."""
+    if found is None or not found.startswith(BUT_CHECKLIST):
+        return False
+    return bool(store.eval(_PROMOTE_LUA, 1, synced_stamp_key(link, side, task), found,
+                           found[len(BUT_CHECKLIST):], SYNCED_STAMP_TTL_S))
 
 
 def synced_stamp(store: Any, link: str, side: str, task: int) -> str | None:
@@ -159,23 +189,35 @@ def synced_stamp(store: Any, link: str, side: str, task: int) -> str | None:
     return synced_stamps(store, link, side, [task]).get(task)
 
 
-def looked_at_whole(source: Mapping[str, Any], recorded: str | None, *, checklist_and_files: bool,
-                    comments_listed: bool, one_explained_event: bool, aside_mapped: bool) -> bool:
-    """Whether a run that read SOURCE (the task, with both dates) looked at everything its change
-    stamp may stand for, so the poller may skip that stamp (RECORDED: the stamp recorded before).
+WHOLE = "whole"
+ALL_BUT_CHECKLIST = "all but the checklist"
 
-    The update date: the run looked at checklist and files too, or its one task event was
-    explained by a field it read and the link carries neither checklist nor files from the side
-    (ASIDE_MAPPED false). Where it carries them, a checklist or file change made before the
-    explained one, whose webhook was lost, shows only in the update date, which the later change
-    moved on: recorded, that stamp hid it from the poller for good (the quick chaos run lost a
-    checklist item that way). Fields cannot hide so: a run diffs them all. The comment date: the
-    run listed every comment, or it has not moved since the recorded stamp.
+
+def stamp_seen(source: Mapping[str, Any], recorded: str | None, *, checklist_looked: bool,
+               checklist_carried: bool, comments_listed: bool, one_explained_event: bool) -> str | None:
+    """How much of what SOURCE's change stamp (the task as a run read it, with both dates) may
+    stand for the run looked at: WHOLE, ALL_BUT_CHECKLIST, or None (RECORDED: the stamp recorded
+    before).
+
+    The update date: the run's fields are diffed whole and the card's files come with the task
+    read (workers.canonical), so what can hide there is a comment edit or deletion (a task event
+    of its own) and a checklist change. The update date counts as seen when the run looked at
+    the checklist (CHECKLIST_LOOKED; CHECKLIST_CARRIED false: the link does not carry it) and
+    either listed the comments (COMMENTS_LISTED, also when the task never had one) or had one
+    task event, explained by a field it read. One
+    explained event where the checklist is carried and was not looked at leaves the checklist
+    unseen: a checklist change made before the field edit, with its webhook lost, shows only in
+    the update date the edit moved on (the quick chaos run once lost an item so), so the poller
+    has the checklist looked at once (names.BUT_CHECKLIST). The comment date: the run listed
+    every comment, or it has not moved since the recorded stamp.
     """
-    update_seen = checklist_and_files or (one_explained_event and not aside_mapped)
     comment_date = change_stamp(source).partition("|")[2]
-    comments_seen = comments_listed or (recorded is not None and recorded.partition("|")[2] == comment_date)
-    return update_seen and comments_seen
+    known = recorded[len(BUT_CHECKLIST):] if recorded and recorded.startswith(BUT_CHECKLIST) else recorded
+    if not (comments_listed or (known is not None and known.partition("|")[2] == comment_date)):
+        return None
+    if not (comments_listed or one_explained_event):
+        return None
+    return WHOLE if checklist_looked or not checklist_carried else ALL_BUT_CHECKLIST
 
 
 def synced_stamps(store: Any, link: str, side: str, tasks: list[int]) -> dict[int, str]:

@@ -30,14 +30,16 @@ from typing import Any
 from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
 from planfix.errors import AccessDenied, NotFound, PlanfixError, RateLimited, TransientError
 from schemas.links import Link
-from workers.attachments import carries_checklist_or_files, sync_checklist, sync_task_files
+from workers.attachments import flows, sync_checklist, sync_task_files
 from workers.canonical import canonical_task, in_scope, normalise_value, ref_id, task_fields
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce
 from workers.field_diff import agreed_with_echoes, changed_fields, echoes, settled
 from workers.conflict import owner_of
 from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
-from workers.names import comment_fingerprint, looked_at_whole, record_rejected, record_synced_stamp, synced_stamp
+from workers.names import (
+    WHOLE, comment_fingerprint, promote_stamp, record_rejected, record_synced_stamp, stamp_seen, synced_stamp,
+)
 from workers.plan import DATE_FIELDS, PLAIN_FIELDS, plan_task_sync
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
@@ -278,11 +280,18 @@ class TaskSync:
     def _run(self) -> SyncReport:
         link, side, other = self.link, self.side, self.other
         known = self.state.counterpart("task", side, self.number)
-        if known is not None and self.hints.comments_only:
+        if known is not None and self.hints.reads_no_task:
             # The comment names its task (checked as it is read: _trigger_comment) and the
-            # task's own changes bring their own events.
+            # task's own changes bring their own events. A checklist the poller asked for
+            # (workers.hints): a run saw all but the checklist at the stamp recorded, so once
+            # the checklist is looked at, the stamp counts as whole.
             self.report.counterpart = known
-            self._sync_comments(known, comment_reads(self.hints, listing=False))
+            found = synced_stamp(self.state.redis, link.name, side, self.number) if self.hints.checklist else None
+            if self.hints.comments:
+                self._sync_comments(known, comment_reads(self.hints, listing=False))
+            if self.hints.checklist:
+                sync_checklist(self, known)
+                promote_stamp(self.state.redis, link.name, side, self.number, found)
             report = self.report
             wrote = report.comments_created or report.comments_updated or report.comments_withdrawn
             if not wrote and report.rejected:
@@ -406,23 +415,25 @@ class TaskSync:
         # Planfix queued): carried again, they explain no event.
         unconfirmed = {key for key in source_changed if source_snapshot is not None and key not in source_snapshot}
         explained = bool(source_changed - unconfirmed)
-        aside_mapped = carries_checklist_or_files(link, side)
-        reads = extra_reads(self.hints, explained, has_comments=bool(source_raw.get("dateOfLastComment")),
-                            aside_mapped=aside_mapped)
+        has_comments = bool(source_raw.get("dateOfLastComment"))
+        reads = extra_reads(self.hints, explained, has_comments=has_comments)
+        listing = not explained or self.hints.task_events > 1
         if reads.comments:
-            self._sync_comments(counterpart, comment_reads(self.hints, listing=not explained
-                                                           or self.hints.task_events > 1))
-        if reads.checklist_and_files:
+            self._sync_comments(counterpart, comment_reads(self.hints, listing=listing))
+        if reads.checklist:
             sync_checklist(self, counterpart)
-            sync_task_files(self, counterpart, source_raw.get("files"))
+        sync_task_files(self, counterpart, source_raw.get("files"))
         if not self._hand_over:
             self._save_snapshots(counterpart, source_now, target_now, written=written)
-        listed = reads.comments and comment_reads(self.hints, listing=not explained or self.hints.task_events > 1) is None
-        if looked_at_whole(source_raw, synced_stamp(self.state.redis, link.name, side, self.number),
-                           checklist_and_files=reads.checklist_and_files, comments_listed=listed,
-                           one_explained_event=explained and self.hints.task_events == 1 and not self.hints.full,
-                           aside_mapped=aside_mapped):
-            record_synced_stamp(self.state.redis, link.name, side, self.number, source_raw)
+        listed = reads.comments and comment_reads(self.hints, listing=listing) is None
+        seen = stamp_seen(source_raw, synced_stamp(self.state.redis, link.name, side, self.number),
+                          checklist_looked=reads.checklist,
+                          checklist_carried=flows(link.fields.checklist.direction, side, other),
+                          comments_listed=listed or not has_comments,
+                          one_explained_event=explained and self.hints.task_events == 1 and not self.hints.full)
+        if seen is not None:
+            record_synced_stamp(self.state.redis, link.name, side, self.number, source_raw,
+                                checklist_seen=seen == WHOLE)
         return self.report
 
     def _counterpart_view(self, counterpart: int, source_changed: set[str], pending: bool) -> dict[str, Any]:

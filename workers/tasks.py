@@ -58,7 +58,6 @@ from schemas.links import Link
 from workers.app import app
 from workers.dead_letters import DeadLetters
 from workers import telemetry
-from workers.attachments import own_requests_per_run
 from workers.canonical import task_fields
 from workers.idempotency import (
     MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, LockLost, TaskLock, scaled_ttl_ms,
@@ -508,7 +507,7 @@ def turn_outlook(limiter: AccountLimiter, link: Link, side: str) -> Turn:
     no read: within that wait too). Then as many runs as the other account has slots for in the
     job's turn (BATCH_TURN_S), one in every (lanes waiting + 1) while other links' lanes wait: one
     at Planfix's 1 request/s; the job paces the later ones (await_turn). Assumes a run makes one
-    request to the other account and own_requests_per_run to its own besides the batch's read; a
+    request to the other account and none to its own besides the batch's read (workers.hints); a
     run that needs more waits for them in the worker slot once admitted (workers.sync), or, past
     that, is put back. Reads only (reserve_turn holds slots)."""
     source, target = link.sides[side].account, link.sides[link.other(side)].account
@@ -520,24 +519,20 @@ def turn_outlook(limiter: AccountLimiter, link: Link, side: str) -> Turn:
         return Turn(0, wait_ms / 1000, accounts)
     if accounts[target].wait_ms > first_request_ms:
         return Turn(1, wait_ms / 1000, accounts)
-    own = own_requests_per_run(link, side)
-    # Per account: the requests each run makes there, and those the batch makes once (its read).
-    per_run = {target: 1, source: own} if source != target else {source: 1 + own}
-    allowed = [runs_allowed(accounts[account], count, batch=int(account == source))
-               for account, count in per_run.items() if count]
-    runs = min((count for count in allowed if count is not None), default=BATCH_MAX)
+    runs = runs_allowed(accounts[target], batch=int(source == target))
+    runs = BATCH_MAX if runs is None else runs
     return Turn(max(1, min(BATCH_MAX, runs)), wait_ms / 1000, accounts)
 
 
-def runs_allowed(outlook: Outlook, per_run: int, batch: int) -> int | None:
-    """How many runs of PER_RUN requests each (after BATCH requests made once) an account's
-    OUTLOOK allows in a job's turn (BATCH_TURN_S); None: no limit."""
+def runs_allowed(outlook: Outlook, batch: int) -> int | None:
+    """How many runs of one request each (after BATCH requests made once) an account's OUTLOOK
+    allows in a job's turn (BATCH_TURN_S); None: no limit."""
     if outlook.free is None:
         return None
     slots = outlook.free
     if outlook.interval_s:
         slots += int(max(0.0, BATCH_TURN_S - outlook.wait_ms / 1000) // (outlook.interval_s * (outlook.others + 1)))
-    return (slots - batch) // per_run
+    return slots - batch
 
 
 def await_turn(limiter: AccountLimiter, link: Link, side: str, until: float) -> bool:
@@ -750,7 +745,7 @@ def _read_sources(link: Link, side: str, begun: list[Begun]) -> dict[int, dict]:
     resumes with its source read kept is left out: read again, it spent its turn's slot on that
     read each time and never reached its next request (a run that lists the checklist after its
     task read waited for its turn for good on a slow account)."""
-    candidates = [run for run in begun if not run.hints.comments_only]
+    candidates = [run for run in begun if not run.hints.reads_no_task]
     if len(candidates) < 2:
         return {}
     fields = task_fields(link, side)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from redis import Redis
 
 from crosslink.check import check_link
+from producers.enqueue import Enqueuer
 from tests.e2e.conftest import eventually, settle
+from workers.names import BUT_CHECKLIST, CHECKLIST_HINT, synced_stamp
 
 pytestmark = pytest.mark.e2e
 
@@ -116,10 +119,20 @@ def test_the_checker_sees_a_checklist_item_that_did_not_cross(stack):
                    for problem in result.problems), result.problems
     finally:
         stack.world.set_scenarios("client", scenarios)
-    # The next change to the task, a plain rename, brings the item across: a task event's run on a
-    # link that carries checklists looks at the checklist too (workers.hints).
+    # A field edit is explained by its field: its run reads no checklist (workers.hints)...
     stack.world.update_task("client", copy, {"name": "Checker, renamed"}, author=MARAT)
     eventually(lambda: stack.world.account("partner").tasks[number]["name"] == "Checker, renamed",
                what="the rename")
+    settle(stack)
+    assert ("unsynced", False) not in names(checklist(stack, "partner", number))
+    # ...and records the stamp as seen but for the checklist, so the reconciliation poller has the
+    # checklist alone looked at, which brings the item across.
+    with Redis.from_url(stack.redis_url) as store:
+        assert synced_stamp(store, LINK, "client", copy).startswith(BUT_CHECKLIST)
+    enqueuer = Enqueuer(stack.redis_url)
+    try:
+        enqueuer.sync(LINK, "client", copy, CHECKLIST_HINT)
+    finally:
+        enqueuer.close()
     eventually(lambda: ("unsynced", False) in names(checklist(stack, "partner", number)), what="late item")
     assert_sides_match(stack)
