@@ -23,14 +23,18 @@ by comparing the task's change stamp (dateOfLastUpdate|dateOfLastComment) with t
 (``classify``):
 - a stamp a sync run recorded as synced (workers.names.record_synced_stamp: the run looked at
   everything the stamp may stand for) is not queued: a webhook already brought it;
+- a stamp the sync's own writes made (workers.names.covers: its update date within the window a
+  run recorded around its writes, workers.names.record_echo) is not queued either: reading the
+  task back would find only what the run wrote;
 - a stamp a run recorded as seen but for the checklist (workers.names.BUT_CHECKLIST: one field
   edit's run, on a link that carries the checklist) is queued with ``CHECKLIST_HINT``: one
   checklist list, no task read, after which the stamp counts as whole; one whose comment date
   moved since gets the hint with its comments;
 - only the comment date moved: the comment feed (filter 3000, the same window) names the new
   comments, and the run reads just those (``comment_added:<id>``); comments our robot wrote (the
-  sync's own mirrors and notes, which the worker skips anyway), and comments an earlier poll
-  already named for the same stamp (see the "seen" record), queue nothing. The comment feed
+  sync's own mirrors and notes, which the worker skips anyway), comments an earlier poll
+  already named for the same stamp (see the "seen" record), and comments a run already
+  mirrored (their fingerprints are kept for the audit) queue nothing. The comment feed
   is requested only in a poll that found such a task: filter 79 already lists commented tasks,
   and the ids save the run a task read and three lists (comments, checklist, files) for one
   request shared by the whole poll;
@@ -85,7 +89,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -97,7 +101,8 @@ from planfix.errors import NotFound
 from producers.enqueue import Enqueuer
 from schemas.links import LinksConfig, Side
 from workers.names import (
-    BUT_CHECKLIST, CHECKLIST_HINT, COMMENT_PRINTS_KEY, FULL_HINT, change_stamp, comment_fingerprint, synced_stamps,
+    BUT_CHECKLIST, CHECKLIST_HINT, COMMENT_PRINTS_KEY, FULL_HINT, change_stamp, comment_fingerprint,
+    comment_prints_key, covers, exact_epoch, in_echo, known_stamp, synced_stamps,
 )
 
 log = logging.getLogger("crosslink.reconcile")
@@ -298,14 +303,6 @@ def date_range(start: float, now: float, zone: ZoneInfo | None) -> dict[str, str
             "dateTo": planfix_minute(end, end_zone)}
 
 
-def exact_epoch(text: str) -> float | None:
-    """The epoch of a stamp part written with seconds in UTC (dateTimeUtcSeconds), else None."""
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except ValueError:
-        return None
-
-
 def _point_epoch(point: Any) -> float | None:
     if not isinstance(point, Mapping) or not point.get("dateTimeUtcSeconds"):
         return None
@@ -411,22 +408,32 @@ def classify(stamp: Stamp, synced: str | None, before: Seen | None) -> Verdict:
     """What a link side's run of a task found with STAMP is queued for.
 
     SYNCED: the stamp the side's last run recorded (workers.names.record_synced_stamp), if any,
-    maybe seen but for the checklist (BUT_CHECKLIST); BEFORE: what earlier polls of the account
-    saw of the task, if any.
+    maybe seen but for the checklist (BUT_CHECKLIST), or the window of the sync's own writes
+    (workers.names.record_echo); BEFORE: what earlier polls of the account saw of the task, if
+    any.
     Assumes a stamp with seconds changes with every change but one in the same second; an
     inexact stamp says nothing and is always queued. A COMMENT verdict for the stamp BEFORE
     polls queued carries the comments they named (``named``); any other stamp starts afresh.
     A stamp queued REQUEUE_LIMIT times, the last time safely after it, is not queued again.
     """
     partial = synced is not None and synced.startswith(BUT_CHECKLIST)
-    if partial and synced is not None:
-        synced = synced[len(BUT_CHECKLIST):]
     if stamp.epoch is None:
         return Verdict(TASK)
+    if covers(synced, stamp.text):
+        return Verdict(SKIP)
     same = before is not None and before.stamp == stamp.text
+    if in_echo(synced, stamp.text):
+        # The sync's own writes moved the update date, and a comment came too: the comment
+        # feed tells whose (a mirror or a note of ours, or a person's).
+        if same and before is not None and settled(before, stamp) and before.kind in (COMMENT, ECHO, SKIP):
+            return Verdict(SKIP)
+        base = known_stamp(synced)
+        return Verdict(COMMENT, _comment_epoch(base) if base is not None else None,
+                       before.comments if same and before is not None else frozenset())
+    synced = known_stamp(synced)
     given_up = same and before is not None and settled(before, stamp) and before.queued >= REQUEUE_LIMIT
-    if synced == stamp.text:
-        return Verdict(CHECKLIST) if partial and not given_up else Verdict(SKIP)
+    if synced == stamp.text:  # seen but for the checklist (covers took whole ones)
+        return Verdict(CHECKLIST) if not given_up else Verdict(SKIP)
     if same and before is not None:
         if given_up or (settled(before, stamp) and before.kind in (COMMENT, ECHO, SKIP) and not partial):
             return Verdict(SKIP)
@@ -792,6 +799,19 @@ def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, 
             number = (comment.get("task") or {}).get("id")
             if number is not None:
                 comments.setdefault(int(number), []).append(_feed_comment(comment))
+    # A comment a run already mirrored (its fingerprint is kept: workers.state) needs no run:
+    # the webhook's run read it, and an edit since is the comment audit's to find.
+    told = [(number, member) for (number, member), verdict in verdicts.items()
+            if verdict.kind == COMMENT and comments.get(number)]
+    if told:
+        with store.pipeline(transaction=False) as pipe:
+            for number, member in told:
+                pipe.hkeys(comment_prints_key(member.link, member.side, number))
+            mirrored = pipe.execute()
+        for (number, member), ids in zip(told, mirrored):
+            done = frozenset(int(comment) for comment in ids)
+            verdict = verdicts[(number, member)]
+            verdicts[(number, member)] = replace(verdict, named=verdict.named | done)
     queued_kinds: dict[int, list[str]] = {number: [] for number in stamps}
     named: dict[int, set[int]] = {number: set() for number in stamps}
     for (number, member), verdict in verdicts.items():
