@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from crosslink.bench import (
-    ALL_IN_CALLS_LIMIT, BURST_GAPS_S, ECONOMY_PERIODS, KINDS, QUIET_GROWTH_LIMIT, RUNS_PER_SYNC_LIMIT, SIDES,
+    ALL_IN_CALLS_LIMIT, BURST_EDITS, BURST_GAPS_S, ECONOMY_PERIODS, KINDS, QUIET_GROWTH_LIMIT, RUNS_PER_SYNC_LIMIT, SIDES,
 )
 
 # The quick mode takes about two and a half minutes here; beyond this it is stuck, not slow.
@@ -91,8 +91,12 @@ def test_bursts_are_measured_at_each_gap_and_coalesce_at_20_ms(quick):
     figures, _ = quick
     by_gap = figures["detail"]["burst_calls_by_gap"]
     assert set(by_gap) == {f"{gap:g}" for gap in BURST_GAPS_S}
-    # Ten edits 20 ms apart are one change to sync: uncoalesced they would cost 1 or more each.
-    assert figures["api_calls_per_event_burst"] <= 0.5, by_gap
+    # Ten edits 20 ms apart are one change to sync: together they cost at most what two single
+    # edits of the economy's do (a second run when the burst straddles a run's start), where
+    # uncoalesced each would cost one. Measured against the single edit, not a fixed figure, so
+    # this tells coalescing apart from what a change costs (the gate's all-in figure).
+    single = figures["detail"]["calls_by_kind"]["client edit"]
+    assert figures["api_calls_per_event_burst"] <= 2 * single / BURST_EDITS, (by_gap, single)
 
 
 def test_the_skewed_backlog_is_served_in_turns(quick):
