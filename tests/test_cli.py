@@ -115,3 +115,13 @@ def test_status_with_redis_down_names_no_password(status_env, monkeypatch):
         result = run(*args)
         assert result.exit_code == 0, result.output
         assert "unreachable" in result.output and "hunter2" not in result.output
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--scale-links", "10,ten"], "expected numbers of links"),
+    (["--scale-links", "-5"], "cannot be negative"),
+    (["--quick", "--scale-links", "10"], "for the full run"),
+])
+def test_bench_refuses_scale_links_it_cannot_run_before_starting_anything(args, says):
+    result = run("bench", *args)
+    assert result.exit_code == 2 and says in result.output, result.output
