@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
+from starlette.requests import Request
 
+from planfix.emulator.app import _json_body
+from planfix.emulator.world import ApiError
 from tests.test_emulator_world import FakeClock
 
 SYNC = {"Authorization": "Bearer tok-partner-sync"}
@@ -450,3 +454,15 @@ def test_a_task_with_a_queued_change_stays_locked_and_later_changes_queue_behind
     assert emulator_world.get_task("partner", 1, "name")["name"] == "second"
     assert [entry["fault"] for entry in emulator_world.requests("partner")][:2] == ["slow_202", "slow_202"]
     assert post(emulator_app_client, "/task/1", {"name": "third"}).status_code == 200  # unlocked
+
+
+def test_a_sender_gone_mid_body_gets_a_logged_refusal_not_a_server_error():
+    """A worker killed while sending leaves a request without its body: the emulator answers it
+    (no one reads the answer) as any bad request, rather than failing inside the ASGI app."""
+    async def gone():
+        return {"type": "http.disconnect"}
+
+    request = Request({"type": "http", "method": "POST", "path": "/rest/task/", "headers": []}, gone)
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(_json_body(request))
+    assert refused.value.status == 400 and "closed the connection" in str(refused.value)

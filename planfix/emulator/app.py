@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
@@ -274,7 +274,12 @@ def _token(request: Request) -> str | None:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        # The sender went away mid-body (a worker killed while sending): the request counted
+        # against the rate, as it arrived, and is logged; no one reads the answer.
+        raise ApiError(400, 30, "The client closed the connection before the body arrived") from None
     if not raw.strip():
         return {}
     try:
