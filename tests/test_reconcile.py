@@ -30,7 +30,7 @@ from producers.enqueue import Enqueuer
 from schemas.links import CreateSettings, Scope, Side, load_links
 from workers.hints import Hints, extra_reads
 from workers.names import (
-    ALL_BUT_CHECKLIST, BUT_CHECKLIST, CHECKLIST_HINT, ECHO, ECHO_SLACK_S, FULL_HINT, SYNC_QUEUE, WHOLE, change_stamp,
+    ALL_BUT_CHECKLIST, BUT_CHECKLIST, CHECKLIST_HINT, ECHO_RECORD, ECHO_SLACK_S, FULL_HINT, SYNC_QUEUE, WHOLE, change_stamp,
     comment_fingerprint, comment_prints_key, covers, hints_key, known_stamp, parse_echo, pending_key, promote_stamp,
     record_echo, record_synced_stamp, stamp_seen, synced_stamp, synced_stamp_key,
 )
@@ -364,12 +364,12 @@ def test_an_echo_after_a_known_stamp_keeps_that_stamp_for_what_follows(redis_cli
 @given(st.floats(min_value=0, max_value=5), st.floats(min_value=0, max_value=20), st.integers(-30, 30))
 def test_an_echo_covers_exactly_its_window(start, length, offset):
     sent, answered = T0 + start, T0 + start + length
-    record = ECHO + json.dumps(["", math.floor(sent) - ECHO_SLACK_S, math.ceil(answered) + ECHO_SLACK_S])
+    record = ECHO_RECORD + json.dumps(["", math.floor(sent) - ECHO_SLACK_S, math.ceil(answered) + ECHO_SLACK_S])
     moment = math.floor(sent) + offset
     inside = math.floor(sent) - ECHO_SLACK_S <= moment <= math.ceil(answered) + ECHO_SLACK_S
     assert covers(record, stamp_at(moment).text) == inside
     assert not covers(record, INEXACT.text)
-    assert not covers(ECHO + "not json", stamp_at(moment).text)
+    assert not covers(ECHO_RECORD + "not json", stamp_at(moment).text)
 
 
 def test_promoting_a_stamp_seen_but_for_the_checklist(redis_client):

@@ -24,7 +24,7 @@ from schemas.links import load_links
 from workers import sync, tasks, telemetry
 from workers.canonical import task_fields
 from workers.hints import Hints
-from workers.names import BUT_CHECKLIST, CHECKLIST_HINT, ECHO, dirty_key, synced_stamp
+from workers.names import BUT_CHECKLIST, CHECKLIST_HINT, ECHO_RECORD, dirty_key, synced_stamp
 from workers.state import LinkState
 from workers.runtime import Runtime
 from workers.sync import call_key
@@ -245,7 +245,7 @@ def test_a_mirror_the_run_made_is_recorded_as_its_echo(runtime):
         return reconcile.task_stamp(world.get_task("client", copy_, "dateOfLastUpdate,dateOfLastComment"))
 
     record = synced_stamp(store, link.name, "client", copy_)
-    assert record.startswith(ECHO)
+    assert record.startswith(ECHO_RECORD)
     assert reconcile.classify(mirror_stamp(), record, None).kind == reconcile.SKIP
     world.clock = lambda: time.time() + 30
     world.update_task("client", copy_, {"name": "Echoed, renamed by the client"}, author=5)

@@ -131,11 +131,11 @@ SYNCED_STAMP_KEY = "crosslink:synced-stamp:{link}:{side}:{task}"
 # A run that saw all but the checklist (stamp_seen) writes the stamp after BUT_CHECKLIST: the
 # poller then queues a run told CHECKLIST_HINT, which lists the checklist and nothing else and
 # records the stamp whole (promote_stamp). A run that wrote to the other side's task records
-# there what its writes stand for (ECHO, record_echo).
+# there what its writes stand for (ECHO_RECORD, record_echo).
 SYNCED_STAMP_TTL_S = 7 * 86400
 BUT_CHECKLIST = "but-checklist "
 CHECKLIST_HINT = "checklist"
-ECHO = "echo "
+ECHO_RECORD = "echo "
 # Planfix's dates are to the second, and its clock is not ours: an echo's window is widened by
 # this much on either side of the writes as our clock saw them.
 ECHO_SLACK_S = 1.0
@@ -198,15 +198,16 @@ def record_echo(store: Any, link: str, side: str, task: int, base: str, sent: fl
     run created. The poller then takes a stamp whose update date falls in the writes' window
     for the sync's own echo, and queues no run to read the task back (covers)."""
     window = [math.floor(sent) - ECHO_SLACK_S, math.ceil(answered) + ECHO_SLACK_S]
-    store.set(synced_stamp_key(link, side, task), ECHO + json.dumps([base, *window]), ex=SYNCED_STAMP_TTL_S)
+    store.set(synced_stamp_key(link, side, task), ECHO_RECORD + json.dumps([base, *window]),
+              ex=SYNCED_STAMP_TTL_S)
 
 
 def parse_echo(record: str | None) -> tuple[str, float, float] | None:
-    """An ECHO record's (base stamp, window start, window end), None for any other record."""
-    if record is None or not record.startswith(ECHO):
+    """An echo record's (base stamp, window start, window end), None for any other record."""
+    if record is None or not record.startswith(ECHO_RECORD):
         return None
     try:
-        base, start, end = json.loads(record[len(ECHO):])
+        base, start, end = json.loads(record[len(ECHO_RECORD):])
         return str(base), float(start), float(end)
     except (ValueError, TypeError):
         return None
@@ -221,7 +222,7 @@ def exact_epoch(text: str) -> float | None:
 
 
 def in_echo(record: str | None, stamp: str) -> bool:
-    """Whether STAMP's update date (change_stamp) falls in the window of an ECHO RECORD."""
+    """Whether STAMP's update date (change_stamp) falls in the window of an echo RECORD."""
     echo = parse_echo(record)
     moment = exact_epoch(stamp.partition("|")[0])
     return echo is not None and moment is not None and echo[1] <= moment <= echo[2]
@@ -229,10 +230,11 @@ def in_echo(record: str | None, stamp: str) -> bool:
 
 def covers(record: str | None, stamp: str) -> bool:
     """Whether a synced stamp RECORD says everything STAMP (change_stamp) stands for was seen:
-    the same stamp seen whole, or a stamp the sync's own writes made (ECHO): its update date
-    within their window and its comment date as it was before them. (A person's change inside
-    that window of a few seconds, with its webhook lost too, would pass for the echo; its
-    webhook, when it comes, still brings it.) A stamp seen but for the checklist covers nothing."""
+    the same stamp seen whole, or a stamp the sync's own writes made (an echo record): its
+    update date within their window and its comment date as it was before them. (A person's
+    change inside that window of a few seconds, with its webhook lost too, would pass for the
+    echo; its webhook, when Planfix delivers it again, still brings it.) A stamp seen but for
+    the checklist covers nothing."""
     echo = parse_echo(record)
     if echo is None:
         return record is not None and record == stamp
@@ -242,7 +244,7 @@ def covers(record: str | None, stamp: str) -> bool:
 
 def known_stamp(record: str | None) -> str | None:
     """The stamp a synced stamp RECORD last knew the task at, whatever its kind (a new task's
-    ECHO knows none)."""
+    echo record knows none)."""
     echo = parse_echo(record)
     if echo is not None:
         return echo[0] or None
