@@ -469,3 +469,24 @@ def test_a_checklist_write_whose_run_was_killed_before_agreeing_is_not_carried_b
     pair.world.update_checklist_item("partner", number, item, {"isDone": False}, author=PAVEL)
     copy_first_then_both(pair, number, copy_)
     assert checklists(pair, number, copy_) == {side: [("Sign the act", False)] for side in ("partner", "client")}
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_a_checklist_write_whose_answer_was_lost_is_not_carried_back_after_the_source_changed(pair, fault):
+    """The partner ticks an item; the run's write of the tick to the copy is applied and its
+    answer lost, so the run fails before agreeing on it. The partner unticks before the retry.
+    The copy's tick is our own write: the copy's run must not carry it back over the untick (the
+    quick chaos run found an untick rolled back on both sides this way), and the partner's run
+    must write its untick again."""
+    number, copy_ = mirrored(pair, "Checklist answer lost")
+    item = pair.world.create_checklist_item("partner", number, {"name": "Sign the act"}, author=PAVEL)
+    pair.sync("partner", number)
+    pair.world.update_checklist_item("partner", number, item, {"isDone": True}, author=PAVEL)
+    transport = pair.transports["client"]
+    transport.arm(fault, "POST", rf"/task/{copy_}/checklist/\d+$")
+    with pytest.raises(SideFailure):
+        pair.sync("partner", number)
+    assert [entry["isDone"] for entry in pair.world.list_checklist("client", copy_, {"fields": "isDone"})] == [True]
+    pair.world.update_checklist_item("partner", number, item, {"isDone": False}, author=PAVEL)
+    copy_first_then_both(pair, number, copy_)
+    assert checklists(pair, number, copy_) == {side: [("Sign the act", False)] for side in ("partner", "client")}

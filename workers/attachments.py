@@ -217,6 +217,14 @@ def sync_checklist(run: Any, counterpart: int | None) -> int:
             mirror, written = made
         else:
             written = item_changes(view, agreed.get(item_id))
+            if written:
+                # Expected before it is sent, as a write Planfix queues is (below): should its
+                # answer be lost (a timeout, a 500 after commit, a killed worker) once Planfix
+                # applied it, the mirror's new value is an echo there and this item is written
+                # again, never the mirror's value carried back over a change made here since
+                # (the quick chaos run saw an untick rolled back on both sides so).
+                save_agreed(run, side, run.number, item_id, queued_on_source(agreed.get(item_id), view))
+                save_agreed(run, other, counterpart, mirror, queued_on_mirror(agreed_there.get(mirror), written, view))
             applied = _update_item(run, counterpart, mirror, written) if written else True
             if applied is None:
                 # Queued by Planfix (202): not agreed until seen. Neither side's agreed values
