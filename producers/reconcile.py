@@ -25,7 +25,8 @@ by comparing the task's change stamp (dateOfLastUpdate|dateOfLastComment) with t
   everything the stamp may stand for) is not queued: a webhook already brought it;
 - a stamp the sync's own writes made (workers.names.covers: its update date within the window a
   run recorded around its writes, workers.names.record_echo) is not queued either: reading the
-  task back would find only what the run wrote;
+  task back would find only what the run wrote (no run records such a window at present: see
+  record_echo);
 - a stamp a run recorded as seen but for the checklist (workers.names.BUT_CHECKLIST: one field
   edit's run, on a link that carries the checklist) is queued with ``CHECKLIST_HINT``: one
   checklist list, no task read, after which the stamp counts as whole; one whose comment date

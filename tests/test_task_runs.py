@@ -24,7 +24,7 @@ from schemas.links import load_links
 from workers import sync, tasks, telemetry
 from workers.canonical import task_fields
 from workers.hints import Hints
-from workers.names import BUT_CHECKLIST, CHECKLIST_HINT, ECHO_RECORD, dirty_key, synced_stamp
+from workers.names import BUT_CHECKLIST, CHECKLIST_HINT, dirty_key, synced_stamp
 from workers.state import LinkState
 from workers.runtime import Runtime
 from workers.sync import call_key
@@ -232,21 +232,3 @@ def test_a_run_records_the_stamp_it_looked_at_whole_and_only_that(runtime):
     assert synced_stamp(store, link.name, "partner", number) == now_stamp().text
     assert reconcile.classify(now_stamp(), now_stamp().text, None).kind == reconcile.SKIP
 
-
-def test_a_mirror_the_run_made_is_recorded_as_its_echo(runtime):
-    """The run that creates a mirror records its writes' window there (workers.names.record_echo),
-    so the poll does not read the new mirror back; a later change of the mirror's is outside it."""
-    world, link, store = runtime.world, runtime.link, runtime.rt.redis
-    number = world.create_task("partner", {"name": "Echoed", "processId": 1, "project": {"id": 10}}, author=PAVEL)
-    assert tasks._sync(link.name, "partner", number, 0, Hints(full=False, task_events=1)) == "created"
-    copy_ = LinkState(store, link.name).counterpart("task", "partner", number)
-
-    def mirror_stamp():
-        return reconcile.task_stamp(world.get_task("client", copy_, "dateOfLastUpdate,dateOfLastComment"))
-
-    record = synced_stamp(store, link.name, "client", copy_)
-    assert record.startswith(ECHO_RECORD)
-    assert reconcile.classify(mirror_stamp(), record, None).kind == reconcile.SKIP
-    world.clock = lambda: time.time() + 30
-    world.update_task("client", copy_, {"name": "Echoed, renamed by the client"}, author=5)
-    assert reconcile.classify(mirror_stamp(), record, None).kind == reconcile.FULL

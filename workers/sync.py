@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,8 +38,7 @@ from workers.field_diff import agreed_with_echoes, changed_fields, echoes, settl
 from workers.conflict import owner_of
 from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
 from workers.names import (
-    WHOLE, comment_fingerprint, promote_stamp, record_echo, record_rejected, record_synced_stamp, stamp_seen,
-    synced_stamp,
+    WHOLE, comment_fingerprint, promote_stamp, record_rejected, record_synced_stamp, stamp_seen, synced_stamp,
 )
 from workers.plan import DATE_FIELDS, PLAIN_FIELDS, plan_task_sync
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
@@ -225,12 +223,6 @@ class TaskSync:
         # wrote to (WROTE_TO, the sides).
         self.writes_sent = 0
         self.wrote_to: set[str] = set()
-        # The counterpart this run created, and its writes to the other side: when the first was
-        # sent and the last answered (our clock), or unsure (one's outcome unknown). A mirror
-        # this run made has no change but these writes: its stamp is their echo (record_echo).
-        self._created: int | None = None
-        self._other_writes: list[float] = []
-        self._other_unsure = False
 
     def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call SIDE's client; list methods are read to the end here, so paging failures are
@@ -248,7 +240,6 @@ class TaskSync:
         # requests to one account spans a second by Planfix's own limit, and starting over would
         # spend those requests again).
         client.max_limit_sleep_s = FOLLOW_UP_LIMIT_WAIT_S if self._admitted else ADMISSION_LIMIT_WAIT_S
-        sent = time.time()
         try:
             result = getattr(client, method)(*args, **kwargs)
             result = list(result) if isinstance(result, Iterator) else result
@@ -257,13 +248,10 @@ class TaskSync:
             if not read and not (isinstance(exc, RateLimited) and exc.scope == "limiter"):
                 self.writes_sent += 1
                 self.wrote_to.add(side)
-                self._other_unsure = self._other_unsure or side == self.other
             raise SideFailure(side, exc, read=read) from exc
         if not read:
             self.writes_sent += 1
             self.wrote_to.add(side)
-            if side == self.other:
-                self._other_writes = [self._other_writes[0] if self._other_writes else sent, time.time()]
         self._admitted = True
         if read and method != "download_file":
             self.kept_reads[key] = result
@@ -373,8 +361,6 @@ class TaskSync:
                 # on either side, sets the task's values on it as they are by then.
                 self._hand_over = True
                 self.report.follow_up.append((side, self.number))
-            if made:
-                self._created = counterpart
             written = expected_view(canonical_task({}, link, other), plan.update_body)
             initial = link.sides[other].create.initial_status
             if initial is not None:
@@ -448,11 +434,6 @@ class TaskSync:
         if seen is not None:
             record_synced_stamp(self.state.redis, link.name, side, self.number, source_raw,
                                 checklist_seen=seen == WHOLE)
-        if self._created is not None and self._other_writes and not (self._other_unsure or self._read_back):
-            # Nothing but this run's writes has touched the mirror it made: the poller need not
-            # read it back (workers.names.covers). Written after the snapshots, so a run killed
-            # before agreeing leaves the poller's full look in place.
-            record_echo(self.state.redis, link.name, other, self._created, "", *self._other_writes)
         return self.report
 
     def _counterpart_view(self, counterpart: int, source_changed: set[str], pending: bool) -> dict[str, Any]:
