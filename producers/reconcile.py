@@ -23,10 +23,6 @@ by comparing the task's change stamp (dateOfLastUpdate|dateOfLastComment) with t
 (``classify``):
 - a stamp a sync run recorded as synced (workers.names.record_synced_stamp: the run looked at
   everything the stamp may stand for) is not queued: a webhook already brought it;
-- a stamp the sync's own writes made (workers.names.covers: its update date within the window a
-  run recorded around its writes, workers.names.record_echo) is not queued either: reading the
-  task back would find only what the run wrote (no run records such a window at present: see
-  record_echo);
 - a stamp a run recorded as seen but for the checklist (workers.names.BUT_CHECKLIST: one field
   edit's run, on a link that carries the checklist) is queued with ``CHECKLIST_HINT``: one
   checklist list, no task read, after which the stamp counts as whole; one whose comment date
@@ -103,7 +99,7 @@ from producers.enqueue import Enqueuer
 from schemas.links import LinksConfig, Side
 from workers.names import (
     BUT_CHECKLIST, CHECKLIST_HINT, COMMENT_PRINTS_KEY, FULL_HINT, change_stamp, comment_fingerprint,
-    comment_prints_key, covers, exact_epoch, in_echo, known_stamp, synced_stamps,
+    comment_prints_key, known_stamp, synced_stamps,
 )
 
 log = logging.getLogger("crosslink.reconcile")
@@ -304,6 +300,14 @@ def date_range(start: float, now: float, zone: ZoneInfo | None) -> dict[str, str
             "dateTo": planfix_minute(end, end_zone)}
 
 
+def exact_epoch(text: str) -> float | None:
+    """The epoch of a stamp part written with seconds in UTC (dateTimeUtcSeconds), else None."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return None
+
+
 def _point_epoch(point: Any) -> float | None:
     if not isinstance(point, Mapping) or not point.get("dateTimeUtcSeconds"):
         return None
@@ -409,9 +413,8 @@ def classify(stamp: Stamp, synced: str | None, before: Seen | None) -> Verdict:
     """What a link side's run of a task found with STAMP is queued for.
 
     SYNCED: the stamp the side's last run recorded (workers.names.record_synced_stamp), if any,
-    maybe seen but for the checklist (BUT_CHECKLIST), or the window of the sync's own writes
-    (workers.names.record_echo); BEFORE: what earlier polls of the account saw of the task, if
-    any.
+    maybe seen but for the checklist (BUT_CHECKLIST); BEFORE: what earlier polls of the
+    account saw of the task, if any.
     Assumes a stamp with seconds changes with every change but one in the same second; an
     inexact stamp says nothing and is always queued. A COMMENT verdict for the stamp BEFORE
     polls queued carries the comments they named (``named``); any other stamp starts afresh.
@@ -420,20 +423,12 @@ def classify(stamp: Stamp, synced: str | None, before: Seen | None) -> Verdict:
     partial = synced is not None and synced.startswith(BUT_CHECKLIST)
     if stamp.epoch is None:
         return Verdict(TASK)
-    if covers(synced, stamp.text):
+    if synced == stamp.text:
         return Verdict(SKIP)
     same = before is not None and before.stamp == stamp.text
-    if in_echo(synced, stamp.text):
-        # The sync's own writes moved the update date, and a comment came too: the comment
-        # feed tells whose (a mirror or a note of ours, or a person's).
-        if same and before is not None and settled(before, stamp) and before.kind in (COMMENT, ECHO, SKIP):
-            return Verdict(SKIP)
-        base = known_stamp(synced)
-        return Verdict(COMMENT, _comment_epoch(base) if base is not None else None,
-                       before.comments if same and before is not None else frozenset())
     synced = known_stamp(synced)
     given_up = same and before is not None and settled(before, stamp) and before.queued >= REQUEUE_LIMIT
-    if synced == stamp.text:  # seen but for the checklist (covers took whole ones)
+    if synced == stamp.text:  # seen but for the checklist (whole ones were skipped above)
         return Verdict(CHECKLIST) if not given_up else Verdict(SKIP)
     if same and before is not None:
         if given_up or (settled(before, stamp) and before.kind in (COMMENT, ECHO, SKIP) and not partial):

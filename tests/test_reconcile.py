@@ -6,8 +6,6 @@ period, and the one-poll-per-period turn; against a real Redis and the emulator 
 from __future__ import annotations
 
 import copy
-import json
-import math
 import threading
 import time
 from datetime import datetime, timezone
@@ -30,9 +28,9 @@ from producers.enqueue import Enqueuer
 from schemas.links import CreateSettings, Scope, Side, load_links
 from workers.hints import Hints, extra_reads
 from workers.names import (
-    ALL_BUT_CHECKLIST, BUT_CHECKLIST, CHECKLIST_HINT, ECHO_RECORD, ECHO_SLACK_S, FULL_HINT, SYNC_QUEUE, WHOLE, change_stamp,
-    comment_fingerprint, comment_prints_key, covers, hints_key, known_stamp, parse_echo, pending_key, promote_stamp,
-    record_echo, record_synced_stamp, stamp_seen, synced_stamp, synced_stamp_key,
+    ALL_BUT_CHECKLIST, BUT_CHECKLIST, CHECKLIST_HINT, FULL_HINT, SYNC_QUEUE, WHOLE, change_stamp, comment_fingerprint,
+    comment_prints_key, hints_key, pending_key, promote_stamp, record_synced_stamp, stamp_seen, synced_stamp,
+    synced_stamp_key,
 )
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=timezone.utc).timestamp()
@@ -326,50 +324,6 @@ def test_a_stamp_seen_but_for_the_checklist_is_given_up_like_any_other():
         assert verdict.kind == rc.CHECKLIST
         seen = rc.next_seen(stamp, seen, [verdict.kind], T0 + rc.STAMP_SETTLE_S + poll)
     assert rc.classify(stamp, partial, seen).kind == rc.SKIP
-
-
-def echo_of(redis_client, base, sent, answered):
-    record_echo(redis_client, "demo", "client", 8, base, sent, answered)
-    return synced_stamp(redis_client, "demo", "client", 8)
-
-
-def test_a_mirror_the_sync_made_is_not_read_back_by_the_poll(redis_client):
-    """The run that created a mirror records the window of its writes there (record_echo): the
-    mirror's stamp inside it is the sync's own echo, and the poll queues no full look."""
-    record = echo_of(redis_client, "", T0 + 0.4, T0 + 3.2)
-    assert parse_echo(record) == ("", T0 - 1, T0 + 5)
-    for moment in (T0 - 1, T0, T0 + 5):
-        assert rc.classify(stamp_at(moment), record, None).kind == rc.SKIP
-    # Before or after the writes: a change of someone's, never seen.
-    assert rc.classify(stamp_at(T0 - 2), record, None).kind == rc.FULL
-    assert rc.classify(stamp_at(T0 + 6), record, None).kind == rc.FULL
-    # A comment came with the writes: the feed tells whose (ours: nothing to do).
-    commented = rc.classify(stamp_at(T0 + 2, T0 + 3), record, None)
-    assert commented.kind == rc.COMMENT and commented.comments_since is None
-    assert rc.hints_for(commented, [fc(4, "user:1", T0 + 3)], "user:1") == ()
-    assert rc.hints_for(commented, [fc(5, "user:2", T0 + 3)], "user:1") == ("comment_added:5",)
-
-
-def test_an_echo_after_a_known_stamp_keeps_that_stamp_for_what_follows(redis_client):
-    base = stamp_at(T0 - 300, T0 - 400).text
-    record = echo_of(redis_client, base, T0, T0 + 1)
-    assert covers(record, base) and covers(record, stamp_at(T0 + 1, T0 - 400).text)
-    assert not covers(record, stamp_at(T0 + 1, T0 + 1).text)      # a comment: not ours alone
-    assert known_stamp(record) == base
-    # Past the window: compared with the stamp before the writes.
-    assert rc.classify(stamp_at(T0 + 60, T0 - 400), record, None).kind == rc.TASK
-    assert rc.classify(stamp_at(T0 - 300, T0 + 60), record, None).kind == rc.COMMENT
-
-
-@given(st.floats(min_value=0, max_value=5), st.floats(min_value=0, max_value=20), st.integers(-30, 30))
-def test_an_echo_covers_exactly_its_window(start, length, offset):
-    sent, answered = T0 + start, T0 + start + length
-    record = ECHO_RECORD + json.dumps(["", math.floor(sent) - ECHO_SLACK_S, math.ceil(answered) + ECHO_SLACK_S])
-    moment = math.floor(sent) + offset
-    inside = math.floor(sent) - ECHO_SLACK_S <= moment <= math.ceil(answered) + ECHO_SLACK_S
-    assert covers(record, stamp_at(moment).text) == inside
-    assert not covers(record, INEXACT.text)
-    assert not covers(ECHO_RECORD + "not json", stamp_at(moment).text)
 
 
 def test_promoting_a_stamp_seen_but_for_the_checklist(redis_client):

@@ -8,10 +8,8 @@ so is the list of rejected events, which the producer and the worker both add to
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 SYNC_TASK = "crosslink.sync.task"
@@ -130,15 +128,10 @@ def resume_key(link: str, side: str, task: int) -> str:
 SYNCED_STAMP_KEY = "crosslink:synced-stamp:{link}:{side}:{task}"
 # A run that saw all but the checklist (stamp_seen) writes the stamp after BUT_CHECKLIST: the
 # poller then queues a run told CHECKLIST_HINT, which lists the checklist and nothing else and
-# records the stamp whole (promote_stamp). A run that wrote to the other side's task records
-# there what its writes stand for (ECHO_RECORD, record_echo).
+# records the stamp whole (promote_stamp).
 SYNCED_STAMP_TTL_S = 7 * 86400
 BUT_CHECKLIST = "but-checklist "
 CHECKLIST_HINT = "checklist"
-ECHO_RECORD = "echo "
-# Planfix's dates are to the second, and its clock is not ours: an echo's window is widened by
-# this much on either side of the writes as our clock saw them.
-ECHO_SLACK_S = 1.0
 
 
 def synced_stamp_key(link: str, side: str, task: int) -> str:
@@ -191,68 +184,8 @@ def promote_stamp(store: Any, link: str, side: str, task: int, found: str | None
                            found[len(BUT_CHECKLIST):], SYNCED_STAMP_TTL_S))
 
 
-def record_echo(store: Any, link: str, side: str, task: int, base: str, sent: float, answered: float) -> None:
-    """Record that a run's writes to LINK's SIDE TASK, the first sent at SENT and the last
-    answered at ANSWERED (epoch seconds, our clock), are all that changed it since BASE, its
-    stamp when the run read it, which a record already covered (covers), or "" for a task the
-    run created. The poller then takes a stamp whose update date falls in the writes' window
-    for the sync's own echo, and queues no run to read the task back (covers).
-
-    No run records one at present. Recorded by the run that creates a mirror, it saved the
-    poll's read-back of the new mirror; the quick chaos run with seed 6 then rolled a status
-    back on both sides, and did so again once it was no longer recorded, so the cause lies
-    elsewhere, but until it is found the read-back stays."""
-    window = [math.floor(sent) - ECHO_SLACK_S, math.ceil(answered) + ECHO_SLACK_S]
-    store.set(synced_stamp_key(link, side, task), ECHO_RECORD + json.dumps([base, *window]),
-              ex=SYNCED_STAMP_TTL_S)
-
-
-def parse_echo(record: str | None) -> tuple[str, float, float] | None:
-    """An echo record's (base stamp, window start, window end), None for any other record."""
-    if record is None or not record.startswith(ECHO_RECORD):
-        return None
-    try:
-        base, start, end = json.loads(record[len(ECHO_RECORD):])
-        return str(base), float(start), float(end)
-    except (ValueError, TypeError):
-        return None
-
-
-def exact_epoch(text: str) -> float | None:
-    """The epoch of a stamp part written with seconds in UTC (dateTimeUtcSeconds), else None."""
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except ValueError:
-        return None
-
-
-def in_echo(record: str | None, stamp: str) -> bool:
-    """Whether STAMP's update date (change_stamp) falls in the window of an echo RECORD."""
-    echo = parse_echo(record)
-    moment = exact_epoch(stamp.partition("|")[0])
-    return echo is not None and moment is not None and echo[1] <= moment <= echo[2]
-
-
-def covers(record: str | None, stamp: str) -> bool:
-    """Whether a synced stamp RECORD says everything STAMP (change_stamp) stands for was seen:
-    the same stamp seen whole, or a stamp the sync's own writes made (an echo record): its
-    update date within their window and its comment date as it was before them. (A person's
-    change inside that window of a few seconds, with its webhook lost too, would pass for the
-    echo; its webhook, when Planfix delivers it again, still brings it.) A stamp seen but for
-    the checklist covers nothing."""
-    echo = parse_echo(record)
-    if echo is None:
-        return record is not None and record == stamp
-    base = echo[0]
-    return stamp == base or (in_echo(record, stamp) and stamp.partition("|")[2] == base.partition("|")[2])
-
-
 def known_stamp(record: str | None) -> str | None:
-    """The stamp a synced stamp RECORD last knew the task at, whatever its kind (a new task's
-    echo record knows none)."""
-    echo = parse_echo(record)
-    if echo is not None:
-        return echo[0] or None
+    """The stamp a synced stamp RECORD knows the task at, seen whole or but for the checklist."""
     if record is not None and record.startswith(BUT_CHECKLIST):
         return record[len(BUT_CHECKLIST):]
     return record
@@ -278,9 +211,8 @@ def stamp_seen(source: Mapping[str, Any], recorded: str | None, *, checklist_loo
     of its own) and a checklist change. The update date counts as seen when the run looked at
     the checklist (CHECKLIST_LOOKED; CHECKLIST_CARRIED false: the link does not carry it) and
     either listed the comments (COMMENTS_LISTED, also when the task never had one) or had one
-    task event, explained by a field it read. One
-    explained event where the checklist is carried and was not looked at leaves the checklist
-    unseen: a checklist change made before the field edit, with its webhook lost, shows only in
+    task event, explained by a field it read. One explained event where the checklist is
+    carried and was not looked at leaves the checklist unseen: a checklist change made before the field edit, with its webhook lost, shows only in
     the update date the edit moved on (the quick chaos run once lost an item so), so the poller
     has the checklist looked at once (names.BUT_CHECKLIST). The comment date: the run listed
     every comment, or it has not moved since the recorded stamp.
