@@ -218,24 +218,19 @@ def sync_checklist(run: Any, counterpart: int | None) -> int:
         else:
             written = item_changes(view, agreed.get(item_id))
             if written:
-                # Expected before it is sent, as a write Planfix queues is (below): should its
-                # answer be lost (a timeout, a 500 after commit, a killed worker) once Planfix
-                # applied it, the mirror's new value is an echo there and this item is written
-                # again, never the mirror's value carried back over a change made here since
-                # (the quick chaos run saw an untick rolled back on both sides so).
+                # Expected before it is sent, as Planfix's 202 leaves it: the source item
+                # unconfirmed (its next run writes it again, even if a person put back the agreed
+                # values meanwhile) and the written view an echo on the mirror (its side, seeing
+                # it land, has no change of its own). Should the answer be lost once Planfix
+                # applied it (a timeout, a 500 after commit, a killed worker), the mirror's value
+                # is never carried back over a change made here since (the quick chaos run saw an
+                # untick rolled back on both sides so, and a tick rolled back by a late 202).
+                agreed_there[mirror] = queued_on_mirror(agreed_there.get(mirror), written, view)
                 save_agreed(run, side, run.number, item_id, queued_on_source(agreed.get(item_id), view))
-                save_agreed(run, other, counterpart, mirror, queued_on_mirror(agreed_there.get(mirror), written, view))
+                save_agreed(run, other, counterpart, mirror, agreed_there[mirror])
             applied = _update_item(run, counterpart, mirror, written) if written else True
             if applied is None:
-                # Queued by Planfix (202): not agreed until seen. Neither side's agreed values
-                # move, so the mirror's side does not take its old value for a change of its own
-                # and carry it back over this one (the chaos oracle saw a tick rolled back that
-                # way); the value queued is an echo there, and this side's next run writes its
-                # item again (a tick undone meanwhile was lost to the queued tick landing late).
-                save_agreed(run, side, run.number, item_id, queued_on_source(agreed.get(item_id), view))
-                agreed_there[mirror] = queued_on_mirror(agreed_there.get(mirror), written, view)
-                save_agreed(run, other, counterpart, mirror, agreed_there[mirror])
-                continue
+                continue  # queued by Planfix (202): not agreed until seen, as expected above
             if not applied:
                 written = {}
         if written:

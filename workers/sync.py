@@ -417,15 +417,15 @@ class TaskSync:
         explained = bool(source_changed - unconfirmed)
         has_comments = bool(source_raw.get("dateOfLastComment"))
         reads = extra_reads(self.hints, explained, has_comments=has_comments)
-        listing = not explained or self.hints.task_events > 1
+        one_by_one = comment_reads(self.hints, listing=not explained or self.hints.task_events > 1)
         if reads.comments:
-            self._sync_comments(counterpart, comment_reads(self.hints, listing=listing))
+            self._sync_comments(counterpart, one_by_one)
         if reads.checklist:
             sync_checklist(self, counterpart)
         sync_task_files(self, counterpart, source_raw.get("files"))
         if not self._hand_over:
             self._save_snapshots(counterpart, source_now, target_now, written=written)
-        listed = reads.comments and comment_reads(self.hints, listing=listing) is None
+        listed = reads.comments and one_by_one is None
         seen = stamp_seen(source_raw, synced_stamp(self.state.redis, link.name, side, self.number),
                           checklist_looked=reads.checklist,
                           checklist_carried=flows(link.fields.checklist.direction, side, other),
