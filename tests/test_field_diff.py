@@ -11,7 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.links import DIRECTIONS, SYSTEM_FIELDS, CustomFieldRule, FieldRule, load_links
-from workers.field_diff import ALTERNATIVES, agreed_with_echoes, changed_fields, echoes, flows, settled, with_sent
+from workers.field_diff import (
+    ALTERNATIVES, QUEUED, agreed_with_echoes, changed_fields, echoes, entries_of, flows, settled, still_to_land,
+    with_queued, with_sent, without_entries,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 LINK = load_links(EXAMPLE).links[0]
@@ -107,3 +110,36 @@ def test_any_value_sent_is_an_echo_and_landing_settles_the_key(steps, now):
     assert (echoes({"status": now}, sent) == {"status": now}) == (now in steps)
     left = settled(sent, {"status": now})
     assert left == ({} if now in steps else sent)
+
+
+# -- writes Planfix queued (202), still to land ------------------------------------------------
+
+def test_a_queued_write_is_still_to_land_while_the_task_shows_what_came_before_it():
+    queued = with_queued(with_sent({}, {"status": 12}), {"status": 13})
+    assert queued == {"status": 13, ALTERNATIVES + "status": [12], QUEUED + "status": 13}
+    assert still_to_land(queued, {"status": 12}, {"status": 11}) == {"status": 13}   # our middle step
+    assert still_to_land(queued, {"status": 11}, {"status": 11}) == {"status": 13}   # the agreed value
+    assert still_to_land(queued, {"status": 13}, {"status": 11}) == {}               # landed
+    assert still_to_land(queued, {"status": 14}, {"status": 11}) == {}               # a person's
+    # A value only sent (its answer lost, its run killed) may never land: it is not waited for.
+    assert still_to_land(with_sent({}, {"status": 13}), {"status": 11}, {"status": 11}) == {}
+
+
+def test_queued_marks_go_with_their_key():
+    queued = with_queued({"name": "a"}, {"status": 13})
+    assert entries_of(queued, {"status"}) == {"status": 13, QUEUED + "status": 13}
+    assert without_entries(queued, {"status"}) == {"name": "a"}
+    assert settled(queued, {"status": 13}) == {"name": "a"}
+
+
+@given(sent=st.lists(st.integers(1, 6), max_size=3), queued=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+       now=st.integers(1, 6), agreed=st.integers(1, 6))
+def test_what_is_still_to_land_is_the_last_queued_value_behind_one_of_ours(sent, queued, now, agreed):
+    expected: dict = {}
+    for step in sent:
+        expected = with_sent(expected, {"status": step})
+    for step in queued:
+        expected = with_queued(expected, {"status": step})
+    landing = still_to_land(expected, {"status": now}, {"status": agreed})
+    ours = now == agreed or now in sent or now in queued
+    assert landing == ({"status": queued[-1]} if ours and now != queued[-1] else {})

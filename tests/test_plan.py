@@ -246,3 +246,40 @@ def test_owner_always_wins_in_the_plan(data):
     from_partner = plan_task_sync(LINK, "partner", now_p, before_p, now_c, before_c, counterpart, {})
     assert "name" not in from_client.update_body
     assert from_partner.update_body.get("name") == now_p["name"]
+
+
+def test_a_move_is_planned_from_where_a_queued_move_will_leave_the_target():
+    """The copy shows 12, and Planfix holds a move to 13 queued (202): a source at 2 (the client's
+    12) still needs its move, sent to land after the 13; a source at 3 (13) needs none beyond
+    what is queued, unless the copy shows something else, as a queued write is known to land
+    only once seen."""
+    before, target = view("partner", status=3), view("client", status=12)
+    plan = plan_task_sync(LINK, "partner", view("partner", status=2), before, target, target, counterpart, {},
+                          landing={"status": 13})
+    assert plan.status_path == (12,)
+    assert plan_task_sync(LINK, "partner", view("partner", status=2), before, target, target, counterpart,
+                          {}).is_noop
+    plan = plan_task_sync(LINK, "partner", view("partner", status=3), view("partner", status=2), target, target,
+                          counterpart, {}, landing={"status": 13})
+    assert plan.status_path == (13,)
+    plan = plan_task_sync(LINK, "partner", view("partner", name="New"), view("partner"), view("client", name="Old"),
+                          view("client", name="Old"), counterpart, {}, landing={"name": "Older"})
+    assert plan.update_body == {"name": "New"}
+    plan = plan_task_sync(LINK, "partner", view("partner", name="New"), view("partner"), view("client", name="New"),
+                          view("client", name="Old"), counterpart, {}, landing={"name": "Older"})
+    assert plan.update_body == {"name": "New"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["partner", "client"]), st.data())
+def test_a_plan_applied_after_the_queued_writes_land_converges(side, data):
+    other = LINK.other(side)
+    before, now = data.draw(source_views(side)), data.draw(source_views(side))
+    target = data.draw(source_views(other))
+    queued = data.draw(source_views(other))
+    keys = sorted(key for key in queued if key in ("name", "status") or key.startswith("cf:"))
+    landing = {key: queued[key] for key in data.draw(st.sets(st.sampled_from(keys)))}
+    plan = plan_task_sync(LINK, side, now, before, target, target, counterpart, {}, landing=landing)
+    after = apply({**target, **landing}, plan)
+    replan = plan_task_sync(LINK, side, now, before, after, target, counterpart, {})
+    assert replan.update_body == {} and (replan.status_path == () or plan.parked)

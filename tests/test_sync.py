@@ -20,6 +20,7 @@ from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
 from schemas.links import load_links
 from workers.canonical import canonical_task, task_fields
+from workers.field_diff import QUEUED
 from workers.hints import Hints
 from workers.names import pending_key
 from workers.idempotency import WriteOnce
@@ -106,7 +107,8 @@ def test_a_queued_change_that_planfix_never_applies_is_written_again(pair):
     assert pair.view("client", copy_)["name"] == "Lost 202"
     # Not agreed: the name leaves the source's snapshot; the expected target value is kept.
     assert "name" not in pair.state.snapshot("partner", number)
-    assert pair.state.queued_expectations("client", copy_) == {"name": "Lost 202, renamed"}
+    assert pair.state.queued_expectations("client", copy_) == {"name": "Lost 202, renamed",
+                                                                QUEUED + "name": "Lost 202, renamed"}
     pair.world.set_faults("client")
     again = pair.sync("partner", number)
     assert again.outcome == "updated" and again.fields == ["name"] and not again.queued

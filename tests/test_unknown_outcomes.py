@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,12 +49,14 @@ class LoseAnswer:
     def __init__(self, http: Http, world: World, account: str):
         self.http, self.world, self.account = http, world, account
         self.armed: tuple[str, str, str] | None = None
+        self.settings: dict[str, float] = {}
         self.passes = 0
         self.hits = 0
 
-    def arm(self, fault: str, method: str, pattern: str, passes: int = 0) -> None:
-        """Lose the answer of the first request matching after PASSES matching ones went through."""
-        self.armed, self.passes = (fault, method, pattern), passes
+    def arm(self, fault: str, method: str, pattern: str, passes: int = 0, **settings: float) -> None:
+        """Lose the answer of the first request matching after PASSES matching ones went through
+        (FAULT's own SETTINGS, such as a 202's delay, beside it)."""
+        self.armed, self.passes, self.settings = (fault, method, pattern), passes, settings
 
     def request(self, method: str, url: str, **kwargs: Any) -> Any:
         hit = self.armed is not None and method == self.armed[1] and re.search(self.armed[2], url)
@@ -64,7 +67,7 @@ class LoseAnswer:
             return self.http.request(method, url, **kwargs)
         fault = self.armed[0]
         self.armed = None
-        self.world.set_faults(self.account, **{fault: 1.0, "timeout_s": EMULATOR_HOLD_S})
+        self.world.set_faults(self.account, **{fault: 1.0, "timeout_s": EMULATOR_HOLD_S, **self.settings})
         try:
             return self.http.request(method, url, **kwargs)
         finally:
@@ -435,6 +438,29 @@ def test_a_status_paths_middle_step_is_not_carried_back(pair, fault):
     pair.sync("partner", number)
     assert pair.world.get_task("client", copy_, "status")["status"]["id"] == 13
     assert pair.world.get_task("partner", number, "status")["status"]["id"] == 3
+
+
+def test_a_status_move_sent_behind_a_queued_one_lands_last_and_stands(pair):
+    """The partner moves a task to "Review" (3); on the copy, the path to 13 goes through 12, and
+    Planfix queues the last step (202: the task is locked) to apply later. Before it lands the
+    partner moves the task to 2, the client's 12, which the copy shows already. The move must be
+    sent all the same, to land behind the queued 13; and the 13, landing, must not be taken for a
+    client's move. (Quick chaos seed 6: the run saw 12, wrote nothing and forgot the queued 13;
+    when it landed, the copy's run carried it back, and both sides ended at 3/13.)"""
+    number, copy_ = mirrored(pair, "Queued behind")
+    pair.world.update_task("partner", number, {"status": {"id": 3}}, author=PAVEL)
+    pair.transports["client"].arm("slow_202", "POST", rf"/task/{copy_}$", passes=1, slow_202_delay_s=1.0)
+    assert pair.sync("partner", number).queued == [f"client #{copy_} status 13"]
+    assert pair.world.get_task("client", copy_, "status")["status"]["id"] == 12
+    pair.world.update_task("partner", number, {"status": {"id": 2}}, author=PAVEL)
+    pair.sync("partner", number)
+    deadline = time.monotonic() + 5
+    while pair.world.locked("client", copy_) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pair.world.locked("client", copy_), "the queued moves never landed"
+    copy_first_then_both(pair, number, copy_)
+    assert pair.world.get_task("partner", number, "status")["status"]["id"] == 2
+    assert pair.world.get_task("client", copy_, "status")["status"]["id"] == 12
 
 
 def test_a_write_whose_run_was_killed_before_agreeing_is_not_carried_back(pair):

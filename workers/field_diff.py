@@ -13,7 +13,7 @@ Assumptions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from schemas.links import Link
@@ -46,6 +46,14 @@ def changed_fields(previous: Mapping[str, Any] | None, current: Mapping[str, Any
 # In a map of expected values, the values of KEY sent before its last one in the same run (the
 # steps of a status path) are listed under ALTERNATIVES + KEY: any of them may be what landed.
 ALTERNATIVES = "~"
+# ... and the last value of KEY that Planfix queued (HTTP 202) under QUEUED + KEY. Such a write is
+# sure to land, later and after those queued before it (API-NOTES section 3); any other expected
+# value may never have been applied (its answer lost, its run killed).
+QUEUED = "^"
+
+
+def _base(key: str) -> str:
+    return key.removeprefix(ALTERNATIVES).removeprefix(QUEUED)
 
 
 def echoes(now: Mapping[str, Any], expected: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,7 +81,51 @@ def agreed_with_echoes(snapshot: Mapping[str, Any] | None, now: Mapping[str, Any
 def settled(expected: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, Any]:
     """EXPECTED without the keys (and their alternatives) NOW shows an echo of: those writes landed."""
     landed = echoes(now, expected)
-    return {key: value for key, value in expected.items() if key.removeprefix(ALTERNATIVES) not in landed}
+    return {key: value for key, value in expected.items() if _base(key) not in landed}
+
+
+def entries_of(expected: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """EXPECTED's entries for KEYS: their values, alternatives and queued marks."""
+    keys = set(keys)
+    return {key: value for key, value in expected.items() if _base(key) in keys}
+
+
+def without_entries(expected: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """EXPECTED less its entries for KEYS."""
+    keys = set(keys)
+    return {key: value for key, value in expected.items() if _base(key) not in keys}
+
+
+def with_queued(sent: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """SENT after a write of VALUES that Planfix queued (with_sent, each key marked QUEUED)."""
+    merged = with_sent(sent, values)
+    merged.update({QUEUED + key: value for key, value in values.items()})
+    return merged
+
+
+def still_to_land(expected: Mapping[str, Any], now: Mapping[str, Any],
+                  agreed: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The values writes Planfix queued (EXPECTED's QUEUED keys) are still to give a task that
+    shows NOW: each such key whose queued value NOW does not show, while it shows the value AGREED
+    on or an earlier one of ours, as before a queued write lands. A run plans from the task as it
+    will be once they land: it shows 12 with a queued 13 behind, and a source moved to 12 must
+    still be sent (quick chaos seed 6: a run that saw 12 wrote nothing, the 13 landed later and
+    was carried back as the client's move). A value nothing of ours explains is a person's, left
+    to the usual comparison."""
+    landing = {}
+    for key, value in expected.items():
+        if not key.startswith(QUEUED):
+            continue
+        field = key.removeprefix(QUEUED)
+        shown = now.get(field)
+        if not changed_fields({field: value}, {field: shown}):
+            continue
+        ours = [*([agreed[field]] if agreed and field in agreed else []),
+                *expected.get(ALTERNATIVES + field, ()),
+                *([expected[field]] if field in expected else [])]
+        if any(not changed_fields({field: candidate}, {field: shown}) for candidate in ours):
+            landing[field] = value
+    return landing
 
 
 def with_sent(sent: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:

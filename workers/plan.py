@@ -58,9 +58,9 @@ class _Planner:
     def __init__(self, link: Link, source_side: str, source_now: Mapping[str, Any],
                  source_snapshot: Mapping[str, Any] | None, target_now: Mapping[str, Any] | None,
                  target_snapshot: Mapping[str, Any] | None, counterpart: Callable[[str, int], int | None],
-                 names: Mapping[str, str]):
+                 names: Mapping[str, str], landing: Mapping[str, Any]):
         self.link, self.source, self.target = link, source_side, link.other(source_side)
-        self.now, self.other_now = source_now, target_now or {}
+        self.now, self.other_now, self.landing = source_now, target_now or {}, landing
         self.create = target_now is None
         self.counterpart, self.names = counterpart, names
         self.source_changed = changed_fields(source_snapshot, source_now)
@@ -84,9 +84,16 @@ class _Planner:
                        (target_key or key) in self.target_changed) == "apply"
 
     def differs(self, target_key: str, value: Any) -> bool:
+        """Whether VALUE must be written: the target shows another, or a write Planfix queued
+        will put another there after this one is read (it lands before what is sent now). A
+        queued value equal to VALUE is sent again all the same while the target does not show
+        it: a queued write is only known to land once seen."""
         if self.create:
             return value not in (None, "", [])
-        return changed_fields({target_key: self.other_now.get(target_key)}, {target_key: value}) != set()
+        if changed_fields({target_key: self.other_now.get(target_key)}, {target_key: value}):
+            return True
+        return target_key in self.landing and bool(
+            changed_fields({target_key: self.landing[target_key]}, {target_key: value}))
 
     # -- fields --------------------------------------------------------------------------------
     def plain(self) -> None:
@@ -167,6 +174,9 @@ class _Planner:
         if self.carries("status"):
             decision = decide_status(self.link, self.source, source_status,
                                      None if self.create else self.other_now.get("status"))
+            if decision.kind != "park" and not decision.path and "status" in self.landing:
+                # The target shows the status already, but a queued move will take it elsewhere.
+                decision = decide_status(self.link, self.source, source_status, self.landing["status"])
             if decision.kind == "park":
                 self.parked.append(decision.reason)
             self.path.extend(decision.path)
@@ -239,10 +249,11 @@ class _Planner:
 def plan_task_sync(link: Link, source_side: str, source_now: Mapping[str, Any],
                    source_snapshot: Mapping[str, Any] | None, target_now: Mapping[str, Any] | None,
                    target_snapshot: Mapping[str, Any] | None, counterpart: Callable[[str, int], int | None],
-                   names: Mapping[str, str]) -> SyncPlan:
+                   names: Mapping[str, str], landing: Mapping[str, Any] | None = None) -> SyncPlan:
     """Plan SOURCE_SIDE's task's sync into its counterpart (TARGET_NOW None: create it).
 
-    All task views are canonical (workers.canonical.canonical_task) on their own side.
+    All task views are canonical (workers.canonical.canonical_task) on their own side. LANDING:
+    target values that writes Planfix queued are still to give it (field_diff.still_to_land).
     """
     return _Planner(link, source_side, source_now, source_snapshot, target_now, target_snapshot,
-                    counterpart, names).plan()
+                    counterpart, names, landing or {}).plan()

@@ -34,7 +34,10 @@ from workers.attachments import flows, sync_checklist, sync_task_files
 from workers.canonical import canonical_task, in_scope, normalise_value, ref_id, task_fields
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce
-from workers.field_diff import agreed_with_echoes, changed_fields, echoes, settled
+from workers.field_diff import (
+    agreed_with_echoes, changed_fields, echoes, entries_of, settled, still_to_land, with_queued,
+    without_entries,
+)
 from workers.conflict import owner_of
 from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
 from workers.names import (
@@ -332,10 +335,15 @@ class TaskSync:
             self.report.follow_up.append((other, counterpart))
         source_changed = changed_fields(source_snapshot, source_now)
         target_now = target_snapshot = None
+        landing: dict[str, Any] = {}
         if counterpart is not None:
             target_now = self._counterpart_view(counterpart, source_changed, counterpart_pending)
-            target_snapshot = agreed_with_echoes(self.state.snapshot(other, counterpart), target_now,
-                                                 self.state.queued_expectations(other, counterpart))
+            target_expected = self.state.queued_expectations(other, counterpart)
+            target_agreed = self.state.snapshot(other, counterpart)
+            target_snapshot = agreed_with_echoes(target_agreed, target_now, target_expected)
+            landing = still_to_land(target_expected, target_now, target_agreed)
+            # Writes Planfix queued and not landed yet stay expected, whatever this run writes.
+            self._expected = entries_of(target_expected, landing)
         # Person ids repeat across accounts (both robots may be user:1): source names only.
         names = people_names(source_raw)
         # The registry as the plan saw it, each task looked up once: a parent paired by another
@@ -349,7 +357,7 @@ class TaskSync:
             return looked[(of_side, number)]
 
         plan = plan_task_sync(link, side, source_now, source_snapshot, target_now, target_snapshot,
-                              lookup, names)
+                              lookup, names, landing=landing)
         # The target values this run wrote and saw applied: they, not a read-back that may
         # already hold a person's concurrent edit, are what both sides agreed on.
         written: dict[str, Any] = {}
@@ -373,9 +381,10 @@ class TaskSync:
                                          expected_view(target_now, plan.update_body))
             if isinstance(outcome, Queued):
                 self._unconfirmed.update(plan.fields)
-                self._expected.update(expected_view(target_now, plan.update_body))
+                self._expected = with_queued(self._expected, expected_view(target_now, plan.update_body))
             elif isinstance(outcome, Applied):
                 written = expected_view(target_now, plan.update_body)
+                self._applied(written)
             self.report.fields = sorted(plan.fields)
             self.report.outcome = "updated"
         self.report.counterpart = counterpart
@@ -525,9 +534,16 @@ class TaskSync:
             self.report.queued.append(f"{side} #{number} status {status}")
             if side == self.other:
                 self._unconfirmed.add("status")
-                self._expected["status"] = status
+                self._expected = with_queued(self._expected, {"status": status})
             return False
+        if side == self.other:
+            self._applied({"status": status})
         return isinstance(outcome, (Applied, PartiallyApplied))
+
+    def _applied(self, values: Mapping[str, Any]) -> None:
+        """A write of VALUES to the counterpart was applied, not queued: the task was not locked,
+        so what Planfix had queued for those keys before had landed, and is expected no more."""
+        self._expected = without_entries(self._expected, values)
 
     def _update(self, side: str, number: int, body: dict[str, Any], values: Mapping[str, Any]) -> Any:
         """Update SIDE's task NUMBER with BODY. The canonical VALUES it gives the task are
@@ -752,5 +768,6 @@ class TaskSync:
         if own:
             self.state.save_queued_expectations(self.side, self.number, settled(own, source_now))
         # What this run saw replaces older expectations: one not met by now was overwritten by
-        # a person (a real change of the target's) or planned again by this very run.
+        # a person (a real change of the target's) or planned again by this very run. Writes
+        # Planfix queued that are still to land stay (still_to_land; _applied).
         self.state.save_queued_expectations(other, counterpart, self._expected)
