@@ -367,6 +367,9 @@ class BackfillReport:
     handled: int = 0  # items handled by this run
     total: int = 0  # items in the plan (pairs + tasks to queue)
     estimate: Estimate | None = None
+    # Tasks older than the link that sync runs left for a person (LinkState.awaiting), by
+    # "side:number"; the ambiguous ones join them once a backfill that writes has run.
+    awaiting: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"link": self.link, "dry_run": self.dry_run, "listed": self.listed, "pages": self.pages,
@@ -375,7 +378,7 @@ class BackfillReport:
                 "ambiguous": self.ambiguous, "linked_meanwhile": self.linked_meanwhile,
                 "markers_unsafe": self.markers_unsafe,
                 "resumed": self.resumed, "complete": self.complete, "handled": self.handled,
-                "total": self.total,
+                "total": self.total, "awaiting_decision": self.awaiting,
                 "estimate": (None if self.estimate is None else
                              {"requests": self.estimate.requests, "seconds": round(self.estimate.seconds, 1)})}
 
@@ -430,6 +433,7 @@ def run_backfill(link: Link, clients: Mapping[str, PlanfixClient], store: redis.
     report.total = len(todo_pairs) + len(todo_create) + len(leftovers)
     report.estimate = estimate(link, plan, report.pages, rate_per_s or {})
     report.markers_unsafe = sum(1 for pair in plan.pairs if pair.marker_on is None)
+    report.awaiting = state.awaiting()
     if dry_run:
         report.pairs = [_pair_view(pair) for pair in plan.pairs]
         report.create = list(plan.create)
@@ -449,6 +453,14 @@ def run_backfill(link: Link, clients: Mapping[str, PlanfixClient], store: redis.
         if on_item:
             on_item(report)
 
+    for ambiguous in plan.ambiguous:
+        # Neither paired nor mirrored: each waits for a person (crosslink pair / mirror), and
+        # no sync run mirrors it meanwhile (workers.plan.older_than_link).
+        for side, numbers in ((first, ambiguous.left), (second, ambiguous.right)):
+            for number in numbers:
+                state.await_decision(side, number, {"name": raw_name(listings[side], number), "ambiguous": True,
+                                                    "at": clock()})
+    report.awaiting = state.awaiting()
     for item in sorted(leftovers):
         if not budget_left():
             return report
@@ -478,6 +490,8 @@ def run_backfill(link: Link, clients: Mapping[str, PlanfixClient], store: redis.
     for side, number in todo_create:
         if not budget_left():
             return report
+        # Matched by no hand copy: backfill decides it gets a mirror.
+        state.decide_mirror(side, number, by="backfill", at=clock())
         enqueuer.sync(link.name, side, number)
         progress.set_stage(f"queue:{side}:{number}", QUEUED)
         report.create.append((side, number))
@@ -487,7 +501,55 @@ def run_backfill(link: Link, clients: Mapping[str, PlanfixClient], store: redis.
     return report
 
 
-def _pair_unless_linked(link: Link, pair: PairPlan, store: redis.Redis, progress: BackfillProgress,
+def raw_name(tasks: Sequence[Mapping[str, Any]], number: int) -> str:
+    return next((str(task.get("name") or "") for task in tasks if int(task["id"]) == number), "")
+
+
+class DecisionRefused(Exception):
+    """A person's pairing or mirroring that cannot be done as asked (the reason says why)."""
+
+
+def pair_by_decision(link: Link, numbers: Mapping[str, int], clients: Mapping[str, PlanfixClient],
+                     store: redis.Redis, enqueuer: Enqueuer,
+                     sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """A person pairs two given tasks (NUMBERS: side -> task number) as backfill pairs a match:
+    snapshots seeded by the link's owner rules, the mirror marker on the hand copy, then a sync
+    of both. Refused when either is paired already or is a mirror of this link."""
+    first, second = list(link.sides)
+    raw = {side: clients[side].get_task(numbers[side], fields=",".join(dict.fromkeys([*task_fields(link, side), "name"])))
+           for side in (first, second)}
+    for side in (first, second):
+        marker = parse_marker(raw[side].get("sourceDataVersion"))
+        if marker and marker[0] == link.name:
+            raise DecisionRefused(f"{side} #{numbers[side]} is a mirror of {marker[1]} #{marker[2]} already")
+    views = {side: canonical_task(raw[side], link, side) for side in (first, second)}
+    pair = PairPlan((first, second), (numbers[first], numbers[second]), marker_side(link, raw),
+                    seed_snapshots(link, first, views))
+    if not _pair_unless_linked(link, pair, store, None, sleep):
+        state = LinkState(store, link.name)
+        taken = [f"{side} #{numbers[side]} (with #{state.counterpart('task', side, numbers[side])})"
+                 for side in (first, second) if state.counterpart("task", side, numbers[side]) is not None]
+        raise DecisionRefused("already paired: " + ", ".join(taken))
+    _write_marker(link, pair.sides, pair.numbers, pair.marker_on, clients)
+    LinkState(store, link.name).decided_pair(zip(pair.sides, pair.numbers))
+    for side, number in zip(pair.sides, pair.numbers):
+        enqueuer.sync(link.name, side, number)
+    return _pair_view(pair)
+
+
+def mirror_by_decision(link: Link, side: str, number: int, store: redis.Redis, enqueuer: Enqueuer,
+                       by: str, at: float) -> None:
+    """A person decides that SIDE's task NUMBER, older than the link, gets a mirror: its sync
+    is queued and creates one (refused when it is paired already)."""
+    state = LinkState(store, link.name)
+    counterpart = state.counterpart("task", side, number)
+    if counterpart is not None:
+        raise DecisionRefused(f"{side} #{number} is paired with #{counterpart} already")
+    state.decide_mirror(side, number, by=by, at=at)
+    enqueuer.sync(link.name, side, number)
+
+
+def _pair_unless_linked(link: Link, pair: PairPlan, store: redis.Redis, progress: BackfillProgress | None,
                         sleep: Callable[[float], None]) -> bool:
     """Write PAIR into the registry with its seeded snapshots, unless either task got a
     counterpart since the listing; False then. Done under both tasks' sync locks, so no live
@@ -510,7 +572,8 @@ def _pair_unless_linked(link: Link, pair: PairPlan, store: redis.Redis, progress
         seeding.pair("task", pair.sides[0], pair.numbers[0], pair.sides[1], pair.numbers[1])
         seeding.save_snapshots({(side, number): pair.snapshots[side]
                                 for side, number in zip(pair.sides, pair.numbers)})
-        progress.set_stage(pair.item, PAIRED, pipe)
+        if progress is not None:
+            progress.set_stage(pair.item, PAIRED, pipe)
         pipe.execute()
         return True
     finally:

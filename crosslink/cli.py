@@ -112,7 +112,8 @@ def demo(quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="JSON lines for machines: one per link (its \"link\" key), then one per account (\"account\")")
 def status(links_path: str | None, as_json: bool) -> None:
-    """Per link: mirrored tasks, queued jobs, parked events, dead letters, severed or not,
+    """Per link: mirrored tasks, queued jobs, parked events, dead letters, tasks older than the
+    link awaiting a decision (crosslink pair / mirror), severed or not,
     webhooks waiting in the producer's spool for Redis, and each side's reconciliation poll
     (period, daily budget, how late a change whose webhook was lost can be synced). Per Planfix
     account: requests today against the daily quota, the day's forecast at the current pace,
@@ -207,6 +208,68 @@ def backfill(link_name: str, links_path: str | None, dry_run: bool) -> None:
             enqueuer.close()
         store.close()
     click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
+
+
+@main.command("pair")
+@click.option("--link", "link_name", required=True)
+@click.option("--partner", "partner_task", type=int, required=True, help="the partner's task number")
+@click.option("--client", "client_task", type=int, required=True, help="the client's task number")
+@click.option("--config", "links_path", default=None)
+def pair_command(link_name: str, partner_task: int, client_task: int, links_path: str | None) -> None:
+    """Pair two tasks older than the link (a hand copy and its original) as backfill pairs a
+    match: the link's owner rules settle their differences, then both are synced."""
+    from crosslink.backfill import pair_by_decision
+
+    def decide(link, clients, store, enqueuer) -> dict:
+        return pair_by_decision(link, {"partner": partner_task, "client": client_task}, clients, store, enqueuer)
+
+    click.echo(json.dumps(_decision(link_name, links_path, decide), ensure_ascii=False))
+
+
+@main.command("mirror")
+@click.option("--link", "link_name", required=True)
+@click.argument("side", type=click.Choice(["partner", "client"]))
+@click.argument("task", type=int)
+@click.option("--config", "links_path", default=None)
+def mirror_command(link_name: str, side: str, task: int, links_path: str | None) -> None:
+    """Give a task older than the link a mirror on the other side (it has no hand copy there)."""
+    import getpass
+    import time
+
+    from crosslink.backfill import mirror_by_decision
+
+    def decide(link, clients, store, enqueuer) -> dict:
+        mirror_by_decision(link, side, task, store, enqueuer, by=getpass.getuser(), at=time.time())
+        return {"link": link.name, "mirror": f"{side}:{task}", "queued": True}
+
+    click.echo(json.dumps(_decision(link_name, links_path, decide), ensure_ascii=False))
+
+
+def _decision(link_name: str, links_path: str | None, decide) -> dict:
+    """Run DECIDE(link, clients, store, enqueuer) for a person's decision on LINK's tasks."""
+    import redis
+
+    from crosslink.backfill import DecisionRefused
+    from crosslink.operations import cli_client
+    from planfix.limiter import AccountLimiter
+    from producers.enqueue import Enqueuer
+    from schemas.links import find_link, load_links
+
+    settings = get_settings()
+    link = find_link(load_links(links_path or settings.links_path), link_name)
+    store = redis.Redis.from_url(settings.redis_url)
+    limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s)
+    clients = {side: cli_client(link, side, limiter) for side in link.sides}
+    enqueuer = Enqueuer(settings.redis_url)
+    try:
+        return decide(link, clients, store, enqueuer)
+    except DecisionRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        for client in clients.values():
+            client.close()
+        enqueuer.close()
+        store.close()
 
 
 @main.command()

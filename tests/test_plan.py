@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from schemas.links import CustomFieldRule, StatusRule, load_links
 from workers.canonical import normalise_value
-from workers.plan import plan_task_sync
+from workers.plan import CLOCK_SKEW_S, created_epoch, older_than_link, plan_task_sync
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 LINK = load_links(EXAMPLE).links[0]
@@ -283,3 +284,28 @@ def test_a_plan_applied_after_the_queued_writes_land_converges(side, data):
     after = apply({**target, **landing}, plan)
     replan = plan_task_sync(LINK, side, now, before, after, target, counterpart, {})
     assert replan.update_body == {} and (replan.status_path == () or plan.parked)
+
+
+# -- tasks older than the link -------------------------------------------------------------------
+
+def point(epoch: float) -> dict[str, str]:
+    return {"dateTimeUtcSeconds": time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(epoch))}
+
+
+def test_a_task_is_older_than_the_link_only_when_both_times_are_known_and_beyond_the_skew():
+    since = 1_800_000_000.0
+    assert created_epoch({"dateTime": point(since)}) == since
+    assert created_epoch({"dateTime": {"date": "01-01-2027", "time": "10:00"}}) is None  # no seconds: unknown
+    assert created_epoch({"dateTime": {"dateTimeUtcSeconds": "yesterday"}}) is None
+    assert created_epoch({}) is None
+    assert older_than_link(since - CLOCK_SKEW_S - 1, since)
+    assert not older_than_link(since - CLOCK_SKEW_S, since)  # Planfix's clock may run behind ours
+    assert not older_than_link(None, since) and not older_than_link(since - 86400, None)
+
+
+@given(created=st.integers(1_700_000_000, 1_900_000_000), since=st.integers(1_700_000_000, 1_900_000_000))
+def test_older_than_the_link_is_monotone_in_both_times(created, since):
+    older = older_than_link(created_epoch({"dateTime": point(created)}), float(since))
+    assert older == (created < since - CLOCK_SKEW_S)
+    if older:
+        assert older_than_link(float(created - 1), float(since)) and older_than_link(float(created), float(since + 1))

@@ -202,3 +202,18 @@ def test_a_write_surely_not_applied_is_withdrawn_at_once(redis_client):
     before = run.expect_ahead("client", 12, {"status": 13})
     run.withdraw_ahead("client", 12, before)
     assert LinkState(redis_client, "acme").queued_expectations("client", 12) == {}
+
+
+def test_the_first_start_of_serving_a_side_stands_and_decisions_clear_the_wait(redis_client):
+    state = LinkState(redis_client, "demo")
+    assert state.since("partner") is None
+    state.begin(["partner"], 100.0)
+    state.begin(["partner", "client"], 200.0)
+    assert (state.since("partner"), state.since("client")) == (100.0, 200.0)
+    for side, number in (("partner", 5), ("client", 7), ("client", 8)):
+        state.await_decision(side, number, {"name": "Weekly status call"})
+    assert set(state.awaiting()) == {"partner:5", "client:7", "client:8"}
+    state.decided_pair([("partner", 5), ("client", 7)])
+    assert not state.decided_mirror("client", 8)
+    state.decide_mirror("client", 8, by="olga", at=300.0)
+    assert state.decided_mirror("client", 8) and state.awaiting() == {}

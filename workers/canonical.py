@@ -28,8 +28,10 @@ from schemas.links import Link
 
 # Always fetched: identification, routing and the registry markers the sync relies on, and the
 # last comment's date (a task that never had a comment needs no comment list: workers.hints).
+# dateTime is the task's creation: an unpaired task older than the link waits for a decision
+# (workers.plan.older_than_link).
 BASE_FIELDS = ("id", "status", "processId", "assignees", "parent", "project", "template",
-               "sourceObjectId", "sourceDataVersion", "dateOfLastUpdate", "dateOfLastComment")
+               "sourceObjectId", "sourceDataVersion", "dateOfLastUpdate", "dateOfLastComment", "dateTime")
 # Canonical key -> the Planfix system field(s) it is read from.
 SYSTEM_SOURCES = {
     "name": ("name",),

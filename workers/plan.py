@@ -24,6 +24,7 @@ Assumptions:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,6 +245,31 @@ class _Planner:
                 self.body["template"] = {"id": settings.template}
         return SyncPlan(self.create, self.body, tuple(self.path), tuple(self.source_moves),
                         tuple(self.notes), tuple(self.parked), tuple(self.carried))
+
+
+# Planfix's clock and ours may differ by this much (the poller assumes as much): a task created
+# this close to the deployment's start is taken as new, as the error that costs less is a mirror
+# of a task just older than the link rather than none of one just newer.
+CLOCK_SKEW_S = 180.0
+
+
+def created_epoch(task: Mapping[str, Any]) -> float | None:
+    """When TASK (raw, with dateTime: its creation) was made, where Planfix says so to the
+    second in UTC (dateTimeUtcSeconds); None otherwise."""
+    point = task.get("dateTime")
+    text = point.get("dateTimeUtcSeconds") if isinstance(point, Mapping) else None
+    try:
+        return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%S%z").timestamp() if text else None
+    except ValueError:
+        return None
+
+
+def older_than_link(created: float | None, since: float | None) -> bool:
+    """Whether a task made at CREATED existed before the deployment began serving its side (at
+    SINCE): such a task, unpaired, is mirrored or paired only by a decision (backfill, or a
+    person), never by a sync run, since a copy may exist by hand on the other side. Unknown
+    either way: not older (a run outside a deployment, a date without seconds)."""
+    return created is not None and since is not None and created < since - CLOCK_SKEW_S
 
 
 def plan_task_sync(link: Link, source_side: str, source_now: Mapping[str, Any],

@@ -18,6 +18,10 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
   crosslink:dlq:*                dead letters and the events held behind them (workers.dead_letters)
   crosslink:last-sync            link -> time of its last finished sync run
   crosslink:waiting-parent:{link}:{side}:{parent}   children to sync again once the parent is mirrored
+  crosslink:since:{link}         side -> when the deployment began serving that side (epoch)
+  crosslink:awaiting:{link}      "partner:5" -> JSON: a task older than the link, left unmirrored
+                                 until a person (or backfill) decides
+  crosslink:decided:{link}       "partner:5" -> JSON: such a task a person (or backfill) released
 """
 
 from __future__ import annotations
@@ -216,6 +220,40 @@ class LinkState:
 
     def dead_letter_count(self) -> int:
         return DeadLetters(self.redis, self.link).count()
+
+    # --- tasks older than the link: mirrored or paired by a decision only ----------------
+    def begin(self, sides: Iterable[str], at: float) -> None:
+        """Record AT as the time the deployment began serving SIDES, where none is recorded."""
+        for side in sides:
+            self.redis.hsetnx(self.key("since", self.link), side, repr(at))
+
+    def since(self, side: str) -> float | None:
+        value = self.redis.hget(self.key("since", self.link), side)
+        return float(value) if value is not None else None
+
+    def await_decision(self, side: str, number: int, details: Mapping[str, Any]) -> None:
+        """SIDE's task NUMBER is older than the link and unpaired: it waits for a person."""
+        self.redis.hset(self.key("awaiting", self.link), f"{side}:{number}", json.dumps(dict(details), sort_keys=True))
+
+    def awaiting(self) -> dict[str, dict[str, Any]]:
+        raw = self.redis.hgetall(self.key("awaiting", self.link))
+        return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    def decide_mirror(self, side: str, number: int, by: str, at: float) -> None:
+        """A person (BY) decided that SIDE's task NUMBER, older than the link, gets a mirror."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.key("decided", self.link), f"{side}:{number}", json.dumps({"mirror": True, "by": by, "at": at}))
+        pipe.hdel(self.key("awaiting", self.link), f"{side}:{number}")
+        pipe.execute()
+
+    def decided_mirror(self, side: str, number: int) -> bool:
+        return bool(self.redis.hexists(self.key("decided", self.link), f"{side}:{number}"))
+
+    def decided_pair(self, sides_numbers: Iterable[tuple[str, int]]) -> None:
+        """The tasks were paired by a decision: none waits any more."""
+        fields = [f"{side}:{number}" for side, number in sides_numbers]
+        if fields:
+            self.redis.hdel(self.key("awaiting", self.link), *fields)
 
     def mark_synced(self, at: float, into: redis.client.Pipeline | None = None) -> None:
         """Record the link's last finished run (INTO: as part of that transaction)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +44,7 @@ from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
 from workers.names import (
     WHOLE, comment_fingerprint, promote_stamp, record_rejected, record_synced_stamp, stamp_seen, synced_stamp,
 )
-from workers.plan import DATE_FIELDS, PLAIN_FIELDS, plan_task_sync
+from workers.plan import DATE_FIELDS, PLAIN_FIELDS, created_epoch, older_than_link, plan_task_sync
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
 log = logging.getLogger("crosslink.sync")
@@ -315,6 +316,9 @@ class TaskSync:
         if counterpart is None and not in_scope(link, side, source_raw):
             self.report.outcome = "out_of_scope"
             return self.report
+        if counterpart is None and self._awaits_decision(source_raw):
+            self.report.outcome = "awaiting_decision"
+            return self.report
         self.report.counterpart = counterpart
         counterpart_pending = counterpart is not None and self.state.has_pending(other, counterpart)
         if counterpart_pending:
@@ -444,6 +448,27 @@ class TaskSync:
             record_synced_stamp(self.state.redis, link.name, side, self.number, source_raw,
                                 checklist_seen=seen == WHOLE)
         return self.report
+
+    def _awaits_decision(self, source_raw: Mapping[str, Any]) -> bool:
+        """Whether this unpaired task is older than the link and no one decided to mirror it:
+        a copy may exist by hand on the other side (backfill found three "Weekly status call"
+        tasks it could not tell apart; the poll's run mirrored each beside its hand copy). It
+        waits, listed, for `crosslink pair` or `crosslink mirror`, and this stamp counts as
+        looked at, so polls do not queue it again until it changes."""
+        since = self.state.since(self.side)
+        if since is None:
+            # The deployment's first run on this side: it began serving the side now (a task
+            # made since, or up to CLOCK_SKEW_S before, is new).
+            self.state.begin([self.side], time.time())
+            since = self.state.since(self.side)
+        if not older_than_link(created_epoch(source_raw), since) or self.state.decided_mirror(self.side, self.number):
+            return False
+        self.state.await_decision(self.side, self.number, {
+            "name": source_raw.get("name") or "", "created": created_epoch(source_raw), "at": time.time()})
+        record_synced_stamp(self.state.redis, self.link.name, self.side, self.number, source_raw)
+        log.info("task older than the link left unmirrored until a person decides (crosslink pair / mirror)",
+                 extra={"link": self.link.name, "side": self.side, "task": self.number})
+        return True
 
     def _counterpart_view(self, counterpart: int, source_changed: set[str], pending: bool) -> dict[str, Any]:
         """The counterpart's canonical view: its snapshot where that is safe (workers.hints),
