@@ -1027,6 +1027,8 @@ def synced_setup(tmp_path, redis_url):
 
     world, clock, store, enqueuer, group = make_setup(tmp_path, redis_url)
     link = load(tmp_path, links_doc(1)).links[0]
+    # The deployment began serving the link at the emulator's time, not ours (workers.plan.older_than_link).
+    LinkState(store, link.name).begin(link.sides, clock())
     with TestClient(create_app(world)) as http:
         clients = {side: PlanfixClient(conf.base_url, f"demo-{conf.account}-sync", account=conf.account, http=http,
                                        limiter=AccountLimiter(store, rate_per_s=0), read_retries=0)

@@ -24,8 +24,8 @@ Assumptions:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from schemas.links import Link

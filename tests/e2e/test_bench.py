@@ -54,11 +54,12 @@ def test_the_gate_holds_and_the_exit_status_says_so(quick):
           for name in ("celery_runs_per_sync", "runs_per_sync") if figures[name] > RUNS_PER_SYNC_LIMIT),
     ]
     broken = [problem for problem in broken if problem]
-    # Open (issue 18): runs do not yet record the stamp they synced, so polls queue changes a
-    # webhook run already synced, and runs waiting for a turn are begun again per claim. Those two
-    # figures are reported, not hidden; limiter violations and growing quiet overhead fail hard.
+    # Issue 18, blocked on a decision: each write to a copy is read back by the next poll (a
+    # person's edit around our write, its webhook lost, shows nowhere else), so a change costs
+    # about 5 requests all in, not 3 (README, "What a change costs"). Those figures are reported,
+    # not hidden; limiter violations and growing quiet overhead fail hard.
     if broken and all(problem.startswith(("all-in", "celery_runs_per_sync", "runs_per_sync")) for problem in broken):
-        pytest.xfail(f"issue 18 open: {broken}")
+        pytest.xfail(f"issue 18, blocked: {broken}")
     assert not broken, broken
     assert done.returncode == 0, done.stdout
 
