@@ -112,7 +112,8 @@ def demo(quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="JSON lines for machines: one per link (its \"link\" key), then one per account (\"account\")")
 def status(links_path: str | None, as_json: bool) -> None:
-    """Per link: mirrored tasks, queued jobs, parked events, dead letters, tasks older than the
+    """Per link: mirrored tasks, queued jobs, parked events, dead letters, status moves held (the
+    other side does not allow them), tasks older than the
     link awaiting a decision (crosslink pair / mirror), severed or not,
     webhooks waiting in the producer's spool for Redis, and each side's reconciliation poll
     (period, daily budget, how late a change whose webhook was lost can be synced). Per Planfix

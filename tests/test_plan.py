@@ -309,3 +309,17 @@ def test_older_than_the_link_is_monotone_in_both_times(created, since):
     assert older == (created < since - CLOCK_SKEW_S)
     if older:
         assert older_than_link(float(created - 1), float(since)) and older_than_link(float(created), float(since + 1))
+
+
+def test_a_move_the_target_does_not_allow_is_held_with_what_each_side_shows():
+    # The partner reopens (4 -> 1); the client's copy is Delivered (14), from which its process
+    # has no way back to Submitted (11).
+    plan = plan_task_sync(LINK, "partner", view("partner", status=1), view("partner", status=4),
+                          view("client", status=14), view("client", status=14), counterpart, {})
+    assert plan.status_path == () and plan.held_status is not None
+    assert plan.held_status[:2] == (1, 14) and "no allowed path" in plan.held_status[2]
+    # An unmapped status is held too; a move the target can follow is not.
+    assert plan_task_sync(LINK, "partner", view("partner", status=9), view("partner", status=1),
+                          view("client"), view("client"), counterpart, {}).held_status[:2] == (9, 11)
+    assert plan_task_sync(LINK, "partner", view("partner", status=2), view("partner", status=4),
+                          view("client", status=14), view("client", status=14), counterpart, {}).held_status is None

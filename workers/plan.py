@@ -49,6 +49,9 @@ class SyncPlan:
     notes: tuple[str, ...] = ()
     parked: tuple[str, ...] = ()
     fields: tuple[str, ...] = ()  # canonical keys (source side) whose value is carried
+    # The source's status move the target's process does not allow (source status, the
+    # target's, why): the sides stay apart, and people on both are told (workers.sync).
+    held_status: tuple[int, int | None, str] | None = None
 
     @property
     def is_noop(self) -> bool:
@@ -74,6 +77,7 @@ class _Planner:
         self.parked: list[str] = []
         self.path: list[int] = []
         self.source_moves: list[tuple[str, int]] = []
+        self.held: tuple[int, int | None, str] | None = None
 
     # -- which fields go ----------------------------------------------------------------------
     def carries(self, key: str, target_key: str | None = None) -> bool:
@@ -180,6 +184,8 @@ class _Planner:
                 decision = decide_status(self.link, self.source, source_status, self.landing["status"])
             if decision.kind == "park":
                 self.parked.append(decision.reason)
+                if source_status is not None and not self.create:
+                    self.held = (source_status, self.other_now.get("status"), decision.reason)
             self.path.extend(decision.path)
             if decision.path:
                 reached.append((self.target, decision.path[-1]))
@@ -244,7 +250,7 @@ class _Planner:
             if settings.template is not None:
                 self.body["template"] = {"id": settings.template}
         return SyncPlan(self.create, self.body, tuple(self.path), tuple(self.source_moves),
-                        tuple(self.notes), tuple(self.parked), tuple(self.carried))
+                        tuple(self.notes), tuple(self.parked), tuple(self.carried), self.held)
 
 
 # Planfix's clock and ours may differ by this much (the poller assumes as much): a task created

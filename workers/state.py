@@ -22,6 +22,8 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
   crosslink:awaiting:{link}      "partner:5" -> JSON: a task older than the link, left unmirrored
                                  until a person (or backfill) decides
   crosslink:decided:{link}       "partner:5" -> JSON: such a task a person (or backfill) released
+  crosslink:held:{link}          "partner:5" -> JSON: its status move the other side's process does
+                                 not allow, while the sides stay apart
 """
 
 from __future__ import annotations
@@ -254,6 +256,20 @@ class LinkState:
         fields = [f"{side}:{number}" for side, number in sides_numbers]
         if fields:
             self.redis.hdel(self.key("awaiting", self.link), *fields)
+
+    # --- status moves the other side does not allow --------------------------------------
+    def hold_status(self, side: str, number: int, details: Mapping[str, Any]) -> None:
+        self.redis.hset(self.key("held", self.link), f"{side}:{number}", json.dumps(dict(details), sort_keys=True))
+
+    def release_status(self, tasks: Iterable[tuple[str, int]]) -> None:
+        """The tasks' sides agree on the status again."""
+        fields = [f"{side}:{number}" for side, number in tasks]
+        if fields:
+            self.redis.hdel(self.key("held", self.link), *fields)
+
+    def held_statuses(self) -> dict[str, dict[str, Any]]:
+        raw = self.redis.hgetall(self.key("held", self.link))
+        return {_text(k): json.loads(v) for k, v in raw.items()}
 
     def mark_synced(self, at: float, into: redis.client.Pipeline | None = None) -> None:
         """Record the link's last finished run (INTO: as part of that transaction)."""

@@ -42,9 +42,11 @@ from workers.field_diff import (
 from workers.conflict import owner_of
 from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
 from workers.names import (
-    WHOLE, comment_fingerprint, promote_stamp, record_rejected, record_synced_stamp, stamp_seen, synced_stamp,
+    WHOLE, change_stamp, comment_fingerprint, promote_stamp, record_rejected, record_synced_stamp, stamp_seen,
+    synced_stamp,
 )
 from workers.plan import DATE_FIELDS, PLAIN_FIELDS, created_epoch, older_than_link, plan_task_sync
+from workers.status_map import equivalent
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
 log = logging.getLogger("crosslink.sync")
@@ -418,10 +420,12 @@ class TaskSync:
                 else:
                     written["status"] = status
         self.report.parked.extend(plan.parked)
+        self._tell_of_held_status(plan, counterpart, source_raw, source_now,
+                                  written.get("status", (target_now or {}).get("status")))
         previous = self.state.snapshot(side, self.number) or {}
         occasion = json.dumps([previous.get("assignees"), source_now.get("assignees")])
         for note in plan.notes:
-            self._post_note(counterpart, note, occasion)
+            self._post_note(self.other, counterpart, note, occasion)
             self.report.notes += 1
         # A change that is no echo of ours explains the task's event.
         # Keys out of the source's snapshot while it has one are ours, unconfirmed (a write
@@ -587,21 +591,49 @@ class TaskSync:
                 self.state.withdraw_ahead(side, number, before)
             raise
 
-    def _post_note(self, counterpart: int, note: str, occasion: str) -> None:
-        """Post a delegation note once per change of assignees (OCCASION), however often retried."""
+    def _tell_of_held_status(self, plan: Any, counterpart: int | None, source_raw: Mapping[str, Any],
+                             source_now: Mapping[str, Any], target_status: int | None) -> None:
+        """A status move the other side's process does not allow leaves the sides apart: a note
+        on each task says so, once per move (a partner reopened a task the client treats as
+        final: the client copy rightly stayed "Accepted", and nobody on either side was told),
+        and `crosslink status` counts it until the sides agree again."""
+        if counterpart is None:
+            return
+        tasks = ((self.side, self.number), (self.other, counterpart))
+        if plan.held_status is None:
+            if equivalent(self.link, self.side, source_now.get("status"), target_status):
+                self.state.release_status(tasks)
+            return
+        moved_to, stays_at, why = plan.held_status
+        # One note per move: the same move made again later (another stamp) is told again.
+        occasion = f"held-status:{self.side}:{self.number}:{moved_to}:{stays_at}:{change_stamp(source_raw)}"
+        self._post_note(self.side, self.number, (
+            f"Crosslink: this task's move to status {moved_to} was not carried to the {self.other} side, "
+            f"whose copy stays at status {stays_at}: {why}. The two sides differ until one of them moves "
+            "to a status the other can follow."), occasion)
+        self._post_note(self.other, counterpart, (
+            f"Crosslink: on the {self.side} side this task moved to status {moved_to}. This copy stays at "
+            f"status {stays_at}, as its process does not allow that move: {why}."), occasion)
+        self.state.hold_status(self.side, self.number, {"moved_to": moved_to, "counterpart": counterpart,
+                                                        "stays_at": stays_at, "why": why, "at": time.time()})
+
+    def _post_note(self, side: str, number: int, note: str, occasion: str) -> None:
+        """Post a note on SIDE's task NUMBER once per OCCASION (a change of assignees, a status
+        move held), however often retried. Written by the robot, it is never mirrored."""
         digest = hashlib.sha256(f"{occasion}\n{note}".encode()).hexdigest()[:16]
         # Marked like a mirror, so a write whose outcome was lost is found rather than repeated.
-        source_id = mirror_source_id(self.link.name, self.other, "note", f"{counterpart}:{digest}")
+        source_id = mirror_source_id(self.link.name, side, "note", f"{number}:{digest}")
         self.writes.run(
-            f"{self.link.name}:note:{self.other}:{counterpart}:{digest}",
-            write=lambda: self._call(self.other, "create_comment", counterpart,
+            f"{self.link.name}:note:{side}:{number}:{digest}",
+            write=lambda: self._call(side, "create_comment", number,
                                      {"description": note, "sourceObjectId": source_id}),
-            find_existing=lambda: self._find_comment(counterpart, source_id),
+            find_existing=lambda: self._find_comment(number, source_id, side),
         )
 
-    def _find_comment(self, counterpart: int, source_id: str) -> int | None:
-        """The comment on the counterpart marked SOURCE_ID (only after a lost answer: one list)."""
-        for candidate in self._call(self.other, "list_task_comments", counterpart,
+    def _find_comment(self, counterpart: int, source_id: str, side: str | None = None) -> int | None:
+        """The comment on SIDE's task (the counterpart's by default) marked SOURCE_ID (only after
+        a lost answer: one list)."""
+        for candidate in self._call(side or self.other, "list_task_comments", counterpart,
                                     fields="id,sourceObjectId", type_list="All"):
             if candidate.get("sourceObjectId") == source_id:
                 return int(candidate["id"])
