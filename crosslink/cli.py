@@ -113,12 +113,11 @@ def demo(quiet: bool) -> None:
               help="JSON lines for machines: one per link (its \"link\" key), then one per account (\"account\")")
 def status(links_path: str | None, as_json: bool) -> None:
     """Per link: mirrored tasks, queued jobs, parked events, dead letters, status moves held (the
-    other side does not allow them), tasks older than the
-    link awaiting a decision (crosslink pair / mirror), severed or not,
-    webhooks waiting in the producer's spool for Redis, and each side's reconciliation poll
-    (period, daily budget, how late a change whose webhook was lost can be synced). Per Planfix
-    account: requests today against the daily quota, the day's forecast at the current pace,
-    the share the reconciliation may spend and its poll period."""
+    other side does not allow them), tasks older than the link awaiting a decision (crosslink
+    pair / mirror), severed or not, webhooks waiting in the producer's spool for Redis, and each
+    side's reconciliation poll (period, daily budget, how late a change whose webhook was lost
+    can be synced). Per Planfix account: requests today against the daily quota, the day's
+    forecast at the current pace, the share the reconciliation may spend and its poll period."""
     from crosslink.operations import status_report, status_table
 
     settings = get_settings()
