@@ -43,7 +43,9 @@ from planfix.client import MAX_PAGE_SIZE, PlanfixClient
 from producers.enqueue import Enqueuer
 from schemas.links import Link, Side
 from workers.canonical import canonical_task, in_scope, task_fields
-from workers.field_diff import flows
+from workers.field_diff import changed_fields, flows
+from workers.plan import plan_task_sync
+from workers.sync import expected_view, people_names
 from workers.idempotency import TaskLock
 from workers.names import lock_key
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
@@ -195,6 +197,31 @@ def seed_snapshots(link: Link, prevailing: str, views: Mapping[str, Mapping[str,
             for side, view in views.items()}
 
 
+def pairing_overwrites(link: Link, snapshots: Mapping[str, Mapping[str, Any]],
+                       views: Mapping[str, Mapping[str, Any]], raw: Mapping[str, Mapping[str, Any]],
+                       counterpart: Callable[[str, int], int | None]) -> tuple[dict[str, Any], ...]:
+    """What pairing two tasks will overwrite, field by field: each side's first sync, planned
+    from the seeded SNAPSHOTS as it will run (workers.plan), and every value it writes over on
+    the other side (ON: the side whose value is lost, FROM: it, TO: the winner's, BY: the rule,
+    the field's owner or, with none, the link's first side as the original). Pure. A dry run
+    shows it, so nobody learns after the pairing that their own description is gone."""
+    found = []
+    for side in link.sides:
+        other = link.other(side)
+        plan = plan_task_sync(link, side, views[side], snapshots[side], views[other], snapshots[other],
+                              counterpart, people_names(raw[side]))
+        written = expected_view(views[other], plan.update_body)
+        if plan.status_path:
+            written["status"] = plan.status_path[-1]
+        for key, value in sorted(written.items()):
+            before = views[other].get(key)
+            if changed_fields({key: before}, {key: value}):
+                owner = getattr(link.fields.rule_for(_counter_key(link, key, other), side), "owner", None)
+                found.append({"on": other, "field": key, "from": before, "to": value,
+                              "by": f"owner: {owner}" if owner in link.sides else f"{side} is the original"})
+    return tuple(found)
+
+
 def marker_side(link: Link, raw: Mapping[str, Mapping[str, Any]]) -> str | None:
     """Which task of a hand-made pair gets the mirror marker: the second side's (so the first
     side's task reads as the original), else the first's; only a task whose sourceObjectId and
@@ -214,6 +241,8 @@ class PairPlan:
     numbers: tuple[int, int]
     marker_on: str | None
     snapshots: dict[str, dict[str, Any]]
+    # What the pair's first syncs will write over, field by field (pairing_overwrites).
+    overwrites: tuple[dict[str, Any], ...] = ()
 
     @property
     def item(self) -> str:
@@ -227,6 +256,11 @@ class BackfillPlan:
     ambiguous: tuple[Ambiguous, ...]
     already_linked: dict[str, int]
     out_of_scope: dict[str, int]
+
+
+def counterpart_in(registry: Mapping[str, int]) -> Callable[[str, int], int | None]:
+    """The registry's lookup (side, number) -> counterpart, as the planner asks it."""
+    return lambda side, number: registry.get(f"{side}:{number}")
 
 
 def plan_backfill(link: Link, listings: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -266,8 +300,9 @@ def plan_backfill(link: Link, listings: Mapping[str, Sequence[Mapping[str, Any]]
     for left, right in matching.pairs:
         raw = {first: raw_by[first][left], second: raw_by[second][right]}
         views = {side: canonical_task(task, link, side) for side, task in raw.items()}
-        pairs.append(PairPlan((first, second), (left, right), marker_side(link, raw),
-                              seed_snapshots(link, first, views)))
+        seeded = seed_snapshots(link, first, views)
+        pairs.append(PairPlan((first, second), (left, right), marker_side(link, raw), seeded,
+                              pairing_overwrites(link, seeded, views, raw, counterpart_in(registry))))
     create = tuple([(first, n) for n in matching.unmatched_left]
                    + [(second, n) for n in matching.unmatched_right])
     return BackfillPlan(tuple(pairs), create, matching.ambiguous, linked_count, outside)
@@ -523,8 +558,9 @@ def pair_by_decision(link: Link, numbers: Mapping[str, int], clients: Mapping[st
         if marker and marker[0] == link.name:
             raise DecisionRefused(f"{side} #{numbers[side]} is a mirror of {marker[1]} #{marker[2]} already")
     views = {side: canonical_task(raw[side], link, side) for side in (first, second)}
-    pair = PairPlan((first, second), (numbers[first], numbers[second]), marker_side(link, raw),
-                    seed_snapshots(link, first, views))
+    seeded = seed_snapshots(link, first, views)
+    pair = PairPlan((first, second), (numbers[first], numbers[second]), marker_side(link, raw), seeded,
+                    pairing_overwrites(link, seeded, views, raw, counterpart_in(LinkState(store, link.name).pairs("task"))))
     if not _pair_unless_linked(link, pair, store, None, sleep):
         state = LinkState(store, link.name)
         taken = [f"{side} #{numbers[side]} (with #{state.counterpart('task', side, numbers[side])})"
@@ -581,7 +617,8 @@ def _pair_unless_linked(link: Link, pair: PairPlan, store: redis.Redis, progress
 
 
 def _pair_view(pair: PairPlan) -> dict[str, Any]:
-    return {pair.sides[0]: pair.numbers[0], pair.sides[1]: pair.numbers[1], "marker_on": pair.marker_on}
+    return {pair.sides[0]: pair.numbers[0], pair.sides[1]: pair.numbers[1], "marker_on": pair.marker_on,
+            "overwrites": list(pair.overwrites)}
 
 
 def _write_marker(link: Link, sides: tuple[str, str], numbers: tuple[int, int], marker_on: str | None,

@@ -136,6 +136,26 @@ def test_whichever_side_syncs_first_each_carries_only_what_it_wins(link, first):
         assert carried == {"description"}
 
 
+def test_the_dry_run_says_what_pairing_overwrites_field_by_field_and_by_which_rule(link):
+    views = _views(link, PARTNER_RAW, CLIENT_RAW)
+    seeds = bf.seed_snapshots(link, "partner", views)
+    found = {(item["on"], item["field"]): item
+             for item in bf.pairing_overwrites(link, seeds, views, {"partner": PARTNER_RAW, "client": CLIENT_RAW},
+                                               lambda side, n: None)}
+    # The client owns descriptions: the partner's own text is what pairing loses.
+    assert found[("partner", "description")] == {"on": "partner", "field": "description", "from": "partner text",
+                                                 "to": "client text", "by": "owner: client"}
+    assert found[("client", "name")]["to"] == "Kick-off" and found[("client", "name")]["by"] == "owner: partner"
+    assert found[("client", "priority")]["by"] == "partner is the original"
+    assert found[("client", "cf:200")] == {"on": "client", "field": "cf:200", "from": 9, "to": 5, "by": "owner: partner"}
+    assert ("partner", "name") not in found and ("client", "description") not in found
+    # Each is what the pair's syncs then write: applied, nothing is left to overwrite.
+    after = {side: {**views[side], **{item["field"]: item["to"] for item in found.values() if item["on"] == side}}
+             for side in views}
+    assert bf.pairing_overwrites(link, {side: after[side] for side in after}, after,
+                                 {"partner": PARTNER_RAW, "client": CLIENT_RAW}, lambda side, n: None) == ()
+
+
 def test_the_marker_goes_on_a_task_free_of_integration_data(link):
     free, taken = {"id": 1}, {"id": 2, "sourceObjectId": "0f1e", "sourceDataVersion": "v3"}
     assert bf.marker_side(link, {"partner": free, "client": free}) == "client"
@@ -273,7 +293,8 @@ def test_a_task_mirrored_by_live_traffic_since_the_listing_is_not_paired_again(s
     state = LinkState(store, "demo")
     report = run(on_plan=lambda _: state.pair("task", "partner", 1, "client", 99))
     assert report.complete
-    assert report.linked_meanwhile == [{"partner": 1, "client": 2, "marker_on": "client"}]
+    assert [{key: pair[key] for key in ("partner", "client", "marker_on")} for pair in report.linked_meanwhile] == \
+        [{"partner": 1, "client": 2, "marker_on": "client"}]
     assert state.counterpart("task", "partner", 1) == 99
     assert state.counterpart("task", "client", 2) is None
     assert world.get_task("client", 2, "sourceDataVersion").get("sourceDataVersion") is None
