@@ -132,13 +132,30 @@ def status(links_path: str | None, as_json: bool) -> None:
 @main.command()
 @click.option("--config", "links_path", default=None)
 def links(links_path: str | None) -> None:
-    """List the configured links and their sides."""
-    from schemas.links import load_links
+    """List the configured links and their sides, each severed one with why (its access was
+    lost: its events wait, nothing is deleted)."""
+    import redis
 
-    config = load_links(links_path or get_settings().links_path)
-    for link in config.links:
-        sides = ", ".join(f"{name}={side.base_url}" for name, side in link.sides.items())
-        click.echo(f"{link.name}: {sides}")
+    from schemas.links import load_links
+    from workers.state import LinkState
+
+    settings = get_settings()
+    config = load_links(links_path or settings.links_path)
+    store = redis.Redis.from_url(settings.redis_url)
+    try:
+        for link in config.links:
+            try:
+                severed = LinkState(store, link.name).severed()
+            except redis.RedisError as exc:
+                severed, unknown = {}, f" (severed sides unknown: Redis {type(exc).__name__})"
+            else:
+                unknown = ""
+            sides = ", ".join(f"{name}={side.base_url}"
+                              + (f" [severed: {severed[name]['reason']}]" if name in severed else "")
+                              for name, side in link.sides.items())
+            click.echo(f"{link.name}: {sides}{unknown}")
+    finally:
+        store.close()
 
 
 @main.command()
@@ -290,11 +307,11 @@ def _add_area_commands() -> None:
     from crosslink.cli_bench import bench
     from crosslink.cli_chaos import chaos
     from crosslink.cli_dlq import dlq
-    from crosslink.cli_reconcile import beat, reconcile
+    from crosslink.cli_reconcile import acknowledge, beat, reconcile
     from crosslink.doctor import doctor
     from crosslink.health import health
 
-    for command in (reconcile, beat, dlq, chaos, bench, doctor, health):
+    for command in (reconcile, acknowledge, beat, dlq, chaos, bench, doctor, health):
         main.add_command(command)
 
 

@@ -11,7 +11,11 @@ checklist or files differ), duplicated. `--repair` queues a sync of every drifte
 the same coalesced door as webhooks (so the same idempotent writers do the work), waits until
 the queue is quiet, and compares again: what it prints last is what is still wrong.
 
-Exit status: 0 when no drift remains, 1 when some does (after a repair: some still does).
+Exit status: 0 when no drift remains, 1 when some does (after a repair: some still does), 3
+when a side cannot be read (its access is cut: 401, 403, scope): the report then says which, and
+what the side it can read holds. Drift that repair cannot fix can be acknowledged (`crosslink
+acknowledge`: who and why, kept in Redis); an acknowledged task's drift is reported but fails
+nothing until it changes (its details differ from what was acknowledged).
 
 A full compare costs about one request per task per side for comments, plus one each for the
 checklist and the card files where the link carries them, plus the list pages: at Planfix's
@@ -67,11 +71,68 @@ def rest_dump(link: Any, side: str, client: Any) -> list[dict[str, Any]]:
     return [tasks[number] for number in sorted(tasks)]
 
 
-def compare_over_rest(link: Any, clients: Mapping[str, Any]) -> Any:
-    """Both sides of LINK read over REST and judged by the independent checker."""
-    from crosslink.check import check_link
+# The exit status when a side cannot be read at all (its access is cut).
+EXIT_UNREADABLE = 3
+ACK_KEY = "crosslink:ack:{link}"
 
-    return check_link(link, {side: rest_dump(link, side, clients[side]) for side in link.sides})
+
+class SideUnreadable(Exception):
+    """Some side of the link cannot be read (access cut); DUMPS holds the sides that could."""
+
+    def __init__(self, errors: Mapping[str, str], dumps: Mapping[str, list[dict[str, Any]]]):
+        super().__init__("; ".join(f"{side}: {error}" for side, error in errors.items()))
+        self.errors, self.dumps = dict(errors), dict(dumps)
+
+
+def compare_over_rest(link: Any, clients: Mapping[str, Any]) -> Any:
+    """Both sides of LINK read over REST and judged by the independent checker; SideUnreadable
+    when a side's access is cut (each side is read all the same)."""
+    from crosslink.check import check_link
+    from planfix.errors import AccessDenied, AuthError, ScopeDenied
+
+    dumps, errors = {}, {}
+    for side in link.sides:
+        try:
+            dumps[side] = rest_dump(link, side, clients[side])
+        except (AuthError, ScopeDenied, AccessDenied) as exc:
+            errors[side] = f"{type(exc).__name__}: {exc}"
+    if errors:
+        raise SideUnreadable(errors, dumps)
+    return check_link(link, dumps)
+
+
+def drift_print(item: Any) -> str:
+    """What an acknowledgement of ITEM holds it to: its kind and details."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps([item.kind, item.counterpart, sorted(item.details)]).encode()).hexdigest()[:16]
+
+
+def acknowledged(store: Any, link_name: str) -> dict[str, dict[str, Any]]:
+    raw = store.hgetall(ACK_KEY.format(link=link_name))
+    return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+
+
+def standing(drift: list[Any], acks: Mapping[str, Mapping[str, Any]]) -> tuple[list[Any], list[Any]]:
+    """DRIFT split into what fails the command and what was acknowledged as it is now."""
+    failing, accepted = [], []
+    for item in drift:
+        ack = acks.get(f"{item.side}:{item.task}")
+        (accepted if ack and ack.get("print") == drift_print(item) else failing).append(item)
+    return failing, accepted
+
+
+def readable_summary(link: Any, dumps: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """What each readable side holds: its tasks in scope, the mirrors of the other side's tasks
+    among them, and their comments (all kept: a cut deletes nothing)."""
+    from workers.state import parse_marker
+
+    summary = {}
+    for side, tasks in dumps.items():
+        mirrors = sum(1 for task in tasks if (parse_marker(task.get("sourceDataVersion")) or ("",))[0] == link.name)
+        summary[side] = {"tasks": len(tasks), "mirrors": mirrors,
+                         "comments": sum(len(task.get("comments") or []) for task in tasks)}
+    return summary
 
 
 def repair_jobs(link: Any, drift: Iterable[Any]) -> list[tuple[str, int]]:
@@ -154,6 +215,7 @@ def reconcile(link_name: str, repair: bool, json_path: str | None, links_path: s
     limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
     clients = {side: cli_client(link, side, limiter) for side in link.sides}
     report: dict[str, Any] = {"link": link.name}
+    acks = acknowledged(store, link.name)
     try:
         before = compare_over_rest(link, clients)
         report["drift"] = [item.as_dict() for item in before.drift]
@@ -176,16 +238,75 @@ def reconcile(link_name: str, repair: bool, json_path: str | None, links_path: s
             if not settled:
                 click.echo(f"repair: the queue was still busy after {wait_s:.0f} s", err=True)
             click.echo(render(link.name, after.drift, "after"))
+    except SideUnreadable as cut:
+        report["unreadable"] = cut.errors
+        report["readable"] = readable_summary(link, cut.dumps)
+        for side, error in cut.errors.items():
+            click.echo(f"link {link.name}: the {side} side cannot be read ({error}); nothing is compared")
+        for side, held in report["readable"].items():
+            click.echo(f"link {link.name}: the {side} side holds {held['tasks']} task(s) in scope, "
+                       f"{held['mirrors']} of them mirrors, with {held['comments']} comment(s)")
+        if json_path:
+            Path(json_path).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        sys.exit(EXIT_UNREADABLE)
     except PlanfixError as exc:
         raise click.ClickException(f"reading Planfix failed: {exc}") from None
     finally:
         for client in clients.values():
             client.close()
         store.close()
-    report["remaining"] = len(remaining)
+    failing, accepted = standing(remaining, acks)
+    if accepted:
+        click.echo(f"acknowledged, as it still is ({len(accepted)}): "
+                   + ", ".join(f"{item.side} #{item.task} ({acks[f'{item.side}:{item.task}']['why']})"
+                               for item in accepted))
+    report["acknowledged"] = [item.as_dict() for item in accepted]
+    report["remaining"] = len(failing)
     if json_path:
         Path(json_path).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-    sys.exit(1 if remaining else 0)
+    sys.exit(1 if failing else 0)
+
+
+@click.command()
+@click.option("--link", "link_name", required=True)
+@click.argument("task")
+@click.option("--why", required=True, help="why this drift stands (kept with the acknowledgement)")
+@click.option("--by", "by", default=None, help="who acknowledges (default: the login name)")
+@click.option("--config", "links_path", default=None, help="links.yaml (default CROSSLINK_LINKS)")
+def acknowledge(link_name: str, task: str, why: str, by: str | None, links_path: str | None) -> None:
+    """Accept TASK's drift (SIDE:NUMBER, as `crosslink reconcile` lists it) as it is now: reconcile
+    reports it but no longer fails on it until it changes. Compares the link once to know it."""
+    import getpass
+
+    import redis
+
+    from crosslink.operations import cli_client
+    from planfix.limiter import AccountLimiter
+    from schemas.links import find_link, load_links
+
+    settings = get_settings()
+    link = find_link(load_links(links_path or settings.links_path), link_name)
+    side, _, number = task.partition(":")
+    if side not in link.sides or not number.isdigit():
+        raise click.BadParameter(f"{task!r}: expected SIDE:NUMBER, SIDE one of {', '.join(link.sides)}")
+    store = redis.Redis.from_url(settings.redis_url)
+    limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
+    clients = {name: cli_client(link, name, limiter) for name in link.sides}
+    try:
+        drift = compare_over_rest(link, clients).drift
+        item = next((item for item in drift if (item.side, item.task) == (side, int(number))), None)
+        if item is None:
+            raise click.ClickException(f"{task} has no drift now; nothing to acknowledge")
+        record = {"print": drift_print(item), "kind": item.kind, "details": item.details, "why": why,
+                  "by": by or getpass.getuser(), "at": time.time()}
+        store.hset(ACK_KEY.format(link=link.name), task, json.dumps(record, ensure_ascii=False))
+    except SideUnreadable as cut:
+        raise click.ClickException(f"cannot compare during a cut: {cut}") from None
+    finally:
+        for client in clients.values():
+            client.close()
+        store.close()
+    click.echo(json.dumps({"link": link.name, "task": task, **record}, ensure_ascii=False))
 
 
 @click.command()

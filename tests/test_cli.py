@@ -76,6 +76,19 @@ def status_env(monkeypatch, tmp_path, redis_url) -> Iterator[str]:
         get_settings.cache_clear()
 
 
+def test_links_shows_a_severed_side_with_why(status_env, redis_client):
+    from schemas.links import load_links
+    from workers.state import LinkState
+
+    names = [link.name for link in load_links(status_env).links]
+    LinkState(redis_client, names[0]).sever("client", "AuthError: token revoked", at=1.0)
+    lines = run("links").output.splitlines()
+    assert len(lines) == len(names)
+    assert "client=" in lines[0] and "[severed: AuthError: token revoked]" in lines[0]
+    assert "partner=" in lines[0] and lines[0].count("severed") == 1
+    assert "severed" not in lines[1]
+
+
 def test_status_shows_people_a_table_of_links_and_accounts(status_env, redis_client):
     for _ in range(12):
         AccountLimiter(redis_client, rate_per_s=0).acquire("partner")

@@ -146,3 +146,39 @@ def test_a_dropped_webhook_is_repaired_by_the_poller_within_one_period(stack):
             limiter.clear_account_limits(account.account)  # the module's stack set no other
         store.close()
     settle(stack)
+
+
+def test_during_a_cut_reconcile_reports_the_side_it_reads_and_an_acknowledged_drift_fails_nothing(stack, tmp_path):
+    settle(stack)
+    link = stack.config.links[0]
+    token = stack.env[link.sides["client"].token_env]
+    stack.world.revoke_token("client", token)
+    try:
+        done, report = reconcile(stack, tmp_path)
+    finally:
+        stack.world.restore_token("client", token)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert list(report["unreadable"]) == ["client"] and "AuthError" in report["unreadable"]["client"]
+    partner_tasks = [task for task in stack.world.dump_tasks("partner")
+                     if (task.get("project") or {}).get("id") == 10 and not task.get("isDeleted")]
+    assert report["readable"]["partner"]["tasks"] >= len(partner_tasks) > 0
+    assert "client side cannot be read" in done.stdout
+
+    with webhooks_dropped(stack):
+        stack.world.update_task("partner", 2, {"name": "Kept apart on purpose"}, author=PAVEL)
+    done, report = reconcile(stack, tmp_path)
+    assert done.returncode == 1 and kinds(report["drift"]) == [("diverged", "partner", 2)]
+    acked = subprocess.run([sys.executable, "-m", "crosslink.cli", "acknowledge", "--link", LINK, "partner:2",
+                            "--why", "the client keeps its own title", "--by", "olga"],
+                           env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=180)
+    assert acked.returncode == 0, acked.stdout + acked.stderr
+    done, report = reconcile(stack, tmp_path)
+    assert done.returncode == 0 and report["remaining"] == 0, done.stdout
+    assert [item["task"] for item in report["acknowledged"]] == [2] and "keeps its own title" in done.stdout
+    # Changed since it was acknowledged: it fails again.
+    with webhooks_dropped(stack):
+        stack.world.update_task("partner", 2, {"name": "Kept apart, renamed again"}, author=PAVEL)
+    done, report = reconcile(stack, tmp_path)
+    assert done.returncode == 1 and report["acknowledged"] == []
+    done, report = reconcile(stack, tmp_path, "--repair")
+    assert done.returncode == 0, done.stdout
