@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas.links import Link
-from workers.conflict import resolve
+from workers.conflict import owner_of, resolve
 from workers.delegation import delegate, real_assignee_names
 from workers.field_diff import changed_fields, flows
 from workers.status_map import MAX_RULE_ROUNDS, decide_status, equivalent, path_within, rule_moves
@@ -52,6 +52,9 @@ class SyncPlan:
     # The source's status move the target's process does not allow (source status, the
     # target's, why): the sides stay apart, and people on both are told (workers.sync).
     held_status: tuple[int, int | None, str] | None = None
+    # Target values a person changed since the last sync that this plan writes over, as the
+    # source's change wins the field (target key, the value lost, the rule): told on the target.
+    overwritten: tuple[tuple[str, Any, str], ...] = ()
 
     @property
     def is_noop(self) -> bool:
@@ -78,6 +81,8 @@ class _Planner:
         self.path: list[int] = []
         self.source_moves: list[tuple[str, int]] = []
         self.held: tuple[int, int | None, str] | None = None
+        # Source key -> (target key, the rule) of each field both sides changed that the source wins.
+        self.contested: dict[str, tuple[str, str]] = {}
 
     # -- which fields go ----------------------------------------------------------------------
     def carries(self, key: str, target_key: str | None = None) -> bool:
@@ -85,8 +90,14 @@ class _Planner:
             return False
         if self.create:
             return True
-        return resolve(self.link, key, self.source, key in self.source_changed,
-                       (target_key or key) in self.target_changed) == "apply"
+        both = key in self.source_changed and (target_key or key) in self.target_changed
+        applied = resolve(self.link, key, self.source, key in self.source_changed,
+                          (target_key or key) in self.target_changed) == "apply"
+        if both and applied:
+            owner = owner_of(self.link, key, self.source)
+            self.contested[key] = (target_key or key, f"the {owner} side owns it" if owner
+                                   else "with no owner, the later change wins")
+        return applied
 
     def differs(self, target_key: str, value: Any) -> bool:
         """Whether VALUE must be written: the target shows another, or a write Planfix queued
@@ -249,8 +260,12 @@ class _Planner:
                 self.body["project"] = {"id": settings.project}
             if settings.template is not None:
                 self.body["template"] = {"id": settings.template}
+        overwritten = [(target_key, self.other_now.get(target_key), rule)
+                       for key, (target_key, rule) in sorted(self.contested.items())
+                       if key in self.carried or (key == "status" and self.path)]
         return SyncPlan(self.create, self.body, tuple(self.path), tuple(self.source_moves),
-                        tuple(self.notes), tuple(self.parked), tuple(self.carried), self.held)
+                        tuple(self.notes), tuple(self.parked), tuple(self.carried), self.held,
+                        tuple(overwritten))
 
 
 # Planfix's clock and ours may differ by this much (the poller assumes as much): a task created

@@ -50,6 +50,8 @@ from workers.status_map import equivalent
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
 log = logging.getLogger("crosslink.sync")
+# A value a note quotes is cut to this many characters (a description can be long).
+LOST_VALUE_CHARS = 200
 
 COMMENT_FIELDS = "id,description,owner,dateTime,isDeleted,files,sourceObjectId,sourceDataVersion"
 # A comment an event names is read with its task (the spec's CommentResponse.task): an event may
@@ -420,6 +422,7 @@ class TaskSync:
                 else:
                     written["status"] = status
         self.report.parked.extend(plan.parked)
+        self._tell_of_lost_edits(plan, counterpart, source_raw)
         self._tell_of_held_status(plan, counterpart, source_raw, source_now,
                                   written.get("status", (target_now or {}).get("status")))
         previous = self.state.snapshot(side, self.number) or {}
@@ -590,6 +593,18 @@ class TaskSync:
             if not isinstance(failure.error, TransientError):
                 self.state.withdraw_ahead(side, number, before)
             raise
+
+    def _tell_of_lost_edits(self, plan: Any, counterpart: int | None, source_raw: Mapping[str, Any]) -> None:
+        """A person's edit on the counterpart that this run's write replaced (both sides changed
+        the field; the source's wins by the link's rules) leaves a note there with the value that
+        lost, once per edit: it no longer vanishes without a trace."""
+        for field_key, lost, rule in plan.overwritten if counterpart is not None else ():
+            shown = lost if not isinstance(lost, str) else (lost if len(lost) <= LOST_VALUE_CHARS
+                                                             else lost[:LOST_VALUE_CHARS] + "...")
+            self._post_note(self.other, counterpart, (
+                f"Crosslink: the change of {field_key} made here, to {json.dumps(shown, ensure_ascii=False)}, "
+                f"was replaced by the {self.side} side's change of the same field ({rule})."),
+                f"lost:{field_key}:{json.dumps(lost, sort_keys=True, ensure_ascii=False)}:{change_stamp(source_raw)}")
 
     def _tell_of_held_status(self, plan: Any, counterpart: int | None, source_raw: Mapping[str, Any],
                              source_now: Mapping[str, Any], target_status: int | None) -> None:

@@ -1,7 +1,8 @@
-"""A status move the other side's process does not allow is told where people work: the partner
-reopens a task the client has delivered (its process has no way back), the client's copy rightly
-stays, and each side's task gets one note saying so, counted by `crosslink status` until a later
-move makes the sides agree. Judged by the comments people see in each account and the statuses
+"""Where the two sides end up different, people are told in their own account: a status move the
+other side's process does not allow (the partner reopens a task the client has delivered; the
+client's copy rightly stays, each side's task gets one note, and `crosslink status` counts it
+until a later move makes the sides agree), and a person's edit lost to the field's owner (a note
+with the value that lost). Judged by the comments people see in each account and the values
 there. Real Redis, worker process, the emulator over loopback."""
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import re
 import pytest
 
 from crosslink.operations import status_report
+from producers.enqueue import Enqueuer
 from tests.e2e.conftest import eventually, settle
 
 pytestmark = pytest.mark.e2e
 
 LINK = "demo"
 PAVEL = 2
+CLIENT_PERSON = 6
 NEW, CLOSED = 1, 4          # the partner's process
 DELIVERED = 14              # the client's: from Delivered it may only go back to Accepted (12)
 
@@ -69,3 +72,33 @@ def test_a_forbidden_reopen_is_told_on_both_sides_until_they_agree(stack):
     assert (len(notes(stack, "partner", task)), len(notes(stack, "client", copy_))) == (1, 1)
     # The notes are the robot's: never mirrored to the other side as comments.
     assert not any("not carried" in text for text in notes(stack, "client", copy_))
+
+
+def test_an_edit_lost_to_the_owner_leaves_a_note_with_the_value_that_lost(stack):
+    """Both sides rename the task while no webhook fires; the partner owns names, so the partner's
+    run writes its name over the client's. The client's task says what was lost, once."""
+    settle(stack)
+    task = stack.world.create_task("partner", {"name": "Pilot plan", "processId": 1, "project": {"id": 10}},
+                                   author=PAVEL)
+    copy_ = eventually(lambda: (stack.mirror_of(LINK, "partner", task) or {}).get("id"), what="the mirror")
+    settle(stack)
+    for account in ("partner", "client"):
+        stack.world.set_scenarios(account, [])
+    try:
+        stack.world.update_task("partner", task, {"name": "Pilot plan (partner)"}, author=PAVEL)
+        stack.world.update_task("client", copy_, {"name": "Pilot plan (client)"}, author=CLIENT_PERSON)
+    finally:
+        stack.point_scenarios_at(stack.producer.url)
+    enqueuer = Enqueuer(stack.redis_url)
+    try:
+        enqueuer.sync(LINK, "partner", task)   # as the partner's webhook would
+        enqueuer.sync(LINK, "client", copy_)
+    finally:
+        enqueuer.close()
+    eventually(lambda: stack.world.get_task("client", copy_, "name")["name"] == "Pilot plan (partner)",
+               what="the owner's name on the copy")
+    settle(stack)
+    assert stack.world.get_task("partner", task, "name")["name"] == "Pilot plan (partner)"
+    [note] = notes(stack, "client", copy_)
+    assert '"Pilot plan (client)"' in note and "partner side owns it" in note
+    assert notes(stack, "partner", task) == []
