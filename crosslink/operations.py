@@ -183,6 +183,8 @@ def _link_rows(client: redis.Redis, config: LinksConfig, spooled: Mapping[str, i
             "awaiting_decision": len(state.awaiting()),
             # Status moves the other side's process does not allow, while the sides stay apart.
             "held_status_moves": len(state.held_statuses()),
+            # Paired tasks their side removed (deleted, trashed, out of scope); their copies stay.
+            "removed_counterparts": len(state.removed_tasks()),
             "severed": {side: info["reason"] for side, info in state.severed().items()},
             "spooled_webhooks": spooled.get(link.name, 0),
             "reconcile": {side: polls[(link.name, side)] for side in link.sides},
@@ -234,7 +236,7 @@ def _link_line(row: dict[str, Any]) -> tuple[str, ...]:
     return (row["link"], _count(row["tasks_mirrored"]), _count(row["comments_mirrored"]),
             "never" if last is None else f"{_duration(last)} ago", _count(row["runs_waiting"]),
             _count(row["parked_events"]), _count(row["dead_letters"]), _count(row["held_status_moves"]),
-            _count(row["awaiting_decision"]),
+            _count(row["removed_counterparts"]), _count(row["awaiting_decision"]),
             _count(row["spooled_webhooks"]), severed, repair)
 
 
@@ -258,7 +260,8 @@ def status_table(report: dict[str, list[dict[str, Any]]]) -> str:
     up = [_link_line(row) for row in report["links"] if "redis" not in row]
     if up:
         lines += _table(("link", "tasks", "comments", "last sync", "waiting", "parked", "dead", "held moves",
-                         "undecided", "spooled", "severed", "repair within"), up, {1, 2, 4, 5, 6, 7, 8, 9})
+                         "removed", "undecided", "spooled", "severed", "repair within"), up,
+                        {1, 2, 4, 5, 6, 7, 8, 9, 10})
     lines += [f"{row['link']}: Redis {row['redis']}; {_count(row['spooled_webhooks'])} webhook(s) in the spool"
               for row in report["links"] if "redis" in row]
     lines += ["", "Accounts (requests since 00:00 UTC; forecast: by 24:00 UTC at today's pace)"]

@@ -99,7 +99,7 @@ from producers.enqueue import Enqueuer
 from schemas.links import LinksConfig, Side
 from workers.names import (
     BUT_CHECKLIST, CHECKLIST_HINT, COMMENT_PRINTS_KEY, FULL_HINT, change_stamp, comment_fingerprint,
-    comment_prints_key, known_stamp, synced_stamps,
+    comment_prints_key, known_stamp, registry_key, synced_stamps,
 )
 
 log = logging.getLogger("crosslink.reconcile")
@@ -752,6 +752,22 @@ def _feed_comment(comment: Mapping[str, Any]) -> FeedComment:
     return FeedComment(int(comment["id"]), str(owner_id) if owner_id else None, _point_epoch(comment.get("dateTime")))
 
 
+def follow_paired(store: redis.Redis, group: PollAccount, routes: dict[int, list[Member]]) -> None:
+    """Route each changed task no scope routes to the link sides that have it paired: one moved
+    out of its side's scope sends no webhook (scenarios filter by project), and its run must see
+    it gone to tell the other side (workers.sync). One pipelined read per poll."""
+    unrouted = [number for number, members in routes.items() if not members]
+    if not unrouted:
+        return
+    with store.pipeline(transaction=False) as pipe:
+        for number in unrouted:
+            for member in group.members:
+                pipe.hexists(registry_key(member.link, "task"), f"{member.side}:{number}")
+        paired = iter(pipe.execute())
+    for number in unrouted:
+        routes[number] = [member for member in group.members if next(paired)]
+
+
 def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, store: redis.Redis,
                  clock: Callable[[], float] = time.time,
                  used_today: Callable[[], int | None] | None = None) -> PollReport:
@@ -774,6 +790,7 @@ def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, 
     report.requests += feed_requests(len(tasks))
     stamps = {int(task["id"]): task_stamp(task) for task in tasks}
     routes = {int(task["id"]): [m for m in group.members if task_routes(m.conf, task)] for task in tasks}
+    follow_paired(store, group, routes)
     seen = load_seen(store, group.key)
     synced: dict[tuple[str, str], dict[int, str]] = {}
     for member in group.members:

@@ -142,3 +142,20 @@ def test_canonical_view_survives_a_json_round_trip(name, status, people, budget)
 ])
 def test_in_scope(scope, task, expected):
     assert in_scope(link_with_scope("partner", scope), "partner", task) is expected
+
+
+def test_a_paired_task_left_the_link_when_out_of_scope_and_a_mirror_only_where_mirrors_belong():
+    from dataclasses import replace
+
+    from workers.canonical import left_scope
+
+    link = load_links(EXAMPLE).links[0]
+    inside, outside = {"project": {"id": 20}}, {"project": None}
+    assert not left_scope(link, "client", inside, is_mirror=False)
+    assert left_scope(link, "client", outside, is_mirror=False)
+    # The example makes mirrors in the scope's project: one moved out of it left.
+    assert link.sides["client"].create.project == 20 and left_scope(link, "client", outside, is_mirror=True)
+    # Mirrors made elsewhere by design did not leave by being elsewhere.
+    elsewhere = replace(link, sides={**link.sides, "client": replace(
+        link.sides["client"], create=replace(link.sides["client"].create, project=None))})
+    assert not left_scope(elsewhere, "client", outside, is_mirror=True)

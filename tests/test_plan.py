@@ -119,6 +119,9 @@ def test_conflicts_owner_wins_and_last_event_wins_without_owner():
     assert plan_task_sync(LINK, "client", dated_c, before_c, dated_p, before_p, counterpart, {}).overwritten == (
         ("start_date", "02-02-2024 00:00", "with no owner, the later change wins"),)
     assert from_client.overwritten == (("description", "P text", "the client side owns it"),)
+    # ... and what each side's own edit loses to the other's, told by whichever run comes first.
+    assert from_partner.yielded == (("description", "P text", "the client side owns it"),)
+    assert from_client.yielded == (("name", "C name", "the partner side owns it"),)
     # An edit of one side alone replaces nobody's.
     assert plan_task_sync(LINK, "partner", now_p, before_p, before_c, before_c, counterpart, {}).overwritten == ()
 

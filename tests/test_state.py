@@ -217,3 +217,19 @@ def test_the_first_start_of_serving_a_side_stands_and_decisions_clear_the_wait(r
     assert not state.decided_mirror("client", 8)
     state.decide_mirror("client", 8, by="olga", at=300.0)
     assert state.decided_mirror("client", 8) and state.awaiting() == {}
+
+
+def test_the_pollers_registry_key_is_the_one_the_runs_write(redis_client):
+    from workers.names import registry_key
+
+    LinkState(redis_client, "demo").pair("task", "client", 5, "partner", 9)
+    assert redis_client.hget(registry_key("demo", "task"), "client:5") == "9"
+
+
+def test_a_removed_task_is_marked_once_until_it_is_back(redis_client):
+    state = LinkState(redis_client, "demo")
+    assert state.mark_removed("client", 5, {"how": "moved to the trash"})
+    assert not state.mark_removed("client", 5, {"how": "deleted"})
+    assert state.removed("client", 5) and state.removed_tasks()["client:5"]["how"] == "moved to the trash"
+    state.unmark_removed("client", 5)
+    assert not state.removed("client", 5) and state.removed_tasks() == {}

@@ -573,3 +573,22 @@ def test_a_failed_read_is_tagged_as_a_read_and_a_failed_write_is_not(pair):
     with pytest.raises(SideFailure) as write:
         pair.sync("partner", number, EDIT)
     assert not write.value.read
+
+
+@pytest.mark.parametrize("first", ["partner", "client"])
+def test_an_edit_lost_to_the_owner_is_told_once_on_the_losers_task_whichever_run_comes_first(pair, first):
+    number, copy_ = mirrored_task(pair, "Contested")
+    pair.world.update_task("partner", number, {"name": "Contested (partner)"}, author=PAVEL)
+    pair.world.update_task("client", copy_, {"name": "Contested (client)"}, author=MARAT)
+    tasks = {"partner": number, "client": copy_}
+    for side in (first, "client" if first == "partner" else "partner", "partner", "client"):
+        pair.sync(side, tasks[side])
+    assert pair.view("client", copy_)["name"] == pair.view("partner", number)["name"] == "Contested (partner)"
+
+    def notes(account, task):
+        listed = pair.world.list_task_comments(account, task, {"typeList": "All", "fields": "description"})
+        return [c["description"] for c in listed if c["description"].startswith("Crosslink: ")]
+
+    [note] = notes("client", copy_)
+    assert '"Contested (client)"' in note and "partner side owns it" in note
+    assert notes("partner", number) == []

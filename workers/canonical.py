@@ -29,9 +29,10 @@ from schemas.links import Link
 # Always fetched: identification, routing and the registry markers the sync relies on, and the
 # last comment's date (a task that never had a comment needs no comment list: workers.hints).
 # dateTime is the task's creation: an unpaired task older than the link waits for a decision
-# (workers.plan.older_than_link).
+# (workers.plan.older_than_link); isDeleted: a paired task in the trash is no longer followed.
 BASE_FIELDS = ("id", "status", "processId", "assignees", "parent", "project", "template",
-               "sourceObjectId", "sourceDataVersion", "dateOfLastUpdate", "dateOfLastComment", "dateTime")
+               "sourceObjectId", "sourceDataVersion", "dateOfLastUpdate", "dateOfLastComment", "dateTime",
+               "isDeleted")
 # Canonical key -> the Planfix system field(s) it is read from.
 SYSTEM_SOURCES = {
     "name": ("name",),
@@ -145,6 +146,19 @@ def _scope_value_matches(value: Any, wanted: Any) -> bool:
     if isinstance(value, Mapping) and not isinstance(wanted, Mapping):
         value = value.get("id")
     return value == wanted or (value is not None and str(value) == str(wanted))
+
+
+def left_scope(link: Link, side: str, task: Mapping[str, Any], is_mirror: bool) -> bool:
+    """Whether SIDE's paired TASK (raw) was taken out of the link: moved out of its scope. A
+    mirror counts only where the side's create settings put mirrors in scope (a mirror made
+    outside it, by design, has not left it)."""
+    if in_scope(link, side, task):
+        return False
+    if not is_mirror:
+        return True
+    create, scope = link.sides[side].create, link.sides[side].scope
+    return ((scope.kind == "project" and create.project == scope.value)
+            or (scope.kind == "template" and create.template == scope.value))
 
 
 def in_scope(link: Link, side: str, task: Mapping[str, Any]) -> bool:

@@ -293,3 +293,13 @@ def comment_prints_key(link: str, side: str, task: int) -> str:
 def comment_fingerprint(text: str, deleted: bool) -> str:
     """What a comment's mirror must be updated for: its text and whether it was deleted."""
     return hashlib.sha256(f"{int(deleted)}:{text}".encode()).hexdigest()[:16]
+
+
+# The registry of a link's pairs of one kind ("task", "comment", "file"): "side:number" ->
+# the counterpart's number. Written by the runs (workers.state); the poller reads whether a task
+# is paired, to follow a paired task that left its side's scope (no webhook, no scope route).
+REGISTRY_KEY = "crosslink:reg:{link}:{kind}"
+
+
+def registry_key(link: str, kind: str) -> str:
+    return REGISTRY_KEY.format(link=link, kind=kind)

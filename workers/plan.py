@@ -55,6 +55,9 @@ class SyncPlan:
     # Target values a person changed since the last sync that this plan writes over, as the
     # source's change wins the field (target key, the value lost, the rule): told on the target.
     overwritten: tuple[tuple[str, Any, str], ...] = ()
+    # Source values a person changed since the last sync that lose to the target's own change
+    # (source key, the value that loses, the rule): told on the source, whichever run comes first.
+    yielded: tuple[tuple[str, Any, str], ...] = ()
 
     @property
     def is_noop(self) -> bool:
@@ -81,8 +84,10 @@ class _Planner:
         self.path: list[int] = []
         self.source_moves: list[tuple[str, int]] = []
         self.held: tuple[int, int | None, str] | None = None
-        # Source key -> (target key, the rule) of each field both sides changed that the source wins.
+        # Source key -> (target key, the rule) of each field both sides changed that the source
+        # wins (contested) or loses (yielding).
         self.contested: dict[str, tuple[str, str]] = {}
+        self.yielding: dict[str, tuple[str, str]] = {}
 
     # -- which fields go ----------------------------------------------------------------------
     def carries(self, key: str, target_key: str | None = None) -> bool:
@@ -93,11 +98,18 @@ class _Planner:
         both = key in self.source_changed and (target_key or key) in self.target_changed
         applied = resolve(self.link, key, self.source, key in self.source_changed,
                           (target_key or key) in self.target_changed) == "apply"
-        if both and applied:
+        if both:
             owner = owner_of(self.link, key, self.source)
-            self.contested[key] = (target_key or key, f"the {owner} side owns it" if owner
-                                   else "with no owner, the later change wins")
+            (self.contested if applied else self.yielding)[key] = (
+                target_key or key, f"the {owner} side owns it" if owner else "with no owner, the later change wins")
         return applied
+
+    def target_value(self, key: str) -> Any:
+        """The source's value of KEY as written on the target (a custom field converted)."""
+        for rule in self.link.fields.custom:
+            if f"cf:{rule.id_on(self.source)}" == key:
+                return rule.convert(self.now.get(key), self.source)
+        return self.now.get(key)
 
     def differs(self, target_key: str, value: Any) -> bool:
         """Whether VALUE must be written: the target shows another, or a write Planfix queued
@@ -263,9 +275,13 @@ class _Planner:
         overwritten = [(target_key, self.other_now.get(target_key), rule)
                        for key, (target_key, rule) in sorted(self.contested.items())
                        if key in self.carried or (key == "status" and self.path)]
+        # Status and assignees are each side's own ids: only fields of one value lose visibly.
+        yielded = [(key, self.now.get(key), rule) for key, (target_key, rule) in sorted(self.yielding.items())
+                   if key not in ("status", "assignees", "parent")
+                   and changed_fields({key: self.target_value(key)}, {key: self.other_now.get(target_key)})]
         return SyncPlan(self.create, self.body, tuple(self.path), tuple(self.source_moves),
                         tuple(self.notes), tuple(self.parked), tuple(self.carried), self.held,
-                        tuple(overwritten))
+                        tuple(overwritten), tuple(yielded))
 
 
 # Planfix's clock and ours may differ by this much (the poller assumes as much): a task created

@@ -24,6 +24,8 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
   crosslink:decided:{link}       "partner:5" -> JSON: such a task a person (or backfill) released
   crosslink:held:{link}          "partner:5" -> JSON: its status move the other side's process does
                                  not allow, while the sides stay apart
+  crosslink:removed:{link}       "client:7" -> JSON: a paired task its side removed (deleted, trashed,
+                                 moved out of scope); its counterpart stays, no longer followed
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import redis
 
 from workers.dead_letters import DeadLetters
 from workers.field_diff import with_sent
-from workers.names import comment_prints_key, pending_key
+from workers.names import comment_prints_key, pending_key, registry_key
 
 PREFIX = "crosslink"
 # Fixed namespace: the same (link, side, object) always yields the same sourceObjectId, so a
@@ -80,7 +82,7 @@ class LinkState:
 
     # --- registry -----------------------------------------------------------------------
     def counterpart(self, kind: str, side: str, number: int) -> int | None:
-        value = self._hget(self.key("reg", self.link, kind), f"{side}:{number}")
+        value = self._hget(registry_key(self.link, kind), f"{side}:{number}")
         return int(value) if value is not None else None
 
     def _hget(self, key: str, field_: str) -> Any:
@@ -269,6 +271,22 @@ class LinkState:
 
     def held_statuses(self) -> dict[str, dict[str, Any]]:
         raw = self.redis.hgetall(self.key("held", self.link))
+        return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    # --- paired tasks their side removed -------------------------------------------------
+    def mark_removed(self, side: str, number: int, details: Mapping[str, Any]) -> bool:
+        """SIDE's paired task NUMBER was removed there; True when it was not marked before."""
+        return bool(self.redis.hsetnx(self.key("removed", self.link), f"{side}:{number}",
+                                      json.dumps(dict(details), sort_keys=True)))
+
+    def removed(self, side: str, number: int) -> bool:
+        return bool(self.redis.hexists(self.key("removed", self.link), f"{side}:{number}"))
+
+    def unmark_removed(self, side: str, number: int) -> None:
+        self.redis.hdel(self.key("removed", self.link), f"{side}:{number}")
+
+    def removed_tasks(self) -> dict[str, dict[str, Any]]:
+        raw = self.redis.hgetall(self.key("removed", self.link))
         return {_text(k): json.loads(v) for k, v in raw.items()}
 
     def mark_synced(self, at: float, into: redis.client.Pipeline | None = None) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
 from planfix.errors import AccessDenied, NotFound, PlanfixError, RateLimited, TransientError
 from schemas.links import Link
 from workers.attachments import flows, sync_checklist, sync_task_files
-from workers.canonical import canonical_task, in_scope, normalise_value, ref_id, task_fields
+from workers.canonical import canonical_task, in_scope, left_scope, normalise_value, ref_id, task_fields
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce
 from workers.field_diff import (
@@ -50,8 +51,8 @@ from workers.status_map import equivalent
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
 log = logging.getLogger("crosslink.sync")
-# A value a note quotes is cut to this many characters (a description can be long).
-LOST_VALUE_CHARS = 200
+# A value or text a note quotes is cut to this many characters (a description can be long).
+NOTE_QUOTE_CHARS = 200
 
 COMMENT_FIELDS = "id,description,owner,dateTime,isDeleted,files,sourceObjectId,sourceDataVersion"
 # A comment an event names is read with its task (the spec's CommentResponse.task): an event may
@@ -311,6 +312,8 @@ class TaskSync:
             source_raw = self._call(side, "get_task", self.number, fields=task_fields(link, side))
         except SideFailure as failure:
             if isinstance(failure.error, NotFound):
+                if known is not None:
+                    self._tell_of_removal("deleted", known, None)
                 self.report.outcome = "missing"
                 return self.report
             raise
@@ -322,6 +325,12 @@ class TaskSync:
             return self.report
         if counterpart is None and self._awaits_decision(source_raw):
             self.report.outcome = "awaiting_decision"
+            return self.report
+        if counterpart is not None and (self._removed_here(source_raw, counterpart)
+                                        or self.state.removed(other, counterpart)):
+            # Removed on this side (told on the other), or the counterpart was, on its own: the
+            # copy left stays as it is, and nothing more is carried into a task people dropped.
+            self.report.counterpart, self.report.outcome = counterpart, "removed"
             return self.report
         self.report.counterpart = counterpart
         counterpart_pending = counterpart is not None and self.state.has_pending(other, counterpart)
@@ -594,17 +603,55 @@ class TaskSync:
                 self.state.withdraw_ahead(side, number, before)
             raise
 
+    def _removed_here(self, source_raw: Mapping[str, Any], counterpart: int) -> bool:
+        """Whether this paired task was taken out of the link on its side (trashed, moved out
+        of scope), told once on its counterpart; a task back in place is followed again."""
+        how = ("moved to the trash" if source_raw.get("isDeleted") else
+               "moved out of the link's scope" if left_scope(
+                   self.link, self.side, source_raw, self.state.is_mirror("task", self.side, self.number))
+               else None)
+        if how is None:
+            if self.state.removed(self.side, self.number):
+                self.state.unmark_removed(self.side, self.number)
+            return False
+        self._tell_of_removal(how, counterpart, source_raw)
+        # Nothing more to look at for this stamp: polls need not queue it again.
+        record_synced_stamp(self.state.redis, self.link.name, self.side, self.number, source_raw)
+        return True
+
+    def _tell_of_removal(self, how: str, counterpart: int, source_raw: Mapping[str, Any] | None) -> None:
+        """The other side's copy stays, with everything it holds: a note there says its
+        counterpart is gone (a client trashed a shared task and the partner could not tell), and
+        `crosslink status` counts it until the task is back."""
+        if self.state.removed(self.side, self.number):
+            return
+        stamp = change_stamp(source_raw) if source_raw is not None else "gone"
+        self._post_note(self.other, counterpart, (
+            f"Crosslink: this task's counterpart on the {self.side} side (#{self.number}) was {how} there. "
+            "This task stays as it is, with everything it holds; changes here are no longer carried there."),
+            f"removed:{self.side}:{self.number}:{how}:{stamp}")
+        self.state.mark_removed(self.side, self.number, {"how": how, "counterpart": counterpart, "at": time.time()})
+        log.info("task %s on its side: its counterpart stays, no longer followed", how,
+                 extra={"link": self.link.name, "side": self.side, "task": self.number})
+
     def _tell_of_lost_edits(self, plan: Any, counterpart: int | None, source_raw: Mapping[str, Any]) -> None:
         """A person's edit on the counterpart that this run's write replaced (both sides changed
         the field; the source's wins by the link's rules) leaves a note there with the value that
         lost, once per edit: it no longer vanishes without a trace."""
-        for field_key, lost, rule in plan.overwritten if counterpart is not None else ():
-            shown = lost if not isinstance(lost, str) else (lost if len(lost) <= LOST_VALUE_CHARS
-                                                             else lost[:LOST_VALUE_CHARS] + "...")
-            self._post_note(self.other, counterpart, (
+        if counterpart is None:
+            return
+        # The winner's run writes over the loser's edit, or the loser's run, coming first, sees
+        # its edit lose (it then agrees on its own value, so the winner's run sees no contest):
+        # either way one note, on the loser's task.
+        told = [(self.other, counterpart, entry, self.side) for entry in plan.overwritten]
+        told += [(self.side, self.number, entry, self.other) for entry in plan.yielded]
+        for side, number, (field_key, lost, rule), winner in told:
+            shown = lost if not isinstance(lost, str) else (lost if len(lost) <= NOTE_QUOTE_CHARS
+                                                             else lost[:NOTE_QUOTE_CHARS] + "...")
+            self._post_note(side, number, (
                 f"Crosslink: the change of {field_key} made here, to {json.dumps(shown, ensure_ascii=False)}, "
-                f"was replaced by the {self.side} side's change of the same field ({rule})."),
-                f"lost:{field_key}:{json.dumps(lost, sort_keys=True, ensure_ascii=False)}:{change_stamp(source_raw)}")
+                f"was replaced by the {winner} side's change of the same field ({rule})."),
+                f"lost:{side}:{field_key}:{json.dumps(lost, sort_keys=True, ensure_ascii=False)}")
 
     def _tell_of_held_status(self, plan: Any, counterpart: int | None, source_raw: Mapping[str, Any],
                              source_now: Mapping[str, Any], target_status: int | None) -> None:
@@ -670,6 +717,8 @@ class TaskSync:
         for comment in comments:
             comment_id = int(comment["id"])
             if (comment.get("owner") or {}).get("id") == integration:
+                if comment.get("isDeleted"):
+                    self._tell_of_deleted_copy(counterpart, comment, seen)
                 continue
             if self.state.is_mirror("comment", side, comment_id):
                 continue
@@ -696,6 +745,20 @@ class TaskSync:
                 self._call(other, "update_comment", counterpart, mirror, {"description": html})
                 self.report.comments_updated += 1
             self.state.save_comment_fingerprint(side, self.number, comment_id, print_)
+
+    def _tell_of_deleted_copy(self, counterpart: int, comment: Mapping[str, Any], seen: Mapping[int, str]) -> None:
+        """A person deleted our copy of the other side's comment: the original stays, and a note
+        beside it says the copy is gone (once: the deleted copy's fingerprint is kept)."""
+        comment_id = int(comment["id"])
+        print_ = comment_fingerprint(comment.get("description") or "", True)
+        if seen.get(comment_id) == print_ or self.state.counterpart("comment", self.side, comment_id) is None:
+            return  # told already, or not a copy of a comment (a note of ours)
+        excerpt = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", comment.get("description") or "")).strip()
+        self._post_note(self.other, counterpart, (
+            f"Crosslink: the {self.side} side deleted its copy of a comment of this task "
+            f"({json.dumps(excerpt[:NOTE_QUOTE_CHARS], ensure_ascii=False)}). The comment stays here."),
+            f"copy-deleted:{self.side}:{comment_id}")
+        self.state.save_comment_fingerprint(self.side, self.number, comment_id, print_)
 
     def _trigger_comment(self, comment_id: int) -> Mapping[str, Any] | None:
         """The comment COMMENT_ID an event named, read with its task in the same request; None

@@ -57,8 +57,9 @@ RUN_OUTCOMES = {
     # missing: the task or the comment an event named is gone; rejected: the event named a
     # comment of another task (workers.sync): finished runs with nothing to write.
     # awaiting_decision: a task older than the link, left for a person (workers.plan.older_than_link).
-    **dict.fromkeys(("created", "updated", "noop", "out_of_scope", "missing", "rejected", "awaiting_decision"),
-                    "done"),
+    # removed: the task or its counterpart was taken out of the link on its side (workers.sync).
+    **dict.fromkeys(("created", "updated", "noop", "out_of_scope", "missing", "rejected", "awaiting_decision",
+                     "removed"), "done"),
     **dict.fromkeys(("locked", "lease-busy", "rate-limited", "busy", "retrying", "verifying"), "requeued"),
     # waiting: back among its side's waiting tasks for its account's turn (no job of its own).
     "waiting": "waiting",

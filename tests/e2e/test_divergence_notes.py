@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 
 import pytest
+import redis
 
 from crosslink.operations import status_report
+from planfix.limiter import AccountLimiter
 from producers.enqueue import Enqueuer
+from producers.reconcile import poll_accounts
 from tests.e2e.conftest import eventually, settle
 
 pytestmark = pytest.mark.e2e
@@ -22,6 +25,9 @@ PAVEL = 2
 CLIENT_PERSON = 6
 NEW, CLOSED = 1, 4          # the partner's process
 DELIVERED = 14              # the client's: from Delivered it may only go back to Accepted (12)
+PERIOD_S = 2.0
+# A plan this big puts the poller's budget period below PERIOD_S (tests/e2e/test_reconcile.py).
+BIG_PLAN_QUOTA = 10_000_000
 
 
 def status(stack, account: str, number: int) -> int:
@@ -102,3 +108,63 @@ def test_an_edit_lost_to_the_owner_leaves_a_note_with_the_value_that_lost(stack)
     [note] = notes(stack, "client", copy_)
     assert '"Pilot plan (client)"' in note and "partner side owns it" in note
     assert notes(stack, "partner", task) == []
+
+
+def removed(stack) -> int:
+    report = status_report(str(stack.workdir / "links.yaml"), stack.redis_url)
+    return next(row for row in report["links"] if row["link"] == LINK)["removed_counterparts"]
+
+
+def test_what_the_client_removes_is_told_on_the_partners_copies_which_stay(stack):
+    """The client trashes one shared task, moves another out of the project, and deletes its copy
+    of a partner comment: one note each on the partner's side; the partner's tasks and comment
+    stay as they were, and later partner edits are not carried into what the client dropped."""
+    settle(stack)
+    made = [stack.world.create_task("client", {"name": f"Client task {n}", "processId": 3, "project": {"id": 20},
+                                                "description": f"notes {n}"}, author=CLIENT_PERSON)
+            for n in (1, 2)]
+    copies = [eventually(lambda number=number: (stack.mirror_of(LINK, "client", number) or {}).get("id"),
+                         what="the partner's copy") for number in made]
+    partner_task = stack.world.create_task("partner", {"name": "Partner task", "processId": 1, "project": {"id": 10}},
+                                           author=PAVEL)
+    client_copy = eventually(lambda: (stack.mirror_of(LINK, "partner", partner_task) or {}).get("id"),
+                             what="the client's copy")
+    stack.world.add_comment("partner", partner_task, {"description": "<p>Scope agreed: phase 1</p>"}, author=PAVEL)
+    mirrored = eventually(lambda: [c for c in stack.world.list_task_comments(
+        "client", client_copy, {"typeList": "All", "fields": "id,description"}) if "Scope agreed" in c["description"]],
+        what="the comment's copy")
+    settle(stack)
+    before = {number: stack.world.get_task("partner", number, "name,description") for number in copies}
+
+    assert stack.world.update_task("client", made[0], {"isDeleted": True}, author=CLIENT_PERSON) == []
+    assert stack.world.update_task("client", made[1], {"project": None}, author=CLIENT_PERSON) == []
+    stack.world.delete_comment("client", mirrored[0]["id"], author=CLIENT_PERSON)
+    # A task moved out of the project fires no scenario (they filter by project): the poll finds it.
+    store = redis.Redis.from_url(stack.redis_url)
+    for account in poll_accounts(stack.config):
+        AccountLimiter(store).set_account_limits(account.account, daily_quota=BIG_PLAN_QUOTA)
+    stack.start_beat(PERIOD_S)
+    try:
+        eventually(lambda: all(notes(stack, "partner", number) for number in (*copies, partner_task)),
+                   what="a note on each partner task")
+    finally:
+        stack.stop_beat()
+        for account in poll_accounts(stack.config):
+            AccountLimiter(store).clear_account_limits(account.account)
+        store.close()
+    settle(stack)
+    [trashed], [moved], [deleted] = (notes(stack, "partner", number) for number in (*copies, partner_task))
+    assert "moved to the trash" in trashed and "moved out of the link's scope" in moved
+    assert "deleted its copy of a comment" in deleted and "Scope agreed" in deleted
+    assert removed(stack) == 2
+    for number in copies:  # the partner's copies stay whole
+        now = stack.world.get_task("partner", number, "name,description,isDeleted")
+        assert (now["name"], now["description"], now["isDeleted"]) == (before[number]["name"],
+                                                                        before[number]["description"], False)
+    assert any("Scope agreed" in c["description"] and not c.get("isDeleted") for c in stack.world.list_task_comments(
+        "partner", partner_task, {"typeList": "All", "fields": "id,description,isDeleted"}))
+
+    stack.world.update_task("partner", copies[0], {"name": "Client task 1, renamed by the partner"}, author=PAVEL)
+    settle(stack)
+    assert stack.world.get_task("client", made[0], "name")["name"] == "Client task 1"
+    assert [len(notes(stack, "partner", number)) for number in (*copies, partner_task)] == [1, 1, 1]
