@@ -15,6 +15,7 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
                                  seen agreed (queued by Planfix with 202, or sent by a run not finished)
   crosslink:severed:{link}       side -> JSON reason, while that side's access is lost
   crosslink:parked:{link}        list of parked events (JSON), replayed when access returns
+  crosslink:cut-noted:{link}     "partner:5", tasks told the other side is cut off (told of the resume too)
   crosslink:dlq:*                dead letters and the events held behind them (workers.dead_letters)
   crosslink:last-sync            link -> time of its last finished sync run
   crosslink:waiting-parent:{link}:{side}:{parent}   children to sync again once the parent is mirrored
@@ -194,6 +195,20 @@ class LinkState:
     def severed(self) -> dict[str, dict[str, Any]]:
         raw = self.redis.hgetall(self.key("severed", self.link))
         return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    def noted_cut(self, side: str, number: int) -> None:
+        """SIDE's task NUMBER has a note saying the other side is cut off: it is told of the
+        resume too."""
+        self.redis.sadd(self.key("cut-noted", self.link), f"{side}:{number}")
+
+    def take_noted_cut(self) -> list[tuple[str, int]]:
+        """Remove and return the tasks told of the cut (atomically)."""
+        key = self.key("cut-noted", self.link)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.smembers(key)
+        pipe.delete(key)
+        raw, _ = pipe.execute()
+        return sorted((side, int(number)) for side, number in (_text(item).split(":") for item in raw))
 
     def restore(self, side: str) -> None:
         self.redis.hdel(self.key("severed", self.link), side)

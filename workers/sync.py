@@ -186,6 +186,26 @@ def people_names(task: Mapping[str, Any]) -> dict[str, str]:
     return names
 
 
+def post_note(call: Callable[..., Any], writes: WriteOnce, link_name: str, side: str, number: int, note: str,
+              occasion: str) -> None:
+    """Post NOTE on SIDE's task NUMBER once per OCCASION (a change of assignees, a status move
+    held, a side cut off), however often retried; CALL(method, *args) calls SIDE's client.
+    Written by the robot, it is never mirrored."""
+    digest = hashlib.sha256(f"{occasion}\n{note}".encode()).hexdigest()[:16]
+    # Marked like a mirror, so a write whose outcome was lost is found rather than repeated.
+    source_id = mirror_source_id(link_name, side, "note", f"{number}:{digest}")
+
+    def find_existing() -> int | None:
+        for candidate in call("list_task_comments", number, fields="id,sourceObjectId", type_list="All"):
+            if candidate.get("sourceObjectId") == source_id:
+                return int(candidate["id"])
+        return None
+
+    writes.run(f"{link_name}:note:{side}:{number}:{digest}",
+               write=lambda: call("create_comment", number, {"description": note, "sourceObjectId": source_id}),
+               find_existing=find_existing)
+
+
 class TaskSync:
     """Syncs SIDE's task NUMBER of LINK into the other side."""
 
@@ -680,22 +700,12 @@ class TaskSync:
                                                         "stays_at": stays_at, "why": why, "at": time.time()})
 
     def _post_note(self, side: str, number: int, note: str, occasion: str) -> None:
-        """Post a note on SIDE's task NUMBER once per OCCASION (a change of assignees, a status
-        move held), however often retried. Written by the robot, it is never mirrored."""
-        digest = hashlib.sha256(f"{occasion}\n{note}".encode()).hexdigest()[:16]
-        # Marked like a mirror, so a write whose outcome was lost is found rather than repeated.
-        source_id = mirror_source_id(self.link.name, side, "note", f"{number}:{digest}")
-        self.writes.run(
-            f"{self.link.name}:note:{side}:{number}:{digest}",
-            write=lambda: self._call(side, "create_comment", number,
-                                     {"description": note, "sourceObjectId": source_id}),
-            find_existing=lambda: self._find_comment(number, source_id, side),
-        )
+        post_note(lambda method, *args, **kwargs: self._call(side, method, *args, **kwargs), self.writes,
+                  self.link.name, side, number, note, occasion)
 
-    def _find_comment(self, counterpart: int, source_id: str, side: str | None = None) -> int | None:
-        """The comment on SIDE's task (the counterpart's by default) marked SOURCE_ID (only after
-        a lost answer: one list)."""
-        for candidate in self._call(side or self.other, "list_task_comments", counterpart,
+    def _find_comment(self, counterpart: int, source_id: str) -> int | None:
+        """The comment on the counterpart marked SOURCE_ID (only after a lost answer: one list)."""
+        for candidate in self._call(self.other, "list_task_comments", counterpart,
                                     fields="id,sourceObjectId", type_list="All"):
             if candidate.get("sourceObjectId") == source_id:
                 return int(candidate["id"])

@@ -45,8 +45,9 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import redis
 from celery import Task
@@ -70,7 +71,7 @@ from workers.names import (
 from workers.retry import POLICY, Action, Decision, FailureKind, decide
 from workers.runtime import runtime
 from workers.state import LinkState, RunState
-from workers.sync import ADMISSION_LIMIT_WAIT_S, SideFailure, TaskSync, call_key
+from workers.sync import ADMISSION_LIMIT_WAIT_S, SideFailure, TaskSync, call_key, post_note
 
 log = logging.getLogger("crosslink.worker")
 
@@ -340,12 +341,15 @@ def _begin(link_name: str, side: str, number: int, attempt: int, carried: Hints 
     scale = rt.settings.time_scale
     context = {"link": link_name, "side": side, "task": number}
     event = {"link": link_name, "side": side, "task": number, "at": time.time()}
-    if state.severed():
+    severed = state.severed()
+    if severed:
         state.park(event)
         # The flag stays, so the task's later events queue no jobs that would only park too;
         # it is not waiting for a lost job, so the tick must not send it one (names.PENDING_SINCE_KEY).
         rt.redis.zrem(pending_since_key(link_name, side), number)
         log.info("link severed: event parked", extra=context)
+        if side not in severed:
+            _tell_of_cut(link, side, number, severed, resumed=False)
         return "parked"
     counterpart = state.counterpart("task", side, number)
     lock = pair_lock(rt.redis, link, side, number, counterpart)
@@ -779,6 +783,39 @@ def _again(link_name: str, side: str, number: int, decision: Decision, hints: Hi
     requeue(link_name, side, number, decision.delay_s, decision.attempt, hints)
 
 
+def _tell_of_cut(link: Link, side: str, number: int, severed: Mapping[str, Mapping[str, Any]], *,
+                 resumed: bool) -> None:
+    """A note on SIDE's task NUMBER, on the side that keeps working, that the other side's access
+    is lost (its changes here are kept and carried once access is back; nothing is deleted), or,
+    RESUMED, that it is back: once per cut (SEVERED: side -> reason and time). Best effort: the
+    event is parked before, and a note that cannot be written now is not worth a retry."""
+    rt = runtime()
+    cut = {other: info for other, info in severed.items() if other != side}
+    if not cut:
+        return
+    other, info = next(iter(cut.items()))
+    if resumed:
+        note = (f"Crosslink: access to the {other} side is back. The changes made here meanwhile are "
+                "being carried there now.")
+    else:
+        note = (f"Crosslink: the link lost its access to the {other} side ({info.get('reason')}). Changes "
+                "made here are kept and will be carried there once access is back; nothing is deleted on "
+                "either side.")
+    try:
+        client = rt.client(link, side)
+        post_note(lambda method, *args, **kwargs: _listed(getattr(client, method)(*args, **kwargs)), rt.writes,
+                  link.name, side, number, note, f"{'resumed' if resumed else 'cut'}:{other}:{info.get('at')}")
+        if not resumed:
+            rt.state(link.name).noted_cut(side, number)
+    except Exception as exc:  # noqa: BLE001 - best effort, see above
+        log.warning("could not note the %s on the task: %s", "resume" if resumed else "cut", exc,
+                    extra={"link": link.name, "side": side, "task": number})
+
+
+def _listed(result: Any) -> Any:
+    return list(result) if isinstance(result, Iterator) else result
+
+
 def _handle_failure(link_name: str, side: str, number: int, attempt: int, failure: SideFailure,
                     scale: float, hints: Hints) -> str:
     state = runtime().state(link_name)
@@ -799,6 +836,8 @@ def _handle_failure(link_name: str, side: str, number: int, attempt: int, failur
                       failure.side, decision.reason, extra=context)
             app.send_task(PROBE_LINK, args=[link_name], queue=SYNC_QUEUE, countdown=decision.delay_s)
         state.park({"link": link_name, "side": side, "task": number, "at": time.time()})
+        if failure.side != side:
+            _tell_of_cut(runtime().link(link_name), side, number, state.severed(), resumed=False)
         return "parked"
     kind = "gave-up" if isinstance(error, TransientError) else "permanent"
     # A failed read wrote nothing the task's later events must wait for: they read afresh.
@@ -837,6 +876,8 @@ def probe_link(self: Task, link_name: str) -> str:
                           countdown=POLICY.severed.probe_after_s * rt.settings.time_scale)
             return "severed"
         state.restore(side)
+    for side, number in state.take_noted_cut():
+        _tell_of_cut(link, side, number, severed, resumed=True)
     replayed = set()
     for event in state.take_parked():
         key = (event["side"], int(event["task"]))

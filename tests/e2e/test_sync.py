@@ -241,11 +241,26 @@ def test_a_revoked_side_keeps_the_other_copy_whole_and_resumes(stack):
         assert "client" in row["severed"] and row["parked_events"] >= 1
         # Nothing was deleted on either side.
         assert task(stack, "client", copy)["name"] == "Revocation"
-        assert len(comments(stack, "client", copy)) == 1 and len(comments(stack, "partner", number)) == 2
+        assert len(comments(stack, "client", copy)) == 1 and len(people_said(stack, "partner", number)) == 2
+        # The partner, who keeps working, is told on the task.
+        [cut] = eventually(lambda: notes_on(stack, "partner", number), what="the note of the cut")
+        assert "lost its access to the client side" in cut and "nothing is deleted" in cut
     finally:
         stack.world.restore_token("client", token)
     eventually(lambda: task(stack, "client", copy)["name"] == "Revocation, renamed", what="resume after restore")
     eventually(lambda: len(comments(stack, "client", copy)) == 2, what="parked comment mirrored")
     settle(stack)
     assert link_status(stack.env["CROSSLINK_LINKS"], stack.redis_url)[0]["severed"] == {}
+    [_, resumed] = notes_on(stack, "partner", number)
+    assert "access to the client side is back" in resumed
+    assert notes_on(stack, "client", copy) == []
     assert_sides_match(stack)
+
+
+def notes_on(stack, side, number):
+    """The Crosslink notes on SIDE's task NUMBER, oldest first."""
+    return [c["description"] for c in comments(stack, side, number) if c["description"].startswith("Crosslink: ")]
+
+
+def people_said(stack, side, number):
+    return [c for c in comments(stack, side, number) if not c["description"].startswith("Crosslink: ")]
