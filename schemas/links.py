@@ -47,6 +47,8 @@ import yaml
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 SIDES = ("partner", "client")
+# The languages Crosslink writes its notes in (workers.notes).
+NOTE_LANGUAGES = ("en", "ru")
 DIRECTIONS = ("both", "partner_to_client", "client_to_partner", "none")
 SCOPE_KINDS = ("project", "template", "custom_field", "tag", "participant")
 LINK_NAME_RE = r"^[a-z0-9-]+$"
@@ -130,6 +132,8 @@ class Side:
     scope: Scope
     create: CreateSettings
     assignee_note_field: int | None = None
+    # The language of the notes written on this side's tasks (workers.notes).
+    language: str = "en"
 
     def token(self, env: Mapping[str, str]) -> str:
         return _read_secret(env, self.token_env, f"API token of the {self.name} side")
@@ -368,6 +372,7 @@ class SideSchema(Schema):
     scope = fields.Nested(ScopeSchema, required=True)
     create = fields.Nested(CreateSchema, load_default=None, allow_none=True)
     assignee_note_field = fields.Int(load_default=None, allow_none=True)
+    language = fields.Str(load_default="en", validate=validate.OneOf(NOTE_LANGUAGES))
 
     @post_load
     def _make(self, data: dict, **_: Any) -> Side:
@@ -379,7 +384,7 @@ class SideSchema(Schema):
             name="", base_url=data["base_url"], account=data["account"] or derive_account(data["base_url"]),
             token_env=data["token_env"], webhook_secret_env=data["webhook_secret_env"],
             webhook_auth=data["webhook_auth"], integration_user=data["integration_user"], scope=data["scope"],
-            create=create, assignee_note_field=data["assignee_note_field"],
+            create=create, assignee_note_field=data["assignee_note_field"], language=data["language"],
         )
 
 

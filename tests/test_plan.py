@@ -114,14 +114,14 @@ def test_conflicts_owner_wins_and_last_event_wins_without_owner():
     # the client did not touch the priority (NotUrgent before and now): nothing to carry there
     assert from_client.update_body == {"description": "C text", "startDateTime": "01-01-2024 00:00"}
     # What each write replaces of the other side's own edit, with the rule: told on that side.
-    assert from_partner.overwritten == (("name", "C name", "the partner side owns it"),)
+    assert from_partner.overwritten == (("name", "C name", "partner"),)
     dated_p, dated_c = view("partner", start_date="02-02-2024 00:00"), view("client", start_date="01-01-2024 00:00")
     assert plan_task_sync(LINK, "client", dated_c, before_c, dated_p, before_p, counterpart, {}).overwritten == (
-        ("start_date", "02-02-2024 00:00", "with no owner, the later change wins"),)
-    assert from_client.overwritten == (("description", "P text", "the client side owns it"),)
+        ("start_date", "02-02-2024 00:00", None),)
+    assert from_client.overwritten == (("description", "P text", "client"),)
     # ... and what each side's own edit loses to the other's, told by whichever run comes first.
-    assert from_partner.yielded == (("description", "P text", "the client side owns it"),)
-    assert from_client.yielded == (("name", "C name", "the partner side owns it"),)
+    assert from_partner.yielded == (("description", "P text", "client"),)
+    assert from_client.yielded == (("name", "C name", "partner"),)
     # An edit of one side alone replaces nobody's.
     assert plan_task_sync(LINK, "partner", now_p, before_p, before_c, before_c, counterpart, {}).overwritten == ()
 

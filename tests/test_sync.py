@@ -275,9 +275,12 @@ def test_an_edit_of_a_field_the_other_side_owns_reads_the_owner_first(pair):
     pair.world.update_task("client", copy_, {"description": "<p>client</p>"}, author=MARAT)
     pair.world.update_task("partner", number, {"description": "<p>partner</p>"}, author=PAVEL)
     report, calls = spent(pair, lambda: pair.sync("partner", number, EDIT))
-    # The client owns descriptions and changed it too: read, and its value is not overwritten.
-    assert calls == 2 and "description" not in report.fields
+    # The client owns descriptions and changed it too: read, and its value is not overwritten;
+    # the partner's edit lost, which a note on the partner's task says (the third request).
+    assert calls == 3 and "description" not in report.fields
     assert pair.view("client", copy_)["description"] == "<p>client</p>"
+    [lost] = [c["description"] for c in pair.world.list_task_comments("partner", number, {"fields": "description"})]
+    assert '"partner"' in lost and "<p>" not in lost and "Client Co owns it" in lost
 
 
 def test_a_counterpart_with_a_waiting_event_is_read_not_assumed(pair, redis_client):
@@ -590,5 +593,5 @@ def test_an_edit_lost_to_the_owner_is_told_once_on_the_losers_task_whichever_run
         return [c["description"] for c in listed if c["description"].startswith("Crosslink: ")]
 
     [note] = notes("client", copy_)
-    assert '"Contested (client)"' in note and "partner side owns it" in note
+    assert '"Contested (client)"' in note and "ACME Consulting owns it" in note
     assert notes("partner", number) == []

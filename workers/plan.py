@@ -53,11 +53,12 @@ class SyncPlan:
     # target's, why): the sides stay apart, and people on both are told (workers.sync).
     held_status: tuple[int, int | None, str] | None = None
     # Target values a person changed since the last sync that this plan writes over, as the
-    # source's change wins the field (target key, the value lost, the rule): told on the target.
-    overwritten: tuple[tuple[str, Any, str], ...] = ()
+    # source's change wins the field (target key, the value lost, the field's owner: None when
+    # it has none and the later change wins): told on the target.
+    overwritten: tuple[tuple[str, Any, str | None], ...] = ()
     # Source values a person changed since the last sync that lose to the target's own change
-    # (source key, the value that loses, the rule): told on the source, whichever run comes first.
-    yielded: tuple[tuple[str, Any, str], ...] = ()
+    # (source key, the value that loses, the owner): told on the source, whichever run comes first.
+    yielded: tuple[tuple[str, Any, str | None], ...] = ()
 
     @property
     def is_noop(self) -> bool:
@@ -84,10 +85,10 @@ class _Planner:
         self.path: list[int] = []
         self.source_moves: list[tuple[str, int]] = []
         self.held: tuple[int, int | None, str] | None = None
-        # Source key -> (target key, the rule) of each field both sides changed that the source
-        # wins (contested) or loses (yielding).
-        self.contested: dict[str, tuple[str, str]] = {}
-        self.yielding: dict[str, tuple[str, str]] = {}
+        # Source key -> (target key, the field's owner) of each field both sides changed that
+        # the source wins (contested) or loses (yielding).
+        self.contested: dict[str, tuple[str, str | None]] = {}
+        self.yielding: dict[str, tuple[str, str | None]] = {}
 
     # -- which fields go ----------------------------------------------------------------------
     def carries(self, key: str, target_key: str | None = None) -> bool:
@@ -99,9 +100,8 @@ class _Planner:
         applied = resolve(self.link, key, self.source, key in self.source_changed,
                           (target_key or key) in self.target_changed) == "apply"
         if both:
-            owner = owner_of(self.link, key, self.source)
-            (self.contested if applied else self.yielding)[key] = (
-                target_key or key, f"the {owner} side owns it" if owner else "with no owner, the later change wins")
+            (self.contested if applied else self.yielding)[key] = (target_key or key,
+                                                                   owner_of(self.link, key, self.source))
         return applied
 
     def target_value(self, key: str) -> Any:
@@ -272,11 +272,11 @@ class _Planner:
                 self.body["project"] = {"id": settings.project}
             if settings.template is not None:
                 self.body["template"] = {"id": settings.template}
-        overwritten = [(target_key, self.other_now.get(target_key), rule)
-                       for key, (target_key, rule) in sorted(self.contested.items())
+        overwritten = [(target_key, self.other_now.get(target_key), owner)
+                       for key, (target_key, owner) in sorted(self.contested.items())
                        if key in self.carried or (key == "status" and self.path)]
         # Status and assignees are each side's own ids: only fields of one value lose visibly.
-        yielded = [(key, self.now.get(key), rule) for key, (target_key, rule) in sorted(self.yielding.items())
+        yielded = [(key, self.now.get(key), owner) for key, (target_key, owner) in sorted(self.yielding.items())
                    if key not in ("status", "assignees", "parent")
                    and changed_fields({key: self.target_value(key)}, {key: self.other_now.get(target_key)})]
         return SyncPlan(self.create, self.body, tuple(self.path), tuple(self.source_moves),

@@ -42,6 +42,7 @@ from workers.field_diff import (
 )
 from workers.conflict import owner_of
 from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
+from workers.notes import note, rule_text
 from workers.names import (
     WHOLE, change_stamp, comment_fingerprint, promote_stamp, record_rejected, record_synced_stamp, stamp_seen,
     synced_stamp,
@@ -184,6 +185,12 @@ def people_names(task: Mapping[str, Any]) -> dict[str, str]:
     if assigner.get("id") and assigner.get("name"):
         names[assigner["id"]] = assigner["name"]
     return names
+
+
+def quoted(html: str) -> str:
+    """HTML as a note quotes it: its plain text, cut to NOTE_QUOTE_CHARS."""
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
+    return text if len(text) <= NOTE_QUOTE_CHARS else text[:NOTE_QUOTE_CHARS] + "..."
 
 
 def post_note(call: Callable[..., Any], writes: WriteOnce, link_name: str, side: str, number: int, note: str,
@@ -456,8 +463,8 @@ class TaskSync:
                                   written.get("status", (target_now or {}).get("status")))
         previous = self.state.snapshot(side, self.number) or {}
         occasion = json.dumps([previous.get("assignees"), source_now.get("assignees")])
-        for note in plan.notes:
-            self._post_note(self.other, counterpart, note, occasion)
+        for delegation_note in plan.notes:
+            self._post_note(self.other, counterpart, delegation_note, occasion)
             self.report.notes += 1
         # A change that is no echo of ours explains the task's event.
         # Keys out of the source's snapshot while it has one are ours, unconfirmed (a write
@@ -626,8 +633,8 @@ class TaskSync:
     def _removed_here(self, source_raw: Mapping[str, Any], counterpart: int) -> bool:
         """Whether this paired task was taken out of the link on its side (trashed, moved out
         of scope), told once on its counterpart; a task back in place is followed again."""
-        how = ("moved to the trash" if source_raw.get("isDeleted") else
-               "moved out of the link's scope" if left_scope(
+        how = ("trashed" if source_raw.get("isDeleted") else
+               "out_of_scope" if left_scope(
                    self.link, self.side, source_raw, self.state.is_mirror("task", self.side, self.number))
                else None)
         if how is None:
@@ -646,10 +653,9 @@ class TaskSync:
         if self.state.removed(self.side, self.number):
             return
         stamp = change_stamp(source_raw) if source_raw is not None else "gone"
-        self._post_note(self.other, counterpart, (
-            f"Crosslink: this task's counterpart on the {self.side} side (#{self.number}) was {how} there. "
-            "This task stays as it is, with everything it holds; changes here are no longer carried there."),
-            f"removed:{self.side}:{self.number}:{how}:{stamp}")
+        self._post_note(self.other, counterpart,
+                        note(self.link, self.other, "removed", other=self.side, number=self.number, how=how),
+                        f"removed:{self.side}:{self.number}:{how}:{stamp}")
         self.state.mark_removed(self.side, self.number, {"how": how, "counterpart": counterpart, "at": time.time()})
         log.info("task %s on its side: its counterpart stays, no longer followed", how,
                  extra={"link": self.link.name, "side": self.side, "task": self.number})
@@ -665,12 +671,11 @@ class TaskSync:
         # either way one note, on the loser's task.
         told = [(self.other, counterpart, entry, self.side) for entry in plan.overwritten]
         told += [(self.side, self.number, entry, self.other) for entry in plan.yielded]
-        for side, number, (field_key, lost, rule), winner in told:
-            shown = lost if not isinstance(lost, str) else (lost if len(lost) <= NOTE_QUOTE_CHARS
-                                                             else lost[:NOTE_QUOTE_CHARS] + "...")
-            self._post_note(side, number, (
-                f"Crosslink: the change of {field_key} made here, to {json.dumps(shown, ensure_ascii=False)}, "
-                f"was replaced by the {winner} side's change of the same field ({rule})."),
+        for side, number, (field_key, lost, owner), winner in told:
+            shown = quoted(lost) if isinstance(lost, str) else lost
+            self._post_note(side, number, note(
+                self.link, side, "lost_edit", field=field_key, value=json.dumps(shown, ensure_ascii=False),
+                other=winner, rule=rule_text(self.link, side, owner)),
                 f"lost:{side}:{field_key}:{json.dumps(lost, sort_keys=True, ensure_ascii=False)}")
 
     def _tell_of_held_status(self, plan: Any, counterpart: int | None, source_raw: Mapping[str, Any],
@@ -689,13 +694,10 @@ class TaskSync:
         moved_to, stays_at, why = plan.held_status
         # One note per move: the same move made again later (another stamp) is told again.
         occasion = f"held-status:{self.side}:{self.number}:{moved_to}:{stays_at}:{change_stamp(source_raw)}"
-        self._post_note(self.side, self.number, (
-            f"Crosslink: this task's move to status {moved_to} was not carried to the {self.other} side, "
-            f"whose copy stays at status {stays_at}: {why}. The two sides differ until one of them moves "
-            "to a status the other can follow."), occasion)
-        self._post_note(self.other, counterpart, (
-            f"Crosslink: on the {self.side} side this task moved to status {moved_to}. This copy stays at "
-            f"status {stays_at}, as its process does not allow that move: {why}."), occasion)
+        self._post_note(self.side, self.number, note(self.link, self.side, "held_status_source", other=self.other,
+                                                     moved_to=moved_to, stays_at=stays_at, why=why), occasion)
+        self._post_note(self.other, counterpart, note(self.link, self.other, "held_status_target", other=self.side,
+                                                      moved_to=moved_to, stays_at=stays_at, why=why), occasion)
         self.state.hold_status(self.side, self.number, {"moved_to": moved_to, "counterpart": counterpart,
                                                         "stays_at": stays_at, "why": why, "at": time.time()})
 
@@ -763,11 +765,10 @@ class TaskSync:
         print_ = comment_fingerprint(comment.get("description") or "", True)
         if seen.get(comment_id) == print_ or self.state.counterpart("comment", self.side, comment_id) is None:
             return  # told already, or not a copy of a comment (a note of ours)
-        excerpt = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", comment.get("description") or "")).strip()
-        self._post_note(self.other, counterpart, (
-            f"Crosslink: the {self.side} side deleted its copy of a comment of this task "
-            f"({json.dumps(excerpt[:NOTE_QUOTE_CHARS], ensure_ascii=False)}). The comment stays here."),
-            f"copy-deleted:{self.side}:{comment_id}")
+        self._post_note(self.other, counterpart,
+                        note(self.link, self.other, "copy_deleted", other=self.side,
+                             excerpt=json.dumps(quoted(comment.get("description") or ""), ensure_ascii=False)),
+                        f"copy-deleted:{self.side}:{comment_id}")
         self.state.save_comment_fingerprint(self.side, self.number, comment_id, print_)
 
     def _trigger_comment(self, comment_id: int) -> Mapping[str, Any] | None:

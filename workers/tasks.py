@@ -64,6 +64,7 @@ from workers.idempotency import (
     MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, LockLost, TaskLock, scaled_ttl_ms,
 )
 from workers.hints import RESUME, Hints
+from workers.notes import note
 from workers.names import (
     PROBE_LINK, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key, lock_key,
     pending_key, pending_since_key, resume_key,
@@ -794,17 +795,12 @@ def _tell_of_cut(link: Link, side: str, number: int, severed: Mapping[str, Mappi
     if not cut:
         return
     other, info = next(iter(cut.items()))
-    if resumed:
-        note = (f"Crosslink: access to the {other} side is back. The changes made here meanwhile are "
-                "being carried there now.")
-    else:
-        note = (f"Crosslink: the link lost its access to the {other} side ({info.get('reason')}). Changes "
-                "made here are kept and will be carried there once access is back; nothing is deleted on "
-                "either side.")
+    text = (note(link, side, "resumed", other=other) if resumed
+            else note(link, side, "cut", other=other, reason=info.get("reason")))
     try:
         client = rt.client(link, side)
         post_note(lambda method, *args, **kwargs: _listed(getattr(client, method)(*args, **kwargs)), rt.writes,
-                  link.name, side, number, note, f"{'resumed' if resumed else 'cut'}:{other}:{info.get('at')}")
+                  link.name, side, number, text, f"{'resumed' if resumed else 'cut'}:{other}:{info.get('at')}")
         if not resumed:
             rt.state(link.name).noted_cut(side, number)
     except Exception as exc:  # noqa: BLE001 - best effort, see above

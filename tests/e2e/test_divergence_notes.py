@@ -106,7 +106,7 @@ def test_an_edit_lost_to_the_owner_leaves_a_note_with_the_value_that_lost(stack)
     settle(stack)
     assert stack.world.get_task("partner", task, "name")["name"] == "Pilot plan (partner)"
     [note] = notes(stack, "client", copy_)
-    assert '"Pilot plan (client)"' in note and "partner side owns it" in note
+    assert '"Pilot plan (client)"' in note and "ACME Consulting owns it" in note
     assert notes(stack, "partner", task) == []
 
 

@@ -244,7 +244,7 @@ def test_a_revoked_side_keeps_the_other_copy_whole_and_resumes(stack):
         assert len(comments(stack, "client", copy)) == 1 and len(people_said(stack, "partner", number)) == 2
         # The partner, who keeps working, is told on the task.
         [cut] = eventually(lambda: notes_on(stack, "partner", number), what="the note of the cut")
-        assert "lost its access to the client side" in cut and "nothing is deleted" in cut
+        assert "lost its access to Client Co" in cut and "nothing is deleted" in cut
     finally:
         stack.world.restore_token("client", token)
     eventually(lambda: task(stack, "client", copy)["name"] == "Revocation, renamed", what="resume after restore")
@@ -252,7 +252,7 @@ def test_a_revoked_side_keeps_the_other_copy_whole_and_resumes(stack):
     settle(stack)
     assert link_status(stack.env["CROSSLINK_LINKS"], stack.redis_url)[0]["severed"] == {}
     [_, resumed] = notes_on(stack, "partner", number)
-    assert "access to the client side is back" in resumed
+    assert "access to Client Co is back" in resumed
     assert notes_on(stack, "client", copy) == []
     assert_sides_match(stack)
 
