@@ -264,29 +264,22 @@ def mirror_command(link_name: str, side: str, task: int, links_path: str | None)
 
 def _decision(link_name: str, links_path: str | None, decide) -> dict:
     """Run DECIDE(link, clients, store, enqueuer) for a person's decision on LINK's tasks."""
-    import redis
-
     from crosslink.backfill import DecisionRefused
-    from crosslink.operations import cli_client
-    from planfix.limiter import AccountLimiter
+    from crosslink.operations import load_link, operator_session
     from producers.enqueue import Enqueuer
-    from schemas.links import find_link, load_links
 
-    settings = get_settings()
-    link = find_link(load_links(links_path or settings.links_path), link_name)
-    store = redis.Redis.from_url(settings.redis_url)
-    limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s)
-    clients = {side: cli_client(link, side, limiter) for side in link.sides}
-    enqueuer = Enqueuer(settings.redis_url)
     try:
-        return decide(link, clients, store, enqueuer)
-    except DecisionRefused as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        for client in clients.values():
-            client.close()
-        enqueuer.close()
-        store.close()
+        link = load_link(link_name, links_path)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+    with operator_session(link) as session:
+        enqueuer = Enqueuer(session.settings.redis_url)
+        try:
+            return decide(link, session.clients, session.store, enqueuer)
+        except DecisionRefused as exc:
+            raise click.ClickException(str(exc)) from exc
+        finally:
+            enqueuer.close()
 
 
 @main.command()

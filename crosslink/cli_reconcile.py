@@ -33,7 +33,6 @@ from typing import Any
 
 import click
 
-from crosslink.settings import get_settings
 
 # How often the repair looks at the queue, and how many quiet looks in a row mean it is done.
 QUIET_POLL_S = 0.5
@@ -198,63 +197,53 @@ def render(link_name: str, drift: list[Any], title: str) -> str:
 def reconcile(link_name: str, repair: bool, json_path: str | None, links_path: str | None,
               wait_s: float) -> None:
     """Compare both sides of a link over REST and print the drift by task."""
-    import redis
-
-    from crosslink.operations import cli_client
+    from crosslink.operations import load_link, operator_session
     from planfix.errors import PlanfixError
-    from planfix.limiter import AccountLimiter
     from producers.enqueue import Enqueuer
-    from schemas.links import find_link, load_links
 
-    settings = get_settings()
     try:
-        link = find_link(load_links(links_path or settings.links_path), link_name)
+        link = load_link(link_name, links_path)
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0])) from None
-    store = redis.Redis.from_url(settings.redis_url)
-    limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
-    clients = {side: cli_client(link, side, limiter) for side in link.sides}
     report: dict[str, Any] = {"link": link.name}
-    acks = acknowledged(store, link.name)
-    try:
-        before = compare_over_rest(link, clients)
-        report["drift"] = [item.as_dict() for item in before.drift]
-        click.echo(render(link.name, before.drift, "before" if repair else "drift"))
-        remaining = before.drift
-        if repair and before.drift:
-            jobs = repair_jobs(link, before.drift)
-            enqueuer = Enqueuer(settings.redis_url)
-            try:
-                queued = sum(enqueuer.sync(link.name, side, number) for side, number in jobs)
-            finally:
-                enqueuer.close()
-            click.echo(f"repair: {len(jobs)} sync job(s) asked for, {queued} queued "
-                       f"({len(jobs) - queued} already waiting); waiting for the workers")
-            settled = wait_quiet(settings.redis_url, link.name, wait_s)
-            after = compare_over_rest(link, clients)
-            remaining = after.drift
-            report["repair"] = {"jobs": [list(job) for job in jobs], "queued": queued,
-                                "settled": settled, "after": [item.as_dict() for item in after.drift]}
-            if not settled:
-                click.echo(f"repair: the queue was still busy after {wait_s:.0f} s", err=True)
-            click.echo(render(link.name, after.drift, "after"))
-    except SideUnreadable as cut:
-        report["unreadable"] = cut.errors
-        report["readable"] = readable_summary(link, cut.dumps)
-        for side, error in cut.errors.items():
-            click.echo(f"link {link.name}: the {side} side cannot be read ({error}); nothing is compared")
-        for side, held in report["readable"].items():
-            click.echo(f"link {link.name}: the {side} side holds {held['tasks']} task(s) in scope, "
-                       f"{held['mirrors']} of them mirrors, with {held['comments']} comment(s)")
-        if json_path:
-            Path(json_path).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-        sys.exit(EXIT_UNREADABLE)
-    except PlanfixError as exc:
-        raise click.ClickException(f"reading Planfix failed: {exc}") from None
-    finally:
-        for client in clients.values():
-            client.close()
-        store.close()
+    with operator_session(link) as session:
+        settings, clients = session.settings, session.clients
+        acks = acknowledged(session.store, link.name)
+        try:
+            before = compare_over_rest(link, clients)
+            report["drift"] = [item.as_dict() for item in before.drift]
+            click.echo(render(link.name, before.drift, "before" if repair else "drift"))
+            remaining = before.drift
+            if repair and before.drift:
+                jobs = repair_jobs(link, before.drift)
+                enqueuer = Enqueuer(settings.redis_url)
+                try:
+                    queued = sum(enqueuer.sync(link.name, side, number) for side, number in jobs)
+                finally:
+                    enqueuer.close()
+                click.echo(f"repair: {len(jobs)} sync job(s) asked for, {queued} queued "
+                           f"({len(jobs) - queued} already waiting); waiting for the workers")
+                settled = wait_quiet(settings.redis_url, link.name, wait_s)
+                after = compare_over_rest(link, clients)
+                remaining = after.drift
+                report["repair"] = {"jobs": [list(job) for job in jobs], "queued": queued,
+                                    "settled": settled, "after": [item.as_dict() for item in after.drift]}
+                if not settled:
+                    click.echo(f"repair: the queue was still busy after {wait_s:.0f} s", err=True)
+                click.echo(render(link.name, after.drift, "after"))
+        except SideUnreadable as cut:
+            report["unreadable"] = cut.errors
+            report["readable"] = readable_summary(link, cut.dumps)
+            for side, error in cut.errors.items():
+                click.echo(f"link {link.name}: the {side} side cannot be read ({error}); nothing is compared")
+            for side, held in report["readable"].items():
+                click.echo(f"link {link.name}: the {side} side holds {held['tasks']} task(s) in scope, "
+                           f"{held['mirrors']} of them mirrors, with {held['comments']} comment(s)")
+            if json_path:
+                Path(json_path).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+            sys.exit(EXIT_UNREADABLE)
+        except PlanfixError as exc:
+            raise click.ClickException(f"reading Planfix failed: {exc}") from None
     failing, accepted = standing(remaining, acks)
     if accepted:
         click.echo(f"acknowledged, as it still is ({len(accepted)}): "
@@ -278,34 +267,26 @@ def acknowledge(link_name: str, task: str, why: str, by: str | None, links_path:
     reports it but no longer fails on it until it changes. Compares the link once to know it."""
     import getpass
 
-    import redis
+    from crosslink.operations import load_link, operator_session
 
-    from crosslink.operations import cli_client
-    from planfix.limiter import AccountLimiter
-    from schemas.links import find_link, load_links
-
-    settings = get_settings()
-    link = find_link(load_links(links_path or settings.links_path), link_name)
+    try:
+        link = load_link(link_name, links_path)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
     side, _, number = task.partition(":")
     if side not in link.sides or not number.isdigit():
         raise click.BadParameter(f"{task!r}: expected SIDE:NUMBER, SIDE one of {', '.join(link.sides)}")
-    store = redis.Redis.from_url(settings.redis_url)
-    limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
-    clients = {name: cli_client(link, name, limiter) for name in link.sides}
-    try:
-        drift = compare_over_rest(link, clients).drift
+    with operator_session(link) as session:
+        try:
+            drift = compare_over_rest(link, session.clients).drift
+        except SideUnreadable as cut:
+            raise click.ClickException(f"cannot compare during a cut: {cut}") from None
         item = next((item for item in drift if (item.side, item.task) == (side, int(number))), None)
         if item is None:
             raise click.ClickException(f"{task} has no drift now; nothing to acknowledge")
         record = {"print": drift_print(item), "kind": item.kind, "details": item.details, "why": why,
                   "by": by or getpass.getuser(), "at": time.time()}
-        store.hset(ACK_KEY.format(link=link.name), task, json.dumps(record, ensure_ascii=False))
-    except SideUnreadable as cut:
-        raise click.ClickException(f"cannot compare during a cut: {cut}") from None
-    finally:
-        for client in clients.values():
-            client.close()
-        store.close()
+        session.store.hset(ACK_KEY.format(link=link.name), task, json.dumps(record, ensure_ascii=False))
     click.echo(json.dumps({"link": link.name, "task": task, **record}, ensure_ascii=False))
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -281,6 +283,39 @@ def cli_client(link: Link, side: str, limiter: AccountLimiter,
     register_secret(token)
     return PlanfixClient(conf.base_url, token, account=conf.account, limiter=limiter,
                          sleep_on_limit=True)
+
+
+@dataclass
+class OperatorSession:
+    """What an operator command on one link works with: the settings, the link, Redis, and a
+    client per side that sleeps for the shared limiter (cli_client)."""
+
+    settings: Settings
+    link: Link
+    store: redis.Redis
+    clients: dict[str, PlanfixClient]
+
+
+def load_link(link_name: str, links_path: str | None = None) -> Link:
+    """The link named LINK_NAME in LINKS_PATH (else the settings'); KeyError naming the known ones."""
+    from schemas.links import find_link
+
+    return find_link(load_links(links_path or get_settings().links_path), link_name)
+
+
+@contextmanager
+def operator_session(link: Link) -> Iterator[OperatorSession]:
+    """An OperatorSession for LINK, closed after."""
+    settings = get_settings()
+    store = redis.Redis.from_url(settings.redis_url)
+    limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
+    clients = {side: cli_client(link, side, limiter) for side in link.sides}
+    try:
+        yield OperatorSession(settings, link, store, clients)
+    finally:
+        for client in clients.values():
+            client.close()
+        store.close()
 
 
 def relink(links_path: str, redis_url: str, link_name: str,
