@@ -47,7 +47,7 @@ from workers.names import (
     WHOLE, change_stamp, comment_fingerprint, promote_stamp, record_rejected, record_synced_stamp, stamp_seen,
     synced_stamp,
 )
-from workers.plan import DATE_FIELDS, PLAIN_FIELDS, created_epoch, older_than_link, plan_task_sync
+from workers.plan import DATE_FIELDS, PLAIN_FIELDS, SyncPlan, created_epoch, older_than_link, plan_task_sync
 from workers.status_map import equivalent
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
@@ -193,12 +193,12 @@ def quoted(html: str) -> str:
     return text if len(text) <= NOTE_QUOTE_CHARS else text[:NOTE_QUOTE_CHARS] + "..."
 
 
-def post_note(call: Callable[..., Any], writes: WriteOnce, link_name: str, side: str, number: int, note: str,
+def post_note(call: Callable[..., Any], writes: WriteOnce, link_name: str, side: str, number: int, text: str,
               occasion: str) -> None:
-    """Post NOTE on SIDE's task NUMBER once per OCCASION (a change of assignees, a status move
+    """Post the note TEXT on SIDE's task NUMBER once per OCCASION (a change of assignees, a status move
     held, a side cut off), however often retried; CALL(method, *args) calls SIDE's client.
     Written by the robot, it is never mirrored."""
-    digest = hashlib.sha256(f"{occasion}\n{note}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{occasion}\n{text}".encode()).hexdigest()[:16]
     # Marked like a mirror, so a write whose outcome was lost is found rather than repeated.
     source_id = mirror_source_id(link_name, side, "note", f"{number}:{digest}")
 
@@ -209,7 +209,7 @@ def post_note(call: Callable[..., Any], writes: WriteOnce, link_name: str, side:
         return None
 
     writes.run(f"{link_name}:note:{side}:{number}:{digest}",
-               write=lambda: call("create_comment", number, {"description": note, "sourceObjectId": source_id}),
+               write=lambda: call("create_comment", number, {"description": text, "sourceObjectId": source_id}),
                find_existing=find_existing)
 
 
@@ -660,7 +660,7 @@ class TaskSync:
         log.info("task %s on its side: its counterpart stays, no longer followed", how,
                  extra={"link": self.link.name, "side": self.side, "task": self.number})
 
-    def _tell_of_lost_edits(self, plan: Any, counterpart: int | None, source_raw: Mapping[str, Any]) -> None:
+    def _tell_of_lost_edits(self, plan: SyncPlan, counterpart: int | None, source_raw: Mapping[str, Any]) -> None:
         """A person's edit on the counterpart that this run's write replaced (both sides changed
         the field; the source's wins by the link's rules) leaves a note there with the value that
         lost, once per edit: it no longer vanishes without a trace."""
@@ -678,7 +678,7 @@ class TaskSync:
                 other=winner, rule=rule_text(self.link, side, owner)),
                 f"lost:{side}:{field_key}:{json.dumps(lost, sort_keys=True, ensure_ascii=False)}")
 
-    def _tell_of_held_status(self, plan: Any, counterpart: int | None, source_raw: Mapping[str, Any],
+    def _tell_of_held_status(self, plan: SyncPlan, counterpart: int | None, source_raw: Mapping[str, Any],
                              source_now: Mapping[str, Any], target_status: int | None) -> None:
         """A status move the other side's process does not allow leaves the sides apart: a note
         on each task says so, once per move (a partner reopened a task the client treats as
@@ -701,9 +701,9 @@ class TaskSync:
         self.state.hold_status(self.side, self.number, {"moved_to": moved_to, "counterpart": counterpart,
                                                         "stays_at": stays_at, "why": why, "at": time.time()})
 
-    def _post_note(self, side: str, number: int, note: str, occasion: str) -> None:
+    def _post_note(self, side: str, number: int, text: str, occasion: str) -> None:
         post_note(lambda method, *args, **kwargs: self._call(side, method, *args, **kwargs), self.writes,
-                  self.link.name, side, number, note, occasion)
+                  self.link.name, side, number, text, occasion)
 
     def _find_comment(self, counterpart: int, source_id: str) -> int | None:
         """The comment on the counterpart marked SOURCE_ID (only after a lost answer: one list)."""
