@@ -795,9 +795,9 @@ def _tell_of_cut(link: Link, side: str, number: int, severed: Mapping[str, Mappi
     if not cut:
         return
     other, info = next(iter(cut.items()))
-    text = (note(link, side, "resumed", other=other) if resumed
-            else note(link, side, "cut", other=other, reason=info.get("reason")))
     try:
+        text = (note(link, side, "resumed", other=other) if resumed
+                else note(link, side, "cut", other=other, reason=info.get("reason")))
         client = rt.client(link, side)
         post_note(lambda method, *args, **kwargs: _listed(getattr(client, method)(*args, **kwargs)), rt.writes,
                   link.name, side, number, text, f"{'resumed' if resumed else 'cut'}:{other}:{info.get('at')}")
