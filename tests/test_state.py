@@ -233,3 +233,10 @@ def test_a_removed_task_is_marked_once_until_it_is_back(redis_client):
     assert state.removed("client", 5) and state.removed_tasks()["client:5"]["how"] == "moved to the trash"
     state.unmark_removed("client", 5)
     assert not state.removed("client", 5) and state.removed_tasks() == {}
+
+
+def test_a_runs_pair_is_looked_up_as_removed_in_one_read(redis_client):
+    state = LinkState(redis_client, "demo")
+    state.mark_removed("client", 7, {"how": "trashed"})
+    assert state.removed_among([("partner", 5), ("client", 7)]) == {("client", 7)}
+    assert state.removed_among([("partner", 5)]) == set()

@@ -297,6 +297,12 @@ class LinkState:
     def removed(self, side: str, number: int) -> bool:
         return bool(self.redis.hexists(self.key("removed", self.link), f"{side}:{number}"))
 
+    def removed_among(self, tasks: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Which of TASKS (side, number) are marked removed: one read for a run's pair."""
+        tasks = list(tasks)
+        marks = self.redis.hmget(self.key("removed", self.link), [f"{side}:{number}" for side, number in tasks])
+        return {task for task, mark in zip(tasks, marks) if mark is not None}
+
     def unmark_removed(self, side: str, number: int) -> None:
         self.redis.hdel(self.key("removed", self.link), f"{side}:{number}")
 

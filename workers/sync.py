@@ -339,7 +339,7 @@ class TaskSync:
             source_raw = self._call(side, "get_task", self.number, fields=task_fields(link, side))
         except SideFailure as failure:
             if isinstance(failure.error, NotFound):
-                if known is not None:
+                if known is not None and not self.state.removed(side, self.number):
                     self._tell_of_removal("deleted", known, None)
                 self.report.outcome = "missing"
                 return self.report
@@ -353,8 +353,9 @@ class TaskSync:
         if counterpart is None and self._awaits_decision(source_raw):
             self.report.outcome = "awaiting_decision"
             return self.report
-        if counterpart is not None and (self._removed_here(source_raw, counterpart)
-                                        or self.state.removed(other, counterpart)):
+        removed = self.state.removed_among([(side, self.number), (other, counterpart)]) if counterpart else set()
+        if counterpart is not None and (self._removed_here(source_raw, counterpart, (side, self.number) in removed)
+                                        or (other, counterpart) in removed):
             # Removed on this side (told on the other), or the counterpart was, on its own: the
             # copy left stays as it is, and nothing more is carried into a task people dropped.
             self.report.counterpart, self.report.outcome = counterpart, "removed"
@@ -460,7 +461,8 @@ class TaskSync:
         self.report.parked.extend(plan.parked)
         self._tell_of_lost_edits(plan, counterpart, source_raw)
         self._tell_of_held_status(plan, counterpart, source_raw, source_now,
-                                  written.get("status", (target_now or {}).get("status")))
+                                  written.get("status", (target_now or {}).get("status")),
+                                  moved="status" in source_changed or "status" in written)
         previous = self.state.snapshot(side, self.number) or {}
         occasion = json.dumps([previous.get("assignees"), source_now.get("assignees")])
         for delegation_note in plan.notes:
@@ -630,18 +632,20 @@ class TaskSync:
                 self.state.withdraw_ahead(side, number, before)
             raise
 
-    def _removed_here(self, source_raw: Mapping[str, Any], counterpart: int) -> bool:
+    def _removed_here(self, source_raw: Mapping[str, Any], counterpart: int, marked: bool) -> bool:
         """Whether this paired task was taken out of the link on its side (trashed, moved out
-        of scope), told once on its counterpart; a task back in place is followed again."""
+        of scope), told once on its counterpart (MARKED: told already); a task back in place is
+        followed again. Asks Redis whether the task is a mirror only for one out of scope."""
         how = ("trashed" if source_raw.get("isDeleted") else
-               "out_of_scope" if left_scope(
+               "out_of_scope" if not in_scope(self.link, self.side, source_raw) and left_scope(
                    self.link, self.side, source_raw, self.state.is_mirror("task", self.side, self.number))
                else None)
         if how is None:
-            if self.state.removed(self.side, self.number):
+            if marked:
                 self.state.unmark_removed(self.side, self.number)
             return False
-        self._tell_of_removal(how, counterpart, source_raw)
+        if not marked:
+            self._tell_of_removal(how, counterpart, source_raw)
         # Nothing more to look at for this stamp: polls need not queue it again.
         record_synced_stamp(self.state.redis, self.link.name, self.side, self.number, source_raw)
         return True
@@ -650,8 +654,6 @@ class TaskSync:
         """The other side's copy stays, with everything it holds: a note there says its
         counterpart is gone (a client trashed a shared task and the partner could not tell), and
         `crosslink status` counts it until the task is back."""
-        if self.state.removed(self.side, self.number):
-            return
         stamp = change_stamp(source_raw) if source_raw is not None else "gone"
         self._post_note(self.other, counterpart,
                         note(self.link, self.other, "removed", other=self.side, number=self.number, how=how),
@@ -679,17 +681,17 @@ class TaskSync:
                 f"lost:{side}:{field_key}:{json.dumps(lost, sort_keys=True, ensure_ascii=False)}")
 
     def _tell_of_held_status(self, plan: SyncPlan, counterpart: int | None, source_raw: Mapping[str, Any],
-                             source_now: Mapping[str, Any], target_status: int | None) -> None:
+                             source_now: Mapping[str, Any], target_status: int | None, *, moved: bool) -> None:
         """A status move the other side's process does not allow leaves the sides apart: a note
         on each task says so, once per move (a partner reopened a task the client treats as
         final: the client copy rightly stayed "Accepted", and nobody on either side was told),
-        and `crosslink status` counts it until the sides agree again."""
+        and `crosslink status` counts it until a move (MOVED: this run saw or made one) makes
+        the sides agree again; a run that moved no status writes nothing here."""
         if counterpart is None:
             return
-        tasks = ((self.side, self.number), (self.other, counterpart))
         if plan.held_status is None:
-            if equivalent(self.link, self.side, source_now.get("status"), target_status):
-                self.state.release_status(tasks)
+            if moved and equivalent(self.link, self.side, source_now.get("status"), target_status):
+                self.state.release_status(((self.side, self.number), (self.other, counterpart)))
             return
         moved_to, stays_at, why = plan.held_status
         # One note per move: the same move made again later (another stamp) is told again.
