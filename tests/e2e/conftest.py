@@ -7,16 +7,20 @@ bindings under a running worker; so every e2e module starts its own server.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from crosslink.demo import example
 from crosslink.embedded_redis import EmbeddedRedis
 from crosslink.stack import LocalStack
+from planfix.limiter import AccountLimiter
+from producers.reconcile import poll_accounts
 
 # Fast limits for the behaviour tests; tests/e2e/test_limits.py runs at Planfix's own 1/s.
 E2E_RATE_PER_S = 20.0
@@ -73,3 +77,27 @@ def eventually(predicate: Callable[[], Any], timeout: float = WAIT_S, what: str 
 
 def settle(stack: LocalStack) -> None:
     assert stack.wait_quiet(WAIT_S), "the pipeline did not become quiet"
+
+
+# A plan this big puts the poller's budget period below any test's period, so the period asked for
+# is the one the polls keep (at 20,000 a day it would be 87 s: producers.reconcile.poll_period_s).
+BIG_PLAN_QUOTA = 10_000_000
+
+
+@contextlib.contextmanager
+def polling(stack: LocalStack, period_s: float) -> Iterator[None]:
+    """The beat ticking the poller of every account every PERIOD_S while inside; the accounts'
+    plan limits as they were after."""
+    store = redis.Redis.from_url(stack.redis_url)
+    limiter = AccountLimiter(store)
+    accounts = [account.account for account in poll_accounts(stack.config)]
+    for account in accounts:
+        limiter.set_account_limits(account, daily_quota=BIG_PLAN_QUOTA)
+    stack.start_beat(period_s)
+    try:
+        yield
+    finally:
+        stack.stop_beat()
+        for account in accounts:
+            limiter.clear_account_limits(account)
+        store.close()

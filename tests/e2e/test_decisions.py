@@ -14,12 +14,9 @@ import sys
 import time
 
 import pytest
-import redis
 
 from crosslink.operations import status_report
-from planfix.limiter import AccountLimiter
-from producers.reconcile import poll_accounts
-from tests.e2e.conftest import eventually, settle
+from tests.e2e.conftest import eventually, polling, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +24,6 @@ LINK = "demo"
 PAVEL, MARAT = 2, 6
 NAME = "Weekly status call"
 PERIOD_S = 2.0
-# A plan this big puts the poller's budget period below PERIOD_S (tests/e2e/test_reconcile.py).
-BIG_PLAN_QUOTA = 10_000_000
 POLLS = 3
 # Made this long before the deployment began serving the link.
 AGE_S = 3600.0
@@ -78,20 +73,13 @@ def test_tasks_older_than_the_link_wait_for_a_decision(stack):
     settle(stack)
     assert awaiting(stack) == 3
 
-    store = redis.Redis.from_url(stack.redis_url)
-    for account in poll_accounts(stack.config):
-        AccountLimiter(store).set_account_limits(account.account, daily_quota=BIG_PLAN_QUOTA)
-    store.close()
     started = stack.world.now()
-    stack.start_beat(PERIOD_S)
-    try:
+    with polling(stack, PERIOD_S):
         stack.world.update_task("partner", partner, {"description": "partner agenda v2"}, author=PAVEL)
         stack.world.update_task("client", hand_copies[0], {"description": "client notes 1, v2"}, author=MARAT)
         eventually(lambda: min(polls_since(stack, account, started) for account in ("partner", "client")) >= POLLS,
                    timeout=PERIOD_S * POLLS * 10, what=f"{POLLS} polls of each account")
         settle(stack)
-    finally:
-        stack.stop_beat()
     assert (len(named(stack, "partner")), len(named(stack, "client"))) == (1, 2), "a task older than the link was mirrored"
     assert awaiting(stack) == 3
     assert "undecided" in crosslink(stack, "status").stdout

@@ -10,13 +10,10 @@ from __future__ import annotations
 import re
 
 import pytest
-import redis
 
 from crosslink.operations import status_report
-from planfix.limiter import AccountLimiter
 from producers.enqueue import Enqueuer
-from producers.reconcile import poll_accounts
-from tests.e2e.conftest import eventually, settle
+from tests.e2e.conftest import eventually, polling, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -26,8 +23,6 @@ CLIENT_PERSON = 6
 NEW, CLOSED = 1, 4          # the partner's process
 DELIVERED = 14              # the client's: from Delivered it may only go back to Accepted (12)
 PERIOD_S = 2.0
-# A plan this big puts the poller's budget period below PERIOD_S (tests/e2e/test_reconcile.py).
-BIG_PLAN_QUOTA = 10_000_000
 
 
 def status(stack, account: str, number: int) -> int:
@@ -140,18 +135,9 @@ def test_what_the_client_removes_is_told_on_the_partners_copies_which_stay(stack
     assert stack.world.update_task("client", made[1], {"project": None}, author=CLIENT_PERSON) == []
     stack.world.delete_comment("client", mirrored[0]["id"], author=CLIENT_PERSON)
     # A task moved out of the project fires no scenario (they filter by project): the poll finds it.
-    store = redis.Redis.from_url(stack.redis_url)
-    for account in poll_accounts(stack.config):
-        AccountLimiter(store).set_account_limits(account.account, daily_quota=BIG_PLAN_QUOTA)
-    stack.start_beat(PERIOD_S)
-    try:
+    with polling(stack, PERIOD_S):
         eventually(lambda: all(notes(stack, "partner", number) for number in (*copies, partner_task)),
                    what="a note on each partner task")
-    finally:
-        stack.stop_beat()
-        for account in poll_accounts(stack.config):
-            AccountLimiter(store).clear_account_limits(account.account)
-        store.close()
     settle(stack)
     [trashed], [moved], [deleted] = (notes(stack, "partner", number) for number in (*copies, partner_task))
     assert "moved to the trash" in trashed and "moved out of the link's scope" in moved
