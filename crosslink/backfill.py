@@ -258,6 +258,17 @@ class BackfillPlan:
     out_of_scope: dict[str, int]
 
 
+def pair_plan(link: Link, raw: Mapping[str, Mapping[str, Any]],
+              counterpart: Callable[[str, int], int | None]) -> PairPlan:
+    """The plan to pair RAW's two tasks (side -> raw task, the link's first side as the original):
+    the marker's side, the seeded snapshots, and what the pair's first syncs will overwrite."""
+    first, second = list(link.sides)
+    views = {side: canonical_task(raw[side], link, side) for side in (first, second)}
+    seeded = seed_snapshots(link, first, views)
+    return PairPlan((first, second), (int(raw[first]["id"]), int(raw[second]["id"])), marker_side(link, raw),
+                    seeded, pairing_overwrites(link, seeded, views, raw, counterpart))
+
+
 def counterpart_in(registry: Mapping[str, int]) -> Callable[[str, int], int | None]:
     """The registry's lookup (side, number) -> counterpart, as the planner asks it."""
     return lambda side, number: registry.get(f"{side}:{number}")
@@ -299,10 +310,7 @@ def plan_backfill(link: Link, listings: Mapping[str, Sequence[Mapping[str, Any]]
     pairs = []
     for left, right in matching.pairs:
         raw = {first: raw_by[first][left], second: raw_by[second][right]}
-        views = {side: canonical_task(task, link, side) for side, task in raw.items()}
-        seeded = seed_snapshots(link, first, views)
-        pairs.append(PairPlan((first, second), (left, right), marker_side(link, raw), seeded,
-                              pairing_overwrites(link, seeded, views, raw, counterpart_in(registry))))
+        pairs.append(pair_plan(link, raw, counterpart_in(registry)))
     create = tuple([(first, n) for n in matching.unmatched_left]
                    + [(second, n) for n in matching.unmatched_right])
     return BackfillPlan(tuple(pairs), create, matching.ambiguous, linked_count, outside)
@@ -557,17 +565,14 @@ def pair_by_decision(link: Link, numbers: Mapping[str, int], clients: Mapping[st
         marker = parse_marker(raw[side].get("sourceDataVersion"))
         if marker and marker[0] == link.name:
             raise DecisionRefused(f"{side} #{numbers[side]} is a mirror of {marker[1]} #{marker[2]} already")
-    views = {side: canonical_task(raw[side], link, side) for side in (first, second)}
-    seeded = seed_snapshots(link, first, views)
-    pair = PairPlan((first, second), (numbers[first], numbers[second]), marker_side(link, raw), seeded,
-                    pairing_overwrites(link, seeded, views, raw, counterpart_in(LinkState(store, link.name).pairs("task"))))
+    state = LinkState(store, link.name)
+    pair = pair_plan(link, raw, lambda side, number: state.counterpart("task", side, number))
     if not _pair_unless_linked(link, pair, store, None, sleep):
-        state = LinkState(store, link.name)
-        taken = [f"{side} #{numbers[side]} (with #{state.counterpart('task', side, numbers[side])})"
-                 for side in (first, second) if state.counterpart("task", side, numbers[side]) is not None]
-        raise DecisionRefused("already paired: " + ", ".join(taken))
+        paired = {side: state.counterpart("task", side, numbers[side]) for side in (first, second)}
+        raise DecisionRefused("already paired: " + ", ".join(
+            f"{side} #{numbers[side]} (with #{other})" for side, other in paired.items() if other is not None))
     _write_marker(link, pair.sides, pair.numbers, pair.marker_on, clients)
-    LinkState(store, link.name).decided_pair(zip(pair.sides, pair.numbers))
+    state.decided_pair(zip(pair.sides, pair.numbers))
     for side, number in zip(pair.sides, pair.numbers):
         enqueuer.sync(link.name, side, number)
     return _pair_view(pair)

@@ -222,6 +222,7 @@ def setup(link, redis_url):
         def run(**kwargs):
             return bf.run_backfill(link, clients, store, None if kwargs.get("dry_run") else enqueuer, **kwargs)
 
+        run.clients, run.enqueuer = clients, enqueuer  # for a person's decisions, beside the backfill
         yield world, store, run
     enqueuer.close()
     store.close()
@@ -313,3 +314,16 @@ def test_pairing_waits_for_a_live_sync_run_of_either_task(setup):
     report = run(on_plan=lambda _: held.acquire(), sleep=sync_run_finishes)
     assert waited and report.complete
     assert LinkState(store, "demo").counterpart("task", "partner", 1) == 2
+
+
+def test_a_persons_pairing_is_refused_for_a_task_paired_already_and_made_otherwise(setup, link):
+    world, store, run = setup
+    LinkState(store, "demo").pair("task", "partner", 3, "client", 99)
+    with pytest.raises(bf.DecisionRefused, match=r"partner #3 \(with #99\)"):
+        bf.pair_by_decision(link, {"partner": 3, "client": 3}, run.clients, store, run.enqueuer)
+    made = bf.pair_by_decision(link, {"partner": 4, "client": 3}, run.clients, store, run.enqueuer)
+    assert (made["partner"], made["client"]) == (4, 3)
+    assert LinkState(store, "demo").counterpart("task", "client", 3) == 4
+    assert _jobs(store) == 2  # both tasks synced, under the owner rules seeded
+    with pytest.raises(bf.DecisionRefused, match="partner #4 is paired with #3"):
+        bf.mirror_by_decision(link, "partner", 4, store, run.enqueuer, by="olga", at=1.0)
