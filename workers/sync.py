@@ -353,13 +353,14 @@ class TaskSync:
         if counterpart is None and self._awaits_decision(source_raw):
             self.report.outcome = "awaiting_decision"
             return self.report
-        removed = self.state.removed_among([(side, self.number), (other, counterpart)]) if counterpart else set()
-        if counterpart is not None and (self._removed_here(source_raw, counterpart, (side, self.number) in removed)
-                                        or (other, counterpart) in removed):
-            # Removed on this side (told on the other), or the counterpart was, on its own: the
-            # copy left stays as it is, and nothing more is carried into a task people dropped.
-            self.report.counterpart, self.report.outcome = counterpart, "removed"
-            return self.report
+        if counterpart is not None:
+            removed = self.state.removed_among([(side, self.number), (other, counterpart)])
+            if (self._removed_here(source_raw, counterpart, (side, self.number) in removed)
+                    or (other, counterpart) in removed):
+                # Removed on this side (told on the other), or the counterpart was, on its own: the
+                # copy left stays as it is, and nothing more is carried into a task people dropped.
+                self.report.counterpart, self.report.outcome = counterpart, "removed"
+                return self.report
         self.report.counterpart = counterpart
         counterpart_pending = counterpart is not None and self.state.has_pending(other, counterpart)
         if counterpart_pending:
@@ -506,10 +507,11 @@ class TaskSync:
             # made since, or up to CLOCK_SKEW_S before, is new).
             self.state.begin([self.side], time.time())
             since = self.state.since(self.side)
-        if not older_than_link(created_epoch(source_raw), since) or self.state.decided_mirror(self.side, self.number):
+        created = created_epoch(source_raw)
+        if not older_than_link(created, since) or self.state.decided_mirror(self.side, self.number):
             return False
-        self.state.await_decision(self.side, self.number, {
-            "name": source_raw.get("name") or "", "created": created_epoch(source_raw), "at": time.time()})
+        self.state.await_decision(self.side, self.number,
+                                  {"name": source_raw.get("name") or "", "created": created, "at": time.time()})
         record_synced_stamp(self.state.redis, self.link.name, self.side, self.number, source_raw)
         log.info("task older than the link left unmirrored until a person decides (crosslink pair / mirror)",
                  extra={"link": self.link.name, "side": self.side, "task": self.number})
