@@ -13,7 +13,7 @@ Why a client of our own rather than ad-hoc HTTP calls in the workers:
 - the token travels only in the Authorization header; it never appears in a log record, an
   exception message or repr();
 - every request sent and every wait the limiter names is counted here, once, by account
-  (crosslink.metrics), whichever process the client lives in.
+  (crosslink.base.metrics), whichever process the client lives in.
 
 Paths are written exactly as the spec writes them, trailing slashes on creates included.
 """
@@ -29,7 +29,7 @@ from urllib.parse import urljoin
 
 import redis
 
-from crosslink import metrics
+from crosslink.base import metrics
 from planfix.errors import (
     Applied,
     FieldFailure,

@@ -14,12 +14,12 @@ background task replays it into Redis, in order, once Redis answers; while the s
 anything, new webhooks queue behind it, so the order stays the order they came in. Only a full
 spool (CROSSLINK_SPOOL_MAX) makes the producer answer 503.
 
-Per (link, side, task) at most one sync job is queued (producers.enqueue). Producers enqueue by
+Per (link, side, task) at most one sync job is queued (crosslink.queue.enqueue). Producers enqueue by
 task name and never import worker code.
 
 ``/healthz`` says the process answers; ``/readyz`` says it can take webhooks: Redis answers, or
 the spool has room (``crosslink health producer`` and the compose health check call it).
-``/metrics`` is the Prometheus exposition (crosslink.metrics): every webhook is counted by link,
+``/metrics`` is the Prometheus exposition (crosslink.base.metrics): every webhook is counted by link,
 side and outcome, the spool's depth is read from it, and the queue, dead letters, each link's lag
 and each Planfix account's requests, quota and forecast are read from Redis when it is scraped.
 This process alone serves those Redis gauges (there is one producer; workers scale).
@@ -51,18 +51,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from crosslink import metrics
-from crosslink.logs import register_secret
-from crosslink.settings import Settings
+from crosslink.base import metrics
+from producers import gauges
+from crosslink.base.logs import register_secret
+from crosslink.base.settings import Settings
 from planfix.limiter import AccountLimiter
-from producers.coalesce import AccountHolds
-from producers.enqueue import ENQUEUE_LUA, SENDS_JOB, Enqueuer, enqueue_call
+from crosslink.queue.coalesce import AccountHolds
+from crosslink.queue.enqueue import ENQUEUE_LUA, SENDS_JOB, Enqueuer, enqueue_call
 from producers.payload import PayloadError, parse_body, redact
 from producers.scenarios import BASIC_USER, SECRET_HEADER
 from producers.spool import Spool, SpoolFull, spool_directory
 from schemas.links import Link, LinksConfig
 from schemas.webhook import WebhookEventSchema
-from workers.names import event_hint
+from crosslink.queue.names import event_hint
 
 log = logging.getLogger("crosslink.producer")
 
@@ -143,7 +144,7 @@ class Receiver:
         self.spool = spool
         self.enqueuer = Enqueuer(redis_url)
         self.redis = self.enqueuer.redis
-        # Each event's run is held while its accounts' day would outrun the quota (producers.coalesce).
+        # Each event's run is held while its accounts' day would outrun the quota (crosslink.queue.coalesce).
         settings = Settings.from_env(dict(env))
         limiter = AccountLimiter(self.redis, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
         self.enqueuer.holds = AccountHolds(limiter, config.links, settings.coalesce_max_s)
@@ -407,9 +408,9 @@ def create_app(config: LinksConfig, redis_url: str, env: Mapping[str, str]) -> S
         return JSONResponse({"status": "ready", **spooled})
 
     # The state gauges read Redis through the readiness probe's client: the same short deadline.
-    state = metrics.StateCollector(ready_probe, config, Settings.from_env(dict(env)))
-    exposition = metrics.Exposition(REGISTRY, state,
-                                    metrics.SpoolCollector(lambda: spool.pending, spool.max_webhooks))
+    state = gauges.StateCollector(ready_probe, config, Settings.from_env(dict(env)))
+    exposition = gauges.Exposition(REGISTRY, state,
+                                    gauges.SpoolCollector(lambda: spool.pending, spool.max_webhooks))
 
     async def metrics_endpoint(_: Request) -> Response:
         """This process's counters and the pipeline's state read from Redis now."""

@@ -21,9 +21,9 @@ reads the same changes again.
 What a poll queues reads only what the poll says changed (workers.hints), decided per link side
 by comparing the task's change stamp (dateOfLastUpdate|dateOfLastComment) with the last one known
 (``classify``):
-- a stamp a sync run recorded as synced (workers.names.record_synced_stamp: the run looked at
+- a stamp a sync run recorded as synced (crosslink.queue.names.record_synced_stamp: the run looked at
   everything the stamp may stand for) is not queued: a webhook already brought it;
-- a stamp a run recorded as seen but for the checklist (workers.names.BUT_CHECKLIST: one field
+- a stamp a run recorded as seen but for the checklist (crosslink.queue.names.BUT_CHECKLIST: one field
   edit's run, on a link that carries the checklist) is queued with ``CHECKLIST_HINT``: one
   checklist list, no task read, after which the stamp counts as whole; one whose comment date
   moved since gets the hint with its comments;
@@ -68,7 +68,7 @@ What the feeds cannot see: an edited or deleted comment changes neither filter 7
 comment date (the emulator agrees). The comment audit (``audit_comments``) finds those: after
 each poll it lists the comments of a few tasks whose people's comments we mirrored, in a
 rotation over all of them, and queues a run naming each comment whose text or deletion no
-longer matches the fingerprint the last run mirrored (workers.names.comment_fingerprint). It
+longer matches the fingerprint the last run mirrored (crosslink.queue.names.comment_fingerprint). It
 spends AUDIT_SHARE of the daily quota (settings, default 1.25 %), a part of the reconciliation's
 share (the polls have the rest, so a quiet account pays that share and no more): each poll adds
 its period's part of that share to a credit, and the audit lists as many whole tasks as the
@@ -76,7 +76,7 @@ credit holds, at most AUDIT_MAX_TASKS (``audit_allowance``). A full turn over an
 commented tasks takes about N / (AUDIT_SHARE x quota) days: an edit whose webhook was lost is
 mirrored within that turn. A second change within the same second as one a run recorded, whose
 webhook is lost too, hides behind the equal stamp until the task changes again; a run records
-a stamp only when nothing else can hide behind it (workers.names.stamp_seen).
+a stamp only when nothing else can hide behind it (crosslink.queue.names.stamp_seen).
 """
 
 from __future__ import annotations
@@ -95,9 +95,9 @@ import redis
 
 from planfix.client import MAX_PAGE_SIZE, PlanfixClient
 from planfix.errors import NotFound
-from producers.enqueue import Enqueuer
+from crosslink.queue.enqueue import Enqueuer
 from schemas.links import LinksConfig, Side
-from workers.names import (
+from crosslink.queue.names import (
     BUT_CHECKLIST, CHECKLIST_HINT, COMMENT_PRINTS_KEY, FULL_HINT, change_stamp, comment_fingerprint,
     comment_prints_key, known_stamp, registry_key, synced_stamps,
 )
@@ -248,7 +248,7 @@ def poll_account_of(config: LinksConfig, link: str, side: str) -> PollAccount | 
 class Stamp:
     """When a task last changed, as Planfix reported it.
 
-    ``text`` (workers.names.change_stamp) is compared for equality; ``epoch`` is set only when
+    ``text`` (crosslink.queue.names.change_stamp) is compared for equality; ``epoch`` is set only when
     both dates carried seconds in UTC (dateTimeUtcSeconds), which is what lets a stamp count as
     final; ``comment_epoch`` is the last comment's time, when exact.
     """
@@ -412,7 +412,7 @@ def settled(before: Seen, stamp: Stamp) -> bool:
 def classify(stamp: Stamp, synced: str | None, before: Seen | None) -> Verdict:
     """What a link side's run of a task found with STAMP is queued for.
 
-    SYNCED: the stamp the side's last run recorded (workers.names.record_synced_stamp), if any,
+    SYNCED: the stamp the side's last run recorded (crosslink.queue.names.record_synced_stamp), if any,
     maybe seen but for the checklist (BUT_CHECKLIST); BEFORE: what earlier polls of the
     account saw of the task, if any.
     Assumes a stamp with seconds changes with every change but one in the same second; an

@@ -4,7 +4,7 @@ Why here and not in workers/: polling Planfix for changes and queueing sync jobs
 work (STYLE.md), and producers must not import worker code. So these tasks are declared with
 ``shared_task`` (bound to whichever app loads the module) and the workers' app lists this module
 in its ``include``; the app refers to it by name, neither imports the other. The tasks use only
-what a producer may: planfix (client, limiter), schemas, the task names, producers.enqueue, and
+what a producer may: planfix (client, limiter), schemas, the task names, crosslink.queue.enqueue, and
 the settings and secret redaction from crosslink/.
 
 Why a tick that fans out: the beat schedule is fixed when the app is built and does not know the
@@ -36,19 +36,19 @@ from dataclasses import dataclass, field
 import redis
 from celery import current_app, shared_task
 
-from crosslink.logs import register_secret
-from crosslink.settings import Settings, get_settings
+from crosslink.base.logs import register_secret
+from crosslink.base.settings import Settings, get_settings
 from planfix.client import PlanfixClient
 from planfix.errors import PlanfixError, RateLimited
 from planfix.http import Http
 from planfix.limiter import AccountLimiter
-from producers.enqueue import Enqueuer
+from crosslink.queue.enqueue import Enqueuer
 from producers.reconcile import (
     POLL_LANE, TURN_KEY, PollAccount, account_budget, audit_comments, defer_poll, find_poll_account, key,
     live_requests, poll_account, poll_accounts, read_last_poll, take_audit_allowance, take_turn,
 )
 from schemas.links import LinksConfig, load_links
-from workers.names import RECONCILE_POLL, RECONCILE_TICK, SYNC_QUEUE
+from crosslink.queue.names import RECONCILE_POLL, RECONCILE_TICK, SYNC_QUEUE
 
 log = logging.getLogger("crosslink.reconcile")
 
@@ -137,7 +137,7 @@ def reconcile_tick(tick_s: float, period_s: float | None = None) -> int:
             # Tasks a batch job died with (claimed again once their claims lapsed), or whose
             # batch job was lost: waiting for longer than a period.
             state.enqueuer.send_batch(link.name, side, stale_s=floor_s)
-            # Tasks whose job message was lost (workers.names.PENDING_SINCE_KEY). A job begins
+            # Tasks whose job message was lost (crosslink.queue.names.PENDING_SINCE_KEY). A job begins
             # within moments unless a backlog holds it: two periods tell a lost one from those.
             recovered = state.enqueuer.recover_pending(link.name, side, stale_s=2 * floor_s)
             if recovered:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from crosslink.embedded_redis import EmbeddedRedis
+from crosslink.lab.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from crosslink.check import check_link
-from crosslink.demo import example
+from crosslink.operations.check import check_link
+from crosslink.lab.demo import example
 from planfix.client import PlanfixClient
 from planfix.emulator.app import create_app
 from planfix.emulator.world import World
@@ -136,7 +136,7 @@ class Pair:
         return self.world.requests(side)[since:]
 
     def check(self, number: int, copy_: int):
-        """crosslink.check on just this pair (the seeded tasks are not mirrored here)."""
+        """crosslink.operations.check on just this pair (the seeded tasks are not mirrored here)."""
         dumps = {side: [t for t in self.world.dump_tasks(side) if t["id"] == wanted]
                  for side, wanted in (("partner", number), ("client", copy_))}
         return check_link(self.link, dumps)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crosslink.bench import (
+from crosslink.lab.bench import (
     DAY_S, PARTNER_STATUS_CYCLE, PEAK_SHARE, PLAN_QUOTA, POLL, SCALE_CHANGES_PER_LINK, SCALE_DAY_MIN_S,
     SCALE_DROP_SHARE, SCALE_KIND_WEIGHTS, SCALE_TASKS_PER_LINK, SIDES, SPARE_SHARE, WORKING_HOURS, BenchReport,
     Event, Exchange, PipelineFigures, PollerSettings, ScaleFigures, Write, backlog_fairness, capacity, carried,
@@ -19,8 +19,8 @@ from crosslink.bench import (
     sustain_order,
     worker_counts, working_day_times, write_times,
 )
-from crosslink.demo import example
-from crosslink.settings import Settings
+from crosslink.lab.demo import example
+from crosslink.base.settings import Settings
 from producers.reconcile import AUDIT_COMMENT_FIELDS
 from workers.sync import COMMENT_FIELDS
 
@@ -544,8 +544,8 @@ def test_a_request_kind_leaves_the_numbers_out_and_names_the_pollers_own():
 def test_the_scale_phase_waits_on_sync_work_not_on_the_pollers_jobs(redis_url, redis_client, emulator_world):
     from types import SimpleNamespace
 
-    from crosslink.bench import Bench, BenchPlan
-    from workers.names import SYNC_QUEUE, claims_key, pending_key
+    from crosslink.lab.bench import Bench, BenchPlan
+    from crosslink.queue.names import SYNC_QUEUE, claims_key, pending_key
 
     bench = Bench(BenchPlan.quick(), workdir=None)
     bench.redis = SimpleNamespace(url=redis_url)

@@ -1,4 +1,4 @@
-"""crosslink.chaos, the parts that need no stack: the fault windows it opens in the emulator, the
+"""crosslink.lab.chaos, the parts that need no stack: the fault windows it opens in the emulator, the
 hits it counts from the emulator's request log (and the verdict they gate), and the generator's
 record, which must always give the oracle a well-defined expected state."""
 
@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-import crosslink.chaos as chaos
-from crosslink import oracle
-from crosslink.chaos import (
+import crosslink.lab.chaos as chaos
+from crosslink.lab import oracle
+from crosslink.lab.chaos import (
     EMULATOR_FAULTS, FAULT_KINDS, MIN_SHARE, Chaos, ChaosPlan, ChaosReport, build_configs, client_account)
 from planfix.emulator.world import World
 from schemas.links import parse_links

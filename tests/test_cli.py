@@ -11,8 +11,8 @@ import yaml
 from click.testing import CliRunner
 
 from crosslink.cli import main
-from crosslink.operations import link_status
-from crosslink.settings import Settings, get_settings
+from crosslink.operations.status import link_status
+from crosslink.base.settings import Settings, get_settings
 from planfix.limiter import AccountLimiter
 from tests.test_reconcile import links_doc
 

@@ -1,4 +1,4 @@
-"""Quota-aware coalescing (producers.coalesce): the hold a run is given once an account's day would
+"""Quota-aware coalescing (crosslink.queue.coalesce): the hold a run is given once an account's day would
 outrun its quota, decided by a pure function tested over its whole domain; read per account at most
 every few seconds; and applied where an event schedules a run, against the real private Redis: a
 held task is claimed by no batch job before its hold ends, the edits made meanwhile join its one
@@ -15,11 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from planfix.limiter import AccountLimiter
-from producers.coalesce import BASE_HOLD_S, AccountHolds, coalesce_hold_s, usage_hold_s
-from producers.enqueue import Enqueuer
+from crosslink.queue.coalesce import BASE_HOLD_S, AccountHolds, coalesce_hold_s, usage_hold_s
+from crosslink.queue.enqueue import Enqueuer
 from tests.test_reconcile import links_doc, load
 from workers import tasks
-from workers.names import batch_key, dirty_key, pending_key
+from crosslink.queue.names import batch_key, dirty_key, pending_key
 from workers.tasks import claim_batch, take_hints
 
 TTL_MS = 60_000
@@ -265,7 +265,7 @@ def test_the_poller_sends_a_lost_sides_job_due_at_its_first_holds_end(redis_clie
 # --- the setting ------------------------------------------------------------------------------------
 
 def test_the_cap_is_a_setting_that_zero_turns_off_and_that_cannot_be_negative():
-    from crosslink.settings import Settings
+    from crosslink.base.settings import Settings
 
     assert Settings.from_env({}).coalesce_max_s == 30.0
     assert Settings.from_env({"CROSSLINK_COALESCE_MAX_S": "0"}).coalesce_max_s == 0.0

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from crosslink.settings import Settings
-from crosslink.stack import integration_token
+from crosslink.base.settings import Settings
+from crosslink.lab.stack import integration_token
 from schemas.links import lint_file
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Dead letters and the events held behind them (workers.dead_letters) and `crosslink dlq`, on a
+"""Dead letters and the events held behind them (crosslink.queue.dead_letters) and `crosslink dlq`, on a
 real Redis: ids are stable, a blocked task holds its later events in order, and releasing a
 letter hands back exactly what was held, once."""
 
@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crosslink.cli import main
-from crosslink.cli_dlq import runs_for
-from crosslink.settings import get_settings
-from workers.dead_letters import DeadLetters, Released, all_letters, find
-from workers.names import SYNC_QUEUE, pending_key
+from crosslink.cli.dlq import runs_for
+from crosslink.base.settings import get_settings
+from crosslink.queue.dead_letters import DeadLetters, Released, all_letters, find
+from crosslink.queue.names import SYNC_QUEUE, pending_key
 from workers.state import LinkState
 
 

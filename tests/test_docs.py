@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SETUP = ROOT / "docs" / "planfix-setup.md"
 DOCS = [ROOT / "README.md", SETUP, ROOT / "docs" / "architecture.md"]
 _BLOCK = re.compile(r"```(?P<lang>\w*)\n(?P<body>.*?)```", re.DOTALL)
-# A repository path in backticks: `producers/enqueue.py`, `deploy/demo/`, `docker-compose.yml`.
+# A repository path in backticks: `crosslink/queue/enqueue.py`, `deploy/demo/`, `docker-compose.yml`.
 _PATH = re.compile(r"`([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]*)*)`")
 
 

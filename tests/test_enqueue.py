@@ -1,4 +1,4 @@
-"""producers.enqueue and the batch claims (workers.tasks): one pending run per task, the events'
+"""crosslink.queue.enqueue and the batch claims (workers.tasks): one pending run per task, the events'
 hints beside it, lone events batched per link side, bursts coalesced."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from producers.enqueue import COALESCE_DELAY_S, HOT_WINDOW_MS, Enqueuer
-from workers.names import (
+from crosslink.queue.enqueue import COALESCE_DELAY_S, HOT_WINDOW_MS, Enqueuer
+from crosslink.queue.names import (
     FULL_HINT, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key, pending_key,
     pending_since_key,
 )
@@ -252,7 +252,7 @@ def test_a_backlog_waiting_its_turns_is_not_taken_for_a_lost_job(enqueuer, redis
 
 def test_a_batch_begins_its_runs_in_one_step(enqueuer, redis_client):
     from schemas.links import load_links
-    from workers.names import lock_key
+    from crosslink.queue.names import lock_key
     from workers.state import LinkState
     from workers.tasks import take_batch
 

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from crosslink.health import OLDEST_JOB_MAX_AGE_S, worker_health
-from crosslink.services import ProducerServer, WorkerProcess
-from producers.enqueue import Enqueuer
+from crosslink.operations.health import OLDEST_JOB_MAX_AGE_S, worker_health
+from crosslink.lab.services import ProducerServer, WorkerProcess
+from crosslink.queue.enqueue import Enqueuer
 from producers.receiver import create_app
 from schemas.links import parse_links
 from workers.heartbeat import HEARTBEAT_KEY, record_beat

@@ -13,7 +13,7 @@ from workers.hints import (
     extra_reads,
     may_trust_snapshot,
 )
-from workers.names import CHECKLIST_HINT, FULL_HINT, event_hint
+from crosslink.queue.names import CHECKLIST_HINT, FULL_HINT, event_hint
 
 HINT_ITEMS = st.one_of(
     st.sampled_from(["task_created", "task_changed", FULL_HINT, CHECKLIST_HINT, "resume", "reread", "bogus",
@@ -91,7 +91,7 @@ def test_extra_reads():
     asked = Hints(full=False, task_events=1, checklist=True)
     assert extra_reads(full, True) == Reads(comments=True, checklist=True)
     # A field edit explains its event: nothing else is read now (the poller has the checklist
-    # looked at later: workers.names.stamp_seen).
+    # looked at later: crosslink.queue.names.stamp_seen).
     assert extra_reads(one_edit, True) == Reads(comments=False, checklist=False)
     # An unexplained task event was a checklist, a file, a comment edit or an unmapped field.
     assert extra_reads(one_edit, False) == Reads(comments=True, checklist=True)

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from crosslink.logs import configure, redact, register_secret
+from crosslink.base.logs import configure, redact, register_secret
 
 
 def test_registered_secret_is_masked_everywhere():

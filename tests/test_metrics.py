@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from crosslink.embedded_redis import free_port
+from crosslink.lab.embedded_redis import free_port
 from planfix.client import PlanfixClient
 from planfix.errors import AuthError, RateLimited
 from planfix.limiter import DAY_S, FORECAST_MIN_WINDOW_S, AccountLimiter
@@ -249,7 +249,7 @@ def test_limiter_waits_are_counted_where_the_client_is_told_to_wait(redis_url, e
 FORKED_COUNTS = """
 import multiprocessing, sys
 from prometheus_client import generate_latest
-from crosslink import metrics  # prometheus_client is imported before the worker switches modes
+from crosslink.base import metrics  # prometheus_client is imported before the worker switches modes
 
 metrics.use_multiprocess_values(sys.argv[1])
 
@@ -277,7 +277,7 @@ def test_counts_of_forked_processes_are_summed_by_the_process_that_serves_them(t
 
 LOST_DIRECTORY = """
 import multiprocessing, shutil, sys
-from crosslink import metrics
+from crosslink.base import metrics
 
 metrics.use_multiprocess_values(sys.argv[1])
 shutil.rmtree(sys.argv[1])  # what a /tmp cleaner may do under a worker running for weeks

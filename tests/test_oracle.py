@@ -1,4 +1,4 @@
-"""crosslink.oracle: the expected state of both accounts from what people did, and the verdict.
+"""crosslink.lab.oracle: the expected state of both accounts from what people did, and the verdict.
 
 The chaos suite's verdict is only as good as its oracle, so the oracle is tested on its own with
 the example link's rules: each rule it applies (owner, status map and rules, delegation, comment
@@ -17,8 +17,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crosslink.demo import example
-from crosslink.oracle import (
+from crosslink.lab.demo import example
+from crosslink.lab.oracle import (
     CHECKLIST_ADD, CHECKLIST_TICK, COMMENT, COMMENT_DELETE, COMMENT_EDIT, CONTEST, CREATE, DUPLICATE, EDIT,
     FILE, LOST, REASSIGN, STATUS, UNEXPECTED, Action, Ambiguous, delegated, depends_on_counterpart, expect,
     judge, settle_statuses)

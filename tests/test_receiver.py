@@ -25,12 +25,12 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from crosslink.embedded_redis import EmbeddedRedis, free_port
+from crosslink.lab.embedded_redis import EmbeddedRedis, free_port
 from producers.receiver import (MAX_BODY_BYTES, PREVIEW_CHARS, create_app, key_for_test_event,
                                 rejected_events)
 from producers.scenarios import BASIC_USER, EVENT_BODIES, SECRET_HEADER, hook_path, request_auth
 from schemas.links import LinksConfig, SecretMissing, parse_links
-from workers.names import ENQUEUED_AT_HEADER, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, dirty_key, pending_key
+from crosslink.queue.names import ENQUEUED_AT_HEADER, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, dirty_key, pending_key
 
 LINKS_YAML = """\
 links:
@@ -674,7 +674,7 @@ def test_a_sender_hanging_up_mid_body_is_one_json_log_line(tmp_path, redis_url, 
 
 
 def test_crosslink_status_counts_the_spool_beside_the_links_file_while_redis_is_down(tmp_path, redis_url):
-    from crosslink.operations import link_status
+    from crosslink.operations.status import link_status
     from schemas.links import load_links
 
     links = tmp_path / "links.yaml"

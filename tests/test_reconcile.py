@@ -17,17 +17,17 @@ import yaml
 from hypothesis import given, settings, strategies as st
 from starlette.testclient import TestClient
 
-from crosslink.demo import example
+from crosslink.lab.demo import example
 from planfix.client import PlanfixClient
 from planfix.emulator.app import create_app
 from planfix.emulator.world import World
 from planfix.errors import RateLimited
 from planfix.limiter import AccountLimiter
 from producers import reconcile as rc
-from producers.enqueue import Enqueuer
+from crosslink.queue.enqueue import Enqueuer
 from schemas.links import CreateSettings, Scope, Side, load_links
 from workers.hints import Hints, extra_reads
-from workers.names import (
+from crosslink.queue.names import (
     ALL_BUT_CHECKLIST, BUT_CHECKLIST, CHECKLIST_HINT, FULL_HINT, SYNC_QUEUE, WHOLE, change_stamp, comment_fingerprint,
     comment_prints_key, hints_key, pending_key, promote_stamp, record_synced_stamp, stamp_seen, synced_stamp,
     synced_stamp_key,
@@ -118,7 +118,7 @@ def test_a_stamp_is_exact_only_with_seconds():
 
 @given(update=st.floats(T0 - 86400, T0 + 86400), comment=st.one_of(st.none(), st.floats(T0 - 86400, T0 + 86400)))
 def test_the_stamp_a_run_records_is_the_one_the_poll_computes(update, comment):
-    """The worker records workers.names.change_stamp of the task it read; the poll compares its
+    """The worker records crosslink.queue.names.change_stamp of the task it read; the poll compares its
     own Stamp.text with it: they must be the same text for the same dates, and split into parts."""
     task = {"dateOfLastUpdate": tp(update), **({"dateOfLastComment": tp(comment)} if comment else {})}
     stamp = rc.task_stamp(task)
@@ -262,7 +262,7 @@ def test_comment_hints_name_peoples_comments_and_skip_our_own():
 
 def poll_run_records(hints, explained, checklist_carried=False):
     """What a run with HINTS reads (workers.hints), and how much of its stamp it records
-    (workers.names.stamp_seen), for a task that never had a comment."""
+    (crosslink.queue.names.stamp_seen), for a task that never had a comment."""
     parsed = Hints.parse(hints)
     reads = extra_reads(parsed, explained, has_comments=False)
     seen = stamp_seen({"dateOfLastUpdate": tp(T0)}, None, checklist_looked=reads.checklist,
@@ -611,7 +611,7 @@ def test_the_audit_spends_its_share_in_whole_tasks_and_carries_the_rest():
 
 
 def test_the_audits_share_is_a_part_of_the_reconciliations():
-    from crosslink.settings import Settings
+    from crosslink.base.settings import Settings
 
     defaults = Settings.from_env({})
     assert (defaults.reconcile_share, defaults.audit_share) == (0.05, AUDIT_SHARE)
@@ -943,7 +943,7 @@ def test_the_turn_comes_back_after_the_period(redis_client):
 @pytest.fixture
 def poller(monkeypatch, tmp_path, redis_url, emulator_server):
     """producers.tasks' per-process poller on the loopback emulator, as a worker builds it."""
-    from crosslink.settings import get_settings
+    from crosslink.base.settings import get_settings
     from producers import tasks
 
     links = copy.deepcopy(example("links.yaml"))
@@ -1000,8 +1000,8 @@ def test_synced_stamp_keys_expire(redis_client):
 
 
 def test_crosslink_status_shows_each_sides_poll_and_repair_bound(tmp_path, redis_url):
-    from crosslink.operations import link_status
-    from crosslink.settings import Settings
+    from crosslink.operations.status import link_status
+    from crosslink.base.settings import Settings
 
     path = tmp_path / "links.yaml"
     path.write_text(yaml.safe_dump(links_doc(3)), encoding="utf-8")

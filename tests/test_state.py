@@ -220,7 +220,7 @@ def test_the_first_start_of_serving_a_side_stands_and_decisions_clear_the_wait(r
 
 
 def test_the_pollers_registry_key_is_the_one_the_runs_write(redis_client):
-    from workers.names import registry_key
+    from crosslink.queue.names import registry_key
 
     LinkState(redis_client, "demo").pair("task", "client", 5, "partner", 9)
     assert redis_client.hget(registry_key("demo", "task"), "client:5") == "9"

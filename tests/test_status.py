@@ -11,10 +11,11 @@ import copy
 import pytest
 import yaml
 
-from crosslink.operations import account_capacity, link_status, status_report, status_table
-from crosslink.settings import Settings
+from crosslink.operations.status import link_status, status_report, status_table
+from producers.capacity import account_capacity
+from crosslink.base.settings import Settings
 from planfix.limiter import AccountLimiter, forecast_day_requests
-from producers.coalesce import BASE_HOLD_S, coalesce_hold_s
+from crosslink.queue.coalesce import BASE_HOLD_S, coalesce_hold_s
 from schemas.links import load_links
 from tests.test_reconcile import links_doc
 

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from crosslink.demo import example
-from crosslink.operations import link_status
-from crosslink.settings import Settings
-from crosslink.stack import integration_token
+from crosslink.lab.demo import example
+from crosslink.operations.status import link_status
+from crosslink.base.settings import Settings
+from crosslink.lab.stack import integration_token
 from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
 from planfix.limiter import AccountLimiter
@@ -24,7 +24,7 @@ from schemas.links import load_links
 from workers import sync, tasks, telemetry
 from workers.canonical import task_fields
 from workers.hints import Hints
-from workers.names import BUT_CHECKLIST, CHECKLIST_HINT, dirty_key, synced_stamp
+from crosslink.queue.names import BUT_CHECKLIST, CHECKLIST_HINT, dirty_key, synced_stamp
 from workers.state import LinkState
 from workers.runtime import Runtime
 from workers.sync import call_key

@@ -13,7 +13,7 @@ import pytest
 import redis
 from celery.exceptions import Reject
 
-from crosslink.embedded_redis import EmbeddedRedis
+from crosslink.lab.embedded_redis import EmbeddedRedis
 from workers import tasks
 
 # The stand-in restart: the server comes back after this long.
@@ -67,8 +67,8 @@ def test_a_job_gives_redis_a_bounded_wait(own_redis, monkeypatch):
 def test_a_parked_event_keeps_its_flag_but_is_not_taken_for_a_lost_job(redis_url, redis_client, monkeypatch):
     """While a link is severed its events park, and the task's flag stays so that later events
     queue no jobs that would only park too; the tick must not send it jobs either."""
-    from producers.enqueue import Enqueuer
-    from workers.names import pending_key, pending_since_key
+    from crosslink.queue.enqueue import Enqueuer
+    from crosslink.queue.names import pending_key, pending_since_key
     from workers.state import LinkState
 
     enqueuer = Enqueuer(redis_url)
@@ -93,7 +93,7 @@ def test_only_a_failed_write_makes_a_letter_that_holds_the_tasks_later_events(re
     """A permanent failure is a dead letter either way; it holds the task's later events only
     when the failed call was a write, which those events must not overtake."""
     from planfix.errors import InvalidRequest
-    from workers.dead_letters import DeadLetters
+    from crosslink.queue.dead_letters import DeadLetters
     from workers.hints import Hints
     from workers.state import LinkState
     from workers.sync import SideFailure
@@ -111,7 +111,7 @@ def test_only_a_failed_write_makes_a_letter_that_holds_the_tasks_later_events(re
 def test_a_failure_while_reading_retries_like_any_transient_one(redis_client, monkeypatch):
     """Reading is not written off sooner: a timeout on a read is retried, not a letter."""
     from planfix.errors import TransientError
-    from workers.dead_letters import DeadLetters
+    from crosslink.queue.dead_letters import DeadLetters
     from workers.hints import Hints
     from workers.state import LinkState
     from workers.sync import SideFailure
@@ -136,8 +136,8 @@ def test_links_sharing_an_account_take_turns_and_no_run_waits(redis_client, redi
     from collections import Counter
 
     from planfix.limiter import AccountLimiter
-    from producers.enqueue import Enqueuer
-    from workers.names import dirty_key
+    from crosslink.queue.enqueue import Enqueuer
+    from crosslink.queue.names import dirty_key
     from workers.sync import ADMISSION_LIMIT_WAIT_S, FOLLOW_UP_LIMIT_WAIT_S
 
     monkeypatch.setattr(tasks, "BATCH_TURN_S", 0.05)

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from crosslink.demo import example
-from crosslink.stack import integration_token
+from crosslink.lab.demo import example
+from crosslink.lab.stack import integration_token
 from planfix.client import PlanfixClient
 from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 from celery.signals import heartbeat_sent, worker_ready, worker_shutdown
 
-from crosslink.settings import get_settings
+from crosslink.base.settings import get_settings
 
 log = logging.getLogger("crosslink.worker")
 

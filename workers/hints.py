@@ -3,7 +3,7 @@
 Planfix allows one request per second per account, so a run reads only what its events point
 at instead of everything a task carries. The decisions are pure; workers.sync asks them.
 
-A run's hints are the webhook events coalesced into it (workers.names.event_hint): a task
+A run's hints are the webhook events coalesced into it (crosslink.queue.names.event_hint): a task
 created or changed, a comment added (with its id), or "full" for anything that is not a webhook
 (the reconciliation poller, backfill, replays) and for a job whose hints were lost.
 
@@ -28,7 +28,7 @@ Assumptions, each with what backs it up:
   explained, or several task events were coalesced, or a poll asked for it. One explained
   event leaves it unseen: a checklist change made before the field edit, with its webhook lost,
   shows only in the task's dateOfLastUpdate, which the edit moved on. The run then records the
-  stamp as seen but for the checklist (workers.names.stamp_seen), and the poller has the
+  stamp as seen but for the checklist (crosslink.queue.names.stamp_seen), and the poller has the
   checklist alone looked at a period later (CHECKLIST_HINT: one list, no task read), once for
   all of a period's edits of the task, rather than each edit's run paying a list at once (a
   backlog of one client's edits then drained at half the pace: the client's account read two
@@ -46,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from workers.names import CHECKLIST_HINT, FULL_HINT
+from crosslink.queue.names import CHECKLIST_HINT, FULL_HINT
 
 TASK_EVENTS = ("task_created", "task_changed")
 COMMENT_PREFIX = "comment_added:"

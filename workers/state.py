@@ -16,7 +16,7 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
   crosslink:severed:{link}       side -> JSON reason, while that side's access is lost
   crosslink:parked:{link}        list of parked events (JSON), replayed when access returns
   crosslink:cut-noted:{link}     "partner:5", tasks told the other side is cut off (told of the resume too)
-  crosslink:dlq:*                dead letters and the events held behind them (workers.dead_letters)
+  crosslink:dlq:*                dead letters and the events held behind them (crosslink.queue.dead_letters)
   crosslink:last-sync            link -> time of its last finished sync run
   crosslink:waiting-parent:{link}:{side}:{parent}   children to sync again once the parent is mirrored
   crosslink:since:{link}         side -> when the deployment began serving that side (epoch)
@@ -40,9 +40,9 @@ from typing import Any
 
 import redis
 
-from workers.dead_letters import DeadLetters
+from crosslink.queue.dead_letters import DeadLetters
 from workers.field_diff import with_sent
-from workers.names import comment_prints_key, pending_key, registry_key
+from crosslink.queue.names import LAST_SYNC_KEY, comment_prints_key, parked_key, pending_key, registry_key
 
 PREFIX = "crosslink"
 # Fixed namespace: the same (link, side, object) always yields the same sourceObjectId, so a
@@ -214,11 +214,11 @@ class LinkState:
         self.redis.hdel(self.key("severed", self.link), side)
 
     def park(self, event: dict[str, Any]) -> None:
-        self.redis.rpush(self.key("parked", self.link), json.dumps(event, sort_keys=True))
+        self.redis.rpush(parked_key(self.link), json.dumps(event, sort_keys=True))
 
     def take_parked(self) -> list[dict[str, Any]]:
         """Remove and return every parked event, oldest first (atomically)."""
-        key = self.key("parked", self.link)
+        key = parked_key(self.link)
         pipe = self.redis.pipeline(transaction=True)
         pipe.lrange(key, 0, -1)
         pipe.delete(key)
@@ -226,7 +226,7 @@ class LinkState:
         return [json.loads(item) for item in raw]
 
     def parked_count(self) -> int:
-        return int(self.redis.llen(self.key("parked", self.link)))
+        return int(self.redis.llen(parked_key(self.link)))
 
     # --- dead letters and progress ------------------------------------------------------
     def dead_letter(self, event: dict[str, Any], reason: str, at: float, kind: str = "permanent") -> str:
@@ -312,10 +312,10 @@ class LinkState:
 
     def mark_synced(self, at: float, into: redis.client.Pipeline | None = None) -> None:
         """Record the link's last finished run (INTO: as part of that transaction)."""
-        (into if into is not None else self.redis).hset(self.key("last-sync"), self.link, at)
+        (into if into is not None else self.redis).hset(LAST_SYNC_KEY, self.link, at)
 
     def last_sync(self) -> float | None:
-        value = self.redis.hget(self.key("last-sync"), self.link)
+        value = self.redis.hget(LAST_SYNC_KEY, self.link)
         return float(value) if value is not None else None
 
 

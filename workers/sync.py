@@ -43,7 +43,7 @@ from workers.field_diff import (
 from workers.conflict import owner_of
 from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
 from workers.notes import note, rule_text
-from workers.names import (
+from crosslink.queue.names import (
     WHOLE, change_stamp, comment_fingerprint, promote_stamp, record_rejected, record_synced_stamp, stamp_seen,
     synced_stamp,
 )

@@ -9,14 +9,14 @@ right kind of waiting, as the retry policy (workers.retry) decides:
 - access lost (bad token, scope, user removed): the link side is *severed*, the event is parked,
   nothing is deleted anywhere, and a probe re-checks access and replays parked events;
 - Redis unreachable (a restart): the job waits for it, then goes back to the queue unacked;
-- anything else permanent: a dead letter with its reason (workers.dead_letters); until it is
+- anything else permanent: a dead letter with its reason (crosslink.queue.dead_letters); until it is
   replayed or dropped (`crosslink dlq`), later events for the same task wait behind it in order,
   unless the run failed reading (nothing it wrote must come first: the letter holds nothing).
   A comment the events named that is gone, or on another task, is no failure (workers.sync).
 
 Two kinds of job run the same runs: `sync_task` syncs one task (a burst's, a re-queued run, a
 replay), `sync_batch` the tasks its link side's lone events left in the dirty set
-(producers.enqueue). A batch job first asks the account limiter (a peek: nothing taken) how soon
+(crosslink.queue.enqueue). A batch job first asks the account limiter (a peek: nothing taken) how soon
 its link's next slots come on the side's account and the other side's, and claims only as many
 tasks as the slots of its turn allow, up to BATCH_MAX (one at Planfix's 1 request/s; a full
 batch with no limit); it begins each run (its lock, its events' hints), reads all their source
@@ -34,7 +34,7 @@ task's claim names the job and lapses after CLAIM_TTL_MS: a batch job that died 
 claimed, and its own message, delivered again, claims them again at once (any batch job of that
 side does once they lapse; the poller sends one to every side with claims or dirty tasks); their
 runs, whose hints the dead job may have taken, look in full. A task held for coalescing
-(producers.coalesce: its account's day would outrun its quota) is due in the dirty set only at
+(crosslink.queue.coalesce: its account's day would outrun its quota) is due in the dirty set only at
 its hold's end: no job claims it before, and a job that finds only held tasks hands its side on
 to a job due when the first is.
 """
@@ -57,7 +57,7 @@ from planfix.errors import PlanfixError, Queued, RateLimited, TransientError
 from planfix.limiter import AccountLimiter, Outlook
 from schemas.links import Link
 from workers.app import app
-from workers.dead_letters import DeadLetters
+from crosslink.queue.dead_letters import DeadLetters
 from workers import telemetry
 from workers.canonical import task_fields
 from workers.idempotency import (
@@ -65,7 +65,7 @@ from workers.idempotency import (
 )
 from workers.hints import RESUME, Hints
 from workers.notes import note
-from workers.names import (
+from crosslink.queue.names import (
     PROBE_LINK, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key, lock_key,
     pending_key, pending_since_key, resume_key,
 )
@@ -107,7 +107,7 @@ TURN_SLACK_S = 0.25
 
 # KEYS: dirty, claims, batch. ARGV: this job's id, claim TTL (ms), most tasks to claim. Returns
 # {tasks claimed, tasks left waiting (due now), 1 if this job holds the flag, ms until the next
-# held task is due or -1}. A task is due at its score: a held one (producers.coalesce) is left
+# held task is due or -1}. A task is due at its score: a held one (crosslink.queue.coalesce) is left
 # where it is until its hold ends, and the flag is kept for it. The job holds its side's
 # batch flag while it runs (taking it if no job holds it), so events join it; once it finds
 # nothing waiting it drops the flag in the same step, so the next event sends a job. The flag
@@ -253,7 +253,7 @@ def requeue(link: str, side: str, number: int, delay_s: float, attempt: int = 0,
 
 def take_hints(store: redis.Redis, link: str, side: str, number: int) -> list[str]:
     """Clear the task's pending flag and take its events' hints, in one transaction (the
-    producer sets and pushes in one too: producers.enqueue)."""
+    producer sets and pushes in one too: crosslink.queue.enqueue)."""
     flag, key = pending_key(link, side, number), hints_key(link, side, number)
     pipe = store.pipeline(transaction=True)
     pipe.delete(flag)
@@ -473,7 +473,7 @@ class Claim(NamedTuple):
     left: int
     # Whether this job holds its side's batch flag: it claims again after these, until none wait.
     owner: bool
-    # Seconds until the next task held for coalescing (producers.coalesce) is due; None: none held.
+    # Seconds until the next task held for coalescing (crosslink.queue.coalesce) is due; None: none held.
     held_s: float | None = None
 
 
@@ -843,7 +843,7 @@ def _handle_failure(link_name: str, side: str, number: int, attempt: int, failur
 
 def _dead_letter(link_name: str, side: str, number: int, reason: str, kind: str, blocks: bool = True) -> None:
     """Keep the task's event with REASON; BLOCKS: its later events wait behind it, as the write
-    that failed must come first (workers.dead_letters)."""
+    that failed must come first (crosslink.queue.dead_letters)."""
     event = {"link": link_name, "side": side, "task": number}
     letter = DeadLetters(runtime().redis, link_name).add(event, reason, time.time(), kind, blocks=blocks)
     log.error("dead letter %s: %s%s", letter, reason,

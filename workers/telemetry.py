@@ -15,13 +15,13 @@ worker container. What keeps that robust:
 - only counters and histograms live in the files; a child that died (a crash, a kill,
   max-tasks-per-child) keeps its file, so its counts stay in the sum, as a counter's must. No
   gauge lives in a file (those would need mark_process_dead). The gauges read from Redis
-  (crosslink.metrics.StateCollector) are not served here at all but by the producer: they
+  (crosslink.base.metrics.StateCollector) are not served here at all but by the producer: they
   describe the shared pipeline, and N workers serving them too would give N+1 copies of each;
 - the server starts once the pool has forked (worker_ready); a port already taken is logged and
   the worker runs on without metrics rather than not at all.
 
 Logs. A logging context provider names the Celery job running in this process, and for a sync job
-its link, side and task, in every line logged while it runs (crosslink.logs.add_context), however
+its link, side and task, in every line logged while it runs (crosslink.base.logs.add_context), however
 deep in the code the line comes from.
 """
 
@@ -42,10 +42,10 @@ from celery._state import get_current_task
 from celery.signals import celeryd_init, task_postrun, task_prerun, worker_ready, worker_shutdown
 from prometheus_client import start_http_server
 
-from crosslink import metrics
-from crosslink.logs import add_context
-from crosslink.settings import get_settings
-from workers.names import SYNC_BATCH, SYNC_TASK
+from crosslink.base import metrics
+from crosslink.base.logs import add_context
+from crosslink.base.settings import get_settings
+from crosslink.queue.names import SYNC_BATCH, SYNC_TASK
 
 log = logging.getLogger("crosslink.worker")
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import redis
 
-from crosslink.demo import example
-from crosslink.embedded_redis import EmbeddedRedis
-from crosslink.stack import LocalStack
+from crosslink.lab.demo import example
+from crosslink.lab.embedded_redis import EmbeddedRedis
+from crosslink.lab.stack import LocalStack
 from planfix.limiter import AccountLimiter
 from producers.reconcile import poll_accounts
 

@@ -12,10 +12,10 @@ import hashlib
 import pytest
 from redis import Redis
 
-from crosslink.check import check_link
-from producers.enqueue import Enqueuer
+from crosslink.operations.check import check_link
+from crosslink.queue.enqueue import Enqueuer
 from tests.e2e.conftest import eventually, settle
-from workers.names import BUT_CHECKLIST, CHECKLIST_HINT, synced_stamp
+from crosslink.queue.names import BUT_CHECKLIST, CHECKLIST_HINT, synced_stamp
 
 pytestmark = pytest.mark.e2e
 

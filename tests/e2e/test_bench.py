@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from crosslink.bench import (
+from crosslink.lab.bench import (
     ALL_IN_CALLS_LIMIT, BURST_EDITS, BURST_GAPS_S, ECONOMY_PERIODS, KINDS, QUIET_GROWTH_LIMIT, RUNS_PER_SYNC_LIMIT, SIDES,
 )
 

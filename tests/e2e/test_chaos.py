@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from crosslink.chaos import EMULATOR_FAULTS, EVENT_KINDS, FAULT_KINDS, SHARE_CHECKED
+from crosslink.lab.chaos import EMULATOR_FAULTS, EVENT_KINDS, FAULT_KINDS, SHARE_CHECKED
 from tests.e2e.conftest import eventually
 
 pytestmark = pytest.mark.e2e

@@ -14,11 +14,11 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from crosslink.check import check_link
+from crosslink.operations.check import check_link
 from crosslink.cli import main
-from crosslink.settings import get_settings
+from crosslink.base.settings import get_settings
 from tests.e2e.conftest import eventually, settle
-from workers.dead_letters import DeadLetters
+from crosslink.queue.dead_letters import DeadLetters
 
 pytestmark = pytest.mark.e2e
 

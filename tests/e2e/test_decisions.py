@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from crosslink.operations import status_report
+from crosslink.operations.status import status_report
 from tests.e2e.conftest import eventually, polling, settle
 
 pytestmark = pytest.mark.e2e

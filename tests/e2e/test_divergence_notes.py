@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from crosslink.operations import status_report
-from producers.enqueue import Enqueuer
+from crosslink.operations.status import status_report
+from crosslink.queue.enqueue import Enqueuer
 from tests.e2e.conftest import eventually, polling, settle
 
 pytestmark = pytest.mark.e2e

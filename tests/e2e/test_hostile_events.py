@@ -20,8 +20,8 @@ import redis
 
 from producers.scenarios import request_auth
 from tests.e2e.conftest import eventually, settle
-from workers.dead_letters import DeadLetters
-from workers.names import REJECTED_KEY
+from crosslink.queue.dead_letters import DeadLetters
+from crosslink.queue.names import REJECTED_KEY
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from crosslink.check import check_link
+from crosslink.operations.check import check_link
 from tests.e2e.conftest import eventually, settle
 
 pytestmark = pytest.mark.e2e

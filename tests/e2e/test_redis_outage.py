@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from crosslink.operations import link_status
+from crosslink.operations.status import link_status
 from tests.e2e.conftest import eventually, settle, start_stack
 
 pytestmark = pytest.mark.e2e

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from crosslink.check import check_link
-from crosslink.operations import relink
+from crosslink.operations.check import check_link
+from crosslink.operations.status import relink
 from tests.e2e.conftest import eventually, settle
 
 pytestmark = pytest.mark.e2e

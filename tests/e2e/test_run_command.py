@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from crosslink.embedded_redis import EmbeddedRedis, free_port
-from crosslink.stack import integration_token
+from crosslink.lab.embedded_redis import EmbeddedRedis, free_port
+from crosslink.lab.stack import integration_token
 from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
 from producers.scenarios import BASIC_USER, SECRET_HEADER, scenarios_for_side

@@ -12,8 +12,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from crosslink.check import check_link
-from crosslink.operations import link_status
+from crosslink.operations.check import check_link
+from crosslink.operations.status import link_status
 from tests.e2e.conftest import eventually, settle
 
 pytestmark = pytest.mark.e2e

@@ -17,11 +17,11 @@ import time
 import pytest
 import redis
 
-from crosslink.embedded_redis import EmbeddedRedis
-from crosslink.stack import LocalStack
+from crosslink.lab.embedded_redis import EmbeddedRedis
+from crosslink.lab.stack import LocalStack
 from tests.e2e.conftest import eventually, seeds
-from workers.dead_letters import all_letters
-from workers.names import PENDING_KEY
+from crosslink.queue.dead_letters import all_letters
+from crosslink.queue.names import PENDING_KEY
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """`crosslink dlq`: the operator's handle on dead letters.
 
-A dead letter is a sync run that failed for good (workers.dead_letters); its task's later events
+A dead letter is a sync run that failed for good (crosslink.queue.dead_letters); its task's later events
 wait behind it. Someone has to look at the reason, fix the cause (a missing project, a field
 Planfix refuses, a removed counterpart) and then either replay the letter or drop it. Nothing is
 released by itself, so nothing runs out of order behind an operator's back.
@@ -23,9 +23,9 @@ from typing import Any
 import click
 import redis
 
-from crosslink.settings import get_settings
-from workers.dead_letters import DeadLetters, Released, all_letters, find
-from workers.names import SYNC_QUEUE, SYNC_TASK, pending_key
+from crosslink.base.settings import get_settings
+from crosslink.queue.dead_letters import DeadLetters, Released, all_letters, find
+from crosslink.queue.names import SYNC_QUEUE, SYNC_TASK, pending_key
 
 
 def _redis() -> redis.Redis:
@@ -61,7 +61,7 @@ def runs_for(released: Released, replay: bool) -> list[tuple[str, str, int]]:
 
 def _queue(client: redis.Redis, runs: list[tuple[str, str, int]]) -> None:
     # Celery loads slowly: imported only when something is queued.
-    from producers.enqueue import PENDING_TTL_S, make_celery
+    from crosslink.queue.enqueue import PENDING_TTL_S, make_celery
 
     celery = make_celery(get_settings().redis_url)
     try:

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from crosslink.embedded_redis import free_port
-from workers.names import SYNC_QUEUE
+from crosslink.lab.embedded_redis import free_port
+from crosslink.queue.names import SYNC_QUEUE
 
 # A worker that has not said "ready" by then did not start (imports, Redis unreachable).
 WORKER_START_TIMEOUT_S = 60.0

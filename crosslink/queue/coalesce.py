@@ -8,7 +8,7 @@ the title, then the description, then the assignee, seconds apart. While the day
 (planfix.limiter.forecast_day_requests, the pace so far projected to midnight) stays within the
 quota, runs go at once. Once it passes it, each task's run is held (coalesce_hold_s): the task
 waits in its side's dirty set due at the hold's end, and the edits made meanwhile join that run
-(producers.enqueue). Latency is traded for requests only while the quota would not last the day;
+(crosslink.queue.enqueue). Latency is traded for requests only while the quota would not last the day;
 the hold in force is shown per account (`crosslink status`, crosslink_account_coalesce_hold_seconds).
 
 A run reads the side's account and writes the other's, so a link side's hold is the larger of its

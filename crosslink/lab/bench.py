@@ -20,7 +20,7 @@ Phases and their stacks:
 - quiet overhead (a stack per link count of the plan's quiet_links, the poller on, nothing
   changing): the partner account's requests a day, from whole poll cycles. It must not grow with
   the number of links.
-- economy (a stack with the poller at its default settings from crosslink.settings): every kind
+- economy (a stack with the poller at its default settings from crosslink.base.settings): every kind
   of change a person makes (KINDS, on both sides, each on a task pair of its own), through real
   scenario deliveries, spread over ECONOMY_PERIODS measured poll periods and followed by
   TAIL_CYCLES polls of the partner. `api_calls_per_change` is all-in: every request any account
@@ -117,15 +117,15 @@ import httpx
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from crosslink.chaos import CLIENT_PROJECT, build_configs, client_account, link_name, partner_project
-from crosslink.embedded_redis import EmbeddedRedis
-from crosslink.settings import Settings
-from crosslink.stack import QUIET_LOOKS, QUIET_POLL_S, LocalStack
+from crosslink.lab.chaos import CLIENT_PROJECT, build_configs, client_account, link_name, partner_project
+from crosslink.lab.embedded_redis import EmbeddedRedis
+from crosslink.base.settings import Settings
+from crosslink.lab.stack import QUIET_LOOKS, QUIET_POLL_S, LocalStack
 from planfix.emulator.server import EmulatorServer
 from planfix.limiter import AccountLimiter
 from producers.reconcile import AUDIT_COMMENT_FIELDS, STAMP_SETTLE_S
 from producers.scenarios import hook_path, request_auth, scenarios_for_side
-from workers.names import CLAIMS_KEY, PENDING_KEY
+from crosslink.queue.names import CLAIMS_KEY, PENDING_KEY
 from workers.state import parse_marker
 
 # Planfix's documented limit (API-NOTES section 1), for the limited phases.
@@ -269,7 +269,7 @@ class BenchPlan:
 
 @dataclass(frozen=True)
 class PollerSettings:
-    """The reconciliation poller as a default deployment runs it (crosslink.settings), with the
+    """The reconciliation poller as a default deployment runs it (crosslink.base.settings), with the
     day shrunk by SCALE: period and tick shorter, the daily quota (which sets the period through
     the reconciliation budget) and the rate larger, all by the same factor."""
 
@@ -290,7 +290,7 @@ class PollerSettings:
                    daily_quota=round(defaults.daily_quota / scale), rate_per_s=defaults.rate_per_s / scale)
 
     def env(self) -> dict[str, str]:
-        # No quota-driven hold (producers.coalesce): its forecast runs on the real UTC day, which
+        # No quota-driven hold (crosslink.queue.coalesce): its forecast runs on the real UTC day, which
         # a shrunk day's quota does not match, and a hold would stand in every latency figure.
         return {"CROSSLINK_RECONCILE_PERIOD_S": repr(self.floor_s), "CROSSLINK_RECONCILE_TICK_S": repr(self.tick_s),
                 "CROSSLINK_RECONCILE_SHARE": repr(self.share), "CROSSLINK_AUDIT_SHARE": repr(self.audit_share),

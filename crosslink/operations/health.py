@@ -6,7 +6,7 @@ waited too long; the last catches workers that beat but take nothing (all slots 
 queue). The producer is healthy when its /readyz says it can queue webhooks. Each check prints
 one JSON line and exits 0 (healthy) or 1, which is all an orchestrator reads.
 
-The queue's age comes from the header every job carries (workers.names.ENQUEUED_AT_HEADER):
+The queue's age comes from the header every job carries (crosslink.queue.names.ENQUEUED_AT_HEADER):
 kombu's Redis transport LPUSHes messages and workers BRPOP them, so the oldest waiting job is the
 list's last item. Jobs a worker has taken (running, or waiting for the limiter with a countdown)
 are not on the list, so a busy but keeping-up pipeline shows a young queue.
@@ -23,10 +23,11 @@ import click
 import httpx
 import redis
 
-from crosslink.settings import get_settings
-from producers.enqueue import PENDING_TTL_S
+from crosslink.base.settings import get_settings
+from crosslink.queue.enqueue import PENDING_TTL_S
+from crosslink.queue.inspect import oldest_job_age
 from workers.heartbeat import last_beats
-from workers.names import ENQUEUED_AT_HEADER, SYNC_QUEUE
+from crosslink.queue.names import SYNC_QUEUE
 
 # Workers beat every 2 s; 30 s is 15 missed beats: a slow Redis or a long pause rides it out,
 # and a hung worker is still caught within a minute of compose's checks.
@@ -37,20 +38,6 @@ OLDEST_JOB_MAX_AGE_S = float(PENDING_TTL_S)
 # Compose kills a health check after its own timeout (30 s by default): answer well inside it.
 REDIS_TIMEOUT_S = 3.0
 PRODUCER_TIMEOUT_S = 5.0
-
-
-def oldest_job_age(client: redis.Redis, now: float, queue: str = SYNC_QUEUE) -> tuple[int, float | None]:
-    """(jobs waiting on QUEUE, seconds the oldest has waited); None when none waits or its
-    message carries no enqueue time (sent by an older Crosslink)."""
-    waiting = int(client.llen(queue))
-    raw = client.lindex(queue, -1) if waiting else None
-    if raw is None:
-        return waiting, None
-    try:
-        enqueued_at = float(json.loads(raw)["headers"][ENQUEUED_AT_HEADER])
-    except (ValueError, KeyError, TypeError):
-        return waiting, None
-    return waiting, max(0.0, now - enqueued_at)
 
 
 def worker_health(client: redis.Redis, *, node: str | None = None,

@@ -40,14 +40,14 @@ from typing import Any
 import redis
 
 from planfix.client import MAX_PAGE_SIZE, PlanfixClient
-from producers.enqueue import Enqueuer
+from crosslink.queue.enqueue import Enqueuer
 from schemas.links import Link, Side
 from workers.canonical import canonical_task, in_scope, task_fields
 from workers.field_diff import changed_fields, flows
 from workers.plan import plan_task_sync
 from workers.sync import expected_view, people_names
 from workers.idempotency import TaskLock
-from workers.names import lock_key
+from crosslink.queue.names import lock_key
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
 
 # Planfix task filter types (API-NOTES.md section 3).

@@ -1,4 +1,4 @@
-"""`crosslink bench`: the benchmark from the command line (crosslink/bench.py does the work).
+"""`crosslink bench`: the benchmark from the command line (crosslink/lab/bench.py does the work).
 
 Kept apart from crosslink/cli.py so the benchmark's options live beside it; the exit status is
 the CI gate (BenchReport.failures): 1 when any request went over Planfix's limit, all-in requests
@@ -34,7 +34,7 @@ def bench(quick: bool, json_path: Path | None, verbose: bool, scale_links: str |
     Planfix's limits off; with the reconciliation poller on, every request per change (all-in, by
     kind), bursts, the quiet overhead by number of links; at Planfix's 1 request/s, fairness on a
     skewed backlog, what a waiting backlog costs the workers, and idle latency."""
-    from crosslink.bench import BenchPlan, run_bench
+    from crosslink.lab.bench import BenchPlan, run_bench
 
     plan = BenchPlan.quick() if quick else BenchPlan.full()
     if scale_links is not None:

@@ -1,10 +1,10 @@
 """The one way a producer queues a sync job: coalesced per (link, side, task), by task name.
 
-The flag in ``workers.names.pending_key`` is set with NX; only the event that sets it sends a
+The flag in ``crosslink.queue.names.pending_key`` is set with NX; only the event that sets it sends a
 job, and the job clears it when it starts, so events arriving during a run queue exactly one
 more run afterwards.
 
-Each event also leaves a hint of what it was (``workers.names.hints_key``): the job reads only
+Each event also leaves a hint of what it was (``crosslink.queue.names.hints_key``): the job reads only
 what its events point at (a comment event needs no task read, a field edit no comment list).
 The hint is pushed in the same MULTI that sets the flag, and the job takes the hints in the same
 MULTI that clears it, so a hint is always seen by the job that runs after it.
@@ -22,7 +22,7 @@ job queued or running for its side sends one. Under load a job then serves many 
 neither Celery nor Planfix is paid per event. All of it (the hint, the burst marker, the pending
 flag, the dirty set, the batch flag) is decided in one Lua script, one round trip.
 
-Holds: while an account's day would outrun its quota (producers.coalesce), an event's task waits
+Holds: while an account's day would outrun its quota (crosslink.queue.coalesce), an event's task waits
 in the dirty set due the hold later (its score is when it is due), and a batch job it sends is due
 then too; a burst's job waits the hold if that is longer. Further events for the task within the
 hold find its pending flag set and join that run. Batch jobs claim only tasks that are due
@@ -38,8 +38,8 @@ import redis
 from celery import Celery
 from celery.signals import before_task_publish
 
-from producers.coalesce import AccountHolds
-from workers.names import (
+from crosslink.queue.coalesce import AccountHolds
+from crosslink.queue.names import (
     FULL_HINT, STAMP_RECEIVER_UID, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_due_key, batch_key, claims_key, dirty_key,
     hints_key, pending_key, pending_since_key, recent_key, resume_key, stamp_enqueue_time,
 )
@@ -174,7 +174,7 @@ def make_celery(redis_url: str) -> Celery:
 
 class Enqueuer:
     """Sends sync jobs. With HOLDS (the producer's), each event's run is held as long as its link
-    side's accounts call for (producers.coalesce); without, never (the workers' hand-offs, the
+    side's accounts call for (crosslink.queue.coalesce); without, never (the workers' hand-offs, the
     poller's runs, operator commands)."""
 
     def __init__(self, redis_url: str, holds: AccountHolds | None = None):
@@ -194,7 +194,7 @@ class Enqueuer:
               job_id: str | None = None) -> str | None:
         """Queue a sync of SIDE's TASK unless one is already waiting: the Celery id of the job that
         will run it (JOB_ID when this event sends the job), None when one was already waiting.
-        HINT says what changed (workers.names.event_hint); callers that do not know ask for a
+        HINT says what changed (crosslink.queue.names.event_hint); callers that do not know ask for a
         full look. The producer logs the id, so an event can be followed into the worker's lines."""
         job_id = job_id or str(uuid.uuid4())
         hold_s = self.hold_s(link, side)
@@ -203,7 +203,7 @@ class Enqueuer:
         return self.settle(link, side, task, job_id, what, queued, hold_s)
 
     def hold_s(self, link: str, side: str) -> float:
-        """How long an event's run on LINK's SIDE is held now (producers.coalesce; 0 without holds)."""
+        """How long an event's run on LINK's SIDE is held now (crosslink.queue.coalesce; 0 without holds)."""
         return self.holds.side_hold_s(link, side) if self.holds else 0.0
 
     def settle(self, link: str, side: str, task: int, job_id: str, what: int, queued: bytes | str | None,
@@ -264,7 +264,7 @@ class Enqueuer:
     def recover_pending(self, link: str, side: str, stale_s: float) -> list[int]:
         """Send SIDE's task its job again where its pending flag has been set for longer than
         STALE_S with no job beginning (its job message was lost; see
-        workers.names.PENDING_SINCE_KEY), unless it waits for its side's batch job, in the dirty
+        crosslink.queue.names.PENDING_SINCE_KEY), unless it waits for its side's batch job, in the dirty
         set or claimed (send_batch tells whether that job was lost): the tasks sent. The job
         takes the flag and the events' hints as any does; should the lost one turn up after
         all, it finds them taken and looks in full, which costs reads but loses nothing."""

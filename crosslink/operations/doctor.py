@@ -32,9 +32,9 @@ import click
 import httpx
 import redis
 
-from crosslink.logs import register_secret
-from crosslink.operations import cli_client
-from crosslink.settings import get_settings
+from crosslink.base.logs import register_secret
+from crosslink.operations.status import cli_client
+from crosslink.base.settings import get_settings
 from planfix.client import PlanfixClient
 from planfix.errors import (AccessDenied, AuthError, NotFound, PlanfixError, RateLimited, ScopeDenied,
                             TransientError)
@@ -403,7 +403,7 @@ def run_doctor(link: Link, at: str, redis_url: str, producer_url: str, env: Mapp
 def doctor(link_name: str, links_path: str | None, producer_url: str | None) -> None:
     """Check a link against its live accounts and the producer: token, scopes, the statuses, users
     and custom fields it names, and a test webhook. One line per check; exit 1 on any FAIL."""
-    from crosslink.health import default_producer_url
+    from crosslink.operations.health import default_producer_url
 
     settings = get_settings()
     try:

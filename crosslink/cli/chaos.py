@@ -1,4 +1,4 @@
-"""`crosslink chaos`: the chaos suite from the command line (crosslink/chaos.py does the work).
+"""`crosslink chaos`: the chaos suite from the command line (crosslink/lab/chaos.py does the work).
 
 Kept apart from crosslink/cli.py so the suite's options live beside it; the exit status is the
 verdict, so CI can run `crosslink chaos --quick` as a gate.
@@ -30,7 +30,7 @@ def chaos(quick: bool, json_path: Path | None, links: int | None, events: int | 
     Planfix and its webhooks; exit 0 only if nothing was lost or duplicated and all converged."""
     from dataclasses import replace
 
-    from crosslink.chaos import ChaosPlan, run_chaos
+    from crosslink.lab.chaos import ChaosPlan, run_chaos
 
     plan = ChaosPlan.quick(seed) if quick else ChaosPlan.full(seed)
     if links is not None:

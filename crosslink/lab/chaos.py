@@ -2,7 +2,7 @@
 
 Issue 4 promises "nothing lost, nothing duplicated"; issue 17 found that a suite judging one side
 against the other, through the product's own markers, cannot see the product break it. So the
-judge is an oracle (crosslink/oracle.py): the generator records every person's action (tasks,
+judge is an oracle (crosslink/lab/oracle.py): the generator records every person's action (tasks,
 fields, status, assignees, comments with edits and deletions, checklist items, files) with time
 and side, the oracle derives both accounts' expected final state from that record and the link's
 rules alone, and judges both full dumps against it, finding copies by content.
@@ -39,19 +39,19 @@ from typing import Any, Callable
 import httpx
 import redis
 
-from crosslink import oracle
-from crosslink.demo import example
-from crosslink.embedded_redis import EmbeddedRedis, free_port
-from crosslink.services import ProducerServer
-from crosslink.stack import LocalStack
+from crosslink.lab import oracle
+from crosslink.lab.demo import example
+from crosslink.lab.embedded_redis import EmbeddedRedis, free_port
+from crosslink.lab.services import ProducerServer
+from crosslink.lab.stack import LocalStack
 from planfix.emulator.world import ApiError
 from producers.receiver import create_app
 from producers.scenarios import BASIC_USER, SECRET_HEADER, scenarios_for_side
 from schemas.links import Link
 from workers.canonical import in_scope
-from workers.dead_letters import all_letters
+from crosslink.queue.dead_letters import all_letters
 from workers.delegation import stand_in_for
-from workers.names import SYNC_QUEUE
+from crosslink.queue.names import SYNC_QUEUE, UNACKED_KEY, pending_key
 
 # Scenario retries (15 min, 30 min, 1 h, 1 h) and the 3-minute pause shrink by this factor, so a
 # "late" webhook comes back within seconds (0.9 s, 1.8 s, 3.6 s, 3.6 s).
@@ -953,8 +953,8 @@ class Chaos:
         try:
             letters = all_letters(client)
             self.report.diagnostics = {
-                "queued": client.llen(SYNC_QUEUE), "unacked": client.hlen("unacked"),
-                "pending_flags": sum(1 for _ in client.scan_iter("crosslink:pending:*", count=1000)),
+                "queued": client.llen(SYNC_QUEUE), "unacked": client.hlen(UNACKED_KEY),
+                "pending_flags": sum(1 for _ in client.scan_iter(pending_key("*", "*", "*"), count=1000)),
                 "dead_letters": len(letters),
                 "dead_letter_reasons": sorted({str(letter.get("reason"))[:120] for letter in letters})[:10],
             }

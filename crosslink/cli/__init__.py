@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from crosslink.logs import configure
-from crosslink.settings import get_settings
+from crosslink.base.logs import configure
+from crosslink.base.settings import get_settings
 
 
 @click.group()
@@ -82,7 +82,7 @@ def producer(links_path: str | None, host: str | None, port: int | None) -> None
 def worker(ctx: click.Context, concurrency: int) -> None:
     """Run a Celery worker for the sync queue (extra arguments go to celery)."""
     from workers.app import app
-    from workers.names import SYNC_QUEUE
+    from crosslink.queue.names import SYNC_QUEUE
 
     app.worker_main(["worker", "-Q", SYNC_QUEUE, "-c", str(concurrency), "--loglevel", "INFO",
                      *ctx.args])
@@ -93,7 +93,7 @@ def worker(ctx: click.Context, concurrency: int) -> None:
 @click.option("--concurrency", "-c", default=4, show_default=True, type=int)
 def run(links_path: str, concurrency: int) -> None:
     """Start the producer and a worker for real accounts (Redis from REDIS_URL)."""
-    from crosslink.services import run_services
+    from crosslink.lab.services import run_services
 
     sys.exit(run_services(links_path, concurrency))
 
@@ -102,7 +102,7 @@ def run(links_path: str, concurrency: int) -> None:
 @click.option("--quiet", is_flag=True, help="print only the final verdict")
 def demo(quiet: bool) -> None:
     """Play a two-account story on the emulator and check that both sides match."""
-    from crosslink.demo import run_demo
+    from crosslink.lab.demo import run_demo
 
     sys.exit(run_demo(verbose=not quiet))
 
@@ -118,7 +118,7 @@ def status(links_path: str | None, as_json: bool) -> None:
     side's reconciliation poll (period, daily budget, how late a change whose webhook was lost
     can be synced). Per Planfix account: requests today against the daily quota, the day's
     forecast at the current pace, the share the reconciliation may spend and its poll period."""
-    from crosslink.operations import status_report, status_table
+    from crosslink.operations.status import status_report, status_table
 
     settings = get_settings()
     report = status_report(links_path or settings.links_path, settings.redis_url, settings.spool_dir)
@@ -163,7 +163,7 @@ def links(links_path: str | None) -> None:
 @click.option("--config", "links_path", default=None)
 def relink(link_name: str, links_path: str | None) -> None:
     """Rebuild a link's registry from the mirror markers stored in both accounts."""
-    from crosslink.operations import relink as do_relink
+    from crosslink.operations.status import relink as do_relink
 
     settings = get_settings()
     found = do_relink(links_path or settings.links_path, settings.redis_url, link_name)
@@ -179,10 +179,10 @@ def backfill(link_name: str, links_path: str | None, dry_run: bool) -> None:
     queue the rest to be mirrored. Resumable: a rerun continues an interrupted one."""
     import redis
 
-    from crosslink.operations import cli_client
+    from crosslink.operations.status import cli_client
     from planfix.limiter import AccountLimiter
-    from crosslink.backfill import BackfillBusy, run_backfill
-    from producers.enqueue import Enqueuer
+    from crosslink.operations.backfill import BackfillBusy, run_backfill
+    from crosslink.queue.enqueue import Enqueuer
     from schemas.links import find_link, load_links
 
     settings = get_settings()
@@ -235,7 +235,7 @@ def backfill(link_name: str, links_path: str | None, dry_run: bool) -> None:
 def pair_command(link_name: str, partner_task: int, client_task: int, links_path: str | None) -> None:
     """Pair two tasks older than the link (a hand copy and its original) as backfill pairs a
     match: the link's owner rules settle their differences, then both are synced."""
-    from crosslink.backfill import pair_by_decision
+    from crosslink.operations.backfill import pair_by_decision
 
     def decide(link, clients, store, enqueuer) -> dict:
         return pair_by_decision(link, {"partner": partner_task, "client": client_task}, clients, store, enqueuer)
@@ -253,7 +253,7 @@ def mirror_command(link_name: str, side: str, task: int, links_path: str | None)
     import getpass
     import time
 
-    from crosslink.backfill import mirror_by_decision
+    from crosslink.operations.backfill import mirror_by_decision
 
     def decide(link, clients, store, enqueuer) -> dict:
         mirror_by_decision(link, side, task, store, enqueuer, by=getpass.getuser(), at=time.time())
@@ -264,9 +264,9 @@ def mirror_command(link_name: str, side: str, task: int, links_path: str | None)
 
 def _decision(link_name: str, links_path: str | None, decide) -> dict:
     """Run DECIDE(link, clients, store, enqueuer) for a person's decision on LINK's tasks."""
-    from crosslink.backfill import DecisionRefused
-    from crosslink.operations import load_link, operator_session
-    from producers.enqueue import Enqueuer
+    from crosslink.operations.backfill import DecisionRefused
+    from crosslink.operations.status import load_link, operator_session
+    from crosslink.queue.enqueue import Enqueuer
 
     try:
         link = load_link(link_name, links_path)
@@ -297,12 +297,12 @@ def rejected(limit: int) -> None:
 
 def _add_area_commands() -> None:
     """Commands kept beside the area they operate: reconcile and beat, dlq, chaos, bench, doctor, health."""
-    from crosslink.cli_bench import bench
-    from crosslink.cli_chaos import chaos
-    from crosslink.cli_dlq import dlq
-    from crosslink.cli_reconcile import acknowledge, beat, reconcile
-    from crosslink.doctor import doctor
-    from crosslink.health import health
+    from crosslink.cli.bench import bench
+    from crosslink.cli.chaos import chaos
+    from crosslink.cli.dlq import dlq
+    from crosslink.cli.reconcile import acknowledge, beat, reconcile
+    from crosslink.operations.doctor import doctor
+    from crosslink.operations.health import health
 
     for command in (reconcile, acknowledge, beat, dlq, chaos, bench, doctor, health):
         main.add_command(command)

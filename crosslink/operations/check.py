@@ -9,7 +9,7 @@ carried. Checklist items and files carry no marker in Planfix, so those are comp
 multisets: (name, done) per item, (name, content digest, or size where no digest is given) per
 file; where the link carries one side to the other, the one's multiset must be contained in the
 other's; both ways, they must be equal. The demo ends with it and the end-to-end tests judge
-convergence by it. The chaos suite judges by what people did instead (crosslink/oracle.py): this
+convergence by it. The chaos suite judges by what people did instead (crosslink/lab/oracle.py): this
 checker pairs tasks through the sync's own markers and compares the sides with each other, so a
 sync that rolled an edit back on both sides would pass it.
 """

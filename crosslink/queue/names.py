@@ -94,7 +94,7 @@ def claims_key(link: str, side: str) -> str:
 
 
 # When the side's batch job is due (unix ms): set as a job is handed the side at the back of the
-# queue or for its link's next slot (producers.enqueue). A backlog waits its turns at the account
+# queue or for its link's next slot (crosslink.queue.enqueue). A backlog waits its turns at the account
 # behind other links' for as long as that takes, its tasks left unclaimed, so how long a task has
 # waited does not tell that the side's job was lost; the poller counts it lost only once the job
 # is overdue by a period and tasks still wait.
@@ -105,7 +105,7 @@ def batch_due_key(link: str, side: str) -> str:
     return BATCH_DUE_KEY.format(link=link, side=side)
 
 
-# Set for a moment by each event of a task (producers.enqueue): one that finds it set is a burst's.
+# Set for a moment by each event of a task (crosslink.queue.enqueue): one that finds it set is a burst's.
 RECENT_KEY = "crosslink:recent:{link}:{side}:{task}"
 
 
@@ -303,3 +303,19 @@ REGISTRY_KEY = "crosslink:reg:{link}:{kind}"
 
 def registry_key(link: str, kind: str) -> str:
     return REGISTRY_KEY.format(link=link, kind=kind)
+
+
+# kombu's Redis transport: the hash of messages a worker has taken and not yet acknowledged.
+UNACKED_KEY = "unacked"
+
+# Events of a link parked while one of its sides is severed (workers.state), replayed when access
+# returns; the producer's metrics count them.
+PARKED_KEY = "crosslink:parked:{link}"
+
+
+def parked_key(link: str) -> str:
+    return PARKED_KEY.format(link=link)
+
+
+# link -> when its last sync run finished (workers.state); the producer's metrics show the lag.
+LAST_SYNC_KEY = "crosslink:last-sync"

@@ -1,6 +1,6 @@
 """The chaos suite's oracle: what both accounts must hold, derived from what people did.
 
-A checker that compares one side with the other (crosslink/check.py) passes a sync that rolled a
+A checker that compares one side with the other (crosslink/operations/check.py) passes a sync that rolled a
 person's edit back on both sides, picked the wrong winner, or paired tasks through its own broken
 markers. The oracle knows nothing of the product: the chaos generator records every person's
 action (who, which side, when, what) as it does it, and from that record alone the oracle derives

@@ -53,7 +53,7 @@ class Settings:
     # shortens it below the emulator's held "timeout" fault so that fault really times out.
     planfix_timeout_s: float = 10.0
     # The longest a task's run is held, so that a person's edits within it make one run, while its
-    # account's day would outrun the quota (producers.coalesce); 0 never holds. People save the
+    # account's day would outrun the quota (crosslink.queue.coalesce); 0 never holds. People save the
     # fields of one card seconds apart, so 30 s merges a whole round of edits while the mirror
     # still follows within a minute (and stays far under the broker's visibility timeout).
     coalesce_max_s: float = 30.0

@@ -4,7 +4,7 @@ It starts a Redis of its own (unless REDIS_URL is set), the emulator with the pa
 client's accounts (crosslink/examples/emulator.yaml, Planfix's 1 request/s limit on), the
 producer, and a real Celery worker process, with the scenarios of both accounts calling the
 producer. Then people act in the two accounts' "web UI" and every sync is printed as the worker
-does it. At the end an independent checker (crosslink.check) compares both sides under the
+does it. At the end an independent checker (crosslink.operations.check) compares both sides under the
 link's rules; the exit code is 0 only if they match.
 """
 
@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from crosslink.check import check_link
-from crosslink.embedded_redis import redis_url_or_embedded
-from crosslink.stack import LocalStack
+from crosslink.operations.check import check_link
+from crosslink.lab.embedded_redis import redis_url_or_embedded
+from crosslink.lab.stack import LocalStack
 
 # One step of the story may wait this long for its sync (1 request/s per account is slow).
 STEP_TIMEOUT_S = 90.0

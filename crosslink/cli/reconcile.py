@@ -4,7 +4,7 @@ The periodic poller (producers/reconcile.py, run by `crosslink beat` and the wor
 what lost webhooks leave behind, but only inside its window and only for changes Planfix dates.
 An operator also needs the whole truth on demand: `crosslink reconcile --link X` reads both
 sides over REST (every task in scope with its comments, through the account limiter, so it runs
-alongside live traffic), judges them with the independent checker (crosslink/check.py, which
+alongside live traffic), judges them with the independent checker (crosslink/operations/check.py, which
 knows nothing of the workers' registry) and prints the drift by task: missing (no mirror), extra
 (a mirror whose original is gone from scope), diverged (fields, status, assignees, comments,
 checklist or files differ), duplicated. `--repair` queues a sync of every drifted task through
@@ -43,7 +43,7 @@ REPAIR_WAIT_S = 600.0
 
 def rest_dump(link: Any, side: str, client: Any) -> list[dict[str, Any]]:
     """SIDE's tasks in scope and the mirrors we made there, read over REST in the shape
-    crosslink.check expects (the emulator's dump_tasks): task fields, comments (deleted ones
+    crosslink.operations.check expects (the emulator's dump_tasks): task fields, comments (deleted ones
     included), and checklist and card files where the link carries them."""
     from planfix.client import CHECKLIST_FIELDS, COMMENT_FIELDS
     from producers.reconcile import poll_filter_sets
@@ -86,7 +86,7 @@ class SideUnreadable(Exception):
 def compare_over_rest(link: Any, clients: Mapping[str, Any]) -> Any:
     """Both sides of LINK read over REST and judged by the independent checker; SideUnreadable
     when a side's access is cut (each side is read all the same)."""
-    from crosslink.check import check_link
+    from crosslink.operations.check import check_link
     from planfix.errors import AccessDenied, AuthError, ScopeDenied
 
     dumps, errors = {}, {}
@@ -154,11 +154,11 @@ def repair_jobs(link: Any, drift: Iterable[Any]) -> list[tuple[str, int]]:
 
 
 def wait_quiet(redis_url: str, link_name: str, timeout_s: float) -> bool:
-    """Wait until no sync work of LINK_NAME is left (crosslink.operations.work_waiting), for
+    """Wait until no sync work of LINK_NAME is left (crosslink.operations.status.work_waiting), for
     QUIET_LOOKS looks in a row; False on timeout."""
     import redis
 
-    from crosslink.operations import work_waiting
+    from crosslink.queue.inspect import work_waiting
 
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout_s
@@ -197,9 +197,9 @@ def render(link_name: str, drift: list[Any], title: str) -> str:
 def reconcile(link_name: str, repair: bool, json_path: str | None, links_path: str | None,
               wait_s: float) -> None:
     """Compare both sides of a link over REST and print the drift by task."""
-    from crosslink.operations import load_link, operator_session
+    from crosslink.operations.status import load_link, operator_session
     from planfix.errors import PlanfixError
-    from producers.enqueue import Enqueuer
+    from crosslink.queue.enqueue import Enqueuer
 
     try:
         link = load_link(link_name, links_path)
@@ -267,7 +267,7 @@ def acknowledge(link_name: str, task: str, why: str, by: str | None, links_path:
     reports it but no longer fails on it until it changes. Compares the link once to know it."""
     import getpass
 
-    from crosslink.operations import load_link, operator_session
+    from crosslink.operations.status import load_link, operator_session
 
     try:
         link = load_link(link_name, links_path)

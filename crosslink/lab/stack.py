@@ -24,14 +24,14 @@ from typing import Any
 import redis
 import yaml
 
-from crosslink.embedded_redis import free_port
-from crosslink.operations import work_waiting
-from crosslink.services import ProducerProcess, ProducerServer, WorkerProcess
+from crosslink.lab.embedded_redis import free_port
+from crosslink.queue.inspect import work_waiting
+from crosslink.lab.services import ProducerProcess, ProducerServer, WorkerProcess
 from planfix.client import PlanfixClient
 from planfix.emulator.server import EmulatorServer
 from planfix.limiter import AccountLimiter
-from crosslink.backfill import BackfillReport, run_backfill
-from producers.enqueue import Enqueuer
+from crosslink.operations.backfill import BackfillReport, run_backfill
+from crosslink.queue.enqueue import Enqueuer
 from planfix.emulator.world import World
 from producers.receiver import create_app
 from producers.scenarios import scenarios_for_side
