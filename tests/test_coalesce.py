@@ -18,9 +18,9 @@ from planfix.limiter import AccountLimiter
 from crosslink.queue.coalesce import BASE_HOLD_S, AccountHolds, coalesce_hold_s, usage_hold_s
 from crosslink.queue.enqueue import Enqueuer
 from tests.test_reconcile import links_doc, load
-from workers import tasks
+from workers import batch
 from crosslink.queue.names import batch_key, dirty_key, pending_key
-from workers.tasks import claim_batch, take_hints
+from crosslink.queue.claims import claim_batch, take_hints
 
 TTL_MS = 60_000
 
@@ -164,13 +164,13 @@ def sides(redis_client, redis_url, config, monkeypatch):
         return "updated"
 
     turns = AccountLimiter(redis_client, rate_per_s=0, daily_quota=0, prefix="test:turns")
-    monkeypatch.setattr(tasks, "runtime", lambda: SimpleNamespace(
+    monkeypatch.setattr(batch, "runtime", lambda: SimpleNamespace(
         redis=redis_client, limiter=turns, enqueuer=enqueuer, settings=SimpleNamespace(time_scale=1.0),
         link=lambda name: next(link for link in config.links if link.name == name)))
-    monkeypatch.setattr(tasks, "_begin_batch", begin)
-    monkeypatch.setattr(tasks, "_finish", finish)
-    monkeypatch.setattr(tasks, "_read_sources", lambda link, side, begun: {})
-    monkeypatch.setattr(tasks.telemetry, "count_run", lambda link, side, result: None)
+    monkeypatch.setattr(batch, "begin_runs", begin)
+    monkeypatch.setattr(batch, "finish", finish)
+    monkeypatch.setattr(batch, "read_sources", lambda link, side, begun: {})
+    monkeypatch.setattr(batch.telemetry, "count_run", lambda link, side, result: None)
 
     def run_due_jobs(until: float) -> int:
         """Run each batch job sent as it falls due, until UNTIL (time.monotonic): how many ran."""
@@ -179,7 +179,7 @@ def sides(redis_client, redis_url, config, monkeypatch):
             due.sort()
             when, job_id = due.pop(0)
             time.sleep(max(0.0, when - time.monotonic()))
-            tasks._sync_batch("demo", "client", job_id)
+            batch.sync_side("demo", "client", job_id)
             ran += 1
         return ran
 
@@ -226,7 +226,7 @@ def test_a_job_finding_only_held_tasks_hands_its_side_on_due_at_the_first_holds_
     spend_the_quota(redis_client)
     sides.enqueuer.queue("demo", "client", 5, "task_changed")
     held_until, first_job = sides.due.pop()
-    tasks._sync_batch("demo", "client", first_job)                  # delivered before it was due
+    batch.sync_side("demo", "client", first_job)                  # delivered before it was due
     assert sides.runs == []
     assert len(sides.due) == 1 and abs(sides.due[0][0] - held_until) < 0.1
     assert redis_client.get(batch_key("demo", "client"))            # the side stays with its job
@@ -237,7 +237,7 @@ def test_a_job_finding_only_held_tasks_hands_its_side_on_due_at_the_first_holds_
 def test_due_tasks_are_claimed_before_held_ones_and_the_held_wait(redis_client, sides):
     spend_the_quota(redis_client)
     sides.enqueuer.queue("demo", "client", 5, "task_changed")      # held
-    # Task 6 was put back waiting for its turn (workers.tasks.wait_for_turn): due now.
+    # Task 6 was put back waiting for its turn (workers.runner.wait_for_turn): due now.
     sides.enqueuer.wait_for_turn("demo", "client", 6, ["task_changed"], "", 0.0)
     claim = claim_batch(redis_client, "demo", "client", "job", TTL_MS)
     assert claim.tasks == [6] and claim.left == 0 and claim.held_s is not None

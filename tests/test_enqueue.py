@@ -1,4 +1,4 @@
-"""crosslink.queue.enqueue and the batch claims (workers.tasks): one pending run per task, the events'
+"""crosslink.queue.enqueue and the batch claims (crosslink.queue.claims): one pending run per task, the events'
 hints beside it, lone events batched per link side, bursts coalesced."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from crosslink.queue.names import (
     FULL_HINT, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key, pending_key,
     pending_since_key,
 )
-from workers.tasks import Claim, claim_batch, settle_batch, take_hints
+from crosslink.queue.claims import Claim, claim_batch, settle_batch, take_hints
 
 TTL_MS = 60_000
 
@@ -108,7 +108,7 @@ def test_a_batch_job_holds_its_side_while_it_runs_and_lets_go_once_none_wait(enq
 
 
 def test_a_job_whose_link_has_no_slot_near_claims_nothing_and_keeps_the_side_to_hand_on(enqueuer, redis_client):
-    """MOST 0 (workers.tasks.turn_outlook): no run is begun, the job keeps (or takes) the side's
+    """MOST 0 (workers.batch.turn_outlook): no run is begun, the job keeps (or takes) the side's
     flag while tasks wait, so it can hand it to a job due at its link's slot; once none wait it
     lets go. A job delivered again still takes back its own claims (their runs look in full)."""
     first = enqueuer.queue("demo", "partner", 5, "task_changed")
@@ -254,7 +254,7 @@ def test_a_batch_begins_its_runs_in_one_step(enqueuer, redis_client):
     from schemas.links import load_links
     from crosslink.queue.names import lock_key
     from workers.state import LinkState
-    from workers.tasks import take_batch
+    from workers.runner import take_batch
 
     link = load_links(Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml").links[0]
     state = LinkState(redis_client, link.name)

@@ -1,4 +1,4 @@
-"""The sync job's run (workers.tasks._sync: begin, run, close) on the emulator over loopback and
+"""The sync job's run (workers.runner.sync_one: begin, run, close) on the emulator over loopback and
 a real Redis, called in this process: what one run of a task pair leaves for the pair's other
 runs. (Celery itself is exercised by the e2e suite.)"""
 
@@ -21,7 +21,7 @@ from planfix.emulator.world import World
 from planfix.limiter import AccountLimiter
 from producers import reconcile
 from schemas.links import load_links
-from workers import sync, tasks, telemetry
+from workers import batch, runner, sync, telemetry
 from workers.canonical import task_fields
 from workers.hints import Hints
 from crosslink.queue.names import BUT_CHECKLIST, CHECKLIST_HINT, dirty_key, synced_stamp
@@ -53,8 +53,9 @@ def runtime(redis_url, tmp_path, monkeypatch):
                                 rate_per_s=1000.0, daily_quota=0)
             made = Runtime(settings=settings, config=load_links(path), env=env)
             sent = []
-            monkeypatch.setattr(tasks, "runtime", lambda: made)
-            monkeypatch.setattr(tasks, "requeue", lambda *args, **kwargs: sent.append(args))
+            monkeypatch.setattr(runner, "runtime", lambda: made)
+            monkeypatch.setattr(batch, "runtime", lambda: made)
+            monkeypatch.setattr(runner, "requeue", lambda *args, **kwargs: sent.append(args))
             yield SimpleNamespace(world=world, rt=made, link=made.config.links[0], sent=sent)
             made.http.close()
     finally:
@@ -69,15 +70,15 @@ def test_a_run_that_writes_to_a_pair_voids_the_reads_a_waiting_run_of_it_kept(ru
     which would also stop the resume, can be lost or late)."""
     world, link = runtime.world, runtime.link
     number = world.create_task("partner", {"name": "Kept", "processId": 1, "project": {"id": 10}}, author=PAVEL)
-    assert tasks._sync(link.name, "partner", number, 0, None) == "created"
+    assert runner.sync_one(link.name, "partner", number, 0, None) == "created"
     copy_ = runtime.rt.state(link.name).counterpart("task", "partner", number)
     stale = world.get_task("client", copy_, ",".join(task_fields(link, "client")))
-    tasks.keep_reads(runtime.rt.redis, link.name, "client", copy_,
+    runner.keep_reads(runtime.rt.redis, link.name, "client", copy_,
                      {call_key("client", "get_task", copy_, fields=task_fields(link, "client")): stale})
     world.update_task("partner", number, {"priority": "Urgent"}, author=PAVEL)
-    assert tasks._sync(link.name, "partner", number, 0, None) == "updated"
+    assert runner.sync_one(link.name, "partner", number, 0, None) == "updated"
     waiting = Hints(full=False, task_events=1).waited(wrote=False)
-    tasks._sync(link.name, "client", copy_, 1, waiting)
+    runner.sync_one(link.name, "client", copy_, 1, waiting)
     assert world.get_task("partner", number, "priority")["priority"] == "Urgent"
     assert world.get_task("client", copy_, "priority")["priority"] == "Urgent"
 
@@ -88,23 +89,23 @@ def test_a_run_that_outlives_its_pair_lock_writes_nothing_more_and_starts_over(r
     lapsed, and the run is queued again to start over."""
     world, link = runtime.world, runtime.link
     number = world.create_task("partner", {"name": "Slow", "processId": 1, "project": {"id": 10}}, author=PAVEL)
-    assert tasks._sync(link.name, "partner", number, 0, None) == "created"
+    assert runner.sync_one(link.name, "partner", number, 0, None) == "created"
     copy_ = runtime.rt.state(link.name).counterpart("task", "partner", number)
     world.update_task("partner", number, {"priority": "Urgent"}, author=PAVEL)
-    begin = tasks._begin
+    begin = runner.begin_runs
     taken: list[str] = []
 
     def begin_then_lapse(*args, **kwargs):
-        begun = begin(*args, **kwargs)
+        [(number_, begun)] = begin(*args, **kwargs)
         # The lock lapses and another run takes the pair, as after a stall past the TTL.
         runtime.rt.redis.delete(*begun.lock.keys)
         runtime.rt.redis.set(begun.lock.keys[0], "another run")
         taken.append(begun.lock.keys[0])
-        return begun
+        return [(number_, begun)]
 
-    monkeypatch.setattr(tasks, "_begin", begin_then_lapse)
+    monkeypatch.setattr(runner, "begin_runs", begin_then_lapse)
     snapshots = runtime.rt.redis.hgetall(f"crosslink:snap:{link.name}")
-    assert tasks._sync(link.name, "partner", number, 0, None) == "lock-lost"
+    assert runner.sync_one(link.name, "partner", number, 0, None) == "lock-lost"
     assert world.get_task("client", copy_, "priority")["priority"] != "Urgent"
     assert runtime.rt.redis.hgetall(f"crosslink:snap:{link.name}") == snapshots
     assert runtime.sent and runtime.sent[-1][:3] == (link.name, "partner", number)
@@ -131,7 +132,7 @@ def test_runs_waiting_for_their_accounts_turn_cost_one_job_per_turn_not_a_requeu
         due.sort()
         when, side, job_id = due.pop(0)
         time.sleep(max(0.0, when - time.monotonic()))
-        tasks._sync_batch(link.name, side, job_id)
+        batch.sync_side(link.name, side, job_id)
         jobs += 1
         if due:  # runs wait for a later turn: `crosslink status` counts them
             [row] = link_status(rt.settings.links_path, rt.settings.redis_url)
@@ -156,7 +157,7 @@ def test_a_backlog_on_a_slow_account_begins_only_the_runs_its_slots_allow(runtim
     numbers = [world.create_task("partner", {"name": f"Backlog {n}", "processId": 1, "project": {"id": 10}},
                                  author=PAVEL) for n in range(8)]
     for number in numbers:  # paired with the limits off
-        assert tasks._sync(link.name, "partner", number, 0, None) == "created"
+        assert runner.sync_one(link.name, "partner", number, 0, None) == "created"
     state = rt.state(link.name)
     copies = {number: state.counterpart("task", "partner", number) for number in numbers}
     for conf in link.sides.values():
@@ -175,7 +176,7 @@ def test_a_backlog_on_a_slow_account_begins_only_the_runs_its_slots_allow(runtim
         due.sort()
         when, side, job_id = due.pop(0)
         time.sleep(max(0.0, when - time.monotonic()))
-        tasks._sync_batch(link.name, side, job_id)
+        batch.sync_side(link.name, side, job_id)
         jobs += 1
     for number, copy_ in copies.items():
         assert world.get_task("client", copy_, "name")["name"] == f"Backlog {number}, renamed"
@@ -200,7 +201,7 @@ def test_a_run_records_the_stamp_it_looked_at_whole_and_only_that(runtime):
     and records the stamp whole: the poller queues nothing more."""
     world, link, store = runtime.world, runtime.link, runtime.rt.redis
     number = world.create_task("partner", {"name": "Stamped", "processId": 1, "project": {"id": 10}}, author=PAVEL)
-    assert tasks._sync(link.name, "partner", number, 0, None) == "created"
+    assert runner.sync_one(link.name, "partner", number, 0, None) == "created"
     recorded = synced_stamp(store, link.name, "partner", number)
     assert recorded is not None  # the first run looked at everything
 
@@ -216,7 +217,7 @@ def test_a_run_records_the_stamp_it_looked_at_whole_and_only_that(runtime):
     world.update_task("partner", number, {"name": "Stamped, renamed"}, author=PAVEL)
     assert now_stamp().text != recorded
     before = paths()
-    assert tasks._sync(link.name, "partner", number, 0, Hints(full=False, task_events=1)) == "updated"
+    assert runner.sync_one(link.name, "partner", number, 0, Hints(full=False, task_events=1)) == "updated"
     copy_ = LinkState(store, link.name).counterpart("task", "partner", number)
     assert world.list_checklist("client", copy_, {"fields": "name"}) == []
     assert synced_stamp(store, link.name, "partner", number) == BUT_CHECKLIST + now_stamp().text
@@ -226,7 +227,7 @@ def test_a_run_records_the_stamp_it_looked_at_whole_and_only_that(runtime):
     hints = reconcile.hints_for(verdict, [], "user:1")
     assert hints == (CHECKLIST_HINT,)
     before = paths()
-    tasks._sync(link.name, "partner", number, 0, Hints.parse(hints))
+    runner.sync_one(link.name, "partner", number, 0, Hints.parse(hints))
     assert [item["name"] for item in world.list_checklist("client", copy_, {"fields": "name"})] == ["its webhook lost"]
     assert paths()[len(before):] == [f"/task/{number}/checklist/list"]
     assert synced_stamp(store, link.name, "partner", number) == now_stamp().text

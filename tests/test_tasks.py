@@ -14,7 +14,7 @@ import redis
 from celery.exceptions import Reject
 
 from crosslink.lab.embedded_redis import EmbeddedRedis
-from workers import tasks
+from workers import batch, runner, tasks
 
 # The stand-in restart: the server comes back after this long.
 RESTART_S = 0.5
@@ -40,7 +40,7 @@ def test_a_job_that_loses_redis_waits_for_it_then_goes_back_to_the_queue(own_red
         threading.Timer(RESTART_S, server.start).start()
         raise redis.ConnectionError("Connection refused")
 
-    monkeypatch.setattr(tasks, "_sync", run_during_a_restart)
+    monkeypatch.setattr(tasks, "sync_one", run_during_a_restart)
     started = time.monotonic()
     with pytest.raises(Reject) as caught:
         tasks.sync_task("demo", "partner", 1)
@@ -57,7 +57,7 @@ def test_a_job_gives_redis_a_bounded_wait(own_redis, monkeypatch):
         server.stop()
         raise redis.ConnectionError("Connection refused")
 
-    monkeypatch.setattr(tasks, "_sync", run_as_redis_dies)
+    monkeypatch.setattr(tasks, "sync_one", run_as_redis_dies)
     started = time.monotonic()
     with pytest.raises(Reject):
         tasks.sync_task("demo", "client", 2)
@@ -75,10 +75,10 @@ def test_a_parked_event_keeps_its_flag_but_is_not_taken_for_a_lost_job(redis_url
     try:
         enqueuer.sync("demo", "partner", 5, "task_changed")
         LinkState(redis_client, "demo").sever("client", "token revoked", time.time())
-        monkeypatch.setattr(tasks, "runtime", lambda: SimpleNamespace(
-            redis=redis_client, link=lambda name: SimpleNamespace(name=name),
-            settings=SimpleNamespace(time_scale=1.0)))
-        assert tasks._begin("demo", "partner", 5, 0, None) == "parked"
+        monkeypatch.setattr(runner, "runtime", lambda: SimpleNamespace(
+            redis=redis_client, settings=SimpleNamespace(time_scale=1.0)))
+        link = SimpleNamespace(name="demo", other=lambda side: "client" if side == "partner" else "partner")
+        assert runner.begin_runs(link, "partner", [5]) == [(5, "parked")]
         assert redis_client.exists(pending_key("demo", "partner", 5))
         time.sleep(0.1)
         assert enqueuer.recover_pending("demo", "partner", stale_s=0.05) == []
@@ -98,10 +98,10 @@ def test_only_a_failed_write_makes_a_letter_that_holds_the_tasks_later_events(re
     from workers.state import LinkState
     from workers.sync import SideFailure
 
-    monkeypatch.setattr(tasks, "runtime", lambda: SimpleNamespace(
+    monkeypatch.setattr(runner, "runtime", lambda: SimpleNamespace(
         redis=redis_client, state=lambda name: LinkState(redis_client, name)))
     failure = SideFailure("client", InvalidRequest("HTTP 400 code 41", http_status=400, code=41), read=read)
-    assert tasks._handle_failure("demo", "partner", 5, 0, failure, 1.0, Hints(full=True)) == "dead"
+    assert runner._handle_failure("demo", "partner", 5, 0, failure, 1.0, Hints(full=True)) == "dead"
     letters = DeadLetters(redis_client, "demo")
     [letter] = letters.letters()
     assert letter["task"] == 5 and "code 41" in letter["reason"] and letter["blocks"] is blocks
@@ -117,11 +117,11 @@ def test_a_failure_while_reading_retries_like_any_transient_one(redis_client, mo
     from workers.sync import SideFailure
 
     sent = []
-    monkeypatch.setattr(tasks, "runtime", lambda: SimpleNamespace(
+    monkeypatch.setattr(runner, "runtime", lambda: SimpleNamespace(
         redis=redis_client, state=lambda name: LinkState(redis_client, name)))
-    monkeypatch.setattr(tasks, "requeue", lambda *args, **kwargs: sent.append(args))
+    monkeypatch.setattr(runner, "requeue", lambda *args, **kwargs: sent.append(args))
     failure = SideFailure("partner", TransientError("timed out"), read=True)
-    assert tasks._handle_failure("demo", "partner", 5, 0, failure, 0.01, Hints(full=True)) == "retrying"
+    assert runner._handle_failure("demo", "partner", 5, 0, failure, 0.01, Hints(full=True)) == "retrying"
     assert sent and DeadLetters(redis_client, "demo").letters() == []
 
 
@@ -140,7 +140,7 @@ def test_links_sharing_an_account_take_turns_and_no_run_waits(redis_client, redi
     from crosslink.queue.names import dirty_key
     from workers.sync import ADMISSION_LIMIT_WAIT_S, FOLLOW_UP_LIMIT_WAIT_S
 
-    monkeypatch.setattr(tasks, "BATCH_TURN_S", 0.05)
+    monkeypatch.setattr(batch, "BATCH_TURN_S", 0.05)
     limiter = AccountLimiter(redis_client, rate_per_s=10.0, daily_quota=0)
     enqueuer = Enqueuer(redis_url)
     due: list[tuple[float, str, str]] = []          # (when, link, job id) of the batch jobs sent
@@ -155,11 +155,11 @@ def test_links_sharing_an_account_take_turns_and_no_run_waits(redis_client, redi
                                fields=SimpleNamespace(checklist=SimpleNamespace(direction="none")))
 
     links = {name: link_named(name) for name in ("alpha", "beta")}
-    monkeypatch.setattr(tasks, "runtime", lambda: SimpleNamespace(
+    monkeypatch.setattr(batch, "runtime", lambda: SimpleNamespace(
         redis=redis_client, limiter=limiter, enqueuer=enqueuer, settings=SimpleNamespace(time_scale=1.0),
         link=lambda name: links[name]))
     outcomes: Counter = Counter()
-    monkeypatch.setattr(tasks.telemetry, "count_run", lambda link, side, result: outcomes.update([result]))
+    monkeypatch.setattr(batch.telemetry, "count_run", lambda link, side, result: outcomes.update([result]))
     writes: list[tuple[int, str]] = []
 
     def begin(link, side, numbers, job_id):
@@ -176,8 +176,8 @@ def test_links_sharing_an_account_take_turns_and_no_run_waits(redis_client, redi
         writes.append((permit.at_us, lane))
         return "updated"
 
-    monkeypatch.setattr(tasks, "_begin_batch", begin)
-    monkeypatch.setattr(tasks, "_finish", finish)
+    monkeypatch.setattr(batch, "begin_runs", begin)
+    monkeypatch.setattr(batch, "finish", finish)
     try:
         for name in links:
             for number in range(1, 7):
@@ -187,7 +187,7 @@ def test_links_sharing_an_account_take_turns_and_no_run_waits(redis_client, redi
             due.sort()
             when, name, job_id = due.pop(0)
             time.sleep(max(0.0, when - time.monotonic()))
-            tasks._sync_batch(name, "client", job_id)
+            batch.sync_side(name, "client", job_id)
             jobs += 1
     finally:
         enqueuer.close()
