@@ -1,0 +1,60 @@
+"""The link configuration (links.yaml), as the rest of Crosslink imports it.
+
+Importers name only ``schemas.links``, never a module inside it, so the modules behind these names
+can be rearranged without touching an importer. ``__all__`` lists exactly the names code elsewhere
+imports today.
+"""
+
+from __future__ import annotations
+
+from schemas.links.model import (
+    DIRECTIONS,
+    NOTE_LANGUAGES,
+    SIDES,
+    SYSTEM_FIELDS,
+    ConfigError,
+    CreateSettings,
+    CustomFieldRule,
+    FieldRule,
+    Link,
+    LinksConfig,
+    People,
+    PersonPair,
+    Role,
+    Scope,
+    SecretMissing,
+    Side,
+    StatusRule,
+    derive_account,
+    find_link,
+    lint_file,
+    load_links,
+    parse_links,
+    reachable_statuses,
+)
+
+__all__ = [
+    "DIRECTIONS",
+    "NOTE_LANGUAGES",
+    "SIDES",
+    "SYSTEM_FIELDS",
+    "ConfigError",
+    "CreateSettings",
+    "CustomFieldRule",
+    "FieldRule",
+    "Link",
+    "LinksConfig",
+    "People",
+    "PersonPair",
+    "Role",
+    "Scope",
+    "SecretMissing",
+    "Side",
+    "StatusRule",
+    "derive_account",
+    "find_link",
+    "lint_file",
+    "load_links",
+    "parse_links",
+    "reachable_statuses",
+]
