@@ -7,12 +7,13 @@ imports today.
 
 from __future__ import annotations
 
+from schemas.links.lint import lint_file, reachable_statuses
+from schemas.links.load import ConfigError, load_links, parse_links
 from schemas.links.model import (
     DIRECTIONS,
     NOTE_LANGUAGES,
     SIDES,
     SYSTEM_FIELDS,
-    ConfigError,
     CreateSettings,
     CustomFieldRule,
     FieldRule,
@@ -27,10 +28,6 @@ from schemas.links.model import (
     StatusRule,
     derive_account,
     find_link,
-    lint_file,
-    load_links,
-    parse_links,
-    reachable_statuses,
 )
 
 __all__ = [
