@@ -1,4 +1,11 @@
-"""The link configuration (links.yaml), as the rest of Crosslink imports it.
+"""The link configuration (links.yaml): what binds two Planfix accounts, checked before anything runs.
+
+Four rooms, each importing only the ones above it in this list:
+- ``model``: the configuration as frozen dataclasses and its constants (no marshmallow, no YAML);
+- ``schema``: marshmallow schemas that check shapes and types and build the model, and the
+  defaults of every optional key;
+- ``lint``: every problem in a file at once, with its line and a fix (``crosslink lint-config``);
+- ``load``: the start-up path, where any problem raises ``ConfigError``.
 
 Importers name only ``schemas.links``, never a module inside it, so the modules behind these names
 can be rearranged without touching an importer. ``__all__`` lists exactly the names code elsewhere

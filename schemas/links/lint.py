@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 from marshmallow import Schema, ValidationError, fields
 
-from schemas.links.model import SIDES, TEMPLATE_KEYS, Link, LinksConfig, LinksConfigSchema, Role
+from schemas.links.model import SIDES, TEMPLATE_KEYS, Link, LinksConfig, Role
+from schemas.links.schema import LinksConfigSchema
 
 # "did you mean" only offers names this similar; lower cut-offs suggest nonsense.
 SUGGEST_CUTOFF = 0.6
