@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,110 +181,160 @@ def _person_or_role_issue(value: str | None, roles: Mapping[str, Role]) -> str |
     return None
 
 
-def _check_link(link: Link, at: PathKey, out: list[tuple[PathKey, str, str]]) -> None:
-    def issue(rel: tuple[str, ...], message: str, fix: str) -> None:
-        out.append(((*at, *rel), message, fix))
+# A problem a check found in one link: the path below the link, what is wrong, how to fix it.
+Finding = tuple[PathKey, str, str]
 
+
+def _sides_use_own_accounts(link: Link) -> Iterator[Finding]:
     partner, client = link.sides["partner"], link.sides["client"]
     if partner.account == client.account:
-        issue(("sides", "client", "account"), f"both sides use account {client.account!r}",
-              "give each side its own account (base_url or account)")
+        yield (("sides", "client", "account"), f"both sides use account {client.account!r}",
+               "give each side its own account (base_url or account)")
 
+
+def _status_maps_round_trip(link: Link) -> Iterator[Finding]:
     statuses = link.statuses
     for side in SIDES:
         other = link.other(side)
         forward, backward = statuses.forward(side), statuses.forward(other)
         for source, target in forward.items():
             if target not in backward:
-                issue(("statuses", f"{side}_to_{other}", str(source)),
-                      f"{other} status {target} is a target but {other}_to_{side} never maps it back",
-                      f"add '{target}: <{side} status>' to {other}_to_{side}")
+                yield (("statuses", f"{side}_to_{other}", str(source)),
+                       f"{other} status {target} is a target but {other}_to_{side} never maps it back",
+                       f"add '{target}: <{side} status>' to {other}_to_{side}")
+
+
+def _status_rules_use_mapped_statuses(link: Link) -> Iterator[Finding]:
+    statuses = link.statuses
     for number, rule in enumerate(statuses.rules):
         for end, rule_side, status in (("when", rule.when_side, rule.when_status),
                                        ("then", rule.then_side, rule.then_status)):
             if status not in statuses.known(rule_side):
-                issue(("statuses", "rules", str(number), end, "status"),
-                      f"{rule_side} status {status} is not in the status maps",
-                      f"use a {rule_side} status from the maps: {sorted(statuses.known(rule_side))}")
+                yield (("statuses", "rules", str(number), end, "status"),
+                       f"{rule_side} status {status} is not in the status maps",
+                       f"use a {rule_side} status from the maps: {sorted(statuses.known(rule_side))}")
+
+
+def _status_targets_reachable(link: Link) -> Iterator[Finding]:
+    statuses = link.statuses
     for side, graph in statuses.transitions.items():
         other = link.other(side)
         reachable = reachable_statuses(graph, link.sides[side].create.initial_status)
         wanted = set(statuses.forward(other).values()) | {
             rule.then_status for rule in statuses.rules if rule.then_side == side}
         for status in sorted(wanted - reachable):
-            issue(("statuses", "transitions", side),
-                  f"{side} status {status} is a sync target but can't be reached in the {side} transitions graph",
-                  f"add a move into {status} to transitions.{side} (or set create.initial_status)")
+            yield (("statuses", "transitions", side),
+                   f"{side} status {status} is a sync target but can't be reached in the {side} transitions graph",
+                   f"add a move into {status} to transitions.{side} (or set create.initial_status)")
 
-    people = link.people
+
+def _people_paired_once(link: Link) -> Iterator[Finding]:
     for side in SIDES:
         seen: dict[str, int] = {}
-        for number, pair in enumerate(people.pairs):
+        for number, pair in enumerate(link.people.pairs):
             person = getattr(pair, side)
             if person in seen:
-                issue(("people", "pairs", str(number), side),
-                      f"{side} person {person} is already paired in pairs[{seen[person]}]",
-                      "pair each person once; use representatives for stand-ins")
+                yield (("people", "pairs", str(number), side),
+                       f"{side} person {person} is already paired in pairs[{seen[person]}]",
+                       "pair each person once; use representatives for stand-ins")
             seen.setdefault(person, number)
+
+
+def _stand_ins_can_act(link: Link) -> Iterator[Finding]:
+    people = link.people
     for group in ("representatives", "fallback"):
         for side in SIDES:
             value = getattr(people, group)[side]
             problem = _person_or_role_issue(value, people.roles)
             if problem:
-                issue(("people", group, side), problem,
-                      f"define it under people.roles or use one of: {sorted(people.roles) or 'user:N'}")
+                yield (("people", group, side), problem,
+                       f"define it under people.roles or use one of: {sorted(people.roles) or 'user:N'}")
                 continue
             # A representative stands in on the OTHER account; a fallback is a person of its own side.
             needed = link.other(side) if group == "representatives" else side
             role = people.roles.get(value[5:]) if value and value.startswith("role:") else None
             if role and role.side != needed and people.counterpart(role.side, role.user) is None:
-                issue(("people", group, side),
-                      f"role {value[5:]!r} is a {role.side} person without a {needed} counterpart, "
-                      f"so it can't act in the {needed} account",
-                      f"pair {role.user} under people.pairs, or name a {needed} \"user:N\"")
+                yield (("people", group, side),
+                       f"role {value[5:]!r} is a {role.side} person without a {needed} counterpart, "
+                       f"so it can't act in the {needed} account",
+                       f"pair {role.user} under people.pairs, or name a {needed} \"user:N\"")
 
+
+def _custom_fields_mapped_once_and_reversible(link: Link) -> Iterator[Finding]:
     seen_ids: dict[tuple[str, int], int] = {}
     for number, rule in enumerate(link.fields.custom):
         for side in SIDES:
             key = (side, rule.id_on(side))
             if key in seen_ids:
-                issue(("fields", "custom", str(number), side),
-                      f"{side} custom field {key[1]} is already mapped in custom[{seen_ids[key]}]",
-                      "map each custom field once")
+                yield (("fields", "custom", str(number), side),
+                       f"{side} custom field {key[1]} is already mapped in custom[{seen_ids[key]}]",
+                       "map each custom field once")
             seen_ids.setdefault(key, number)
         if rule.transform and rule.direction == "both" and len(set(rule.transform.values())) != len(rule.transform):
-            issue(("fields", "custom", str(number), "transform", "map"),
-                  "transform map is not one-to-one, so it can't be reversed for direction both",
-                  "make every target value unique, or set direction to partner_to_client")
+            yield (("fields", "custom", str(number), "transform", "map"),
+                   "transform map is not one-to-one, so it can't be reversed for direction both",
+                   "make every target value unique, or set direction to partner_to_client")
+
+
+def _side_note_field_and_create_fit(link: Link) -> Iterator[Finding]:
     for side in SIDES:
         note_field = link.sides[side].assignee_note_field
         if note_field is not None and link.fields.custom_rule(side, note_field):
-            issue(("sides", side, "assignee_note_field"),
-                  f"field {note_field} is also a synced custom field",
-                  "use a separate field for the assignee note")
+            yield (("sides", side, "assignee_note_field"),
+                   f"field {note_field} is also a synced custom field",
+                   "use a separate field for the assignee note")
         scope, create = link.sides[side].scope, link.sides[side].create
         made_in = {"project": create.project, "template": create.template}.get(scope.kind)
         if scope.kind in ("project", "template") and made_in != scope.value:
-            issue(("sides", side, "create", scope.kind),
-                  f"mirrors are created outside the side's scope ({scope.kind} {scope.value})",
-                  f"set create.{scope.kind}: {scope.value}")
+            yield (("sides", side, "create", scope.kind),
+                   f"mirrors are created outside the side's scope ({scope.kind} {scope.value})",
+                   f"set create.{scope.kind}: {scope.value}")
 
-    comments = link.comments
+
+def _comment_regexes_compile(link: Link) -> Iterator[Finding]:
     for key in ("include", "exclude"):
-        pattern = getattr(comments, key)
+        pattern = getattr(link.comments, key)
         if pattern is not None:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                issue(("comments", key), f"regex does not compile: {exc}", "fix the regular expression")
-    if comments.mode == "matching" and not comments.include:
-        issue(("comments", "mode"), "mode matching needs an include regex", "set comments.include")
+                yield (("comments", key), f"regex does not compile: {exc}", "fix the regular expression")
+
+
+def _comment_mode_has_include(link: Link) -> Iterator[Finding]:
+    if link.comments.mode == "matching" and not link.comments.include:
+        yield (("comments", "mode"), "mode matching needs an include regex", "set comments.include")
+
+
+def _comment_templates_format(link: Link) -> Iterator[Finding]:
     for key in ("header", "withdrawn"):
         try:
-            getattr(comments, key).format(**{name: "" for name in TEMPLATE_KEYS})
+            getattr(link.comments, key).format(**{name: "" for name in TEMPLATE_KEYS})
         except (KeyError, IndexError, ValueError) as exc:
-            issue(("comments", key), f"template is invalid ({exc!r})",
-                  f"use only {{{'}, {'.join(TEMPLATE_KEYS)}}} and double any literal braces")
+            yield (("comments", key), f"template is invalid ({exc!r})",
+                   f"use only {{{'}, {'.join(TEMPLATE_KEYS)}}} and double any literal braces")
+
+
+# Every check of one link, in the order its findings are reported.
+_LINK_CHECKS: tuple[Callable[[Link], Iterable[Finding]], ...] = (
+    _sides_use_own_accounts,
+    _status_maps_round_trip,
+    _status_rules_use_mapped_statuses,
+    _status_targets_reachable,
+    _people_paired_once,
+    _stand_ins_can_act,
+    _custom_fields_mapped_once_and_reversible,
+    _side_note_field_and_create_fit,
+    _comment_regexes_compile,
+    _comment_mode_has_include,
+    _comment_templates_format,
+)
+
+
+def _check_link(link: Link, at: PathKey, out: list[tuple[PathKey, str, str]]) -> None:
+    for check in _LINK_CHECKS:
+        for rel, message, fix in check(link):
+            out.append(((*at, *rel), message, fix))
 
 
 def _semantic_issues(config: LinksConfig, index: Mapping[PathKey, int]) -> list[LintIssue]:
