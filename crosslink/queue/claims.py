@@ -107,7 +107,9 @@ return 0
 
 def take_hints(store: redis.Redis, link: str, side: str, number: int) -> list[str]:
     """Clear the task's pending flag and take its events' hints, in one transaction (the
-    producer sets and pushes in one too: crosslink.queue.enqueue)."""
+    producer sets and pushes in one too: crosslink.queue.enqueue). A run takes them in the step
+    that begins it (workers.runner.begin_runs); this is that take alone, where no run is made
+    (the queue's own tests stand in for runs with it)."""
     flag, key = pending_key(link, side, number), hints_key(link, side, number)
     pipe = store.pipeline(transaction=True)
     pipe.delete(flag)
