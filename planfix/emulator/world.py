@@ -681,25 +681,52 @@ class World:
 
     def _set_field(self, account: Account, task: dict[str, Any], key: str, value: Any,
                    creating: bool) -> None:
+        if key in ("name", "description", "priority"):
+            self._set_text(task, key, value)
+        elif key == "status":
+            self._set_status(account, task, value, creating)
+        elif key in ("project", "template", "object", "parent"):
+            self._set_link(account, task, key, value)
+        elif key in ("assigner", "counterparty"):
+            task[key] = self._person_ref(account, value) if value else None
+        elif key in PEOPLE_FIELDS:
+            task[key] = self._people(account, value)
+        elif key in (*DATE_FIELDS, "hasStartDate", "hasEndDate"):
+            self._set_date(task, key, value)
+        elif key in SIMPLE_TASK_FIELDS:
+            self._set_simple(task, key, value)
+        elif key == "customFieldData":
+            self._set_custom_values(account, task, value)
+        elif key == "files":
+            task["files"] = self._file_ids(account, value)
+        elif key in ("sourceObjectId", "sourceDataVersion"):
+            self._set_source(task, key, value)
+        # Anything else Planfix does not know is ignored, as it ignores it.
+
+    @staticmethod
+    def _set_text(task: dict[str, Any], key: str, value: Any) -> None:
         if key in ("name", "description"):
             if not isinstance(value, str):
                 raise ValueError(f"{key} must be a string")
-            task[key] = value
-        elif key == "priority":
-            if value not in ("NotUrgent", "Urgent"):
-                raise ValueError("priority is NotUrgent or Urgent")
-            task[key] = value
-        elif key == "status":
-            status_id = _int(value, "status id")
-            if self._status(account, task["processId"], status_id) is None:
-                raise ValueError(f"Status not find by id {status_id}")
-            transitions = account.processes[task["processId"]]["transitions"]
-            current = task["status"]
-            if (not creating and transitions is not None and status_id != current
-                    and status_id not in transitions.get(current, set())):
-                raise ValueError(f"Status change from {current} to {status_id} is not allowed in this process")
-            task["status"] = status_id
-        elif key == "project":
+        elif value not in ("NotUrgent", "Urgent"):
+            raise ValueError("priority is NotUrgent or Urgent")
+        task[key] = value
+
+    def _set_status(self, account: Account, task: dict[str, Any], value: Any, creating: bool) -> None:
+        status_id = _int(value, "status id")
+        if self._status(account, task["processId"], status_id) is None:
+            raise ValueError(f"Status not find by id {status_id}")
+        transitions = account.processes[task["processId"]]["transitions"]
+        current = task["status"]
+        if (not creating and transitions is not None and status_id != current
+                and status_id not in transitions.get(current, set())):
+            raise ValueError(f"Status change from {current} to {status_id} is not allowed in this process")
+        task["status"] = status_id
+
+    @staticmethod
+    def _set_link(account: Account, task: dict[str, Any], key: str, value: Any) -> None:
+        """project, template/object or parent: a reference to something the account has, or none."""
+        if key == "project":
             project = _int(value, "project id") if value not in (None, {}) else 0
             if project and project not in account.projects:
                 raise ValueError(f"Project not found by id {project}")
@@ -709,7 +736,7 @@ class World:
             if ref and account.templates and ref not in account.templates:
                 raise ValueError(f"Template not found by id {ref}")
             task[key] = ref or None
-        elif key == "parent":
+        else:
             parent = _int(value, "parent id") if value not in (None, {}) else 0
             if parent:
                 if parent not in account.tasks or parent == task["id"]:
@@ -720,39 +747,33 @@ class World:
                         raise ValueError("a task cannot be its own ancestor")
                     cursor = account.tasks[cursor]["parent"]
             task["parent"] = parent or None
-        elif key in ("assigner", "counterparty"):
-            task[key] = self._person_ref(account, value) if value else None
-        elif key in PEOPLE_FIELDS:
-            task[key] = self._people(account, value)
-        elif key in DATE_FIELDS:
-            if value in (None, ""):
-                task[key] = None
-                return
-            epoch, has_time = parse_write(value)
-            task[key] = epoch
-            if key == "startDateTime":
-                task["hasStartTime"] = has_time
-            elif key == "endDateTime":
-                task["hasEndTime"] = has_time
-        elif key in ("hasStartDate", "hasEndDate"):
+
+    @staticmethod
+    def _set_date(task: dict[str, Any], key: str, value: Any) -> None:
+        if key in ("hasStartDate", "hasEndDate"):
             if value is False:
                 task["startDateTime" if key == "hasStartDate" else "endDateTime"] = None
-        elif key in SIMPLE_TASK_FIELDS:
-            kind = SIMPLE_TASK_FIELDS[key]
-            if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{key} must be an integer")
-            if kind is not int and not isinstance(value, kind):
-                raise ValueError(f"{key} must be a {kind.__name__}")
-            if key in SIMPLE_TASK_ENUMS and value not in SIMPLE_TASK_ENUMS[key]:
-                raise ValueError(f"{key} must be one of {', '.join(SIMPLE_TASK_ENUMS[key])}")
-            task[key] = value
-        elif key == "customFieldData":
-            self._set_custom_values(account, task, value)
-        elif key == "files":
-            task["files"] = self._file_ids(account, value)
-        elif key in ("sourceObjectId", "sourceDataVersion"):
-            self._set_source(task, key, value)
-        # Anything else Planfix does not know is ignored, as it ignores it.
+            return
+        if value in (None, ""):
+            task[key] = None
+            return
+        epoch, has_time = parse_write(value)
+        task[key] = epoch
+        if key == "startDateTime":
+            task["hasStartTime"] = has_time
+        elif key == "endDateTime":
+            task["hasEndTime"] = has_time
+
+    @staticmethod
+    def _set_simple(task: dict[str, Any], key: str, value: Any) -> None:
+        kind = SIMPLE_TASK_FIELDS[key]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{key} must be an integer")
+        if kind is not int and not isinstance(value, kind):
+            raise ValueError(f"{key} must be a {kind.__name__}")
+        if key in SIMPLE_TASK_ENUMS and value not in SIMPLE_TASK_ENUMS[key]:
+            raise ValueError(f"{key} must be one of {', '.join(SIMPLE_TASK_ENUMS[key])}")
+        task[key] = value
 
     @staticmethod
     def _set_source(target: dict[str, Any], key: str, value: Any) -> None:
