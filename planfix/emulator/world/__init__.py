@@ -12,24 +12,40 @@ the "web UI" act on it from others.
 
 from __future__ import annotations
 
-import collections
 import copy
 import hashlib
 import hmac
 import json
 import math
 import random
-import secrets
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
 from planfix.emulator import scenarios as scenario_mod
+from planfix.emulator.world.base import (
+    FAULT_DEFAULTS,
+    MAX_PAGE_SIZE,
+    PEOPLE_FIELDS,
+    SOURCE_VERSION_MAX,
+    Account,
+    ApiError,
+    Token,
+    WorldCore,
+    as_int,
+    page_bounds,
+    parse_fields,
+)
 from planfix.emulator.timepoints import DAY_S, date_matches, parse_write, timepoint
+
+__all__ = [
+    "CHECKLIST_CREATE_FAILED", "CHECKLIST_NOT_FOUND", "COMMENT_MAX_BYTES", "DATE_FIELDS", "FAULT_DEFAULTS",
+    "FILE_URL_TTL_S", "INTERNAL_ID_OFFSET", "MAX_PAGE_SIZE", "PEOPLE_FIELDS", "RATE_WINDOW_S",
+    "SIMPLE_TASK_DEFAULTS", "SIMPLE_TASK_ENUMS", "SIMPLE_TASK_FIELDS", "SOURCE_VERSION_MAX",
+    "Account", "ApiError", "Token", "World", "parse_fields",
+]
 
 # The internal task id ({{Задача.Идентификатор}}) differs from the number by this much, so a
 # client that confuses the two fails loudly (REST never accepts the internal id).
@@ -38,37 +54,12 @@ INTERNAL_ID_OFFSET = 7_000_000
 FILE_URL_TTL_S = 600
 # Planfix's documented maximum comment size, HTML included.
 COMMENT_MAX_BYTES = 64 * 1024
-# List endpoints return at most this many items per page.
-MAX_PAGE_SIZE = 100
-# sourceDataVersion is a string of at most 100 characters (spec).
-SOURCE_VERSION_MAX = 100
 # The sliding window of the per-account rate limit.
 RATE_WINDOW_S = 1.0
 # Checklist error codes as the spec's examples give them: 600 item not found (GET/update),
 # 601 create failed (name or parent missing/unknown).
 CHECKLIST_NOT_FOUND = 600
 CHECKLIST_CREATE_FAILED = 601
-
-FAULT_DEFAULTS: dict[str, Any] = {
-    "error_500": 0.0,               # share answered 500 code 0 with nothing applied
-    "error_500_after_commit": 0.0,  # share applied, then answered 500
-    "busy_202": 0.0,                # share of task updates answered 202 and applied busy_delay_s later;
-    "busy_delay_s": 0.5,            # the task stays locked till then, later updates queue behind
-    "lost_202": 0.0,                # share of task updates answered 202 and never applied, the task
-                                    # not locked: Planfix is not known to drop a queued change; the
-                                    # sync must still not lose it if it did
-    "slow": 0.0,                    # share answered after slow_s
-    "slow_s": 1.0,
-    "timeout": 0.0,                 # share applied, then held timeout_s so the client gives up
-    "timeout_s": 5.0,
-    "connection_closed": 0.0,       # share applied, then the connection dropped mid-answer
-    "slow_202": 0.0,                # share of task updates answered 202 and applied slow_202_delay_s later;
-                                    # the task stays locked till then, later updates queue behind
-    "slow_202_delay_s": 5.0,
-    "jitter_s": 0.0,                # every answer delayed by a uniform draw from 0 to jitter_s
-    "quota_exhausted": False,       # every request answered 403 code 22
-    "quota_reset_s": None,          # timeToReset while quota_exhausted (None: to the day's end)
-}
 
 SIMPLE_TASK_FIELDS = {
     "resultChecking": bool, "duration": int, "durationUnit": str, "durationType": str,
@@ -80,109 +71,7 @@ SIMPLE_TASK_FIELDS = {
 SIMPLE_TASK_DEFAULTS = {"durationUnit": "Day", "durationType": "CalendarDays"}
 SIMPLE_TASK_ENUMS = {"durationUnit": ("Minute", "Hour", "Day", "Week", "Month"),
                      "durationType": ("CalendarDays", "WorkerDays")}
-PEOPLE_FIELDS = ("assignees", "participants", "auditors")
 DATE_FIELDS = ("dateTime", "startDateTime", "endDateTime", "delayedTillDate")
-
-
-class ApiError(Exception):
-    """A Planfix error answer: HTTP status plus the `{"result":"fail","code","error"}` body."""
-
-    def __init__(self, status: int, code: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        return {"result": "fail", "code": self.code, "error": self.message, **self.extra}
-
-
-@dataclass
-class Token:
-    secret: str = field(repr=False)
-    user: int
-    scopes: frozenset[str] | None  # None: every scope ("all")
-    revoked: bool = False
-
-    def allows(self, scope: str | None) -> bool:
-        return scope is None or self.scopes is None or scope in self.scopes
-
-
-@dataclass
-class Account:
-    name: str
-    domain: str
-    rate_per_s: float | None = None
-    daily_quota: int | None = None
-    tokens: dict[str, Token] = field(default_factory=dict, repr=False)
-    users: dict[int, dict[str, Any]] = field(default_factory=dict)
-    groups: dict[int, dict[str, Any]] = field(default_factory=dict)
-    processes: dict[int, dict[str, Any]] = field(default_factory=dict)
-    projects: dict[int, dict[str, Any]] = field(default_factory=dict)
-    templates: dict[int, dict[str, Any]] = field(default_factory=dict)
-    custom_fields: dict[int, dict[str, Any]] = field(default_factory=dict)
-    tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
-    comments: dict[int, dict[str, Any]] = field(default_factory=dict)
-    files: dict[int, dict[str, Any]] = field(default_factory=dict)
-    checklist: dict[int, dict[str, Any]] = field(default_factory=dict)  # item id -> item, all tasks
-    scenarios: list[dict[str, Any]] = field(default_factory=list, repr=False)  # headers hold secrets
-    faults: dict[str, Any] = field(default_factory=lambda: dict(FAULT_DEFAULTS))
-    rng: random.Random = field(default_factory=random.Random)
-    request_log: list[dict[str, Any]] = field(default_factory=list)
-    fault_hits: collections.Counter = field(default_factory=collections.Counter)  # by kind, from the log
-    # Task number -> (the 202 fault kind that locked it, its queued changes in order).
-    queued: dict[int, tuple[str, list[Callable[[], Any]]]] = field(default_factory=dict)
-    served: collections.deque = field(default_factory=collections.deque)
-    quota_day: int = -1
-    quota_used: int = 0
-    next_task: int = 1
-    next_comment: int = 1
-    next_file: int = 1
-    next_checklist_item: int = 1
-
-
-def parse_fields(text: str | None) -> tuple[set[str], list[int]]:
-    """System field names and numeric custom-field ids from a `fields` string.
-
-    The literal word customFieldData is dropped, as Planfix ignores it (API-NOTES.md section 2).
-    """
-    names: set[str] = set()
-    custom: list[int] = []
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part or part == "customFieldData":
-            continue
-        if part.isdigit():
-            custom.append(int(part))
-        else:
-            names.add(part)
-    return names, custom
-
-
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be an integer")
-    if isinstance(value, dict):
-        value = value.get("id")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be an integer, got {value!r}") from None
-
-
-def _page(body: dict[str, Any]) -> tuple[int, int]:
-    """(offset, pageSize) of a list request; out-of-range values are a 400 code 41, as in Planfix."""
-    try:
-        offset = int(body.get("offset", 0))
-        size = int(body.get("pageSize", MAX_PAGE_SIZE))
-    except (TypeError, ValueError):
-        raise ApiError(400, 41, "offset and pageSize must be integers") from None
-    if offset < 0:
-        raise ApiError(400, 41, "offset must not be negative")
-    if not 1 <= size <= MAX_PAGE_SIZE:
-        raise ApiError(400, 41, f"pageSize must be between 1 and {MAX_PAGE_SIZE}")
-    return offset, size
 
 
 def _file_size_kb(size_bytes: int) -> int:
@@ -190,20 +79,8 @@ def _file_size_kb(size_bytes: int) -> int:
     return math.ceil(size_bytes / 1024)
 
 
-class World:
+class World(WorldCore):
     """Every emulated account, plus the request log, faults and the scenario dispatcher."""
-
-    def __init__(self, *, time_scale: float = 1.0, clock: Callable[[], float] = time.time,
-                 seed: int = 0, delivery_timeout_s: float = scenario_mod.DEFAULT_DELIVERY_TIMEOUT_S) -> None:
-        self.lock = threading.RLock()
-        self.clock = clock
-        self.time_scale = float(time_scale)
-        self.seed = seed
-        self.delivery_timeout_s = float(delivery_timeout_s)
-        self.accounts: dict[str, Account] = {}
-        self.dispatcher = scenario_mod.Dispatcher(self.time_scale)
-        self._url_secret = secrets.token_bytes(16)
-        self._timers: list[threading.Timer] = []
 
     # -- construction -------------------------------------------------------------------------
 
@@ -294,21 +171,6 @@ class World:
         scenario.setdefault("content_type", "application/json")
         scenario.setdefault("body", "")
         return scenario
-
-    def account(self, name: str) -> Account:
-        try:
-            return self.accounts[name]
-        except KeyError:
-            raise ApiError(404, 0, f"Unknown account {name}") from None
-
-    def now(self) -> float:
-        return self.clock()
-
-    def close(self) -> None:
-        """Stop scenario delivery threads and pending delayed (202) updates."""
-        for timer in self._timers:
-            timer.cancel()
-        self.dispatcher.close()
 
     # -- auth, limits, request log ------------------------------------------------------------
 
@@ -503,13 +365,6 @@ class World:
             for change in changes:
                 change()
 
-    def schedule(self, delay_s: float, action: Callable[[], Any]) -> None:
-        """Run ACTION later on a timer thread."""
-        timer = threading.Timer(delay_s, action)
-        timer.daemon = True
-        self._timers.append(timer)
-        timer.start()
-
     # -- people, references --------------------------------------------------------------------
 
     def _person_ref(self, account: Account, value: Any) -> str:
@@ -532,7 +387,7 @@ class World:
         users = [self._person_ref(account, item) for item in value.get("users") or []]
         groups = []
         for item in value.get("groups") or []:
-            group = _int(item, "group id")
+            group = as_int(item, "group id")
             if group not in account.groups:
                 raise ValueError(f"group {group} not found")
             groups.append(group)
@@ -599,14 +454,14 @@ class World:
         now = self.clock()
         process_id = body.get("processId")
         if process_id is None and isinstance(body.get("template"), dict):
-            template = account.templates.get(_int(body["template"], "template"))
+            template = account.templates.get(as_int(body["template"], "template"))
             process_id = (template or {}).get("processId")
         if process_id is None:
             if not account.processes:
                 raise ApiError(400, 41, "The account has no task process")
             process_id = next(iter(account.processes))
         try:
-            process = self._process(account, _int(process_id, "processId"))
+            process = self._process(account, as_int(process_id, "processId"))
         except ValueError as exc:
             raise ApiError(400, 41, str(exc)) from None
         number = number if number is not None else account.next_task
@@ -666,15 +521,8 @@ class World:
             self._guard(failures, key, lambda: self._set_field(account, task, key, value, creating))
         return failures
 
-    @staticmethod
-    def _guard(failures: list[dict[str, str]], key: str, action: Callable[[], None]) -> None:
-        try:
-            action()
-        except (ValueError, TypeError, KeyError) as exc:
-            failures.append({"field": key, "error": str(exc) or "Field change failed"})
-
     def _set_process(self, account: Account, task: dict[str, Any], value: Any) -> None:
-        process = self._process(account, _int(value, "processId"))
+        process = self._process(account, as_int(value, "processId"))
         task["processId"] = process["id"]
         if self._status(account, process["id"], task["status"]) is None:
             task["status"] = process["statuses"][0]["id"]
@@ -713,7 +561,7 @@ class World:
         task[key] = value
 
     def _set_status(self, account: Account, task: dict[str, Any], value: Any, creating: bool) -> None:
-        status_id = _int(value, "status id")
+        status_id = as_int(value, "status id")
         if self._status(account, task["processId"], status_id) is None:
             raise ValueError(f"Status not find by id {status_id}")
         transitions = account.processes[task["processId"]]["transitions"]
@@ -727,17 +575,17 @@ class World:
     def _set_link(account: Account, task: dict[str, Any], key: str, value: Any) -> None:
         """project, template/object or parent: a reference to something the account has, or none."""
         if key == "project":
-            project = _int(value, "project id") if value not in (None, {}) else 0
+            project = as_int(value, "project id") if value not in (None, {}) else 0
             if project and project not in account.projects:
                 raise ValueError(f"Project not found by id {project}")
             task["project"] = project or None
         elif key in ("template", "object"):
-            ref = _int(value, f"{key} id") if value not in (None, {}) else 0
+            ref = as_int(value, f"{key} id") if value not in (None, {}) else 0
             if ref and account.templates and ref not in account.templates:
                 raise ValueError(f"Template not found by id {ref}")
             task[key] = ref or None
         else:
-            parent = _int(value, "parent id") if value not in (None, {}) else 0
+            parent = as_int(value, "parent id") if value not in (None, {}) else 0
             if parent:
                 if parent not in account.tasks or parent == task["id"]:
                     raise ValueError(f"Parent task not found by id {parent}")
@@ -776,21 +624,13 @@ class World:
         task[key] = value
 
     @staticmethod
-    def _set_source(target: dict[str, Any], key: str, value: Any) -> None:
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"{key} must be a string")
-        if key == "sourceDataVersion" and value and len(value) > SOURCE_VERSION_MAX:
-            raise ValueError(f"sourceDataVersion is longer than {SOURCE_VERSION_MAX} characters")
-        target[key] = value
-
-    @staticmethod
     def _set_custom_values(account: Account, task: dict[str, Any], entries: Any) -> None:
         """Partial: only the named fields change. Unknown fields are silently not stored, and list
         fields get no enum check, exactly as live-verified on Planfix."""
         if not isinstance(entries, list):
             raise ValueError("customFieldData must be a list of {field:{id}, value}")
         for entry in entries:
-            field_id = _int((entry or {}).get("field"), "custom field id")
+            field_id = as_int((entry or {}).get("field"), "custom field id")
             if field_id not in account.custom_fields:
                 continue
             if entry.get("value") is None:
@@ -802,7 +642,7 @@ class World:
     def _file_ids(account: Account, value: Any) -> list[int]:
         if not isinstance(value, list):
             raise ValueError("files must be a list of {id}")
-        ids = [_int(item, "file id") for item in value]
+        ids = [as_int(item, "file id") for item in value]
         missing = [file_id for file_id in ids if file_id not in account.files]
         if missing:
             raise ValueError(f"File not found by id {missing[0]}")
@@ -854,7 +694,7 @@ class World:
     def list_tasks(self, account_name: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         with self.lock:
             account = self.account(account_name)
-            offset, size = _page(body)
+            offset, size = page_bounds(body)
             filters = body.get("filters") or []
             if not isinstance(filters, list):
                 raise ApiError(400, 41, "filters must be a list")
@@ -1095,7 +935,7 @@ class World:
         with self.lock:
             account = self.account(account_name)
             task = self._task(account, number)
-            offset, size = _page(body)
+            offset, size = page_bounds(body)
             type_list = body.get("typeList") or "Comments"
             if type_list not in ("Comments", "All", "New", "Deleted"):
                 raise ApiError(400, 41, f"typeList {type_list!r} is not one of Comments/All/New/Deleted")
@@ -1108,7 +948,7 @@ class World:
         """POST /comment/list: filters 3000 (comment date) and 3001 (author), AND-combined."""
         with self.lock:
             account = self.account(account_name)
-            offset, size = _page(body)
+            offset, size = page_bounds(body)
             type_list = body.get("typeList") or "Comments"
             now = self.clock()
             chosen = []
@@ -1135,11 +975,6 @@ class World:
 
     # -- processes, users, custom fields ------------------------------------------------------
 
-    @staticmethod
-    def _pick(item: dict[str, Any], fields: str | None) -> dict[str, Any]:
-        names, _ = parse_fields(fields)
-        return {"id": item["id"], **{name: item[name] for name in sorted(names) if name in item and name != "id"}}
-
     def processes(self, account_name: str, fields: str | None = None) -> list[dict[str, Any]]:
         with self.lock:
             account = self.account(account_name)
@@ -1165,7 +1000,7 @@ class World:
     def list_users(self, account_name: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         with self.lock:
             account = self.account(account_name)
-            offset, size = _page(body)
+            offset, size = page_bounds(body)
             chosen = []
             for user in sorted(account.users.values(), key=lambda u: u["id"]):
                 if body.get("onlyActive") and not user["active"]:
@@ -1326,7 +1161,7 @@ class World:
                 raise ValueError("isDone must be true or false")
             item["isDone"] = value
         elif key == "parent":
-            parent = _int(value, "parent id") if value not in (None, {}) else 0
+            parent = as_int(value, "parent id") if value not in (None, {}) else 0
             if parent:
                 cursor: int | None = parent
                 while cursor:
@@ -1350,7 +1185,7 @@ class World:
         with self.lock:
             account = self.account(account_name)
             task = self._task(account, number)
-            offset, size = _page(body)
+            offset, size = page_bounds(body)
             items = [item for _, item in sorted(account.checklist.items()) if item["task"] == task["id"]]
             return [self._render_checklist_item(account, item, body.get("fields"))
                     for item in items[offset:offset + size]]
