@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import hmac
 import json
-import math
 from typing import Any, Callable
 
 from planfix.emulator import scenarios as scenario_mod
 from planfix.emulator.world.accounts import AccountsMixin
 from planfix.emulator.world.limits import RATE_WINDOW_S, LimitsMixin
 from planfix.emulator.world.directory import DirectoryMixin
+from planfix.emulator.world.files import FILE_URL_TTL_S, FilesMixin
 from planfix.emulator.world.base import (
     FAULT_DEFAULTS,
     MAX_PAGE_SIZE,
@@ -48,8 +47,6 @@ __all__ = [
 # The internal task id ({{Задача.Идентификатор}}) differs from the number by this much, so a
 # client that confuses the two fails loudly (REST never accepts the internal id).
 INTERNAL_ID_OFFSET = 7_000_000
-# How long a file's downloadUrl stays valid, like Planfix's presigned S3 URLs.
-FILE_URL_TTL_S = 600
 # Planfix's documented maximum comment size, HTML included.
 COMMENT_MAX_BYTES = 64 * 1024
 # Checklist error codes as the spec's examples give them: 600 item not found (GET/update),
@@ -70,12 +67,9 @@ SIMPLE_TASK_ENUMS = {"durationUnit": ("Minute", "Hour", "Day", "Week", "Month"),
 DATE_FIELDS = ("dateTime", "startDateTime", "endDateTime", "delayedTillDate")
 
 
-def _file_size_kb(size_bytes: int) -> int:
-    """Planfix reports file sizes in KB, rounded up (live-verified)."""
-    return math.ceil(size_bytes / 1024)
 
 
-class World(DirectoryMixin, LimitsMixin, AccountsMixin, WorldCore):
+class World(FilesMixin, DirectoryMixin, LimitsMixin, AccountsMixin, WorldCore):
     """Every emulated account, plus the request log, faults and the scenario dispatcher."""
 
     @staticmethod
@@ -305,16 +299,6 @@ class World(DirectoryMixin, LimitsMixin, AccountsMixin, WorldCore):
             else:
                 task["customFieldData"][field_id] = copy.deepcopy(entry["value"])
 
-    @staticmethod
-    def _file_ids(account: Account, value: Any) -> list[int]:
-        if not isinstance(value, list):
-            raise ValueError("files must be a list of {id}")
-        ids = [as_int(item, "file id") for item in value]
-        missing = [file_id for file_id in ids if file_id not in account.files]
-        if missing:
-            raise ValueError(f"File not found by id {missing[0]}")
-        return list(dict.fromkeys(ids))
-
     # -- rendering ----------------------------------------------------------------------------
 
     def _status_view(self, account: Account, task: dict[str, Any]) -> dict[str, Any]:
@@ -328,10 +312,6 @@ class World(DirectoryMixin, LimitsMixin, AccountsMixin, WorldCore):
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             view["stringValue"] = str(value)
         return view
-
-    def _file_view(self, account: Account, file_id: int) -> dict[str, Any]:
-        stored = account.files[file_id]
-        return {"id": file_id, "name": stored["name"], "size": _file_size_kb(len(stored["content"]))}
 
     def _render_task(self, account: Account, task: dict[str, Any], fields: str | None, *,
                      everything: bool = False) -> dict[str, Any]:
@@ -639,79 +619,6 @@ class World(DirectoryMixin, LimitsMixin, AccountsMixin, WorldCore):
             return self._compare_sets({comment["owner"]}, {str(v) for v in (wanted if isinstance(wanted, list) else [wanted])},
                                       flt.get("operator", "equal"))
         raise ValueError(f"comment filter type {kind} is not supported")
-
-    # -- files --------------------------------------------------------------------------------
-
-    def _file(self, account: Account, file_id: Any) -> dict[str, Any]:
-        try:
-            stored = account.files.get(int(file_id))
-        except (TypeError, ValueError):
-            stored = None
-        if stored is None:
-            raise ApiError(404, 7000, f"File not found by id {file_id}")
-        return stored
-
-    def upload_file(self, account_name: str, name: str, content: bytes, *, author: int) -> int:
-        with self.lock:
-            account = self.account(account_name)
-            file_id = account.next_file
-            account.files[file_id] = {"id": file_id, "name": name, "content": bytes(content),
-                                      "owner": author, "created": self.clock()}
-            account.next_file += 1
-            return file_id
-
-    def _signature(self, account_name: str, file_id: int, expires: int) -> str:
-        message = f"{account_name}:{file_id}:{expires}".encode()
-        return hmac.new(self._url_secret, message, hashlib.sha256).hexdigest()
-
-    def download_path(self, account_name: str, file_id: int) -> str:
-        """The signed, expiring path (no auth needed) that stands in for Planfix's presigned URL."""
-        expires = int(self.clock()) + FILE_URL_TTL_S
-        signature = self._signature(account_name, file_id, expires)
-        return f"/_emulator/{account_name}/files/{file_id}/content?expires={expires}&signature={signature}"
-
-    def get_file(self, account_name: str, file_id: Any, fields: str | None, base_url: str) -> dict[str, Any]:
-        with self.lock:
-            account = self.account(account_name)
-            stored = self._file(account, file_id)
-            view = {**self._file_view(account, stored["id"]),
-                    "downloadUrl": base_url.rstrip("/") + self.download_path(account_name, stored["id"])}
-            return self._pick(view, fields)
-
-    def signed_content(self, account_name: str, file_id: Any, expires: Any, signature: str) -> tuple[str, bytes]:
-        """(name, bytes) for a signed download URL; ApiError 403 when the URL is forged or expired."""
-        with self.lock:
-            account = self.account(account_name)
-            stored = self._file(account, file_id)
-            try:
-                expires_at = int(expires)
-            except (TypeError, ValueError):
-                raise ApiError(403, 6, "Bad download link") from None
-            expected = self._signature(account_name, stored["id"], expires_at)
-            if not hmac.compare_digest(expected, str(signature)) or expires_at < self.clock():
-                raise ApiError(403, 6, "Download link expired or invalid")
-            return stored["name"], stored["content"]
-
-    def attach_file_to_task(self, account_name: str, file_id: Any, number: Any, *, author: int) -> None:
-        with self.lock:
-            account = self.account(account_name)
-            stored = self._file(account, file_id)
-            task = self._task(account, number)
-            if stored["id"] not in task["files"]:
-                task["files"].append(stored["id"])
-                task["dateOfLastUpdate"] = self.clock()
-                self._emit(account, "task_changed", task, author)
-
-    def task_files(self, account_name: str, number: Any, only_description: bool = False) -> list[dict[str, Any]]:
-        with self.lock:
-            account = self.account(account_name)
-            task = self._task(account, number)
-            ids = list(task["files"])
-            if not only_description:
-                for comment in account.comments.values():
-                    if comment["task"] == task["id"] and not comment["isDeleted"]:
-                        ids.extend(comment["files"])
-            return [self._file_view(account, f) for f in dict.fromkeys(ids) if f in account.files]
 
     # -- checklists ---------------------------------------------------------------------------
     # The spec's ChecklistItem has id, name, isDone, parent (another item), dateTime and
