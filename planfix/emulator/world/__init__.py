@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from typing import Any, Callable
 
-from planfix.emulator import scenarios as scenario_mod
 from planfix.emulator.world.accounts import AccountsMixin
 from planfix.emulator.world.limits import RATE_WINDOW_S, LimitsMixin
 from planfix.emulator.world.directory import DirectoryMixin
 from planfix.emulator.world.files import FILE_URL_TTL_S, FilesMixin
 from planfix.emulator.world.checklists import CHECKLIST_CREATE_FAILED, CHECKLIST_NOT_FOUND, ChecklistsMixin
 from planfix.emulator.world.comments import COMMENT_MAX_BYTES, CommentsMixin
+from planfix.emulator.world.events import EventsMixin
 from planfix.emulator.world.base import (
     FAULT_DEFAULTS,
     MAX_PAGE_SIZE,
@@ -65,21 +64,8 @@ DATE_FIELDS = ("dateTime", "startDateTime", "endDateTime", "delayedTillDate")
 
 
 
-class World(CommentsMixin, ChecklistsMixin, FilesMixin, DirectoryMixin, LimitsMixin, AccountsMixin, WorldCore):
+class World(EventsMixin, CommentsMixin, ChecklistsMixin, FilesMixin, DirectoryMixin, LimitsMixin, AccountsMixin, WorldCore):
     """Every emulated account, plus the request log, faults and the scenario dispatcher."""
-
-    @staticmethod
-    def _check_scenario(spec: dict[str, Any]) -> dict[str, Any]:
-        scenario = dict(spec)
-        if scenario.get("event") not in scenario_mod.EVENTS:
-            raise ValueError(f"scenario event must be one of {scenario_mod.EVENTS}, got {scenario.get('event')!r}")
-        if not scenario.get("url"):
-            raise ValueError("scenario needs a url")
-        scenario.setdefault("name", scenario["event"])
-        scenario.setdefault("method", "POST")
-        scenario.setdefault("content_type", "application/json")
-        scenario.setdefault("body", "")
-        return scenario
 
     # -- tasks --------------------------------------------------------------------------------
 
@@ -461,59 +447,6 @@ class World(CommentsMixin, ChecklistsMixin, FilesMixin, DirectoryMixin, LimitsMi
                                  for f in task["files"] if f in account.files]
                 dump.append(view)
             return dump
-
-    # -- scenarios ----------------------------------------------------------------------------
-
-    def set_scenarios(self, account_name: str, scenario_specs: list[dict[str, Any]]) -> None:
-        checked = [self._check_scenario(spec) for spec in scenario_specs]
-        with self.lock:
-            self.account(account_name).scenarios = checked
-
-    def _variables(self, account: Account, task: dict[str, Any], author: int,
-                   comment_id: int | None) -> dict[str, str]:
-        status = self._status(account, task["processId"], task["status"]) or {}
-        project = account.projects.get(task["project"] or 0)
-        assignees = [self._person_view(account, ref)["name"] for ref in task["assignees"]["users"]]
-        return {
-            "Задача.Номер": str(task["id"]),
-            "Задача.Идентификатор": str(task["internal_id"]),
-            "Задача.Название": task["name"],
-            "Задача.Статус": status.get("name", ""),
-            "Задача.Статус.Идентификатор": str(task["status"]),
-            "Задача.Проект": project["name"] if project else "",
-            "Задача.Исполнители.Пользователи": json.dumps(assignees, ensure_ascii=False, separators=(",", ":")),
-            "Системные.Домен аккаунта": account.domain,
-            "ID добавленного комментария": str(comment_id) if comment_id else "",
-            "Автор изменения": self._user_name(account, author),
-        }
-
-    def _emit(self, account: Account, event: str, task: dict[str, Any], author: int,
-              comment_id: int | None = None) -> None:
-        """Queue every matching scenario's request; values are read now, at event time."""
-        matching = [s for s in account.scenarios if s["event"] == event
-                    and str(s.get("unless_author") or "") != f"user:{author}"
-                    and (s.get("project") is None or int(s["project"]) == (task["project"] or 0))]
-        if not matching:
-            return
-        variables = self._variables(account, task, author, comment_id)
-        for scenario in matching:
-            auth = scenario.get("basic_auth")
-            self.dispatcher.enqueue(scenario_mod.Outgoing(
-                seq=0, account=account.name, scenario=scenario["name"], event=event, task=task["id"],
-                method=str(scenario["method"]).upper(),
-                url=scenario_mod.render(scenario["url"], variables, url=True),
-                body=scenario_mod.render(scenario["body"], variables),
-                content_type=scenario["content_type"], headers=dict(scenario.get("headers") or {}),
-                basic_auth=(str(auth["username"]), str(auth["password"])) if auth else None,
-                timeout_s=float(scenario.get("timeout_s") or self.delivery_timeout_s),
-            ))
-
-    def deliveries(self, account_name: str) -> list[dict[str, Any]]:
-        self.account(account_name)
-        return self.dispatcher.deliveries(account_name)
-
-    def wait_deliveries_idle(self, timeout: float = 10.0) -> bool:
-        return self.dispatcher.wait_idle(timeout)
 
 
 def _ref(value: Any) -> dict[str, Any] | None:
