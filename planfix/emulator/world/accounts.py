@@ -25,6 +25,8 @@ from planfix.emulator.world.base import PEOPLE_FIELDS, Account, ApiError, Token,
 class AccountsMixin(WorldCore):
     """Building the world from its seed; tokens and users, the gate every request passes."""
 
+    # -- construction -------------------------------------------------------------------------
+
     @classmethod
     def from_yaml(cls, path: str | Path, **kwargs: Any) -> Self:
         with open(path, encoding="utf-8") as handle:
@@ -100,7 +102,7 @@ class AccountsMixin(WorldCore):
         number = int(seeded["id"])
         self._create_task(account, body, author, number=number, emit=False)
 
-    # -- tokens and users -----------------------------------------------------------------------
+    # -- tokens and users ---------------------------------------------------------------------
 
     def authenticate(self, account_name: str, token: str | None, scope: str | None) -> int:
         """The user a token acts as; ApiError 401 code 1 / 403 code 16 / 405 code 5 otherwise."""

@@ -126,6 +126,7 @@ def parse_fields(text: str | None) -> tuple[set[str], list[int]]:
 
 
 def as_int(value: Any, what: str) -> int:
+    """An id as an int, from a bare value or an {"id": ...} reference; WHAT names it in the error."""
     if isinstance(value, bool):
         raise ValueError(f"{what} must be an integer")
     if isinstance(value, dict):
@@ -151,12 +152,11 @@ def page_bounds(body: dict[str, Any]) -> tuple[int, int]:
 
 
 class WorldCore:
-    """The state every resource mixin works on: the accounts, one lock, the clock, timers.
+    """The state every resource mixin works on: the accounts, the one lock, the clock, timers.
 
-    One `threading.RLock` guards the whole world, since uvicorn serves it from a thread while tests
-    and the "web UI" act on it from others. The mixins reach each other's helpers through `self`
-    (a task write asks the directory for people and the events part to fire scenarios); only
-    `World` puts them all together.
+    The lock is a `threading.RLock` over the whole world (see the package docstring for why). The
+    mixins reach each other's helpers through `self` (a task write asks the directory for people
+    and the events part to fire scenarios); only `World` puts them all together.
     """
 
     def __init__(self, *, time_scale: float = 1.0, clock: Callable[[], float] = time.time,

@@ -17,7 +17,7 @@ from planfix.emulator.world.base import Account, ApiError, WorldCore, as_int, pa
 class DirectoryMixin(WorldCore):
     """People and their references, processes and statuses, custom fields: checked on write, shown on read."""
 
-    # -- people and their references ---------------------------------------------------------
+    # -- people and their references ----------------------------------------------------------
 
     def _person_ref(self, account: Account, value: Any) -> str:
         """Normalize {"id":"user:5"} / "user:5" / 5 to "user:5"; users must exist."""
@@ -64,7 +64,7 @@ class DirectoryMixin(WorldCore):
         user = account.users.get(user_id or 0)
         return user["name"] if user else ""
 
-    # -- processes, statuses, users, custom fields ------------------------------------------
+    # -- processes, statuses, users, custom fields --------------------------------------------
 
     def _process(self, account: Account, process_id: int) -> dict[str, Any]:
         process = account.processes.get(process_id)

@@ -30,20 +30,6 @@ def _file_size_kb(size_bytes: int) -> int:
 class FilesMixin(WorldCore):
     """Stored files, their signed download links, and the file ids tasks and comments carry."""
 
-    @staticmethod
-    def _file_ids(account: Account, value: Any) -> list[int]:
-        if not isinstance(value, list):
-            raise ValueError("files must be a list of {id}")
-        ids = [as_int(item, "file id") for item in value]
-        missing = [file_id for file_id in ids if file_id not in account.files]
-        if missing:
-            raise ValueError(f"File not found by id {missing[0]}")
-        return list(dict.fromkeys(ids))
-
-    def _file_view(self, account: Account, file_id: int) -> dict[str, Any]:
-        stored = account.files[file_id]
-        return {"id": file_id, "name": stored["name"], "size": _file_size_kb(len(stored["content"]))}
-
     def _file(self, account: Account, file_id: Any) -> dict[str, Any]:
         try:
             stored = account.files.get(int(file_id))
@@ -114,3 +100,19 @@ class FilesMixin(WorldCore):
                     if comment["task"] == task["id"] and not comment["isDeleted"]:
                         ids.extend(comment["files"])
             return [self._file_view(account, f) for f in dict.fromkeys(ids) if f in account.files]
+
+    # -- file ids and views, for tasks and comments -------------------------------------------
+
+    @staticmethod
+    def _file_ids(account: Account, value: Any) -> list[int]:
+        if not isinstance(value, list):
+            raise ValueError("files must be a list of {id}")
+        ids = [as_int(item, "file id") for item in value]
+        missing = [file_id for file_id in ids if file_id not in account.files]
+        if missing:
+            raise ValueError(f"File not found by id {missing[0]}")
+        return list(dict.fromkeys(ids))
+
+    def _file_view(self, account: Account, file_id: int) -> dict[str, Any]:
+        stored = account.files[file_id]
+        return {"id": file_id, "name": stored["name"], "size": _file_size_kb(len(stored["content"]))}

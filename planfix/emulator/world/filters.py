@@ -1,9 +1,9 @@
 """The task list and its filters: which tasks a ComplexTaskFilter list picks.
 
-The reconciliation poller and backfill find their work through POST /task/list with filters (by
-date changed, status, assignee, custom field, parent, number), so the emulator answers them as
-Planfix does, and an unsupported filter type is a 400, never a silent match. The comparisons are
-shared with the comment list's author filter.
+The reconciliation poller, backfill and the sync's batched reads find tasks through POST /task/list
+with filters (by date changed, status, assignee, custom field, parent, number), so the emulator
+answers them as Planfix does, and an unsupported filter type is a 400, never a silent match. The
+comparisons are shared with the comment list's author filter.
 
 Leans on the tasks part through `self` to render what it picks (`_render_task`).
 """

@@ -23,6 +23,8 @@ RATE_WINDOW_S = 1.0
 class LimitsMixin(WorldCore):
     """Admission (rate, quota), the request log, fault draws and the queue of 202-answered changes."""
 
+    # -- rate limit, quota, request log -------------------------------------------------------
+
     def admit(self, account_name: str) -> tuple[ApiError | None, dict[str, str]]:
         """Count one request against the rate limit and the daily quota.
 
@@ -143,7 +145,7 @@ class LimitsMixin(WorldCore):
             most = float(account.faults.get("jitter_s") or 0)
             return account.rng.uniform(0, most) if most > 0 else 0.0
 
-    # -- changes answered 202 ------------------------------------------------------------------
+    # -- changes answered 202 -----------------------------------------------------------------
 
     def locked(self, account_name: str, number: Any) -> str | None:
         """The 202 fault kind whose queued change to task NUMBER is not applied yet, or None."""

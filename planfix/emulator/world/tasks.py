@@ -22,6 +22,7 @@ from planfix.emulator.world.base import PEOPLE_FIELDS, Account, ApiError, WorldC
 # client that confuses the two fails loudly (REST never accepts the internal id).
 INTERNAL_ID_OFFSET = 7_000_000
 
+# Plain task fields a write may set, each with the type its value must have.
 SIMPLE_TASK_FIELDS = {
     "resultChecking": bool, "duration": int, "durationUnit": str, "durationType": str,
     "overdue": bool, "closeToDeadLine": bool, "notAcceptedInTime": bool, "inFavorites": bool,
@@ -32,6 +33,7 @@ SIMPLE_TASK_FIELDS = {
 SIMPLE_TASK_DEFAULTS = {"durationUnit": "Day", "durationType": "CalendarDays"}
 SIMPLE_TASK_ENUMS = {"durationUnit": ("Minute", "Hour", "Day", "Week", "Month"),
                      "durationType": ("CalendarDays", "WorkerDays")}
+# A task's date fields: written as a string or a date object, read back as a timepoint.
 DATE_FIELDS = ("dateTime", "startDateTime", "endDateTime", "delayedTillDate")
 
 # How one system field of a task reads: (the world, the task's account, the task) -> the value a
@@ -42,6 +44,8 @@ TaskView = Callable[[Any, Account, dict[str, Any]], Any]
 
 class TasksMixin(WorldCore):
     """Every task of the account by number: creating, updating and rendering one."""
+
+    # -- lookup, create, update ---------------------------------------------------------------
 
     def _task(self, account: Account, number: Any, *, for_update: bool = False) -> dict[str, Any]:
         try:
@@ -137,6 +141,8 @@ class TasksMixin(WorldCore):
                 continue
             self._guard(failures, key, lambda: self._set_field(account, task, key, value, creating))
         return failures
+
+    # -- field setters ------------------------------------------------------------------------
 
     def _set_process(self, account: Account, task: dict[str, Any], value: Any) -> None:
         process = self._process(account, as_int(value, "processId"))
