@@ -1,9 +1,12 @@
-"""Celery task and queue names: the only part of the workers that producers may import.
+"""Celery task and queue names, and every Redis key template the queue protocol uses.
 
 Producers enqueue by name (``send_task``), so they never import worker code and a producer can
-run on a machine without the workers' dependencies. The one header every job message carries
-beyond Celery's own (its publish time) is named here too, as both sides of the queue use it, and
-so is the list of rejected events, which the producer and the worker both add to.
+run on a machine without the workers' dependencies. Each key the producer, the poller and the
+workers share is spelled here and nowhere else (tests/test_layers.py checks the queue's): the
+pending flag, hints, dirty set, batch flag, claims, stamps, the registry the poller reads. The one
+header every job message carries beyond Celery's own (its publish time) is named here too, as
+both sides of the queue use it, and so is the list of rejected events, which the producer and the
+worker both add to.
 """
 
 import hashlib
