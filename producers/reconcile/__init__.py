@@ -2,16 +2,6 @@
 each task, so a change whose webhook never came (a scenario switched off, Planfix's retries given
 up, our receiver down) is still synced within a bounded time (``repair_bound_s``).
 
-One poll per account, not per link side. A partner serves all its clients from one Planfix
-account, with one request per second and one daily quota for all of them (API-NOTES section 1).
-So the link sides that live in one account and act as one robot (the same ``account`` and
-``integration_user``; a token acts as its employee, so two tokens of one robot see the same
-tasks) are polled together: one task-feed request lists every task of the account changed or
-commented in the window (filter 79), with the fields that route it (project, template), and each
-task is queued to every link side whose scope or mirrors' create settings it matches
-(``task_routes``; other scope kinds cannot be told from the feed, so the worker decides, one task
-read, never a write). A quiet poll is one request however many links share the account.
-
 The window starts a little before the cursor (the time the last complete poll started). Why
 the overlap: Planfix's date filters name whole minutes, in the time zone of the token's employee,
 and its clock is not ours. The cursor only moves once every page of the window has been queued,
@@ -96,17 +86,34 @@ import redis
 from planfix.client import MAX_PAGE_SIZE, PlanfixClient
 from planfix.errors import NotFound
 from producers.enqueue import Enqueuer
-from schemas.links import LinksConfig, Side
+from producers.reconcile.accounts import (
+    Member, PollAccount, find_poll_account, poll_account_of, poll_accounts, poll_filter_sets, task_routes,
+)
+from schemas.links import LinksConfig
 from workers.names import (
     BUT_CHECKLIST, CHECKLIST_HINT, COMMENT_PRINTS_KEY, FULL_HINT, change_stamp, comment_fingerprint,
     comment_prints_key, known_stamp, registry_key, synced_stamps,
 )
 
+# Every name code outside the package reads from producers.reconcile (crosslink, producers.tasks,
+# the tests): re-exported, so no importer depends on which module a name lives in.
+__all__ = [
+    "AUDIT_COMMENT_FIELDS", "AUDIT_CREDIT_KEY", "AUDIT_MAX_TASKS", "Budget", "CHECKLIST", "COMMENT",
+    "CURSOR_KEY", "DAY_S", "ECHO", "FIRST_LOOKBACK_S", "FIXED_REQUESTS_PER_DAY", "FULL", "FeedComment",
+    "LAST_POLL_KEY", "LAST_POLL_TTL_S", "LastPoll", "MAX_DEFER_PERIODS", "OVERLAP_S", "POLL_LANE",
+    "POLL_TASK_HINTS", "PollAccount", "REQUEUE_LIMIT", "RUN_REQUESTS", "SEEN_KEY", "SKIP", "STAMP_SETTLE_S",
+    "Seen", "Stamp", "TASK", "TIMEZONE_KEY", "TURN_KEY", "Verdict", "account_budget", "audit_allowance",
+    "audit_comments", "audit_round", "classify", "comment_hints", "defer_poll", "edited_comments",
+    "effective_period_s", "find_poll_account", "hints_for", "key", "live_requests", "load_seen",
+    "named_comments", "next_seen", "parse_seen", "planfix_minute", "poll_account", "poll_account_of",
+    "poll_accounts", "poll_filter_sets", "poll_period_s", "quiet_requests_per_day", "read_cursor",
+    "read_last_poll", "repair_bound_s", "seen_record", "settled", "take_audit_allowance", "take_turn",
+    "task_routes", "task_stamp", "window_start",
+]
+
 log = logging.getLogger("crosslink.reconcile")
 
 # Planfix filter types (API-NOTES.md section 3).
-FILTER_PROJECT = 5
-FILTER_TEMPLATE = 51
 FILTER_CHANGED_OR_COMMENTED = 79
 COMMENT_FILTER_DATE = 3000
 USER_FILTER_NUMBER = 9008
@@ -186,59 +193,6 @@ return 0
 
 def key(template: str, account: str) -> str:
     return template.format(account=account)
-
-
-# ==============================================================================================
-# Which link sides one poll covers
-
-@dataclass(frozen=True)
-class Member:
-    """A link side a poll covers."""
-
-    link: str
-    side: str
-    conf: Side
-
-
-@dataclass(frozen=True)
-class PollAccount:
-    """The link sides that live in one Planfix account and act as one robot: polled together.
-
-    ``key`` names its cursor, seen record and turn; ``account`` is the limiter's account.
-    """
-
-    key: str
-    account: str
-    robot: str
-    members: tuple[Member, ...]
-
-    @property
-    def first(self) -> Member:
-        return self.members[0]
-
-
-def poll_accounts(config: LinksConfig) -> list[PollAccount]:
-    """Every link side of CONFIG grouped by (account, integration user), in config order.
-
-    Assumes ``account`` names one Planfix account (as the limiter does) and a robot sees the
-    same tasks through any of its tokens; the poll uses the first member's base URL and token.
-    """
-    groups: dict[tuple[str, str], list[Member]] = {}
-    for link in config.links:
-        for side, conf in link.sides.items():
-            groups.setdefault((conf.account, conf.integration_user), []).append(Member(link.name, side, conf))
-    return [PollAccount(f"{account}/{robot}", account, robot, tuple(members))
-            for (account, robot), members in groups.items()]
-
-
-def find_poll_account(config: LinksConfig, poll_key: str) -> PollAccount | None:
-    return next((group for group in poll_accounts(config) if group.key == poll_key), None)
-
-
-def poll_account_of(config: LinksConfig, link: str, side: str) -> PollAccount | None:
-    """The poll that covers LINK's SIDE."""
-    return next((group for group in poll_accounts(config)
-                 if any(m.link == link and m.side == side for m in group.members)), None)
 
 
 # ==============================================================================================
@@ -327,44 +281,6 @@ def task_stamp(task: Mapping[str, Any]) -> Stamp:
     if update_epoch is None or (comment_point and comment_epoch is None):
         return Stamp(text, None)
     return Stamp(text, max(update_epoch, comment_epoch or update_epoch), comment_epoch)
-
-
-def _ref_id(value: Any) -> str | None:
-    if isinstance(value, Mapping):
-        value = value.get("id")
-    return None if value in (None, "", 0) else str(value)
-
-
-def poll_filter_sets(side: Side) -> list[list[dict[str, Any]]]:
-    """Task-list filter sets that together cover SIDE's scope and the mirrors we create there.
-
-    Project/template scopes can be filtered by Planfix; mirrors live in `create`'s project or
-    template, which may lie outside the scope, and a person's change to a mirror must be polled
-    too. Other scope kinds cannot be filtered on the server: then every changed task is listed
-    and the worker decides (an out-of-scope task costs one read, never a write). The poll itself
-    lists the whole account and routes with ``task_routes``; `crosslink reconcile` filters with
-    these sets.
-    """
-    by_kind = {"project": FILTER_PROJECT, "template": FILTER_TEMPLATE}
-    if side.scope.kind not in by_kind:
-        return [[]]
-    sets = [[{"type": by_kind[side.scope.kind], "operator": "equal", "value": side.scope.value}]]
-    for kind, value in (("project", side.create.project), ("template", side.create.template)):
-        if value is not None and (kind, value) != (side.scope.kind, side.scope.value):
-            sets.append([{"type": by_kind[kind], "operator": "equal", "value": value}])
-            break  # a mirror has both; one extra set covers it
-    return sets
-
-
-def task_routes(side: Side, task: Mapping[str, Any]) -> bool:
-    """Whether a task from the account-wide feed may concern SIDE: it passes one of SIDE's
-    filter sets (project or template, read from the feed's fields), or SIDE's scope kind cannot
-    be told from the feed (the worker decides)."""
-    values = {FILTER_PROJECT: _ref_id(task.get("project")), FILTER_TEMPLATE: _ref_id(task.get("template"))}
-    for filters in poll_filter_sets(side):
-        if all(values.get(int(flt["type"])) == str(flt["value"]) for flt in filters):
-            return True
-    return False
 
 
 @dataclass(frozen=True)
