@@ -50,6 +50,10 @@ from producers.enqueue import Enqueuer
 from producers.reconcile.accounts import (
     Member, PollAccount, find_poll_account, poll_account_of, poll_accounts, poll_filter_sets, task_routes,
 )
+from producers.reconcile.records import (
+    AUDIT_CREDIT_KEY, AUDIT_POSITION_KEY, CURSOR_KEY, LAST_POLL_KEY, LAST_POLL_TTL_S, SEEN_KEY, TIMEZONE_KEY,
+    TURN_KEY, LastPoll, key, load_seen, read_cursor, read_last_poll, save_poll,
+)
 from producers.reconcile.stamps import STAMP_SETTLE_S, Stamp, point_epoch, task_stamp
 from producers.reconcile.verdicts import (
     CHECKLIST, COMMENT, ECHO, FULL, POLL_TASK_HINTS, REQUEUE_LIMIT, SKIP, TASK, FeedComment, Seen, Verdict,
@@ -114,37 +118,9 @@ RUN_REQUESTS = 6
 # served round-robin, so the poll neither starves a link nor is starved by one).
 POLL_LANE = "reconcile"
 
-# Keys, by poll account (PollAccount.key).
-CURSOR_KEY = "crosslink:reconcile:cursor:{account}"
-SEEN_KEY = "crosslink:reconcile:seen:{account}"
-TIMEZONE_KEY = "crosslink:reconcile:tz:{account}"
-TURN_KEY = "crosslink:reconcile:turn:{account}"
-# The last poll: when it started, the requests it made, the account's requests today after it.
-LAST_POLL_KEY = "crosslink:reconcile:last:{account}"
-# The poll record outlives any sensible period; a dropped account's record goes by itself.
-LAST_POLL_TTL_S = 7 * 86400
-# The comment audit: the last task it looked at, per account (the rotation goes on after it),
-# and the tasks' worth of its share the polls so far have not spent (audit_allowance).
-AUDIT_POSITION_KEY = "crosslink:reconcile:audit:{account}"
-AUDIT_CREDIT_KEY = "crosslink:reconcile:audit-credit:{account}"
 # The most tasks one audit lists (a poll is one Celery job: it must not hold a worker for long).
 AUDIT_MAX_TASKS = 20
 AUDIT_COMMENT_FIELDS = "id,description,owner,isDeleted"
-
-# Advance the cursor only forward: two polls finishing out of order must not move it back past
-# what the later one queued (moving back would be harmless, but forward-only keeps it monotonic).
-_ADVANCE = """
-local current = redis.call('GET', KEYS[1])
-if (not current) or tonumber(current) < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
-"""
-
-
-def key(template: str, account: str) -> str:
-    return template.format(account=account)
 
 
 # ==============================================================================================
@@ -333,13 +309,6 @@ class PollReport:
         return sorted({task for _, _, task, _ in self.runs})
 
 
-@dataclass(frozen=True)
-class LastPoll:
-    at: float
-    requests: int
-    used_after: int | None
-
-
 def token_zone(group: PollAccount, client: PlanfixClient, store: redis.Redis) -> tuple[ZoneInfo | None, int]:
     """The time zone Planfix reads our date filters in: the token employee's (the robot), and
     the requests it took (0 or 1).
@@ -363,30 +332,6 @@ def token_zone(group: PollAccount, client: PlanfixClient, store: redis.Redis) ->
         log.warning("unknown time zone %r for the token user; polling a wider window", name,
                     extra={"account": group.key})
         return None, spent
-
-
-def load_seen(store: redis.Redis, account: str) -> dict[int, Seen]:
-    seen = {}
-    for number, raw in store.hgetall(key(SEEN_KEY, account)).items():
-        record = parse_seen(raw)
-        if record is not None and number.isdigit():
-            seen[int(number)] = record
-    return seen
-
-
-def read_cursor(store: redis.Redis, account: str) -> float | None:
-    raw = store.get(key(CURSOR_KEY, account))
-    return float(raw) if raw is not None else None
-
-
-def read_last_poll(store: redis.Redis, account: str) -> LastPoll | None:
-    stored = store.hgetall(key(LAST_POLL_KEY, account))
-    raw = {(k.decode() if isinstance(k, bytes) else k): v for k, v in stored.items()}
-    try:
-        used = raw.get("used_after")
-        return LastPoll(float(raw["at"]), int(raw["requests"]), int(used) if used not in (None, b"", "") else None)
-    except (KeyError, ValueError, TypeError):
-        return None
 
 
 def _feed_comment(comment: Mapping[str, Any]) -> FeedComment:
@@ -489,17 +434,7 @@ def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, 
     keep = {number: next_seen(stamps[number], seen.get(number), queued_kinds[number], now, named[number])
             for number in stamps}
     used_after = used_today() if used_today is not None else None
-    seen_key, last_key = key(SEEN_KEY, group.key), key(LAST_POLL_KEY, group.key)
-    with store.pipeline(transaction=True) as pipe:
-        pipe.delete(seen_key)
-        if keep:
-            pipe.hset(seen_key, mapping={str(n): seen_record(s) for n, s in keep.items()})
-        pipe.eval(_ADVANCE, 1, key(CURSOR_KEY, group.key), repr(now))
-        pipe.delete(last_key)
-        pipe.hset(last_key, mapping={"at": repr(now), "requests": report.requests,
-                                     "used_after": "" if used_after is None else used_after})
-        pipe.expire(last_key, LAST_POLL_TTL_S)
-        pipe.execute()
+    save_poll(store, group.key, keep, now, report.requests, used_after)
     report.cursor = now
     log.info("reconcile poll: %d changed, %d runs queued, %d already waiting, %d not queued, %d requests",
              report.found, report.queued, report.coalesced, report.skipped, report.requests,
