@@ -2,14 +2,6 @@
 each task, so a change whose webhook never came (a scenario switched off, Planfix's retries given
 up, our receiver down) is still synced within a bounded time (``repair_bound_s``).
 
-The budget (``poll_period_s``): polls of an account may spend RECONCILE_SHARE of its daily quota
-(settings, default 5 %): the period is the day divided by the polls that share allows, at the
-requests the last poll made, never below the configured floor. The beat ticks more often; a
-per-account turn key whose TTL is that period decides which tick polls. A tick also yields to
-live traffic: while the account's runs have used BUSY_SHARE of its rate since the last poll, the
-poll waits, for at most MAX_DEFER_PERIODS more periods (``defer_poll``). Every request still goes
-through the client's account limiter, in a lane of its own.
-
 What the feeds cannot see: an edited or deleted comment changes neither filter 79's dates nor a
 comment date (the emulator agrees). The comment audit (``audit_comments``) finds those: after
 each poll it lists the comments of a few tasks whose people's comments we mirrored, in a
@@ -28,7 +20,6 @@ a stamp only when nothing else can hide behind it (workers.names.stamp_seen).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -36,25 +27,28 @@ from typing import Any
 
 import redis
 
-from planfix.client import MAX_PAGE_SIZE, PlanfixClient
+from planfix.client import PlanfixClient
 from planfix.errors import NotFound
 from producers.enqueue import Enqueuer
 from producers.reconcile.accounts import (
     Member, PollAccount, find_poll_account, poll_account_of, poll_accounts, poll_filter_sets, task_routes,
+)
+from producers.reconcile.budget import (
+    AUDIT_MAX_TASKS, DAY_S, FIXED_REQUESTS_PER_DAY, RUN_REQUESTS, Budget, account_budget, audit_allowance,
+    effective_period_s, feed_requests, poll_period_s, quiet_requests_per_day, repair_bound_s,
+    take_audit_allowance,
 )
 from producers.reconcile.records import (
     AUDIT_CREDIT_KEY, AUDIT_POSITION_KEY, CURSOR_KEY, LAST_POLL_KEY, LAST_POLL_TTL_S, SEEN_KEY, TIMEZONE_KEY,
     TURN_KEY, LastPoll, key, load_seen, read_cursor, read_last_poll, save_poll,
 )
 from producers.reconcile.stamps import STAMP_SETTLE_S, Stamp, point_epoch, task_stamp
+from producers.reconcile.turns import MAX_DEFER_PERIODS, POLL_LANE, defer_poll, live_requests, take_turn
 from producers.reconcile.verdicts import (
     CHECKLIST, COMMENT, ECHO, FULL, POLL_TASK_HINTS, REQUEUE_LIMIT, SKIP, TASK, FeedComment, Seen, Verdict,
     classify, comment_hints, hints_for, named_comments, next_seen, parse_seen, seen_record, settled,
 )
-from producers.reconcile.window import (
-    FIRST_LOOKBACK_S, OVERLAP_S, TIMEZONE_CACHE_S, date_range, planfix_minute, token_zone, window_start,
-)
-from schemas.links import LinksConfig
+from producers.reconcile.window import FIRST_LOOKBACK_S, OVERLAP_S, date_range, planfix_minute, token_zone, window_start
 from workers.names import COMMENT_PRINTS_KEY, comment_fingerprint, comment_prints_key, registry_key, synced_stamps
 
 # Every name code outside the package reads from producers.reconcile (crosslink, producers.tasks,
@@ -83,24 +77,7 @@ COMMENT_FILTER_DATE = 3000
 POLL_TASK_FIELDS = "id,dateOfLastUpdate,dateOfLastComment,project,template"
 POLL_COMMENT_FIELDS = "id,task,owner,dateTime"
 
-# The budget. A day, in seconds.
-DAY_S = 86400.0
-# A quiet poll: one page of the task feed.
-QUIET_POLL_REQUESTS = 1
-# Requests a day that do not depend on the period: the time zone lookup.
-FIXED_REQUESTS_PER_DAY = DAY_S / TIMEZONE_CACHE_S
-# Live traffic at this share of the account's rate since the last poll makes the account busy.
-BUSY_SHARE = 0.5
-# A busy account's poll waits at most this many periods beyond its own: the repair bound holds.
-MAX_DEFER_PERIODS = 1.0
-# What the bound allows a queued run once the poll found its task: a full look's reads and a write.
-RUN_REQUESTS = 6
-# Each account's polls take their turns at the limiter in this lane (planfix.limiter: lanes are
-# served round-robin, so the poll neither starves a link nor is starved by one).
-POLL_LANE = "reconcile"
 
-# The most tasks one audit lists (a poll is one Celery job: it must not hold a worker for long).
-AUDIT_MAX_TASKS = 20
 AUDIT_COMMENT_FIELDS = "id,description,owner,isDeleted"
 
 
@@ -133,101 +110,6 @@ def edited_comments(comments: Iterable[Mapping[str, Any]], prints: Mapping[int, 
         if now != prints[number]:
             found.append(number)
     return tuple(found)
-
-
-def audit_allowance(credit: float, daily_quota: int, share: float, period_s: float) -> tuple[int, float]:
-    """How many tasks the audit after a poll lists, and the credit left: CREDIT (tasks' worth
-    the audit has not spent) plus SHARE of DAILY_QUOTA over the poll's PERIOD_S, in whole tasks
-    (a task is one request), at most AUDIT_MAX_TASKS; the credit kept is capped at that, so a
-    long pause does not bank a burst. No quota: the most, with nothing kept."""
-    if not 0 <= share <= 1:
-        raise ValueError(f"the comment audit share must be in [0, 1], got {share}")
-    if share == 0:
-        return 0, 0.0
-    if daily_quota <= 0:
-        return AUDIT_MAX_TASKS, 0.0
-    credit = max(0.0, credit) + share * daily_quota * max(0.0, period_s) / DAY_S
-    tasks = min(AUDIT_MAX_TASKS, int(credit))
-    return tasks, min(float(AUDIT_MAX_TASKS), credit - tasks)
-
-
-def take_audit_allowance(store: redis.Redis, group: PollAccount, daily_quota: int, share: float,
-                         period_s: float) -> int:
-    """GROUP's audit allowance after a poll of PERIOD_S (audit_allowance), its credit kept in Redis."""
-    credit_key = key(AUDIT_CREDIT_KEY, group.key)
-    raw = store.get(credit_key)
-    tasks, credit = audit_allowance(float(raw) if raw is not None else 0.0, daily_quota, share, period_s)
-    store.set(credit_key, repr(credit), ex=LAST_POLL_TTL_S)
-    return tasks
-
-
-# ----------------------------------------------------------------------------------------------
-# The budget (pure)
-
-def feed_requests(items: int, page_size: int = MAX_PAGE_SIZE) -> int:
-    """Requests a paged list of ITEMS costs: the client pages until a short page."""
-    return items // page_size + 1
-
-
-def poll_period_s(requests_per_poll: float, daily_quota: int, share: float, floor_s: float) -> float:
-    """The period between polls of one account that keeps them within SHARE of DAILY_QUOTA a day
-    at REQUESTS_PER_POLL each, never shorter than FLOOR_S. A quota of 0 is no quota (the
-    limiter's meaning): the floor."""
-    if not 0 < share <= 1:
-        raise ValueError(f"the reconciliation share must be in (0, 1], got {share}")
-    if daily_quota <= 0:
-        return floor_s
-    requests = max(float(requests_per_poll), QUIET_POLL_REQUESTS)
-    allowed = max(share * daily_quota - FIXED_REQUESTS_PER_DAY, requests)
-    return max(floor_s, DAY_S * requests / allowed)
-
-
-def effective_period_s(period_s: float, tick_s: float) -> float:
-    """When the next poll really comes: at the first beat tick once the turn key expired."""
-    if tick_s <= 0:
-        return period_s
-    return math.ceil(period_s / tick_s - 1e-9) * tick_s
-
-
-def repair_bound_s(period_s: float, tick_s: float, rate_per_s: float,
-                   requests_per_poll: float = QUIET_POLL_REQUESTS) -> float:
-    """How late a change whose webhook was lost is synced, at most, while the account's live
-    traffic leaves it slots and the poll does not fail (nor waits in a Celery backlog): the
-    change lands just after a poll began reading; the next poll comes PERIOD_S later, deferred by
-    a busy account for up to MAX_DEFER_PERIODS more, at the first beat tick after that; then the
-    poll's requests and the queued run's, at the account's rate (0: unlimited)."""
-    waited = effective_period_s(period_s * (1 + MAX_DEFER_PERIODS), tick_s)
-    requests_s = (requests_per_poll + RUN_REQUESTS) / rate_per_s if rate_per_s > 0 else 0.0
-    return waited + requests_s
-
-
-def quiet_requests_per_day(config: LinksConfig, daily_quota: int, share: float, floor_s: float,
-                           tick_s: float) -> dict[str, float]:
-    """Requests a day the polls cost, per Planfix account, while nothing changes: each poll
-    account's quiet polls at its effective period plus its fixed daily lookups."""
-    per_account: dict[str, float] = {}
-    for group in poll_accounts(config):
-        period = effective_period_s(poll_period_s(QUIET_POLL_REQUESTS, daily_quota, share, floor_s), tick_s)
-        cost = DAY_S / period * QUIET_POLL_REQUESTS + FIXED_REQUESTS_PER_DAY
-        per_account[group.account] = per_account.get(group.account, 0.0) + cost
-    return per_account
-
-
-def defer_poll(*, live_requests: int, since_poll_s: float, rate_per_s: float, period_s: float) -> bool:
-    """Whether this tick leaves the account's turn to live traffic: LIVE_REQUESTS were made in
-    the SINCE_POLL_S since the last poll ended, at BUSY_SHARE of the account's rate or more, and
-    the poll is not yet MAX_DEFER_PERIODS late. An unlimited rate is never busy."""
-    if since_poll_s >= period_s * (1 + MAX_DEFER_PERIODS) or since_poll_s <= 0 or rate_per_s <= 0:
-        return False
-    return live_requests / since_poll_s >= BUSY_SHARE * rate_per_s
-
-
-def live_requests(used_today: int, used_after_poll: int | None) -> int:
-    """The account's requests since the last poll ended (the daily counter restarts at UTC
-    midnight: then today's count is all we know)."""
-    if used_after_poll is None or used_today < used_after_poll:
-        return used_today
-    return used_today - used_after_poll
 
 
 # ==============================================================================================
@@ -414,36 +296,3 @@ def audit_comments(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer
     return report
 
 
-def take_turn(store: redis.Redis, account: str, period_s: float, token: str) -> bool:
-    """Whether this tick polls ACCOUNT: the first to ask once the last poll's period has run out.
-
-    The key is never deleted: it expires, so a crashed poll cannot block the next period.
-    """
-    ttl_ms = max(1, int(period_s * 1000))
-    return bool(store.set(key(TURN_KEY, account), token, nx=True, px=ttl_ms))
-
-
-@dataclass(frozen=True)
-class Budget:
-    """An account's reconciliation as its next tick sees it."""
-
-    account: str
-    period_s: float
-    requests_per_poll: int
-    repair_bound_s: float
-    budget_per_day: float | None
-    last_poll_s_ago: float | None
-
-
-def account_budget(store: redis.Redis, group: PollAccount, *, daily_quota: int, rate_per_s: float,
-                   share: float, floor_s: float, tick_s: float, now: float | None = None) -> Budget:
-    """GROUP's period, the requests its last poll made and the repair bound they give (for the
-    tick, and for `crosslink status`). DAILY_QUOTA and RATE_PER_S: the account's limits."""
-    last = read_last_poll(store, group.key)
-    requests = last.requests if last is not None else QUIET_POLL_REQUESTS
-    period = poll_period_s(requests, daily_quota, share, floor_s)
-    bound = repair_bound_s(period, tick_s, rate_per_s, requests)
-    now = time.time() if now is None else now
-    return Budget(group.key, round(period, 3), requests, round(bound, 1),
-                  share * daily_quota if daily_quota > 0 else None,
-                  round(now - last.at, 1) if last is not None else None)
