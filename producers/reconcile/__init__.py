@@ -1,46 +1,32 @@
 """The reconciliation poller: ask Planfix what changed since we last looked, and queue a sync for
 each task, so a change whose webhook never came (a scenario switched off, Planfix's retries given
 up, our receiver down) is still synced within a bounded time (``repair_bound_s``).
-
-What the feeds cannot see: an edited or deleted comment changes neither filter 79's dates nor a
-comment date (the emulator agrees). The comment audit (``audit_comments``) finds those: after
-each poll it lists the comments of a few tasks whose people's comments we mirrored, in a
-rotation over all of them, and queues a run naming each comment whose text or deletion no
-longer matches the fingerprint the last run mirrored (workers.names.comment_fingerprint). It
-spends AUDIT_SHARE of the daily quota (settings, default 1.25 %), a part of the reconciliation's
-share (the polls have the rest, so a quiet account pays that share and no more): each poll adds
-its period's part of that share to a credit, and the audit lists as many whole tasks as the
-credit holds, at most AUDIT_MAX_TASKS (``audit_allowance``). A full turn over an account's N
-commented tasks takes about N / (AUDIT_SHARE x quota) days: an edit whose webhook was lost is
-mirrored within that turn. A second change within the same second as one a run recorded, whose
-webhook is lost too, hides behind the equal stamp until the task changes again; a run records
-a stamp only when nothing else can hide behind it (workers.names.stamp_seen).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
 
 from planfix.client import PlanfixClient
-from planfix.errors import NotFound
 from producers.enqueue import Enqueuer
 from producers.reconcile.accounts import (
     Member, PollAccount, find_poll_account, poll_account_of, poll_accounts, poll_filter_sets, task_routes,
 )
+from producers.reconcile.audit import AUDIT_COMMENT_FIELDS, audit_comments, audit_round, edited_comments
 from producers.reconcile.budget import (
     AUDIT_MAX_TASKS, DAY_S, FIXED_REQUESTS_PER_DAY, RUN_REQUESTS, Budget, account_budget, audit_allowance,
     effective_period_s, feed_requests, poll_period_s, quiet_requests_per_day, repair_bound_s,
     take_audit_allowance,
 )
 from producers.reconcile.records import (
-    AUDIT_CREDIT_KEY, AUDIT_POSITION_KEY, CURSOR_KEY, LAST_POLL_KEY, LAST_POLL_TTL_S, SEEN_KEY, TIMEZONE_KEY,
-    TURN_KEY, LastPoll, key, load_seen, read_cursor, read_last_poll, save_poll,
+    AUDIT_CREDIT_KEY, CURSOR_KEY, LAST_POLL_KEY, LAST_POLL_TTL_S, SEEN_KEY, TIMEZONE_KEY, TURN_KEY, LastPoll,
+    key, load_seen, read_cursor, read_last_poll, save_poll,
 )
 from producers.reconcile.stamps import STAMP_SETTLE_S, Stamp, point_epoch, task_stamp
 from producers.reconcile.turns import MAX_DEFER_PERIODS, POLL_LANE, defer_poll, live_requests, take_turn
@@ -49,7 +35,7 @@ from producers.reconcile.verdicts import (
     classify, comment_hints, hints_for, named_comments, next_seen, parse_seen, seen_record, settled,
 )
 from producers.reconcile.window import FIRST_LOOKBACK_S, OVERLAP_S, date_range, planfix_minute, token_zone, window_start
-from workers.names import COMMENT_PRINTS_KEY, comment_fingerprint, comment_prints_key, registry_key, synced_stamps
+from workers.names import comment_prints_key, registry_key, synced_stamps
 
 # Every name code outside the package reads from producers.reconcile (crosslink, producers.tasks,
 # the tests): re-exported, so no importer depends on which module a name lives in.
@@ -76,40 +62,6 @@ COMMENT_FILTER_DATE = 3000
 # Only these fields are needed to route and classify a change; every other byte wastes the quota.
 POLL_TASK_FIELDS = "id,dateOfLastUpdate,dateOfLastComment,project,template"
 POLL_COMMENT_FIELDS = "id,task,owner,dateTime"
-
-
-AUDIT_COMMENT_FIELDS = "id,description,owner,isDeleted"
-
-
-# ----------------------------------------------------------------------------------------------
-# The comment audit (pure)
-
-def audit_round(candidates: Iterable[str], after: str | None, count: int) -> list[str]:
-    """The next COUNT of CANDIDATES (their sorted order) after AFTER, wrapping round once; the
-    rotation survives candidates coming and going, as it keeps a key, not an index."""
-    ordered = sorted(set(candidates))
-    if count <= 0 or not ordered:
-        return []
-    start = 0 if after is None else next((i for i, c in enumerate(ordered) if c > after), len(ordered))
-    rotated = ordered[start:] + ordered[:start]
-    return rotated[:count]
-
-
-def edited_comments(comments: Iterable[Mapping[str, Any]], prints: Mapping[int, str], robot: str) -> tuple[int, ...]:
-    """The comments (of one task, as listed with AUDIT_COMMENT_FIELDS, deleted ones included)
-    whose text or deletion differs from the fingerprint the last run mirrored (PRINTS): edited or
-    deleted since, with no run to see it. Comments without a fingerprint (new ones: the feeds
-    see those; mirrors; our ROBOT's) are not for the audit."""
-    found = []
-    for comment in comments:
-        number = int(comment["id"])
-        owner = comment.get("owner")
-        if number not in prints or (isinstance(owner, Mapping) and owner.get("id") == robot):
-            continue
-        now = comment_fingerprint(comment.get("description") or "", bool(comment.get("isDeleted")))
-        if now != prints[number]:
-            found.append(number)
-    return tuple(found)
 
 
 # ==============================================================================================
@@ -240,59 +192,3 @@ def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, 
              report.found, report.queued, report.coalesced, report.skipped, report.requests,
              extra={"account": group.key})
     return report
-
-
-@dataclass
-class AuditReport:
-    account: str
-    tasks: int = 0
-    requests: int = 0
-    # (link, side, task, comment ids) of every run queued.
-    runs: list[tuple[str, str, int, tuple[int, ...]]] = field(default_factory=list)
-
-
-def audit_candidates(group: PollAccount, store: redis.Redis) -> dict[str, tuple[str, str, int]]:
-    """Every task of GROUP's link sides with people's comments mirrored: its fingerprints' key ->
-    (link, side, task)."""
-    sides = {(member.link, member.side) for member in group.members}
-    found = {}
-    prefix = COMMENT_PRINTS_KEY.split("{", 1)[0]
-    for raw in store.scan_iter(match=f"{prefix}*", count=1000):
-        name = raw.decode() if isinstance(raw, bytes) else str(raw)
-        link, side, task = name[len(prefix):].rsplit(":", 2)
-        if (link, side) in sides and task.isdigit():
-            found[name] = (link, side, int(task))
-    return found
-
-
-def audit_comments(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, store: redis.Redis,
-                   count: int) -> AuditReport:
-    """List the comments of the next COUNT tasks of GROUP's rotation and queue a run for each
-    task with comments edited or deleted since they were mirrored (naming them). The position
-    moves past each task once it is looked at, so a Planfix error stops the audit where it was;
-    a task gone is passed over."""
-    report = AuditReport(group.key)
-    candidates = audit_candidates(group, store)
-    position_key = key(AUDIT_POSITION_KEY, group.key)
-    position = store.get(position_key)
-    after = position.decode() if isinstance(position, bytes) else position
-    for name in audit_round(candidates, after, count):
-        link, side, task = candidates[name]
-        report.requests += 1
-        try:
-            comments = list(client.list_task_comments(task, fields=AUDIT_COMMENT_FIELDS, type_list="All"))
-        except NotFound:
-            comments = []  # the task is gone: nothing of it to mirror
-        prints = {int(k): (v.decode() if isinstance(v, bytes) else str(v)) for k, v in store.hgetall(name).items()}
-        edited = edited_comments(comments, prints, group.robot)
-        for comment in edited:
-            enqueuer.sync(link, side, task, f"comment_added:{comment}")
-        if edited:
-            report.runs.append((link, side, task, edited))
-            log.info("comment audit: %d comment(s) of task %s edited or deleted with no event", len(edited), task,
-                     extra={"account": group.key, "link": link, "side": side})
-        report.tasks += 1
-        store.set(position_key, name, ex=LAST_POLL_TTL_S)
-    return report
-
-
