@@ -21,9 +21,10 @@ from producers.enqueue import Enqueuer
 from producers.reconcile.accounts import Member, PollAccount, task_routes
 from producers.reconcile.budget import feed_requests
 from producers.reconcile.records import load_seen, read_cursor, save_poll
-from producers.reconcile.stamps import point_epoch, task_stamp
+from producers.reconcile.stamps import Stamp, point_epoch, task_stamp
 from producers.reconcile.verdicts import (
-    COMMENT, ECHO, POLL_TASK_HINTS, TASK, FeedComment, Verdict, classify, hints_for, named_comments, next_seen,
+    COMMENT, ECHO, POLL_TASK_HINTS, TASK, FeedComment, Seen, Verdict, classify, hints_for, named_comments,
+    next_seen,
 )
 from producers.reconcile.window import date_range, token_zone, window_start
 from workers.names import comment_prints_key, registry_key, synced_stamps
@@ -37,6 +38,9 @@ COMMENT_FILTER_DATE = 3000
 # Only these fields are needed to route and classify a change; every other byte wastes the quota.
 POLL_TASK_FIELDS = "id,dateOfLastUpdate,dateOfLastComment,project,template"
 POLL_COMMENT_FIELDS = "id,task,owner,dateTime"
+
+# A poll's verdicts: one for each task and each link side the task routes to.
+Verdicts = dict[tuple[int, Member], Verdict]
 
 
 @dataclass
@@ -58,10 +62,54 @@ class PollReport:
         return sorted({task for _, _, task, _ in self.runs})
 
 
-def _feed_comment(comment: Mapping[str, Any]) -> FeedComment:
-    owner = comment.get("owner")
-    owner_id = owner.get("id") if isinstance(owner, Mapping) else None
-    return FeedComment(int(comment["id"]), str(owner_id) if owner_id else None, point_epoch(comment.get("dateTime")))
+def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, store: redis.Redis,
+                 clock: Callable[[], float] = time.time,
+                 used_today: Callable[[], int | None] | None = None) -> PollReport:
+    """Queue a sync of every task of GROUP's link sides changed or commented since the cursor.
+
+    CLIENT (the first member's token) must be paced by the account limiter. Every read is made
+    before anything is queued, so any Planfix error propagates with nothing queued and the cursor
+    where it was; queueing is idempotent (coalesced), so a repeated poll costs nothing extra.
+    USED_TODAY, if given, reads the account's requests today once the poll is done (the next
+    tick compares it to tell live traffic: defer_poll).
+    """
+    now = clock()
+    start = window_start(read_cursor(store, group.key), now)
+    report = PollReport(group.key, start)
+    zone, report.requests = token_zone(group, client, store)
+    span = date_range(start, now, zone)
+    stamps, routes = list_changed(group, client, span, report)
+    follow_paired(store, group, routes)
+    seen = load_seen(store, group.key)
+    verdicts = judge(group, store, stamps, routes, seen)
+    comments = read_comment_feed(client, span, verdicts, report)
+    add_mirrored(store, verdicts, comments)
+    queued_kinds, named = queue_runs(group, enqueuer, stamps, verdicts, comments, report)
+    report.found = len(stamps)
+    report.skipped = sum(1 for kinds in queued_kinds.values() if not set(kinds) - {ECHO})
+    keep = {number: next_seen(stamps[number], seen.get(number), queued_kinds[number], now, named[number])
+            for number in stamps}
+    used_after = used_today() if used_today is not None else None
+    save_poll(store, group.key, keep, now, report.requests, used_after)
+    report.cursor = now
+    log.info("reconcile poll: %d changed, %d runs queued, %d already waiting, %d not queued, %d requests",
+             report.found, report.queued, report.coalesced, report.skipped, report.requests,
+             extra={"account": group.key})
+    return report
+
+
+def list_changed(group: PollAccount, client: PlanfixClient, span: dict[str, str],
+                 report: PollReport) -> tuple[dict[int, Stamp], dict[int, list[Member]]]:
+    """Every task of GROUP's account changed or commented in SPAN (the task feed, its requests
+    counted in REPORT): each one's change stamp, and the link sides its project or template
+    routes it to (task_routes)."""
+    tasks = list(client.list_tasks(
+        filters=[{"type": FILTER_CHANGED_OR_COMMENTED, "operator": "equal", "value": span}],
+        fields=POLL_TASK_FIELDS))
+    report.requests += feed_requests(len(tasks))
+    stamps = {int(task["id"]): task_stamp(task) for task in tasks}
+    routes = {int(task["id"]): [m for m in group.members if task_routes(m.conf, task)] for task in tasks}
+    return stamps, routes
 
 
 def follow_paired(store: redis.Redis, group: PollAccount, routes: dict[int, list[Member]]) -> None:
@@ -80,39 +128,32 @@ def follow_paired(store: redis.Redis, group: PollAccount, routes: dict[int, list
         routes[number] = [member for member in group.members if next(paired)]
 
 
-def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, store: redis.Redis,
-                 clock: Callable[[], float] = time.time,
-                 used_today: Callable[[], int | None] | None = None) -> PollReport:
-    """Queue a sync of every task of GROUP's link sides changed or commented since the cursor.
-
-    CLIENT (the first member's token) must be paced by the account limiter. Every read is made
-    before anything is queued, so any Planfix error propagates with nothing queued and the cursor
-    where it was; queueing is idempotent (coalesced), so a repeated poll costs nothing extra.
-    USED_TODAY, if given, reads the account's requests today once the poll is done (the next
-    tick compares it to tell live traffic: defer_poll).
-    """
-    now = clock()
-    start = window_start(read_cursor(store, group.key), now)
-    report = PollReport(group.key, start)
-    zone, report.requests = token_zone(group, client, store)
-    span = date_range(start, now, zone)
-    tasks = list(client.list_tasks(
-        filters=[{"type": FILTER_CHANGED_OR_COMMENTED, "operator": "equal", "value": span}],
-        fields=POLL_TASK_FIELDS))
-    report.requests += feed_requests(len(tasks))
-    stamps = {int(task["id"]): task_stamp(task) for task in tasks}
-    routes = {int(task["id"]): [m for m in group.members if task_routes(m.conf, task)] for task in tasks}
-    follow_paired(store, group, routes)
-    seen = load_seen(store, group.key)
+def judge(group: PollAccount, store: redis.Redis, stamps: Mapping[int, Stamp],
+          routes: Mapping[int, list[Member]], seen: Mapping[int, Seen]) -> Verdicts:
+    """Each routed link side's verdict on each changed task (classify), against the stamps the
+    side's runs recorded as synced and what earlier polls SEEN; in task order."""
     synced: dict[tuple[str, str], dict[int, str]] = {}
     for member in group.members:
         routed = [number for number, members in routes.items() if member in members]
         synced[(member.link, member.side)] = synced_stamps(store, member.link, member.side, routed)
-    verdicts: dict[tuple[int, Member], Verdict] = {}
+    verdicts: Verdicts = {}
     for number in sorted(stamps):
         for member in routes[number]:
             verdicts[(number, member)] = classify(stamps[number], synced[(member.link, member.side)].get(number),
                                                   seen.get(number))
+    return verdicts
+
+
+def _feed_comment(comment: Mapping[str, Any]) -> FeedComment:
+    owner = comment.get("owner")
+    owner_id = owner.get("id") if isinstance(owner, Mapping) else None
+    return FeedComment(int(comment["id"]), str(owner_id) if owner_id else None, point_epoch(comment.get("dateTime")))
+
+
+def read_comment_feed(client: PlanfixClient, span: dict[str, str], verdicts: Verdicts,
+                      report: PollReport) -> dict[int, list[FeedComment]]:
+    """The comments the comment feed lists in SPAN, by task: requested only when a verdict is
+    COMMENT (one request shared by the whole poll), its requests counted in REPORT."""
     comments: dict[int, list[FeedComment]] = {}
     if any(verdict.kind == COMMENT for verdict in verdicts.values()):
         listed = list(client.list_comments(
@@ -124,6 +165,12 @@ def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, 
             number = (comment.get("task") or {}).get("id")
             if number is not None:
                 comments.setdefault(int(number), []).append(_feed_comment(comment))
+    return comments
+
+
+def add_mirrored(store: redis.Redis, verdicts: Verdicts, comments: Mapping[int, list[FeedComment]]) -> None:
+    """Count, in each COMMENT verdict with comments in the feed, the comments the side's runs
+    already mirrored as named (VERDICTS is updated in place)."""
     # A comment a run already mirrored (its fingerprint is kept: workers.state) needs no run:
     # the webhook's run read it, and an edit since is the comment audit's to find.
     told = [(number, member) for (number, member), verdict in verdicts.items()
@@ -137,6 +184,14 @@ def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, 
             done = frozenset(int(comment) for comment in ids)
             verdict = verdicts[(number, member)]
             verdicts[(number, member)] = replace(verdict, named=verdict.named | done)
+
+
+def queue_runs(group: PollAccount, enqueuer: Enqueuer, stamps: Mapping[int, Stamp], verdicts: Verdicts,
+               comments: Mapping[int, list[FeedComment]],
+               report: PollReport) -> tuple[dict[int, list[str]], dict[int, set[int]]]:
+    """Queue each link side's run its verdict calls for (hints_for), counted in REPORT; per task,
+    the kinds its sides were queued as (ECHO: a COMMENT verdict with nothing to name) and the
+    comments named to them, for the seen record."""
     queued_kinds: dict[int, list[str]] = {number: [] for number in stamps}
     named: dict[int, set[int]] = {number: set() for number in stamps}
     for (number, member), verdict in verdicts.items():
@@ -153,14 +208,4 @@ def poll_account(group: PollAccount, client: PlanfixClient, enqueuer: Enqueuer, 
         else:
             report.coalesced += 1
         report.runs.append((member.link, member.side, number, hints))
-    report.found = len(stamps)
-    report.skipped = sum(1 for kinds in queued_kinds.values() if not set(kinds) - {ECHO})
-    keep = {number: next_seen(stamps[number], seen.get(number), queued_kinds[number], now, named[number])
-            for number in stamps}
-    used_after = used_today() if used_today is not None else None
-    save_poll(store, group.key, keep, now, report.requests, used_after)
-    report.cursor = now
-    log.info("reconcile poll: %d changed, %d runs queued, %d already waiting, %d not queued, %d requests",
-             report.found, report.queued, report.coalesced, report.skipped, report.requests,
-             extra={"account": group.key})
-    return report
+    return queued_kinds, named
