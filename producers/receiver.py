@@ -36,7 +36,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -377,21 +377,20 @@ def open_spool(config: LinksConfig, env: Mapping[str, str]) -> Spool:
     return Spool(directory, settings.spool_max_webhooks)
 
 
-def create_app(config: LinksConfig, redis_url: str, env: Mapping[str, str]) -> Starlette:
-    spool = open_spool(config, env)
+def _receiver_or_no_spool(config: LinksConfig, redis_url: str, env: Mapping[str, str], spool: Spool) -> Receiver:
+    """The receiver, taking SPOOL; when it cannot be built, SPOOL is closed (and removed, if
+    temporary) before the error goes on."""
     try:
-        receiver = Receiver(config, redis_url, env, spool)
+        return Receiver(config, redis_url, env, spool)
     except BaseException:  # a missing secret: nothing of the spool may stay behind
         spool.close()
         if spool.temporary:
             shutil.rmtree(spool.directory, ignore_errors=True)
         raise
 
-    ready_probe = redis.Redis.from_url(redis_url, socket_timeout=READY_REDIS_TIMEOUT_S,
-                                       socket_connect_timeout=READY_REDIS_TIMEOUT_S)
 
-    async def healthz(_: Request) -> Response:
-        return JSONResponse({"status": "alive"})
+def _readiness(spool: Spool, ready_probe: redis.Redis) -> Callable[[Request], Awaitable[Response]]:
+    """The /readyz endpoint: it asks Redis through READY_PROBE (its own short deadline)."""
 
     async def readyz(_: Request) -> Response:
         """Ready while webhooks can be taken: Redis answers PING, or the spool has room for them
@@ -407,15 +406,13 @@ def create_app(config: LinksConfig, redis_url: str, env: Mapping[str, str]) -> S
                                  "spooled_webhooks": spool.pending})
         return JSONResponse({"status": "ready", **spooled})
 
-    # The state gauges read Redis through the readiness probe's client: the same short deadline.
-    state = gauges.StateCollector(ready_probe, config, Settings.from_env(dict(env)))
-    exposition = gauges.Exposition(REGISTRY, state,
-                                    gauges.SpoolCollector(lambda: spool.pending, spool.max_webhooks))
+    return readyz
 
-    async def metrics_endpoint(_: Request) -> Response:
-        """This process's counters and the pipeline's state read from Redis now."""
-        body = await run_in_threadpool(generate_latest, exposition)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+def _lifespan(receiver: Receiver, ready_probe: redis.Redis,
+              spool: Spool) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the spool's replay runs while the app serves; then it stops, every
+    client and the spool are closed, and a temporary spool left empty is removed."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -433,13 +430,36 @@ def create_app(config: LinksConfig, redis_url: str, env: Mapping[str, str]) -> S
             if spool.temporary and not spool.pending:
                 shutil.rmtree(spool.directory, ignore_errors=True)
 
-    app = Starlette(lifespan=lifespan, routes=[
+    return lifespan
+
+
+def create_app(config: LinksConfig, redis_url: str, env: Mapping[str, str]) -> Starlette:
+    spool = open_spool(config, env)
+    receiver = _receiver_or_no_spool(config, redis_url, env, spool)
+
+    ready_probe = redis.Redis.from_url(redis_url, socket_timeout=READY_REDIS_TIMEOUT_S,
+                                       socket_connect_timeout=READY_REDIS_TIMEOUT_S)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    # The state gauges read Redis through the readiness probe's client: the same short deadline.
+    state = gauges.StateCollector(ready_probe, config, Settings.from_env(dict(env)))
+    exposition = gauges.Exposition(REGISTRY, state,
+                                   gauges.SpoolCollector(lambda: spool.pending, spool.max_webhooks))
+
+    async def metrics_endpoint(_: Request) -> Response:
+        """This process's counters and the pipeline's state read from Redis now."""
+        body = await run_in_threadpool(generate_latest, exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    app = Starlette(lifespan=_lifespan(receiver, ready_probe, spool), routes=[
         # With and without the trailing slash: Starlette would answer the other 307, which
         # Planfix counts as a failed delivery (and pauses the account for).
         Route("/hooks/{link}/{side}", receiver.hook, methods=["POST", "PUT", "GET"]),
         Route("/hooks/{link}/{side}/", receiver.hook, methods=["POST", "PUT", "GET"]),
         Route("/healthz", healthz),
-        Route("/readyz", readyz),
+        Route("/readyz", _readiness(spool, ready_probe)),
         Route("/metrics", metrics_endpoint),
     ])
     app.state.receiver = receiver
