@@ -326,7 +326,8 @@ def _results(path: Path, functions: set[str]) -> set[str]:
 
 def test_every_result_of_a_sync_job_has_an_outcome():
     """A result the outcome map does not know counts as "other": a new one must be placed."""
-    returned = _results(ROOT / "workers" / "tasks.py", {"_begin", "_finish", "_handle_failure"})
+    returned = _results(ROOT / "workers" / "runner.py", {"_park", "_begin_one", "_begun", "finish", "_run_failed",
+                                                         "_ran", "_handle_failure"})
     assert {"parked", "locked", "dead"} <= returned, "the scan no longer finds the results"
     report_outcomes = _report_outcomes()
     assert {"created", "updated", "noop"} <= report_outcomes

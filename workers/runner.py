@@ -179,24 +179,29 @@ def begin_runs(link: Link, side: str, numbers: list[int], job_id: str = "", atte
             with telemetry.sync_run(link.name, side, number):
                 parked.append((number, _park(link, side, number)))
         return parked
-    results: list[tuple[int, Begun | str]] = []
-    for number, took in zip(numbers, taken):
-        lock = pair_lock(rt.redis, link, side, number, took.counterpart)
-        if took.locked:
-            _again(link.name, side, number, decide(FailureKind.BUSY, attempt, rt.settings.time_scale), carried)
-            results.append((number, "locked"))
-            continue
-        lock.token, lock.ttl_ms = token, lock_ttl_ms
-        try:
-            results.append((number, _begun(link, side, number, took, lock, job_id, attempt, carried)))
-        except redis.RedisError:
-            raise  # not a bug of the run's: the job goes back to the queue
-        except Exception as exc:  # noqa: BLE001 - a bug must not lose the event: keep it as a dead letter
-            log.exception("sync run failed unexpectedly", extra={"link": link.name, "side": side, "task": number})
-            lock.release()
-            _dead_letter(link.name, side, number, decide(exc, attempt, rt.settings.time_scale).reason, "unexpected")
-            results.append((number, "dead"))
-    return results
+    return [(number, _begin_one(link, side, number, took, token, lock_ttl_ms, job_id, attempt, carried))
+            for number, took in zip(numbers, taken)]
+
+
+def _begin_one(link: Link, side: str, number: int, took: Taken, token: str, lock_ttl_ms: int, job_id: str,
+               attempt: int, carried: Hints | None) -> Begun | str:
+    """The run of SIDE's task NUMBER, from what the begin step TOOK for it (its pair locked with
+    TOKEN, or not)."""
+    rt = runtime()
+    lock = pair_lock(rt.redis, link, side, number, took.counterpart)
+    if took.locked:
+        _again(link.name, side, number, decide(FailureKind.BUSY, attempt, rt.settings.time_scale), carried)
+        return "locked"
+    lock.token, lock.ttl_ms = token, lock_ttl_ms
+    try:
+        return _begun(link, side, number, took, lock, job_id, attempt, carried)
+    except redis.RedisError:
+        raise  # not a bug of the run's: the job goes back to the queue
+    except Exception as exc:  # noqa: BLE001 - a bug must not lose the event: keep it as a dead letter
+        log.exception("sync run failed unexpectedly", extra={"link": link.name, "side": side, "task": number})
+        lock.release()
+        _dead_letter(link.name, side, number, decide(exc, attempt, rt.settings.time_scale).reason, "unexpected")
+        return "dead"
 
 
 def _begun(link: Link, side: str, number: int, took: Taken, lock: TaskLock, job_id: str, attempt: int,
