@@ -163,7 +163,7 @@ def links(links_path: str | None) -> None:
 @click.option("--config", "links_path", default=None)
 def relink(link_name: str, links_path: str | None) -> None:
     """Rebuild a link's registry from the mirror markers stored in both accounts."""
-    from crosslink.operations.status import relink as do_relink
+    from crosslink.operations.relink import relink as do_relink
 
     settings = get_settings()
     found = do_relink(links_path or settings.links_path, settings.redis_url, link_name)
@@ -179,7 +179,7 @@ def backfill(link_name: str, links_path: str | None, dry_run: bool) -> None:
     queue the rest to be mirrored. Resumable: a rerun continues an interrupted one."""
     import redis
 
-    from crosslink.operations.status import cli_client
+    from crosslink.operations.session import cli_client
     from planfix.limiter import AccountLimiter
     from crosslink.operations.backfill import BackfillBusy, run_backfill
     from crosslink.queue.enqueue import Enqueuer
@@ -265,7 +265,7 @@ def mirror_command(link_name: str, side: str, task: int, links_path: str | None)
 def _decision(link_name: str, links_path: str | None, decide) -> dict:
     """Run DECIDE(link, clients, store, enqueuer) for a person's decision on LINK's tasks."""
     from crosslink.operations.backfill import DecisionRefused
-    from crosslink.operations.status import load_link, operator_session
+    from crosslink.operations.session import load_link, operator_session
     from crosslink.queue.enqueue import Enqueuer
 
     try:

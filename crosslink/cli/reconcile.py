@@ -197,7 +197,7 @@ def render(link_name: str, drift: list[Any], title: str) -> str:
 def reconcile(link_name: str, repair: bool, json_path: str | None, links_path: str | None,
               wait_s: float) -> None:
     """Compare both sides of a link over REST and print the drift by task."""
-    from crosslink.operations.status import load_link, operator_session
+    from crosslink.operations.session import load_link, operator_session
     from planfix.errors import PlanfixError
     from crosslink.queue.enqueue import Enqueuer
 
@@ -267,7 +267,7 @@ def acknowledge(link_name: str, task: str, why: str, by: str | None, links_path:
     reports it but no longer fails on it until it changes. Compares the link once to know it."""
     import getpass
 
-    from crosslink.operations.status import load_link, operator_session
+    from crosslink.operations.session import load_link, operator_session
 
     try:
         link = load_link(link_name, links_path)

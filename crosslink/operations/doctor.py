@@ -33,7 +33,7 @@ import httpx
 import redis
 
 from crosslink.base.logs import register_secret
-from crosslink.operations.status import cli_client
+from crosslink.operations.session import cli_client
 from crosslink.base.settings import get_settings
 from planfix.client import PlanfixClient
 from planfix.errors import (AccessDenied, AuthError, NotFound, PlanfixError, RateLimited, ScopeDenied,

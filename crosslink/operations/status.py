@@ -1,4 +1,4 @@
-"""Operator commands that read or repair a link's state: status and relink.
+"""`crosslink status`: what an operator reads of every link's state and every account's capacity.
 
 Status reads the shared state in Redis and, beside it, the producer's local spool (the webhooks
 kept while Redis was unreachable), so that an operator sees both during an outage; and, per link
@@ -12,24 +12,18 @@ the producer's /metrics serves too). `status_table` lays it out for people.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import redis
 
-from crosslink.base.logs import register_secret
 from crosslink.base.settings import Settings, get_settings
-from planfix.client import PlanfixClient
 from producers.capacity import account_capacity, reconcile_view
-from planfix.limiter import AccountLimiter
 from producers.spool import spool_directory, spooled_webhooks
-from schemas.links import Link, LinksConfig, load_links
+from schemas.links import LinksConfig, load_links
 from crosslink.queue.names import pending_key
-from workers.state import LinkState, parse_marker
+from workers.state import LinkState
 
 
 # `crosslink status` asks Redis with its own short deadline: it must still say what it knows (the
@@ -180,84 +174,3 @@ def status_table(report: dict[str, list[dict[str, Any]]]) -> str:
                          "reconciliation may spend", "polled every", "runs held"), up, {1, 2, 3, 4, 5})
     lines += [f"{row['account']}: Redis {row['redis']}" for row in report["accounts"] if "redis" in row]
     return "\n".join(lines)
-
-
-def cli_client(link: Link, side: str, limiter: AccountLimiter,
-               env: Mapping[str, str] | None = None) -> PlanfixClient:
-    """A client for an operator command: it may sleep for the limiter instead of failing."""
-    conf = link.sides[side]
-    token = conf.token(os.environ if env is None else env)
-    register_secret(token)
-    return PlanfixClient(conf.base_url, token, account=conf.account, limiter=limiter,
-                         sleep_on_limit=True)
-
-
-@dataclass
-class OperatorSession:
-    """What an operator command on one link works with: the settings, the link, Redis, and a
-    client per side that sleeps for the shared limiter (cli_client)."""
-
-    settings: Settings
-    link: Link
-    store: redis.Redis
-    clients: dict[str, PlanfixClient]
-
-
-def load_link(link_name: str, links_path: str | None = None) -> Link:
-    """The link named LINK_NAME in LINKS_PATH (else the settings'); KeyError naming the known ones."""
-    from schemas.links import find_link
-
-    return find_link(load_links(links_path or get_settings().links_path), link_name)
-
-
-@contextmanager
-def operator_session(link: Link) -> Iterator[OperatorSession]:
-    """An OperatorSession for LINK, closed after."""
-    settings = get_settings()
-    store = redis.Redis.from_url(settings.redis_url)
-    limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
-    clients = {side: cli_client(link, side, limiter) for side in link.sides}
-    try:
-        yield OperatorSession(settings, link, store, clients)
-    finally:
-        for client in clients.values():
-            client.close()
-        store.close()
-
-
-def relink(links_path: str, redis_url: str, link_name: str,
-           env: Mapping[str, str] | None = None) -> dict[str, int]:
-    """Rebuild LINK's registry from the markers (sourceDataVersion) on every mirror in Planfix.
-
-    Every mirror the sync creates names its original in plain text, so the pairs can be read back
-    from the two accounts alone, when Redis has lost them.
-    """
-    config = load_links(links_path)
-    link = next((item for item in config.links if item.name == link_name), None)
-    if link is None:
-        raise SystemExit(f"no link named {link_name!r} in {links_path}")
-    client = redis.Redis.from_url(redis_url)
-    state = LinkState(client, link.name)
-    limiter = AccountLimiter(client)
-    found = {"tasks": 0, "comments": 0}
-    for side in link.sides:
-        planfix = cli_client(link, side, limiter, env)
-        other = link.other(side)
-        create = link.sides[side].create
-        filters = [{"type": 5, "operator": "equal", "value": create.project}] if create.project else []
-        for task in planfix.list_tasks(filters=filters, fields="id,sourceDataVersion"):
-            marker = parse_marker(task.get("sourceDataVersion"))
-            if not marker or marker[0] != link.name or marker[1] != other:
-                continue
-            state.pair("task", other, marker[2], side, int(task["id"]))
-            state.mark_mirror("task", side, int(task["id"]))
-            found["tasks"] += 1
-            for comment in planfix.list_task_comments(int(task["id"]), fields="id,sourceDataVersion",
-                                                      type_list="All"):
-                comment_marker = parse_marker(comment.get("sourceDataVersion"))
-                if comment_marker and comment_marker[0] == link.name and comment_marker[1] == other:
-                    state.pair("comment", other, comment_marker[2], side, int(comment["id"]))
-                    state.mark_mirror("comment", side, int(comment["id"]))
-                    found["comments"] += 1
-        planfix.close()
-    return found
