@@ -301,8 +301,8 @@ def _add_area_commands() -> None:
     from crosslink.cli.chaos import chaos
     from crosslink.cli.dlq import dlq
     from crosslink.cli.reconcile import acknowledge, beat, reconcile
-    from crosslink.operations.doctor import doctor
-    from crosslink.operations.health import health
+    from crosslink.cli.doctor import doctor
+    from crosslink.cli.health import health
 
     for command in (reconcile, acknowledge, beat, dlq, chaos, bench, doctor, health):
         main.add_command(command)
