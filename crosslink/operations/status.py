@@ -1,4 +1,4 @@
-"""`crosslink status`: what an operator reads of every link's state and every account's capacity.
+"""What an operator reads of the links' state: `crosslink status`, `links` and `rejected`.
 
 Status reads the shared state in Redis and, beside it, the producer's local spool (the webhooks
 kept while Redis was unreachable), so that an operator sees both during an outage; and, per link
@@ -7,7 +7,9 @@ webhook was lost can be synced (producers/reconcile.py). Per Planfix account, on
 links share it, its capacity: requests today against the daily quota, the day's forecast at the
 pace so far, the share of the quota the reconciliation may spend, and how long each task's run
 is held while the quota would not last the day (`account_capacity`, which
-the producer's /metrics serves too). `status_table` lays it out for people.
+the producer's /metrics serves too). `status_table` lays it out for people. `links_overview` lists
+the configured links with their severed sides, and `rejected_webhooks` the webhook bodies the
+producer authenticated but could not use.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import redis
 
 from crosslink.base.settings import Settings, get_settings
 from producers.capacity import account_capacity, reconcile_view
+from producers.receiver import rejected_events
 from producers.spool import spool_directory, spooled_webhooks
 from schemas.links import LinksConfig, load_links
 from crosslink.queue.names import pending_key
@@ -174,3 +177,37 @@ def status_table(report: dict[str, list[dict[str, Any]]]) -> str:
                          "reconciliation may spend", "polled every", "runs held"), up, {1, 2, 3, 4, 5})
     lines += [f"{row['account']}: Redis {row['redis']}" for row in report["accounts"] if "redis" in row]
     return "\n".join(lines)
+
+
+def links_overview(links_path: str, redis_url: str) -> list[str]:
+    """One line per configured link: its sides with their base URLs, each severed one with why
+    (its access was lost: its events wait, nothing is deleted). With Redis unreachable a line
+    says the severed sides are unknown."""
+    config = load_links(links_path)
+    store = redis.Redis.from_url(redis_url)
+    lines = []
+    try:
+        for link in config.links:
+            try:
+                severed = LinkState(store, link.name).severed()
+            except redis.RedisError as exc:
+                severed, unknown = {}, f" (severed sides unknown: Redis {type(exc).__name__})"
+            else:
+                unknown = ""
+            sides = ", ".join(f"{name}={side.base_url}"
+                              + (f" [severed: {severed[name]['reason']}]" if name in severed else "")
+                              for name, side in link.sides.items())
+            lines.append(f"{link.name}: {sides}{unknown}")
+    finally:
+        store.close()
+    return lines
+
+
+def rejected_webhooks(redis_url: str, limit: int) -> list[dict[str, Any]]:
+    """The newest LIMIT webhook bodies the producer authenticated but could not use, newest
+    first, with their reasons (secrets already removed by the producer)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return rejected_events(client, limit)
+    finally:
+        client.close()
