@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crosslink.cli import main
-from crosslink.cli.dlq import runs_for
+from crosslink.operations.dead_letters import runs_for
 from crosslink.base.settings import get_settings
 from crosslink.queue.dead_letters import DeadLetters, Released, all_letters, find
 from crosslink.queue.names import SYNC_QUEUE, pending_key

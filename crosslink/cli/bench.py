@@ -1,6 +1,6 @@
 """`crosslink bench`: the benchmark from the command line (crosslink/lab/bench.py does the work).
 
-Kept apart from crosslink/cli.py so the benchmark's options live beside it; the exit status is
+Kept apart from crosslink/cli/__init__.py so the benchmark's options live beside it; the exit status is
 the CI gate (BenchReport.failures): 1 when any request went over Planfix's limit, all-in requests
 per change passed 3, the quiet overhead grew with the number of links, or a run waiting for its
 account's turn was executed more than twice per sync.
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import click
 
+from crosslink.lab.bench import BenchPlan, run_bench
+
 
 @click.command()
 @click.option("--quick", is_flag=True,
@@ -34,8 +36,6 @@ def bench(quick: bool, json_path: Path | None, verbose: bool, scale_links: str |
     Planfix's limits off; with the reconciliation poller on, every request per change (all-in, by
     kind), bursts, the quiet overhead by number of links; at Planfix's 1 request/s, fairness on a
     skewed backlog, what a waiting backlog costs the workers, and idle latency."""
-    from crosslink.lab.bench import BenchPlan, run_bench
-
     plan = BenchPlan.quick() if quick else BenchPlan.full()
     if scale_links is not None:
         if quick:

@@ -1,189 +1,31 @@
-"""`crosslink reconcile` and `crosslink beat`: finding and repairing drift between a link's sides.
+"""`crosslink reconcile`, `acknowledge` and `beat`: finding and repairing drift between a link's sides.
 
-The periodic poller (producers/reconcile.py, run by `crosslink beat` and the workers) repairs
-what lost webhooks leave behind, but only inside its window and only for changes Planfix dates.
-An operator also needs the whole truth on demand: `crosslink reconcile --link X` reads both
-sides over REST (every task in scope with its comments, through the account limiter, so it runs
-alongside live traffic), judges them with the independent checker (crosslink/operations/check.py, which
-knows nothing of the workers' registry) and prints the drift by task: missing (no mirror), extra
-(a mirror whose original is gone from scope), diverged (fields, status, assignees, comments,
-checklist or files differ), duplicated. `--repair` queues a sync of every drifted task through
-the same coalesced door as webhooks (so the same idempotent writers do the work), waits until
-the queue is quiet, and compares again: what it prints last is what is still wrong.
-
-Exit status: 0 when no drift remains, 1 when some does (after a repair: some still does), 3
-when a side cannot be read (its access is cut: 401, 403, scope): the report then says which, and
-what the side it can read holds. Drift that repair cannot fix can be acknowledged (`crosslink
-acknowledge`: who and why, kept in Redis); an acknowledged task's drift is reported but fails
-nothing until it changes (its details differ from what was acknowledged).
-
-A full compare costs about one request per task per side for comments, plus one each for the
-checklist and the card files where the link carries them, plus the list pages: at Planfix's
-1 request/s a 500-task link takes roughly 17-50 minutes. It is meant for an operator, not a loop.
+The compare, the repair and the acknowledgements are crosslink/operations/reconcile.py; a
+command here parses its options, prints what the run says as it goes, writes the --json report
+and exits by the verdict: 0 when no drift remains, 1 when some does, 3 when a side cannot be read.
+`crosslink beat` runs the scheduler that ticks the periodic poller (producers/reconcile.py).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
-import time
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
-
-# How often the repair looks at the queue, and how many quiet looks in a row mean it is done.
-QUIET_POLL_S = 0.5
-QUIET_LOOKS = 3
-# The longest a repair waits for the workers by default; a big link at 1 request/s needs long.
-REPAIR_WAIT_S = 600.0
-
-
-def rest_dump(link: Any, side: str, client: Any) -> list[dict[str, Any]]:
-    """SIDE's tasks in scope and the mirrors we made there, read over REST in the shape
-    crosslink.operations.check expects (the emulator's dump_tasks): task fields, comments (deleted ones
-    included), and checklist and card files where the link carries them."""
-    from planfix.client import CHECKLIST_FIELDS, COMMENT_FIELDS
-    from producers.reconcile import poll_filter_sets
-    from workers.canonical import in_scope, task_fields
-    from workers.state import parse_marker
-
-    conf = link.sides[side]
-    other = link.other(side)
-    tasks: dict[int, dict[str, Any]] = {}
-    for filters in poll_filter_sets(conf):
-        for task in client.list_tasks(filters=filters, fields=task_fields(link, side)):
-            marker = parse_marker(task.get("sourceDataVersion"))
-            ours = marker is not None and marker[0] == link.name and marker[1] == other
-            if ours or in_scope(link, side, task):
-                tasks[int(task["id"])] = dict(task)
-    for number, task in sorted(tasks.items()):
-        task["comments"] = list(client.list_task_comments(number, fields=COMMENT_FIELDS, type_list="All"))
-        if link.fields.checklist.direction != "none":
-            task["checklist"] = list(client.list_checklist(number, fields=CHECKLIST_FIELDS))
-        if link.fields.files.direction != "none":
-            task["files"] = client.list_task_files(number, only_description=True)
-        else:
-            task.pop("files", None)
-    return [tasks[number] for number in sorted(tasks)]
+from crosslink.cli.options import link_named
+from crosslink.operations.reconcile import (REPAIR_WAIT_S, BadTaskRef, NoDrift, SideUnreadable,
+                                            acknowledge_drift, reconcile_link)
+from planfix.errors import PlanfixError
+from workers.app import app
 
 
-# The exit status when a side cannot be read at all (its access is cut).
-EXIT_UNREADABLE = 3
-ACK_KEY = "crosslink:ack:{link}"
-
-
-class SideUnreadable(Exception):
-    """Some side of the link cannot be read (access cut); DUMPS holds the sides that could."""
-
-    def __init__(self, errors: Mapping[str, str], dumps: Mapping[str, list[dict[str, Any]]]):
-        super().__init__("; ".join(f"{side}: {error}" for side, error in errors.items()))
-        self.errors, self.dumps = dict(errors), dict(dumps)
-
-
-def compare_over_rest(link: Any, clients: Mapping[str, Any]) -> Any:
-    """Both sides of LINK read over REST and judged by the independent checker; SideUnreadable
-    when a side's access is cut (each side is read all the same)."""
-    from crosslink.operations.check import check_link
-    from planfix.errors import AccessDenied, AuthError, ScopeDenied
-
-    dumps, errors = {}, {}
-    for side in link.sides:
-        try:
-            dumps[side] = rest_dump(link, side, clients[side])
-        except (AuthError, ScopeDenied, AccessDenied) as exc:
-            errors[side] = f"{type(exc).__name__}: {exc}"
-    if errors:
-        raise SideUnreadable(errors, dumps)
-    return check_link(link, dumps)
-
-
-def drift_print(item: Any) -> str:
-    """What an acknowledgement of ITEM holds it to: its kind and details."""
-    import hashlib
-
-    return hashlib.sha256(json.dumps([item.kind, item.counterpart, sorted(item.details)]).encode()).hexdigest()[:16]
-
-
-def acknowledged(store: Any, link_name: str) -> dict[str, dict[str, Any]]:
-    raw = store.hgetall(ACK_KEY.format(link=link_name))
-    return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
-
-
-def standing(drift: list[Any], acks: Mapping[str, Mapping[str, Any]]) -> tuple[list[Any], list[Any]]:
-    """DRIFT split into what fails the command and what was acknowledged as it is now."""
-    failing, accepted = [], []
-    for item in drift:
-        ack = acks.get(f"{item.side}:{item.task}")
-        (accepted if ack and ack.get("print") == drift_print(item) else failing).append(item)
-    return failing, accepted
-
-
-def readable_summary(link: Any, dumps: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """What each readable side holds: its tasks in scope, the mirrors of the other side's tasks
-    among them, and their comments (all kept: a cut deletes nothing)."""
-    from workers.state import parse_marker
-
-    summary = {}
-    for side, tasks in dumps.items():
-        mirrors = sum(1 for task in tasks if (parse_marker(task.get("sourceDataVersion")) or ("",))[0] == link.name)
-        summary[side] = {"tasks": len(tasks), "mirrors": mirrors,
-                         "comments": sum(len(task.get("comments") or []) for task in tasks)}
-    return summary
-
-
-def repair_jobs(link: Any, drift: Iterable[Any]) -> list[tuple[str, int]]:
-    """Which (side, task) to sync for each drifted task, without repeats.
-
-    Assumes a sync run of either task of a pair reads both and carries whatever differs both
-    ways; both are queued anyway for a diverged or duplicated pair, because comments are read
-    from the side the run starts on. A missing original is synced from its own side; an extra
-    mirror from its side (the worker then follows its registry and its marker).
-    """
-    jobs: list[tuple[str, int]] = []
-    for item in drift:
-        wanted = [(item.side, item.task)]
-        if item.counterpart is not None and item.kind != "extra":
-            wanted.append((link.other(item.side), item.counterpart))
-        for job in wanted:
-            if job not in jobs:
-                jobs.append(job)
-    return jobs
-
-
-def wait_quiet(redis_url: str, link_name: str, timeout_s: float) -> bool:
-    """Wait until no sync work of LINK_NAME is left (crosslink.operations.status.work_waiting), for
-    QUIET_LOOKS looks in a row; False on timeout."""
-    import redis
-
-    from crosslink.queue.inspect import work_waiting
-
-    client = redis.Redis.from_url(redis_url)
-    deadline = time.monotonic() + timeout_s
-    calm = 0
-    try:
-        while time.monotonic() < deadline:
-            calm = 0 if work_waiting(client, link_name) else calm + 1
-            if calm >= QUIET_LOOKS:
-                return True
-            time.sleep(QUIET_POLL_S)
-        return False
-    finally:
-        client.close()
-
-
-def render(link_name: str, drift: list[Any], title: str) -> str:
-    counts = {kind: sum(1 for item in drift if item.kind == kind)
-              for kind in ("missing", "extra", "diverged", "duplicated")}
-    lines = [f"{title}: link {link_name}: {len(drift)} task(s) drifted ("
-             + ", ".join(f"{kind} {count}" for kind, count in counts.items()) + ")"]
-    for item in drift:
-        pair = f"{item.side} #{item.task}" + (f" / #{item.counterpart}" if item.counterpart else "")
-        lines.append(f"  {item.kind:<10} {pair}")
-        lines.extend(f"      {detail}" for detail in item.details)
-    return "\n".join(lines)
+def _write_report(json_path: str | None, report: dict[str, Any]) -> None:
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 @click.command()
@@ -197,63 +39,13 @@ def render(link_name: str, drift: list[Any], title: str) -> str:
 def reconcile(link_name: str, repair: bool, json_path: str | None, links_path: str | None,
               wait_s: float) -> None:
     """Compare both sides of a link over REST and print the drift by task."""
-    from crosslink.operations.status import load_link, operator_session
-    from planfix.errors import PlanfixError
-    from crosslink.queue.enqueue import Enqueuer
-
+    link = link_named(link_name, links_path)
     try:
-        link = load_link(link_name, links_path)
-    except KeyError as exc:
-        raise click.ClickException(str(exc.args[0])) from None
-    report: dict[str, Any] = {"link": link.name}
-    with operator_session(link) as session:
-        settings, clients = session.settings, session.clients
-        acks = acknowledged(session.store, link.name)
-        try:
-            before = compare_over_rest(link, clients)
-            report["drift"] = [item.as_dict() for item in before.drift]
-            click.echo(render(link.name, before.drift, "before" if repair else "drift"))
-            remaining = before.drift
-            if repair and before.drift:
-                jobs = repair_jobs(link, before.drift)
-                enqueuer = Enqueuer(settings.redis_url)
-                try:
-                    queued = sum(enqueuer.sync(link.name, side, number) for side, number in jobs)
-                finally:
-                    enqueuer.close()
-                click.echo(f"repair: {len(jobs)} sync job(s) asked for, {queued} queued "
-                           f"({len(jobs) - queued} already waiting); waiting for the workers")
-                settled = wait_quiet(settings.redis_url, link.name, wait_s)
-                after = compare_over_rest(link, clients)
-                remaining = after.drift
-                report["repair"] = {"jobs": [list(job) for job in jobs], "queued": queued,
-                                    "settled": settled, "after": [item.as_dict() for item in after.drift]}
-                if not settled:
-                    click.echo(f"repair: the queue was still busy after {wait_s:.0f} s", err=True)
-                click.echo(render(link.name, after.drift, "after"))
-        except SideUnreadable as cut:
-            report["unreadable"] = cut.errors
-            report["readable"] = readable_summary(link, cut.dumps)
-            for side, error in cut.errors.items():
-                click.echo(f"link {link.name}: the {side} side cannot be read ({error}); nothing is compared")
-            for side, held in report["readable"].items():
-                click.echo(f"link {link.name}: the {side} side holds {held['tasks']} task(s) in scope, "
-                           f"{held['mirrors']} of them mirrors, with {held['comments']} comment(s)")
-            if json_path:
-                Path(json_path).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-            sys.exit(EXIT_UNREADABLE)
-        except PlanfixError as exc:
-            raise click.ClickException(f"reading Planfix failed: {exc}") from None
-    failing, accepted = standing(remaining, acks)
-    if accepted:
-        click.echo(f"acknowledged, as it still is ({len(accepted)}): "
-                   + ", ".join(f"{item.side} #{item.task} ({acks[f'{item.side}:{item.task}']['why']})"
-                               for item in accepted))
-    report["acknowledged"] = [item.as_dict() for item in accepted]
-    report["remaining"] = len(failing)
-    if json_path:
-        Path(json_path).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-    sys.exit(1 if failing else 0)
+        report, status = reconcile_link(link, repair=repair, wait_s=wait_s, say=click.echo)
+    except PlanfixError as exc:
+        raise click.ClickException(f"reading Planfix failed: {exc}") from None
+    _write_report(json_path, report)
+    sys.exit(status)
 
 
 @click.command()
@@ -265,28 +57,15 @@ def reconcile(link_name: str, repair: bool, json_path: str | None, links_path: s
 def acknowledge(link_name: str, task: str, why: str, by: str | None, links_path: str | None) -> None:
     """Accept TASK's drift (SIDE:NUMBER, as `crosslink reconcile` lists it) as it is now: reconcile
     reports it but no longer fails on it until it changes. Compares the link once to know it."""
-    import getpass
-
-    from crosslink.operations.status import load_link, operator_session
-
+    link = link_named(link_name, links_path)
     try:
-        link = load_link(link_name, links_path)
-    except KeyError as exc:
-        raise click.ClickException(str(exc.args[0])) from None
-    side, _, number = task.partition(":")
-    if side not in link.sides or not number.isdigit():
-        raise click.BadParameter(f"{task!r}: expected SIDE:NUMBER, SIDE one of {', '.join(link.sides)}")
-    with operator_session(link) as session:
-        try:
-            drift = compare_over_rest(link, session.clients).drift
-        except SideUnreadable as cut:
-            raise click.ClickException(f"cannot compare during a cut: {cut}") from None
-        item = next((item for item in drift if (item.side, item.task) == (side, int(number))), None)
-        if item is None:
-            raise click.ClickException(f"{task} has no drift now; nothing to acknowledge")
-        record = {"print": drift_print(item), "kind": item.kind, "details": item.details, "why": why,
-                  "by": by or getpass.getuser(), "at": time.time()}
-        session.store.hset(ACK_KEY.format(link=link.name), task, json.dumps(record, ensure_ascii=False))
+        record = acknowledge_drift(link, task, why, by or getpass.getuser())
+    except BadTaskRef as exc:
+        raise click.BadParameter(str(exc)) from None
+    except SideUnreadable as cut:
+        raise click.ClickException(f"cannot compare during a cut: {cut}") from None
+    except NoDrift as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"link": link.name, "task": task, **record}, ensure_ascii=False))
 
 
@@ -300,8 +79,6 @@ def beat(schedule_path: str | None) -> None:
     CROSSLINK_RECONCILE_PERIOD_S) has run out. Several replicas are safe: each poll takes its
     account's turn in Redis, so extra ticks do nothing (producers/tasks.py).
     """
-    from workers.app import app
-
     argv = ["beat", "--loglevel", "INFO"]
     if schedule_path:
         argv += ["--schedule", schedule_path]

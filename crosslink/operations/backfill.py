@@ -25,371 +25,51 @@ finishes, so a later backfill starts afresh (and still skips whatever is linked 
 It lives with the operator commands rather than among the producers: besides queueing jobs it
 writes pairs and seeded snapshots into the workers' registry (workers.state) and reads tasks
 through the workers' canonical views, which producers may not import.
+
+This module is the run: list, plan, pair, queue, record progress. What it decides without I/O
+(matching, seeding, the estimate) is crosslink/operations/backfill_plan.py; how a pair is
+written and the progress kept, crosslink/operations/pairing.py, which a person's decisions
+(crosslink/operations/decisions.py) share.
 """
 
 from __future__ import annotations
 
-import re
 import time
-import unicodedata
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis
 
-from planfix.client import MAX_PAGE_SIZE, PlanfixClient
+from crosslink.base.settings import get_settings
+from crosslink.operations.backfill_plan import (
+    SOURCE_CALLS_PER_SYNC, TARGET_CALLS_PER_SYNC, UNAGREED, Ambiguous, BackfillPlan, Candidate, Estimate,
+    PairPlan, estimate, marker_side, match_tasks, normalise_name, pair_plan, pairing_overwrites,
+    plan_backfill, scope_filters, seed_snapshots)
+from crosslink.operations.decisions import DecisionRefused, mirror_by_decision, pair_by_decision
+from crosslink.operations.pairing import (
+    MARKED, PAIRED, PROGRESS_KEY, QUEUED, BackfillBusy, BackfillProgress, pair_unless_linked, pair_view,
+    write_marker)
+from crosslink.operations.session import cli_client
 from crosslink.queue.enqueue import Enqueuer
-from schemas.links import Link, Side
-from workers.canonical import canonical_task, in_scope, task_fields
-from workers.field_diff import changed_fields, flows
-from workers.plan import plan_task_sync
-from workers.sync import expected_view, people_names
-from workers.idempotency import TaskLock
-from crosslink.queue.names import lock_key
-from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
+from planfix.client import MAX_PAGE_SIZE, PlanfixClient
+from planfix.limiter import AccountLimiter
+from schemas.links import Link, find_link, load_links
+from workers.canonical import task_fields
+from workers.state import LinkState, parse_marker
+
+# The whole backfill is reached through this module, the names its sibling modules define
+# included: the plan's pure decisions (backfill_plan), the pairing's writes and progress record
+# (pairing) and a person's decisions (decisions).
+__all__ = [
+    "MARKED", "PAIRED", "PROGRESS_KEY", "QUEUED", "SOURCE_CALLS_PER_SYNC", "TARGET_CALLS_PER_SYNC", "UNAGREED",
+    "Ambiguous", "BackfillBusy", "BackfillPlan", "BackfillProgress", "BackfillReport", "Candidate",
+    "DecisionRefused", "Estimate", "PairPlan", "backfill_link", "estimate", "list_scope", "marker_side",
+    "match_tasks", "mirror_by_decision", "normalise_name", "pair_by_decision", "pair_plan",
+    "pairing_overwrites", "plan_backfill", "raw_name", "run_backfill", "scope_filters", "seed_snapshots",
+]
 
-# Planfix task filter types (API-NOTES.md section 3).
-FILTER_PROJECT = 5
-FILTER_TEMPLATE = 51
-
-PROGRESS_KEY = "crosslink:backfill:{link}"
-# A snapshot value no canonical value equals: the key counts as changed on that side, so its sync
-# carries the value (only where the counterpart differs). Seeded for the side each field prefers.
-UNAGREED = {"crosslink": "unagreed-at-backfill"}
-# Requests the workers spend per queued sync, for the estimate: the source side reads the task,
-# its comments, checklist and files; the other side gets a create or read, the read-back after a
-# write, its comment and checklist reads. Measured in tests/e2e/test_backfill.py: about 3.7 on
-# each side. Comments add one write each and are not counted: the listing does not say how many.
-SOURCE_CALLS_PER_SYNC = 4
-TARGET_CALLS_PER_SYNC = 4
-# Stages of one item in the progress record, in order.
-PAIRED, MARKED, QUEUED = "paired", "marked", "queued"
-# Pairing waits for a live sync run of either task to finish: runs take seconds at Planfix's
-# pace, so a lock held longer than this is a stuck run, reported rather than waited out.
-LOCK_WAIT_S = 120.0
-LOCK_RETRY_S = 0.5
-# The pairing itself is a few Redis commands.
-PAIRING_LOCK_TTL_MS = 10_000
-
-
-class BackfillBusy(Exception):
-    """A sync run held the tasks to pair for too long; the backfill can simply be run again."""
-
-
-# --- pure decisions ---------------------------------------------------------------------------
-
-def scope_filters(side: Side) -> list[dict[str, Any]]:
-    """The task-list filters that select SIDE's scope on the server, where one exists (other
-    scope kinds list every task and :func:`in_scope` decides locally)."""
-    kind_to_type = {"project": FILTER_PROJECT, "template": FILTER_TEMPLATE}
-    filter_type = kind_to_type.get(side.scope.kind)
-    if filter_type is None:
-        return []
-    return [{"type": filter_type, "operator": "equal", "value": side.scope.value}]
-
-
-def normalise_name(name: Any) -> str:
-    """The matching key of a task name: Unicode-normalised (NFKC), case-folded, inner runs of
-    whitespace collapsed to one space, outer whitespace dropped. "" never matches anything."""
-    text = unicodedata.normalize("NFKC", str(name or "")).casefold()
-    return re.sub(r"\s+", " ", text).strip()
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One task as the matcher sees it: ``linked`` = already paired in the registry or carrying
-    (or named by) a mirror marker of this link."""
-
-    number: int
-    name: str
-    in_scope: bool = True
-    linked: bool = False
-
-
-@dataclass(frozen=True)
-class Ambiguous:
-    """A name found on both sides with more than one candidate on at least one of them."""
-
-    name: str
-    left: tuple[int, ...]
-    right: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Matching:
-    pairs: tuple[tuple[int, int], ...]
-    ambiguous: tuple[Ambiguous, ...]
-    unmatched_left: tuple[int, ...]
-    unmatched_right: tuple[int, ...]
-
-
-def match_tasks(left: Sequence[Candidate], right: Sequence[Candidate]) -> Matching:
-    """Pair the LEFT side's tasks with the RIGHT side's ones made by hand before the link.
-
-    Rule: only tasks in their side's scope and not yet linked take part. Two tasks match when
-    their :func:`normalise_name` keys are equal and non-empty and that key belongs to exactly
-    one candidate on each side. A key with several candidates on either side (and at least one
-    on the other) is ambiguous: none of its tasks is paired or queued (creating a mirror could
-    duplicate the hand copy; an operator decides). Everything else eligible is unmatched and
-    gets a mirror. Results are sorted, so a rerun on the same data plans the same.
-    """
-    def eligible(items: Sequence[Candidate]) -> dict[int, str]:
-        return {c.number: normalise_name(c.name) for c in items if c.in_scope and not c.linked}
-
-    lefts, rights = eligible(left), eligible(right)
-    by_key: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
-    for number, key in lefts.items():
-        if key:
-            by_key[key][0].append(number)
-    for number, key in rights.items():
-        if key:
-            by_key[key][1].append(number)
-    pairs, ambiguous, taken_left, taken_right = [], [], set(), set()
-    for key, (ls, rs) in sorted(by_key.items()):
-        if not ls or not rs:
-            continue
-        if len(ls) == 1 and len(rs) == 1:
-            pairs.append((ls[0], rs[0]))
-        else:
-            ambiguous.append(Ambiguous(key, tuple(sorted(ls)), tuple(sorted(rs))))
-        taken_left.update(ls)
-        taken_right.update(rs)
-    return Matching(tuple(sorted(pairs)), tuple(ambiguous),
-                    tuple(sorted(set(lefts) - taken_left)), tuple(sorted(set(rights) - taken_right)))
-
-
-def _counter_key(link: Link, key: str, side: str) -> str:
-    """SIDE's canonical KEY as named on the other side (custom fields have per-side ids)."""
-    if key.startswith("cf:"):
-        rule = link.fields.custom_rule(side, int(key[3:]))
-        return f"cf:{rule.id_on(link.other(side))}" if rule else key
-    return key
-
-
-def carries(link: Link, key: str, side: str, prevailing: str) -> bool:
-    """Whether SIDE's value of KEY should win on a pair made by hand: it flows from SIDE, and
-    either nothing flows back or SIDE is preferred: the field's owner, else the PREVAILING side
-    (the link's first side: its tasks count as the originals)."""
-    if not flows(link, key, side):
-        return False
-    other = link.other(side)
-    if not flows(link, _counter_key(link, key, side), other):
-        return True
-    owner = getattr(link.fields.rule_for(key, side), "owner", None)
-    if owner in (side, other):
-        return owner == side
-    return side == prevailing
-
-
-def seed_snapshots(link: Link, prevailing: str, views: Mapping[str, Mapping[str, Any]]
-                   ) -> dict[str, dict[str, Any]]:
-    """The snapshots to seed for a hand-made pair, from both sides' canonical VIEWS.
-
-    Each side's snapshot is its current view, except that the keys it should win
-    (:func:`carries`) are :data:`UNAGREED`: its sync sees them changed and carries them, the
-    other side sees its own value unchanged and carries nothing back. Whichever side's sync runs
-    first, the pair converges on the preferred values; fields already equal cost no write.
-    """
-    return {side: {key: (UNAGREED if carries(link, key, side, prevailing) else value)
-                   for key, value in view.items()}
-            for side, view in views.items()}
-
-
-def pairing_overwrites(link: Link, snapshots: Mapping[str, Mapping[str, Any]],
-                       views: Mapping[str, Mapping[str, Any]], raw: Mapping[str, Mapping[str, Any]],
-                       counterpart: Callable[[str, int], int | None]) -> tuple[dict[str, Any], ...]:
-    """What pairing two tasks will overwrite, field by field: each side's first sync, planned
-    from the seeded SNAPSHOTS as it will run (workers.plan), and every value it writes over on
-    the other side (ON: the side whose value is lost, FROM: it, TO: the winner's, BY: the rule,
-    the field's owner or, with none, the link's first side as the original). Pure. A dry run
-    shows it, so nobody learns after the pairing that their own description is gone."""
-    found = []
-    for side in link.sides:
-        other = link.other(side)
-        plan = plan_task_sync(link, side, views[side], snapshots[side], views[other], snapshots[other],
-                              counterpart, people_names(raw[side]))
-        written = expected_view(views[other], plan.update_body)
-        if plan.status_path:
-            written["status"] = plan.status_path[-1]
-        for key, value in sorted(written.items()):
-            before = views[other].get(key)
-            if changed_fields({key: before}, {key: value}):
-                owner = getattr(link.fields.rule_for(_counter_key(link, key, other), side), "owner", None)
-                found.append({"on": other, "field": key, "from": before, "to": value,
-                              "by": f"owner: {owner}" if owner in link.sides else f"{side} is the original"})
-    return tuple(found)
-
-
-def marker_side(link: Link, raw: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """Which task of a hand-made pair gets the mirror marker: the second side's (so the first
-    side's task reads as the original), else the first's; only a task whose sourceObjectId and
-    sourceDataVersion are both empty, so no other integration's data is overwritten. None when
-    neither is free: the pair lives in the registry only (relink cannot rebuild it)."""
-    first, second = list(link.sides)
-    for side in (second, first):
-        task = raw[side]
-        if not task.get("sourceObjectId") and not task.get("sourceDataVersion"):
-            return side
-    return None
-
-
-@dataclass(frozen=True)
-class PairPlan:
-    sides: tuple[str, str]  # (link's first side, second side)
-    numbers: tuple[int, int]
-    marker_on: str | None
-    snapshots: dict[str, dict[str, Any]]
-    # What the pair's first syncs will write over, field by field (pairing_overwrites).
-    overwrites: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def item(self) -> str:
-        return f"pair:{self.sides[0]}:{self.numbers[0]}:{self.sides[1]}:{self.numbers[1]}"
-
-
-@dataclass(frozen=True)
-class BackfillPlan:
-    pairs: tuple[PairPlan, ...]
-    create: tuple[tuple[str, int], ...]  # (side, number) to queue: their mirrors get created
-    ambiguous: tuple[Ambiguous, ...]
-    already_linked: dict[str, int]
-    out_of_scope: dict[str, int]
-
-
-def pair_plan(link: Link, raw: Mapping[str, Mapping[str, Any]],
-              counterpart: Callable[[str, int], int | None]) -> PairPlan:
-    """The plan to pair RAW's two tasks (side -> raw task, the link's first side as the original):
-    the marker's side, the seeded snapshots, and what the pair's first syncs will overwrite."""
-    first, second = list(link.sides)
-    views = {side: canonical_task(raw[side], link, side) for side in (first, second)}
-    seeded = seed_snapshots(link, first, views)
-    return PairPlan((first, second), (int(raw[first]["id"]), int(raw[second]["id"])), marker_side(link, raw),
-                    seeded, pairing_overwrites(link, seeded, views, raw, counterpart))
-
-
-def counterpart_in(registry: Mapping[str, int]) -> Callable[[str, int], int | None]:
-    """The registry's lookup (side, number) -> counterpart, as the planner asks it."""
-    return lambda side, number: registry.get(f"{side}:{number}")
-
-
-def plan_backfill(link: Link, listings: Mapping[str, Sequence[Mapping[str, Any]]],
-                  registry: Mapping[str, int]) -> BackfillPlan:
-    """What a backfill does, from both sides' LISTINGS (raw tasks with sync fields) and the
-    link's task REGISTRY ("side:number" -> counterpart).
-
-    A task is linked when the registry has it, when it carries a marker of this link (it is a
-    mirror), or when a marker on the other side names it (its mirror exists, even if the registry
-    has not caught up).
-    """
-    first, second = list(link.sides)
-    named: dict[str, set[int]] = {side: set() for side in link.sides}
-    for side, tasks in listings.items():
-        for task in tasks:
-            marker = parse_marker(task.get("sourceDataVersion"))
-            if marker and marker[0] == link.name and marker[1] in named:
-                named[marker[1]].add(marker[2])
-    candidates: dict[str, list[Candidate]] = {}
-    raw_by: dict[str, dict[int, Mapping[str, Any]]] = {}
-    linked_count: dict[str, int] = {}
-    outside: dict[str, int] = {}
-    for side in (first, second):
-        items = []
-        for task in listings[side]:
-            number = int(task["id"])
-            marker = parse_marker(task.get("sourceDataVersion"))
-            linked = (f"{side}:{number}" in registry or number in named[side]
-                      or bool(marker and marker[0] == link.name))
-            items.append(Candidate(number, task.get("name") or "", in_scope(link, side, task), linked))
-        candidates[side] = items
-        raw_by[side] = {int(task["id"]): task for task in listings[side]}
-        linked_count[side] = sum(1 for c in items if c.linked and c.in_scope)
-        outside[side] = sum(1 for c in items if not c.in_scope)
-    matching = match_tasks(candidates[first], candidates[second])
-    pairs = []
-    for left, right in matching.pairs:
-        raw = {first: raw_by[first][left], second: raw_by[second][right]}
-        pairs.append(pair_plan(link, raw, counterpart_in(registry)))
-    create = tuple([(first, n) for n in matching.unmatched_left]
-                   + [(second, n) for n in matching.unmatched_right])
-    return BackfillPlan(tuple(pairs), create, matching.ambiguous, linked_count, outside)
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """Requests the backfill and the syncs it queues will spend per account, and the time that
-    takes at each account's rate (the slower account decides)."""
-
-    requests: dict[str, int]
-    seconds: float
-
-
-def estimate(link: Link, plan: BackfillPlan, pages: Mapping[str, int],
-             rate_per_s: Mapping[str, float]) -> Estimate:
-    """Listing pages + one marker write per pair + per queued sync SOURCE_CALLS_PER_SYNC on its
-    side and TARGET_CALLS_PER_SYNC on the other (comments not counted: see the constants)."""
-    accounts = {side: link.sides[side].account for side in link.sides}
-    requests: dict[str, int] = defaultdict(int)
-    for side, count in pages.items():
-        requests[accounts[side]] += count
-    syncs: list[str] = [side for side, _ in plan.create]
-    for pair in plan.pairs:
-        if pair.marker_on:
-            requests[accounts[pair.marker_on]] += 1
-        syncs.extend(pair.sides)
-    for side in syncs:
-        requests[accounts[side]] += SOURCE_CALLS_PER_SYNC
-        requests[accounts[link.other(side)]] += TARGET_CALLS_PER_SYNC
-    seconds = max((count / rate_per_s[account] if rate_per_s.get(account) else 0.0)
-                  for account, count in requests.items()) if requests else 0.0
-    return Estimate(dict(requests), seconds)
-
-
-# --- progress in Redis ------------------------------------------------------------------------
-
-@dataclass
-class BackfillProgress:
-    """Per link: the pages listed per side and the stage each item (pair or queued task) reached.
-
-    Hash crosslink:backfill:{link}: "pages:{side}" -> pages listed in the current run,
-    "item:pair:..." / "item:queue:{side}:{n}" -> stage, "started" -> time of the first run.
-    """
-
-    redis: redis.Redis
-    link: str
-
-    @property
-    def key(self) -> str:
-        return PROGRESS_KEY.format(link=self.link)
-
-    def stages(self) -> dict[str, str]:
-        raw = self.redis.hgetall(self.key)
-        return {_text(k)[5:]: _text(v) for k, v in raw.items() if _text(k).startswith("item:")}
-
-    def started(self) -> float | None:
-        value = self.redis.hget(self.key, "started")
-        return float(value) if value is not None else None
-
-    def begin(self, now: float) -> bool:
-        """Open a run; False when an interrupted one is being continued."""
-        return bool(self.redis.hsetnx(self.key, "started", now))
-
-    def set_stage(self, item: str, stage: str, pipe: Any = None) -> None:
-        (pipe or self.redis).hset(self.key, f"item:{item}", stage)
-
-    def set_pages(self, side: str, pages: int) -> None:
-        self.redis.hset(self.key, f"pages:{side}", pages)
-
-    def finish(self) -> None:
-        self.redis.delete(self.key)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-# --- the run ----------------------------------------------------------------------------------
 
 @dataclass
 class BackfillReport:
@@ -453,32 +133,14 @@ def run_backfill(link: Link, clients: Mapping[str, PlanfixClient], store: redis.
     state = LinkState(store, link.name)
     if not dry_run:
         report.resumed = not progress.begin(clock())
-    listings: dict[str, list[dict[str, Any]]] = {}
-    for side in link.sides:
-        tasks, pages = list_scope(link, side, clients[side])
-        listings[side] = tasks
-        report.listed[side], report.pages[side] = len(tasks), pages
-        if not dry_run:
-            progress.set_pages(side, pages)
+    listings = _list_sides(link, clients, report, None if dry_run else progress)
     stages = {} if dry_run else progress.stages()
     plan = plan_backfill(link, listings, state.pairs("task"))
-    # Pairs an interrupted run made are in the registry now, so the new plan does not have them:
-    # finish their marker and queueing from the record.
-    by_item = {pair.item: pair for pair in plan.pairs}
-    leftovers = [item for item, stage in stages.items()
-                 if item.startswith("pair:") and stage != QUEUED and item not in by_item]
-    report.already_linked, report.out_of_scope = plan.already_linked, plan.out_of_scope
-    first, second = list(link.sides)
-    report.ambiguous = [{"name": a.name, first: list(a.left), second: list(a.right)}
-                        for a in plan.ambiguous]
-    todo_pairs = [pair for pair in plan.pairs if stages.get(pair.item) != QUEUED]
-    todo_create = [(side, n) for side, n in plan.create if stages.get(f"queue:{side}:{n}") != QUEUED]
-    report.total = len(todo_pairs) + len(todo_create) + len(leftovers)
-    report.estimate = estimate(link, plan, report.pages, rate_per_s or {})
-    report.markers_unsafe = sum(1 for pair in plan.pairs if pair.marker_on is None)
+    todo = _todo(plan, stages)
+    _describe(link, plan, todo, report, rate_per_s or {})
     report.awaiting = state.awaiting()
     if dry_run:
-        report.pairs = [_pair_view(pair) for pair in plan.pairs]
+        report.pairs = [pair_view(pair) for pair in plan.pairs]
         report.create = list(plan.create)
         if on_plan:
             on_plan(report)
@@ -487,158 +149,124 @@ def run_backfill(link: Link, clients: Mapping[str, PlanfixClient], store: redis.
     if on_plan:
         on_plan(report)
     assert enqueuer is not None, "a backfill that writes needs an enqueuer"
-
-    def budget_left() -> bool:
-        return max_items is None or report.handled < max_items
-
-    def handled() -> None:
+    run = _Run(link, clients, store, enqueuer, progress, state, report, listings, clock, sleep)
+    run.hold_ambiguous(plan.ambiguous)
+    # In order: pairs an interrupted run made, then the pairs to make, then the tasks to queue.
+    steps = [*(partial(run.finish_leftover, item, stages[item]) for item in sorted(todo.leftovers)),
+             *(partial(run.pair, pair, stages.get(pair.item)) for pair in todo.pairs),
+             *(partial(run.create, side, number) for side, number in todo.create)]
+    for step in steps:
+        if max_items is not None and report.handled >= max_items:
+            return report
+        step()
         report.handled += 1
         if on_item:
             on_item(report)
-
-    for ambiguous in plan.ambiguous:
-        # Neither paired nor mirrored: each waits for a person (crosslink pair / mirror), and
-        # no sync run mirrors it meanwhile (workers.plan.older_than_link).
-        for side, numbers in ((first, ambiguous.left), (second, ambiguous.right)):
-            for number in numbers:
-                state.await_decision(side, number, {"name": raw_name(listings[side], number), "ambiguous": True,
-                                                    "at": clock()})
-    report.awaiting = state.awaiting()
-    for item in sorted(leftovers):
-        if not budget_left():
-            return report
-        _finish_leftover(link, item, stages[item], listings, clients, progress, enqueuer)
-        handled()
-    for pair in todo_pairs:
-        if not budget_left():
-            return report
-        stage = stages.get(pair.item)
-        if stage is None:
-            if not _pair_unless_linked(link, pair, store, progress, sleep):
-                # Live traffic mirrored one of the two since the listing: that pair stands,
-                # and the hand-made copy stays unpaired for a person to look at.
-                progress.set_stage(pair.item, QUEUED)
-                report.linked_meanwhile.append(_pair_view(pair))
-                handled()
-                continue
-            stage = PAIRED
-        if stage == PAIRED:
-            _write_marker(link, pair.sides, pair.numbers, pair.marker_on, clients)
-            progress.set_stage(pair.item, MARKED)
-        for side, number in zip(pair.sides, pair.numbers):
-            enqueuer.sync(link.name, side, number)
-        progress.set_stage(pair.item, QUEUED)
-        report.pairs.append(_pair_view(pair))
-        handled()
-    for side, number in todo_create:
-        if not budget_left():
-            return report
-        # Matched by no hand copy: backfill decides it gets a mirror.
-        state.decide_mirror(side, number, by="backfill", at=clock())
-        enqueuer.sync(link.name, side, number)
-        progress.set_stage(f"queue:{side}:{number}", QUEUED)
-        report.create.append((side, number))
-        handled()
     report.complete = True
     progress.finish()
     return report
 
 
+def _list_sides(link: Link, clients: Mapping[str, PlanfixClient], report: BackfillReport,
+                progress: BackfillProgress | None) -> dict[str, list[dict[str, Any]]]:
+    """Both sides' scopes (list_scope), counted in REPORT and, for a run that writes, in PROGRESS."""
+    listings: dict[str, list[dict[str, Any]]] = {}
+    for side in link.sides:
+        tasks, pages = list_scope(link, side, clients[side])
+        listings[side] = tasks
+        report.listed[side], report.pages[side] = len(tasks), pages
+        if progress is not None:
+            progress.set_pages(side, pages)
+    return listings
+
+
+@dataclass(frozen=True)
+class _Todo:
+    """What a run still has to do, after what the progress record says is done."""
+
+    leftovers: list[str]  # pairs an interrupted run made but did not finish
+    pairs: list[PairPlan]
+    create: list[tuple[str, int]]
+
+
+def _todo(plan: BackfillPlan, stages: Mapping[str, str]) -> _Todo:
+    # Pairs an interrupted run made are in the registry now, so the new plan does not have them:
+    # finish their marker and queueing from the record.
+    by_item = {pair.item: pair for pair in plan.pairs}
+    leftovers = [item for item, stage in stages.items()
+                 if item.startswith("pair:") and stage != QUEUED and item not in by_item]
+    return _Todo(leftovers, [pair for pair in plan.pairs if stages.get(pair.item) != QUEUED],
+                 [(side, n) for side, n in plan.create if stages.get(f"queue:{side}:{n}") != QUEUED])
+
+
+def _describe(link: Link, plan: BackfillPlan, todo: _Todo, report: BackfillReport,
+              rate_per_s: Mapping[str, float]) -> None:
+    """What REPORT says of the PLAN before anything is written: its counts and its estimate."""
+    report.already_linked, report.out_of_scope = plan.already_linked, plan.out_of_scope
+    first, second = list(link.sides)
+    report.ambiguous = [{"name": a.name, first: list(a.left), second: list(a.right)}
+                        for a in plan.ambiguous]
+    report.total = len(todo.pairs) + len(todo.create) + len(todo.leftovers)
+    report.estimate = estimate(link, plan, report.pages, rate_per_s)
+    report.markers_unsafe = sum(1 for pair in plan.pairs if pair.marker_on is None)
+
+
+@dataclass
+class _Run:
+    """A backfill that writes: what its items' steps share. Each step handles one item."""
+
+    link: Link
+    clients: Mapping[str, PlanfixClient]
+    store: redis.Redis
+    enqueuer: Enqueuer
+    progress: BackfillProgress
+    state: LinkState
+    report: BackfillReport
+    listings: Mapping[str, list[dict[str, Any]]]
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+
+    def hold_ambiguous(self, ambiguous: Sequence[Ambiguous]) -> None:
+        first, second = list(self.link.sides)
+        for found in ambiguous:
+            # Neither paired nor mirrored: each waits for a person (crosslink pair / mirror), and
+            # no sync run mirrors it meanwhile (workers.plan.older_than_link).
+            for side, numbers in ((first, found.left), (second, found.right)):
+                for number in numbers:
+                    self.state.await_decision(side, number, {"name": raw_name(self.listings[side], number),
+                                                             "ambiguous": True, "at": self.clock()})
+        self.report.awaiting = self.state.awaiting()
+
+    def finish_leftover(self, item: str, stage: str) -> None:
+        _finish_leftover(self.link, item, stage, self.listings, self.clients, self.progress, self.enqueuer)
+
+    def pair(self, pair: PairPlan, stage: str | None) -> None:
+        if stage is None:
+            if not pair_unless_linked(self.link, pair, self.store, self.progress, self.sleep):
+                # Live traffic mirrored one of the two since the listing: that pair stands,
+                # and the hand-made copy stays unpaired for a person to look at.
+                self.progress.set_stage(pair.item, QUEUED)
+                self.report.linked_meanwhile.append(pair_view(pair))
+                return
+            stage = PAIRED
+        if stage == PAIRED:
+            write_marker(self.link, pair.sides, pair.numbers, pair.marker_on, self.clients)
+            self.progress.set_stage(pair.item, MARKED)
+        for side, number in zip(pair.sides, pair.numbers):
+            self.enqueuer.sync(self.link.name, side, number)
+        self.progress.set_stage(pair.item, QUEUED)
+        self.report.pairs.append(pair_view(pair))
+
+    def create(self, side: str, number: int) -> None:
+        # Matched by no hand copy: backfill decides it gets a mirror.
+        self.state.decide_mirror(side, number, by="backfill", at=self.clock())
+        self.enqueuer.sync(self.link.name, side, number)
+        self.progress.set_stage(f"queue:{side}:{number}", QUEUED)
+        self.report.create.append((side, number))
+
+
 def raw_name(tasks: Sequence[Mapping[str, Any]], number: int) -> str:
     return next((str(task.get("name") or "") for task in tasks if int(task["id"]) == number), "")
-
-
-class DecisionRefused(Exception):
-    """A person's pairing or mirroring that cannot be done as asked (the reason says why)."""
-
-
-def pair_by_decision(link: Link, numbers: Mapping[str, int], clients: Mapping[str, PlanfixClient],
-                     store: redis.Redis, enqueuer: Enqueuer,
-                     sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """A person pairs two given tasks (NUMBERS: side -> task number) as backfill pairs a match:
-    snapshots seeded by the link's owner rules, the mirror marker on the hand copy, then a sync
-    of both. Refused when either is paired already or is a mirror of this link."""
-    first, second = list(link.sides)
-    raw = {side: clients[side].get_task(numbers[side], fields=",".join(dict.fromkeys([*task_fields(link, side), "name"])))
-           for side in (first, second)}
-    for side in (first, second):
-        marker = parse_marker(raw[side].get("sourceDataVersion"))
-        if marker and marker[0] == link.name:
-            raise DecisionRefused(f"{side} #{numbers[side]} is a mirror of {marker[1]} #{marker[2]} already")
-    state = LinkState(store, link.name)
-    pair = pair_plan(link, raw, lambda side, number: state.counterpart("task", side, number))
-    if not _pair_unless_linked(link, pair, store, None, sleep):
-        paired = {side: state.counterpart("task", side, numbers[side]) for side in (first, second)}
-        raise DecisionRefused("already paired: " + ", ".join(
-            f"{side} #{numbers[side]} (with #{other})" for side, other in paired.items() if other is not None))
-    _write_marker(link, pair.sides, pair.numbers, pair.marker_on, clients)
-    state.decided_pair(zip(pair.sides, pair.numbers))
-    for side, number in zip(pair.sides, pair.numbers):
-        enqueuer.sync(link.name, side, number)
-    return _pair_view(pair)
-
-
-def mirror_by_decision(link: Link, side: str, number: int, store: redis.Redis, enqueuer: Enqueuer,
-                       by: str, at: float) -> None:
-    """A person decides that SIDE's task NUMBER, older than the link, gets a mirror: its sync
-    is queued and creates one (refused when it is paired already)."""
-    state = LinkState(store, link.name)
-    counterpart = state.counterpart("task", side, number)
-    if counterpart is not None:
-        raise DecisionRefused(f"{side} #{number} is paired with #{counterpart} already")
-    state.decide_mirror(side, number, by=by, at=at)
-    enqueuer.sync(link.name, side, number)
-
-
-def _pair_unless_linked(link: Link, pair: PairPlan, store: redis.Redis, progress: BackfillProgress | None,
-                        sleep: Callable[[float], None]) -> bool:
-    """Write PAIR into the registry with its seeded snapshots, unless either task got a
-    counterpart since the listing; False then. Done under both tasks' sync locks, so no live
-    sync run is creating a mirror of either meanwhile (one that ran already is in the registry)."""
-    lock = TaskLock(store, tuple(sorted(lock_key(link.name, side, number)
-                                        for side, number in zip(pair.sides, pair.numbers))))
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while not lock.acquire(PAIRING_LOCK_TTL_MS):
-        if time.monotonic() > deadline:
-            raise BackfillBusy(f"{pair.item}: a sync run has held these tasks for over {LOCK_WAIT_S:.0f}s; "
-                               "run the backfill again (it resumes)")
-        sleep(LOCK_RETRY_S)
-    try:
-        state = LinkState(store, link.name)
-        if any(state.counterpart("task", side, number) is not None
-               for side, number in zip(pair.sides, pair.numbers)):
-            return False
-        pipe = store.pipeline(transaction=True)
-        seeding = LinkState(pipe, link.name)
-        seeding.pair("task", pair.sides[0], pair.numbers[0], pair.sides[1], pair.numbers[1])
-        seeding.save_snapshots({(side, number): pair.snapshots[side]
-                                for side, number in zip(pair.sides, pair.numbers)})
-        if progress is not None:
-            progress.set_stage(pair.item, PAIRED, pipe)
-        pipe.execute()
-        return True
-    finally:
-        lock.release()
-
-
-def _pair_view(pair: PairPlan) -> dict[str, Any]:
-    return {pair.sides[0]: pair.numbers[0], pair.sides[1]: pair.numbers[1], "marker_on": pair.marker_on,
-            "overwrites": list(pair.overwrites)}
-
-
-def _write_marker(link: Link, sides: tuple[str, str], numbers: tuple[int, int], marker_on: str | None,
-                  clients: Mapping[str, PlanfixClient]) -> None:
-    """Mark MARKER_ON's task as the mirror of the other one: the same fields a created mirror
-    carries, set as absolute values (repeating it changes nothing). A 202 means Planfix applies it
-    later; the registry already holds the pair, so nothing waits on it."""
-    if marker_on is None:
-        return
-    number = numbers[sides.index(marker_on)]
-    origin = link.other(marker_on)
-    origin_number = numbers[sides.index(origin)]
-    clients[marker_on].update_task(number, {
-        "sourceObjectId": mirror_source_id(link.name, origin, "task", origin_number),
-        "sourceDataVersion": mirror_marker(link.name, origin, origin_number)}, silent=True)
 
 
 def _finish_leftover(link: Link, item: str, stage: str, listings: Mapping[str, list[dict[str, Any]]],
@@ -657,8 +285,33 @@ def _finish_leftover(link: Link, item: str, stage: str, listings: Mapping[str, l
         ours = [side for side in sides
                 if (parse_marker(raw[side].get("sourceDataVersion")) or ("",))[0] == link.name]
         if not ours and raw[side_a] and raw[side_b]:
-            _write_marker(link, sides, numbers, on, clients)
+            write_marker(link, sides, numbers, on, clients)
         progress.set_stage(item, MARKED)
     for side, number in zip(sides, numbers):
         enqueuer.sync(link.name, side, number)
     progress.set_stage(item, QUEUED)
+
+
+def backfill_link(link_name: str, links_path: str | None = None, *, dry_run: bool = False,
+                  on_plan: Callable[[BackfillReport], None] | None = None,
+                  on_item: Callable[[BackfillReport], None] | None = None) -> BackfillReport:
+    """`crosslink backfill`: run_backfill on the link LINK_NAME of LINKS_PATH (else the
+    settings'), with the configured Redis, a client per side that sleeps for the accounts' shared
+    limiter, and the estimate at the accounts' current rates. KeyError for an unknown link,
+    BackfillBusy when a sync run held a pair's tasks too long (a rerun resumes)."""
+    settings = get_settings()
+    link = find_link(load_links(links_path or settings.links_path), link_name)
+    store = redis.Redis.from_url(settings.redis_url)
+    limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s)
+    rates = {conf.account: 1.0 / max(limiter.interval_s(conf.account), 1e-9) for conf in link.sides.values()}
+    enqueuer = None if dry_run else Enqueuer(settings.redis_url)
+    clients = {side: cli_client(link, side, limiter) for side in link.sides}
+    try:
+        return run_backfill(link, clients, store, enqueuer, dry_run=dry_run, rate_per_s=rates,
+                            on_plan=on_plan, on_item=on_item)
+    finally:
+        for client in clients.values():
+            client.close()
+        if enqueuer is not None:
+            enqueuer.close()
+        store.close()

@@ -1,4 +1,4 @@
-"""`crosslink doctor --link X`: will this link work, checked against the live accounts and producer.
+"""Will this link work? `crosslink doctor --link X` checks it against the live accounts and producer.
 
 `crosslink lint-config` proves the links file is consistent in itself; it cannot know whether
 the ids in it exist. A status id from the wrong account, a deactivated delegate, a token made
@@ -22,19 +22,18 @@ credentials.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import click
 import httpx
 import redis
 
 from crosslink.base.logs import register_secret
-from crosslink.operations.status import cli_client
 from crosslink.base.settings import get_settings
+from crosslink.operations.health import default_producer_url
+from crosslink.operations.session import cli_client
 from planfix.client import PlanfixClient
 from planfix.errors import (AccessDenied, AuthError, NotFound, PlanfixError, RateLimited, ScopeDenied,
                             TransientError)
@@ -395,28 +394,24 @@ def run_doctor(link: Link, at: str, redis_url: str, producer_url: str, env: Mapp
     return out
 
 
-@click.command()
-@click.option("--link", "link_name", required=True)
-@click.option("--config", "links_path", default=None, help="links.yaml (default CROSSLINK_LINKS)")
-@click.option("--producer-url", default=None,
-              help="the producer's base URL (default: CROSSLINK_PRODUCER_HOST/PORT)")
-def doctor(link_name: str, links_path: str | None, producer_url: str | None) -> None:
-    """Check a link against its live accounts and the producer: token, scopes, the statuses, users
-    and custom fields it names, and a test webhook. One line per check; exit 1 on any FAIL."""
-    from crosslink.operations.health import default_producer_url
+class LinkUnreadable(Exception):
+    """The link to check cannot be loaded: no such link in the links file, or a links file that
+    does not load; the message says which, for the operator."""
 
+
+def doctor_link(link_name: str, links_path: str | None = None,
+                producer_url: str | None = None) -> tuple[Link, list[Finding]]:
+    """The link named LINK_NAME in LINKS_PATH (else the settings') and run_doctor's findings on
+    it, against the configured Redis and PRODUCER_URL (else where this machine reaches the
+    producer); LinkUnreadable when the link cannot be loaded."""
     settings = get_settings()
     try:
         config = load_links(links_path or settings.links_path)
         link = find_link(config, link_name)
     except KeyError as exc:
-        raise click.ClickException(str(exc.args[0])) from None
+        raise LinkUnreadable(str(exc.args[0])) from None
     except (ConfigError, OSError) as exc:
-        raise click.ClickException(f"{exc} (see `crosslink lint-config`)") from None
+        raise LinkUnreadable(f"{exc} (see `crosslink lint-config`)") from None
     findings = run_doctor(link, f"links[{config.links.index(link)}]", settings.redis_url,
                           producer_url or default_producer_url(), os.environ, settings.rate_per_s)
-    for finding in findings:
-        click.echo(finding.line())
-    failed = sum(1 for finding in findings if finding.level == FAIL)
-    click.echo(f"{link.name}: {failed} check(s) failed" if failed else f"{link.name}: every check passed")
-    sys.exit(1 if failed else 0)
+    return link, findings

@@ -1,10 +1,11 @@
-"""`crosslink health worker|producer`: what a docker-compose health check calls.
+"""The health of the worker side and of the producer: what `crosslink health` reports to compose.
 
 A process that runs is not a process that works. A worker is healthy when Redis answers, its
 heartbeat (workers/heartbeat.py) is fresh, and the oldest job waiting on the sync queue has not
 waited too long; the last catches workers that beat but take nothing (all slots stuck, wrong
-queue). The producer is healthy when its /readyz says it can queue webhooks. Each check prints
-one JSON line and exits 0 (healthy) or 1, which is all an orchestrator reads.
+queue). The producer is healthy when its /readyz says it can queue webhooks. Each check returns
+a JSON-able report whose `healthy` is the verdict; `crosslink health` (crosslink/cli/health.py)
+prints it as one JSON line and exits 0 (healthy) or 1, which is all an orchestrator reads.
 
 The queue's age comes from the header every job carries (crosslink.queue.names.ENQUEUED_AT_HEADER):
 kombu's Redis transport LPUSHes messages and workers BRPOP them, so the oldest waiting job is the
@@ -14,12 +15,9 @@ are not on the list, so a busy but keeping-up pipeline shows a young queue.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from typing import Any
 
-import click
 import httpx
 import redis
 
@@ -108,36 +106,18 @@ def default_producer_url() -> str:
     return f"http://{host}:{settings.producer_port}"
 
 
-def _verdict(report: dict[str, Any]) -> None:
-    click.echo(json.dumps(report, ensure_ascii=False))
-    sys.exit(0 if report["healthy"] else 1)
-
-
-@click.group()
-def health() -> None:
-    """Health checks for orchestrators: one JSON line, exit 0 when healthy, 1 when not."""
-
-
-@health.command("worker")
-@click.option("--worker", "node", default=None, help="one worker's node name (w1@host); default: any worker")
-@click.option("--max-heartbeat-age", "max_heartbeat_age_s", type=float, default=HEARTBEAT_MAX_AGE_S,
-              show_default=True, help="seconds since the worker's last heartbeat")
-@click.option("--max-job-age", "max_job_age_s", type=float, default=OLDEST_JOB_MAX_AGE_S,
-              show_default=True, help="seconds the oldest queued job may wait")
-def worker_command(node: str | None, max_heartbeat_age_s: float, max_job_age_s: float) -> None:
-    """Redis reachable, a fresh worker heartbeat, and the sync queue's oldest job young enough."""
+def check_worker(node: str | None = None, max_heartbeat_age_s: float = HEARTBEAT_MAX_AGE_S,
+                 max_job_age_s: float = OLDEST_JOB_MAX_AGE_S) -> dict[str, Any]:
+    """worker_health against the configured Redis, asked with a deadline inside compose's."""
     client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=REDIS_TIMEOUT_S,
                                   socket_connect_timeout=REDIS_TIMEOUT_S)
     try:
-        report = worker_health(client, node=node, max_heartbeat_age_s=max_heartbeat_age_s,
-                               max_job_age_s=max_job_age_s)
+        return worker_health(client, node=node, max_heartbeat_age_s=max_heartbeat_age_s,
+                             max_job_age_s=max_job_age_s)
     finally:
         client.close()
-    _verdict(report)
 
 
-@health.command("producer")
-@click.option("--url", default=None, help="the producer's base URL (default: CROSSLINK_PRODUCER_HOST/PORT)")
-def producer_command(url: str | None) -> None:
-    """The producer's /readyz: it answers and its Redis does."""
-    _verdict(producer_health(url or default_producer_url()))
+def check_producer(url: str | None = None) -> dict[str, Any]:
+    """producer_health at URL, else where this machine reaches the configured producer."""
+    return producer_health(url or default_producer_url())

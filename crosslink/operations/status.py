@@ -1,4 +1,4 @@
-"""Operator commands that read or repair a link's state: status and relink.
+"""What an operator reads of the links' state: `crosslink status`, `links` and `rejected`.
 
 Status reads the shared state in Redis and, beside it, the producer's local spool (the webhooks
 kept while Redis was unreachable), so that an operator sees both during an outage; and, per link
@@ -7,29 +7,26 @@ webhook was lost can be synced (producers/reconcile.py). Per Planfix account, on
 links share it, its capacity: requests today against the daily quota, the day's forecast at the
 pace so far, the share of the quota the reconciliation may spend, and how long each task's run
 is held while the quota would not last the day (`account_capacity`, which
-the producer's /metrics serves too). `status_table` lays it out for people.
+the producer's /metrics serves too). `status_table` lays it out for people. `links_overview` lists
+the configured links with their severed sides, and `rejected_webhooks` the webhook bodies the
+producer authenticated but could not use.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import redis
 
-from crosslink.base.logs import register_secret
 from crosslink.base.settings import Settings, get_settings
-from planfix.client import PlanfixClient
 from producers.capacity import account_capacity, reconcile_view
-from planfix.limiter import AccountLimiter
+from producers.receiver import rejected_events
 from producers.spool import spool_directory, spooled_webhooks
-from schemas.links import Link, LinksConfig, load_links
+from schemas.links import LinksConfig, load_links
 from crosslink.queue.names import pending_key
-from workers.state import LinkState, parse_marker
+from workers.state import LinkState
 
 
 # `crosslink status` asks Redis with its own short deadline: it must still say what it knows (the
@@ -182,82 +179,35 @@ def status_table(report: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def cli_client(link: Link, side: str, limiter: AccountLimiter,
-               env: Mapping[str, str] | None = None) -> PlanfixClient:
-    """A client for an operator command: it may sleep for the limiter instead of failing."""
-    conf = link.sides[side]
-    token = conf.token(os.environ if env is None else env)
-    register_secret(token)
-    return PlanfixClient(conf.base_url, token, account=conf.account, limiter=limiter,
-                         sleep_on_limit=True)
-
-
-@dataclass
-class OperatorSession:
-    """What an operator command on one link works with: the settings, the link, Redis, and a
-    client per side that sleeps for the shared limiter (cli_client)."""
-
-    settings: Settings
-    link: Link
-    store: redis.Redis
-    clients: dict[str, PlanfixClient]
-
-
-def load_link(link_name: str, links_path: str | None = None) -> Link:
-    """The link named LINK_NAME in LINKS_PATH (else the settings'); KeyError naming the known ones."""
-    from schemas.links import find_link
-
-    return find_link(load_links(links_path or get_settings().links_path), link_name)
-
-
-@contextmanager
-def operator_session(link: Link) -> Iterator[OperatorSession]:
-    """An OperatorSession for LINK, closed after."""
-    settings = get_settings()
-    store = redis.Redis.from_url(settings.redis_url)
-    limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
-    clients = {side: cli_client(link, side, limiter) for side in link.sides}
-    try:
-        yield OperatorSession(settings, link, store, clients)
-    finally:
-        for client in clients.values():
-            client.close()
-        store.close()
-
-
-def relink(links_path: str, redis_url: str, link_name: str,
-           env: Mapping[str, str] | None = None) -> dict[str, int]:
-    """Rebuild LINK's registry from the markers (sourceDataVersion) on every mirror in Planfix.
-
-    Every mirror the sync creates names its original in plain text, so the pairs can be read back
-    from the two accounts alone, when Redis has lost them.
-    """
+def links_overview(links_path: str, redis_url: str) -> list[str]:
+    """One line per configured link: its sides with their base URLs, each severed one with why
+    (its access was lost: its events wait, nothing is deleted). With Redis unreachable a line
+    says the severed sides are unknown."""
     config = load_links(links_path)
-    link = next((item for item in config.links if item.name == link_name), None)
-    if link is None:
-        raise SystemExit(f"no link named {link_name!r} in {links_path}")
+    store = redis.Redis.from_url(redis_url)
+    lines = []
+    try:
+        for link in config.links:
+            try:
+                severed = LinkState(store, link.name).severed()
+            except redis.RedisError as exc:
+                severed, unknown = {}, f" (severed sides unknown: Redis {type(exc).__name__})"
+            else:
+                unknown = ""
+            sides = ", ".join(f"{name}={side.base_url}"
+                              + (f" [severed: {severed[name]['reason']}]" if name in severed else "")
+                              for name, side in link.sides.items())
+            lines.append(f"{link.name}: {sides}{unknown}")
+    finally:
+        store.close()
+    return lines
+
+
+def rejected_webhooks(redis_url: str, limit: int) -> list[dict[str, Any]]:
+    """The newest LIMIT webhook bodies the producer authenticated but could not use, newest
+    first, with their reasons (secrets already removed by the producer)."""
     client = redis.Redis.from_url(redis_url)
-    state = LinkState(client, link.name)
-    limiter = AccountLimiter(client)
-    found = {"tasks": 0, "comments": 0}
-    for side in link.sides:
-        planfix = cli_client(link, side, limiter, env)
-        other = link.other(side)
-        create = link.sides[side].create
-        filters = [{"type": 5, "operator": "equal", "value": create.project}] if create.project else []
-        for task in planfix.list_tasks(filters=filters, fields="id,sourceDataVersion"):
-            marker = parse_marker(task.get("sourceDataVersion"))
-            if not marker or marker[0] != link.name or marker[1] != other:
-                continue
-            state.pair("task", other, marker[2], side, int(task["id"]))
-            state.mark_mirror("task", side, int(task["id"]))
-            found["tasks"] += 1
-            for comment in planfix.list_task_comments(int(task["id"]), fields="id,sourceDataVersion",
-                                                      type_list="All"):
-                comment_marker = parse_marker(comment.get("sourceDataVersion"))
-                if comment_marker and comment_marker[0] == link.name and comment_marker[1] == other:
-                    state.pair("comment", other, comment_marker[2], side, int(comment["id"]))
-                    state.mark_mirror("comment", side, int(comment["id"]))
-                    found["comments"] += 1
-        planfix.close()
-    return found
+    try:
+        return rejected_events(client, limit)
+    finally:
+        client.close()

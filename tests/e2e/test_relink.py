@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from crosslink.operations.check import check_link
-from crosslink.operations.status import relink
+from crosslink.operations.relink import relink
 from tests.e2e.conftest import eventually, settle
 
 pytestmark = pytest.mark.e2e

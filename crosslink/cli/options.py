@@ -1,0 +1,21 @@
+"""What several commands parse the same way: the link named by --link and --config.
+
+Kept apart from crosslink/cli/__init__.py so the area modules (reconcile, ...) can share it
+without importing the command group that imports them.
+"""
+
+from __future__ import annotations
+
+import click
+
+from crosslink.operations.session import load_link
+from schemas.links import Link
+
+
+def link_named(link_name: str, links_path: str | None) -> Link:
+    """The link LINK_NAME of LINKS_PATH (else CROSSLINK_LINKS); an unknown name is the operator's
+    error, naming the links there are."""
+    try:
+        return load_link(link_name, links_path)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from None

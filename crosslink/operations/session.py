@@ -1,0 +1,63 @@
+"""What every operator command on one link works with: its link, Redis and limited clients.
+
+An operator's command (reconcile, acknowledge, pair, mirror, doctor, relink) runs beside live
+workers, so its Planfix calls go through the accounts' shared limiter in Redis, and unlike a
+worker it may simply sleep for its turn. Building that session once here keeps every command
+closing what it opened the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import redis
+
+from crosslink.base.logs import register_secret
+from crosslink.base.settings import Settings, get_settings
+from planfix.client import PlanfixClient
+from planfix.limiter import AccountLimiter
+from schemas.links import Link, find_link, load_links
+
+
+def cli_client(link: Link, side: str, limiter: AccountLimiter,
+               env: Mapping[str, str] | None = None) -> PlanfixClient:
+    """A client for an operator command: it may sleep for the limiter instead of failing."""
+    conf = link.sides[side]
+    token = conf.token(os.environ if env is None else env)
+    register_secret(token)
+    return PlanfixClient(conf.base_url, token, account=conf.account, limiter=limiter,
+                         sleep_on_limit=True)
+
+
+@dataclass
+class OperatorSession:
+    """What an operator command on one link works with: the settings, the link, Redis, and a
+    client per side that sleeps for the shared limiter (cli_client)."""
+
+    settings: Settings
+    link: Link
+    store: redis.Redis
+    clients: dict[str, PlanfixClient]
+
+
+def load_link(link_name: str, links_path: str | None = None) -> Link:
+    """The link named LINK_NAME in LINKS_PATH (else the settings'); KeyError naming the known ones."""
+    return find_link(load_links(links_path or get_settings().links_path), link_name)
+
+
+@contextmanager
+def operator_session(link: Link) -> Iterator[OperatorSession]:
+    """An OperatorSession for LINK, closed after."""
+    settings = get_settings()
+    store = redis.Redis.from_url(settings.redis_url)
+    limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
+    clients = {side: cli_client(link, side, limiter) for side in link.sides}
+    try:
+        yield OperatorSession(settings, link, store, clients)
+    finally:
+        for client in clients.values():
+            client.close()
+        store.close()
