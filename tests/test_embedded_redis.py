@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from crosslink import embedded_redis
+from crosslink.lab import embedded_redis
 from crosslink.lab.embedded_redis import EmbeddedRedis
 
 
