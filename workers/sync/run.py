@@ -32,7 +32,7 @@ from typing import Any
 from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
 from planfix.errors import AccessDenied, NotFound, PlanfixError, RateLimited, TransientError
 from schemas.links import Link
-from workers.attachments import flows, sync_checklist, sync_task_files
+from workers.sync.attachments import flows, sync_checklist, sync_task_files
 from workers.canonical import canonical_task, in_scope, left_scope, normalise_value, ref_id, task_fields
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce

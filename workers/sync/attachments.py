@@ -298,7 +298,7 @@ def _mirror_item(run: Any, counterpart: int, item: Mapping[str, Any], view: dict
 def _update_item(run: Any, counterpart: int, mirror: int, body: dict[str, Any]) -> bool | None:
     """Write BODY to the mirror item; False (noted in the report) when Planfix refused it, None
     when Planfix queued it (202, noted in the report: the job reads the task back later)."""
-    from workers.sync import SideFailure  # the run's own failure type; imported late (sync imports us)
+    from workers.sync.run import SideFailure  # the run's own failure type; imported late (run imports us)
 
     other = run.other
     try:

@@ -1,0 +1,32 @@
+"""The sync run, as the rest of Crosslink imports it: one task carried to its counterpart.
+
+A package because the run is several jobs at once (a request gateway, the orchestration of
+fields and statuses, comment, checklist and file mirroring, agreeing on what both sides hold),
+each in a module of its own. This module only names what other code imports from workers.sync,
+so that those importers (workers.tasks, workers.runtime, crosslink.backfill, tests) need no
+change when the package's inside does.
+"""
+
+from workers.sync.run import (
+    ADMISSION_LIMIT_WAIT_S,
+    COMMENT_FIELDS,
+    FOLLOW_UP_LIMIT_WAIT_S,
+    SideFailure,
+    TaskSync,
+    call_key,
+    expected_view,
+    people_names,
+    post_note,
+)
+
+__all__ = [
+    "ADMISSION_LIMIT_WAIT_S",
+    "COMMENT_FIELDS",
+    "FOLLOW_UP_LIMIT_WAIT_S",
+    "SideFailure",
+    "TaskSync",
+    "call_key",
+    "expected_view",
+    "people_names",
+    "post_note",
+]
