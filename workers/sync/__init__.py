@@ -7,17 +7,8 @@ so that those importers (workers.tasks, workers.runtime, crosslink.backfill, tes
 change when the package's inside does.
 """
 
-from workers.sync.run import (
-    ADMISSION_LIMIT_WAIT_S,
-    COMMENT_FIELDS,
-    FOLLOW_UP_LIMIT_WAIT_S,
-    SideFailure,
-    TaskSync,
-    call_key,
-    expected_view,
-    people_names,
-    post_note,
-)
+from workers.sync.gateway import ADMISSION_LIMIT_WAIT_S, FOLLOW_UP_LIMIT_WAIT_S, SideFailure, call_key
+from workers.sync.run import COMMENT_FIELDS, TaskSync, expected_view, people_names, post_note
 
 __all__ = [
     "ADMISSION_LIMIT_WAIT_S",

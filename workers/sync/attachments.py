@@ -192,7 +192,7 @@ def sync_checklist(run: Any, counterpart: int | None) -> int:
     link, side, other = run.link, run.side, run.other
     if counterpart is None or not flows(link.fields.checklist.direction, side, other):
         return 0
-    items = run._call(side, "list_checklist", run.number)
+    items = run.gateway.call(side, "list_checklist", run.number)
     agreed = load_agreed(run, side, run.number)
     for item in items:
         landed = seen_echo(agreed.get(int(item["id"])) or {}, item_view(item))
@@ -210,7 +210,7 @@ def sync_checklist(run: Any, counterpart: int | None) -> int:
         mirror = run.state.counterpart(CHECKLIST, side, item_id)
         if mirror is None:
             if target_items is None:
-                target_items = run._call(other, "list_checklist", counterpart)
+                target_items = run.gateway.call(other, "list_checklist", counterpart)
             made = _mirror_item(run, counterpart, item, view, target_items)
             if made is None:
                 continue
@@ -269,14 +269,14 @@ def _mirror_item(run: Any, counterpart: int, item: Mapping[str, Any], view: dict
         body["parent"] = {"id": mapped_parent}
 
     def create() -> int:
-        return adopted if adopted is not None else run._call(other, "create_checklist_item", counterpart, body)
+        return adopted if adopted is not None else run.gateway.call(other, "create_checklist_item", counterpart, body)
 
     def find_existing() -> int | None:
         # After a lost answer: paired meanwhile, or there under the same name and unclaimed.
         again = run.state.counterpart(CHECKLIST, side, item_id)
         if again is not None:
             return again
-        return adoptable(view["name"], run._call(other, "list_checklist", counterpart), is_paired)
+        return adoptable(view["name"], run.gateway.call(other, "list_checklist", counterpart), is_paired)
 
     mirror = run.writes.run(f"{link.name}:checklist:{side}:{item_id}", write=create,
                             find_existing=find_existing)
@@ -298,11 +298,11 @@ def _mirror_item(run: Any, counterpart: int, item: Mapping[str, Any], view: dict
 def _update_item(run: Any, counterpart: int, mirror: int, body: dict[str, Any]) -> bool | None:
     """Write BODY to the mirror item; False (noted in the report) when Planfix refused it, None
     when Planfix queued it (202, noted in the report: the job reads the task back later)."""
-    from workers.sync.run import SideFailure  # the run's own failure type; imported late (run imports us)
+    from workers.sync.gateway import SideFailure  # the run's own failure type; imported late (run imports us)
 
     other = run.other
     try:
-        outcome = run._call(other, "update_checklist_item", counterpart, mirror, body)
+        outcome = run.gateway.call(other, "update_checklist_item", counterpart, mirror, body)
     except SideFailure as failure:
         if not isinstance(failure.error, (InvalidRequest, NotFound)):
             raise
@@ -337,7 +337,7 @@ def sync_task_files(run: Any, counterpart: int | None, card: list[Mapping[str, A
         return 0
     attached = 0
     if card is None:
-        card = run._call(side, "list_task_files", run.number, only_description=True)
+        card = run.gateway.call(side, "list_task_files", run.number, only_description=True)
     for entry in card:
         file_id = int(entry["id"])
         key = f"{link.name}:taskfile:{side}:{run.number}:{file_id}"
@@ -348,11 +348,11 @@ def sync_task_files(run: Any, counterpart: int | None, card: list[Mapping[str, A
         run.state.mark_mirror(FILE, other, mirror)
 
         def attach(mirror: int = mirror) -> int:
-            run._call(other, "attach_file_to_task", mirror, counterpart)
+            run.gateway.call(other, "attach_file_to_task", mirror, counterpart)
             return mirror
 
         def already_there(mirror: int = mirror) -> int | None:
-            files = run._call(other, "list_task_files", counterpart, only_description=True)
+            files = run.gateway.call(other, "list_task_files", counterpart, only_description=True)
             return mirror if any(int(item["id"]) == mirror for item in files) else None
 
         run.writes.run(key, write=attach, find_existing=already_there)

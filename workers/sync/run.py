@@ -25,14 +25,15 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
-from planfix.errors import AccessDenied, NotFound, PlanfixError, RateLimited, TransientError
+from planfix.errors import AccessDenied, NotFound, TransientError
 from schemas.links import Link
 from workers.sync.attachments import flows, sync_checklist, sync_task_files
+from workers.sync.gateway import Gateway, SideFailure
 from workers.canonical import canonical_task, in_scope, left_scope, normalise_value, ref_id, task_fields
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce
@@ -62,37 +63,6 @@ TRIGGER_COMMENT_FIELDS = COMMENT_FIELDS + ",task"
 # Planfix's "access denied to the method or object" (API-NOTES section 1): on reading a comment an
 # event named, that comment is not one the link's user can see, so not one of the linked task's.
 OBJECT_ACCESS_DENIED = 6
-# Client methods that only read (everything else counts as a write).
-READ_PREFIXES = ("get_", "list_", "download_")
-# How long a request may wait for the account limiter inside the worker slot: the first of a
-# run only a scheduling jitter (a longer wait re-queues the job for its turn, workers.tasks);
-# the ones after it up to about two turns of a lone link at Planfix's 1 request/s.
-ADMISSION_LIMIT_WAIT_S = 0.05
-FOLLOW_UP_LIMIT_WAIT_S = 2.5
-
-
-def call_key(side: str, method: str, *args: Any, **kwargs: Any) -> str:
-    """How a run's reads are kept and looked up: by side, client method and arguments."""
-    return json.dumps([side, method, args, kwargs], sort_keys=True, default=str)
-
-
-def without_side(reads: Mapping[str, Any], side: str) -> dict[str, Any]:
-    """READS (by call_key) but those of SIDE."""
-    prefix = json.dumps([side])[:-1] + ","
-    return {key: value for key, value in reads.items() if not key.startswith(prefix)}
-
-
-class SideFailure(Exception):
-    """A Planfix failure tagged with the side whose account raised it, and whether the call was a
-    read (READ): a failed read wrote nothing a task's later events must wait for (workers.tasks)."""
-
-    def __init__(self, side: str, error: PlanfixError, read: bool = False):
-        super().__init__(f"{side}: {error}")
-        self.side = side
-        self.error = error
-        self.read = read
-
-
 @dataclass
 class SyncReport:
     """What one run did, for logs, the demo's narration and tests."""
@@ -221,14 +191,10 @@ class TaskSync:
                  kept_reads: Mapping[str, Any] | None = None, prefetched: Mapping[str, Any] | None = None,
                  guard: Callable[[], None] | None = None):
         self.link = link
-        # Called before each request to Planfix: raises when the run may no longer act (its
-        # pair lock lapsed: workers.idempotency.TaskLock.hold).
-        self.guard = guard
         self.hints = hints if hints is not None else Hints(full=True)
         self.side = side
         self.other = link.other(side)
         self.number = number
-        self.clients = clients
         self.state = state
         self.writes = writes
         self.report = SyncReport(link.name, side, number)
@@ -241,76 +207,33 @@ class TaskSync:
         # A write whose outcome is not simply "applied as sent" (202, per-field failures): the
         # counterpart is read back before its snapshot is saved.
         self._read_back = False
-        # This run's reads, by side and call: a run re-queued for its turn mid-way keeps them
-        # (workers.tasks), and its next attempt (RESUMED) answers each of those calls once from
-        # them instead of spending its turn on it again; a later call (a read-back after a
-        # write) goes to Planfix. Reads of a side the run had written to are not kept
-        # (resumable_reads), nor the counterpart's resumed while an event of its own waits (see
-        # run): they may be stale.
-        self.kept_reads: dict[str, Any] = {}
-        self._resumed: dict[str, Any] = dict(kept_reads or {})
-        # Whether a request of this run has been served: see _call.
-        self._admitted = bool(self._resumed)
-        # PREFETCHED reads, by call (call_key), made for this run by others just now (a batch
-        # job reads its tasks together): answered from like kept reads, and kept like them,
-        # but they did not admit this run to its account's turn.
-        self._resumed.update(prefetched or {})
-        # Writes sent in this run (any side): a re-queued run that wrote must re-read what it
-        # wrote to (WROTE_TO, the sides).
-        self.writes_sent = 0
-        self.wrote_to: set[str] = set()
+        # Every request to Planfix, on either side (admission, kept reads, failures by side).
+        self.gateway = Gateway(clients, kept_reads=kept_reads, prefetched=prefetched, guard=guard)
 
-    def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call SIDE's client; list methods are read to the end here, so paging failures are
-        tagged with the side too. Reads are kept by call (see kept_reads)."""
-        read = method.startswith(READ_PREFIXES)
-        key = call_key(side, method, *args, **kwargs)
-        if read and key in self._resumed:
-            self.kept_reads[key] = self._resumed.pop(key)
-            return self.kept_reads[key]
-        if self.guard is not None:
-            self.guard()
-        client = self.clients[side]
-        # The run's first request waits for its link's turn in the queue, never in the slot; once
-        # admitted, its few further requests may wait up to a turn in it (a run that makes two
-        # requests to one account spans a second by Planfix's own limit, and starting over would
-        # spend those requests again).
-        client.max_limit_sleep_s = FOLLOW_UP_LIMIT_WAIT_S if self._admitted else ADMISSION_LIMIT_WAIT_S
-        try:
-            result = getattr(client, method)(*args, **kwargs)
-            result = list(result) if isinstance(result, Iterator) else result
-        except PlanfixError as exc:
-            # A write our limiter held back was never sent; any other failure may have been.
-            if not read and not (isinstance(exc, RateLimited) and exc.scope == "limiter"):
-                self.writes_sent += 1
-                self.wrote_to.add(side)
-            raise SideFailure(side, exc, read=read) from exc
-        if not read:
-            self.writes_sent += 1
-            self.wrote_to.add(side)
-        self._admitted = True
-        if read and method != "download_file":
-            self.kept_reads[key] = result
-        return result
+    @property
+    def kept_reads(self) -> dict[str, Any]:
+        return self.gateway.kept_reads
 
-    def _forget_resumed(self, side: str) -> None:
-        self._resumed = without_side(self._resumed, side)
+    @property
+    def writes_sent(self) -> int:
+        return self.gateway.writes_sent
+
+    @property
+    def wrote_to(self) -> set[str]:
+        return self.gateway.wrote_to
 
     def resumable_reads(self) -> dict[str, Any]:
-        """The reads a run that must wait for its turn keeps for its next attempt: all but those
-        of a side it wrote to, which its write made stale. (Once a run that had written kept
-        none, its next attempt spent its turn's slot reading its own task again, and a run that
-        needs two requests of one account never got past its first on a busy account.)"""
-        kept = dict(self.kept_reads)
-        for side in self.wrote_to:
-            kept = without_side(kept, side)
-        return kept
+        """The reads this run keeps for its next attempt (Gateway.resumable_reads)."""
+        return self.gateway.resumable_reads()
+
+    def _call(self, side: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Gateway.call, under the name tests/test_sync.py makes a run's requests by."""
+        return self.gateway.call(side, method, *args, **kwargs)
 
     # ------------------------------------------------------------------------------------
     def run(self) -> SyncReport:
         report = self._run()
-        if self.guard is not None:
-            self.guard()  # what it agreed on is saved only while the run may still act
+        self.gateway.hold()  # what it agreed on is saved only while the run may still act
         return report
 
     def _run(self) -> SyncReport:
@@ -336,7 +259,7 @@ class TaskSync:
                 report.outcome = "missing"
             return report
         try:
-            source_raw = self._call(side, "get_task", self.number, fields=task_fields(link, side))
+            source_raw = self.gateway.call(side, "get_task", self.number, fields=task_fields(link, side))
         except SideFailure as failure:
             if isinstance(failure.error, NotFound):
                 if known is not None and not self.state.removed(side, self.number):
@@ -364,7 +287,7 @@ class TaskSync:
         self.report.counterpart = counterpart
         counterpart_pending = counterpart is not None and self.state.has_pending(other, counterpart)
         if counterpart_pending:
-            self._forget_resumed(other)
+            self.gateway.forget_resumed(other)
         source_now = canonical_task(source_raw, link, side)
         # Values our own unagreed writes put there are no one's change (field_diff).
         source_snapshot = agreed_with_echoes(self.state.snapshot(side, self.number), source_now,
@@ -529,7 +452,7 @@ class TaskSync:
                 changed_owners=[owner_of(link, key, self.side) for key in source_changed],
                 source_side=self.side):
             return dict(snapshot)
-        target_raw = self._call(other, "get_task", counterpart, fields=task_fields(link, other))
+        target_raw = self.gateway.call(other, "get_task", counterpart, fields=task_fields(link, other))
         return canonical_task(target_raw, link, other)
 
     # ------------------------------------------------------------------------------------
@@ -554,7 +477,7 @@ class TaskSync:
             create = link.sides[other].create
             filters = [{"type": 5, "operator": "equal", "value": create.project}] if create.project else []
             # Only after a lost answer: a scan of the mirror project, paid rarely.
-            for task in self._call(other, "list_tasks", filters=filters, fields="id,sourceObjectId"):
+            for task in self.gateway.call(other, "list_tasks", filters=filters, fields="id,sourceObjectId"):
                 if task.get("sourceObjectId") == source_id:
                     return int(task["id"])
             return None
@@ -562,7 +485,7 @@ class TaskSync:
         made = []
 
         def create() -> int:
-            made.append(self._call(other, "create_task", marked))
+            made.append(self.gateway.call(other, "create_task", marked))
             return made[0]
 
         counterpart = self.writes.run(f"{link.name}:task:{side}:{self.number}", write=create,
@@ -628,7 +551,7 @@ class TaskSync:
         quota; or for good) is withdrawn at once, as it would only cost the next runs reads."""
         before = self.state.expect_ahead(side, number, values)
         try:
-            return self._call(side, "update_task", number, body)
+            return self.gateway.call(side, "update_task", number, body)
         except SideFailure as failure:
             if not isinstance(failure.error, TransientError):
                 self.state.withdraw_ahead(side, number, before)
@@ -706,12 +629,12 @@ class TaskSync:
                                                         "stays_at": stays_at, "why": why, "at": time.time()})
 
     def _post_note(self, side: str, number: int, text: str, occasion: str) -> None:
-        post_note(lambda method, *args, **kwargs: self._call(side, method, *args, **kwargs), self.writes,
+        post_note(lambda method, *args, **kwargs: self.gateway.call(side, method, *args, **kwargs), self.writes,
                   self.link.name, side, number, text, occasion)
 
     def _find_comment(self, counterpart: int, source_id: str) -> int | None:
         """The comment on the counterpart marked SOURCE_ID (only after a lost answer: one list)."""
-        for candidate in self._call(self.other, "list_task_comments", counterpart,
+        for candidate in self.gateway.call(self.other, "list_task_comments", counterpart,
                                     fields="id,sourceObjectId", type_list="All"):
             if candidate.get("sourceObjectId") == source_id:
                 return int(candidate["id"])
@@ -726,7 +649,7 @@ class TaskSync:
         integration = link.sides[side].integration_user
         seen = self.state.comment_fingerprints(side, self.number)
         if only is None:
-            comments = self._call(side, "list_task_comments", self.number, fields=COMMENT_FIELDS,
+            comments = self.gateway.call(side, "list_task_comments", self.number, fields=COMMENT_FIELDS,
                                   type_list="All")
         else:
             comments = [comment for comment in map(self._trigger_comment, only) if comment is not None]
@@ -754,11 +677,11 @@ class TaskSync:
                     self.report.comments_created += 1
             elif deleted:
                 html = render_withdrawn(link, side, render_mirror(link, side, author, when, text), when)
-                self._call(other, "update_comment", counterpart, mirror, {"description": html})
+                self.gateway.call(other, "update_comment", counterpart, mirror, {"description": html})
                 self.report.comments_withdrawn += 1
             else:
                 html = render_mirror(link, side, author, when, text)
-                self._call(other, "update_comment", counterpart, mirror, {"description": html})
+                self.gateway.call(other, "update_comment", counterpart, mirror, {"description": html})
                 self.report.comments_updated += 1
             self.state.save_comment_fingerprint(side, self.number, comment_id, print_)
 
@@ -785,7 +708,7 @@ class TaskSync:
           comment the link does not cover into the other account.
         """
         try:
-            comment = self._call(self.side, "get_comment", comment_id, fields=TRIGGER_COMMENT_FIELDS)
+            comment = self.gateway.call(self.side, "get_comment", comment_id, fields=TRIGGER_COMMENT_FIELDS)
         except SideFailure as failure:
             if isinstance(failure.error, NotFound):
                 self.report.missing.append(f"comment {comment_id}")
@@ -842,7 +765,7 @@ class TaskSync:
 
         mirror = self.writes.run(
             self._comment_write_key(comment_id),
-            write=lambda: self._call(other, "create_comment", counterpart, body),
+            write=lambda: self.gateway.call(other, "create_comment", counterpart, body),
             find_existing=lambda: self._find_comment(counterpart, source_id),
         )
         self.state.pair("comment", side, comment_id, other, mirror)
@@ -852,8 +775,8 @@ class TaskSync:
         link, side, other = self.link, self.side, self.other
 
         def copy() -> int:
-            name, content = self._call(side, "download_file", file_id)
-            return self._call(other, "upload_file", name, content)
+            name, content = self.gateway.call(side, "download_file", file_id)
+            return self.gateway.call(other, "upload_file", name, content)
 
         mirror = self.writes.run(f"{link.name}:file:{side}:{file_id}", write=copy)
         self.state.pair("file", side, file_id, other, mirror)
@@ -877,7 +800,7 @@ class TaskSync:
         link, other = self.link, self.other
         written = written or {}
         if self._read_back or self._unconfirmed or (target_now is None and "status" not in written):
-            target_raw = self._call(other, "get_task", counterpart, fields=task_fields(link, other))
+            target_raw = self.gateway.call(other, "get_task", counterpart, fields=task_fields(link, other))
             target_after = canonical_task(target_raw, link, other)
         else:
             # Every write was applied as sent (HTTP 200, no per-field failure): the counterpart
