@@ -1,9 +1,9 @@
 """Checklists and task-card files of a task pair: what a task carries besides its fields and
 comments, mirrored item by item.
 
-Why a module of its own rather than more of workers/sync.py: both are lists whose members are
-mirrored once each and never deleted, unlike fields (absolute values) and comments (rendered
-copies owned by the sync), and Planfix gives them neither authors nor markers:
+Why a module of its own rather than more of the run (workers.sync.run): both are lists whose
+members are mirrored once each and never deleted, unlike fields (absolute values) and comments
+(rendered copies owned by the sync), and Planfix gives them neither authors nor markers:
 - a checklist item (spec ChecklistItemResponse) has id, name, isDone, parent, dateTime,
   assignees: no owner and no sourceObjectId/sourceDataVersion. So the registry (LinkState.pair,
   kind "checklist") is what says an item is a mirror; an item the sync created is paired the
@@ -18,27 +18,18 @@ the other side's run carries its own. Both sides edit the same logical item, so 
 and done state are compared with the state both sides last agreed on (kept per side and item,
 like the comment fingerprints), and only the values that changed are written: an unchanged
 checklist costs one list call and no write, and a change made meanwhile on the other side to a
-different value is not overwritten. Nothing is ever deleted or detached; task-card files are
-attached one by one with POST /file/{id}/attach/task, because `files` in a task update replaces
-the whole set (API-NOTES "Files").
+different value is not overwritten. Nothing is ever deleted or detached.
 
-Redis keys added here (beside workers/state.py's):
-  crosslink:chk:{link}:{side}:{task}   item id -> JSON {"name","isDone"} last agreed with the other side
+This module holds the pure decisions (no I/O), so they can be tested exhaustively and read by
+`crosslink check`; workers.sync.checklist and workers.sync.files make the requests they call for.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from planfix.client import PartiallyApplied, Queued
-from planfix.errors import InvalidRequest, NotFound
 from workers.canonical import ref_id
-from workers.state import PREFIX
-
-log = logging.getLogger("crosslink.sync")
 
 CHECKLIST = "checklist"
 FILE = "file"
@@ -147,7 +138,7 @@ def parents_first(items: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]
     def place(item_id: int, trail: frozenset[int]) -> None:
         if item_id in placed or item_id in trail:
             return
-        parent = _parent(by_id[item_id])
+        parent = parent_of(by_id[item_id])
         if parent in by_id:
             place(parent, trail | {item_id})
         placed.add(item_id)
@@ -158,216 +149,6 @@ def parents_first(items: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]
     return ordered
 
 
-def _parent(item: Mapping[str, Any]) -> int | None:
+def parent_of(item: Mapping[str, Any]) -> int | None:
+    """The id of ITEM's parent item, if it has one."""
     return ref_id(item.get("parent"))
-
-
-# ------------------------------------------------------------------------------------------
-# The agreed states in Redis
-
-def _agreed_key(link: str, side: str, task: int) -> str:
-    return f"{PREFIX}:chk:{link}:{side}:{task}"
-
-
-def load_agreed(run: Any, side: str, task: int) -> dict[int, dict[str, Any]]:
-    raw = run.state.redis.hgetall(_agreed_key(run.link.name, side, task))
-    return {int(key): json.loads(value) for key, value in raw.items()}
-
-
-def save_agreed(run: Any, side: str, task: int, item_id: int, view: Mapping[str, Any]) -> None:
-    run.state.redis.hset(_agreed_key(run.link.name, side, task), str(item_id),
-                         json.dumps(dict(view), sort_keys=True))
-
-
-# ------------------------------------------------------------------------------------------
-# Checklists
-
-def sync_checklist(run: Any, counterpart: int | None) -> int:
-    """Carry the run's side's checklist of task run.number to COUNTERPART; returns items written.
-
-    RUN is the running workers.sync.TaskSync (its link, sides, clients through run._call, state
-    and WriteOnce). Does nothing, and calls nothing, when the link does not map checklists in
-    this direction.
-    """
-    link, side, other = run.link, run.side, run.other
-    if counterpart is None or not flows(link.fields.checklist.direction, side, other):
-        return 0
-    items = run.gateway.call(side, "list_checklist", run.number)
-    agreed = load_agreed(run, side, run.number)
-    for item in items:
-        landed = seen_echo(agreed.get(int(item["id"])) or {}, item_view(item))
-        if landed is not None:  # our queued write landed here: now the agreed state
-            agreed[int(item["id"])] = landed
-            save_agreed(run, side, run.number, int(item["id"]), landed)
-    pending = [item for item in items if not agrees(agreed.get(int(item["id"])), item_view(item))]
-    if not pending:
-        return 0
-    agreed_there = load_agreed(run, other, counterpart)
-    target_items: list[Mapping[str, Any]] | None = None
-    written_count = 0
-    for item in parents_first(pending):
-        item_id, view = int(item["id"]), item_view(item)
-        mirror = run.state.counterpart(CHECKLIST, side, item_id)
-        if mirror is None:
-            if target_items is None:
-                target_items = run.gateway.call(other, "list_checklist", counterpart)
-            made = _mirror_item(run, counterpart, item, view, target_items)
-            if made is None:
-                continue
-            mirror, written = made
-        else:
-            written = item_changes(view, agreed.get(item_id))
-            if written:
-                # Expected before it is sent, as Planfix's 202 leaves it: the source item
-                # unconfirmed (its next run writes it again, even if a person put back the agreed
-                # values meanwhile) and the written view an echo on the mirror (its side, seeing
-                # it land, has no change of its own). Should the answer be lost once Planfix
-                # applied it (a timeout, a 500 after commit, a killed worker), the mirror's value
-                # is never carried back over a change made here since (the quick chaos run saw an
-                # untick rolled back on both sides so, and a tick rolled back by a late 202).
-                agreed_there[mirror] = queued_on_mirror(agreed_there.get(mirror), written, view)
-                save_agreed(run, side, run.number, item_id, queued_on_source(agreed.get(item_id), view))
-                save_agreed(run, other, counterpart, mirror, agreed_there[mirror])
-            applied = _update_item(run, counterpart, mirror, written) if written else True
-            if applied is None:
-                continue  # queued by Planfix (202): not agreed until seen, as expected above
-            if not applied:
-                written = {}
-        if written:
-            written_count += 1
-        save_agreed(run, side, run.number, item_id, view)
-        agreed_there[mirror] = agreed_after_write(agreed_there.get(mirror), written, view)
-        save_agreed(run, other, counterpart, mirror, agreed_there[mirror])
-    if written_count:
-        log.info("checklist: %d item(s) carried", written_count,
-                 extra={"link": link.name, "side": side, "task": run.number})
-    return written_count
-
-
-def _mirror_item(run: Any, counterpart: int, item: Mapping[str, Any], view: dict[str, Any],
-                 target_items: list[Mapping[str, Any]]) -> tuple[int, dict[str, Any]] | None:
-    """Create (once) or adopt the counterpart of ITEM; returns its id and the values written, or
-    None when ITEM is itself the mirror the other side's run began to make."""
-    link, side, other = run.link, run.side, run.other
-    item_id = int(item["id"])
-
-    def is_paired(target_id: int) -> bool:
-        return run.state.counterpart(CHECKLIST, other, target_id) is not None
-
-    adopted = adoptable(view["name"], target_items, is_paired)
-    if adopted is not None and run.writes.started(f"{link.name}:checklist:{other}:{adopted}"):
-        # The item of that name over there began a mirror here, and its run did not finish
-        # (its answer lost, or its worker killed): ITEM is most likely that mirror. Adopting
-        # from this side would write ITEM's values over the original's, undoing whatever people
-        # did to the original since (the chaos oracle saw a tick rolled back so). The
-        # original's own run pairs them and carries its values.
-        return None
-    body: dict[str, Any] = dict(view)
-    parent = _parent(item)
-    mapped_parent = run.state.counterpart(CHECKLIST, side, parent) if parent else None
-    if mapped_parent:
-        body["parent"] = {"id": mapped_parent}
-
-    def create() -> int:
-        return adopted if adopted is not None else run.gateway.call(other, "create_checklist_item", counterpart, body)
-
-    def find_existing() -> int | None:
-        # After a lost answer: paired meanwhile, or there under the same name and unclaimed.
-        again = run.state.counterpart(CHECKLIST, side, item_id)
-        if again is not None:
-            return again
-        return adoptable(view["name"], run.gateway.call(other, "list_checklist", counterpart), is_paired)
-
-    mirror = run.writes.run(f"{link.name}:checklist:{side}:{item_id}", write=create,
-                            find_existing=find_existing)
-    run.state.pair(CHECKLIST, side, item_id, other, mirror)
-    if adopted is None or mirror != adopted:
-        run.state.mark_mirror(CHECKLIST, other, mirror)
-        # Agreed at once, so that a run of the mirror's side, should this one die before the
-        # end, does not take the new mirror for a change of its own and carry it back.
-        save_agreed(run, other, counterpart, mirror, view)
-        return mirror, dict(view)
-    # Adopted: make its done state agree with the source's, and nothing else.
-    there = next((entry for entry in target_items if int(entry["id"]) == mirror), None)
-    written = item_changes(view, item_view(there) if there else None)
-    if written and not _update_item(run, counterpart, mirror, written):
-        written = {}
-    return mirror, written
-
-
-def _update_item(run: Any, counterpart: int, mirror: int, body: dict[str, Any]) -> bool | None:
-    """Write BODY to the mirror item; False (noted in the report) when Planfix refused it, None
-    when Planfix queued it (202, noted in the report: the job reads the task back later)."""
-    from workers.sync.gateway import SideFailure  # the run's own failure type; imported late (run imports us)
-
-    other = run.other
-    try:
-        outcome = run.gateway.call(other, "update_checklist_item", counterpart, mirror, body)
-    except SideFailure as failure:
-        if not isinstance(failure.error, (InvalidRequest, NotFound)):
-            raise
-        # The mirror item is gone or refuses the change: say so, and do not retry it every run.
-        run.report.parked.append(f"{other} #{counterpart} checklist item {mirror}: {failure.error}")
-        return False
-    if isinstance(outcome, Queued):
-        run.report.queued.append(f"{other} #{counterpart} checklist item {mirror}")
-        return None
-    if isinstance(outcome, PartiallyApplied):
-        for failure in outcome.failures:
-            run.report.parked.append(f"{other} #{counterpart} checklist item {mirror} "
-                                     f"{failure.field}: {failure.error}")
-    return True
-
-
-# ------------------------------------------------------------------------------------------
-# Task-card files
-
-def sync_task_files(run: Any, counterpart: int | None, card: list[Mapping[str, Any]] | None = None) -> int:
-    """Copy each file on the run's task card to COUNTERPART's card once; returns files attached.
-
-    CARD: the card's files as the run's task read gave them (its `files` field,
-    workers.canonical.task_fields), else they are listed (GET /task/{id}/files with
-    onlyFromDescription). Assumes the task's `files` field is the card's set, the one a task
-    update's `files` replaces (API-NOTES, files), as the emulator has it.
-    Files the sync copied (either way) are skipped, so nothing comes back; nothing is ever
-    detached. Does nothing, and calls nothing, when the link does not map files this way.
-    """
-    link, side, other = run.link, run.side, run.other
-    if counterpart is None or not flows(link.fields.files.direction, side, other):
-        return 0
-    attached = 0
-    if card is None:
-        card = run.gateway.call(side, "list_task_files", run.number, only_description=True)
-    for entry in card:
-        file_id = int(entry["id"])
-        key = f"{link.name}:taskfile:{side}:{run.number}:{file_id}"
-        if run.writes.done(key) is not None or is_copy(run, side, file_id):
-            continue
-        mirror = run._mirror_file(file_id)
-        # Marked before it is attached anywhere, so no run can take it for a person's file.
-        run.state.mark_mirror(FILE, other, mirror)
-
-        def attach(mirror: int = mirror) -> int:
-            run.gateway.call(other, "attach_file_to_task", mirror, counterpart)
-            return mirror
-
-        def already_there(mirror: int = mirror) -> int | None:
-            files = run.gateway.call(other, "list_task_files", counterpart, only_description=True)
-            return mirror if any(int(item["id"]) == mirror for item in files) else None
-
-        run.writes.run(key, write=attach, find_existing=already_there)
-        attached += 1
-    if attached:
-        log.info("task files: %d attached", attached,
-                 extra={"link": link.name, "side": side, "task": run.number})
-    return attached
-
-
-def is_copy(run: Any, side: str, file_id: int) -> bool:
-    """Whether SIDE's FILE_ID is the sync's copy of a file from the other side."""
-    if run.state.is_mirror(FILE, side, file_id):
-        return True
-    original = run.state.counterpart(FILE, side, file_id)
-    # Copies made for comments are paired but not marked: the copy is what the original's
-    # WriteOnce key recorded.
-    return original is not None and run.writes.done(f"{run.link.name}:file:{run.other}:{original}") == file_id

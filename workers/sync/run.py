@@ -26,13 +26,15 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
 from planfix.errors import AccessDenied, NotFound, TransientError
 from schemas.links import Link
-from workers.sync.attachments import flows, sync_checklist, sync_task_files
+from workers.sync.attachments import flows
+from workers.sync.checklist import sync_checklist
+from workers.sync.context import RunContext, SyncReport
+from workers.sync.files import mirror_file, sync_task_files
 from workers.sync.gateway import Gateway, SideFailure
 from workers.canonical import canonical_task, in_scope, left_scope, normalise_value, ref_id, task_fields
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
@@ -63,52 +65,6 @@ TRIGGER_COMMENT_FIELDS = COMMENT_FIELDS + ",task"
 # Planfix's "access denied to the method or object" (API-NOTES section 1): on reading a comment an
 # event named, that comment is not one the link's user can see, so not one of the linked task's.
 OBJECT_ACCESS_DENIED = 6
-@dataclass
-class SyncReport:
-    """What one run did, for logs, the demo's narration and tests."""
-
-    link: str
-    side: str
-    task: int
-    counterpart: int | None = None
-    outcome: str = "noop"  # created | updated | noop | out_of_scope | parked | missing | rejected
-    fields: list[str] = field(default_factory=list)
-    statuses: list[int] = field(default_factory=list)
-    comments_created: int = 0
-    comments_updated: int = 0
-    comments_withdrawn: int = 0
-    notes: int = 0
-    parked: list[str] = field(default_factory=list)
-    # Tasks to sync again now that this run mirrored their parent: (side, number).
-    follow_up: list[tuple[str, int]] = field(default_factory=list)
-    # Writes Planfix queued (HTTP 202) and nobody has seen applied yet: read the task back later.
-    queued: list[str] = field(default_factory=list)
-    # Comments the events named that Planfix no longer has (a recorded no-op), and events
-    # rejected because Planfix contradicts them (a comment of another task), with the reason.
-    missing: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        parts = [f"{self.link} {self.side}#{self.task} -> #{self.counterpart}: {self.outcome}"]
-        if self.fields:
-            parts.append("fields " + ",".join(sorted(self.fields)))
-        if self.statuses:
-            parts.append("status " + "->".join(map(str, self.statuses)))
-        for label, count in (("comments+", self.comments_created), ("comments~", self.comments_updated),
-                             ("withdrawn", self.comments_withdrawn), ("notes+", self.notes)):
-            if count:
-                parts.append(f"{label}{count}")
-        if self.parked:
-            parts.append("parked: " + "; ".join(self.parked))
-        if self.queued:
-            parts.append("queued by Planfix: " + "; ".join(self.queued))
-        if self.missing:
-            parts.append("gone: " + "; ".join(self.missing))
-        if self.rejected:
-            parts.append("rejected: " + "; ".join(self.rejected))
-        return "  ".join(parts)
-
-
 def timepoint_text(point: Mapping[str, Any] | None) -> str:
     if not point:
         return ""
@@ -198,6 +154,7 @@ class TaskSync:
         self.state = state
         self.writes = writes
         self.report = SyncReport(link.name, side, number)
+        self.ctx = RunContext(link, side, number, state, self.report)
         # Source keys whose carried value Planfix queued (202), and the target values expected.
         self._unconfirmed: set[str] = set()
         # This run's pair has no agreed state yet and the run may not make it (its task is the
@@ -249,7 +206,7 @@ class TaskSync:
             if self.hints.comments:
                 self._sync_comments(known, comment_reads(self.hints, listing=False))
             if self.hints.checklist:
-                sync_checklist(self, known)
+                sync_checklist(self.ctx, known, gateway=self.gateway, writes=self.writes)
                 promote_stamp(self.state.redis, link.name, side, self.number, found)
             report = self.report
             wrote = report.comments_created or report.comments_updated or report.comments_withdrawn
@@ -403,8 +360,8 @@ class TaskSync:
         if reads.comments:
             self._sync_comments(counterpart, one_by_one)
         if reads.checklist:
-            sync_checklist(self, counterpart)
-        sync_task_files(self, counterpart, source_raw.get("files"))
+            sync_checklist(self.ctx, counterpart, gateway=self.gateway, writes=self.writes)
+        sync_task_files(self.ctx, counterpart, source_raw.get("files"), gateway=self.gateway, writes=self.writes)
         if not self._hand_over:
             self._save_snapshots(counterpart, source_now, target_now, written=written)
         listed = reads.comments and one_by_one is None
@@ -759,7 +716,8 @@ class TaskSync:
             "sourceObjectId": source_id,
             "sourceDataVersion": mirror_marker(link.name, side, comment_id),
         }
-        files = [self._mirror_file(int(f["id"])) for f in comment.get("files") or [] if f.get("id")]
+        files = [mirror_file(self.ctx, int(f["id"]), gateway=self.gateway, writes=self.writes)
+                 for f in comment.get("files") or [] if f.get("id")]
         if files:
             body["files"] = [{"id": file_id} for file_id in files]
 
@@ -770,17 +728,6 @@ class TaskSync:
         )
         self.state.pair("comment", side, comment_id, other, mirror)
         self.state.mark_mirror("comment", other, mirror)
-
-    def _mirror_file(self, file_id: int) -> int:
-        link, side, other = self.link, self.side, self.other
-
-        def copy() -> int:
-            name, content = self.gateway.call(side, "download_file", file_id)
-            return self.gateway.call(other, "upload_file", name, content)
-
-        mirror = self.writes.run(f"{link.name}:file:{side}:{file_id}", write=copy)
-        self.state.pair("file", side, file_id, other, mirror)
-        return mirror
 
     def _save_snapshots(self, counterpart: int, source_now: dict[str, Any],
                         target_now: dict[str, Any] | None,
