@@ -8,7 +8,10 @@ change when the package's inside does.
 """
 
 from workers.sync.gateway import ADMISSION_LIMIT_WAIT_S, FOLLOW_UP_LIMIT_WAIT_S, SideFailure, call_key
-from workers.sync.run import COMMENT_FIELDS, TaskSync, expected_view, people_names, post_note
+from workers.sync.comments import COMMENT_FIELDS
+from workers.sync.notices import post_note
+from workers.sync.run import TaskSync
+from workers.sync.views import expected_view, people_names
 
 __all__ = [
     "ADMISSION_LIMIT_WAIT_S",

@@ -20,123 +20,36 @@ back after the retry policy's delay (workers.retry) and plans again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
-from planfix.errors import AccessDenied, NotFound, TransientError
+from planfix.errors import NotFound, TransientError
 from schemas.links import Link
-from workers.sync.attachments import flows
-from workers.sync.checklist import sync_checklist
-from workers.sync.context import RunContext, SyncReport
-from workers.sync.files import mirror_file, sync_task_files
-from workers.sync.gateway import Gateway, SideFailure
-from workers.canonical import canonical_task, in_scope, left_scope, normalise_value, ref_id, task_fields
-from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
-from workers.idempotency import WriteOnce
+from workers.canonical import canonical_task, in_scope, left_scope, task_fields
+from workers.conflict import owner_of
 from workers.field_diff import (
     agreed_with_echoes, changed_fields, echoes, entries_of, settled, still_to_land, with_queued,
     without_entries,
 )
-from workers.conflict import owner_of
 from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
-from workers.notes import note, rule_text
-from workers.names import (
-    WHOLE, change_stamp, comment_fingerprint, promote_stamp, record_rejected, record_synced_stamp, stamp_seen,
-    synced_stamp,
-)
-from workers.plan import DATE_FIELDS, PLAIN_FIELDS, SyncPlan, created_epoch, older_than_link, plan_task_sync
-from workers.status_map import equivalent
+from workers.idempotency import WriteOnce
+from workers.names import WHOLE, promote_stamp, record_synced_stamp, stamp_seen, synced_stamp
+from workers.plan import created_epoch, older_than_link, plan_task_sync
 from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
+from workers.sync.attachments import flows
+from workers.sync.checklist import sync_checklist
+from workers.sync.comments import sync_comments
+from workers.sync.context import RunContext, SyncReport
+from workers.sync.files import sync_task_files
+from workers.sync.gateway import Gateway, SideFailure
+from workers.sync.notices import leave_note, tell_of_held_status, tell_of_lost_edits, tell_of_removal
+from workers.sync.views import expected_view, people_names
 
 log = logging.getLogger("crosslink.sync")
-# A value or text a note quotes is cut to this many characters (a description can be long).
-NOTE_QUOTE_CHARS = 200
-
-COMMENT_FIELDS = "id,description,owner,dateTime,isDeleted,files,sourceObjectId,sourceDataVersion"
-# A comment an event names is read with its task (the spec's CommentResponse.task): an event may
-# name a comment of another task, whose text must not cross to the other account.
-TRIGGER_COMMENT_FIELDS = COMMENT_FIELDS + ",task"
-# Planfix's "access denied to the method or object" (API-NOTES section 1): on reading a comment an
-# event named, that comment is not one the link's user can see, so not one of the linked task's.
-OBJECT_ACCESS_DENIED = 6
-def timepoint_text(point: Mapping[str, Any] | None) -> str:
-    if not point:
-        return ""
-    date, time_ = point.get("date", ""), point.get("time", "")
-    return f"{date} {time_}".strip() or str(point.get("datetime", ""))
-
-
-def expected_view(target_now: Mapping[str, Any] | None, body: Mapping[str, Any]) -> dict[str, Any]:
-    """The canonical values the target will hold once the update BODY is applied, for the keys
-    BODY sets (a pure function: it reads the body the planner built, in the shapes it builds).
-
-    Assumptions: custom fields are only expected for keys the canonical target view has (the
-    link reads them on that side); a date is written as the canonical "dd-MM-yyyy HH:mm" text and
-    cleared with has*Date false; parent 0 detaches.
-    """
-    now = target_now or {}
-    view: dict[str, Any] = {key: body[key] for key in PLAIN_FIELDS if key in body}
-    for key, (write_key, has_key) in DATE_FIELDS.items():
-        if write_key in body:
-            view[key] = body[write_key]
-        elif body.get(has_key) is False:
-            view[key] = None
-    if "parent" in body:
-        view["parent"] = ref_id(body["parent"])
-    if "status" in body:
-        view["status"] = ref_id(body["status"])
-    if "assignees" in body:
-        view["assignees"] = sorted(str(person["id"]) for person in
-                                   (body["assignees"] or {}).get("users", []) or [])
-    for entry in body.get("customFieldData") or []:
-        key = f"cf:{ref_id((entry or {}).get('field'))}"
-        if key in now:
-            view[key] = normalise_value(entry.get("value"))
-    return view
-
-
-def people_names(task: Mapping[str, Any]) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for role in ("assignees", "participants", "auditors"):
-        for person in (task.get(role) or {}).get("users", []) or []:
-            if person.get("id") and person.get("name"):
-                names[person["id"]] = person["name"]
-    assigner = task.get("assigner") or {}
-    if assigner.get("id") and assigner.get("name"):
-        names[assigner["id"]] = assigner["name"]
-    return names
-
-
-def quoted(html: str) -> str:
-    """HTML as a note quotes it: its plain text, cut to NOTE_QUOTE_CHARS."""
-    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
-    return text if len(text) <= NOTE_QUOTE_CHARS else text[:NOTE_QUOTE_CHARS] + "..."
-
-
-def post_note(call: Callable[..., Any], writes: WriteOnce, link_name: str, side: str, number: int, text: str,
-              occasion: str) -> None:
-    """Post the note TEXT on SIDE's task NUMBER once per OCCASION (a change of assignees, a status move
-    held, a side cut off), however often retried; CALL(method, *args) calls SIDE's client.
-    Written by the robot, it is never mirrored."""
-    digest = hashlib.sha256(f"{occasion}\n{text}".encode()).hexdigest()[:16]
-    # Marked like a mirror, so a write whose outcome was lost is found rather than repeated.
-    source_id = mirror_source_id(link_name, side, "note", f"{number}:{digest}")
-
-    def find_existing() -> int | None:
-        for candidate in call("list_task_comments", number, fields="id,sourceObjectId", type_list="All"):
-            if candidate.get("sourceObjectId") == source_id:
-                return int(candidate["id"])
-        return None
-
-    writes.run(f"{link_name}:note:{side}:{number}:{digest}",
-               write=lambda: call("create_comment", number, {"description": text, "sourceObjectId": source_id}),
-               find_existing=find_existing)
 
 
 class TaskSync:
@@ -204,7 +117,8 @@ class TaskSync:
             self.report.counterpart = known
             found = synced_stamp(self.state.redis, link.name, side, self.number) if self.hints.checklist else None
             if self.hints.comments:
-                self._sync_comments(known, comment_reads(self.hints, listing=False))
+                sync_comments(self.ctx, known, comment_reads(self.hints, listing=False), gateway=self.gateway,
+                              writes=self.writes)
             if self.hints.checklist:
                 sync_checklist(self.ctx, known, gateway=self.gateway, writes=self.writes)
                 promote_stamp(self.state.redis, link.name, side, self.number, found)
@@ -220,7 +134,7 @@ class TaskSync:
         except SideFailure as failure:
             if isinstance(failure.error, NotFound):
                 if known is not None and not self.state.removed(side, self.number):
-                    self._tell_of_removal("deleted", known, None)
+                    tell_of_removal(self.ctx, "deleted", known, None, gateway=self.gateway, writes=self.writes)
                 self.report.outcome = "missing"
                 return self.report
             raise
@@ -340,14 +254,16 @@ class TaskSync:
                 else:
                     written["status"] = status
         self.report.parked.extend(plan.parked)
-        self._tell_of_lost_edits(plan, counterpart, source_raw)
-        self._tell_of_held_status(plan, counterpart, source_raw, source_now,
-                                  written.get("status", (target_now or {}).get("status")),
-                                  moved="status" in source_changed or "status" in written)
+        tell_of_lost_edits(self.ctx, plan, counterpart, gateway=self.gateway, writes=self.writes)
+        tell_of_held_status(self.ctx, plan, counterpart, source_raw, source_now,
+                            written.get("status", (target_now or {}).get("status")),
+                            moved="status" in source_changed or "status" in written,
+                            gateway=self.gateway, writes=self.writes)
         previous = self.state.snapshot(side, self.number) or {}
         occasion = json.dumps([previous.get("assignees"), source_now.get("assignees")])
         for delegation_note in plan.notes:
-            self._post_note(self.other, counterpart, delegation_note, occasion)
+            leave_note(self.ctx, self.other, counterpart, delegation_note, occasion, gateway=self.gateway,
+                       writes=self.writes)
             self.report.notes += 1
         # A change that is no echo of ours explains the task's event.
         # Keys out of the source's snapshot while it has one are ours, unconfirmed (a write
@@ -358,7 +274,7 @@ class TaskSync:
         reads = extra_reads(self.hints, explained, has_comments=has_comments)
         one_by_one = comment_reads(self.hints, listing=not explained or self.hints.task_events > 1)
         if reads.comments:
-            self._sync_comments(counterpart, one_by_one)
+            sync_comments(self.ctx, counterpart, one_by_one, gateway=self.gateway, writes=self.writes)
         if reads.checklist:
             sync_checklist(self.ctx, counterpart, gateway=self.gateway, writes=self.writes)
         sync_task_files(self.ctx, counterpart, source_raw.get("files"), gateway=self.gateway, writes=self.writes)
@@ -527,207 +443,10 @@ class TaskSync:
                 self.state.unmark_removed(self.side, self.number)
             return False
         if not marked:
-            self._tell_of_removal(how, counterpart, source_raw)
+            tell_of_removal(self.ctx, how, counterpart, source_raw, gateway=self.gateway, writes=self.writes)
         # Nothing more to look at for this stamp: polls need not queue it again.
         record_synced_stamp(self.state.redis, self.link.name, self.side, self.number, source_raw)
         return True
-
-    def _tell_of_removal(self, how: str, counterpart: int, source_raw: Mapping[str, Any] | None) -> None:
-        """The other side's copy stays, with everything it holds: a note there says its
-        counterpart is gone (a client trashed a shared task and the partner could not tell), and
-        `crosslink status` counts it until the task is back."""
-        stamp = change_stamp(source_raw) if source_raw is not None else "gone"
-        self._post_note(self.other, counterpart,
-                        note(self.link, self.other, "removed", other=self.side, number=self.number, how=how),
-                        f"removed:{self.side}:{self.number}:{how}:{stamp}")
-        self.state.mark_removed(self.side, self.number, {"how": how, "counterpart": counterpart, "at": time.time()})
-        log.info("task %s on its side: its counterpart stays, no longer followed", how,
-                 extra={"link": self.link.name, "side": self.side, "task": self.number})
-
-    def _tell_of_lost_edits(self, plan: SyncPlan, counterpart: int | None, source_raw: Mapping[str, Any]) -> None:
-        """A person's edit on the counterpart that this run's write replaced (both sides changed
-        the field; the source's wins by the link's rules) leaves a note there with the value that
-        lost, once per edit: it no longer vanishes without a trace."""
-        if counterpart is None:
-            return
-        # The winner's run writes over the loser's edit, or the loser's run, coming first, sees
-        # its edit lose (it then agrees on its own value, so the winner's run sees no contest):
-        # either way one note, on the loser's task.
-        told = [(self.other, counterpart, entry, self.side) for entry in plan.overwritten]
-        told += [(self.side, self.number, entry, self.other) for entry in plan.yielded]
-        for side, number, (field_key, lost, owner), winner in told:
-            shown = quoted(lost) if isinstance(lost, str) else lost
-            self._post_note(side, number, note(
-                self.link, side, "lost_edit", field=field_key, value=json.dumps(shown, ensure_ascii=False),
-                other=winner, rule=rule_text(self.link, side, owner)),
-                f"lost:{side}:{field_key}:{json.dumps(lost, sort_keys=True, ensure_ascii=False)}")
-
-    def _tell_of_held_status(self, plan: SyncPlan, counterpart: int | None, source_raw: Mapping[str, Any],
-                             source_now: Mapping[str, Any], target_status: int | None, *, moved: bool) -> None:
-        """A status move the other side's process does not allow leaves the sides apart: a note
-        on each task says so, once per move (a partner reopened a task the client treats as
-        final: the client copy rightly stayed "Accepted", and nobody on either side was told),
-        and `crosslink status` counts it until a move (MOVED: this run saw or made one) makes
-        the sides agree again; a run that moved no status writes nothing here."""
-        if counterpart is None:
-            return
-        if plan.held_status is None:
-            if moved and equivalent(self.link, self.side, source_now.get("status"), target_status):
-                self.state.release_status(((self.side, self.number), (self.other, counterpart)))
-            return
-        moved_to, stays_at, why = plan.held_status
-        # One note per move: the same move made again later (another stamp) is told again.
-        occasion = f"held-status:{self.side}:{self.number}:{moved_to}:{stays_at}:{change_stamp(source_raw)}"
-        self._post_note(self.side, self.number, note(self.link, self.side, "held_status_source", other=self.other,
-                                                     moved_to=moved_to, stays_at=stays_at, why=why), occasion)
-        self._post_note(self.other, counterpart, note(self.link, self.other, "held_status_target", other=self.side,
-                                                      moved_to=moved_to, stays_at=stays_at, why=why), occasion)
-        self.state.hold_status(self.side, self.number, {"moved_to": moved_to, "counterpart": counterpart,
-                                                        "stays_at": stays_at, "why": why, "at": time.time()})
-
-    def _post_note(self, side: str, number: int, text: str, occasion: str) -> None:
-        post_note(lambda method, *args, **kwargs: self.gateway.call(side, method, *args, **kwargs), self.writes,
-                  self.link.name, side, number, text, occasion)
-
-    def _find_comment(self, counterpart: int, source_id: str) -> int | None:
-        """The comment on the counterpart marked SOURCE_ID (only after a lost answer: one list)."""
-        for candidate in self.gateway.call(self.other, "list_task_comments", counterpart,
-                                    fields="id,sourceObjectId", type_list="All"):
-            if candidate.get("sourceObjectId") == source_id:
-                return int(candidate["id"])
-        return None
-
-    # ------------------------------------------------------------------------------------
-    def _sync_comments(self, counterpart: int, only: tuple[int, ...] | None = None) -> None:
-        """Mirror new, edited and deleted comments of the run's task: the ONLY ones (those its
-        events named, read one by one and checked against the task: _trigger_comment), or every
-        comment (one paged list of the task's own)."""
-        link, side, other = self.link, self.side, self.other
-        integration = link.sides[side].integration_user
-        seen = self.state.comment_fingerprints(side, self.number)
-        if only is None:
-            comments = self.gateway.call(side, "list_task_comments", self.number, fields=COMMENT_FIELDS,
-                                  type_list="All")
-        else:
-            comments = [comment for comment in map(self._trigger_comment, only) if comment is not None]
-        for comment in comments:
-            comment_id = int(comment["id"])
-            if (comment.get("owner") or {}).get("id") == integration:
-                if comment.get("isDeleted"):
-                    self._tell_of_deleted_copy(counterpart, comment, seen)
-                continue
-            if self.state.is_mirror("comment", side, comment_id):
-                continue
-            text = comment.get("description") or ""
-            deleted = bool(comment.get("isDeleted"))
-            print_ = comment_fingerprint(text, deleted)
-            if seen.get(comment_id) == print_:
-                continue
-            mirror = self.state.counterpart("comment", side, comment_id)
-            if mirror is None and self.writes.started(self._comment_write_key(comment_id)):
-                mirror = self._begun_comment_mirror(counterpart, comment_id)
-            author = (comment.get("owner") or {}).get("name") or (comment.get("owner") or {}).get("id", "?")
-            when = timepoint_text(comment.get("dateTime"))
-            if mirror is None:
-                if not deleted and should_mirror(link, side, text):
-                    self._create_comment_mirror(counterpart, comment, author, when)
-                    self.report.comments_created += 1
-            elif deleted:
-                html = render_withdrawn(link, side, render_mirror(link, side, author, when, text), when)
-                self.gateway.call(other, "update_comment", counterpart, mirror, {"description": html})
-                self.report.comments_withdrawn += 1
-            else:
-                html = render_mirror(link, side, author, when, text)
-                self.gateway.call(other, "update_comment", counterpart, mirror, {"description": html})
-                self.report.comments_updated += 1
-            self.state.save_comment_fingerprint(side, self.number, comment_id, print_)
-
-    def _tell_of_deleted_copy(self, counterpart: int, comment: Mapping[str, Any], seen: Mapping[int, str]) -> None:
-        """A person deleted our copy of the other side's comment: the original stays, and a note
-        beside it says the copy is gone (once: the deleted copy's fingerprint is kept)."""
-        comment_id = int(comment["id"])
-        print_ = comment_fingerprint(comment.get("description") or "", True)
-        if seen.get(comment_id) == print_ or self.state.counterpart("comment", self.side, comment_id) is None:
-            return  # told already, or not a copy of a comment (a note of ours)
-        self._post_note(self.other, counterpart,
-                        note(self.link, self.other, "copy_deleted", other=self.side,
-                             excerpt=json.dumps(quoted(comment.get("description") or ""), ensure_ascii=False)),
-                        f"copy-deleted:{self.side}:{comment_id}")
-        self.state.save_comment_fingerprint(self.side, self.number, comment_id, print_)
-
-    def _trigger_comment(self, comment_id: int) -> Mapping[str, Any] | None:
-        """The comment COMMENT_ID an event named, read with its task in the same request; None
-        when there is nothing to mirror from it, before anything is written:
-        - gone (deleted for good, or never there): a recorded no-op (report.missing, a log line),
-          not a failure: no dead letter, so the task's later events run;
-        - on another task, on none, or not visible to the link's user: the event is rejected
-          (report.rejected, a log line, `crosslink rejected`), as mirroring it would copy a
-          comment the link does not cover into the other account.
-        """
-        try:
-            comment = self.gateway.call(self.side, "get_comment", comment_id, fields=TRIGGER_COMMENT_FIELDS)
-        except SideFailure as failure:
-            if isinstance(failure.error, NotFound):
-                self.report.missing.append(f"comment {comment_id}")
-                log.info("comment %s named by an event no longer exists: nothing to mirror", comment_id)
-                return None
-            if isinstance(failure.error, AccessDenied) and failure.error.code == OBJECT_ACCESS_DENIED:
-                self._reject_comment(comment_id, "the link's user may not see it")
-                return None
-            raise
-        on_task = ref_id(comment.get("task"))
-        if on_task != self.number:
-            self._reject_comment(comment_id, f"it is on task {on_task}" if on_task else "it is on no task")
-            return None
-        return comment
-
-    def _reject_comment(self, comment_id: int, why: str) -> None:
-        """Record an event naming COMMENT_ID, which is not the run's task's, as rejected (WHY)."""
-        reason = f"comment {comment_id} is not on task {self.number}: {why}"
-        self.report.rejected.append(reason)
-        log.warning("event rejected, nothing written: %s", reason)
-        record_rejected(self.state.redis, link=self.link.name, side=self.side, reason=reason,
-                        task=self.number, comment=comment_id, event="comment_added", origin="worker")
-
-    def _comment_write_key(self, comment_id: int) -> str:
-        return f"{self.link.name}:comment:{self.side}:{comment_id}"
-
-    def _begun_comment_mirror(self, counterpart: int, comment_id: int) -> int | None:
-        """The mirror of COMMENT_ID an earlier run began and did not pair (its answer lost, its
-        worker killed), now paired; None when that write never landed. Without it, a deletion
-        or edit since found no mirror to carry to (the quick chaos run kept a deleted comment's
-        mirror unwithdrawn so), and an edit was mirrored by adopting the mirror's older text."""
-        link, side, other = self.link, self.side, self.other
-        mirror = self.writes.done(self._comment_write_key(comment_id))
-        if mirror is None:
-            mirror = self._find_comment(counterpart, mirror_source_id(link.name, side, "comment", comment_id))
-        if mirror is not None:
-            self.state.pair("comment", side, comment_id, other, mirror)
-            self.state.mark_mirror("comment", other, mirror)
-        return mirror
-
-    def _create_comment_mirror(self, counterpart: int, comment: Mapping[str, Any], author: str,
-                               when: str) -> None:
-        link, side, other = self.link, self.side, self.other
-        comment_id = int(comment["id"])
-        source_id = mirror_source_id(link.name, side, "comment", comment_id)
-        body: dict[str, Any] = {
-            "description": render_mirror(link, side, author, when, comment.get("description") or ""),
-            "sourceObjectId": source_id,
-            "sourceDataVersion": mirror_marker(link.name, side, comment_id),
-        }
-        files = [mirror_file(self.ctx, int(f["id"]), gateway=self.gateway, writes=self.writes)
-                 for f in comment.get("files") or [] if f.get("id")]
-        if files:
-            body["files"] = [{"id": file_id} for file_id in files]
-
-        mirror = self.writes.run(
-            self._comment_write_key(comment_id),
-            write=lambda: self.gateway.call(other, "create_comment", counterpart, body),
-            find_existing=lambda: self._find_comment(counterpart, source_id),
-        )
-        self.state.pair("comment", side, comment_id, other, mirror)
-        self.state.mark_mirror("comment", other, mirror)
 
     def _save_snapshots(self, counterpart: int, source_now: dict[str, Any],
                         target_now: dict[str, Any] | None,
