@@ -22,32 +22,29 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from planfix.client import Applied, PartiallyApplied, PlanfixClient, Queued
-from planfix.errors import NotFound, TransientError
+from planfix.client import PlanfixClient
 from schemas.links import Link
-from workers.canonical import canonical_task, in_scope, left_scope, task_fields
+from workers.canonical import canonical_task, task_fields
 from workers.conflict import owner_of
-from workers.field_diff import (
-    agreed_with_echoes, changed_fields, echoes, entries_of, settled, still_to_land, with_queued,
-    without_entries,
-)
+from workers.field_diff import agreed_with_echoes, changed_fields, echoes, entries_of, settled, still_to_land
 from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
 from workers.idempotency import WriteOnce
 from workers.names import WHOLE, promote_stamp, record_synced_stamp, stamp_seen, synced_stamp
-from workers.plan import created_epoch, older_than_link, plan_task_sync
-from workers.state import LinkState, mirror_marker, mirror_source_id, parse_marker
+from workers.plan import plan_task_sync
+from workers.state import LinkState
 from workers.sync.attachments import flows
 from workers.sync.checklist import sync_checklist
 from workers.sync.comments import sync_comments
 from workers.sync.context import RunContext, SyncReport
 from workers.sync.files import sync_task_files
-from workers.sync.gateway import Gateway, SideFailure
-from workers.sync.notices import leave_note, tell_of_held_status, tell_of_lost_edits, tell_of_removal
+from workers.sync.follow import counterpart_to_follow, read_source
+from workers.sync.gateway import Gateway
+from workers.sync.notices import leave_note, tell_of_held_status, tell_of_lost_edits
 from workers.sync.views import expected_view, people_names
+from workers.sync.writer import TaskWriter
 
 log = logging.getLogger("crosslink.sync")
 
@@ -68,17 +65,13 @@ class TaskSync:
         self.writes = writes
         self.report = SyncReport(link.name, side, number)
         self.ctx = RunContext(link, side, number, state, self.report)
-        # Source keys whose carried value Planfix queued (202), and the target values expected.
-        self._unconfirmed: set[str] = set()
         # This run's pair has no agreed state yet and the run may not make it (its task is the
         # mirror, or the mirror was found, made by an earlier run): the original's next run does.
         self._hand_over = False
-        self._expected: dict[str, Any] = {}
-        # A write whose outcome is not simply "applied as sent" (202, per-field failures): the
-        # counterpart is read back before its snapshot is saved.
-        self._read_back = False
         # Every request to Planfix, on either side (admission, kept reads, failures by side).
         self.gateway = Gateway(clients, kept_reads=kept_reads, prefetched=prefetched, guard=guard)
+        # The writes to the pair's tasks, and what their outcomes leave to agree on.
+        self.writer = TaskWriter(self.ctx, gateway=self.gateway, writes=writes)
 
     @property
     def kept_reads(self) -> dict[str, Any]:
@@ -129,32 +122,12 @@ class TaskSync:
             elif not wrote and report.missing:
                 report.outcome = "missing"
             return report
-        try:
-            source_raw = self.gateway.call(side, "get_task", self.number, fields=task_fields(link, side))
-        except SideFailure as failure:
-            if isinstance(failure.error, NotFound):
-                if known is not None and not self.state.removed(side, self.number):
-                    tell_of_removal(self.ctx, "deleted", known, None, gateway=self.gateway, writes=self.writes)
-                self.report.outcome = "missing"
-                return self.report
-            raise
-        counterpart = self.state.counterpart("task", side, self.number)
-        if counterpart is None:
-            counterpart = self._adopt_marked(source_raw)
-        if counterpart is None and not in_scope(link, side, source_raw):
-            self.report.outcome = "out_of_scope"
+        source_raw = read_source(self.ctx, known, gateway=self.gateway, writes=self.writes)
+        if source_raw is None:
             return self.report
-        if counterpart is None and self._awaits_decision(source_raw):
-            self.report.outcome = "awaiting_decision"
+        counterpart, followed = counterpart_to_follow(self.ctx, source_raw, gateway=self.gateway, writes=self.writes)
+        if not followed:
             return self.report
-        if counterpart is not None:
-            removed = self.state.removed_among([(side, self.number), (other, counterpart)])
-            if (self._removed_here(source_raw, counterpart, (side, self.number) in removed)
-                    or (other, counterpart) in removed):
-                # Removed on this side (told on the other), or the counterpart was, on its own: the
-                # copy left stays as it is, and nothing more is carried into a task people dropped.
-                self.report.counterpart, self.report.outcome = counterpart, "removed"
-                return self.report
         self.report.counterpart = counterpart
         counterpart_pending = counterpart is not None and self.state.has_pending(other, counterpart)
         if counterpart_pending:
@@ -183,7 +156,7 @@ class TaskSync:
             target_snapshot = agreed_with_echoes(target_agreed, target_now, target_expected)
             landing = still_to_land(target_expected, target_now, target_agreed)
             # Writes Planfix queued and not landed yet stay expected, whatever this run writes.
-            self._expected = entries_of(target_expected, landing)
+            self.writer.expected = entries_of(target_expected, landing)
         # Person ids repeat across accounts (both robots may be user:1): source names only.
         names = people_names(source_raw)
         # The registry as the plan saw it, each task looked up once: a parent paired by another
@@ -202,7 +175,7 @@ class TaskSync:
         # already hold a person's concurrent edit, are what both sides agreed on.
         written: dict[str, Any] = {}
         if plan.create:
-            counterpart, made = self._create_counterpart(plan.update_body)
+            counterpart, made = self.writer.create_counterpart(plan.update_body)
             if not made:
                 # An earlier run made the mirror (its answer lost), from the task as it was
                 # then: this run's body is not what it holds. The next run, with no agreed state
@@ -217,14 +190,7 @@ class TaskSync:
                 written.setdefault("status", initial)
             self.report.outcome = "created"
         elif plan.update_body:
-            outcome = self._write_update(other, counterpart, plan.update_body,
-                                         expected_view(target_now, plan.update_body))
-            if isinstance(outcome, Queued):
-                self._unconfirmed.update(plan.fields)
-                self._expected = with_queued(self._expected, expected_view(target_now, plan.update_body))
-            elif isinstance(outcome, Applied):
-                written = expected_view(target_now, plan.update_body)
-                self._applied(written)
+            written = self.writer.update_fields(counterpart, plan.update_body, plan.fields, target_now)
             self.report.fields = sorted(plan.fields)
             self.report.outcome = "updated"
         self.report.counterpart = counterpart
@@ -240,7 +206,7 @@ class TaskSync:
             previous_parent = (self.state.snapshot(side, self.number) or {}).get("parent")
             source_now = {**source_now, "parent": previous_parent}
         for status in plan.status_path:
-            if not self._move_status(other, counterpart, status):
+            if not self.writer.move_status(other, counterpart, status):
                 break
             written["status"] = status
             self.report.statuses.append(status)
@@ -248,7 +214,7 @@ class TaskSync:
                 self.report.outcome = "updated"
         for moved_side, status in plan.source_status_moves:
             number = self.number if moved_side == side else counterpart
-            if self._move_status(moved_side, number, status):
+            if self.writer.move_status(moved_side, number, status):
                 if moved_side == side:
                     source_now = {**source_now, "status": status}
                 else:
@@ -291,28 +257,6 @@ class TaskSync:
                                 checklist_seen=seen == WHOLE)
         return self.report
 
-    def _awaits_decision(self, source_raw: Mapping[str, Any]) -> bool:
-        """Whether this unpaired task is older than the link and no one decided to mirror it:
-        a copy may exist by hand on the other side (backfill found three "Weekly status call"
-        tasks it could not tell apart; the poll's run mirrored each beside its hand copy). It
-        waits, listed, for `crosslink pair` or `crosslink mirror`, and this stamp counts as
-        looked at, so polls do not queue it again until it changes."""
-        since = self.state.since(self.side)
-        if since is None:
-            # The deployment's first run on this side: it began serving the side now (a task
-            # made since, or up to CLOCK_SKEW_S before, is new).
-            self.state.begin([self.side], time.time())
-            since = self.state.since(self.side)
-        created = created_epoch(source_raw)
-        if not older_than_link(created, since) or self.state.decided_mirror(self.side, self.number):
-            return False
-        self.state.await_decision(self.side, self.number,
-                                  {"name": source_raw.get("name") or "", "created": created, "at": time.time()})
-        record_synced_stamp(self.state.redis, self.link.name, self.side, self.number, source_raw)
-        log.info("task older than the link left unmirrored until a person decides (crosslink pair / mirror)",
-                 extra={"link": self.link.name, "side": self.side, "task": self.number})
-        return True
-
     def _counterpart_view(self, counterpart: int, source_changed: set[str], pending: bool) -> dict[str, Any]:
         """The counterpart's canonical view: its snapshot where that is safe (workers.hints),
         else read over REST. PENDING: an event of the counterpart's own waits."""
@@ -327,126 +271,6 @@ class TaskSync:
             return dict(snapshot)
         target_raw = self.gateway.call(other, "get_task", counterpart, fields=task_fields(link, other))
         return canonical_task(target_raw, link, other)
-
-    # ------------------------------------------------------------------------------------
-    def _adopt_marked(self, source_raw: Mapping[str, Any]) -> int | None:
-        """A task whose marker says it mirrors one of ours is paired again, never re-mirrored."""
-        marker = parse_marker(source_raw.get("sourceDataVersion"))
-        if marker and marker[0] == self.link.name and marker[1] == self.other:
-            # This task is the mirror; its original is marker[2] on the other side.
-            self.state.pair("task", self.side, self.number, self.other, marker[2])
-            self.state.mark_mirror("task", self.side, self.number)
-            return marker[2]
-        return None
-
-    def _create_counterpart(self, body: dict[str, Any]) -> tuple[int, bool]:
-        """The new counterpart, and whether this run made it (else an earlier run did)."""
-        link, side, other = self.link, self.side, self.other
-        source_id = mirror_source_id(link.name, side, "task", self.number)
-        marked = {**body, "sourceObjectId": source_id,
-                  "sourceDataVersion": mirror_marker(link.name, side, self.number)}
-
-        def find_existing() -> int | None:
-            create = link.sides[other].create
-            filters = [{"type": 5, "operator": "equal", "value": create.project}] if create.project else []
-            # Only after a lost answer: a scan of the mirror project, paid rarely.
-            for task in self.gateway.call(other, "list_tasks", filters=filters, fields="id,sourceObjectId"):
-                if task.get("sourceObjectId") == source_id:
-                    return int(task["id"])
-            return None
-
-        made = []
-
-        def create() -> int:
-            made.append(self.gateway.call(other, "create_task", marked))
-            return made[0]
-
-        counterpart = self.writes.run(f"{link.name}:task:{side}:{self.number}", write=create,
-                                      find_existing=find_existing)
-        self._paired(counterpart)
-        return counterpart, bool(made)
-
-    def _paired(self, counterpart: int) -> None:
-        self.state.pair("task", self.side, self.number, self.other, counterpart)
-        self.state.mark_mirror("task", self.other, counterpart)
-        # Children on either side may have been waiting for this pair to exist.
-        for side, number in ((self.side, self.number), (self.other, counterpart)):
-            self.report.follow_up.extend(
-                (side, child) for child in self.state.take_waiting_children(side, number))
-
-    def _write_update(self, side: str, number: int, body: dict[str, Any], values: Mapping[str, Any]) -> Any:
-        outcome = self._update(side, number, body, values)
-        if not isinstance(outcome, Applied):
-            self._read_back = True
-        if isinstance(outcome, PartiallyApplied):
-            for failure in outcome.failures:
-                self.report.parked.append(f"{side} #{number} field {failure.field}: {failure.error}")
-        elif isinstance(outcome, Queued):
-            self.report.queued.append(f"{side} #{number} fields " + ",".join(sorted(body)))
-            log.info("update queued by Planfix (202): read back later",
-                     extra={"link": self.link.name, "side": side, "task": number})
-        return outcome
-
-    def _move_status(self, side: str, number: int, status: int) -> bool:
-        """True when the move is seen applied. A queued (202) move is not: the next step of a
-        path depends on it, and the read-back run plans the rest from what Planfix then shows."""
-        outcome = self._update(side, number, {"status": {"id": status}}, {"status": status})
-        if not isinstance(outcome, Applied):
-            self._read_back = True
-        if isinstance(outcome, PartiallyApplied):
-            reasons = [f.error for f in outcome.failures if f.field == "status"]
-            if reasons:
-                self.report.parked.append(f"{side} #{number} status {status}: {reasons[0]}")
-                return False
-        if isinstance(outcome, Queued):
-            self.report.queued.append(f"{side} #{number} status {status}")
-            if side == self.other:
-                self._unconfirmed.add("status")
-                self._expected = with_queued(self._expected, {"status": status})
-            return False
-        if side == self.other:
-            self._applied({"status": status})
-        return isinstance(outcome, (Applied, PartiallyApplied))
-
-    def _applied(self, values: Mapping[str, Any]) -> None:
-        """A write of VALUES to the counterpart was applied, not queued: the task was not locked,
-        so what Planfix had queued for those keys before had landed, and is expected no more."""
-        self._expected = without_entries(self._expected, values)
-
-    def _update(self, side: str, number: int, body: dict[str, Any], values: Mapping[str, Any]) -> Any:
-        """Update SIDE's task NUMBER with BODY. The canonical VALUES it gives the task are
-        expected before it is sent (LinkState.expect_ahead): whether the run then fails, loses
-        the answer or its worker is killed before it agrees on anything, Planfix may have applied
-        it, and the next run of either side must see an echo there, not a person's change. (A
-        killed run's write, taken for a client's change, rolled the partner's newer edit back on
-        both sides in the quick chaos run.) A run that finishes replaces them with what it agreed
-        on; a write surely not applied (refused before it was sent: our limiter, Planfix's rate or
-        quota; or for good) is withdrawn at once, as it would only cost the next runs reads."""
-        before = self.state.expect_ahead(side, number, values)
-        try:
-            return self.gateway.call(side, "update_task", number, body)
-        except SideFailure as failure:
-            if not isinstance(failure.error, TransientError):
-                self.state.withdraw_ahead(side, number, before)
-            raise
-
-    def _removed_here(self, source_raw: Mapping[str, Any], counterpart: int, marked: bool) -> bool:
-        """Whether this paired task was taken out of the link on its side (trashed, moved out
-        of scope), told once on its counterpart (MARKED: told already); a task back in place is
-        followed again. Asks Redis whether the task is a mirror only for one out of scope."""
-        how = ("trashed" if source_raw.get("isDeleted") else
-               "out_of_scope" if not in_scope(self.link, self.side, source_raw) and left_scope(
-                   self.link, self.side, source_raw, self.state.is_mirror("task", self.side, self.number))
-               else None)
-        if how is None:
-            if marked:
-                self.state.unmark_removed(self.side, self.number)
-            return False
-        if not marked:
-            tell_of_removal(self.ctx, how, counterpart, source_raw, gateway=self.gateway, writes=self.writes)
-        # Nothing more to look at for this stamp: polls need not queue it again.
-        record_synced_stamp(self.state.redis, self.link.name, self.side, self.number, source_raw)
-        return True
 
     def _save_snapshots(self, counterpart: int, source_now: dict[str, Any],
                         target_now: dict[str, Any] | None,
@@ -465,7 +289,7 @@ class TaskSync:
         """
         link, other = self.link, self.other
         written = written or {}
-        if self._read_back or self._unconfirmed or (target_now is None and "status" not in written):
+        if self.writer.read_back or self.writer.unconfirmed or (target_now is None and "status" not in written):
             target_raw = self.gateway.call(other, "get_task", counterpart, fields=task_fields(link, other))
             target_after = canonical_task(target_raw, link, other)
         else:
@@ -493,11 +317,11 @@ class TaskSync:
             # else left out, as that side's own run left it (a write of its that Planfix queued,
             # not seen yet) or never had it (a field mapped since): that run carries it next.
         target_snapshot.update(echoes(target_after, self.state.queued_expectations(other, counterpart)))
-        if self._unconfirmed:
+        if self.writer.unconfirmed:
             # Left out of the source's snapshot, they count as changed for its next run, which
             # carries them again whatever they are by then: a person who put back the agreed
             # value meanwhile would otherwise see the queued write land late and stand.
-            source_now = {key: value for key, value in source_now.items() if key not in self._unconfirmed}
+            source_now = {key: value for key, value in source_now.items() if key not in self.writer.unconfirmed}
         self.state.save_snapshots({
             (self.side, self.number): source_now,
             (other, counterpart): target_snapshot,
@@ -509,4 +333,4 @@ class TaskSync:
         # What this run saw replaces older expectations: one not met by now was overwritten by
         # a person (a real change of the target's) or planned again by this very run. Writes
         # Planfix queued that are still to land stay (still_to_land; _applied).
-        self.state.save_queued_expectations(other, counterpart, self._expected)
+        self.state.save_queued_expectations(other, counterpart, self.writer.expected)
