@@ -29,12 +29,13 @@ from planfix.client import PlanfixClient
 from schemas.links import Link
 from workers.canonical import canonical_task, task_fields
 from workers.conflict import owner_of
-from workers.field_diff import agreed_with_echoes, changed_fields, echoes, entries_of, settled, still_to_land
+from workers.field_diff import agreed_with_echoes, changed_fields, entries_of, still_to_land
 from workers.hints import Hints, comment_reads, extra_reads, may_trust_snapshot
 from workers.idempotency import WriteOnce
 from workers.names import WHOLE, promote_stamp, record_synced_stamp, stamp_seen, synced_stamp
 from workers.plan import plan_task_sync
 from workers.state import LinkState
+from workers.sync.agreement import agreement, must_read_back, save_agreement
 from workers.sync.attachments import flows
 from workers.sync.checklist import sync_checklist
 from workers.sync.comments import sync_comments
@@ -245,7 +246,7 @@ class TaskSync:
             sync_checklist(self.ctx, counterpart, gateway=self.gateway, writes=self.writes)
         sync_task_files(self.ctx, counterpart, source_raw.get("files"), gateway=self.gateway, writes=self.writes)
         if not self._hand_over:
-            self._save_snapshots(counterpart, source_now, target_now, written=written)
+            self._agree(counterpart, source_now, target_now, written)
         listed = reads.comments and one_by_one is None
         seen = stamp_seen(source_raw, synced_stamp(self.state.redis, link.name, side, self.number),
                           checklist_looked=reads.checklist,
@@ -272,24 +273,13 @@ class TaskSync:
         target_raw = self.gateway.call(other, "get_task", counterpart, fields=task_fields(link, other))
         return canonical_task(target_raw, link, other)
 
-    def _save_snapshots(self, counterpart: int, source_now: dict[str, Any],
-                        target_now: dict[str, Any] | None,
-                        written: Mapping[str, Any] | None = None) -> None:
-        """Record what both sides now agree on.
-
-        The source's snapshot is its state as read (its changes have been carried or lost a
-        conflict). The target's snapshot takes only the values this run changed; a field the
-        target changed itself keeps its old snapshot value, so the target's own sync run still
-        sees that change and carries it back.
-
-        A write Planfix queued (202) is agreed only once seen: the source keys it carried leave
-        the source's snapshot (so the next run carries them again, an absolute set), and the
-        target values it should produce are remembered; a later run that reads exactly those
-        values takes them into the target's snapshot, as if it had written them itself.
-        """
-        link, other = self.link, self.other
-        written = written or {}
-        if self.writer.read_back or self.writer.unconfirmed or (target_now is None and "status" not in written):
+    def _agree(self, counterpart: int, source_now: dict[str, Any], target_now: dict[str, Any] | None,
+               written: Mapping[str, Any]) -> None:
+        """Record what both sides now agree on: workers.sync.agreement decides it from what this
+        run read and wrote; this reads the counterpart back when it must, and stores the answer."""
+        link, other, writer = self.link, self.other, self.writer
+        if must_read_back(read_back=writer.read_back, unconfirmed=writer.unconfirmed, target_now=target_now,
+                          written=written):
             target_raw = self.gateway.call(other, "get_task", counterpart, fields=task_fields(link, other))
             target_after = canonical_task(target_raw, link, other)
         else:
@@ -297,40 +287,10 @@ class TaskSync:
             # now holds what it held plus what was written; reading it back would cost a request
             # and show nothing more (a person's concurrent edit brings its own event).
             target_after = {**(target_now or canonical_task({}, link, other)), **written}
-        previous = self.state.snapshot(other, counterpart) or {}
-        before = target_now or {}
-        # Only what this run wrote and saw applied moves the target's snapshot; any other
-        # difference in the read-back is a person's edit made meanwhile, which must still show
-        # as a change of the target's so that its own run carries it back. (Taking every
-        # difference from the read-back lost concurrent status moves and reassignments: the
-        # chaos suite found them.) A read-back that differs from what we wrote is such an edit
-        # too: the snapshot keeps our value.
-        target_snapshot = {}
-        for key, value in target_after.items():
-            if key in written:
-                target_snapshot[key] = (written[key] if changed_fields({key: written[key]}, {key: value})
-                                        else value)
-            elif key in previous:
-                target_snapshot[key] = previous[key]
-            elif not previous:
-                target_snapshot[key] = before.get(key, value)
-            # else left out, as that side's own run left it (a write of its that Planfix queued,
-            # not seen yet) or never had it (a field mapped since): that run carries it next.
-        target_snapshot.update(echoes(target_after, self.state.queued_expectations(other, counterpart)))
-        if self.writer.unconfirmed:
-            # Left out of the source's snapshot, they count as changed for its next run, which
-            # carries them again whatever they are by then: a person who put back the agreed
-            # value meanwhile would otherwise see the queued write land late and stand.
-            source_now = {key: value for key, value in source_now.items() if key not in self.writer.unconfirmed}
-        self.state.save_snapshots({
-            (self.side, self.number): source_now,
-            (other, counterpart): target_snapshot,
-        })
-        # Values expected on the source that it now shows are in its snapshot: agreed.
-        own = self.state.queued_expectations(self.side, self.number)
-        if own:
-            self.state.save_queued_expectations(self.side, self.number, settled(own, source_now))
-        # What this run saw replaces older expectations: one not met by now was overwritten by
-        # a person (a real change of the target's) or planned again by this very run. Writes
-        # Planfix queued that are still to land stay (still_to_land; _applied).
-        self.state.save_queued_expectations(other, counterpart, self.writer.expected)
+        agreed = agreement((self.side, self.number), (other, counterpart), source_now=source_now,
+                           target_now=target_now, target_after=target_after, written=written,
+                           target_previous=self.state.snapshot(other, counterpart),
+                           target_queued=self.state.queued_expectations(other, counterpart),
+                           source_queued=self.state.queued_expectations(self.side, self.number),
+                           unconfirmed=writer.unconfirmed, expected=writer.expected)
+        save_agreement(self.state, agreed)
