@@ -62,7 +62,7 @@ class Gateway:
         # them instead of spending its turn on it again; a later call (a read-back after a
         # write) goes to Planfix. Reads of a side the run had written to are not kept
         # (resumable_reads), nor the counterpart's resumed while an event of its own waits (see
-        # TaskSync.run): they may be stale.
+        # TaskSync._read_pair): they may be stale.
         self.kept_reads: dict[str, Any] = {}
         self._resumed: dict[str, Any] = dict(kept_reads or {})
         # Whether a request of this run has been served: see call.

@@ -56,11 +56,10 @@ from workers.sync.writer import TaskWriter
 
 @dataclass
 class PairView:
-    """The run's task (SOURCE_RAW as read) and its COUNTERPART as the plan sees them: each as it is
-    now and as last agreed, with echoes of the sync's own writes taken in (field_diff)."""
+    """The run's task (SOURCE_RAW as read) and its counterpart as the plan sees them: each as it
+    is now and as last agreed, with echoes of the sync's own writes taken in (field_diff)."""
 
     source_raw: Mapping[str, Any]
-    counterpart: int | None
     source_now: dict[str, Any]
     source_snapshot: dict[str, Any] | None
     source_changed: set[str]
@@ -79,8 +78,8 @@ class PairView:
 
 def registry_lookup(state: LinkState) -> Callable[[str, int], int | None]:
     """The registry as the plan saw it, each task looked up once: a parent paired by another
-    run after the plan looked must still count as unpaired below, since the write went
-    without it."""
+    run after the plan looked must still count as unpaired when the run decides whether the
+    child waits for it (TaskSync._await_parent), since the write went without it."""
     looked: dict[tuple[str, int], int | None] = {}
 
     def lookup(of_side: str, number: int) -> int | None:
@@ -115,6 +114,7 @@ class TaskSync:
         # The writes to the pair's tasks, and what their outcomes leave to agree on.
         self.writer = TaskWriter(self.ctx, gateway=self.gateway, writes=writes)
 
+    # What workers.tasks and tests read of the run's requests: the gateway's.
     @property
     def kept_reads(self) -> dict[str, Any]:
         return self.gateway.kept_reads
@@ -221,8 +221,7 @@ class TaskSync:
             source_snapshot = dict(source_now)
             self._hand_over = True
             self.report.follow_up.append((other, counterpart))
-        pair = PairView(source_raw, counterpart, source_now, source_snapshot,
-                        changed_fields(source_snapshot, source_now))
+        pair = PairView(source_raw, source_now, source_snapshot, changed_fields(source_snapshot, source_now))
         if counterpart is not None:
             pair.target_now = self._counterpart_view(counterpart, pair.source_changed, counterpart_pending)
             target_expected = self.state.queued_expectations(other, counterpart)
