@@ -21,7 +21,7 @@ from planfix.client import PlanfixClient
 from planfix.emulator.app import create_app
 from planfix.emulator.world import World
 from schemas.links import DIRECTIONS, FieldRule, parse_links
-from workers.attachments import (
+from workers.sync.attachments import (
     ITEM_KEYS,
     adoptable,
     agreed_after_write,

@@ -335,10 +335,10 @@ def test_every_result_of_a_sync_job_has_an_outcome():
 
 
 def _report_outcomes() -> set[str]:
-    """Every value workers/sync.py gives a SyncReport's outcome (its default included)."""
-    tree = ast.parse((ROOT / "workers" / "sync.py").read_text(encoding="utf-8"))
+    """Every value the workers/sync package gives a SyncReport's outcome (its default included)."""
+    trees = [ast.parse(path.read_text(encoding="utf-8")) for path in sorted((ROOT / "workers" / "sync").glob("*.py"))]
     found = set()
-    for node in ast.walk(tree):
+    for node in (node for tree in trees for node in ast.walk(tree)):
         if isinstance(node, ast.Assign):
             targets = node.targets
         elif isinstance(node, ast.AnnAssign) and node.value is not None:

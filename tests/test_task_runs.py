@@ -21,7 +21,8 @@ from planfix.emulator.world import World
 from planfix.limiter import AccountLimiter
 from producers import reconcile
 from schemas.links import load_links
-from workers import batch, runner, sync, telemetry
+from workers import batch, runner, telemetry
+from workers.sync import gateway
 from workers.canonical import task_fields
 from workers.hints import Hints
 from crosslink.queue.names import BUT_CHECKLIST, CHECKLIST_HINT, dirty_key, synced_stamp
@@ -119,7 +120,7 @@ def test_runs_waiting_for_their_accounts_turn_cost_one_job_per_turn_not_a_requeu
     job of its own for every turn (87 Celery executions per sync were counted with 60 waiting)."""
     world, link, rt = runtime.world, runtime.link, runtime.rt
     rt.__dict__["limiter"] = AccountLimiter(rt.redis, rate_per_s=5.0)
-    monkeypatch.setattr(sync, "FOLLOW_UP_LIMIT_WAIT_S", 0.0)
+    monkeypatch.setattr(gateway, "FOLLOW_UP_LIMIT_WAIT_S", 0.0)
     due: list[tuple[float, str, str]] = []     # (when, side, job id) of the batch jobs sent
     monkeypatch.setattr(rt.enqueuer, "_send_batch_job",
                         lambda link_, side, job_id, countdown_s=0.0: due.append((time.monotonic() + countdown_s, side, job_id)))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.links import Link
-from workers.attachments import flows, item_view
+from workers.sync.attachments import flows, item_view
 from workers.canonical import canonical_task, in_scope
 from workers.comment_policy import MIRROR_MARK, WITHDRAWN_MARK, should_mirror
 from workers.delegation import delegate

@@ -1,0 +1,146 @@
+"""The run's writes to the tasks of its pair: create the counterpart once, update its fields, move
+a status; and what each write's outcome leaves for the run to agree on.
+
+Why a module of its own: Planfix answers a write in three ways that mean different things for
+what both sides agree on. Applied (HTTP 200) is agreed as written; partially applied names the
+fields it refused; queued (HTTP 202: the task was locked) is not a change both sides agree on
+yet. TaskWriter keeps that ledger (the source keys whose write is unconfirmed, the target values
+still expected, whether the counterpart must be read back) beside the writes that fill it, so
+the orchestration only asks for a write and the agreement only reads the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from planfix.client import Applied, PartiallyApplied, Queued
+from planfix.errors import TransientError
+from workers.field_diff import with_queued, without_entries
+from workers.idempotency import WriteOnce
+from workers.state import mirror_marker, mirror_source_id
+from workers.sync.context import RunContext
+from workers.sync.gateway import Gateway, SideFailure
+from workers.sync.views import expected_view
+
+log = logging.getLogger("crosslink.sync")
+
+
+class TaskWriter:
+    """Writes to the task pair of the run's task (CTX), through GATEWAY, creations once (WRITES)."""
+
+    def __init__(self, ctx: RunContext, *, gateway: Gateway, writes: WriteOnce):
+        self.ctx, self.gateway, self.writes = ctx, gateway, writes
+        # Source keys whose carried value Planfix queued (202), and the target values expected.
+        self.unconfirmed: set[str] = set()
+        self.expected: dict[str, Any] = {}
+        # A write whose outcome is not simply "applied as sent" (202, per-field failures): the
+        # counterpart is read back before its snapshot is saved.
+        self.read_back = False
+
+    def create_counterpart(self, body: dict[str, Any]) -> tuple[int, bool]:
+        """The new counterpart, and whether this run made it (else an earlier run did)."""
+        link, side, other, number = self.ctx.link, self.ctx.side, self.ctx.other, self.ctx.number
+        source_id = mirror_source_id(link.name, side, "task", number)
+        marked = {**body, "sourceObjectId": source_id,
+                  "sourceDataVersion": mirror_marker(link.name, side, number)}
+
+        def find_existing() -> int | None:
+            create = link.sides[other].create
+            filters = [{"type": 5, "operator": "equal", "value": create.project}] if create.project else []
+            # Only after a lost answer: a scan of the mirror project, paid rarely.
+            for task in self.gateway.call(other, "list_tasks", filters=filters, fields="id,sourceObjectId"):
+                if task.get("sourceObjectId") == source_id:
+                    return int(task["id"])
+            return None
+
+        made = []
+
+        def create() -> int:
+            made.append(self.gateway.call(other, "create_task", marked))
+            return made[0]
+
+        counterpart = self.writes.run(f"{link.name}:task:{side}:{number}", write=create,
+                                      find_existing=find_existing)
+        self._paired(counterpart)
+        return counterpart, bool(made)
+
+    def _paired(self, counterpart: int) -> None:
+        ctx = self.ctx
+        ctx.state.pair("task", ctx.side, ctx.number, ctx.other, counterpart)
+        ctx.state.mark_mirror("task", ctx.other, counterpart)
+        # Children on either side may have been waiting for this pair to exist.
+        for side, number in ((ctx.side, ctx.number), (ctx.other, counterpart)):
+            ctx.report.follow_up.extend(
+                (side, child) for child in ctx.state.take_waiting_children(side, number))
+
+    def update_fields(self, counterpart: int, body: dict[str, Any], fields: Iterable[str],
+                      target_now: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Write BODY (the source's FIELDS) to the counterpart, which showed TARGET_NOW; the
+        target values it gave, when Planfix applied it (else none: queued, or refused)."""
+        outcome = self.write_update(self.ctx.other, counterpart, body, expected_view(target_now, body))
+        if isinstance(outcome, Queued):
+            self.unconfirmed.update(fields)
+            self.expected = with_queued(self.expected, expected_view(target_now, body))
+        elif isinstance(outcome, Applied):
+            written = expected_view(target_now, body)
+            self.applied(written)
+            return written
+        return {}
+
+    def write_update(self, side: str, number: int, body: dict[str, Any], values: Mapping[str, Any]) -> Any:
+        outcome = self._update(side, number, body, values)
+        if not isinstance(outcome, Applied):
+            self.read_back = True
+        if isinstance(outcome, PartiallyApplied):
+            for failure in outcome.failures:
+                self.ctx.report.parked.append(f"{side} #{number} field {failure.field}: {failure.error}")
+        elif isinstance(outcome, Queued):
+            self.ctx.report.queued.append(f"{side} #{number} fields " + ",".join(sorted(body)))
+            log.info("update queued by Planfix (202): read back later",
+                     extra={"link": self.ctx.link.name, "side": side, "task": number})
+        return outcome
+
+    def move_status(self, side: str, number: int, status: int) -> bool:
+        """True when the move is seen applied. A queued (202) move is not: the next step of a
+        path depends on it, and the read-back run plans the rest from what Planfix then shows."""
+        outcome = self._update(side, number, {"status": {"id": status}}, {"status": status})
+        if not isinstance(outcome, Applied):
+            self.read_back = True
+        if isinstance(outcome, PartiallyApplied):
+            reasons = [f.error for f in outcome.failures if f.field == "status"]
+            if reasons:
+                self.ctx.report.parked.append(f"{side} #{number} status {status}: {reasons[0]}")
+                return False
+        if isinstance(outcome, Queued):
+            self.ctx.report.queued.append(f"{side} #{number} status {status}")
+            if side == self.ctx.other:
+                self.unconfirmed.add("status")
+                self.expected = with_queued(self.expected, {"status": status})
+            return False
+        if side == self.ctx.other:
+            self.applied({"status": status})
+        return isinstance(outcome, (Applied, PartiallyApplied))
+
+    def applied(self, values: Mapping[str, Any]) -> None:
+        """A write of VALUES to the counterpart was applied, not queued: the task was not locked,
+        so what Planfix had queued for those keys before had landed, and is expected no more."""
+        self.expected = without_entries(self.expected, values)
+
+    def _update(self, side: str, number: int, body: dict[str, Any], values: Mapping[str, Any]) -> Any:
+        """Update SIDE's task NUMBER with BODY. The canonical VALUES it gives the task are
+        expected before it is sent (LinkState.expect_ahead): whether the run then fails, loses
+        the answer or its worker is killed before it agrees on anything, Planfix may have applied
+        it, and the next run of either side must see an echo there, not a person's change. (A
+        killed run's write, taken for a client's change, rolled the partner's newer edit back on
+        both sides in the quick chaos run.) A run that finishes replaces them with what it agreed
+        on; a write surely not applied (refused before it was sent: our limiter, Planfix's rate or
+        quota; or for good) is withdrawn at once, as it would only cost the next runs reads."""
+        before = self.ctx.state.expect_ahead(side, number, values)
+        try:
+            return self.gateway.call(side, "update_task", number, body)
+        except SideFailure as failure:
+            if not isinstance(failure.error, TransientError):
+                self.ctx.state.withdraw_ahead(side, number, before)
+            raise
