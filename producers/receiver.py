@@ -52,18 +52,18 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from crosslink.base import metrics
-from producers import gauges
 from crosslink.base.logs import register_secret
 from crosslink.base.settings import Settings
-from planfix.limiter import AccountLimiter
 from crosslink.queue.coalesce import AccountHolds
 from crosslink.queue.enqueue import ENQUEUE_LUA, SENDS_JOB, Enqueuer, enqueue_call
+from crosslink.queue.names import event_hint
+from planfix.limiter import AccountLimiter
+from producers import gauges
 from producers.payload import PayloadError, parse_body, redact
 from producers.scenarios import BASIC_USER, SECRET_HEADER
 from producers.spool import Spool, SpoolFull, spool_directory
 from schemas.links import Link, LinksConfig
 from schemas.webhook import WebhookEventSchema
-from crosslink.queue.names import event_hint
 
 log = logging.getLogger("crosslink.producer")
 

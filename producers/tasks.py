@@ -38,17 +38,29 @@ from celery import current_app, shared_task
 
 from crosslink.base.logs import register_secret
 from crosslink.base.settings import Settings, get_settings
+from crosslink.queue.enqueue import Enqueuer
+from crosslink.queue.names import RECONCILE_POLL, RECONCILE_TICK, SYNC_QUEUE
 from planfix.client import PlanfixClient
 from planfix.errors import PlanfixError, RateLimited
 from planfix.http import Http
 from planfix.limiter import AccountLimiter
-from crosslink.queue.enqueue import Enqueuer
 from producers.reconcile import (
-    POLL_LANE, TURN_KEY, PollAccount, account_budget, audit_comments, defer_poll, find_poll_account, key,
-    live_requests, poll_account, poll_accounts, read_last_poll, take_audit_allowance, take_turn,
+    POLL_LANE,
+    TURN_KEY,
+    PollAccount,
+    account_budget,
+    audit_comments,
+    defer_poll,
+    find_poll_account,
+    key,
+    live_requests,
+    poll_account,
+    poll_accounts,
+    read_last_poll,
+    take_audit_allowance,
+    take_turn,
 )
 from schemas.links import LinksConfig, load_links
-from crosslink.queue.names import RECONCILE_POLL, RECONCILE_TICK, SYNC_QUEUE
 
 log = logging.getLogger("crosslink.reconcile")
 

@@ -1,12 +1,12 @@
-"""workers.attachments: the pure decisions exhaustively (with hypothesis), then whole TaskSync runs
+"""workers.sync.attachments: the pure decisions exhaustively (with hypothesis), then whole TaskSync runs
 in-process against the emulator (Starlette's TestClient) and a real Redis, with the emulator's
 request log as the witness of what each run cost and wrote."""
 
 from __future__ import annotations
 
 import copy
-import time
 import dataclasses
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,12 +15,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from crosslink.operations.check import check_link
 from crosslink.lab.demo import example
+from crosslink.operations.check import check_link
 from planfix.client import PlanfixClient
 from planfix.emulator.app import create_app
 from planfix.emulator.world import World
 from schemas.links import DIRECTIONS, FieldRule, parse_links
+from workers.idempotency import WriteOnce
+from workers.state import LinkState
+from workers.sync import TaskSync
 from workers.sync.attachments import (
     ITEM_KEYS,
     adoptable,
@@ -34,9 +37,6 @@ from workers.sync.attachments import (
     queued_on_source,
     seen_echo,
 )
-from workers.idempotency import WriteOnce
-from workers.state import LinkState
-from workers.sync import TaskSync
 
 PAVEL, MARAT, IRINA_C = 2, 6, 5
 

@@ -9,21 +9,22 @@ import copy
 import pytest
 import redis
 import yaml
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from crosslink.lab.demo import example
+from crosslink.operations import backfill as bf
+from crosslink.queue.enqueue import Enqueuer
+from crosslink.queue.names import SYNC_QUEUE, lock_key
 from planfix.client import PlanfixClient
 from planfix.emulator.app import create_app
 from planfix.emulator.world import World
 from planfix.errors import PlanfixError
 from planfix.limiter import AccountLimiter
-from crosslink.operations import backfill as bf
-from crosslink.queue.enqueue import Enqueuer
 from schemas.links import find_link, load_links
 from workers.canonical import canonical_task
 from workers.idempotency import TaskLock
-from crosslink.queue.names import SYNC_QUEUE, lock_key
 from workers.plan import plan_task_sync
 from workers.state import LinkState, mirror_marker, parse_marker
 

@@ -10,17 +10,55 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crosslink.base.settings import Settings
 from crosslink.lab.bench import (
-    DAY_S, PARTNER_STATUS_CYCLE, PEAK_SHARE, PLAN_QUOTA, POLL, SCALE_CHANGES_PER_LINK, SCALE_DAY_MIN_S,
-    SCALE_DROP_SHARE, SCALE_KIND_WEIGHTS, SCALE_TASKS_PER_LINK, SIDES, SPARE_SHARE, WORKING_HOURS, BenchReport,
-    Event, Exchange, PipelineFigures, PollerSettings, ScaleFigures, Write, backlog_fairness, capacity, carried,
-    charge, day_plan, event_token, fastest, is_poll, jain, latencies, next_status, per_kind, percentile,
-    poll_cycles, quiet_per_day, request_kind, request_targets, runs_by_outcome, scale_capacity, scale_day_s, shapes_by_kind,
+    DAY_S,
+    PARTNER_STATUS_CYCLE,
+    PEAK_SHARE,
+    PLAN_QUOTA,
+    POLL,
+    SCALE_CHANGES_PER_LINK,
+    SCALE_DAY_MIN_S,
+    SCALE_DROP_SHARE,
+    SCALE_KIND_WEIGHTS,
+    SCALE_TASKS_PER_LINK,
+    SIDES,
+    SPARE_SHARE,
+    WORKING_HOURS,
+    BenchReport,
+    Event,
+    Exchange,
+    PipelineFigures,
+    PollerSettings,
+    ScaleFigures,
+    Write,
+    backlog_fairness,
+    capacity,
+    carried,
+    charge,
+    day_plan,
+    event_token,
+    fastest,
+    is_poll,
+    jain,
+    latencies,
+    next_status,
+    per_kind,
+    percentile,
+    poll_cycles,
+    quiet_per_day,
+    request_kind,
+    request_targets,
+    runs_by_outcome,
+    scale_capacity,
+    scale_day_s,
+    shapes_by_kind,
     sustain_order,
-    worker_counts, working_day_times, write_times,
+    worker_counts,
+    working_day_times,
+    write_times,
 )
 from crosslink.lab.demo import example
-from crosslink.base.settings import Settings
 from producers.reconcile import AUDIT_COMMENT_FIELDS
 from workers.sync import COMMENT_FIELDS
 

@@ -14,7 +14,15 @@ import yaml
 import crosslink.lab.chaos as chaos
 from crosslink.lab import oracle
 from crosslink.lab.chaos import (
-    EMULATOR_FAULTS, FAULT_KINDS, MIN_SHARE, Chaos, ChaosPlan, ChaosReport, build_configs, client_account)
+    EMULATOR_FAULTS,
+    FAULT_KINDS,
+    MIN_SHARE,
+    Chaos,
+    ChaosPlan,
+    ChaosReport,
+    build_configs,
+    client_account,
+)
 from planfix.emulator.world import World
 from schemas.links import parse_links
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from crosslink.base.settings import Settings, get_settings
 from crosslink.cli import main
 from crosslink.operations.status import link_status
-from crosslink.base.settings import Settings, get_settings
 from planfix.limiter import AccountLimiter
 from tests.test_reconcile import links_doc
 

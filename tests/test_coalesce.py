@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from planfix.limiter import AccountLimiter
+from crosslink.queue.claims import claim_batch, take_hints
 from crosslink.queue.coalesce import BASE_HOLD_S, AccountHolds, coalesce_hold_s, usage_hold_s
 from crosslink.queue.enqueue import Enqueuer
+from crosslink.queue.names import batch_key, dirty_key, pending_key
+from planfix.limiter import AccountLimiter
 from tests.test_reconcile import links_doc, load
 from workers import batch
-from crosslink.queue.names import batch_key, dirty_key, pending_key
-from crosslink.queue.claims import claim_batch, take_hints
 
 TTL_MS = 60_000
 

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crosslink.base.settings import get_settings
 from crosslink.cli import main
 from crosslink.operations.dead_letters import runs_for
-from crosslink.base.settings import get_settings
 from crosslink.queue.dead_letters import DeadLetters, Released, all_letters, find
 from crosslink.queue.names import SYNC_QUEUE, pending_key
 from workers.state import LinkState

@@ -14,11 +14,11 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from crosslink.base.settings import get_settings
 from crosslink.cli import main
-from crosslink.operations.doctor import FAIL, OK, SKIP, Finding, run_doctor
 from crosslink.lab.embedded_redis import EmbeddedRedis, free_port
 from crosslink.lab.services import ProducerServer
-from crosslink.base.settings import get_settings
+from crosslink.operations.doctor import FAIL, OK, SKIP, Finding, run_doctor
 from producers.receiver import create_app
 from schemas.links import LinksConfig, parse_links
 

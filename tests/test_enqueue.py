@@ -9,12 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from crosslink.queue.claims import Claim, claim_batch, settle_batch, take_hints
 from crosslink.queue.enqueue import COALESCE_DELAY_S, HOT_WINDOW_MS, Enqueuer
 from crosslink.queue.names import (
-    FULL_HINT, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_key, claims_key, dirty_key, hints_key, pending_key,
+    FULL_HINT,
+    SYNC_BATCH,
+    SYNC_QUEUE,
+    SYNC_TASK,
+    batch_key,
+    claims_key,
+    dirty_key,
+    hints_key,
+    pending_key,
     pending_since_key,
 )
-from crosslink.queue.claims import Claim, claim_batch, settle_batch, take_hints
 
 TTL_MS = 60_000
 
@@ -251,10 +259,10 @@ def test_a_backlog_waiting_its_turns_is_not_taken_for_a_lost_job(enqueuer, redis
 
 
 def test_a_batch_begins_its_runs_in_one_step(enqueuer, redis_client):
-    from schemas.links import load_links
     from crosslink.queue.names import lock_key
-    from workers.state import LinkState
+    from schemas.links import load_links
     from workers.runner import take_batch
+    from workers.state import LinkState
 
     link = load_links(Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml").links[0]
     state = LinkState(redis_client, link.name)

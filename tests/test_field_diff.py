@@ -12,8 +12,18 @@ from hypothesis import strategies as st
 
 from schemas.links import DIRECTIONS, SYSTEM_FIELDS, CustomFieldRule, FieldRule, load_links
 from workers.field_diff import (
-    ALTERNATIVES, QUEUED, agreed_with_echoes, changed_fields, echoes, entries_of, flows, settled, still_to_land,
-    with_queued, with_sent, without_entries,
+    ALTERNATIVES,
+    QUEUED,
+    agreed_with_echoes,
+    changed_fields,
+    echoes,
+    entries_of,
+    flows,
+    settled,
+    still_to_land,
+    with_queued,
+    with_sent,
+    without_entries,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"

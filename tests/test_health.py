@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from crosslink.operations.health import OLDEST_JOB_MAX_AGE_S, worker_health
 from crosslink.lab.services import ProducerServer, WorkerProcess
+from crosslink.operations.health import OLDEST_JOB_MAX_AGE_S, worker_health
 from crosslink.queue.enqueue import Enqueuer
 from producers.receiver import create_app
 from schemas.links import parse_links

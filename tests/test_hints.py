@@ -5,15 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.hints import (
-    MAX_COMMENT_GETS,
-    Hints,
-    Reads,
-    comment_reads,
-    extra_reads,
-    may_trust_snapshot,
-)
 from crosslink.queue.names import CHECKLIST_HINT, FULL_HINT, event_hint
+from workers.hints import MAX_COMMENT_GETS, Hints, Reads, comment_reads, extra_reads, may_trust_snapshot
 
 HINT_ITEMS = st.one_of(
     st.sampled_from(["task_created", "task_changed", FULL_HINT, CHECKLIST_HINT, "resume", "reread", "bogus",

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
-
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 

@@ -17,8 +17,16 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planfix.limiter import (DAY_S, DEFAULT_SAFETY, FORECAST_MIN_WINDOW_S, RESERVATION_GRACE_MS,
-                             AccountLimiter, Outlook, Permit, forecast_day_requests)
+from planfix.limiter import (
+    DAY_S,
+    DEFAULT_SAFETY,
+    FORECAST_MIN_WINDOW_S,
+    RESERVATION_GRACE_MS,
+    AccountLimiter,
+    Outlook,
+    Permit,
+    forecast_day_requests,
+)
 
 # Rates used in tests are high (tens per second) so a run proves spacing in a fraction of a
 # second; the same script serves 1 req/s in production.

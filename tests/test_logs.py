@@ -47,7 +47,7 @@ def test_json_lines_carry_context_and_hide_secrets_in_exceptions(captured):
 
 
 def test_context_providers_fill_what_a_line_does_not_say_and_never_break_logging(captured):
-    from crosslink import logs
+    from crosslink.base import logs
 
     def running_job():
         return {"job": "job-42", "link": "from-provider", "password": "not a context field"}

@@ -19,9 +19,28 @@ from hypothesis import strategies as st
 
 from crosslink.lab.demo import example
 from crosslink.lab.oracle import (
-    CHECKLIST_ADD, CHECKLIST_TICK, COMMENT, COMMENT_DELETE, COMMENT_EDIT, CONTEST, CREATE, DUPLICATE, EDIT,
-    FILE, LOST, REASSIGN, STATUS, UNEXPECTED, Action, Ambiguous, delegated, depends_on_counterpart, expect,
-    judge, settle_statuses)
+    CHECKLIST_ADD,
+    CHECKLIST_TICK,
+    COMMENT,
+    COMMENT_DELETE,
+    COMMENT_EDIT,
+    CONTEST,
+    CREATE,
+    DUPLICATE,
+    EDIT,
+    FILE,
+    LOST,
+    REASSIGN,
+    STATUS,
+    UNEXPECTED,
+    Action,
+    Ambiguous,
+    delegated,
+    depends_on_counterpart,
+    expect,
+    judge,
+    settle_statuses,
+)
 from schemas.links import parse_links
 from workers.comment_policy import render_mirror, render_withdrawn
 

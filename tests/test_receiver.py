@@ -26,11 +26,10 @@ import redis
 from starlette.testclient import TestClient
 
 from crosslink.lab.embedded_redis import EmbeddedRedis, free_port
-from producers.receiver import (MAX_BODY_BYTES, PREVIEW_CHARS, create_app, key_for_test_event,
-                                rejected_events)
+from crosslink.queue.names import ENQUEUED_AT_HEADER, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, dirty_key, pending_key
+from producers.receiver import MAX_BODY_BYTES, PREVIEW_CHARS, create_app, key_for_test_event, rejected_events
 from producers.scenarios import BASIC_USER, EVENT_BODIES, SECRET_HEADER, hook_path, request_auth
 from schemas.links import LinksConfig, SecretMissing, parse_links
-from crosslink.queue.names import ENQUEUED_AT_HEADER, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, dirty_key, pending_key
 
 LINKS_YAML = """\
 links:

@@ -14,24 +14,38 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 import yaml
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from crosslink.lab.demo import example
+from crosslink.queue.enqueue import Enqueuer
+from crosslink.queue.names import (
+    ALL_BUT_CHECKLIST,
+    BUT_CHECKLIST,
+    CHECKLIST_HINT,
+    FULL_HINT,
+    SYNC_QUEUE,
+    WHOLE,
+    change_stamp,
+    comment_fingerprint,
+    comment_prints_key,
+    hints_key,
+    pending_key,
+    promote_stamp,
+    record_synced_stamp,
+    stamp_seen,
+    synced_stamp,
+    synced_stamp_key,
+)
 from planfix.client import PlanfixClient
 from planfix.emulator.app import create_app
 from planfix.emulator.world import World
 from planfix.errors import RateLimited
 from planfix.limiter import AccountLimiter
 from producers import reconcile as rc
-from crosslink.queue.enqueue import Enqueuer
 from schemas.links import CreateSettings, Scope, Side, load_links
 from workers.hints import Hints, extra_reads
-from crosslink.queue.names import (
-    ALL_BUT_CHECKLIST, BUT_CHECKLIST, CHECKLIST_HINT, FULL_HINT, SYNC_QUEUE, WHOLE, change_stamp, comment_fingerprint,
-    comment_prints_key, hints_key, pending_key, promote_stamp, record_synced_stamp, stamp_seen, synced_stamp,
-    synced_stamp_key,
-)
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=timezone.utc).timestamp()
 PAVEL, ROBOT = 2, 1
@@ -1000,8 +1014,8 @@ def test_synced_stamp_keys_expire(redis_client):
 
 
 def test_crosslink_status_shows_each_sides_poll_and_repair_bound(tmp_path, redis_url):
-    from crosslink.operations.status import link_status
     from crosslink.base.settings import Settings
+    from crosslink.operations.status import link_status
 
     path = tmp_path / "links.yaml"
     path.write_text(yaml.safe_dump(links_doc(3)), encoding="utf-8")

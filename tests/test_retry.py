@@ -7,11 +7,31 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planfix.errors import (AccessDenied, AuthError, InvalidRequest, NotFound, PermanentError, Queued,
-                            RateLimited, ScopeDenied, TransientError)
+from planfix.errors import (
+    AccessDenied,
+    AuthError,
+    InvalidRequest,
+    NotFound,
+    PermanentError,
+    Queued,
+    RateLimited,
+    ScopeDenied,
+    TransientError,
+)
 from workers.idempotency import LeaseBusy
-from workers.retry import (BROKER_VISIBILITY_TIMEOUT_S, MAX_REASON, POLICY, Action, Backoff, FailureKind,
-                           LimiterWait, ReadBack, RetryPolicy, decide, failure_kind)
+from workers.retry import (
+    BROKER_VISIBILITY_TIMEOUT_S,
+    MAX_REASON,
+    POLICY,
+    Action,
+    Backoff,
+    FailureKind,
+    LimiterWait,
+    ReadBack,
+    RetryPolicy,
+    decide,
+    failure_kind,
+)
 
 EXPECTED_KIND = [
     (TransientError("POST /task/5: HTTP 503", http_status=503), FailureKind.TRANSIENT),

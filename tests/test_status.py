@@ -11,11 +11,11 @@ import copy
 import pytest
 import yaml
 
-from crosslink.operations.status import link_status, status_report, status_table
-from producers.capacity import account_capacity
 from crosslink.base.settings import Settings
-from planfix.limiter import AccountLimiter, forecast_day_requests
+from crosslink.operations.status import link_status, status_report, status_table
 from crosslink.queue.coalesce import BASE_HOLD_S, coalesce_hold_s
+from planfix.limiter import AccountLimiter, forecast_day_requests
+from producers.capacity import account_capacity
 from schemas.links import load_links
 from tests.test_reconcile import links_doc
 

@@ -15,18 +15,17 @@ import yaml
 
 from crosslink.lab.demo import example
 from crosslink.lab.stack import integration_token
+from crosslink.queue.names import REJECTED_KEY, pending_key
 from planfix.client import PlanfixClient
 from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
+from planfix.errors import AccessDenied, InvalidRequest, RateLimited, TransientError
 from schemas.links import load_links
 from workers.canonical import canonical_task, task_fields
 from workers.field_diff import QUEUED
 from workers.hints import Hints
-from crosslink.queue.names import pending_key
 from workers.idempotency import WriteOnce
 from workers.state import LinkState
-from planfix.errors import AccessDenied, InvalidRequest, RateLimited, TransientError
-from crosslink.queue.names import REJECTED_KEY
 from workers.sync import SideFailure, TaskSync, expected_view
 
 PAVEL, MARAT = 2, 6

@@ -12,23 +12,22 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from crosslink.lab.demo import example
-from crosslink.operations.status import link_status
 from crosslink.base.settings import Settings
+from crosslink.lab.demo import example
 from crosslink.lab.stack import integration_token
+from crosslink.operations.status import link_status
+from crosslink.queue.names import BUT_CHECKLIST, CHECKLIST_HINT, dirty_key, synced_stamp
 from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
 from planfix.limiter import AccountLimiter
 from producers import reconcile
 from schemas.links import load_links
 from workers import batch, runner, telemetry
-from workers.sync import gateway
 from workers.canonical import task_fields
 from workers.hints import Hints
-from crosslink.queue.names import BUT_CHECKLIST, CHECKLIST_HINT, dirty_key, synced_stamp
-from workers.state import LinkState
 from workers.runtime import Runtime
-from workers.sync import call_key
+from workers.state import LinkState
+from workers.sync import call_key, gateway
 
 PAVEL = 2
 
@@ -193,7 +192,7 @@ def test_a_backlog_on_a_slow_account_begins_only_the_runs_its_slots_allow(runtim
 
 
 def test_a_run_records_the_stamp_it_looked_at_whole_and_only_that(runtime):
-    """The poller skips a task whose change stamp a run recorded (producers/reconcile.py), so a
+    """The poller skips a task whose change stamp a run recorded (producers/reconcile), so a
     run records it only when nothing the stamp stands for can have escaped it. The example link
     carries checklists: a checklist item added (its webhook lost) before a field edit shows only
     in the update date the edit moved on (the quick chaos run lost one that way). So the edit's

@@ -92,8 +92,8 @@ def test_only_a_failed_write_makes_a_letter_that_holds_the_tasks_later_events(re
                                                                                read, blocks):
     """A permanent failure is a dead letter either way; it holds the task's later events only
     when the failed call was a write, which those events must not overtake."""
-    from planfix.errors import InvalidRequest
     from crosslink.queue.dead_letters import DeadLetters
+    from planfix.errors import InvalidRequest
     from workers.hints import Hints
     from workers.state import LinkState
     from workers.sync import SideFailure
@@ -110,8 +110,8 @@ def test_only_a_failed_write_makes_a_letter_that_holds_the_tasks_later_events(re
 
 def test_a_failure_while_reading_retries_like_any_transient_one(redis_client, monkeypatch):
     """Reading is not written off sooner: a timeout on a read is retried, not a letter."""
-    from planfix.errors import TransientError
     from crosslink.queue.dead_letters import DeadLetters
+    from planfix.errors import TransientError
     from workers.hints import Hints
     from workers.state import LinkState
     from workers.sync import SideFailure
@@ -135,9 +135,9 @@ def test_links_sharing_an_account_take_turns_and_no_run_waits(redis_client, redi
     client would (its read, admitted, then its write)."""
     from collections import Counter
 
-    from planfix.limiter import AccountLimiter
     from crosslink.queue.enqueue import Enqueuer
     from crosslink.queue.names import dirty_key
+    from planfix.limiter import AccountLimiter
     from workers.sync import ADMISSION_LIMIT_WAIT_S, FOLLOW_UP_LIMIT_WAIT_S
 
     monkeypatch.setattr(batch, "BATCH_TURN_S", 0.05)

@@ -17,9 +17,11 @@ from celery.signals import before_task_publish, setup_logging
 
 from crosslink.base.logs import configure
 from crosslink.base.settings import get_settings
-from workers import heartbeat  # noqa: F401 - its signal receivers record the worker's heartbeat
-from workers import telemetry  # noqa: F401 - its receivers serve /metrics and count sync runs
 from crosslink.queue.names import RECONCILE_TICK, STAMP_RECEIVER_UID, SYNC_QUEUE, stamp_enqueue_time
+from workers import (
+    heartbeat,  # noqa: F401 - its signal receivers record the worker's heartbeat
+    telemetry,  # noqa: F401 - its receivers serve /metrics and count sync runs
+)
 
 # Celery redelivers an unacked message after this; every countdown we use stays well under it.
 VISIBILITY_TIMEOUT_S = 3600

@@ -65,7 +65,7 @@ def task_fields(link: Link, side: str) -> list[str]:
         wanted.append("participants")
     if link.fields.files.direction in ("both", f"{side}_to_{link.other(side)}"):
         # The card's files come with the task, so a run that looks at them pays no second
-        # request (workers.attachments.sync_task_files).
+        # request (workers.sync.files.sync_task_files).
         wanted.append("files")
     wanted.extend(str(field_id) for field_id in custom_ids(link, side))
     return list(dict.fromkeys(wanted))

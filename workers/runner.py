@@ -32,7 +32,14 @@ import redis
 
 from crosslink.queue.dead_letters import DeadLetters
 from crosslink.queue.names import (
-    PROBE_LINK, SYNC_QUEUE, SYNC_TASK, hints_key, lock_key, pending_key, pending_since_key, resume_key,
+    PROBE_LINK,
+    SYNC_QUEUE,
+    SYNC_TASK,
+    hints_key,
+    lock_key,
+    pending_key,
+    pending_since_key,
+    resume_key,
 )
 from planfix.errors import PlanfixError, Queued, RateLimited, TransientError
 from schemas.links import Link
@@ -40,9 +47,7 @@ from workers import telemetry
 from workers.app import app
 from workers.canonical import task_fields
 from workers.hints import RESUME, Hints
-from workers.idempotency import (
-    MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, LockLost, TaskLock, scaled_ttl_ms,
-)
+from workers.idempotency import MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, LockLost, TaskLock, scaled_ttl_ms
 from workers.notes import note
 from workers.retry import POLICY, Action, Decision, FailureKind, decide
 from workers.runtime import runtime

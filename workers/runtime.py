@@ -15,10 +15,10 @@ import redis
 
 from crosslink.base.logs import register_secret
 from crosslink.base.settings import Settings, get_settings
+from crosslink.queue.enqueue import Enqueuer
 from planfix.client import CONNECT_TIMEOUT_S, PlanfixClient
 from planfix.http import Http
 from planfix.limiter import AccountLimiter
-from crosslink.queue.enqueue import Enqueuer
 from schemas.links import Link, LinksConfig, load_links
 from workers.idempotency import LEASE_TTL_MS, MIN_LEASE_TTL_MS, WriteOnce, scaled_ttl_ms
 from workers.state import LinkState

@@ -41,8 +41,8 @@ from typing import Any
 import redis
 
 from crosslink.queue.dead_letters import DeadLetters
-from workers.field_diff import with_sent
 from crosslink.queue.names import LAST_SYNC_KEY, comment_prints_key, parked_key, pending_key, registry_key
+from workers.field_diff import with_sent
 
 PREFIX = "crosslink"
 # Fixed namespace: the same (link, side, object) always yields the same sourceObjectId, so a

@@ -33,7 +33,6 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
 
-
 log = logging.getLogger("crosslink.metrics")
 
 # --- moved as things happen ---------------------------------------------------------------------

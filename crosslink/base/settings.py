@@ -25,13 +25,13 @@ class Settings:
     rate_per_s: float
     daily_quota: int
     # The shortest period between two reconciliation polls of one Planfix account (changes no
-    # webhook reported); the budget below usually makes it longer (producers/reconcile.py).
+    # webhook reported); the budget below usually makes it longer (producers/reconcile).
     reconcile_period_s: float = 60.0
     # How often the beat ticks: each tick polls the accounts whose period has run out, so a poll
     # comes at most this long after its period.
     reconcile_tick_s: float = 10.0
     # The share of each account's daily quota that reconciliation may spend: its polls and its
-    # comment audit together (producers/reconcile.py).
+    # comment audit together (producers/reconcile).
     reconcile_share: float = 0.05
     # The part of reconcile_share the comment audit may spend (edits and deletions of comments,
     # which no feed dates); the polls have the rest (poll_share). 0 turns the audit off.

@@ -3,7 +3,7 @@
 The compare, the repair and the acknowledgements are crosslink/operations/reconcile.py; a
 command here parses its options, prints what the run says as it goes, writes the --json report
 and exits by the verdict: 0 when no drift remains, 1 when some does, 3 when a side cannot be read.
-`crosslink beat` runs the scheduler that ticks the periodic poller (producers/reconcile.py).
+`crosslink beat` runs the scheduler that ticks the periodic poller (producers/reconcile).
 """
 
 from __future__ import annotations
@@ -17,8 +17,14 @@ from typing import Any
 import click
 
 from crosslink.cli.options import link_named
-from crosslink.operations.reconcile import (REPAIR_WAIT_S, BadTaskRef, NoDrift, SideUnreadable,
-                                            acknowledge_drift, reconcile_link)
+from crosslink.operations.reconcile import (
+    REPAIR_WAIT_S,
+    BadTaskRef,
+    NoDrift,
+    SideUnreadable,
+    acknowledge_drift,
+    reconcile_link,
+)
 from planfix.errors import PlanfixError
 from workers.app import app
 

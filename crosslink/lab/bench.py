@@ -66,7 +66,7 @@ Time: the full run is real time at the default settings (a poll period of about 
 smallest plan). The quick run (CI) shrinks the economy's day by QUICK_TIME_SCALE: the poller's
 period and tick, the account's daily quota and request rate, and the sync's own delays
 (CROSSLINK_TIME_SCALE) together, so polls per change stay as they would be. The poller's own
-constants are real seconds (producers/reconcile.py: how long a change stamp takes to count as
+constants are real seconds (producers/reconcile: how long a change stamp takes to count as
 settled, the window's overlap), so a quick run's polls look again at a change that no run
 recorded as synced about 60 s / 4.5 s = 13 times where a real deployment's do so twice: the quick
 all-in figure is an upper bound, and set-up takes a minute to settle. Bursts keep their real
@@ -117,15 +117,15 @@ import httpx
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from crosslink.base.settings import Settings
 from crosslink.lab.chaos import CLIENT_PROJECT, build_configs, client_account, link_name, partner_project
 from crosslink.lab.embedded_redis import EmbeddedRedis
-from crosslink.base.settings import Settings
 from crosslink.lab.stack import QUIET_LOOKS, QUIET_POLL_S, LocalStack
+from crosslink.queue.names import CLAIMS_KEY, PENDING_KEY
 from planfix.emulator.server import EmulatorServer
 from planfix.limiter import AccountLimiter
 from producers.reconcile import AUDIT_COMMENT_FIELDS, STAMP_SETTLE_S
 from producers.scenarios import hook_path, request_auth, scenarios_for_side
-from crosslink.queue.names import CLAIMS_KEY, PENDING_KEY
 from workers.state import parse_marker
 
 # Planfix's documented limit (API-NOTES section 1), for the limited phases.

@@ -44,14 +44,14 @@ from crosslink.lab.demo import example
 from crosslink.lab.embedded_redis import EmbeddedRedis, free_port
 from crosslink.lab.services import ProducerServer
 from crosslink.lab.stack import LocalStack
+from crosslink.queue.dead_letters import all_letters
+from crosslink.queue.names import SYNC_QUEUE, UNACKED_KEY, pending_key
 from planfix.emulator.world import ApiError
 from producers.receiver import create_app
 from producers.scenarios import BASIC_USER, SECRET_HEADER, scenarios_for_side
 from schemas.links import Link
 from workers.canonical import in_scope
-from crosslink.queue.dead_letters import all_letters
 from workers.delegation import stand_in_for
-from crosslink.queue.names import SYNC_QUEUE, UNACKED_KEY, pending_key
 
 # Scenario retries (15 min, 30 min, 1 h, 1 h) and the 3-minute pause shrink by this factor, so a
 # "late" webhook comes back within seconds (0.9 s, 1.8 s, 3.6 s, 3.6 s).

@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from crosslink.operations.check import check_link
 from crosslink.lab.embedded_redis import redis_url_or_embedded
 from crosslink.lab.stack import LocalStack
+from crosslink.operations.check import check_link
 
 # One step of the story may wait this long for its sync (1 request/s per account is slow).
 STEP_TIMEOUT_S = 90.0

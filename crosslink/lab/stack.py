@@ -25,14 +25,14 @@ import redis
 import yaml
 
 from crosslink.lab.embedded_redis import free_port
-from crosslink.queue.inspect import work_waiting
 from crosslink.lab.services import ProducerProcess, ProducerServer, WorkerProcess
-from planfix.client import PlanfixClient
-from planfix.emulator.server import EmulatorServer
-from planfix.limiter import AccountLimiter
 from crosslink.operations.backfill import BackfillReport, run_backfill
 from crosslink.queue.enqueue import Enqueuer
+from crosslink.queue.inspect import work_waiting
+from planfix.client import PlanfixClient
+from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
+from planfix.limiter import AccountLimiter
 from producers.receiver import create_app
 from producers.scenarios import scenarios_for_side
 from schemas.links import LinksConfig, load_links

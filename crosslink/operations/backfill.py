@@ -44,13 +44,36 @@ import redis
 
 from crosslink.base.settings import get_settings
 from crosslink.operations.backfill_plan import (
-    SOURCE_CALLS_PER_SYNC, TARGET_CALLS_PER_SYNC, UNAGREED, Ambiguous, BackfillPlan, Candidate, Estimate,
-    PairPlan, estimate, marker_side, match_tasks, normalise_name, pair_plan, pairing_overwrites,
-    plan_backfill, scope_filters, seed_snapshots)
+    SOURCE_CALLS_PER_SYNC,
+    TARGET_CALLS_PER_SYNC,
+    UNAGREED,
+    Ambiguous,
+    BackfillPlan,
+    Candidate,
+    Estimate,
+    PairPlan,
+    estimate,
+    marker_side,
+    match_tasks,
+    normalise_name,
+    pair_plan,
+    pairing_overwrites,
+    plan_backfill,
+    scope_filters,
+    seed_snapshots,
+)
 from crosslink.operations.decisions import DecisionRefused, mirror_by_decision, pair_by_decision
 from crosslink.operations.pairing import (
-    MARKED, PAIRED, PROGRESS_KEY, QUEUED, BackfillBusy, BackfillProgress, pair_unless_linked, pair_view,
-    write_marker)
+    MARKED,
+    PAIRED,
+    PROGRESS_KEY,
+    QUEUED,
+    BackfillBusy,
+    BackfillProgress,
+    pair_unless_linked,
+    pair_view,
+    write_marker,
+)
 from crosslink.operations.session import cli_client
 from crosslink.queue.enqueue import Enqueuer
 from planfix.client import MAX_PAGE_SIZE, PlanfixClient

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.links import Link
-from workers.sync.attachments import flows, item_view
 from workers.canonical import canonical_task, in_scope
 from workers.comment_policy import MIRROR_MARK, WITHDRAWN_MARK, should_mirror
 from workers.delegation import delegate
 from workers.state import parse_marker
 from workers.status_map import equivalent
+from workers.sync.attachments import flows, item_view
 
 PLAIN_KEYS = ("name", "description", "priority", "start_date", "end_date")
 

@@ -35,8 +35,7 @@ from crosslink.base.settings import get_settings
 from crosslink.operations.health import default_producer_url
 from crosslink.operations.session import cli_client
 from planfix.client import PlanfixClient
-from planfix.errors import (AccessDenied, AuthError, NotFound, PlanfixError, RateLimited, ScopeDenied,
-                            TransientError)
+from planfix.errors import AccessDenied, AuthError, NotFound, PlanfixError, RateLimited, ScopeDenied, TransientError
 from planfix.limiter import AccountLimiter
 from producers.receiver import key_for_test_event
 from producers.scenarios import hook_path, request_auth

@@ -24,8 +24,8 @@ import redis
 from crosslink.base.settings import get_settings
 from crosslink.queue.enqueue import PENDING_TTL_S
 from crosslink.queue.inspect import oldest_job_age
-from workers.heartbeat import last_beats
 from crosslink.queue.names import SYNC_QUEUE
+from workers.heartbeat import last_beats
 
 # Workers beat every 2 s; 30 s is 15 missed beats: a slow Redis or a long pause rides it out,
 # and a hung worker is still caught within a minute of compose's checks.

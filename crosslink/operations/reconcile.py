@@ -1,6 +1,6 @@
 """Finding and repairing drift between a link's sides: what `crosslink reconcile` and `acknowledge` run.
 
-The periodic poller (producers/reconcile.py, run by `crosslink beat` and the workers) repairs
+The periodic poller (producers/reconcile, run by `crosslink beat` and the workers) repairs
 what lost webhooks leave behind, but only inside its window and only for changes Planfix dates.
 An operator also needs the whole truth on demand: `crosslink reconcile --link X` reads both
 sides over REST (every task in scope with its comments, through the account limiter, so it runs
@@ -42,7 +42,6 @@ from producers.reconcile import poll_filter_sets
 from schemas.links import Link
 from workers.canonical import in_scope, task_fields
 from workers.state import parse_marker
-
 
 # How often the repair looks at the queue, and how many quiet looks in a row mean it is done.
 QUIET_POLL_S = 0.5

@@ -3,7 +3,7 @@
 Status reads the shared state in Redis and, beside it, the producer's local spool (the webhooks
 kept while Redis was unreachable), so that an operator sees both during an outage; and, per link
 side, its account's reconciliation poll: the period its budget allows and how late a change whose
-webhook was lost can be synced (producers/reconcile.py). Per Planfix account, once however many
+webhook was lost can be synced (producers/reconcile). Per Planfix account, once however many
 links share it, its capacity: requests today against the daily quota, the day's forecast at the
 pace so far, the share of the quota the reconciliation may spend, and how long each task's run
 is held while the quota would not last the day (`account_capacity`, which
@@ -21,13 +21,12 @@ from typing import Any
 import redis
 
 from crosslink.base.settings import Settings, get_settings
+from crosslink.queue.names import pending_key
 from producers.capacity import account_capacity, reconcile_view
 from producers.receiver import rejected_events
 from producers.spool import spool_directory, spooled_webhooks
 from schemas.links import LinksConfig, load_links
-from crosslink.queue.names import pending_key
 from workers.state import LinkState
-
 
 # `crosslink status` asks Redis with its own short deadline: it must still say what it knows (the
 # spool, which is a file) while Redis is down, and say so, rather than hang.

@@ -15,7 +15,6 @@ import redis
 
 from crosslink.queue.names import batch_key, claims_key, dirty_key, hints_key, pending_key, pending_since_key
 
-
 # A batch job claims at most this many tasks at a time (one source read holds them all). A batch's
 # writes go one after another, so its last task waits for the others': 10 keeps that wait to a few
 # tens of milliseconds under a backlog (with 50, 400 events/s had a p99 near 2 s), and a backlog

@@ -40,8 +40,21 @@ from celery.signals import before_task_publish
 
 from crosslink.queue.coalesce import AccountHolds
 from crosslink.queue.names import (
-    FULL_HINT, STAMP_RECEIVER_UID, SYNC_BATCH, SYNC_QUEUE, SYNC_TASK, batch_due_key, batch_key, claims_key, dirty_key,
-    hints_key, pending_key, pending_since_key, recent_key, resume_key, stamp_enqueue_time,
+    FULL_HINT,
+    STAMP_RECEIVER_UID,
+    SYNC_BATCH,
+    SYNC_QUEUE,
+    SYNC_TASK,
+    batch_due_key,
+    batch_key,
+    claims_key,
+    dirty_key,
+    hints_key,
+    pending_key,
+    pending_since_key,
+    recent_key,
+    resume_key,
+    stamp_enqueue_time,
 )
 
 # The pending flag must not outlive a lost job for long: after this, a new event queues again.

@@ -126,7 +126,7 @@ def resume_key(link: str, side: str, task: int) -> str:
 
 # The change stamp (dateOfLastUpdate and dateOfLastComment, as text) of the source task the last
 # sync run of (link, side, task) looked at whole: written by the run, read by the reconciliation
-# poller (producers/reconcile.py), which queues no run for a task whose stamp equals it, as no
+# poller (producers/reconcile), which queues no run for a task whose stamp equals it, as no
 # change can hide behind it. Kept long enough for the widest poll window and a quiet week.
 SYNCED_STAMP_KEY = "crosslink:synced-stamp:{link}:{side}:{task}"
 # A run that saw all but the checklist (stamp_seen) writes the stamp after BUT_CHECKLIST: the
@@ -285,7 +285,7 @@ def record_rejected(store: Any, *, link: str, side: str, reason: str, at: float 
 
 # The fingerprint of each person's comment as the last sync run mirrored it (comment id ->
 # fingerprint), per source task: written by the run (workers.state), read by the run and by the
-# poller's comment audit (producers/reconcile.py), which finds edits no feed dates.
+# poller's comment audit (producers/reconcile), which finds edits no feed dates.
 COMMENT_PRINTS_KEY = "crosslink:csnap:{link}:{side}:{task}"
 
 

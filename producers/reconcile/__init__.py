@@ -18,23 +18,65 @@ producers.tasks runs them: a beat tick takes an account's turn, a poll reads it,
 from __future__ import annotations
 
 from producers.reconcile.accounts import (
-    PollAccount, find_poll_account, poll_account_of, poll_accounts, poll_filter_sets, task_routes,
+    PollAccount,
+    find_poll_account,
+    poll_account_of,
+    poll_accounts,
+    poll_filter_sets,
+    task_routes,
 )
 from producers.reconcile.audit import AUDIT_COMMENT_FIELDS, audit_comments, audit_round, edited_comments
 from producers.reconcile.budget import (
-    AUDIT_MAX_TASKS, DAY_S, FIXED_REQUESTS_PER_DAY, RUN_REQUESTS, Budget, account_budget, audit_allowance,
-    effective_period_s, poll_period_s, quiet_requests_per_day, repair_bound_s, take_audit_allowance,
+    AUDIT_MAX_TASKS,
+    DAY_S,
+    FIXED_REQUESTS_PER_DAY,
+    RUN_REQUESTS,
+    Budget,
+    account_budget,
+    audit_allowance,
+    effective_period_s,
+    poll_period_s,
+    quiet_requests_per_day,
+    repair_bound_s,
+    take_audit_allowance,
 )
 from producers.reconcile.poll import poll_account
 from producers.reconcile.records import (
-    AUDIT_CREDIT_KEY, CURSOR_KEY, LAST_POLL_KEY, LAST_POLL_TTL_S, SEEN_KEY, TIMEZONE_KEY, TURN_KEY, LastPoll,
-    key, load_seen, read_cursor, read_last_poll,
+    AUDIT_CREDIT_KEY,
+    CURSOR_KEY,
+    LAST_POLL_KEY,
+    LAST_POLL_TTL_S,
+    SEEN_KEY,
+    TIMEZONE_KEY,
+    TURN_KEY,
+    LastPoll,
+    key,
+    load_seen,
+    read_cursor,
+    read_last_poll,
 )
 from producers.reconcile.stamps import STAMP_SETTLE_S, Stamp, task_stamp
 from producers.reconcile.turns import MAX_DEFER_PERIODS, POLL_LANE, defer_poll, live_requests, take_turn
 from producers.reconcile.verdicts import (
-    CHECKLIST, COMMENT, ECHO, FULL, POLL_TASK_HINTS, REQUEUE_LIMIT, SKIP, TASK, FeedComment, Seen, Verdict,
-    classify, comment_hints, hints_for, named_comments, next_seen, parse_seen, seen_record, settled,
+    CHECKLIST,
+    COMMENT,
+    ECHO,
+    FULL,
+    POLL_TASK_HINTS,
+    REQUEUE_LIMIT,
+    SKIP,
+    TASK,
+    FeedComment,
+    Seen,
+    Verdict,
+    classify,
+    comment_hints,
+    hints_for,
+    named_comments,
+    next_seen,
+    parse_seen,
+    seen_record,
+    settled,
 )
 from producers.reconcile.window import FIRST_LOOKBACK_S, OVERLAP_S, planfix_minute, window_start
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import redis
 
+from crosslink.queue.enqueue import Enqueuer
+from crosslink.queue.names import COMMENT_PRINTS_KEY, comment_fingerprint
 from planfix.client import PlanfixClient
 from planfix.errors import NotFound
-from crosslink.queue.enqueue import Enqueuer
 from producers.reconcile.accounts import PollAccount
 from producers.reconcile.records import AUDIT_POSITION_KEY, LAST_POLL_TTL_S, key
-from crosslink.queue.names import COMMENT_PRINTS_KEY, comment_fingerprint
 
 log = logging.getLogger("crosslink.reconcile")
 

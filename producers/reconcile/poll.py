@@ -16,18 +16,27 @@ from typing import Any
 
 import redis
 
-from planfix.client import PlanfixClient
 from crosslink.queue.enqueue import Enqueuer
+from crosslink.queue.names import comment_prints_key, registry_key, synced_stamps
+from planfix.client import PlanfixClient
 from producers.reconcile.accounts import Member, PollAccount, task_routes
 from producers.reconcile.budget import feed_requests
 from producers.reconcile.records import load_seen, read_cursor, save_poll
 from producers.reconcile.stamps import Stamp, point_epoch, task_stamp
 from producers.reconcile.verdicts import (
-    COMMENT, ECHO, POLL_TASK_HINTS, TASK, FeedComment, Seen, Verdict, classify, hints_for, named_comments,
+    COMMENT,
+    ECHO,
+    POLL_TASK_HINTS,
+    TASK,
+    FeedComment,
+    Seen,
+    Verdict,
+    classify,
+    hints_for,
+    named_comments,
     next_seen,
 )
 from producers.reconcile.window import date_range, token_zone, window_start
-from crosslink.queue.names import comment_prints_key, registry_key, synced_stamps
 
 log = logging.getLogger("crosslink.reconcile")
 

@@ -47,8 +47,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from producers.reconcile.stamps import STAMP_SETTLE_S, Stamp, exact_epoch
 from crosslink.queue.names import BUT_CHECKLIST, CHECKLIST_HINT, FULL_HINT, known_stamp
+from producers.reconcile.stamps import STAMP_SETTLE_S, Stamp, exact_epoch
 
 # A stamp no run recorded (the run found the task out of scope, gone, or failed) is queued by at
 # most this many polls: the second look is the one that reads checklist and files.

@@ -14,8 +14,8 @@ from redis import Redis
 
 from crosslink.operations.check import check_link
 from crosslink.queue.enqueue import Enqueuer
-from tests.e2e.conftest import eventually, settle
 from crosslink.queue.names import BUT_CHECKLIST, CHECKLIST_HINT, synced_stamp
+from tests.e2e.conftest import eventually, settle
 
 pytestmark = pytest.mark.e2e
 

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from crosslink.operations.check import check_link
 from crosslink.lab.embedded_redis import EmbeddedRedis
 from crosslink.lab.stack import LocalStack
+from crosslink.operations.check import check_link
 from tests.e2e.conftest import seeds
 from workers.state import parse_marker
 

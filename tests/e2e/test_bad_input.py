@@ -25,8 +25,8 @@ import redis
 
 from producers.receiver import MAX_BODY_BYTES, REJECTED_KEY, rejected_events
 from producers.scenarios import BASIC_USER, SECRET_HEADER, scenarios_for_side
-from workers.heartbeat import HEARTBEAT_KEY
 from tests.e2e.conftest import settle
+from workers.heartbeat import HEARTBEAT_KEY
 
 pytestmark = pytest.mark.e2e
 

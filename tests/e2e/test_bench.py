@@ -16,7 +16,14 @@ import sys
 import pytest
 
 from crosslink.lab.bench import (
-    ALL_IN_CALLS_LIMIT, BURST_EDITS, BURST_GAPS_S, ECONOMY_PERIODS, KINDS, QUIET_GROWTH_LIMIT, RUNS_PER_SYNC_LIMIT, SIDES,
+    ALL_IN_CALLS_LIMIT,
+    BURST_EDITS,
+    BURST_GAPS_S,
+    ECONOMY_PERIODS,
+    KINDS,
+    QUIET_GROWTH_LIMIT,
+    RUNS_PER_SYNC_LIMIT,
+    SIDES,
 )
 
 # The quick mode takes about two and a half minutes here; beyond this it is stuck, not slow.

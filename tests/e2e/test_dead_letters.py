@@ -14,11 +14,11 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from crosslink.operations.check import check_link
-from crosslink.cli import main
 from crosslink.base.settings import get_settings
-from tests.e2e.conftest import eventually, settle
+from crosslink.cli import main
+from crosslink.operations.check import check_link
 from crosslink.queue.dead_letters import DeadLetters
+from tests.e2e.conftest import eventually, settle
 
 pytestmark = pytest.mark.e2e
 

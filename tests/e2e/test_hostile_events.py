@@ -18,10 +18,10 @@ import httpx
 import pytest
 import redis
 
-from producers.scenarios import request_auth
-from tests.e2e.conftest import eventually, settle
 from crosslink.queue.dead_letters import DeadLetters
 from crosslink.queue.names import REJECTED_KEY
+from producers.scenarios import request_auth
+from tests.e2e.conftest import eventually, settle
 
 pytestmark = pytest.mark.e2e
 

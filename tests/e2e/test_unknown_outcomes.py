@@ -19,9 +19,9 @@ import redis
 
 from crosslink.lab.embedded_redis import EmbeddedRedis
 from crosslink.lab.stack import LocalStack
-from tests.e2e.conftest import eventually, seeds
 from crosslink.queue.dead_letters import all_letters
 from crosslink.queue.names import PENDING_KEY
+from tests.e2e.conftest import eventually, seeds
 
 pytestmark = pytest.mark.e2e
 

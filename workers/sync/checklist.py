@@ -21,8 +21,18 @@ from planfix.errors import InvalidRequest, NotFound
 from workers.idempotency import WriteOnce
 from workers.state import PREFIX
 from workers.sync.attachments import (
-    CHECKLIST, adoptable, agreed_after_write, agrees, flows, item_changes, item_view, parent_of, parents_first,
-    queued_on_mirror, queued_on_source, seen_echo,
+    CHECKLIST,
+    adoptable,
+    agreed_after_write,
+    agrees,
+    flows,
+    item_changes,
+    item_view,
+    parent_of,
+    parents_first,
+    queued_on_mirror,
+    queued_on_source,
+    seen_echo,
 )
 from workers.sync.context import RunContext
 from workers.sync.gateway import Gateway, SideFailure

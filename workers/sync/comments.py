@@ -16,11 +16,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from crosslink.queue.names import comment_fingerprint, record_rejected
 from planfix.errors import AccessDenied, NotFound
 from workers.canonical import ref_id
 from workers.comment_policy import render_mirror, render_withdrawn, should_mirror
 from workers.idempotency import WriteOnce
-from crosslink.queue.names import comment_fingerprint, record_rejected
 from workers.notes import note
 from workers.state import mirror_marker, mirror_source_id
 from workers.sync.context import RunContext

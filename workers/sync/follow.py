@@ -15,10 +15,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from crosslink.queue.names import record_synced_stamp
 from planfix.errors import NotFound
 from workers.canonical import in_scope, left_scope, task_fields
 from workers.idempotency import WriteOnce
-from crosslink.queue.names import record_synced_stamp
 from workers.plan import created_epoch, older_than_link
 from workers.state import parse_marker
 from workers.sync.context import RunContext

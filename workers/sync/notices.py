@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from workers.idempotency import WriteOnce
 from crosslink.queue.names import change_stamp
+from workers.idempotency import WriteOnce
 from workers.notes import note, rule_text
 from workers.plan import SyncPlan
 from workers.state import mirror_source_id

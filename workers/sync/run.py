@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from crosslink.queue.names import WHOLE, promote_stamp, record_synced_stamp, stamp_seen, synced_stamp
 from planfix.client import PlanfixClient
 from schemas.links import Link
 from workers.canonical import canonical_task, task_fields
@@ -38,7 +39,6 @@ from workers.conflict import owner_of
 from workers.field_diff import agreed_with_echoes, changed_fields, entries_of, still_to_land
 from workers.hints import Hints, Reads, comment_reads, extra_reads, may_trust_snapshot
 from workers.idempotency import WriteOnce
-from crosslink.queue.names import WHOLE, promote_stamp, record_synced_stamp, stamp_seen, synced_stamp
 from workers.plan import SyncPlan, plan_task_sync
 from workers.state import LinkState
 from workers.sync.agreement import agreement, must_read_back, save_agreement
