@@ -9,13 +9,11 @@ package, which never import it back.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 
 import click
-import uvicorn
 
 from crosslink.base.logs import configure
 from crosslink.base.settings import get_settings
@@ -27,15 +25,14 @@ from crosslink.cli.health import health
 from crosslink.cli.options import link_named
 from crosslink.cli.reconcile import acknowledge, beat, reconcile
 from crosslink.lab.demo import run_demo
-from crosslink.lab.services import run_services
+from crosslink.lab.services import run_services, serve_producer
 from crosslink.operations.backfill import BackfillBusy, BackfillReport, backfill_link
 from crosslink.operations.decisions import DecisionRefused, mirror_task, pair_tasks
 from crosslink.operations.relink import relink as rebuild_registry
 from crosslink.operations.status import links_overview, rejected_webhooks, status_report, status_table
 from crosslink.queue.names import SYNC_QUEUE
 from planfix.emulator.server import serve
-from producers.receiver import create_app
-from schemas.links import lint_file, load_links
+from schemas.links import lint_file
 from workers.app import app
 
 
@@ -86,10 +83,7 @@ def lint_config(path: str) -> None:
 @click.option("--port", default=None, type=int)
 def producer(links_path: str | None, host: str | None, port: int | None) -> None:
     """Run the webhook receiver."""
-    settings = get_settings()
-    app = create_app(load_links(links_path or settings.links_path), settings.redis_url, os.environ)
-    uvicorn.run(app, host=host or settings.producer_host, port=port or settings.producer_port,
-                log_level="warning")
+    serve_producer(links_path, host, port)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

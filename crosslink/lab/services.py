@@ -20,8 +20,11 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from crosslink.base.settings import get_settings
 from crosslink.lab.embedded_redis import free_port
 from crosslink.queue.names import SYNC_QUEUE
+from producers.receiver import create_app
+from schemas.links import load_links
 
 # A worker that has not said "ready" by then did not start (imports, Redis unreachable).
 WORKER_START_TIMEOUT_S = 60.0
@@ -199,3 +202,12 @@ def run_services(links_path: str, concurrency: int) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
     return max((child.returncode or 0) for child in children)
+
+
+def serve_producer(links_path: str | None = None, host: str | None = None, port: int | None = None) -> None:
+    """Serve the webhook receiver in this process until stopped (`crosslink producer`): the links
+    file, host and port default to the settings'."""
+    settings = get_settings()
+    app = create_app(load_links(links_path or settings.links_path), settings.redis_url, os.environ)
+    uvicorn.run(app, host=host or settings.producer_host, port=port or settings.producer_port,
+                log_level="warning")

@@ -114,7 +114,7 @@ class TaskSync:
         # The writes to the pair's tasks, and what their outcomes leave to agree on.
         self.writer = TaskWriter(self.ctx, gateway=self.gateway, writes=writes)
 
-    # What workers.tasks and tests read of the run's requests: the gateway's.
+    # What workers.runner and tests read of the run's requests: the gateway's.
     @property
     def kept_reads(self) -> dict[str, Any]:
         return self.gateway.kept_reads
