@@ -11,7 +11,7 @@ each file holds one concern: accounts (seed, tokens, users), limits (rate, quota
 log), directory (people, processes, statuses, custom fields), tasks, filters (the task list),
 comments, files, checklists, events (scenarios fired by every change). What they share lives in
 base, which imports none of them. Callers import from here alone (`from planfix.emulator.world
-import World, ApiError`); the names in `__all__` are re-exported so that stays true.
+import World, ApiError`): the names in `__all__`.
 
 One `threading.RLock` guards the whole world, since uvicorn serves it from a thread while tests and
 the "web UI" act on it from others.
@@ -23,38 +23,18 @@ import hashlib
 from typing import Any
 
 from planfix.emulator.world.accounts import AccountsMixin
-from planfix.emulator.world.base import (
-    FAULT_DEFAULTS,
-    MAX_PAGE_SIZE,
-    PEOPLE_FIELDS,
-    SOURCE_VERSION_MAX,
-    Account,
-    ApiError,
-    Token,
-    parse_fields,
-)
-from planfix.emulator.world.checklists import CHECKLIST_CREATE_FAILED, CHECKLIST_NOT_FOUND, ChecklistsMixin
-from planfix.emulator.world.comments import COMMENT_MAX_BYTES, CommentsMixin
+from planfix.emulator.world.base import ApiError
+from planfix.emulator.world.checklists import ChecklistsMixin
+from planfix.emulator.world.comments import CommentsMixin
 from planfix.emulator.world.directory import DirectoryMixin
 from planfix.emulator.world.events import EventsMixin
-from planfix.emulator.world.files import FILE_URL_TTL_S, FilesMixin
+from planfix.emulator.world.files import FilesMixin
 from planfix.emulator.world.filters import TaskFiltersMixin
 from planfix.emulator.world.limits import RATE_WINDOW_S, LimitsMixin
-from planfix.emulator.world.tasks import (
-    DATE_FIELDS,
-    INTERNAL_ID_OFFSET,
-    SIMPLE_TASK_DEFAULTS,
-    SIMPLE_TASK_ENUMS,
-    SIMPLE_TASK_FIELDS,
-    TasksMixin,
-)
+from planfix.emulator.world.tasks import INTERNAL_ID_OFFSET, TasksMixin
 
-__all__ = [
-    "CHECKLIST_CREATE_FAILED", "CHECKLIST_NOT_FOUND", "COMMENT_MAX_BYTES", "DATE_FIELDS", "FAULT_DEFAULTS",
-    "FILE_URL_TTL_S", "INTERNAL_ID_OFFSET", "MAX_PAGE_SIZE", "PEOPLE_FIELDS", "RATE_WINDOW_S",
-    "SIMPLE_TASK_DEFAULTS", "SIMPLE_TASK_ENUMS", "SIMPLE_TASK_FIELDS", "SOURCE_VERSION_MAX",
-    "Account", "ApiError", "Token", "World", "parse_fields",
-]
+# What the emulator's app, the lab and the tests take from the world.
+__all__ = ["INTERNAL_ID_OFFSET", "RATE_WINDOW_S", "ApiError", "World"]
 
 
 class World(AccountsMixin, LimitsMixin, DirectoryMixin, TasksMixin, TaskFiltersMixin, CommentsMixin,
