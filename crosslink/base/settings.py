@@ -57,6 +57,9 @@ class Settings:
     # fields of one card seconds apart, so 30 s merges a whole round of edits while the mirror
     # still follows within a minute (and stays far under the broker's visibility timeout).
     coalesce_max_s: float = 30.0
+    # Where the journal of what crossed is kept (crosslink/journal): an SQLAlchemy URL, e.g.
+    # postgresql+psycopg://user@host/db; empty: an SQLite file beside the links file.
+    journal_url: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.audit_share < self.reconcile_share <= 1:
@@ -95,6 +98,7 @@ class Settings:
             spool_max_webhooks=int(env.get("CROSSLINK_SPOOL_MAX", "100000")),
             planfix_timeout_s=float(env.get("CROSSLINK_PLANFIX_TIMEOUT_S", "10")),
             coalesce_max_s=float(env.get("CROSSLINK_COALESCE_MAX_S", "30")),
+            journal_url=env.get("CROSSLINK_JOURNAL_URL", ""),
         )
 
 

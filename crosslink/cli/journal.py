@@ -1,0 +1,74 @@
+"""`crosslink journal`: show a link's record of what crossed, export it, verify an export.
+
+What the journal is lives in crosslink/journal; the commands parse their options, call
+crosslink/operations/journal.py (verify: crosslink.journal.bundle, offline) and print.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from crosslink.journal.bundle import verify_file
+from crosslink.operations.journal import entry_line, export_journal, item_history, open_journal
+
+
+@click.group("journal")
+def journal() -> None:
+    """The record of everything that crossed, hash-chained, per link."""
+
+
+@journal.command("show")
+@click.option("--link", "link_name", required=True)
+@click.option("--side", type=click.Choice(["partner", "client"]), default=None, help="the side TASK is numbered on")
+@click.option("--task", type=int, default=None, help="only this task's history, across both sides")
+@click.option("--config", "links_path", default=None, help="links.yaml (default CROSSLINK_LINKS)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON line per entry")
+def show(link_name: str, side: str | None, task: int | None, links_path: str | None, as_json: bool) -> None:
+    """List the link's entries in sequence, or one task's."""
+    store = open_journal(links_path)
+    try:
+        entries = item_history(store, link_name, side, task)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        store.close()
+    for entry in entries:
+        click.echo(json.dumps(entry.as_dict(), ensure_ascii=False) if as_json else entry_line(entry))
+    if not entries and not as_json:
+        click.echo("no entries", err=True)
+
+
+@journal.command("export")
+@click.option("--link", "link_name", required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--config", "links_path", default=None, help="links.yaml (default CROSSLINK_LINKS)")
+def export(link_name: str, out: Path, links_path: str | None) -> None:
+    """Write the link's journal as one self-contained file (entries, anchors, file hashes, manifest)."""
+    store = open_journal(links_path)
+    try:
+        manifest = export_journal(store, link_name, out)
+    finally:
+        store.close()
+    head = manifest["head"] or {"seq": 0, "hash": "-"}
+    click.echo(f"{out}: {manifest['entries']} entries, {manifest['anchors']} anchors, head {head['seq']} "
+               f"{head['hash']}")
+
+
+@journal.command("verify")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def verify(bundle: Path) -> None:
+    """Check an exported journal offline; exit 1 naming the first entry that fails."""
+    started = time.monotonic()
+    check = verify_file(bundle)
+    took = time.monotonic() - started
+    if not check.ok:
+        click.echo(f"{bundle}: FAILED at {check.first}", err=True)
+        sys.exit(1)
+    head = check.chain.head or (0, "-")
+    click.echo(f"{bundle}: OK, link {check.link}, {check.chain.entries} entries, head {head[0]} {head[1]}, "
+               f"checked in {took:.2f} s")
