@@ -303,15 +303,7 @@ class Enqueuer:
                 batch_due_key(link, side)]
         answer = self._wait(keys=keys, args=[PENDING_TTL_S, task, next_job, job_id, resume, int(wait_s * 1000), *hints])
         if answer == WAIT_SEND:
-            try:
-                self._send_batch_job(link, side, next_job, wait_s)
-            except Exception:
-                # No job is due: drop the flag, so the next event or the tick's send_batch sends one.
-                try:
-                    self.redis.delete(batch_key(link, side))
-                except redis.RedisError:
-                    pass
-                raise
+            self._send_holding_flag(link, side, next_job, wait_s)
         return answer == WAIT_HAND_OFF
 
     def hand_off_batch(self, link: str, side: str, job_id: str, countdown_s: float = 0.0) -> str | None:
@@ -324,16 +316,21 @@ class Enqueuer:
         if not self._hand_off(keys=[batch_key(link, side), batch_due_key(link, side)],
                               args=[job_id, new_id, PENDING_TTL_S, int(countdown_s * 1000)]):
             return None
+        self._send_holding_flag(link, side, new_id, countdown_s)
+        return new_id
+
+    def _send_holding_flag(self, link: str, side: str, job_id: str, countdown_s: float) -> None:
+        """Send the batch job JOB_ID, to which the side's batch flag was just given. If it cannot
+        be sent, no job is due: the flag is dropped, so the side's next event (or the tick's
+        send_batch, the poller's meanwhile) sends one."""
         try:
-            self._send_batch_job(link, side, new_id, countdown_s)
+            self._send_batch_job(link, side, job_id, countdown_s)
         except Exception:
-            # Without the flag the side's next event sends a job; the poller sends one meanwhile.
             try:
                 self.redis.delete(batch_key(link, side))
             except redis.RedisError:
                 pass
             raise
-        return new_id
 
     def help_batch(self, link: str, side: str) -> str:
         """Send a batch job for SIDE beside the one running there, without its flag: it claims
