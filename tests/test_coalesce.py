@@ -14,11 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crosslink.queue.claims import claim_batch, take_hints
+from crosslink.queue.claims import claim_batch
 from crosslink.queue.coalesce import BASE_HOLD_S, AccountHolds, coalesce_hold_s, usage_hold_s
 from crosslink.queue.enqueue import Enqueuer
 from crosslink.queue.names import batch_key, dirty_key, pending_key
 from planfix.limiter import AccountLimiter
+from tests.runs import take_hints
 from tests.test_reconcile import links_doc, load
 from workers import batch
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from crosslink.queue.claims import Claim, claim_batch, settle_batch, take_hints
+from crosslink.queue.claims import Claim, claim_batch, settle_batch
 from crosslink.queue.enqueue import COALESCE_DELAY_S, HOT_WINDOW_MS, Enqueuer
 from crosslink.queue.names import (
     FULL_HINT,
@@ -23,6 +23,7 @@ from crosslink.queue.names import (
     pending_key,
     pending_since_key,
 )
+from tests.runs import take_hints
 
 TTL_MS = 60_000
 

@@ -1,4 +1,4 @@
-"""The claims a batch job takes on its link side's waiting tasks, and a run's take of its events.
+"""The claims a batch job takes on its link side's waiting tasks.
 
 A task whose event is not part of a burst waits in its side's dirty set (crosslink.queue.enqueue);
 one batch job of the side claims tasks from there, a batch at a time, and drops its claims when
@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import redis
 
-from crosslink.queue.names import batch_key, claims_key, dirty_key, hints_key, pending_key, pending_since_key
+from crosslink.queue.names import batch_key, claims_key, dirty_key
 
 # A batch job claims at most this many tasks at a time (one source read holds them all). A batch's
 # writes go one after another, so its last task waits for the others': 10 keeps that wait to a few
@@ -102,21 +102,6 @@ for i = 2, #ARGV do
 end
 return 0
 """
-
-
-def take_hints(store: redis.Redis, link: str, side: str, number: int) -> list[str]:
-    """Clear the task's pending flag and take its events' hints, in one transaction (the
-    producer sets and pushes in one too: crosslink.queue.enqueue). A run takes them in the step
-    that begins it (workers.runner.begin_runs); this is that take alone, where no run is made
-    (the queue's own tests stand in for runs with it)."""
-    flag, key = pending_key(link, side, number), hints_key(link, side, number)
-    pipe = store.pipeline(transaction=True)
-    pipe.delete(flag)
-    pipe.zrem(pending_since_key(link, side), number)
-    pipe.lrange(key, 0, -1)
-    pipe.delete(key)
-    _, _, raw, _ = pipe.execute()
-    return [item.decode() if isinstance(item, bytes) else item for item in raw]
 
 
 class Claim(NamedTuple):
