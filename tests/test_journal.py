@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -40,7 +42,7 @@ from crosslink.journal.chain import (
     rule_version,
     seal,
 )
-from crosslink.journal.store import Journal
+from crosslink.journal.store import Journal, metadata
 from crosslink.lab.demo import example
 from schemas.links import parse_links
 
@@ -193,7 +195,15 @@ def _fill(journal: Journal, link: str, count: int, side: str = "partner") -> Non
                        target={"task": 12, "comment": 1000 + i}, content=content_hash({"text": i}), rules=RULES)
 
 
+def _schema_is_the_stores(journal: Journal) -> None:
+    """What the migrations made is what the store's queries assume (names, types, keys, indexes)."""
+    with journal.engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        assert compare_metadata(context, metadata) == []
+
+
 def _store_keeps_one_unbroken_chain(journal: Journal) -> None:
+    _schema_is_the_stores(journal)
     threads = [threading.Thread(target=_fill, args=(journal, LINK, 40, side)) for side in ("partner", "client")]
     for thread in threads:
         thread.start()

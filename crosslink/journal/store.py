@@ -34,6 +34,8 @@ SQLITE_BUSY_S = 30.0
 APPEND_ATTEMPTS = 5
 MIGRATIONS = "crosslink.journal:migrations"
 
+# The tables as the queries see them. The migrations (crosslink/journal/migrations) are snapshots
+# that make them; tests/test_journal.py checks the migrated schema matches these.
 metadata = sa.MetaData()
 entries_table = sa.Table(
     "journal_entries", metadata,
@@ -51,11 +53,14 @@ entries_table = sa.Table(
     sa.Column("rules", sa.String(64), nullable=False),
     sa.Column("prev", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    sa.UniqueConstraint("link", "seq", name="journal_entries_link_seq"),
+    sa.Index("journal_entries_source_task", "link", "source_task"),
+    sa.Index("journal_entries_target_task", "link", "target_task"),
 )
 anchors_table = sa.Table(
     "journal_anchors", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("link", sa.String(100), nullable=False),
+    sa.Column("link", sa.String(100), nullable=False, index=True),
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Column("at", sa.String(40), nullable=False),
