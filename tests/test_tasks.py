@@ -198,3 +198,26 @@ def test_links_sharing_an_account_take_turns_and_no_run_waits(redis_client, redi
     both_wait = order[:min(max(i for i, lane in enumerate(order) if lane == name) for name in links) + 1]
     assert sum(1 for one, next_ in zip(both_wait, both_wait[1:]) if one == next_) <= 1, order
     assert jobs <= 12 + 2, jobs    # one a run, and each link's first finds the account's slot taken
+
+
+def test_a_run_whose_begin_meets_a_bug_is_a_dead_letter_and_frees_its_pair(redis_client, monkeypatch):
+    """A run begins the same way in a job of its own and in a batch (workers.runner.begin_runs);
+    an unexpected error while it is being begun keeps its event as a dead letter and releases
+    the pair's lock, rather than failing the whole job (a batch's other runs go on)."""
+    from crosslink.queue.dead_letters import DeadLetters
+    from crosslink.queue.names import hints_key, lock_key, resume_key
+    from workers.hints import RESUME
+
+    monkeypatch.setattr(runner, "runtime", lambda: SimpleNamespace(
+        redis=redis_client, settings=SimpleNamespace(time_scale=1.0)))
+    link = SimpleNamespace(name="demo", other=lambda side: "client" if side == "partner" else "partner")
+    redis_client.rpush(hints_key("demo", "partner", 5), RESUME, "task_changed")
+    redis_client.set(resume_key("demo", "partner", 5), "{kept reads cut short")   # not JSON: a bug's trace
+    redis_client.rpush(hints_key("demo", "partner", 6), "task_changed")
+    results = dict(runner.begin_runs(link, "partner", [5, 6]))
+    assert results[5] == "dead"
+    [letter] = DeadLetters(redis_client, "demo").letters()
+    assert letter["task"] == 5
+    assert not redis_client.exists(lock_key("demo", "partner", 5))
+    assert isinstance(results[6], runner.Begun)                   # the other run is begun as usual
+    results[6].lock.release()
