@@ -4,7 +4,9 @@ A mirror is written by the integration user, so it must say who really wrote it,
 when (the link's ``header`` template). It is marked (``MIRROR_MARK``) so that a mirror is never
 mirrored back, even if the caller's author check missed it. A comment deleted at its source is not
 deleted in the other account (that would destroy what people there already read and answered):
-its mirror is rewritten with the ``withdrawn`` notice above the original text.
+its mirror is rewritten with the ``withdrawn`` notice above the original text. Nor does an edit
+at the source erase what the other side read: the mirror shows the current text, and below it
+every earlier version, newest first, each saying until when the source side had it.
 
 Assumptions:
 - include/exclude are matched (re.search) against the comment's plain text: tags removed,
@@ -19,12 +21,19 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
 from schemas.links import Link
 
 MIRROR_MARK = "<!--crosslink:mirror-->"
 WITHDRAWN_MARK = "<!--crosslink:withdrawn-->"
+EARLIER_MARK = "<!--crosslink:earlier-->"
+# Above each earlier version of a mirrored comment, in the reading side's language (links.yaml).
+EARLIER_LABEL = {
+    "en": "Earlier version, as {side_label} had it until {time}:",
+    "ru": "Прежняя версия, как она была у стороны «{side_label}» до {time}:",
+}
 _TAG = re.compile(r"<[^>]*>")
 
 
@@ -63,9 +72,14 @@ def _fill(template: str, link: Link, source_side: str, author: str, time_str: st
     )
 
 
-def render_mirror(link: Link, source_side: str, author_name: str, time_str: str, html: str) -> str:
-    """The mirror's HTML: marker, header naming the real author, then the original HTML."""
-    return MIRROR_MARK + _fill(link.comments.header, link, source_side, author_name, time_str) + (html or "")
+def render_mirror(link: Link, source_side: str, author_name: str, time_str: str, html: str,
+                  earlier: Sequence[tuple[str, str]] = ()) -> str:
+    """The mirror's HTML: marker, header naming the real author, the original HTML, then EARLIER
+    versions of it (html, until when it stood), newest first, each under its label."""
+    label = EARLIER_LABEL[link.sides[link.other(source_side)].language]
+    folded = "".join(f"<br><br>{EARLIER_MARK}<i>{_fill(label, link, source_side, '', until)}</i>"
+                     f"<blockquote>{old or ''}</blockquote>" for old, until in reversed(earlier))
+    return MIRROR_MARK + _fill(link.comments.header, link, source_side, author_name, time_str) + (html or "") + folded
 
 
 def render_withdrawn(link: Link, source_side: str, original_mirror_html: str, time_str: str) -> str:

@@ -254,7 +254,8 @@ def finish(begun: Begun, prefetched: dict | None = None) -> str:
     link, side, number = begun.link, begun.side, begun.number
     clients = {name: rt.client(link, name) for name in link.sides}
     run = TaskSync(link, side, number, clients, begun.state, rt.writes, begun.hints,
-                   kept_reads=begun.kept_reads, prefetched=prefetched, guard=begun.lock.hold)
+                   kept_reads=begun.kept_reads, prefetched=prefetched, guard=begun.lock.hold,
+                   recorder=rt.recorder(link))
     finished = False
     try:
         report = run.run()

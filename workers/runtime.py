@@ -15,12 +15,14 @@ import redis
 
 from crosslink.base.logs import register_secret
 from crosslink.base.settings import Settings, get_settings
+from crosslink.journal.store import Journal, journal_url
 from crosslink.queue.enqueue import Enqueuer
 from planfix.client import CONNECT_TIMEOUT_S, PlanfixClient
 from planfix.http import Http
 from planfix.limiter import AccountLimiter
 from schemas.links import Link, LinksConfig, load_links
 from workers.idempotency import LEASE_TTL_MS, MIN_LEASE_TTL_MS, WriteOnce, scaled_ttl_ms
+from workers.record import Recorder
 from workers.state import LinkState
 from workers.sync import ADMISSION_LIMIT_WAIT_S
 
@@ -38,6 +40,7 @@ class Runtime:
     config: LinksConfig
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     _clients: dict[tuple[str, str], PlanfixClient] = field(default_factory=dict)
+    _recorders: dict[str, Recorder] = field(default_factory=dict)
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -61,6 +64,16 @@ class Runtime:
     def writes(self) -> WriteOnce:
         return WriteOnce(self.redis, lease_ttl_ms=scaled_ttl_ms(LEASE_TTL_MS, MIN_LEASE_TTL_MS,
                                                                 self.settings.time_scale))
+
+    @cached_property
+    def journal(self) -> Journal:
+        """The links' journals (CROSSLINK_JOURNAL_URL, else SQLite beside the links file)."""
+        return Journal(journal_url(self.settings, self.settings.links_path))
+
+    def recorder(self, link: Link) -> Recorder:
+        if link.name not in self._recorders:
+            self._recorders[link.name] = Recorder(self.journal, link)
+        return self._recorders[link.name]
 
     def link(self, name: str) -> Link:
         for link in self.config.links:

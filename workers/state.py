@@ -11,6 +11,8 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
   crosslink:reg:{link}:file      "partner:9" -> "41"
   crosslink:snap:{link}          "partner:5" -> canonical task JSON as last synced
   crosslink:csnap:{link}:{side}:{task}   comment id -> fingerprint of the last mirrored text
+  crosslink:cversions:{link}     "partner:77" -> JSON list of the comment's texts as mirrored, each
+                                 with when it was seen: its mirror shows the last and keeps the rest
   crosslink:queued:{link}        "client:12" -> values the sync's writes should produce there, not yet
                                  seen agreed (queued by Planfix with 202, or sent by a run not finished)
   crosslink:severed:{link}       side -> JSON reason, while that side's access is lost
@@ -182,6 +184,14 @@ class LinkState:
 
     def save_comment_fingerprint(self, side: str, task: int, comment: int, fingerprint: str) -> None:
         self.redis.hset(comment_prints_key(self.link, side, task), str(comment), fingerprint)
+
+    def comment_versions(self, side: str, comment: int) -> list[dict[str, Any]]:
+        """SIDE's comment's texts as mirrored, oldest first: {"text", "at"} each."""
+        raw = self.redis.hget(self.key("cversions", self.link), f"{side}:{comment}")
+        return json.loads(raw) if raw else []
+
+    def save_comment_versions(self, side: str, comment: int, versions: list[dict[str, Any]]) -> None:
+        self.redis.hset(self.key("cversions", self.link), f"{side}:{comment}", json.dumps(versions))
 
     # --- severance ----------------------------------------------------------------------
     def sever(self, side: str, reason: str, at: float) -> bool:

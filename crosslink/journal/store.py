@@ -53,7 +53,9 @@ entries_table = sa.Table(
     sa.Column("rules", sa.String(64), nullable=False),
     sa.Column("prev", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(300)),
     sa.UniqueConstraint("link", "seq", name="journal_entries_link_seq"),
+    sa.UniqueConstraint("link", "key", name="journal_entries_link_key"),
     sa.Index("journal_entries_source_task", "link", "source_task"),
     sa.Index("journal_entries_target_task", "link", "target_task"),
 )
@@ -115,15 +117,19 @@ class Journal:
         self.engine.dispose()
 
     def append(self, link: str, *, kind: str, side: str, source: Mapping[str, Any], target: Mapping[str, Any],
-               content: str, rules: str, at: str | None = None) -> Entry:
-        """Seal and store the link's next entry; the stored entry."""
+               content: str, rules: str, at: str | None = None, key: str | None = None) -> Entry:
+        """Seal and store the link's next entry; the stored entry. KEY names what it records: an
+        entry with that key already stored is returned instead (a retried run records once)."""
         for attempt in range(APPEND_ATTEMPTS):
             try:
                 with self.engine.begin() as connection:
                     head = _head(connection, link, lock=True)
+                    known = _keyed(connection, link, key) if key is not None else None
+                    if known is not None:
+                        return known
                     entry = next_entry(head, link=link, at=at or utc_now(), kind=kind, side=side, source=source,
                                        target=target, content=content, rules=rules)
-                    _store(connection, entry, new=head is None)
+                    _store(connection, entry, new=head is None, key=key)
                     return entry
             except sa.exc.IntegrityError:
                 if attempt == APPEND_ATTEMPTS - 1:
@@ -180,12 +186,18 @@ def _head(connection: Connection, link: str, *, lock: bool) -> tuple[int, str] |
     return (row.seq, row.hash) if row else None
 
 
-def _store(connection: Connection, entry: Entry, *, new: bool) -> None:
+def _keyed(connection: Connection, link: str, key: str) -> Entry | None:
+    query = sa.select(entries_table).where(entries_table.c.link == link, entries_table.c.key == key)
+    row = connection.execute(query).mappings().first()
+    return _entry(row) if row else None
+
+
+def _store(connection: Connection, entry: Entry, *, new: bool, key: str | None) -> None:
     connection.execute(entries_table.insert().values(
         link=entry.link, seq=entry.seq, at=entry.at, kind=entry.kind, side=entry.side,
         source=json.dumps(dict(entry.source), sort_keys=True), target=json.dumps(dict(entry.target), sort_keys=True),
         source_task=_task(entry.source), target_task=_task(entry.target), content=entry.content,
-        rules=entry.rules, prev=entry.prev, hash=entry.hash))
+        rules=entry.rules, prev=entry.prev, hash=entry.hash, key=key))
     if new:
         connection.execute(heads_table.insert().values(link=entry.link, seq=entry.seq, hash=entry.hash))
     else:

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from crosslink.journal.store import utc_now
 from crosslink.queue.names import comment_fingerprint, record_rejected
 from planfix.errors import AccessDenied, NotFound
 from workers.canonical import ref_id
@@ -90,14 +91,44 @@ class CommentMirror:
                     self._create_comment_mirror(counterpart, comment, author, when)
                     self.report.comments_created += 1
             elif deleted:
-                html = render_withdrawn(link, side, render_mirror(link, side, author, when, text), when)
+                versions = self._versions(comment_id, text, keep=False)
+                html = render_withdrawn(link, side, self._render(author, when, versions), when)
                 self.gateway.call(other, "update_comment", counterpart, mirror, {"description": html})
+                self._crossed("withdrawn", comment_id, counterpart, mirror, versions, author, when)
                 self.report.comments_withdrawn += 1
             else:
-                html = render_mirror(link, side, author, when, text)
+                versions = self._versions(comment_id, text, keep=True)
+                html = self._render(author, when, versions)
                 self.gateway.call(other, "update_comment", counterpart, mirror, {"description": html})
+                self.state.save_comment_versions(side, comment_id, versions)
+                self._crossed("comment version", comment_id, counterpart, mirror, versions, author, when)
                 self.report.comments_updated += 1
             self.state.save_comment_fingerprint(side, self.number, comment_id, print_)
+
+    def _versions(self, comment_id: int, text: str, *, keep: bool) -> list[dict[str, Any]]:
+        """The comment's versions as mirrored, oldest first, with TEXT as the last: an edit (KEEP)
+        adds it; a deletion keeps what was mirrored. A comment mirrored before versions were kept
+        starts its list here."""
+        versions = self.state.comment_versions(self.side, comment_id)
+        if keep and (not versions or versions[-1]["text"] != text):
+            versions.append({"text": text, "at": utc_now()})
+        return versions or [{"text": text, "at": utc_now()}]
+
+    def _render(self, author: str, when: str, versions: list[dict[str, Any]]) -> str:
+        """The mirror's HTML: the last version, the earlier ones folded below it, each with the
+        time the next replaced it."""
+        earlier = [(version["text"], f"{following['at'][:16].replace('T', ' ')} UTC")
+                   for version, following in zip(versions, versions[1:])]
+        return render_mirror(self.link, self.side, author, when, versions[-1]["text"], earlier)
+
+    def _crossed(self, kind: str, comment_id: int, counterpart: int, mirror: int, versions: list[dict[str, Any]],
+                 author: str, when: str) -> None:
+        """Record in the journal a comment's version (its number, its text's hash) crossing."""
+        version = len(versions)
+        self.ctx.crossed(kind, source={"task": self.number, "comment": comment_id, "version": version},
+                         target={"task": counterpart, "comment": mirror},
+                         content={"author": author, "when": when, "text": versions[-1]["text"]},
+                         key=f"{self.side}:{comment_id}:{version}")
 
     def _tell_of_deleted_copy(self, counterpart: int, comment: Mapping[str, Any], seen: Mapping[int, str]) -> None:
         """A person deleted our copy of the other side's comment: the original stays, and a note
@@ -185,7 +216,9 @@ class CommentMirror:
         )
         self.state.pair("comment", side, comment_id, other, mirror)
         self.state.mark_mirror("comment", other, mirror)
-
+        versions = [{"text": comment.get("description") or "", "at": utc_now()}]
+        self.state.save_comment_versions(side, comment_id, versions)
+        self._crossed("comment", comment_id, counterpart, mirror, versions, author, when)
 
     def _find_comment(self, counterpart: int, source_id: str) -> int | None:
         """The comment on the counterpart marked SOURCE_ID (only after a lost answer: one list)."""

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Any
+
+from crosslink.journal.chain import Entry
 from schemas.links import Link
+from workers.record import Recorder
 from workers.state import LinkState
 
 
@@ -65,14 +69,27 @@ class SyncReport:
 @dataclass
 class RunContext:
     """The run's task: SIDE's task NUMBER of LINK, carried to the OTHER side; the link's STATE in
-    Redis (pairs, snapshots, fingerprints), and the REPORT the run fills in."""
+    Redis (pairs, snapshots, fingerprints), the REPORT the run fills in, and the link's journal
+    (RECORDER; none in unit tests of a run's decisions)."""
 
     link: Link
     side: str
     number: int
     state: LinkState
     report: SyncReport
+    recorder: Recorder | None = None
     other: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.other = self.link.other(self.side)
+
+    def crossed(self, kind: str, *, source: dict[str, Any], target: dict[str, Any], content: Any, key: str,
+                side: str | None = None) -> Entry | None:
+        """Record in the journal what crossed from SIDE (the run's, unless named) to the other
+        (Recorder.crossed)."""
+        if self.recorder is None:
+            return None
+        return self.recorder.crossed(kind, side or self.side, source=source, target=target, content=content, key=key)
+
+    def head(self) -> tuple[int, str] | None:
+        return self.recorder.head() if self.recorder is not None else None

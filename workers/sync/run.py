@@ -40,6 +40,7 @@ from workers.field_diff import agreed_with_echoes, changed_fields, entries_of, s
 from workers.hints import Hints, Reads, comment_reads, extra_reads, may_trust_snapshot
 from workers.idempotency import WriteOnce
 from workers.plan import SyncPlan, plan_task_sync
+from workers.record import Recorder
 from workers.state import LinkState
 from workers.sync.agreement import agreement, must_read_back, save_agreement
 from workers.sync.attachments import flows
@@ -96,7 +97,7 @@ class TaskSync:
     def __init__(self, link: Link, side: str, number: int, clients: Mapping[str, PlanfixClient],
                  state: LinkState, writes: WriteOnce, hints: Hints | None = None,
                  kept_reads: Mapping[str, Any] | None = None, prefetched: Mapping[str, Any] | None = None,
-                 guard: Callable[[], None] | None = None):
+                 guard: Callable[[], None] | None = None, recorder: Recorder | None = None):
         self.link = link
         self.hints = hints if hints is not None else Hints(full=True)
         self.side = side
@@ -105,7 +106,7 @@ class TaskSync:
         self.state = state
         self.writes = writes
         self.report = SyncReport(link.name, side, number)
-        self.ctx = RunContext(link, side, number, state, self.report)
+        self.ctx = RunContext(link, side, number, state, self.report, recorder)
         # This run's pair has no agreed state yet and the run may not make it (its task is the
         # mirror, or the mirror was found, made by an earlier run): the original's next run does.
         self._hand_over = False
