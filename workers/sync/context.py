@@ -11,7 +11,6 @@ beside it by keyword, as the services a step uses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
 from typing import Any
 
 from crosslink.journal.chain import Entry
