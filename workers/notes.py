@@ -35,6 +35,7 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
         "cut": "the link lost its access to {other} ({reason}). Changes made here are kept and will be carried "
                "there once access is back; nothing is deleted on either side.",
         "resumed": "access to {other} is back. The changes made here meanwhile are being carried there now.",
+        "journal_head": "The link's journal at this moment: entry #{seq}, SHA-256 {hash}.",
     },
     "ru": {
         "prefix": "Crosslink: ",
@@ -58,6 +59,7 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
                "перенесены, когда доступ вернётся; ни на одной стороне ничего не удаляется.",
         "resumed": "доступ к стороне «{other}» восстановлен. Изменения, сделанные здесь за это время, "
                    "переносятся туда.",
+        "journal_head": "Журнал связи на этот момент: запись №{seq}, SHA-256 {hash}.",
     },
 }
 assert set(TEXTS) == set(NOTE_LANGUAGES)
@@ -82,6 +84,12 @@ def note(link: Link, reader: str, kind: str, **values: Any) -> str:
     if shown.get("how") in REMOVALS:
         shown["how"] = texts[shown["how"]]
     return texts["prefix"] + texts[kind].format(**shown)
+
+
+def head_text(link: Link, reader: str, head: tuple[int, str]) -> str:
+    """The journal's HEAD (sequence, hash) as a note states it, for people of side READER."""
+    seq, digest = head
+    return TEXTS[link.sides[reader].language]["journal_head"].format(seq=seq, hash=digest)
 
 
 def rule_text(link: Link, reader: str, owner: str | None) -> str:

@@ -429,7 +429,8 @@ def _tell_of_cut(link: Link, side: str, number: int, severed: Mapping[str, Mappi
                 else note(link, side, "cut", other=other, reason=info.get("reason")))
         client = rt.client(link, side)
         post_note(lambda method, *args, **kwargs: _listed(getattr(client, method)(*args, **kwargs)), rt.writes,
-                  link.name, side, number, text, f"{'resumed' if resumed else 'cut'}:{other}:{info.get('at')}")
+                  link, side, number, text, f"{'resumed' if resumed else 'cut'}:{other}:{info.get('at')}",
+                  rt.recorder(link))
         if not resumed:
             rt.state(link.name).noted_cut(side, number)
     except Exception as exc:  # noqa: BLE001 - best effort, see above
@@ -456,7 +457,9 @@ def _handle_failure(link_name: str, side: str, number: int, attempt: int, failur
         _again(link_name, side, number, decision, hints)
         return "retrying"
     if decision.action is Action.PARK:
-        if state.sever(failure.side, decision.reason, time.time()):
+        severed_at = time.time()
+        if state.sever(failure.side, decision.reason, severed_at):
+            _record_access(link_name, "severed", failure.side, {"reason": decision.reason, "at": severed_at})
             log.error("link side %s severed: %s; events are parked, nothing is deleted",
                       failure.side, decision.reason, extra=context)
             app.send_task(PROBE_LINK, args=[link_name], queue=SYNC_QUEUE, countdown=decision.delay_s)
@@ -480,6 +483,15 @@ def _dead_letter(link_name: str, side: str, number: int, reason: str, kind: str,
               extra={"link": link_name, "side": side, "task": number})
 
 
+def _record_access(link_name: str, kind: str, side: str, what: Mapping[str, Any]) -> None:
+    """Record in the journal that SIDE's access was lost or is back (KIND severed, resumed): WHAT
+    says why and when; the time it was severed names the occasion, so a retry records it once."""
+    rt = runtime()
+    at = what["at"] if kind == "severed" else what["severed"].get("at")
+    rt.recorder(rt.link(link_name)).crossed(kind, side, source={"side": side}, target={}, content=what,
+                                            key=f"{side}:{at}")
+
+
 def probe(link_name: str) -> str:
     """Check a severed link's access; when every side answers, resume from the parked events."""
     rt = runtime()
@@ -500,6 +512,7 @@ def probe(link_name: str) -> str:
                           countdown=POLICY.severed.probe_after_s * rt.settings.time_scale)
             return "severed"
         state.restore(side)
+        _record_access(link_name, "resumed", side, {"severed": severed[side], "at": time.time()})
     for side, number in state.take_noted_cut():
         _tell_of_cut(link, side, number, severed, resumed=True)
     replayed = set()

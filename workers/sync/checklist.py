@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from crosslink.journal.chain import content_hash
 from planfix.client import PartiallyApplied, Queued
 from planfix.errors import InvalidRequest, NotFound
 from workers.idempotency import WriteOnce
@@ -108,6 +109,9 @@ def sync_checklist(ctx: RunContext, counterpart: int | None, *, gateway: Gateway
                 written = {}
         if written:
             written_count += 1
+            ctx.crossed("checklist item", source={"task": ctx.number, "item": item_id, "version": ctx.version},
+                        target={"task": counterpart, "item": mirror}, content=written,
+                        key=f"{side}:{item_id}:{ctx.version}:{content_hash(written)}")
         save_agreed(ctx, side, ctx.number, item_id, view)
         agreed_there[mirror] = agreed_after_write(agreed_there.get(mirror), written, view)
         save_agreed(ctx, other, counterpart, mirror, agreed_there[mirror])

@@ -77,6 +77,9 @@ class RunContext:
     state: LinkState
     report: SyncReport
     recorder: Recorder | None = None
+    # The source task's change stamp as this run read it (crosslink.queue.names.change_stamp):
+    # the version its journal entries name, so a retried run records a write once.
+    version: str = ""
     other: str = field(init=False)
 
     def __post_init__(self) -> None:

@@ -28,7 +28,11 @@ def mirror_file(ctx: RunContext, file_id: int, *, gateway: Gateway, writes: Writ
 
     def copy() -> int:
         name, content = gateway.call(side, "download_file", file_id)
-        return gateway.call(other, "upload_file", name, content)
+        mirror = gateway.call(other, "upload_file", name, content)
+        # Recorded with its bytes' hash while they are at hand: a copy found made is not read again.
+        ctx.crossed("file", source={"task": ctx.number, "file": file_id, "name": name}, target={"file": mirror},
+                    content=content, key=f"{side}:{file_id}")
+        return mirror
 
     mirror = writes.run(f"{link.name}:file:{side}:{file_id}", write=copy)
     ctx.state.pair("file", side, file_id, other, mirror)

@@ -16,10 +16,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from crosslink.journal.chain import GENESIS
 from crosslink.queue.names import change_stamp
+from schemas.links import Link
 from workers.idempotency import WriteOnce
-from workers.notes import note, rule_text
+from workers.notes import head_text, note, rule_text
 from workers.plan import SyncPlan
+from workers.record import Recorder
 from workers.state import mirror_source_id
 from workers.status_map import equivalent
 from workers.sync.context import RunContext
@@ -29,14 +32,17 @@ from workers.sync.views import quoted
 log = logging.getLogger("crosslink.sync")
 
 
-def post_note(call: Callable[..., Any], writes: WriteOnce, link_name: str, side: str, number: int, text: str,
-              occasion: str) -> None:
+def post_note(call: Callable[..., Any], writes: WriteOnce, link: Link, side: str, number: int, text: str,
+              occasion: str, recorder: Recorder | None) -> None:
     """Post the note TEXT on SIDE's task NUMBER once per OCCASION (a change of assignees, a status move
     held, a side cut off), however often retried; CALL(method, *args) calls SIDE's client.
-    Written by the robot, it is never mirrored."""
+    Written by the robot, it is never mirrored. It states the link's journal head (RECORDER) as
+    it was when the note was written, and is itself a journal entry."""
     digest = hashlib.sha256(f"{occasion}\n{text}".encode()).hexdigest()[:16]
     # Marked like a mirror, so a write whose outcome was lost is found rather than repeated.
-    source_id = mirror_source_id(link_name, side, "note", f"{number}:{digest}")
+    source_id = mirror_source_id(link.name, side, "note", f"{number}:{digest}")
+    if recorder is not None:
+        text += "<br>" + head_text(link, side, recorder.head() or (0, GENESIS))
 
     def find_existing() -> int | None:
         for candidate in call("list_task_comments", number, fields="id,sourceObjectId", type_list="All"):
@@ -44,16 +50,20 @@ def post_note(call: Callable[..., Any], writes: WriteOnce, link_name: str, side:
                 return int(candidate["id"])
         return None
 
-    writes.run(f"{link_name}:note:{side}:{number}:{digest}",
-               write=lambda: call("create_comment", number, {"description": text, "sourceObjectId": source_id}),
-               find_existing=find_existing)
+    key = f"{link.name}:note:{side}:{number}:{digest}"
+    posted = writes.run(key, write=lambda: call("create_comment", number, {"description": text,
+                                                                           "sourceObjectId": source_id}),
+                        find_existing=find_existing)
+    if recorder is not None:
+        recorder.crossed("note", side, source={"task": number, "occasion": digest},
+                         target={"task": number, "comment": posted}, content=text, key=key)
 
 
 def leave_note(ctx: RunContext, side: str, number: int, text: str, occasion: str, *, gateway: Gateway,
                writes: WriteOnce) -> None:
     """post_note on SIDE's task NUMBER of the run's link, its requests made through GATEWAY."""
     post_note(lambda method, *args, **kwargs: gateway.call(side, method, *args, **kwargs), writes,
-              ctx.link.name, side, number, text, occasion)
+              ctx.link, side, number, text, occasion, ctx.recorder)
 
 
 def tell_of_removal(ctx: RunContext, how: str, counterpart: int, source_raw: Mapping[str, Any] | None, *,

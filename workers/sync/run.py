@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from crosslink.queue.names import WHOLE, promote_stamp, record_synced_stamp, stamp_seen, synced_stamp
+from crosslink.queue.names import WHOLE, change_stamp, promote_stamp, record_synced_stamp, stamp_seen, synced_stamp
 from planfix.client import PlanfixClient
 from schemas.links import Link
 from workers.canonical import canonical_task, task_fields
@@ -149,6 +149,7 @@ class TaskSync:
         source_raw = read_source(self.ctx, known, gateway=self.gateway, writes=self.writes)
         if source_raw is None:
             return self.report
+        self.ctx.version = change_stamp(source_raw)
         counterpart, followed = counterpart_to_follow(self.ctx, source_raw, gateway=self.gateway, writes=self.writes)
         if not followed:
             return self.report

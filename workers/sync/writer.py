@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from crosslink.journal.chain import content_hash
 from planfix.client import Applied, PartiallyApplied, Queued
 from planfix.errors import TransientError
 from workers.field_diff import with_queued, without_entries
@@ -25,6 +26,9 @@ from workers.sync.gateway import Gateway, SideFailure
 from workers.sync.views import expected_view
 
 log = logging.getLogger("crosslink.sync")
+
+# The update keys that carry people: an assignee change is an entry of its own in the journal.
+ASSIGNEE_KEYS = frozenset({"assignees"})
 
 
 class TaskWriter:
@@ -61,9 +65,11 @@ class TaskWriter:
             made.append(self.gateway.call(other, "create_task", marked))
             return made[0]
 
-        counterpart = self.writes.run(f"{link.name}:task:{side}:{number}", write=create,
-                                      find_existing=find_existing)
+        key = f"{link.name}:task:{side}:{number}"
+        counterpart = self.writes.run(key, write=create, find_existing=find_existing)
         self._paired(counterpart)
+        self.ctx.crossed("task created", source={"task": number, "version": self.ctx.version},
+                         target={"task": counterpart}, content=body, key=key)
         return counterpart, bool(made)
 
     def _paired(self, counterpart: int) -> None:
@@ -80,6 +86,7 @@ class TaskWriter:
         """Write BODY (the source's FIELDS) to the counterpart, which showed TARGET_NOW; the
         target values it gave, when Planfix applied it (else none: queued, or refused)."""
         outcome = self.write_update(self.ctx.other, counterpart, body, expected_view(target_now, body))
+        self._crossed_fields(counterpart, body, outcome)
         if isinstance(outcome, Queued):
             self.unconfirmed.update(fields)
             self.expected = with_queued(self.expected, expected_view(target_now, body))
@@ -88,6 +95,19 @@ class TaskWriter:
             self.applied(written)
             return written
         return {}
+
+    def _crossed_fields(self, counterpart: int, body: Mapping[str, Any], outcome: Any) -> None:
+        """Record the fields an update carried to COUNTERPART (assignees on their own): those
+        Planfix took, applied or queued; a field it refused did not cross."""
+        refused = {failure.field for failure in outcome.failures} if isinstance(outcome, PartiallyApplied) else set()
+        taken = {key: value for key, value in body.items() if key not in refused}
+        for kind, keys in (("field change", sorted(set(taken) - ASSIGNEE_KEYS)),
+                           ("assignee", sorted(set(taken) & ASSIGNEE_KEYS))):
+            if keys:
+                carried = {key: taken[key] for key in keys}
+                self.ctx.crossed(kind, source={"task": self.ctx.number, "version": self.ctx.version, "fields": keys},
+                                 target={"task": counterpart}, content=carried,
+                                 key=f"{self.ctx.side}:{self.ctx.number}:{self.ctx.version}:{content_hash(carried)}")
 
     def write_update(self, side: str, number: int, body: dict[str, Any], values: Mapping[str, Any]) -> Any:
         outcome = self._update(side, number, body, values)
@@ -106,6 +126,7 @@ class TaskWriter:
         """True when the move is seen applied. A queued (202) move is not: the next step of a
         path depends on it, and the read-back run plans the rest from what Planfix then shows."""
         outcome = self._update(side, number, {"status": {"id": status}}, {"status": status})
+        self._crossed_status(side, number, status, outcome)
         if not isinstance(outcome, Applied):
             self.read_back = True
         if isinstance(outcome, PartiallyApplied):
@@ -122,6 +143,17 @@ class TaskWriter:
         if side == self.ctx.other:
             self.applied({"status": status})
         return isinstance(outcome, (Applied, PartiallyApplied))
+
+    def _crossed_status(self, side: str, number: int, status: int, outcome: Any) -> None:
+        """Record a status move Planfix took (applied or queued) on SIDE's task NUMBER: the run's
+        counterpart, or the run's own task moved as the other side's change calls for."""
+        if isinstance(outcome, PartiallyApplied) and any(f.field == "status" for f in outcome.failures):
+            return
+        ctx = self.ctx
+        origin = ctx.side if side == ctx.other else ctx.other
+        self.ctx.crossed("status", side=origin, source={"task": ctx.number, "version": ctx.version},
+                         target={"task": number, "status": status}, content={"status": status},
+                         key=f"{ctx.side}:{ctx.number}:{ctx.version}:{side}:{number}:{status}")
 
     def applied(self, values: Mapping[str, Any]) -> None:
         """A write of VALUES to the counterpart was applied, not queued: the task was not locked,
