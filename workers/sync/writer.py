@@ -106,7 +106,7 @@ class TaskWriter:
             if keys:
                 carried = {key: taken[key] for key in keys}
                 self.ctx.crossed(kind, source={"task": self.ctx.number, "version": self.ctx.version, "fields": keys},
-                                 target={"task": counterpart}, content=carried,
+                                 target={"task": counterpart, "outcome": _receipt(outcome)}, content=carried,
                                  key=f"{self.ctx.side}:{self.ctx.number}:{self.ctx.version}:{content_hash(carried)}")
 
     def write_update(self, side: str, number: int, body: dict[str, Any], values: Mapping[str, Any]) -> Any:
@@ -152,7 +152,8 @@ class TaskWriter:
         ctx = self.ctx
         origin = ctx.side if side == ctx.other else ctx.other
         self.ctx.crossed("status", side=origin, source={"task": ctx.number, "version": ctx.version},
-                         target={"task": number, "status": status}, content={"status": status},
+                         target={"task": number, "status": status, "outcome": _receipt(outcome)},
+                         content={"status": status},
                          key=f"{ctx.side}:{ctx.number}:{ctx.version}:{side}:{number}:{status}")
 
     def applied(self, values: Mapping[str, Any]) -> None:
@@ -176,3 +177,11 @@ class TaskWriter:
             if not isinstance(failure.error, TransientError):
                 self.ctx.state.withdraw_ahead(side, number, before)
             raise
+
+
+def _receipt(outcome: Any) -> str:
+    """How Planfix took a write, as its journal entry says: applied, queued (202: it applies it
+    once the task is free), or applied but for some fields."""
+    if isinstance(outcome, Queued):
+        return "queued"
+    return "partly applied" if isinstance(outcome, PartiallyApplied) else "applied"
