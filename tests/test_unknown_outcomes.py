@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from crosslink.journal.chain import check_chain
+from crosslink.journal.store import Journal
 from crosslink.lab.demo import example
 from crosslink.lab.stack import integration_token
 from planfix.client import PlanfixClient
@@ -29,6 +31,7 @@ from planfix.http import Http
 from schemas.links import load_links
 from workers.comment_policy import WITHDRAWN_MARK
 from workers.idempotency import WriteOnce
+from workers.record import Recorder
 from workers.state import LinkState, RunState
 from workers.sync import SideFailure, TaskSync
 
@@ -97,9 +100,18 @@ class Pair:
             for side, conf in self.link.sides.items()}
         self.state = LinkState(redis_client, "demo")
         self.writes = WriteOnce(redis_client)
+        self.journal = Journal(f"sqlite:///{tmp_path / 'journal.sqlite3'}")
+        self.recorder = Recorder(self.journal, self.link)
 
     def sync(self, side: str, number: int):
-        return TaskSync(self.link, side, number, self.clients, self.state, self.writes).run()
+        return TaskSync(self.link, side, number, self.clients, self.state, self.writes,
+                        recorder=self.recorder).run()
+
+    def recorded(self, kind: str) -> list[dict]:
+        """The targets of the journal's entries of KIND, after checking the whole chain."""
+        entries = self.journal.entries("demo")
+        assert check_chain("demo", entries).ok
+        return [dict(entry.target) for entry in entries if entry.kind == kind]
 
     def sync_losing(self, fault: str, target: str, method: str, pattern: str, side: str, number: int):
         """A run whose first TARGET request matching METHOD and PATTERN loses its answer (and so
@@ -132,6 +144,7 @@ def pair(redis_client, tmp_path) -> Iterator[Pair]:
             yield made
             for client in made.clients.values():
                 client.close()
+            made.journal.close()
     finally:
         world.close()
 
@@ -171,6 +184,7 @@ def test_task_create(pair, fault):
     report = pair.sync_losing(fault, "client", "POST", r"/task/$", "partner", number)
     [copy_] = pair.client_tasks("Create lost")
     assert report.counterpart == copy_["id"]
+    assert pair.recorded("task created") == [{"task": copy_["id"]}]  # found, not made again: one entry
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
@@ -182,6 +196,10 @@ def test_task_fields_update(pair, fault):
     assert (task["name"], task["priority"]) == ("Fields v2", "Urgent")
     assert pair.client_tasks("Fields v2") and not pair.client_tasks("Fields")
     assert pair.comments("client", copy_) == []
+    # Sent once or twice, found applied or applied: one entry per field carried.
+    assert [target["task"] for target in pair.recorded("field change")] == [copy_, copy_]
+    assert sorted(entry.source["field"] for entry in pair.journal.entries("demo")
+                  if entry.kind == "field change") == ["name", "priority"]
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
@@ -222,7 +240,8 @@ def test_comment_create(pair, fault):
     pair.world.add_comment("partner", number, {"description": "Agreed: the 12th"}, author=PAVEL)
     pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}/comments/$", "partner", number)
     assert [text for text in texts(pair.comments("client", copy_)) if "Agreed: the 12th" in text] != []
-    assert len(pair.comments("client", copy_)) == 1
+    [mirror] = pair.comments("client", copy_)
+    assert pair.recorded("comment") == [{"task": copy_, "comment": mirror["id"]}]
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
@@ -233,7 +252,8 @@ def test_comment_edit(pair, fault):
     pair.world.update_comment("partner", comment, {"description": "v2"}, author=PAVEL)
     pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}/comments/\d+$", "partner", number)
     [mirror] = texts(pair.comments("client", copy_))
-    assert "v2" in mirror
+    assert "v2" in mirror and "v1" in mirror.split("v2", 1)[1]  # the earlier version kept below
+    assert len(pair.recorded("comment")) == 1 and len(pair.recorded("comment version")) == 1
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
