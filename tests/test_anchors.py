@@ -33,6 +33,7 @@ from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
 from planfix.errors import TransientError
 from schemas.links import load_links
+from workers import anchors
 from workers.anchors import (
     DAILY,
     MAPPING_VERSION,
@@ -290,6 +291,13 @@ def test_the_job_anchors_a_link_sends_one_per_link_and_tries_a_failed_side_again
     assert anchor_job(LINK, DAILY, attempt=1) == "anchored"
     assert sorted((a.side, a.seq) for a in accounts.journal.anchors(LINK)) == [
         ("client", 2), ("client", 3), ("partner", 2), ("partner", 3)]
+
+
+def test_a_starting_worker_sends_each_link_a_check_of_its_rules(accounts):
+    anchors.check_rules_on_start()      # worker_ready's receiver, as the worker's main process calls it
+    assert queued_anchor_jobs(accounts.store) == [([LINK, RULES_CHECK], {"attempt": 0})]
+    accounts.record(1)
+    assert anchor_job(LINK, RULES_CHECK) == "unchanged" and accounts.journal.anchors(LINK) == []
 
 
 def test_the_beat_anchors_every_link_daily_or_as_set():

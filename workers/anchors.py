@@ -299,7 +299,7 @@ def anchor_job(link_name: str | None, reason: str, attempt: int = 0) -> str:
 
 
 @worker_ready.connect
-def _check_rules_on_start(**_: Any) -> None:
+def check_rules_on_start(**_: Any) -> None:
     """A worker starts with the links file as it is now: each link's rules are checked once
     (a change is recorded and anchored) by a job. Best effort: the daily anchor checks too."""
     try:
