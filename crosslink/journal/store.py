@@ -23,6 +23,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 
+from crosslink.base.logs import register_secret
 from crosslink.base.settings import Settings
 from crosslink.journal.chain import Anchor, Entry, next_entry
 
@@ -97,6 +98,9 @@ class Journal:
 
     def __init__(self, url: str):
         self.url = sa.engine.make_url(url)
+        # The URL carries the database's password (compose's CROSSLINK_JOURNAL_URL): the log
+        # filter masks it wherever an error message would repeat it.
+        register_secret(self.url.password)
         self.engine = _engine(url)
         self.migrate()
 
