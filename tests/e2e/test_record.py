@@ -9,6 +9,11 @@ journal then verifies offline, and the heads posted in both accounts match it.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 
 from crosslink.journal.bundle import verify_file
@@ -126,13 +131,26 @@ def test_revocation_mid_project_loses_nothing_and_the_record_holds(stack, tmp_pa
     for account in ("partner", "client"):
         assert not [r for r in stack.world.requests(account) if r["method"] == "DELETE"]
 
-    # The journal verifies offline and records the cut and the resume.
+    # The journal records the cut and the resume, and its head after the resume is anchored in
+    # both accounts, where each party can read it back.
     journal = open_journal(stack.env["CROSSLINK_LINKS"])
     try:
+        kinds = [entry.kind for entry in journal.entries(LINK)]
+        resumed = max(entry.seq for entry in journal.entries(LINK) if entry.kind == "resumed")
+        eventually(lambda: {a.side for a in journal.anchors(LINK) if a.seq >= resumed} == {"partner", "client"},
+                   what="the head anchored in both accounts after the resume")
         bundle = tmp_path / "journal.json"
         export_journal(journal, LINK, bundle)
-        kinds = [entry.kind for entry in journal.entries(LINK)]
     finally:
         journal.close()
-    assert verify_file(bundle).ok
     assert kinds.index("severed") < kinds.index("resumed")
+    assert verify_file(bundle).ok
+    live = subprocess.run([sys.executable, "-m", "crosslink.cli", "journal", "verify", str(bundle), "--live",
+                           "--config", stack.env["CROSSLINK_LINKS"]], env={**os.environ, **stack.env},
+                          capture_output=True, text=True, timeout=120)
+    assert live.returncode == 0, live.stdout + live.stderr
+    for account in ("partner", "client"):
+        assert re.search(rf"^{account}: OK, [1-9]\d* anchor\(s\) match", live.stdout, re.M), live.stdout
+    for account in ("partner", "client"):
+        record = [task for task in stack.world.dump_tasks(account) if task["name"].startswith("Crosslink record")]
+        assert len(record) == 1, record  # one record task per account, never mirrored
