@@ -235,12 +235,10 @@ def test_a_severed_side_is_skipped_and_anchored_when_access_is_back(accounts):
 
 def test_a_rule_change_is_recorded_once_and_anchored(accounts):
     accounts.record(1)
-    # A worker's start sets no link up: the first anchor does.
-    assert check_rules(accounts.parts, accounts.link, setup=False) is None
-    assert anchor_link(accounts.parts, accounts.link, RULES_CHECK).posted == []
-    assert accounts.journal.latest(LINK, MAPPING_VERSION) is None
-    set_up = anchor_link(accounts.parts, accounts.link, DAILY)
-    assert set_up.reason == "setup"
+    # A worker's start sets a new link up: its rules recorded, its head anchored.
+    set_up = anchor_link(accounts.parts, accounts.link, RULES_CHECK)
+    assert set_up.reason == "setup" and sorted(set_up.posted) == ["client", "partner"]
+    assert accounts.journal.latest(LINK, MAPPING_VERSION).seq == 2
     assert anchor_link(accounts.parts, accounts.link, RULES_CHECK).posted == []     # the same rules
 
     changed_links = copy.deepcopy(accounts.links)
@@ -297,7 +295,9 @@ def test_a_starting_worker_sends_each_link_a_check_of_its_rules(accounts):
     anchors.check_rules_on_start()      # worker_ready's receiver, as the worker's main process calls it
     assert queued_anchor_jobs(accounts.store) == [([LINK, RULES_CHECK], {"attempt": 0})]
     accounts.record(1)
-    assert anchor_job(LINK, RULES_CHECK) == "unchanged" and accounts.journal.anchors(LINK) == []
+    assert anchor_job(LINK, RULES_CHECK) == "anchored"          # set up: the link is new
+    assert {anchor.side for anchor in accounts.journal.anchors(LINK)} == {"partner", "client"}
+    assert anchor_job(LINK, RULES_CHECK) == "unchanged"         # started again, the same rules
 
 
 def test_the_beat_anchors_every_link_daily_or_as_set():

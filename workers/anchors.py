@@ -184,15 +184,15 @@ def record_task(parts: AnchorParts, link: Link, side: str) -> int:
     return number
 
 
-def check_rules(parts: AnchorParts, link: Link, *, setup: bool = True) -> str | None:
+def check_rules(parts: AnchorParts, link: Link) -> str | None:
     """Compare LINK's rules (their hash: crosslink.journal.chain.rule_version) with those of the
     journal's last "mapping version" entry; when they differ, append one with the new rules and
-    return RULES_CHANGED. A journal with none gets its first when SETUP (SETUP is returned), else
-    nothing: a worker's start sets no link up (RULES_CHECK). None: nothing to record."""
+    return RULES_CHANGED; a journal with none gets its first (SETUP is returned). None: nothing
+    to record."""
     rules = rule_version(link)
     last = parts.journal.latest(link.name, MAPPING_VERSION)
     previous = last.source.get("rules") if last is not None else None
-    if (last is not None and previous == rules) or (last is None and not setup):
+    if last is not None and previous == rules:
         return None
     source = {"rules": rules, **({"previous": previous} if previous else {})}
     # Keyed by the change (from the entry it follows), so two workers record it once, and rules
@@ -256,10 +256,10 @@ def _post_side(parts: AnchorParts, link: Link, side: str, head: tuple[int, str],
 
 
 def anchor_link(parts: AnchorParts, link: Link, reason: str) -> Anchoring:
-    """Anchor LINK for REASON: its rules checked first (a change, or the link's first anchor, is
+    """Anchor LINK for REASON: its rules checked first (a change, or the link's set-up, is
     recorded and is then the reason: check_rules), then its head posted (post_anchor). With
-    RULES_CHECK, nothing is posted unless the rules changed."""
-    changed = check_rules(parts, link, setup=reason != RULES_CHECK)
+    RULES_CHECK (a worker's start), nothing is posted unless the link is new or its rules changed."""
+    changed = check_rules(parts, link)
     if changed is None and reason == RULES_CHECK:
         return Anchoring(head=parts.journal.head(link.name))
     return post_anchor(parts, link, changed or reason)
@@ -300,8 +300,9 @@ def anchor_job(link_name: str | None, reason: str, attempt: int = 0) -> str:
 
 @worker_ready.connect
 def check_rules_on_start(**_: Any) -> None:
-    """A worker starts with the links file as it is now: each link's rules are checked once
-    (a change is recorded and anchored) by a job. Best effort: the daily anchor checks too."""
+    """A worker starts with the links file as it is now: each link is checked once by a job: a
+    new link is set up (its record tasks made, its rules recorded, its head anchored), a change
+    of rules recorded and anchored. Best effort: the daily anchor checks too."""
     try:
         for link in runtime().config.links:
             send_anchor(link.name, RULES_CHECK)

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +38,19 @@ from planfix.emulator.world import World
 from planfix.limiter import AccountLimiter
 from producers.receiver import create_app
 from producers.scenarios import scenarios_for_side
-from schemas.links import LinksConfig, load_links
-from workers.state import parse_marker
+from schemas.links import Link, LinksConfig, load_links
+from workers.state import parse_marker, record_source_id
 
 # How often the quiet check looks, and how many looks in a row must find nothing to do.
 QUIET_POLL_S = 0.2
 QUIET_LOOKS = 3
+
+
+def without_record_tasks(tasks: list[dict[str, Any]], links: Iterable[Link], side: str) -> list[dict[str, Any]]:
+    """TASKS (an account's dump) less the record tasks (workers.anchors) LINKS keep on SIDE: where
+    the journal's heads are posted, not tasks of any link."""
+    records = {record_source_id(link.name, side) for link in links}
+    return [task for task in tasks if task.get("sourceObjectId") not in records]
 
 
 def integration_token(emulator_config: dict[str, Any], account: str, user: str) -> str:
@@ -212,7 +219,8 @@ class LocalStack:
         """Both sides' tasks with comments, straight from the emulator (not via the sync)."""
         assert self.world is not None and self.config is not None
         link = next(item for item in self.config.links if item.name == link_name)
-        return {side: self.world.dump_tasks(conf.account) for side, conf in link.sides.items()}
+        return {side: without_record_tasks(self.world.dump_tasks(conf.account), self.config.links, side)
+                for side, conf in link.sides.items()}
 
     def mirror_of(self, link_name: str, side: str, number: int) -> dict[str, Any] | None:
         """The other side's task whose marker names SIDE's task NUMBER, if exactly one exists."""
