@@ -76,8 +76,9 @@ def test_a_parked_event_keeps_its_flag_but_is_not_taken_for_a_lost_job(redis_url
         enqueuer.sync("demo", "partner", 5, "task_changed")
         LinkState(redis_client, "demo").sever("client", "token revoked", time.time())
         monkeypatch.setattr(runner, "runtime", lambda: SimpleNamespace(
-            redis=redis_client, settings=SimpleNamespace(time_scale=1.0)))
-        link = SimpleNamespace(name="demo", other=lambda side: "client" if side == "partner" else "partner")
+            redis=redis_client, settings=SimpleNamespace(time_scale=1.0), state=lambda name: LinkState(redis_client, name)))
+        link = SimpleNamespace(name="demo", other=lambda side: "client" if side == "partner" else "partner",
+                               sides={"partner": SimpleNamespace(send=SimpleNamespace(paused=False))})
         assert runner.begin_runs(link, "partner", [5]) == [(5, "parked")]
         assert redis_client.exists(pending_key("demo", "partner", 5))
         time.sleep(0.1)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from schemas.links import Link
+from schemas.links import Link, Scope
 from workers.state import record_source_id
 
 # Always fetched: identification, routing and the registry markers the sync relies on, and the
@@ -51,8 +51,9 @@ def custom_ids(link: Link, side: str) -> list[int]:
     conf = link.sides[side]
     if conf.assignee_note_field is not None:
         ids.append(conf.assignee_note_field)
-    if conf.scope.kind in ("custom_field", "tag") and conf.scope.field is not None:
-        ids.append(conf.scope.field)
+    for scope in (conf.scope, *conf.send.exclude_tasks):
+        if scope.kind in ("custom_field", "tag") and scope.field is not None:
+            ids.append(scope.field)
     return sorted(set(ids))
 
 
@@ -62,7 +63,7 @@ def task_fields(link: Link, side: str) -> list[str]:
     for key, sources in SYSTEM_SOURCES.items():
         if link.fields.rules[key].direction != "none":
             wanted.extend(sources)
-    if link.sides[side].scope.kind == "participant":
+    if any(scope.kind == "participant" for scope in (link.sides[side].scope, *link.sides[side].send.exclude_tasks)):
         wanted.append("participants")
     if link.fields.files.direction in ("both", f"{side}_to_{link.other(side)}"):
         # The card's files come with the task, so a run that looks at them pays no second
@@ -163,7 +164,9 @@ def left_scope(link: Link, side: str, task: Mapping[str, Any], is_mirror: bool) 
 
 
 def in_scope(link: Link, side: str, task: Mapping[str, Any]) -> bool:
-    """Whether SIDE's TASK (raw TaskResponse) belongs to the link.
+    """Whether SIDE's TASK (raw TaskResponse) belongs to the link: it matches the side's scope
+    and none of the filters the side holds its tasks back by (`send.exclude_tasks`: what leaves
+    its account is its own rule).
 
     participant: the user is among the task's participants or assignees. tag: the marker string
     is a substring of the field's text, or one item of its list value. The link's own record task
@@ -172,7 +175,12 @@ def in_scope(link: Link, side: str, task: Mapping[str, Any]) -> bool:
     """
     if task.get("sourceObjectId") == record_source_id(link.name, side):
         return False
-    scope = link.sides[side].scope
+    conf = link.sides[side]
+    return matches(conf.scope, task) and not any(matches(held, task) for held in conf.send.exclude_tasks)
+
+
+def matches(scope: Scope, task: Mapping[str, Any]) -> bool:
+    """Whether TASK (raw TaskResponse) matches SCOPE (a link side's scope, or a filter shaped like one)."""
     if scope.kind == "project":
         return ref_id(task.get("project")) == scope.value
     if scope.kind == "template":
@@ -187,3 +195,4 @@ def in_scope(link: Link, side: str, task: Mapping[str, Any]) -> bool:
     if isinstance(value, list):
         return any(scope.value == (item.get("id") if isinstance(item, Mapping) else item) for item in value)
     return False
+

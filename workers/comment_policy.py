@@ -58,6 +58,9 @@ def should_mirror(link: Link, source_side: str, text: str) -> bool:
     plain = plain_text(text)
     if policy.exclude and _compiled(policy.exclude).search(plain):
         return False
+    held = link.sides[source_side].send.exclude_comments
+    if held and _compiled(held).search(plain):
+        return False  # the source side holds it back by its own rule
     if policy.mode == "matching":
         return bool(policy.include) and bool(_compiled(policy.include).search(plain))
     return True

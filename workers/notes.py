@@ -36,6 +36,9 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
                "there once access is back; nothing is deleted on either side.",
         "resumed": "access to {other} is back. The changes made here meanwhile are being carried there now.",
         "journal_head": "The link's journal at this moment: entry #{seq}, SHA-256 {hash}.",
+        "paused": "{other} paused everything it sends to this account. Nothing is lost: what changes there "
+                  "meanwhile arrives here, in order, once {other} resumes.",
+        "unpaused": "{other} resumed sending to this account: what changed there meanwhile is arriving now.",
     },
     "ru": {
         "prefix": "Crosslink: ",
@@ -60,6 +63,10 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
         "resumed": "доступ к стороне «{other}» восстановлен. Изменения, сделанные здесь за это время, "
                    "переносятся туда.",
         "journal_head": "Журнал связи на этот момент: запись №{seq}, SHA-256 {hash}.",
+        "paused": "сторона «{other}» приостановила всё, что отправляет в этот аккаунт. Ничего не теряется: "
+                  "изменения, сделанные там за это время, придут сюда по порядку, когда отправка возобновится.",
+        "unpaused": "сторона «{other}» возобновила отправку в этот аккаунт: изменения, сделанные там за это "
+                    "время, переносятся сюда.",
     },
 }
 assert set(TEXTS) == set(NOTE_LANGUAGES)

@@ -47,6 +47,7 @@ from workers import telemetry
 from workers.anchors import RESUMED, SEVERED, send_anchor
 from workers.app import app
 from workers.canonical import task_fields
+from workers.governance import govern, is_paused
 from workers.hints import RESUME, Hints
 from workers.idempotency import MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, LockLost, TaskLock, scaled_ttl_ms
 from workers.notes import note
@@ -178,15 +179,21 @@ def begin_runs(link: Link, side: str, numbers: list[int], job_id: str = "", atte
     rt = runtime()
     lock_ttl_ms = scaled_ttl_ms(TASK_LOCK_TTL_MS, MIN_TASK_LOCK_TTL_MS, rt.settings.time_scale)
     token = secrets.token_hex(8)
-    taken = take_batch(rt.redis, link, side, numbers, token, lock_ttl_ms)
+    held: list[tuple[int, Begun | str]] = []
+    if is_paused(link, rt.state(link.name), side):
+        # The side's people hold what it sends: its runs park, but for its record task's, which
+        # reads their commands (resume among them: workers.governance).
+        record = rt.state(link.name).record_task(side)
+        held = [(number, _park(link, side, number, "paused")) for number in numbers if number != record]
+        numbers = [number for number in numbers if number == record]
+    taken = take_batch(rt.redis, link, side, numbers, token, lock_ttl_ms) if numbers else []
     if taken is None:
-        parked: list[tuple[int, Begun | str]] = []
         for number in numbers:
             with telemetry.sync_run(link.name, side, number):
-                parked.append((number, _park(link, side, number)))
-        return parked
-    return [(number, _begin_one(link, side, number, took, token, lock_ttl_ms, job_id, attempt, carried))
-            for number, took in zip(numbers, taken)]
+                held.append((number, _park(link, side, number)))
+        return held
+    return held + [(number, _begin_one(link, side, number, took, token, lock_ttl_ms, job_id, attempt, carried))
+                   for number, took in zip(numbers, taken)]
 
 
 def _begin_one(link: Link, side: str, number: int, took: Taken, token: str, lock_ttl_ms: int, job_id: str,
@@ -233,15 +240,16 @@ def _begun(link: Link, side: str, number: int, took: Taken, lock: TaskLock, job_
     return Begun(link, side, number, attempt, hints, lock, kept_reads, state, job_id)
 
 
-def _park(link: Link, side: str, number: int) -> str:
-    """A side of LINK is severed: park the task's event (replayed when access returns: probe)."""
+def _park(link: Link, side: str, number: int, why: str = "severed") -> str:
+    """A side of LINK is severed, or SIDE's sending paused (WHY): park the task's event (replayed
+    when access returns, probe; or when the side resumes, workers.governance)."""
     rt = runtime()
     state = RunState(rt.redis, link.name)
     state.park({"link": link.name, "side": side, "task": number, "at": time.time()})
     # The flag stays, so the task's later events queue no jobs that would only park too; it is
     # not waiting for a lost job, so the tick must not send it one (names.PENDING_SINCE_KEY).
     rt.redis.zrem(pending_since_key(link.name, side), number)
-    log.info("link severed: event parked", extra={"link": link.name, "side": side, "task": number})
+    log.info("link %s: event parked", why, extra={"link": link.name, "side": side, "task": number})
     severed = state.severed()
     if side not in severed:
         _tell_of_cut(link, side, number, severed, resumed=False)
@@ -253,6 +261,8 @@ def finish(begun: Begun, prefetched: dict | None = None) -> str:
     lock; what the job returns."""
     rt = runtime()
     link, side, number = begun.link, begun.side, begun.number
+    if number == begun.state.record_task(side):
+        return _govern(begun)
     clients = {name: rt.client(link, name) for name in link.sides}
     run = TaskSync(link, side, number, clients, begun.state, rt.writes, begun.hints,
                    kept_reads=begun.kept_reads, prefetched=prefetched, guard=begun.lock.hold,
@@ -485,6 +495,40 @@ def _dead_letter(link_name: str, side: str, number: int, reason: str, kind: str,
               extra={"link": link_name, "side": side, "task": number})
 
 
+def _govern(begun: Begun) -> str:
+    """The run of a side's record task: its people's commands applied (workers.governance)."""
+    rt = runtime()
+    link, side = begun.link, begun.side
+    client = rt.client(link, side)
+
+    def tell(on: str, task: int, text: str, occasion: str) -> None:
+        there = rt.client(link, on)
+        post_note(lambda method, *args, **kwargs: _listed(getattr(there, method)(*args, **kwargs)), rt.writes,
+                  link, on, task, text, occasion, rt.recorder(link))
+
+    try:
+        applied = govern(link, side, begun.number, state=begun.state, recorder=rt.recorder(link), tell=tell,
+                         call=lambda method, *args, **kwargs: _listed(getattr(client, method)(*args, **kwargs)),
+                         replay=lambda: replay_parked(link.name))
+    except PlanfixError as exc:
+        _again(link.name, side, begun.number, decide(exc, begun.attempt, rt.settings.time_scale), begun.hints)
+        return "retrying"
+    finally:
+        begun.lock.release()
+    return "governed" if applied else "noop"
+
+
+def replay_parked(link_name: str) -> int:
+    """Queue the link's parked events again, oldest first, once per task; how many tasks."""
+    replayed = set()
+    for event in runtime().state(link_name).take_parked():
+        key = (event["side"], int(event["task"]))
+        if key not in replayed:
+            replayed.add(key)
+            requeue(link_name, event["side"], int(event["task"]), 0.0)
+    return len(replayed)
+
+
 def _record_access(link_name: str, kind: str, side: str, what: Mapping[str, Any]) -> None:
     """Record in the journal that SIDE's access was lost or is back (KIND severed, resumed): WHAT
     says why and when; the time it was severed names the occasion, so a retry records it once."""
@@ -518,11 +562,6 @@ def probe(link_name: str) -> str:
     send_anchor(link_name, RESUMED)  # the journal's head, posted in both accounts again
     for side, number in state.take_noted_cut():
         _tell_of_cut(link, side, number, severed, resumed=True)
-    replayed = set()
-    for event in state.take_parked():
-        key = (event["side"], int(event["task"]))
-        if key not in replayed:
-            replayed.add(key)
-            requeue(link_name, event["side"], int(event["task"]), 0.0)
-    log.info("link access restored: replaying %d parked tasks", len(replayed), extra={"link": link_name})
+    replayed = replay_parked(link_name)
+    log.info("link access restored: replaying %d parked tasks", replayed, extra={"link": link_name})
     return "restored"

@@ -29,6 +29,8 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
                                  not allow, while the sides stay apart
   crosslink:removed:{link}       "client:7" -> JSON: a paired task its side removed (deleted, trashed,
                                  moved out of scope); its counterpart stays, no longer followed
+  crosslink:paused:{link}        side -> JSON (who, when): its people paused what it sends (workers.governance)
+  crosslink:governed:{link}:{side}   comment ids of the side's record task already read as commands
   crosslink:record:{link}        side -> number of the link's record task in that side's account, where
                                  the journal's heads are posted (workers.anchors)
 """
@@ -329,6 +331,26 @@ class LinkState:
         return {_text(k): json.loads(v) for k, v in raw.items()}
 
     # --- the record task, where the journal's heads are posted (workers.anchors) ----------
+    # --- what each side's people decide on their record task (workers.governance) ------------
+    def pause(self, side: str, info: Mapping[str, Any]) -> bool:
+        """Hold what SIDE sends; True when it was not held before."""
+        return bool(self.redis.hsetnx(self.key("paused", self.link), side, json.dumps(dict(info))))
+
+    def unpause(self, side: str) -> bool:
+        """Let SIDE send again; True when it was held."""
+        return bool(self.redis.hdel(self.key("paused", self.link), side))
+
+    def paused(self) -> dict[str, dict[str, Any]]:
+        raw = self.redis.hgetall(self.key("paused", self.link))
+        return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    def governed(self, side: str) -> set[int]:
+        """The comments of SIDE's record task already read as commands (or as none)."""
+        return {int(item) for item in self.redis.smembers(self.key("governed", self.link, side))}
+
+    def mark_governed(self, side: str, comment: int) -> None:
+        self.redis.sadd(self.key("governed", self.link, side), comment)
+
     def record_task(self, side: str) -> int | None:
         value = self.redis.hget(self.key("record", self.link), side)
         return int(value) if value is not None else None

@@ -21,7 +21,7 @@ from schemas.links import Link
 GENESIS = "0" * 64
 # What an entry records. Each is one crossing, or a change of the link's own state.
 KINDS = ("task created", "field change", "status", "assignee", "comment", "comment version", "withdrawn", "file",
-         "checklist item", "severed", "resumed", "mapping version", "note", "anchor")
+         "checklist item", "severed", "resumed", "paused", "unpaused", "mapping version", "note", "anchor")
 # A link side's settings that are deployment, not rules: changing them changes nothing that crosses.
 DEPLOYMENT_KEYS = ("base_url", "account", "token_env", "webhook_secret_env", "webhook_auth")
 # A side's rules added after links had rule versions, as their defaults read in plain form: left

@@ -154,3 +154,52 @@ def test_revocation_mid_project_loses_nothing_and_the_record_holds(stack, tmp_pa
     for account in ("partner", "client"):
         record = [task for task in stack.world.dump_tasks(account) if task["name"].startswith("Crosslink record")]
         assert len(record) == 1, record  # one record task per account, never mirrored
+
+
+def record_task(stack, side):
+    [record] = eventually(lambda: [task for task in stack.world.dump_tasks(side)
+                                   if task["name"].startswith("Crosslink record")], what=f"the {side} record task")
+    return record["id"]
+
+
+def test_a_pause_from_the_clients_own_account_holds_what_it_sends_until_it_resumes(stack):
+    on_client, on_partner = record_task(stack, "client"), record_task(stack, "partner")
+    number = stack.world.create_task("client", {
+        "name": "Paused work", "processId": 3, "project": {"id": 20},
+        "assignees": {"users": [{"id": f"user:{IRINA_C}"}]}}, author=MARAT)
+    copy = eventually(lambda: stack.mirror_of(LINK, "client", number), what="the task mirrored")["id"]
+    settle(stack)
+
+    # A person who is no approver cannot pause; the client's approver can, from the client's account.
+    stack.world.add_comment("client", on_client, {"description": "pause"}, author=IRINA_C)
+    stack.world.add_comment("client", on_client, {"description": "<p>Pause</p>"}, author=MARAT)
+    eventually(lambda: [c for c in comments(stack, "partner", on_partner) if "paused everything it sends" in c["description"]],
+               what="the notice of the pause on the partner's record task")
+    said = ["[W1] first while paused", "[W2] second while paused"]
+    for text in said:
+        stack.world.add_comment("client", number, {"description": f"<p>{text}</p>"}, author=MARAT)
+    stack.world.update_task("client", number, {"name": "Paused work, renamed"}, author=MARAT)
+    answer = stack.world.add_comment("partner", copy, {"description": "<p>[P9] the partner still sends</p>"},
+                                     author=PAVEL)
+    eventually(lambda: holding(stack, "client", number, "[P9]"), what="the partner's comment to cross")
+    # The client's events were taken and parked, not carried (the pipeline is not quiet while they wait).
+    eventually(lambda: link_status(stack.env["CROSSLINK_LINKS"], stack.redis_url)[0]["parked_events"] >= 1,
+               what="the client's events parked")
+    assert not holding(stack, "partner", copy, "[W1]") and not holding(stack, "partner", copy, "[W2]")
+    assert stack.world.get_task("partner", copy, "name")["name"] == "Paused work"
+    assert answer
+
+    stack.world.add_comment("client", on_client, {"description": "resume"}, author=MARAT)
+    eventually(lambda: len(holding(stack, "partner", copy, "[W2]")) == 1
+               and stack.world.get_task("partner", copy, "name")["name"] == "Paused work, renamed",
+               what="what waited to cross")
+    settle(stack)
+    arrived = [c for c in people_said(stack, "partner", copy) if "[W" in c["description"]]
+    assert [text for c in arrived for text in said if text in c["description"]] == said  # in order, once each
+    assert [c for c in comments(stack, "partner", on_partner) if "resumed sending" in c["description"]]
+    journal = open_journal(stack.env["CROSSLINK_LINKS"])
+    try:
+        kinds = [(entry.kind, entry.side) for entry in journal.entries(LINK) if entry.kind in ("paused", "unpaused")]
+    finally:
+        journal.close()
+    assert kinds == [("paused", "client"), ("unpaused", "client")]   # the non-approver's "pause" was no command
