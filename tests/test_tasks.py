@@ -14,7 +14,9 @@ import redis
 from celery.exceptions import Reject
 
 from crosslink.lab.embedded_redis import EmbeddedRedis
+from schemas.links import SIDES
 from workers import batch, runner, tasks
+from workers.state import LinkState
 
 # The stand-in restart: the server comes back after this long.
 RESTART_S = 0.5
@@ -78,7 +80,7 @@ def test_a_parked_event_keeps_its_flag_but_is_not_taken_for_a_lost_job(redis_url
         monkeypatch.setattr(runner, "runtime", lambda: SimpleNamespace(
             redis=redis_client, settings=SimpleNamespace(time_scale=1.0), state=lambda name: LinkState(redis_client, name)))
         link = SimpleNamespace(name="demo", other=lambda side: "client" if side == "partner" else "partner",
-                               sides={"partner": SimpleNamespace(send=SimpleNamespace(paused=False))})
+                               sides={side: SimpleNamespace(send=SimpleNamespace(paused=False)) for side in SIDES})
         assert runner.begin_runs(link, "partner", [5]) == [(5, "parked")]
         assert redis_client.exists(pending_key("demo", "partner", 5))
         time.sleep(0.1)
@@ -210,8 +212,9 @@ def test_a_run_whose_begin_meets_a_bug_is_a_dead_letter_and_frees_its_pair(redis
     from workers.hints import RESUME
 
     monkeypatch.setattr(runner, "runtime", lambda: SimpleNamespace(
-        redis=redis_client, settings=SimpleNamespace(time_scale=1.0)))
-    link = SimpleNamespace(name="demo", other=lambda side: "client" if side == "partner" else "partner")
+        redis=redis_client, settings=SimpleNamespace(time_scale=1.0), state=lambda name: LinkState(redis_client, name)))
+    link = SimpleNamespace(name="demo", other=lambda side: "client" if side == "partner" else "partner",
+                           sides={side: SimpleNamespace(send=SimpleNamespace(paused=False)) for side in SIDES})
     redis_client.rpush(hints_key("demo", "partner", 5), RESUME, "task_changed")
     redis_client.set(resume_key("demo", "partner", 5), "{kept reads cut short")   # not JSON: a bug's trace
     redis_client.rpush(hints_key("demo", "partner", 6), "task_changed")
