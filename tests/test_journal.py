@@ -35,17 +35,20 @@ from crosslink.journal.bundle import build_bundle, verify_bundle
 from crosslink.journal.chain import (
     GENESIS,
     KINDS,
+    UNSET_SIDE_KEYS,
     Anchor,
     Entry,
+    canonical,
     check_chain,
     content_hash,
     next_entry,
     rule_version,
+    rules_of,
     seal,
 )
 from crosslink.journal.store import Journal, metadata
 from crosslink.lab.demo import example
-from schemas.links import parse_links
+from schemas.links import SendControls, parse_links
 
 LINK = "demo"
 RULES = "7" * 64
@@ -180,6 +183,25 @@ def test_the_rule_version_follows_the_rules_not_the_deployment():
     assert rule_version(moved) == rule_version(link)
     narrowed = dataclasses.replace(link, comments=dataclasses.replace(link.comments, exclude="^internal:"))
     assert rule_version(narrowed) != rule_version(link)
+
+
+# The example link's rule version before sides had `send` and `approvers`: an upgrade that adds
+# keys with defaults must not look like a change of rules (every worker would record and anchor one).
+EXAMPLE_RULES_BEFORE_SEND = "abfa1c0f388cd7c9168f94e5137e1389e24a0e28ea226dbc5042de183b0bed4e"
+
+
+def test_sending_controls_and_approvers_are_rules_but_their_defaults_change_no_version():
+    link = parse_links(yaml.safe_dump(example("links.yaml"))).links[0]
+    assert rule_version(link) == EXAMPLE_RULES_BEFORE_SEND
+    assert "send" not in rules_of(link)["sides"]["client"] and "approvers" not in rules_of(link)["sides"]["client"]
+    assert UNSET_SIDE_KEYS == {"send": json.loads(canonical(SendControls())), "approvers": json.loads(canonical(()))}
+    client = link.sides["client"]
+    for changed in (dataclasses.replace(client, send=SendControls(paused=True)),
+                    dataclasses.replace(client, send=SendControls(exclude_comments="^x")),
+                    dataclasses.replace(client, approvers=("user:5",))):
+        other = dataclasses.replace(link, sides={**link.sides, "client": changed})
+        assert rule_version(other) != rule_version(link)
+    assert "base_url" not in rules_of(link)["sides"]["partner"]
 
 
 def test_an_unknown_kind_is_refused_before_it_is_stored():

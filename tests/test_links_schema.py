@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from schemas.links import (
     ConfigError,
     CreateSettings,
+    Scope,
     SecretMissing,
+    SendControls,
     derive_account,
     find_link,
     lint_file,
@@ -90,6 +92,19 @@ def test_defaults_for_everything_optional():
     assert link.people.pairs == () and link.people.representatives == {"partner": None, "client": None}
     assert link.comments.mode == "all" and link.comments.side_labels == {"partner": "Partner", "client": "Client"}
     assert "{author}" in link.comments.header
+    for side in (partner, client):
+        assert side.send == SendControls(paused=False, exclude_comments=None, exclude_tasks=())
+        assert side.approvers == ()
+
+
+def test_each_side_names_what_it_holds_back_and_who_approves_for_it():
+    text = with_client(TEXT, 'send: {paused: true, exclude_comments: "^#client-only", '
+                             'exclude_tasks: [{project: 21}, {tag: {field: 7, value: "internal"}}]}\n'
+                             '        approvers: ["user:5", "user:7"]')
+    client = parse_links(text).links[0].sides["client"]
+    assert client.send == SendControls(True, "^#client-only", (Scope("project", 21), Scope("tag", "internal", 7)))
+    assert client.approvers == ("user:5", "user:7")
+    assert parse_links(text).links[0].sides["partner"].send == SendControls()
 
 
 @pytest.mark.parametrize("url, account", [
@@ -133,6 +148,13 @@ def test_config_error_lists_every_issue_with_lines():
 
 
 # --- lint: each listed problem, at its line --------------------------------------------------
+
+def with_client(text: str, line: str) -> str:
+    """TEXT with LINE added to the client side's keys."""
+    anchor = "        assignee_note_field: 202"
+    assert anchor in text
+    return text.replace(anchor, f"{anchor}\n        {line}")
+
 
 def dup_link(text: str) -> str:
     body = text.split("links:\n", 1)[1]
@@ -188,6 +210,18 @@ CASES = [
                                                        'fallback: {partner: "user:2", client: "role:partner_lead"}'),
      "fallback:", 1, "without a client counterpart"),
     ("yaml syntax", lambda t: t.replace("on_forbidden: path", "on_forbidden: [path"), "on_forbidden", 1, "not valid YAML"),
+    ("send regex does not compile", lambda t: with_client(t, 'send: {exclude_comments: "(["}'), "send:", 1,
+     "does not compile"),
+    ("send holds back the whole scope", lambda t: with_client(t, "send: {exclude_tasks: [{project: 20}]}"), "send:", 1,
+     "holds back every task"),
+    ("send key misspelt", lambda t: with_client(t, "send: {pause: true}"), "send:", 1, "did you mean 'paused'"),
+    ("send task filter with two kinds", lambda t: with_client(t, "send: {exclude_tasks: [{project: 2, template: 3}]}"),
+     "send:", 1, "exactly one"),
+    ("approver is the integration user", lambda t: with_client(t, 'approvers: ["user:5", "user:1"]'), "approvers:", 1,
+     "integration_user"),
+    ("approver named twice", lambda t: with_client(t, 'approvers: ["user:5", "user:5"]'), "approvers:", 1,
+     "named twice"),
+    ("approver malformed", lambda t: with_client(t, 'approvers: ["Irina"]'), "approvers:", 1, "user:N"),
 ]
 
 

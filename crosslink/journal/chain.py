@@ -24,6 +24,10 @@ KINDS = ("task created", "field change", "status", "assignee", "comment", "comme
          "checklist item", "severed", "resumed", "mapping version", "note", "anchor")
 # A link side's settings that are deployment, not rules: changing them changes nothing that crosses.
 DEPLOYMENT_KEYS = ("base_url", "account", "token_env", "webhook_secret_env", "webhook_auth")
+# A side's rules added after links had rule versions, as their defaults read in plain form: left
+# out of the rules while unset, so an existing link's rule version does not change on upgrade.
+UNSET_SIDE_KEYS: Mapping[str, Any] = {"send": {"paused": False, "exclude_comments": None, "exclude_tasks": []},
+                                      "approvers": []}
 
 
 def canonical(value: Any) -> bytes:
@@ -36,15 +40,27 @@ def content_hash(value: Any) -> str:
     return hashlib.sha256(value if isinstance(value, bytes) else canonical(value)).hexdigest()
 
 
-def rule_version(link: Link) -> str:
-    """The hash of LINK's rules: statuses, people, fields, comment policy and each side's scope,
-    creation and language; deployment details (URLs, accounts, environment variable names) and
-    secrets (never in the model) are left out."""
+def rules_of(link: Link) -> dict[str, Any]:
+    """LINK's rules as plain JSON data: statuses, people, fields, comment policy and each side's
+    scope, creation, language, sending controls and approvers, without its deployment details
+    (URLs, accounts, environment variable names; secrets are never in the model). This is what a
+    version of the link's rules holds (crosslink.journal.versions) and what rule_version hashes.
+
+    A side's ``send`` and ``approvers`` are left out while they are the defaults, so that a link
+    written before they existed keeps its rule version: an upgrade is not a change of rules."""
     rules = _plain(link)
     for side in rules["sides"].values():
         for key in DEPLOYMENT_KEYS:
             side.pop(key, None)
-    return content_hash(rules)
+        for key, default in UNSET_SIDE_KEYS.items():
+            if side.get(key) == default:
+                side.pop(key)
+    return rules
+
+
+def rule_version(link: Link) -> str:
+    """The hash of LINK's rules (rules_of): a new URL or token variable is not a new rule version."""
+    return content_hash(rules_of(link))
 
 
 def _plain(value: Any) -> Any:

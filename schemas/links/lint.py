@@ -301,6 +301,35 @@ def _comment_regexes_compile(link: Link) -> Iterator[Finding]:
                 yield (("comments", key), f"regex does not compile: {exc}", "fix the regular expression")
 
 
+def _send_controls_fit(link: Link) -> Iterator[Finding]:
+    for side in SIDES:
+        send = link.sides[side].send
+        if send.exclude_comments is not None:
+            try:
+                re.compile(send.exclude_comments)
+            except re.error as exc:
+                yield (("sides", side, "send", "exclude_comments"), f"regex does not compile: {exc}",
+                       "fix the regular expression")
+        for number, task_filter in enumerate(send.exclude_tasks):
+            if task_filter == link.sides[side].scope:
+                yield (("sides", side, "send", "exclude_tasks", str(number)),
+                       "the filter is the side's scope: it holds back every task",
+                       "set send.paused: true to stop sending everything, or narrow the filter")
+
+
+def _approvers_are_people_of_the_side(link: Link) -> Iterator[Finding]:
+    for side in SIDES:
+        approvers = link.sides[side].approvers
+        robot = link.sides[side].integration_user
+        for number, person in enumerate(approvers):
+            if person == robot:
+                yield (("sides", side, "approvers", str(number)),
+                       f"{person} is the side's integration_user: its comments are the sync's own",
+                       "name people of the account who decide for it")
+            elif person in approvers[:number]:
+                yield (("sides", side, "approvers", str(number)), f"{person} is named twice", "name each once")
+
+
 def _comment_mode_has_include(link: Link) -> Iterator[Finding]:
     if link.comments.mode == "matching" and not link.comments.include:
         yield (("comments", "mode"), "mode matching needs an include regex", "set comments.include")
@@ -326,6 +355,8 @@ _LINK_CHECKS: tuple[Callable[[Link], Iterable[Finding]], ...] = (
     _custom_fields_mapped_once_and_reversible,
     _side_note_field_and_create_fit,
     _comment_regexes_compile,
+    _send_controls_fit,
+    _approvers_are_people_of_the_side,
     _comment_mode_has_include,
     _comment_templates_format,
 )

@@ -63,6 +63,19 @@ class CreateSettings:
 
 
 @dataclass(frozen=True)
+class SendControls:
+    """What a side holds back from the other account by its own rule: everything (PAUSED),
+    comments whose text matches EXCLUDE_COMMENTS (a regex, searched like comments.exclude), and
+    tasks matching any of EXCLUDE_TASKS (filters shaped like a scope). Each only narrows what
+    leaves the side's own account, so tightening them takes effect with that side's approval
+    alone (crosslink.journal.approvals); loosening them needs both sides'."""
+
+    paused: bool = False
+    exclude_comments: str | None = None
+    exclude_tasks: tuple[Scope, ...] = ()
+
+
+@dataclass(frozen=True)
 class Side:
     name: str
     base_url: str
@@ -76,6 +89,11 @@ class Side:
     assignee_note_field: int | None = None
     # The language of the notes written on this side's tasks (workers.notes).
     language: str = "en"
+    # What this side holds back from the other account (its half of the link's control).
+    send: SendControls = field(default_factory=SendControls)
+    # The people of this side's account ("user:N") whose approval of a new version of the link's
+    # rules counts as the side's: governance, kept in the version so that changing it needs both.
+    approvers: tuple[str, ...] = ()
 
     def token(self, env: Mapping[str, str]) -> str:
         return _read_secret(env, self.token_env, f"API token of the {self.name} side")

@@ -23,6 +23,21 @@ Design decisions where the product brief is silent (all optional keys have these
 - ``people``: no pairs, no roles, no representatives and no fallback by default. Pairs may pair
   employees or contacts ("user:N"/"contact:N"); representatives and fallback take "user:N" or
   "role:<name>".
+- ``sides.<side>.send`` (what the side holds back from the other account, by its own rule):
+  ``paused: false``, ``exclude_comments: null`` (a regex: a comment of this side whose text
+  matches is not sent, on top of the link's ``comments`` policy) and ``exclude_tasks: []`` (filters
+  shaped like a scope, ``[{project: 12}, {tag: {field: 7, value: "internal"}}]``: a task of this
+  side matching any is not sent). Only the side they sit under is narrowed, so a change that only
+  tightens them (pausing, a first exclusion regex or one extended as ``<old>|<more>``, more task
+  filters, a field's direction no longer sent from this side) takes effect with this side's
+  approval alone; loosening them, like any other change, needs both sides'
+  (crosslink.journal.approvals).
+- ``sides.<side>.approvers``: ``[]``. The employees of that side's account (``"user:N"``, never the
+  side's ``integration_user``, whose comments are the sync's own) whose approval of a new version
+  of the link's rules counts as the side's. They are governance, not what crosses, yet they are
+  part of the version and its hash: who may approve for a side changes only with both sides'
+  approval, so neither can quietly replace the other's approvers. A side naming none yet counts
+  the approvers a proposal names for it.
 - ``comments``: mode ``all``, no include/exclude, side labels "Partner"/"Client", and the header
   and withdrawn templates ``DEFAULT_HEADER`` and ``DEFAULT_WITHDRAWN``. Templates may use
   ``{author}``, ``{side_label}``, ``{side}``, ``{time}`` only.
@@ -54,6 +69,7 @@ from schemas.links.model import (
     PersonPair,
     Role,
     Scope,
+    SendControls,
     Side,
     StatusMap,
     StatusRule,
@@ -112,6 +128,16 @@ class CreateSchema(Schema):
         return CreateSettings(**data)
 
 
+class SendSchema(Schema):
+    paused = fields.Bool(load_default=False)
+    exclude_comments = fields.Str(load_default=None, allow_none=True)
+    exclude_tasks = fields.List(fields.Nested(ScopeSchema), load_default=list)
+
+    @post_load
+    def _make(self, data: dict, **_: Any) -> SendControls:
+        return SendControls(data["paused"], data["exclude_comments"], tuple(data["exclude_tasks"]))
+
+
 _env_name = validate.Regexp(ENV_NAME_RE, error="must be an UPPER_SNAKE environment variable name")
 
 
@@ -126,6 +152,9 @@ class SideSchema(Schema):
     create = fields.Nested(CreateSchema, load_default=None, allow_none=True)
     assignee_note_field = fields.Int(load_default=None, allow_none=True)
     language = fields.Str(load_default="en", validate=validate.OneOf(NOTE_LANGUAGES))
+    send = fields.Nested(SendSchema, load_default=None, allow_none=True)
+    approvers = fields.List(fields.Str(validate=validate.Regexp(USER_RE, error="must be \"user:N\"")),
+                            load_default=list)
 
     @post_load
     def _make(self, data: dict, **_: Any) -> Side:
@@ -138,6 +167,7 @@ class SideSchema(Schema):
             token_env=data["token_env"], webhook_secret_env=data["webhook_secret_env"],
             webhook_auth=data["webhook_auth"], integration_user=data["integration_user"], scope=data["scope"],
             create=create, assignee_note_field=data["assignee_note_field"], language=data["language"],
+            send=data["send"] or SendControls(), approvers=tuple(data["approvers"]),
         )
 
 
