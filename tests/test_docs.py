@@ -8,6 +8,7 @@ that no longer lints would be the first thing a newcomer trips on.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from pathlib import Path
@@ -16,14 +17,17 @@ import pytest
 from click.testing import CliRunner
 
 from crosslink.cli import main
-from crosslink.journal.chain import KINDS
+from crosslink.journal.chain import KINDS, rules_of
+from crosslink.journal.rules_diff import readable_diff
 from producers.scenarios import EVENT_BODIES
-from schemas.links import lint_file
+from schemas.links import Scope, SendControls, lint_file, load_links
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUP = ROOT / "docs" / "planfix-setup.md"
 JOURNAL = ROOT / "docs" / "journal.md"
-DOCS = [ROOT / "README.md", SETUP, ROOT / "docs" / "architecture.md", JOURNAL]
+MAPPING = ROOT / "docs" / "mapping.md"
+EXAMPLE = ROOT / "crosslink" / "examples" / "links.yaml"
+DOCS = [ROOT / "README.md", SETUP, ROOT / "docs" / "architecture.md", JOURNAL, MAPPING]
 _BLOCK = re.compile(r"```(?P<lang>\w*)\n(?P<body>.*?)```", re.DOTALL)
 # A repository path in backticks: `crosslink/queue/enqueue.py`, `deploy/demo/`, `docker-compose.yml`.
 _PATH = re.compile(r"`([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]*)*)`")
@@ -77,3 +81,37 @@ def test_the_journal_guides_commands_parse():
         assert result.exit_code == 0, f"{shlex.join(words)}: {result.output}"
         bad = CliRunner().invoke(main, [*words[1:], "--no-such-option", "--help"])
         assert bad.exit_code != 0  # the check can fail
+
+
+def test_the_mapping_guides_commands_parse():
+    commands = [shlex.split(line) for body in blocks(MAPPING, "sh") for line in body.splitlines() if line.strip()]
+    assert {words[2] for words in commands} == {"show", "history", "diff"}
+    for words in commands:
+        assert words[:2] == ["crosslink", "mapping"], words
+        result = CliRunner().invoke(main, [*words[1:], "--help"])
+        assert result.exit_code == 0, f"{shlex.join(words)}: {result.output}"
+
+
+def test_the_mapping_guides_side_keys_lint_clean_under_a_side(tmp_path):
+    (keys,) = blocks(MAPPING, "yaml")
+    anchor = "        assignee_note_field: 202"
+    text = EXAMPLE.read_text(encoding="utf-8")
+    indented = "\n".join(f"        {line}" if line else line for line in keys.splitlines())
+    path = tmp_path / "links.yaml"
+    path.write_text(text.replace(anchor, f"{anchor}\n{indented}"), encoding="utf-8")
+    assert lint_file(path) == []
+    client = load_links(path).links[0].sides["client"]
+    assert client.send.exclude_tasks and client.approvers == ("user:5",)
+
+
+def test_the_mapping_guides_diff_is_what_the_diff_says():
+    """The sample: version 2 maps the partner's 2 to the client's 13, and the client pauses and
+    holds back project 21."""
+    (sample,) = [body for body in blocks(MAPPING, "") if body.startswith("version ")]
+    link = load_links(EXAMPLE).links[0]
+    proposed = dataclasses.replace(link, statuses=dataclasses.replace(
+        link.statuses, partner_to_client={**link.statuses.partner_to_client, 2: 13}))
+    proposed = dataclasses.replace(proposed, sides={**link.sides, "client": dataclasses.replace(
+        link.sides["client"], send=SendControls(paused=True, exclude_tasks=(Scope("project", 21),)))})
+    lines = sample.strip().splitlines()
+    assert lines[1:] == readable_diff(rules_of(link), rules_of(proposed))

@@ -23,6 +23,7 @@ from crosslink.cli.dlq import dlq
 from crosslink.cli.doctor import doctor
 from crosslink.cli.health import health
 from crosslink.cli.journal import journal
+from crosslink.cli.mapping import mapping
 from crosslink.cli.options import link_named
 from crosslink.cli.reconcile import acknowledge, beat, reconcile
 from crosslink.lab.demo import run_demo
@@ -226,8 +227,9 @@ def rejected(limit: int) -> None:
         click.echo(json.dumps(event, ensure_ascii=False))
 
 
-# Commands kept beside the area they operate: reconcile and beat, dlq, chaos, bench, doctor, health, journal.
-for _command in (reconcile, acknowledge, beat, dlq, chaos, bench, doctor, health, journal):
+# Commands kept beside the area they operate: reconcile and beat, dlq, chaos, bench, doctor, health, journal,
+# mapping.
+for _command in (reconcile, acknowledge, beat, dlq, chaos, bench, doctor, health, journal, mapping):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -7,4 +7,9 @@ editing or reordering any entry breaks the chain. `chain` is the pure part (cano
 sealing, checking), `bundle` the self-contained export that `crosslink journal verify` checks
 offline, with no Redis or Planfix, and `store` the durable, queryable store (SQLAlchemy: SQLite
 by default, PostgreSQL when CROSSLINK_JOURNAL_URL names one; migrations by Alembic).
+
+Beside the chain, the versions of each link's rules and who approved them (docs/mapping.md):
+`versions` stores them, `approvals` decides (pure) which sides a change needs and which version
+is in force, `rules` rebuilds the Link in force from a version, and `rules_diff` (with its words
+in `diff_texts`) tells a change in sentences people can approve.
 """

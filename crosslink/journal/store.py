@@ -78,6 +78,35 @@ heads_table = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
 )
 
+# A link's rule versions and what was decided on them, in order (crosslink.journal.versions):
+# a version's state is what crosslink.journal.approvals.decide makes of its link's events.
+versions_table = sa.Table(
+    "mapping_versions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("link", sa.String(100), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("rules_hash", sa.String(64), nullable=False),
+    sa.Column("rules", sa.Text, nullable=False),
+    sa.Column("needs", sa.String(40), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("proposed_at", sa.String(40), nullable=False),
+    sa.Column("proposed_by", sa.String(100)),
+    sa.Column("activated_at", sa.String(40)),
+    sa.Column("closed_at", sa.String(40)),
+    sa.UniqueConstraint("link", "number", name="mapping_versions_link_number"),
+)
+version_events_table = sa.Table(
+    "mapping_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("link", sa.String(100), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("side", sa.String(16)),
+    sa.Column("person", sa.String(100)),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Index("mapping_events_link_number", "link", "number"),
+)
+
 
 def journal_url(settings: Settings, links_source: str | None = None) -> str:
     """The journal's database: CROSSLINK_JOURNAL_URL, else an SQLite file beside the links file
