@@ -38,9 +38,12 @@ def seeds(rate_per_s: float = E2E_RATE_PER_S) -> tuple[dict[str, Any], dict[str,
 
 
 def start_stack(tmp_path_factory: pytest.TempPathFactory, rate_per_s: float = E2E_RATE_PER_S,
-                workers: int = 1) -> tuple[LocalStack, EmbeddedRedis]:
+                workers: int = 1, edit_links: Callable[[dict[str, Any]], None] | None = None
+                ) -> tuple[LocalStack, EmbeddedRedis]:
     server = EmbeddedRedis(persistent=True).start()
     emulator, links = seeds(rate_per_s)
+    if edit_links is not None:
+        edit_links(links)
     stack = LocalStack(emulator, links, redis_url=server.url, workdir=tmp_path_factory.mktemp("stack"),
                        workers=workers, concurrency=2, time_scale=0.01)
     try:

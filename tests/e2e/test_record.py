@@ -19,7 +19,7 @@ import pytest
 from crosslink.journal.bundle import verify_file
 from crosslink.operations.journal import export_journal, open_journal
 from crosslink.operations.status import link_status
-from tests.e2e.conftest import eventually, settle
+from tests.e2e.conftest import eventually, settle, start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +27,22 @@ LINK = "demo"
 PAVEL, IRINA_P = 2, 4
 IRINA_C, MARAT = 5, 6
 COMMENT_FIELDS = "id,description,owner,isDeleted,files"
+
+
+def with_approvers(links):
+    """Pavel approves for the partner, Marat for the client: they may pause what their side sends."""
+    sides = links["links"][0]["sides"]
+    sides["partner"]["approvers"], sides["client"]["approvers"] = [f"user:{PAVEL}"], [f"user:{MARAT}"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack, server = start_stack(tmp_path_factory, edit_links=with_approvers)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        server.cleanup()
 
 
 def comments(stack, side, number):
