@@ -31,6 +31,7 @@ from celery.signals import worker_ready
 
 from crosslink.journal.chain import Anchor, rule_version
 from crosslink.journal.store import Journal, utc_now
+from crosslink.journal.versions import MappingVersions
 from crosslink.queue.names import ANCHOR_LINK, SYNC_QUEUE
 from planfix.client import PlanfixClient
 from planfix.errors import PlanfixError
@@ -185,16 +186,20 @@ def record_task(parts: AnchorParts, link: Link, side: str) -> int:
 
 
 def check_rules(parts: AnchorParts, link: Link) -> str | None:
-    """Compare LINK's rules (their hash: crosslink.journal.chain.rule_version) with those of the
-    journal's last "mapping version" entry; when they differ, append one with the new rules and
-    return RULES_CHANGED; a journal with none gets its first (SETUP is returned). None: nothing
-    to record."""
+    """Compare LINK's rules (the version in force: workers.runtime.Runtime.link; their hash:
+    crosslink.journal.chain.rule_version) with those of the journal's last "mapping version"
+    entry; when they differ, append one with the new rules and the number of the version whose
+    rules they are, and return RULES_CHANGED; a journal with none gets its first (SETUP is
+    returned). None: nothing to record."""
     rules = rule_version(link)
     last = parts.journal.latest(link.name, MAPPING_VERSION)
     previous = last.source.get("rules") if last is not None else None
     if last is not None and previous == rules:
         return None
-    source = {"rules": rules, **({"previous": previous} if previous else {})}
+    number = next((version.number for version in MappingVersions(parts.journal).history(link.name)
+                   if version.rules_hash == rules), None)
+    source = {"rules": rules, **({"previous": previous} if previous else {}),
+              **({"version": number} if number is not None else {})}
     # Keyed by the change (from the entry it follows), so two workers record it once, and rules
     # changed back later are recorded again.
     parts.journal.append(link.name, kind=MAPPING_VERSION, side="link", source=source, target={}, content=rules,

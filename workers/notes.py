@@ -39,6 +39,15 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
         "paused": "{other} paused everything it sends to this account. Nothing is lost: what changes there "
                   "meanwhile arrives here, in order, once {other} resumes.",
         "unpaused": "{other} resumed sending to this account: what changed there meanwhile is arriving now.",
+        "word_refused": "your word on version {version} of the link's rules was not counted: {why}.",
+        "word_approve": "{other} approved version {version} of the link's rules; it is {state} until this side "
+                        "approves it too (write «approve v{version}» here).",
+        "word_reject": "{other} rejected version {version} of the link's rules: it is {state}; the version in "
+                       "force stays.",
+        "in_force": "version {version} of the link's rules is in force from now: both sides approved it.",
+        "proposal": "version {version} of the link's rules is proposed. It changes:{diff}It takes effect once "
+                    "{needs} approved it; until then the version in force stays. To approve, an approver of "
+                    "this side writes «approve v{version}» here; «reject v{version}» rejects it.",
     },
     "ru": {
         "prefix": "Crosslink: ",
@@ -67,6 +76,15 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
                   "изменения, сделанные там за это время, придут сюда по порядку, когда отправка возобновится.",
         "unpaused": "сторона «{other}» возобновила отправку в этот аккаунт: изменения, сделанные там за это "
                     "время, переносятся сюда.",
+        "word_refused": "ваше решение по версии {version} правил связи не учтено: {why}.",
+        "word_approve": "сторона «{other}» одобрила версию {version} правил связи; она {state}, пока эта "
+                        "сторона тоже её не одобрит (напишите здесь «approve v{version}»).",
+        "word_reject": "сторона «{other}» отклонила версию {version} правил связи: она {state}; действует "
+                       "прежняя версия.",
+        "in_force": "версия {version} правил связи действует с этого момента: обе стороны её одобрили.",
+        "proposal": "предложена версия {version} правил связи. Она меняет:{diff}Она вступит в силу, когда её "
+                    "одобрят: {needs}; до тех пор действует прежняя версия. Чтобы одобрить, согласующий этой "
+                    "стороны пишет здесь «approve v{version}»; «reject v{version}» — отклонить.",
     },
 }
 assert set(TEXTS) == set(NOTE_LANGUAGES)

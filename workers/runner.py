@@ -44,15 +44,15 @@ from crosslink.queue.names import (
 from planfix.errors import PlanfixError, Queued, RateLimited, TransientError
 from schemas.links import Link
 from workers import telemetry
-from workers.anchors import RESUMED, SEVERED, send_anchor
+from workers.anchors import RESUMED, RULES_CHECK, SEVERED, send_anchor
 from workers.app import app
 from workers.canonical import task_fields
-from workers.governance import govern, is_paused
+from workers.governance import Hands, govern, is_paused
 from workers.hints import RESUME, Hints
 from workers.idempotency import MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, LockLost, TaskLock, scaled_ttl_ms
 from workers.notes import note
 from workers.retry import POLICY, Action, Decision, FailureKind, decide
-from workers.runtime import runtime
+from workers.runtime import IN_FORCE_TTL_S, runtime
 from workers.state import LinkState, RunState
 from workers.sync import ADMISSION_LIMIT_WAIT_S, SideFailure, TaskSync, call_key, post_note
 
@@ -506,10 +506,19 @@ def _govern(begun: Begun) -> str:
         post_note(lambda method, *args, **kwargs: _listed(getattr(there, method)(*args, **kwargs)), rt.writes,
                   link, on, task, text, occasion, rt.recorder(link))
 
+    def in_force(number: int) -> None:
+        # The anchor job records the version's entry and posts the head, once every process
+        # runs the link on it (workers.runtime.IN_FORCE_TTL_S).
+        send_anchor(link.name, RULES_CHECK, countdown_s=IN_FORCE_TTL_S * 2)
+        for on in link.sides:
+            record = begun.state.record_task(on)
+            if record is not None:
+                tell(on, record, note(link, on, "in_force", version=number), f"in-force:{number}")
+
+    hands = Hands(begun.state, rt.recorder(link), rt.versions, tell, lambda: replay_parked(link.name), in_force)
     try:
-        applied = govern(link, side, begun.number, state=begun.state, recorder=rt.recorder(link), tell=tell,
-                         call=lambda method, *args, **kwargs: _listed(getattr(client, method)(*args, **kwargs)),
-                         replay=lambda: replay_parked(link.name))
+        applied = govern(link, side, begun.number, hands=hands,
+                         call=lambda method, *args, **kwargs: _listed(getattr(client, method)(*args, **kwargs)))
     except PlanfixError as exc:
         _again(link.name, side, begun.number, decide(exc, begun.attempt, rt.settings.time_scale), begun.hints)
         return "retrying"

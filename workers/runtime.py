@@ -8,6 +8,7 @@ made before the fork would share sockets between children.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -15,7 +16,9 @@ import redis
 
 from crosslink.base.logs import register_secret
 from crosslink.base.settings import Settings, get_settings
+from crosslink.journal.rules import link_from_rules
 from crosslink.journal.store import Journal, journal_url
+from crosslink.journal.versions import MappingVersions
 from crosslink.queue.enqueue import Enqueuer
 from planfix.client import CONNECT_TIMEOUT_S, PlanfixClient
 from planfix.http import Http
@@ -32,6 +35,9 @@ from workers.sync import ADMISSION_LIMIT_WAIT_S
 # Kept-alive connections of a worker process, over all Planfix hosts (httpx counts them together):
 # its slots send one request at a time each, to at most two accounts per link.
 HTTP_KEEP_ALIVE = 10
+# How long a worker process runs a link on the version in force it read (seconds): a version
+# both sides approved is in force for every run begun this long after.
+IN_FORCE_TTL_S = 1.0
 
 
 @dataclass
@@ -40,7 +46,8 @@ class Runtime:
     config: LinksConfig
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     _clients: dict[tuple[str, str], PlanfixClient] = field(default_factory=dict)
-    _recorders: dict[str, Recorder] = field(default_factory=dict)
+    # Each link as its version in force has it, and when that was read (link).
+    _in_force: dict[str, tuple[float, Link]] = field(default_factory=dict)
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -70,12 +77,30 @@ class Runtime:
         """The links' journals (CROSSLINK_JOURNAL_URL, else SQLite beside the links file)."""
         return Journal(journal_url(self.settings, self.settings.links_path))
 
+    @cached_property
+    def versions(self) -> MappingVersions:
+        return MappingVersions(self.journal)
+
     def recorder(self, link: Link) -> Recorder:
-        if link.name not in self._recorders:
-            self._recorders[link.name] = Recorder(self.journal, link)
-        return self._recorders[link.name]
+        """LINK's journal, its entries stamped with LINK's rules (the version in force: link)."""
+        return Recorder(self.journal, link)
 
     def link(self, name: str) -> Link:
+        """The link NAME as the version of its rules in force has it (crosslink.journal.versions),
+        with links.yaml's deployment (URLs, accounts, secrets' variables): a change to the file's
+        rules is in force only once both sides approved it. A link with no version yet is set up
+        here: its file's rules are version 1."""
+        known = self._in_force.get(name)
+        if known is not None and time.monotonic() - known[0] < IN_FORCE_TTL_S:
+            return known[1]
+        in_file = self.file_link(name)
+        version = self.versions.active(name) or self.versions.ensure_first(in_file)
+        link = link_from_rules(version.rules, in_file)
+        self._in_force[name] = (time.monotonic(), link)
+        return link
+
+    def file_link(self, name: str) -> Link:
+        """The link NAME as links.yaml has it now, rules approved or not."""
         for link in self.config.links:
             if link.name == name:
                 return link

@@ -2,15 +2,25 @@
 and a readable diff (between the version in force and links.yaml, or two stored versions).
 
 What a version is lives in crosslink/journal/versions.py; the commands parse their options, call
-crosslink/operations/mapping.py and print. They read only: nothing is proposed or approved here.
+crosslink/operations/mapping.py and print. `propose` posts links.yaml's rules for approval on both
+sides' record tasks; the approvals themselves are given there, in each side's own account.
 """
 
 from __future__ import annotations
 
 import click
 
+from crosslink.journal.versions import VersionRefused
 from crosslink.operations.journal import open_journal
-from crosslink.operations.mapping import NothingToDiff, diff_lines, history_lines, link_in_file, show_lines
+from crosslink.operations.mapping import (
+    NothingToDiff,
+    diff_lines,
+    history_lines,
+    link_in_file,
+    propose,
+    show_lines,
+    withdraw,
+)
 from schemas.links import NOTE_LANGUAGES, ConfigError, Link
 
 _config = click.option("--config", "links_path", default=None, help="links.yaml (default CROSSLINK_LINKS)")
@@ -78,3 +88,41 @@ def diff(link_name: str, from_number: int | None, to_number: int | None, lang: s
         store.close()
     for line in lines:
         click.echo(line)
+
+
+@mapping.command("propose")
+@_link
+@_config
+def propose_command(link_name: str, links_path: str | None) -> None:
+    """Propose links.yaml's rules as the link's next version: what they change is posted on both
+    sides' record tasks, where each side's approvers approve («approve vN») or reject it."""
+    link = _file_link(link_name, links_path)
+    if link is None:
+        raise click.ClickException(f"no link {link_name} in the links file")
+    store = open_journal(links_path)
+    try:
+        version, told = propose(store, link)
+    except VersionRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    needs = ", ".join(sorted(version.needs))
+    click.echo(f"version {version.number} proposed (needs {needs}), sha256:{version.rules_hash}")
+    for side, record in told.items():
+        click.echo(f"  posted on the {side} record task #{record}")
+
+
+@mapping.command("withdraw")
+@_link
+@click.option("--version", "number", type=int, required=True, help="the proposal's number")
+@_config
+def withdraw_command(link_name: str, number: int, links_path: str | None) -> None:
+    """Withdraw a proposal that still waits for approvals: the version in force stays."""
+    store = open_journal(links_path)
+    try:
+        version = withdraw(store, link_name, number)
+    except VersionRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"version {version.number} {version.state}")

@@ -1,24 +1,31 @@
 """What an operator asks of a link's rule versions: the one in force and the one waiting, every
 version with who approved it, and what a change would change, in sentences people can sign.
 
-Read-only: the versions are kept with the journal (crosslink.journal.versions); proposing and
-approving happen where the people are, on the link's record tasks. `crosslink mapping show`
-also says whether links.yaml as it is now holds the rules in force, a pending proposal, or a
-change nobody has proposed yet.
+The versions are kept with the journal (crosslink.journal.versions). `crosslink mapping propose`
+records links.yaml's rules as the next version and posts what they change on both sides' record
+tasks, where the sides' approvers approve or reject it (workers.governance); `withdraw` ends a
+proposal. `crosslink mapping show` also says whether links.yaml as it is now holds the rules in
+force, a pending proposal, or a change nobody has proposed yet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from crosslink.journal.approvals import ACTIVE, PROPOSED
 from crosslink.journal.chain import content_hash, rules_of
+from crosslink.journal.rules import link_from_rules
 from crosslink.journal.rules_diff import readable_diff
 from crosslink.journal.store import Journal
 from crosslink.journal.versions import MappingVersions, Version, VersionRefused
-from crosslink.operations.session import load_link
+from crosslink.operations.session import load_link, operator_session
 from schemas.links import Link
+from workers.idempotency import WriteOnce
+from workers.notes import label, note
+from workers.record import Recorder
+from workers.state import LinkState
+from workers.sync import post_note
 
 # The hash as a line shows it: long enough to tell versions apart, short enough to read.
 SHORT_HASH = 12
@@ -128,3 +135,39 @@ def _file_line(link_name: str, link: Link | None, active: Version | None, pendin
 
 def _by(person: str | None) -> str:
     return f" by {person}" if person else ""
+
+
+def propose(journal: Journal, link: Link, by: str = "operator") -> tuple[Version, dict[str, int]]:
+    """Record LINK's rules (links.yaml's) as the next version of its rules and post what they
+    change, in each side's language, on both record tasks, once; the proposal and the record task
+    each side was told on. Raises VersionRefused (nothing to propose, no version in force yet)."""
+    versions = MappingVersions(journal)
+    version = versions.propose(link.name, rules_of(link), by=by)
+    in_force = versions.active(link.name)
+    assert in_force is not None  # propose refuses a link with none
+    told: dict[str, int] = {}
+    with operator_session(link) as session:
+        state, writes = LinkState(session.store, link.name), WriteOnce(session.store)
+        recorder = Recorder(journal, link_from_rules(in_force.rules, link))
+        for side in link.sides:
+            record = state.record_task(side)
+            if record is None:
+                raise VersionRefused(f"link {link.name} has no record task in the {side} account yet: a worker "
+                                     "makes it when it starts")
+            lines = readable_diff(in_force.rules, version.rules, link.sides[side].language)
+            text = note(link, side, "proposal", version=version.number, diff="<br>" + "<br>".join(lines) + "<br>",
+                        needs=", ".join(label(link, needed) for needed in sorted(version.needs)))
+            client = session.clients[side]
+            post_note(lambda method, *args, client=client, **kwargs: _listed(getattr(client, method)(*args, **kwargs)),
+                      writes, link, side, record, text, f"proposal:{version.number}:{version.rules_hash}", recorder)
+            told[side] = record
+    return version, told
+
+
+def withdraw(journal: Journal, link_name: str, number: int, by: str = "operator") -> Version:
+    """End the proposal NUMBER of LINK_NAME's rules (VersionRefused when it no longer waits)."""
+    return MappingVersions(journal).withdraw(link_name, number, by=by)
+
+
+def _listed(result: Any) -> Any:
+    return list(result) if isinstance(result, Iterator) else result

@@ -10,13 +10,17 @@ journal then verifies offline, and the heads posted in both accounts match it.
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import subprocess
 import sys
+import time
 
 import pytest
+import yaml
 
 from crosslink.journal.bundle import verify_file
+from crosslink.journal.versions import MappingVersions
 from crosslink.operations.journal import export_journal, open_journal
 from crosslink.operations.status import link_status
 from tests.e2e.conftest import eventually, settle, start_stack
@@ -219,3 +223,62 @@ def test_a_pause_from_the_clients_own_account_holds_what_it_sends_until_it_resum
     finally:
         journal.close()
     assert kinds == [("paused", "client"), ("unpaused", "client")]   # the non-approver's "pause" was no command
+
+
+def crosslink(stack, *args):
+    return subprocess.run([sys.executable, "-m", "crosslink.cli", *args, "--config", stack.env["CROSSLINK_LINKS"]],
+                          env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=120)
+
+
+def robot_said(stack, side, number, text):
+    return [c for c in comments(stack, side, number) if c["description"].startswith("Crosslink: ") and text in c["description"]]
+
+
+def test_a_new_version_of_the_rules_is_in_force_only_once_both_sides_approved_it(stack):
+    on_client, on_partner = record_task(stack, "client"), record_task(stack, "partner")
+    number = stack.world.create_task("client", {
+        "name": "Versioned rules", "processId": 3, "project": {"id": 20},
+        "assignees": {"users": [{"id": f"user:{IRINA_C}"}]}}, author=MARAT)
+    copy = eventually(lambda: stack.mirror_of(LINK, "client", number), what="the task mirrored")["id"]
+    links_path = pathlib.Path(stack.env["CROSSLINK_LINKS"])
+    links = yaml.safe_load(links_path.read_text(encoding="utf-8"))
+    links["links"][0]["comments"]["side_labels"]["client"] = "Client Company"
+    links_path.write_text(yaml.safe_dump(links, allow_unicode=True), encoding="utf-8")
+
+    proposed = crosslink(stack, "mapping", "propose", "--link", LINK)
+    assert proposed.returncode == 0, proposed.stdout + proposed.stderr
+    assert "version 2 proposed (needs client, partner)" in proposed.stdout
+    for side, record in (("client", on_client), ("partner", on_partner)):
+        [posted] = robot_said(stack, side, record, "version 2 of the link's rules is proposed")
+        assert "Client Company" in posted["description"]          # what it changes, in words
+
+    # One side's approval changes nothing: what crosses still reads as version 1 has it.
+    stack.world.add_comment("client", on_client, {"description": "approve v2"}, author=MARAT)
+    eventually(lambda: robot_said(stack, "partner", on_partner, "approved version 2"),
+               what="the partner told of the client's approval")
+    stack.world.add_comment("client", number, {"description": "<p>[V1] under the old rules</p>"}, author=MARAT)
+    [old] = eventually(lambda: holding(stack, "partner", copy, "[V1]"), what="the comment crossed")
+    assert "(Client Co)" in old["description"]
+
+    # Both approved: the next change crosses under version 2, and the journal says so.
+    stack.world.add_comment("partner", on_partner, {"description": "Approve V2"}, author=PAVEL)
+    eventually(lambda: robot_said(stack, "client", on_client, "version 2 of the link's rules is in force"),
+               what="version 2 in force")
+    time.sleep(1.5)   # every worker process reads the version in force anew (workers.runtime.IN_FORCE_TTL_S)
+    stack.world.add_comment("client", number, {"description": "<p>[V2] under the new rules</p>"}, author=MARAT)
+    [new] = eventually(lambda: holding(stack, "partner", copy, "[V2]"), what="the comment crossed")
+    assert "(Client Company)" in new["description"]
+    shown = crosslink(stack, "mapping", "show", "--link", LINK)
+    assert "version 2 in force" in shown.stdout, shown.stdout
+    journal = open_journal(stack.env["CROSSLINK_LINKS"])
+    try:
+        versions = {v.number: v.rules_hash for v in MappingVersions(journal).history(LINK)}
+        eventually(lambda: [e for e in journal.entries(LINK) if e.kind == "mapping version"
+                            and e.source.get("version") == 2], what="the version's journal entry")
+        crossed = {e.source.get("comment"): e.rules for e in journal.entries(LINK) if e.kind == "comment"}
+    finally:
+        journal.close()
+    by_key = {c["description"]: c["id"] for c in people_said(stack, "client", number)}
+    first = next(i for text, i in by_key.items() if "[V1]" in text)
+    second = next(i for text, i in by_key.items() if "[V2]" in text)
+    assert (crossed[first], crossed[second]) == (versions[1], versions[2])
