@@ -221,6 +221,12 @@ def _engine(url: str) -> Engine:
     @sa.event.listens_for(engine, "connect")
     def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # pysqlite's own BEGIN is deferred: we issue ours
+        # Write-ahead log, synced at checkpoints: an append costs a sync run about half a
+        # millisecond instead of six (two fsyncs a commit), readers never wait for the writer,
+        # and a crashed process loses nothing committed (a power cut may lose the last appends;
+        # the anchors in both accounts pin what came before; PostgreSQL where that matters).
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
     @sa.event.listens_for(engine, "begin")
     def _begin_immediate(connection: Connection) -> None:
