@@ -17,8 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from crosslink.cli import main
-from crosslink.journal.chain import KINDS, rules_of
+from crosslink.journal.approvals import ACTIVE, APPROVED_VERDICT, BOTH, PROPOSED
+from crosslink.journal.chain import KINDS, rule_version, rules_of
 from crosslink.journal.rules_diff import readable_diff
+from crosslink.journal.versions import Verdict, Version
+from crosslink.operations.doctor import RULE_LEVELS, Finding
+from crosslink.operations.rules_check import standing
 from producers.scenarios import EVENT_BODIES
 from schemas.links import Scope, SendControls, lint_file, load_links
 
@@ -85,11 +89,30 @@ def test_the_journal_guides_commands_parse():
 
 def test_the_mapping_guides_commands_parse():
     commands = [shlex.split(line) for body in blocks(MAPPING, "sh") for line in body.splitlines() if line.strip()]
-    assert {words[2] for words in commands} == {"show", "history", "diff"}
+    assert {words[2] for words in commands if words[1] == "mapping"} == {"show", "history", "diff"}
+    assert {words[1] for words in commands} == {"mapping", "lint-config", "doctor"}
     for words in commands:
-        assert words[:2] == ["crosslink", "mapping"], words
+        assert words[0] == "crosslink", words
         result = CliRunner().invoke(main, [*words[1:], "--help"])
         assert result.exit_code == 0, f"{shlex.join(words)}: {result.output}"
+        bad = CliRunner().invoke(main, [*words[1:], "--no-such-option", "--help"])
+        assert bad.exit_code != 0  # the check can fail
+
+
+def test_the_mapping_guides_rule_warnings_are_what_lint_config_and_doctor_say():
+    """The samples: acme's links.yaml changes version 3, in force; or it is proposed version 4,
+    approved by the partner only."""
+    link = dataclasses.replace(load_links(EXAMPLE).links[0], name="acme")
+    in_force = Version(link="acme", number=3, rules_hash="3" * 64, rules={}, state=ACTIVE, needs=BOTH,
+                       proposed_at="t1", activated_at="t2")
+    proposed = Version(link="acme", number=4, rules_hash=rule_version(link), rules={}, state=PROPOSED, needs=BOTH,
+                       proposed_at="t3", verdicts=(Verdict("partner", APPROVED_VERDICT, "user:2", "t4"),))
+    changed, waiting = standing(link, [in_force]), standing(link, [in_force, proposed])
+    (lint_sample,) = [body for body in blocks(MAPPING, "") if body.startswith("links.yaml: warning")]
+    assert lint_sample.splitlines() == [f"links.yaml: warning: link acme: {changed.message}",
+                                        f"    fix: {changed.fix}", "links.yaml: OK, 1 warning(s)"]
+    (doctor_sample,) = [body for body in blocks(MAPPING, "") if body.startswith("warn rules")]
+    assert doctor_sample.strip() == Finding(RULE_LEVELS[waiting.state], "rules", waiting.message, waiting.fix).line()
 
 
 def test_the_mapping_guides_side_keys_lint_clean_under_a_side(tmp_path):

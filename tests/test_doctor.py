@@ -8,14 +8,16 @@ and each test breaks one thing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
-import redis
 from click.testing import CliRunner
 
 from crosslink.base.settings import get_settings
 from crosslink.cli import main
+from crosslink.journal.store import Journal, journal_url
+from crosslink.journal.versions import MappingVersions
 from crosslink.lab.embedded_redis import EmbeddedRedis, free_port
 from crosslink.lab.services import ProducerServer
 from crosslink.operations.doctor import FAIL, OK, SKIP, Finding, run_doctor
@@ -243,6 +245,22 @@ def test_the_command_prints_a_line_per_check_and_exits_by_the_verdict(cli_env, p
     assert any(line.startswith("FAIL partner webhook: ") and "(fix: " in line for line in result.stdout.splitlines())
     assert result.stdout.splitlines()[-1] == "doc: 1 check(s) failed"
     assert "wrong-secret-for-cli" not in result.output
+
+
+def test_rules_nobody_approved_are_a_warning_that_does_not_fail_the_verdict(cli_env, producer, emulator_server):
+    link = load(emulator_server).links[0]
+    approved = dataclasses.replace(link, sides={side: dataclasses.replace(conf, approvers=("user:3",))
+                                                for side, conf in link.sides.items()})
+    journal = Journal(journal_url(get_settings(), cli_env))   # beside the links file: no CROSSLINK_JOURNAL_URL
+    MappingVersions(journal).ensure_first(approved)            # the file has since dropped the approvers
+    journal.close()
+    result = CliRunner().invoke(main, ["doctor", "--link", "doc", "--config", cli_env,
+                                       "--producer-url", producer.url])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[-2].startswith("warn rules: links.yaml changes the rules in force (v1): not approved yet (fix: "
+                                "propose it with: crosslink mapping propose --link doc ")
+    assert lines[-1] == "doc: every check passed, 1 warning(s)"
 
 
 def test_an_unknown_link_is_an_error(cli_env):

@@ -11,6 +11,7 @@ PostgreSQL activate it once.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import uuid
 from pathlib import Path
@@ -266,3 +267,31 @@ def test_the_file_in_force_and_a_missing_version_are_named(mapping_env):
     assert missing.exit_code == 1 and "no version 7" in missing.output
     unknown = CliRunner().invoke(main, ["mapping", "diff", "--link", "nope", *config])
     assert unknown.exit_code == 1 and "no version in force" in unknown.output
+
+
+def test_journal_show_names_the_version_each_entry_crossed_under(mapping_env):
+    url, links = mapping_env
+    journal = Journal(url)
+    versions = MappingVersions(journal)
+
+    def crossed(at: str, rules: str) -> None:
+        journal.append("demo", kind="comment", side="partner", source={"task": 5, "comment": at},
+                       target={"task": 12}, content="0" * 64, rules=rules, at=at)
+
+    crossed("t0", rule_version(LINK))       # before versions were kept, under the rules set up as version 1
+    governed(versions)                      # version 1 at t1, version 2 (approvers named) in force at t4
+    crossed("t2", rule_version(LINK))
+    crossed("t5", rule_version(GOVERNED))
+    crossed("t6", "7" * 64)                 # rules no version holds
+    versions.propose("demo", rules_of(LINK), by="operator", at="t7")   # version 3 undoes version 2
+    versions.approve("demo", 3, "partner", "user:2", at="t7")
+    versions.approve("demo", 3, "client", "user:5", at="t8")
+    crossed("t9", rule_version(LINK))       # version 1's rules again, now as version 3
+    journal.close()
+
+    lines = run("journal", "show", "--link", "demo", "--config", str(links)).splitlines()
+    assert [line.split("  rules ")[1].split()[0] for line in lines] == ["v1", "v1", "v2", "v?", "v3"]
+    assert f"rules v2 {rule_version(GOVERNED)[:12]}  hash " in lines[2]
+    shown = run("journal", "show", "--link", "demo", "--config", str(links), "--json").splitlines()
+    assert [json.loads(line)["version"] for line in shown] == [1, 1, 2, None, 3]
+    assert all(json.loads(line)["rules"] for line in shown)

@@ -31,10 +31,11 @@ from crosslink.lab.services import run_services, serve_producer
 from crosslink.operations.backfill import BackfillBusy, BackfillReport, backfill_link
 from crosslink.operations.decisions import DecisionRefused, mirror_task, pair_tasks
 from crosslink.operations.relink import relink as rebuild_registry
+from crosslink.operations.rules_check import WARNINGS as RULE_WARNINGS
+from crosslink.operations.rules_check import lint_links_file
 from crosslink.operations.status import links_overview, rejected_webhooks, status_report, status_table
 from crosslink.queue.names import SYNC_QUEUE
 from planfix.emulator.server import serve
-from schemas.links import lint_file
 from workers.app import app
 
 
@@ -67,16 +68,24 @@ def emulator(config_path: str, host: str, port: int) -> None:
 @main.command("lint-config")
 @click.argument("path", type=click.Path(dir_okay=False))
 def lint_config(path: str) -> None:
-    """Check a links.yaml: each problem with its line and the fix."""
+    """Check a links.yaml: each problem with its line and the fix (exit 1). Where the journal is at
+    hand (beside the file, or CROSSLINK_JOURNAL_URL), also warn of rules the sides have not
+    approved, with the command that proposes them."""
     if not Path(path).exists():
         raise click.ClickException(f"{path}: no such file")
-    issues = lint_file(path)
-    for issue in issues:
+    report = lint_links_file(path)
+    for issue in report.issues:
         where = f"{path}:{issue.line}" if issue.line else path
         click.echo(f"{where}: {issue.path}: {issue.message}\n    fix: {issue.fix}", err=True)
-    if issues:
+    if report.issues:
         raise SystemExit(1)
-    click.echo(f"{path}: OK")
+    notices = report.notices()
+    for notice in notices:
+        label = "warning" if notice.state in RULE_WARNINGS else "note"
+        fix = f"\n    fix: {notice.fix}" if notice.fix else ""
+        click.echo(f"{path}: {label}: link {notice.link}: {notice.message}{fix}", err=True)
+    warned = sum(1 for notice in notices if notice.state in RULE_WARNINGS)
+    click.echo(f"{path}: OK" + (f", {warned} warning(s)" if warned else ""))
 
 
 @main.command()

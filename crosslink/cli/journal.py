@@ -19,10 +19,12 @@ from crosslink.journal.bundle import verify_file
 from crosslink.operations.journal import (
     anchor_now,
     anchoring_lines,
+    entry_json,
     entry_line,
     export_journal,
     item_history,
     live_lines,
+    numbered,
     open_journal,
     verify_live,
 )
@@ -40,16 +42,17 @@ def journal() -> None:
 @click.option("--config", "links_path", default=None, help="links.yaml (default CROSSLINK_LINKS)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON line per entry")
 def show(link_name: str, side: str | None, task: int | None, links_path: str | None, as_json: bool) -> None:
-    """List the link's entries in sequence, or one task's."""
+    """List the link's entries in sequence, or one task's, each with the rule version it crossed
+    under (v?: rules no stored version holds)."""
     store = open_journal(links_path)
     try:
-        entries = item_history(store, link_name, side, task)
+        entries = numbered(store, link_name, item_history(store, link_name, side, task))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     finally:
         store.close()
-    for entry in entries:
-        click.echo(json.dumps(entry.as_dict(), ensure_ascii=False) if as_json else entry_line(entry))
+    for entry, version in entries:
+        click.echo(json.dumps(entry_json(entry, version), ensure_ascii=False) if as_json else entry_line(entry, version))
     if not entries and not as_json:
         click.echo("no entries", err=True)
 

@@ -5,8 +5,10 @@ the ids in it exist. A status id from the wrong account, a deactivated delegate,
 without the comment scope or a scenario posting the wrong secret all pass the lint and then fail
 one sync job at a time, late and far from their cause. The doctor asks each side's account and
 the producer directly and prints one line per check: `ok`, `FAIL` (with the config path where
-there is one, and the fix), `skip` (an earlier failure makes the check meaningless) or `note`
-(what cannot be checked, said so). It exits 1 when anything FAILs.
+there is one, and the fix), `skip` (an earlier failure makes the check meaningless), `note`
+(what cannot be checked, said so) or `warn` (the link works, but not as the file says: its rules
+in links.yaml are not the version both sides approved, crosslink.operations.rules_check). It
+exits 1 when anything FAILs; a warning does not fail it.
 
 What it does to the accounts: read-only calls only, through the accounts' shared limiter in Redis
 (so it may run beside live workers without breaking 1 request/s), about eight per side. Write
@@ -33,6 +35,7 @@ import redis
 from crosslink.base.logs import register_secret
 from crosslink.base.settings import get_settings
 from crosslink.operations.health import default_producer_url
+from crosslink.operations.rules_check import FIRST, IN_FORCE, UNAPPROVED, WAITING, check_rules
 from crosslink.operations.session import cli_client
 from planfix.client import PlanfixClient
 from planfix.errors import AccessDenied, AuthError, NotFound, PlanfixError, RateLimited, ScopeDenied, TransientError
@@ -42,7 +45,11 @@ from producers.scenarios import hook_path, request_auth
 from schemas.links import SIDES, ConfigError, Link, SecretMissing, find_link, load_links
 
 # A check's outcome; FAIL in capitals so it stands out in a column of ok lines.
-OK, FAIL, SKIP, NOTE = "ok", "FAIL", "skip", "note"
+OK, FAIL, SKIP, NOTE, WARN = "ok", "FAIL", "skip", "note", "warn"
+
+# How the doctor reports where links.yaml's rules stand: a change the sides have not approved is a
+# warning (the link works, on the version in force), never a failure.
+RULE_LEVELS = {IN_FORCE: OK, WAITING: WARN, UNAPPROVED: WARN, FIRST: NOTE}
 
 # The read scopes the sync uses (Planfix's scope names, API-NOTES section 1), with what for.
 READ_SCOPES = {
@@ -73,7 +80,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Finding:
-    level: str  # OK | FAIL | SKIP | NOTE
+    level: str  # OK | FAIL | SKIP | NOTE | WARN
     check: str  # what was checked, e.g. "partner scope user_readonly"
     message: str
     fix: str = ""
@@ -413,4 +420,17 @@ def doctor_link(link_name: str, links_path: str | None = None,
         raise LinkUnreadable(f"{exc} (see `crosslink lint-config`)") from None
     findings = run_doctor(link, f"links[{config.links.index(link)}]", settings.redis_url,
                           producer_url or default_producer_url(), os.environ, settings.rate_per_s)
-    return link, findings
+    return link, findings + rules_findings(link, links_path or settings.links_path)
+
+
+def rules_findings(link: Link, links_path: str) -> list[Finding]:
+    """Whether LINK's rules in LINKS_PATH are the version in force in the journal, when the
+    journal is at hand (the doctor makes none): ok, warn (not approved yet, or waiting for a
+    side) or note (not checked; no version yet)."""
+    checked = check_rules([link], links_path)
+    if checked.unread:
+        return [Finding(NOTE, "rules", f"approvals not checked: {checked.unread}",
+                        "none before the link's first start is right (version 1 is recorded then); else run "
+                        "the doctor where the deployment's journal is: beside its links file, or its "
+                        "CROSSLINK_JOURNAL_URL")]
+    return [Finding(RULE_LEVELS[found.state], "rules", found.message, found.fix) for found in checked.standings]

@@ -2,7 +2,9 @@
 anchor now, and an export checked against the anchors in the live accounts.
 
 `crosslink journal show` lists a link's entries (or one task's, across both sides: what crossed
-from it and into it, with the ids on each side, the delivery receipts); `export` writes the
+from it and into it, with the ids on each side, the delivery receipts), each with the number of
+the rule version it crossed under (crosslink.journal.versions; "v?" for rules no version holds,
+as an entry written before versions were kept); `export` writes the
 self-contained bundle that `crosslink journal verify` checks offline (crosslink.journal.bundle).
 `anchor` posts the journal's head on the link's record task in both accounts now, as the
 workers do daily (workers.anchors); `verify --live` then reads each anchor the bundle names back
@@ -13,7 +15,7 @@ have that hash there. Only --live talks to Planfix; a bundle is otherwise checke
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from crosslink.base.settings import Settings, get_settings
 from crosslink.journal.bundle import build_bundle, write_bundle
 from crosslink.journal.chain import Anchor, Entry
 from crosslink.journal.store import Journal, journal_url, utc_now
+from crosslink.journal.versions import MappingVersions, Version
 from crosslink.operations.session import operator_session
 from planfix.client import PlanfixClient
 from planfix.errors import NotFound
@@ -29,6 +32,9 @@ from schemas.links import Link
 from workers.anchors import MANUAL, Anchoring, AnchorParts, anchor_link, stated_head
 from workers.idempotency import WriteOnce
 from workers.state import LinkState
+
+# How a line names an entry's rule version when no stored version holds its rules.
+UNKNOWN_VERSION = "v?"
 
 
 def open_journal(links_path: str | None = None, settings: Settings | None = None) -> Journal:
@@ -44,6 +50,33 @@ def item_history(journal: Journal, link: str, side: str | None = None, task: int
     return journal.entries(link, side=side, task=task)
 
 
+def numbered(journal: Journal, link: str, entries: Iterable[Entry]) -> list[tuple[Entry, int | None]]:
+    """Each of ENTRIES with the number of LINK's rule version it crossed under (version_for)."""
+    history = MappingVersions(journal).history(link)
+    return [(entry, version_for(entry, history)) for entry in entries]
+
+
+def version_for(entry: Entry, history: Sequence[Version]) -> int | None:
+    """The number of the version in HISTORY whose rules hash is ENTRY's `rules`; None when none is.
+
+    One set of rules can be held by two versions (a change undone by a later version): the one in
+    force when the entry was written is chosen, else the last put in force before it, else the
+    first. Times compare as text: both are utc_now's ISO form. An entry written before its
+    version was recorded (a link older than the versions) is so given version 1 when the rules
+    are the same: it crossed under them."""
+    held = [version for version in history if version.rules_hash == entry.rules]
+    in_force = [version for version in held if version.activated_at is not None and version.activated_at <= entry.at
+                and (version.closed_at is None or entry.at < version.closed_at)]
+    before = [version for version in held if version.activated_at is not None and version.activated_at <= entry.at]
+    chosen = (in_force or before[-1:] or held)[:1]
+    return chosen[0].number if chosen else None
+
+
+def entry_json(entry: Entry, version: int | None) -> dict[str, Any]:
+    """ENTRY as --json prints it: its fields, and the number of its rule VERSION (null: unknown)."""
+    return {**entry.as_dict(), "version": version}
+
+
 def export_journal(journal: Journal, link: str, out: Path) -> dict:
     """Write LINK's bundle (entries, anchors, file hashes, manifest) to OUT; its manifest."""
     bundle = build_bundle(link, journal.entries(link), journal.anchors(link), utc_now())
@@ -51,13 +84,18 @@ def export_journal(journal: Journal, link: str, out: Path) -> dict:
     return bundle["manifest"]
 
 
-def entry_line(entry: Entry) -> str:
-    """One entry as a line for people: sequence, time, kind, from which ids to which, hashes."""
+def entry_line(entry: Entry, version: int | None) -> str:
+    """One entry as a line for people: sequence, time, kind, from which ids to which, hashes, and
+    the rule VERSION it crossed under beside its rules hash (v?: no version holds those rules)."""
     source = " ".join(f"{key} {value}" for key, value in sorted(entry.source.items()))
     target = " ".join(f"{key} {value}" for key, value in sorted(entry.target.items()))
     arrow = f"{entry.side} {source} -> {target}" if target else f"{entry.side} {source}"
     return f"{entry.seq:>6}  {entry.at}  {entry.kind:<16} {arrow}  content {entry.content[:12]}  " \
-           f"rules {entry.rules[:12]}  hash {entry.hash[:12]}"
+           f"rules {_version_label(version)} {entry.rules[:12]}  hash {entry.hash[:12]}"
+
+
+def _version_label(version: int | None) -> str:
+    return f"v{version}" if version is not None else UNKNOWN_VERSION
 
 
 # --- anchors ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ imports today.
 
 from __future__ import annotations
 
-from schemas.links.lint import lint_file, reachable_statuses
+from schemas.links.lint import LintIssue, lint_file, reachable_statuses
 from schemas.links.load import ConfigError, load_links, parse_links
 from schemas.links.model import (
     DIRECTIONS,
@@ -49,6 +49,7 @@ __all__ = [
     "FieldRule",
     "Link",
     "LinksConfig",
+    "LintIssue",
     "People",
     "PersonPair",
     "Role",
