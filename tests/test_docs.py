@@ -89,7 +89,7 @@ def test_the_journal_guides_commands_parse():
 
 def test_the_mapping_guides_commands_parse():
     commands = [shlex.split(line) for body in blocks(MAPPING, "sh") for line in body.splitlines() if line.strip()]
-    assert {words[2] for words in commands if words[1] == "mapping"} == {"show", "history", "diff"}
+    assert {words[2] for words in commands if words[1] == "mapping"} == {"show", "history", "diff", "propose"}
     assert {words[1] for words in commands} == {"mapping", "lint-config", "doctor"}
     for words in commands:
         assert words[0] == "crosslink", words
