@@ -137,16 +137,18 @@ def _by(person: str | None) -> str:
     return f" by {person}" if person else ""
 
 
-def propose(journal: Journal, link: Link, by: str = "operator") -> tuple[Version, dict[str, int]]:
+def propose(journal: Journal, link: Link, by: str = "operator",
+            env: Mapping[str, str] | None = None) -> tuple[Version, dict[str, int]]:
     """Record LINK's rules (links.yaml's) as the next version of its rules and post what they
     change, in each side's language, on both record tasks, once; the proposal and the record task
-    each side was told on. Raises VersionRefused (nothing to propose, no version in force yet)."""
+    each side was told on. ENV holds the settings and tokens (default: this process's). Raises
+    VersionRefused (nothing to propose, no version in force yet)."""
     versions = MappingVersions(journal)
     version = versions.propose(link.name, rules_of(link), by=by)
     in_force = versions.active(link.name)
     assert in_force is not None  # propose refuses a link with none
     told: dict[str, int] = {}
-    with operator_session(link) as session:
+    with operator_session(link, env) as session:
         state, writes = LinkState(session.store, link.name), WriteOnce(session.store)
         recorder = Recorder(journal, link_from_rules(in_force.rules, link))
         for side in link.sides:

@@ -49,12 +49,13 @@ def load_link(link_name: str, links_path: str | None = None) -> Link:
 
 
 @contextmanager
-def operator_session(link: Link) -> Iterator[OperatorSession]:
-    """An OperatorSession for LINK, closed after."""
-    settings = get_settings()
+def operator_session(link: Link, env: Mapping[str, str] | None = None) -> Iterator[OperatorSession]:
+    """An OperatorSession for LINK, closed after: its settings and tokens from ENV, else this
+    process's (a lab stack passes its own, which its processes have and this one does not)."""
+    settings = get_settings() if env is None else Settings.from_env(dict(env))
     store = redis.Redis.from_url(settings.redis_url)
     limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s, daily_quota=settings.daily_quota)
-    clients = {side: cli_client(link, side, limiter) for side in link.sides}
+    clients = {side: cli_client(link, side, limiter, env) for side in link.sides}
     try:
         yield OperatorSession(settings, link, store, clients)
     finally:
