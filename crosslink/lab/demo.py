@@ -4,10 +4,12 @@ It starts a Redis of its own (unless REDIS_URL is set), the emulator with the pa
 client's accounts (crosslink/examples/emulator.yaml, Planfix's 1 request/s limit on), the
 producer, and a real Celery worker process, with the scenarios of both accounts calling the
 producer. Then people act in the two accounts' "web UI" and every sync is printed as the worker
-does it. At the end an independent checker (crosslink.operations.check) compares both sides under the
+does it. Then the link's rules change as the product lets them: the operator proposes a new
+version, and it is in force only once an approver of each side has signed it on the side's record
+task. At the end an independent checker (crosslink.operations.check) compares both sides under the
 link's rules, and the link's journal (what the worker recorded as it synced) is exported and
-verified offline as either party would check it; the exit code is 0 only if the sides match and
-the journal holds entries and verifies. The export is left in the demo's folder to be checked
+verified offline as either party would check it; the exit code is 0 only if the sides match, the
+journal holds entries and verifies, and the signed version of the rules is in force. The export is left in the demo's folder to be checked
 again with `crosslink journal verify`; everything else the demo made is removed.
 """
 
@@ -29,10 +31,14 @@ import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
 from crosslink.journal.bundle import verify_file
+from crosslink.journal.versions import MappingVersions, Version, VersionRefused
 from crosslink.lab.embedded_redis import redis_url_or_embedded
 from crosslink.lab.stack import LocalStack
 from crosslink.operations.check import check_link
 from crosslink.operations.journal import export_journal
+from crosslink.operations.mapping import propose
+from schemas.links import Link, find_link, load_links
+from workers.runtime import IN_FORCE_TTL_S
 
 # One step of the story may wait this long for its sync (1 request/s per account is slow).
 STEP_TIMEOUT_S = 90.0
@@ -44,6 +50,20 @@ JOURNAL_EXPORT = "demo-journal.json"
 # People of the example accounts (crosslink/examples/emulator.yaml).
 MARAT, IRINA_CLIENT = 6, 5            # client account
 PAVEL, OLGA, IRINA_PARTNER = 2, 3, 4  # partner account
+# The change of rules both sides sign: the client's label in the mirrors' comment headers, and who
+# approves for each side from now on (the link named nobody: the proposal's approvers count).
+NEW_CLIENT_LABEL = "Client Company"
+APPROVERS = {"partner": f"user:{PAVEL}", "client": f"user:{MARAT}"}
+# The link is set up with version 1 of its rules, so the change the sides sign is version 2.
+SIGNED_VERSION = 2
+# Every worker process reads the version in force anew this often: past it, all run on the new one.
+RULES_SETTLE_S = IN_FORCE_TTL_S + 0.5
+# Where the link's robot keeps the journal's heads and the sides govern the link (workers.anchors),
+# and how its notes there begin (workers.notes).
+RECORD_TASK = f"Crosslink record: {LINK}"
+NOTE_PREFIX = "Crosslink: "
+# The workers' log of what the sides decide on their record tasks (workers.governance).
+GOVERNANCE_LOG = "crosslink.governance"
 
 
 def example(name: str) -> dict[str, Any]:
@@ -73,7 +93,8 @@ class Story:
     def task(self, side: str, number: int) -> dict[str, Any]:
         return next(t for t in self.stack.dumps(LINK)[side] if t["id"] == number)
 
-    def play(self) -> None:
+    def play(self) -> tuple[int, int]:
+        """The people's story; the client's task it is about and its partner copy."""
         world = self.world
         ask = world.create_task("client", {
             "name": "Export the quarterly report to the data warehouse",
@@ -136,6 +157,112 @@ class Story:
                   lambda: (world.update_task("client", ask, {"status": {"id": 12}}, author=MARAT),
                            world.update_task("client", ask, {"status": {"id": 14}}, author=MARAT)),
                   lambda: (self.task("partner", mirror).get("status") or {}).get("id") == 4)
+        return ask, mirror
+
+
+def rules_in_force(stack: LocalStack) -> Version | None:
+    """The version of the demo link's rules in force, as the journal's database has it."""
+    store = stack.journal()
+    try:
+        return MappingVersions(store).active(LINK)
+    finally:
+        store.close()
+
+
+class RulesScene:
+    """The link's rules change as the product lets them (docs/mapping.md): the operator edits
+    links.yaml and proposes it, an approver of each side signs it on the side's record task, and
+    only then does what crosses follow it. STORY is the demo's, for its people and its steps."""
+
+    def __init__(self, story: Story):
+        self.story = story
+        self.stack = story.stack
+        self.world = story.world
+        self.say = story.say
+        self.number = SIGNED_VERSION
+
+    def record_task(self, side: str) -> dict[str, Any]:
+        """SIDE's record task with its comments (a worker makes it when it starts)."""
+        account = find_link(self.stack.config, LINK).sides[side].account
+        return next(task for task in self.world.dump_tasks(account) if task.get("name") == RECORD_TASK)
+
+    def robot_said(self, side: str, text: str) -> bool:
+        """Whether a note of the link's robot on SIDE's record task says TEXT."""
+        return any((comment.get("description") or "").startswith(NOTE_PREFIX) and text in comment["description"]
+                   for comment in self.record_task(side).get("comments") or [])
+
+    def edit_links(self) -> Link:
+        """The operator's edit of the stack's links.yaml: the client's new label, and approvers."""
+        path = Path(self.stack.env["CROSSLINK_LINKS"])
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        link = next(item for item in doc["links"] if item["name"] == LINK)
+        link["comments"]["side_labels"]["client"] = NEW_CLIENT_LABEL
+        for side, person in APPROVERS.items():
+            link["sides"][side]["approvers"] = [person]
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        return find_link(load_links(path), LINK)
+
+    def propose(self, link: Link) -> tuple[Version, dict[str, int]]:
+        """`crosslink mapping propose`, against the stack's journal, Redis and accounts."""
+        store = self.stack.journal()
+        try:
+            version, told = propose(store, link, env=self.stack.env)
+        except VersionRefused as refused:
+            raise RuntimeError(f"the proposal was refused: {refused}") from None
+        finally:
+            store.close()
+        self.number = version.number
+        return version, told
+
+    def approve(self, side: str, person: int) -> None:
+        """PERSON writes "approve vN" on SIDE's record task, from SIDE's account."""
+        self.world.add_comment(side, self.record_task(side)["id"], {"description": f"approve v{self.number}"},
+                               author=person)
+
+    def play(self, ask: int, mirror: int) -> None:
+        """The scene, ending with a client comment on task ASK whose MIRROR shows the new label."""
+        step, said = self.story.step, self.robot_said
+        version, told = step(f"Operator: in links.yaml the client's comment label becomes \"{NEW_CLIENT_LABEL}\" and "
+                             "Pavel and Marat approve for their sides; the change is proposed",
+                             lambda: self.propose(self.edit_links()),
+                             lambda: all(said(side, f"version {self.number} of the link's rules is proposed")
+                                         for side in APPROVERS))
+        self.say(f"  version {version.number} proposed (needs {', '.join(sorted(version.needs))}), posted on both "
+                 f"record tasks: partner #{told['partner']}, client #{told['client']}")
+        step(f"Client: Marat approves version {self.number} on the client's record task",
+             lambda: self.approve("client", MARAT),
+             lambda: said("partner", f"approved version {self.number}"))
+        in_force = rules_in_force(self.stack)
+        self.say(f"  the partner's record task is told; one side's approval changes nothing: version "
+                 f"{in_force.number if in_force else '?'} stays in force")
+        step(f"Partner: Pavel approves version {self.number} on the partner's record task",
+             lambda: self.approve("partner", PAVEL),
+             lambda: all(said(side, f"version {self.number} of the link's rules is in force") for side in APPROVERS))
+        self.say(f"  version {self.number} in force: both record tasks say so")
+        time.sleep(RULES_SETTLE_S)
+        step("Client: Marat comments under the new rules",
+             lambda: self.world.add_comment("client", ask, {
+                 "description": "<p>Thanks, the Q4 export can follow the same way.</p>"}, author=MARAT),
+             lambda: any("Q4 export" in (c.get("description") or "") and f"({NEW_CLIENT_LABEL})" in c["description"]
+                         for c in self.story.task("partner", mirror).get("comments", [])))
+        self.say(f"  its mirror's header on the partner's task reads ({NEW_CLIENT_LABEL})")
+
+
+def rules_verdict(stack: LocalStack, say: Callable[[str], None]) -> bool:
+    """Whether the version both sides signed is the one in force, approved by each side it needed."""
+    try:
+        version = rules_in_force(stack)
+    except SQLAlchemyError as exc:
+        say(f"rules: the versions could not be read: {type(exc).__name__}: {exc}")
+        return False
+    if version is None or version.number != SIGNED_VERSION:
+        say(f"rules: version {version.number if version else 'none'} in force, not version {SIGNED_VERSION}: "
+            "the change was NOT approved by both sides")
+        return False
+    approvals = version.approvals()
+    who = ", ".join(f"{side} by {approvals[side].person}" for side in sorted(approvals))
+    say(f"rules: version {version.number} in force, approved by both sides ({who})")
+    return True
 
 
 def journal_verdict(stack: LocalStack, out: Path, say: Callable[[str], None]) -> bool:
@@ -165,8 +292,8 @@ def journal_verdict(stack: LocalStack, out: Path, say: Callable[[str], None]) ->
 
 
 def verdict(stack: LocalStack, workdir: Path, say: Callable[[str], None]) -> bool:
-    """Both sides checked under the link's rules, each account's requests against its limit, and
-    the journal exported and verified: True when all hold."""
+    """Both sides checked under the link's rules, each account's requests against its limit, the
+    journal exported and verified, and the signed rules in force: True when all hold."""
     result = check_link(stack.config.links[0], stack.dumps(LINK))
     say("")
     say(f"Check: {result.pairs} task pairs, {result.comments} comments mirrored, "
@@ -179,11 +306,14 @@ def verdict(stack: LocalStack, workdir: Path, say: Callable[[str], None]) -> boo
             f"{len(stack.world.violations(account))} over the limit")
     violations = sum(len(stack.world.violations(account)) for account in ("partner", "client"))
     journal_ok = journal_verdict(stack, workdir / JOURNAL_EXPORT, say)
+    rules_ok = rules_verdict(stack, say)
     matched = result.ok and violations == 0
     say("Both sides match." if matched else "The sides do NOT match.")
     if not journal_ok:
         say("The journal does NOT hold a verified record of what crossed.")
-    return matched and journal_ok
+    if not rules_ok:
+        say("The rules both sides signed are NOT in force.")
+    return matched and journal_ok and rules_ok
 
 
 def run_demo(verbose: bool = True) -> int:
@@ -199,6 +329,8 @@ def run_demo(verbose: bool = True) -> int:
         message = record.get("msg", "")
         if message.startswith("synced:"):
             say("  ↻ " + message[len("synced: "):])
+        elif record.get("logger") == GOVERNANCE_LOG:
+            say(f"  ✓ {message}")   # a side's word on its link, logged as a warning to stand out
         elif record.get("level") in ("warning", "error"):
             say(f"  ! {message}")
 
@@ -215,7 +347,9 @@ def run_demo(verbose: bool = True) -> int:
         stack.backfill(LINK)
         if not stack.wait_quiet(STEP_TIMEOUT_S * 2):
             raise TimeoutError("the backfill did not finish")
-        Story(stack, say).play()
+        story = Story(stack, say)
+        ask, mirror = story.play()
+        RulesScene(story).play(ask, mirror)
         return 0 if verdict(stack, workdir, say) else 1
     except (TimeoutError, RuntimeError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """The README's first command: `crosslink demo` runs on its embedded default and ends in a match,
-with the link's journal exported and verified."""
+with the link's journal exported and verified and a new version of its rules, signed by both
+sides, in force."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def test_demo_runs_without_a_system_redis_and_both_sides_match(tmp_path):
     assert "Both sides match." in done.stdout
     assert "0 lost, 0 duplicated" in done.stdout
     assert ", 0 over the limit" in done.stdout and "at most 1 in any second" in done.stdout
+    # The rules change as the product lets them: proposed, one side's word changes nothing, both in force.
+    assert "version 2 proposed (needs client, partner), posted on both record tasks" in done.stdout
+    assert "one side's approval changes nothing: version 1 stays in force" in done.stdout
+    assert "version 2 in force: both record tasks say so" in done.stdout
+    assert "its mirror's header on the partner's task reads (Client Company)" in done.stdout
+    assert "rules: version 2 in force, approved by both sides (client by user:6, partner by user:2)" in done.stdout
 
     journal = _JOURNAL_LINE.search(done.stdout)
     assert journal, done.stdout[-3000:]
