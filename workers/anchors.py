@@ -230,8 +230,9 @@ def post_anchor(parts: AnchorParts, link: Link, reason: str) -> Anchoring:
         try:
             anchor = _post_side(parts, link, side, head, reason)
         except (PlanfixError, LeaseBusy) as exc:
-            log.warning("journal head not anchored in the %s account: %s", side, exc,
-                        extra={"link": link.name, "side": side})
+            # The job tries the side again (anchor_job), and says so only if it never could.
+            log.info("journal head not anchored in the %s account yet: %s", side, exc,
+                     extra={"link": link.name, "side": side})
             result.failures[side] = exc
             continue
         result.anchors.append(anchor)
