@@ -7,10 +7,12 @@ before each test that asks for it.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
+import sqlalchemy as sa
 
 from crosslink.lab.embedded_redis import EmbeddedRedis
 
@@ -121,3 +123,26 @@ def emulator_server(emulator_world):
     """emulator_world served on loopback (a free port), stopped after the test."""
     with EmulatorServer(emulator_world) as server:
         yield server
+
+
+# The machine's PostgreSQL server (trust auth): tests that need one make a database of their own.
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of the test's own, dropped after it; skipped where no server answers."""
+    name = f"crosslink_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES + "postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(exc).__name__})")
+    try:
+        yield POSTGRES + name
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

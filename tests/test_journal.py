@@ -54,7 +54,6 @@ LINK = "demo"
 RULES = "7" * 64
 MUTATIONS = 1200
 # The machine's PostgreSQL (trust auth); tests create a database of their own and drop it.
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/"
 
 
 def make_chain(n: int, rng: random.Random) -> list[Entry]:
@@ -258,24 +257,6 @@ def test_the_sqlite_store_keeps_one_unbroken_chain_per_link_under_concurrent_app
         assert reopened.head(LINK)[0] == 80
     finally:
         reopened.close()
-
-
-@pytest.fixture
-def postgres_url():
-    name = f"crosslink_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES + "postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 to test the journal on ({type(exc).__name__})")
-    try:
-        yield POSTGRES + name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_the_postgresql_store_keeps_one_unbroken_chain_per_link_under_concurrent_appends(postgres_url):

@@ -13,11 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
 
 from crosslink.base.settings import get_settings
@@ -31,7 +29,6 @@ from schemas.links import Link, Scope, SendControls, load_links
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "crosslink" / "examples" / "links.yaml"
 LINK = load_links(EXAMPLE).links[0]
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/"
 # The approvers version 2 names: with it in force, they decide for their sides.
 GOVERNED = dataclasses.replace(LINK, sides={
     "partner": dataclasses.replace(LINK.sides["partner"], approvers=("user:2",)),
@@ -50,24 +47,6 @@ def remapped(link: Link, client_status: int) -> Link:
 @pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'journal.sqlite3'}"
-
-
-@pytest.fixture
-def postgres_url():
-    name = f"crosslink_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES + "postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({type(exc).__name__})")
-    try:
-        yield POSTGRES + name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
