@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 
 import pytest
 
-from crosslink.base.logs import configure, redact, register_secret
+from crosslink.base.logs import JsonFormatter, TextFormatter, configure, redact, register_secret
 
 
 def test_registered_secret_is_masked_everywhere():
@@ -66,3 +67,16 @@ def test_context_providers_fill_what_a_line_does_not_say_and_never_break_logging
     assert line["job"] == "job-42"
     assert line["link"] == "acme"  # what the code said wins over the provider
     assert "password" not in line
+
+
+def test_every_line_says_when_in_utc_to_the_millisecond(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Vladivostok")   # a machine far from UTC
+    time.tzset()
+    record = logging.LogRecord("crosslink.test", logging.INFO, __file__, 1, "hello", None, None)
+    record.created = 1796619000.25                 # 2026-12-07T04:50:00.250 UTC
+    try:
+        assert json.loads(JsonFormatter().format(record))["ts"] == "2026-12-07T04:50:00.250+00:00"
+        assert TextFormatter().format(record).startswith("2026-12-07T04:50:00.250+00:00 INFO")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -18,6 +18,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 REDACTED = "***"
@@ -87,10 +88,15 @@ class ContextFilter(logging.Filter):
         return True
 
 
+def utc_time(record: logging.LogRecord) -> str:
+    """When RECORD was made: UTC, ISO 8601, to the millisecond, whatever the machine's zone."""
+    return datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "ts": utc_time(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -108,7 +114,7 @@ class TextFormatter(logging.Formatter):
         context = " ".join(
             f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if hasattr(record, name)
         )
-        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()}"
+        base = f"{utc_time(record)} {record.levelname:<7} {record.getMessage()}"
         if context:
             base += f"  [{context}]"
         if record.exc_text:

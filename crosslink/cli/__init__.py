@@ -110,7 +110,8 @@ def worker(ctx: click.Context, concurrency: int) -> None:
 @click.option("--config", "links_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--concurrency", "-c", default=4, show_default=True, type=int)
 def run(links_path: str, concurrency: int) -> None:
-    """Start the producer and a worker for real accounts (Redis from REDIS_URL)."""
+    """Start the producer, a worker and the beat (the poller's and the daily anchor's schedule)
+    for real accounts, with the settings in ./.env and the environment (Redis from REDIS_URL)."""
     sys.exit(run_services(links_path, concurrency))
 
 

@@ -350,7 +350,7 @@ def run_demo(verbose: bool = True) -> int:
         story = Story(stack, say)
         ask, mirror = story.play()
         RulesScene(story).play(ask, mirror)
-        return 0 if verdict(stack, workdir, say) else 1
+        return 0 if verdict(stack, workdir, print) else 1   # the verdict, even when quiet
     except (TimeoutError, RuntimeError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1

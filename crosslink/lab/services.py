@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from dotenv import dotenv_values
 
 from crosslink.base.settings import get_settings
 from crosslink.lab.embedded_redis import free_port
@@ -179,9 +180,11 @@ class ProducerProcess:
 
 
 def run_services(links_path: str, concurrency: int) -> int:
-    """`crosslink run`: producer, one worker and the reconciliation scheduler as child
-    processes until interrupted (a second `run` elsewhere is harmless: polls take turns)."""
-    env = {**os.environ, "CROSSLINK_LINKS": str(Path(links_path).resolve())}
+    """`crosslink run`: producer, one worker and the beat (the poller's and the daily anchor's
+    schedule) as child processes until interrupted (a second `run` elsewhere is harmless: polls
+    take turns). The settings in ./.env count as compose counts them: the environment wins."""
+    dotenv = {key: value for key, value in dotenv_values(".env").items() if value is not None}
+    env = {**dotenv, **os.environ, "CROSSLINK_LINKS": str(Path(links_path).resolve())}
     children = [
         subprocess.Popen([sys.executable, "-m", "crosslink.cli", "producer"], env=env),
         subprocess.Popen([sys.executable, "-m", "crosslink.cli", "worker", "-c", str(concurrency)], env=env),
