@@ -1,7 +1,9 @@
-"""`crosslink journal`: show a link's record of what crossed, export it, verify an export.
+"""`crosslink journal`: show a link's record of what crossed, export it, verify an export, audit
+it against both accounts.
 
 What the journal is lives in crosslink/journal; the commands parse their options, call
-crosslink/operations/journal.py (verify: crosslink.journal.bundle, offline) and print.
+crosslink/operations/journal.py (verify: crosslink.journal.bundle, offline; audit:
+crosslink/operations/journal_audit.py) and print.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from pathlib import Path
 
 import click
 
+from crosslink.cli.options import link_named
 from crosslink.journal.bundle import verify_file
 from crosslink.operations.journal import entry_line, export_journal, item_history, open_journal
+from crosslink.operations.journal_audit import audit_deployment
+from planfix.errors import PlanfixError
 
 
 @click.group("journal")
@@ -72,3 +77,24 @@ def verify(bundle: Path) -> None:
     head = check.chain.head or (0, "-")
     click.echo(f"{bundle}: OK, link {check.link}, {check.chain.entries} entries, head {head[0]} {head[1]}, "
                f"checked in {took:.2f} s")
+
+
+@journal.command("audit")
+@click.option("--link", "link_name", required=True)
+@click.option("--config", "links_path", default=None, help="links.yaml (default CROSSLINK_LINKS)")
+@click.option("--json", "as_json", is_flag=True, help="the report as one JSON object")
+def audit(link_name: str, links_path: str | None, as_json: bool) -> None:
+    """Hold the journal against both accounts: exit 1 when a mirror or note has no entry, an
+    entry's target is not there, or the chain is broken (targets people deleted are listed apart)."""
+    link = link_named(link_name, links_path)
+    try:
+        report = audit_deployment(link, links_path)
+    except PlanfixError as exc:
+        raise click.ClickException(f"reading Planfix failed: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
+    else:
+        for finding in report.findings:
+            click.echo(str(finding))
+        click.echo(report.summary())
+    sys.exit(0 if report.ok else 1)
