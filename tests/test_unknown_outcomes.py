@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from crosslink.journal.store import Journal
 from crosslink.lab.demo import example
 from crosslink.lab.stack import integration_token
 from planfix.client import PlanfixClient
@@ -27,8 +28,9 @@ from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
 from planfix.http import Http
 from schemas.links import load_links
-from workers.comment_policy import WITHDRAWN_MARK
+from workers.comment_policy import EARLIER_MARK, WITHDRAWN_MARK
 from workers.idempotency import WriteOnce
+from workers.record import Recorder
 from workers.state import LinkState, RunState
 from workers.sync import SideFailure, TaskSync
 
@@ -97,9 +99,16 @@ class Pair:
             for side, conf in self.link.sides.items()}
         self.state = LinkState(redis_client, "demo")
         self.writes = WriteOnce(redis_client)
+        self.journal = Journal(f"sqlite:///{tmp_path / 'journal.sqlite3'}")
+        self.recorder = Recorder(self.journal, self.link)
 
     def sync(self, side: str, number: int):
-        return TaskSync(self.link, side, number, self.clients, self.state, self.writes).run()
+        return TaskSync(self.link, side, number, self.clients, self.state, self.writes,
+                        recorder=self.recorder).run()
+
+    def entries(self, kind: str) -> list:
+        """The journal's entries of KIND, in sequence."""
+        return [entry for entry in self.journal.entries(self.link.name) if entry.kind == kind]
 
     def sync_losing(self, fault: str, target: str, method: str, pattern: str, side: str, number: int):
         """A run whose first TARGET request matching METHOD and PATTERN loses its answer (and so
@@ -132,6 +141,7 @@ def pair(redis_client, tmp_path) -> Iterator[Pair]:
             yield made
             for client in made.clients.values():
                 client.close()
+            made.journal.close()
     finally:
         world.close()
 
@@ -222,7 +232,10 @@ def test_comment_create(pair, fault):
     pair.world.add_comment("partner", number, {"description": "Agreed: the 12th"}, author=PAVEL)
     pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}/comments/$", "partner", number)
     assert [text for text in texts(pair.comments("client", copy_)) if "Agreed: the 12th" in text] != []
-    assert len(pair.comments("client", copy_)) == 1
+    [mirror] = pair.comments("client", copy_)
+    # The mirror the lost answer made is a crossing the journal holds once, and nothing else crossed.
+    assert [entry.target for entry in pair.entries("comment")] == [{"task": copy_, "comment": mirror["id"]}]
+    assert pair.entries("comment version") == []
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
@@ -255,8 +268,14 @@ def test_a_comment_deleted_or_edited_after_its_mirror_was_lost_reaches_the_mirro
     [mirror] = pair.comments("client", copy_)
     if then == "deleted":
         assert WITHDRAWN_MARK in mirror["description"] and "v1" in mirror["description"]
+        then_kind = "withdrawn"
     else:
-        assert "v2" in mirror["description"] and "v1" not in mirror["description"]
+        # v1 crossed with the mirror the lost answer made: it stays, folded below v2.
+        current, earlier = mirror["description"].split(EARLIER_MARK)
+        assert "v2" in current and "v1" not in current and "v1" in earlier
+        then_kind = "comment version"
+    assert [(entry.kind, entry.source["version"]) for entry in pair.entries("comment") + pair.entries(then_kind)] \
+        == [("comment", 1), (then_kind, 1 if then == "deleted" else 2)]
     assert pair.sync("partner", number).outcome == "noop"
 
 
@@ -265,8 +284,10 @@ def test_checklist_item_create(pair, fault):
     number, copy_ = mirrored(pair, "Checklist")
     pair.world.create_checklist_item("partner", number, {"name": "Sign the act"}, author=PAVEL)
     pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}/checklist$", "partner", number)
-    items = pair.world.list_checklist("client", copy_, {"fields": "name,isDone"})
+    items = pair.world.list_checklist("client", copy_, {"fields": "id,name,isDone"})
     assert [(item["name"], item["isDone"]) for item in items] == [("Sign the act", False)]
+    # The item the lost answer made is found, and recorded as the crossing it was.
+    assert [entry.target for entry in pair.entries("checklist item")] == [{"task": copy_, "item": items[0]["id"]}]
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
