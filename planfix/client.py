@@ -366,11 +366,11 @@ class PlanfixClient:
         _, payload = self._write("POST", "/task/", "POST /task/", json_body=dict(body))
         return self._new_id(payload, "POST /task/")
 
-    def update_task(self, number: int, body: Mapping[str, Any], silent: bool = False) -> WriteOutcome:
-        """POST /task/{id}: only the fields sent change (status too: there is no status endpoint)."""
-        params = {"silent": "true"} if silent else None
-        status, payload = self._write("POST", f"/task/{int(number)}", "POST /task/{id}",
-                                      params=params, json_body=dict(body))
+    def update_task(self, number: int, body: Mapping[str, Any]) -> WriteOutcome:
+        """POST /task/{id}: only the fields sent change (status too: there is no status endpoint).
+        Never silent (no write of ours is): Planfix keeps silent changes out of the task's
+        history, which is what people on either side check when they disagree."""
+        status, payload = self._write("POST", f"/task/{int(number)}", "POST /task/{id}", json_body=dict(body))
         return write_outcome(status, payload)
 
     def list_tasks(self, filters: Sequence[Mapping[str, Any]] | None = None,
@@ -412,20 +412,15 @@ class PlanfixClient:
         return self._pages(f"/task/{int(number)}/comments/list", "POST /task/{id}/comments/list",
                            body, "comments", page_size)
 
-    def create_comment(self, number: int, body: Mapping[str, Any], silent: bool = False) -> int:
+    def create_comment(self, number: int, body: Mapping[str, Any]) -> int:
         """POST /task/{id}/comments/ -> the new comment's id. Never retried."""
-        params = {"silent": "true"} if silent else None
         operation = "POST /task/{id}/comments/"
-        _, payload = self._write("POST", f"/task/{int(number)}/comments/", operation,
-                                 params=params, json_body=dict(body))
+        _, payload = self._write("POST", f"/task/{int(number)}/comments/", operation, json_body=dict(body))
         return self._new_id(payload, operation)
 
-    def update_comment(self, number: int, comment_id: int, body: Mapping[str, Any],
-                       silent: bool = False) -> WriteOutcome:
-        params = {"silent": "true"} if silent else None
+    def update_comment(self, number: int, comment_id: int, body: Mapping[str, Any]) -> WriteOutcome:
         status, payload = self._write("POST", f"/task/{int(number)}/comments/{int(comment_id)}",
-                                      "POST /task/{id}/comments/{commentId}", params=params,
-                                      json_body=dict(body))
+                                      "POST /task/{id}/comments/{commentId}", json_body=dict(body))
         return write_outcome(status, payload)
 
     def get_comment(self, comment_id: int, fields: str | Iterable[str] = COMMENT_FIELDS) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def exercise(client: PlanfixClient) -> None:
     client.get_task(number, fields=("id", "name", "status", "assignees", "assigner", "project",
                                      "startDateTime", "endDateTime", "sourceObjectId", 100, 101))
     client.update_task(number, {"status": {"id": 2}, "priority": "Urgent", "hasEndDate": False})
-    client.update_task(number, {"status": {"id": 4}}, silent=True)  # forbidden: failures entry
+    client.update_task(number, {"status": {"id": 4}})  # forbidden: failures entry
     list(client.list_tasks(filters=[{"type": 10, "operator": "equal", "value": 2},
                                     {"type": 5, "operator": "equal", "value": 10}],
                            fields="id,name,status", page_size=1))

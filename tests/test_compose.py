@@ -4,8 +4,9 @@ A compose file fails late: a misspelt subcommand or option shows up only when th
 starts, a variable missing from .env.example only when an operator wonders what it does, and a
 demo copy that drifted from the packaged example only when the demo stops syncing. So every
 command a service runs is run here with --help through this venv, every ${VAR} must be documented,
-the services that must not be scaled or evicted are checked, and the demo files are compared with
-what they copy. `docker compose config` runs too where a Docker client exists.
+the services that must not be scaled or evicted are checked, every process that opens the journal
+is pointed at the postgres service, and the demo files are compared with what they copy.
+`docker compose config` runs too where a Docker client exists.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from crosslink.base.settings import Settings
@@ -30,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DEMO = ROOT / "deploy" / "demo"
+DOCKERFILE = ROOT / "Dockerfile"
+PYPROJECT = ROOT / "pyproject.toml"
 EXAMPLES = ROOT / "crosslink" / "examples"
 # Importing the app and parsing arguments takes well under a second; this only stops a hang.
 HELP_TIMEOUT_S = 60
@@ -250,6 +255,74 @@ def test_worker_metrics_listen_on_the_container_network_at_the_port_exposed():
     assert (settings.worker_metrics_host, settings.redis_url) == ("0.0.0.0", "redis://redis:6379/0")
     assert [str(port) for port in worker["expose"]] == [str(settings.worker_metrics_port)]
     assert settings.worker_metrics_port != 0
+
+
+# --- the journal's database -------------------------------------------------------------------
+
+# Crosslink commands that never open the journal: the emulator is Planfix's stand-in.
+NO_JOURNAL = ("emulator",)
+JOURNAL_SERVICES = [name for name, words in COMMANDS if words[0] == "crosslink" and words[1] not in NO_JOURNAL]
+
+
+def environment(service: str) -> dict[str, str]:
+    """SERVICE's environment as compose would give it with no .env."""
+    return {name: interpolate(str(value)) for name, value in services()[service].get("environment", {}).items()}
+
+
+def test_postgres_keeps_its_data_on_a_volume_and_stays_off_the_host():
+    postgres = services()["postgres"]
+    image, _, tag = postgres["image"].partition(":")
+    assert image == "postgres" and tag.split(".")[0].isdigit(), "pin the major: its data directory is per major"
+    mounts = [interpolate(volume).split(":")[:2] for volume in postgres["volumes"]]
+    assert ["postgres-data", "/var/lib/postgresql/data"] in mounts
+    assert "postgres-data" in compose()["volumes"]
+    assert "ports" not in postgres, "the journal's database is for the compose network only"
+
+
+def test_postgres_is_healthy_only_once_its_database_takes_connections():
+    words, database = healthcheck("postgres"), environment("postgres")
+    assert words[0] == "pg_isready"
+    options = dict(zip(words[1:], words[2:]))
+    assert options.get("-h") == "127.0.0.1", "over TCP: the image's init server listens on the socket alone"
+    assert (options.get("-U"), options.get("-d")) == (database["POSTGRES_USER"], database["POSTGRES_DB"])
+
+
+def test_postgres_password_comes_from_env_with_a_local_default():
+    raw = services()["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert used_variables(raw) == {"CROSSLINK_POSTGRES_PASSWORD"}
+    assert interpolate(raw), "without .env the local stack still needs a password"
+
+
+def test_the_journal_is_opened_by_the_crosslink_services():
+    assert {"producer", "worker", "beat"} <= set(JOURNAL_SERVICES)
+
+
+@pytest.mark.parametrize("service", JOURNAL_SERVICES)
+def test_each_crosslink_process_opens_the_journal_in_the_postgres_service(service):
+    url = sa.engine.make_url(Settings.from_env(environment(service)).journal_url)
+    database = environment("postgres")
+    assert (url.drivername, url.host, url.port) == ("postgresql+psycopg", "postgres", 5432)
+    assert (url.username, url.database) == (database["POSTGRES_USER"], database["POSTGRES_DB"])
+    assert url.password == database["POSTGRES_PASSWORD"], "the password must survive the URL (no quoting needed)"
+    assert services()[service]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+
+
+@pytest.mark.parametrize("service", ["redis", "postgres", "flower", "emulator"])
+def test_services_that_never_open_the_journal_are_not_given_its_password(service):
+    assert "CROSSLINK_JOURNAL_URL" not in environment(service)
+
+
+def test_the_image_installs_the_journals_database_driver():
+    """The Dockerfile installs the package with its dependencies (no extras), so the driver the
+    URL names must be one of them; creating an engine imports it without connecting."""
+    dependencies = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["dependencies"]
+    assert any(re.match(r"psycopg(\[|>|=|$)", requirement) for requirement in dependencies), dependencies
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    assert "pip wheel --no-cache-dir --wheel-dir /wheels ." in dockerfile
+    assert re.search(r"pip install .*--find-links /wheels crosslink\b", dockerfile)
+    engine = sa.create_engine(Settings.from_env(environment("worker")).journal_url)
+    assert engine.dialect.driver == "psycopg"
+    engine.dispose()
 
 
 # --- the demo ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crosslink.base.logs import redact
 from crosslink.base.settings import get_settings
 from crosslink.cli import main
 from crosslink.journal.bundle import build_bundle, verify_bundle
@@ -261,6 +262,14 @@ def test_the_postgresql_store_keeps_one_unbroken_chain_per_link_under_concurrent
         _store_keeps_one_unbroken_chain(journal)
     finally:
         journal.close()
+
+
+def test_the_database_password_in_the_url_is_masked_in_logs():
+    """Compose puts the password in CROSSLINK_JOURNAL_URL: an error that repeated it must not log it."""
+    password = f"journal-{uuid.uuid4().hex}"
+    with pytest.raises(sa.exc.OperationalError):
+        Journal(f"postgresql+psycopg://crosslink:{password}@127.0.0.1:1/crosslink?connect_timeout=2")
+    assert password not in redact(f"connection to crosslink:{password}@127.0.0.1 failed")
 
 
 # --- the commands -----------------------------------------------------------------------------

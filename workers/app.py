@@ -8,6 +8,8 @@ Planfix's change filters into sync jobs, so it lives with the producers and is f
 module name, never imported), and carries the beat schedule that ticks it. Any number of
 `crosslink beat` replicas may send the tick: each account's poll takes a per-period turn in
 Redis, so an account is polled once per period however many ticks arrive (producers/tasks.py).
+The schedule also anchors every link's journal daily (workers/anchors.py); a second beat's
+anchor finds the head posted already.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from celery.signals import before_task_publish, setup_logging
 
 from crosslink.base.logs import configure
 from crosslink.base.settings import get_settings
-from crosslink.queue.names import RECONCILE_TICK, STAMP_RECEIVER_UID, SYNC_QUEUE, stamp_enqueue_time
+from crosslink.queue.names import ANCHOR_LINK, RECONCILE_TICK, STAMP_RECEIVER_UID, SYNC_QUEUE, stamp_enqueue_time
 from workers import (
     heartbeat,  # noqa: F401 - its signal receivers record the worker's heartbeat
     telemetry,  # noqa: F401 - its receivers serve /metrics and count sync runs
@@ -40,9 +42,11 @@ def transport_options(visibility_timeout_s: float) -> dict:
 
 
 def make_app(redis_url: str, reconcile_period_s: float = 60.0,
-             visibility_timeout_s: float = VISIBILITY_TIMEOUT_S, reconcile_tick_s: float | None = None) -> Celery:
+             visibility_timeout_s: float = VISIBILITY_TIMEOUT_S, reconcile_tick_s: float | None = None,
+             anchor_period_s: float = 86400.0) -> Celery:
     """The app; its beat ticks the poller every RECONCILE_TICK_S (at most the floor period
-    RECONCILE_PERIOD_S, which the tick carries to the workers)."""
+    RECONCILE_PERIOD_S, which the tick carries to the workers), and posts every link's journal
+    head in both accounts every ANCHOR_PERIOD_S (workers/anchors.py)."""
     tick_s = min(reconcile_tick_s or reconcile_period_s, reconcile_period_s)
     app = Celery("crosslink", broker=redis_url, include=["workers.tasks", "producers.tasks"])
     app.conf.update(
@@ -70,6 +74,13 @@ def make_app(redis_url: str, reconcile_period_s: float = 60.0,
                 # A tick older than a tick is superseded by the next one: drop it unrun.
                 "options": {"queue": SYNC_QUEUE, "expires": tick_s},
             },
+            "crosslink-anchor": {
+                "task": ANCHOR_LINK,
+                "schedule": anchor_period_s,
+                "args": [None, "daily"],
+                # A second beat's anchor finds the head anchored already: it posts nothing.
+                "options": {"queue": SYNC_QUEUE, "expires": anchor_period_s},
+            },
         },
     )
     return app
@@ -78,7 +89,7 @@ def make_app(redis_url: str, reconcile_period_s: float = 60.0,
 before_task_publish.connect(stamp_enqueue_time, weak=False, dispatch_uid=STAMP_RECEIVER_UID)
 
 app = make_app(get_settings().redis_url, get_settings().reconcile_period_s,
-               get_settings().visibility_timeout_s, get_settings().reconcile_tick_s)
+               get_settings().visibility_timeout_s, get_settings().reconcile_tick_s, get_settings().anchor_period_s)
 
 
 @setup_logging.connect

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from schemas.links import Link
+from workers.state import record_source_id
 
 # Always fetched: identification, routing and the registry markers the sync relies on, and the
 # last comment's date (a task that never had a comment needs no comment list: workers.hints).
@@ -165,8 +166,12 @@ def in_scope(link: Link, side: str, task: Mapping[str, Any]) -> bool:
     """Whether SIDE's TASK (raw TaskResponse) belongs to the link.
 
     participant: the user is among the task's participants or assignees. tag: the marker string
-    is a substring of the field's text, or one item of its list value.
+    is a substring of the field's text, or one item of its list value. The link's own record task
+    (workers.anchors), made in the side's create project, is never the link's: not mirrored, not
+    missing a mirror, not drift.
     """
+    if task.get("sourceObjectId") == record_source_id(link.name, side):
+        return False
     scope = link.sides[side].scope
     if scope.kind == "project":
         return ref_id(task.get("project")) == scope.value

@@ -44,6 +44,7 @@ from crosslink.queue.names import (
 from planfix.errors import PlanfixError, Queued, RateLimited, TransientError
 from schemas.links import Link
 from workers import telemetry
+from workers.anchors import RESUMED, SEVERED, send_anchor
 from workers.app import app
 from workers.canonical import task_fields
 from workers.hints import RESUME, Hints
@@ -463,6 +464,7 @@ def _handle_failure(link_name: str, side: str, number: int, attempt: int, failur
             log.error("link side %s severed: %s; events are parked, nothing is deleted",
                       failure.side, decision.reason, extra=context)
             app.send_task(PROBE_LINK, args=[link_name], queue=SYNC_QUEUE, countdown=decision.delay_s)
+            send_anchor(link_name, SEVERED)  # the journal's head, posted where access remains
         state.park({"link": link_name, "side": side, "task": number, "at": time.time()})
         if failure.side != side:
             _tell_of_cut(runtime().link(link_name), side, number, state.severed(), resumed=False)
@@ -513,6 +515,7 @@ def probe(link_name: str) -> str:
             return "severed"
         state.restore(side)
         _record_access(link_name, "resumed", side, {"severed": severed[side], "at": time.time()})
+    send_anchor(link_name, RESUMED)  # the journal's head, posted in both accounts again
     for side, number in state.take_noted_cut():
         _tell_of_cut(link, side, number, severed, resumed=True)
     replayed = set()

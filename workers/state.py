@@ -29,6 +29,8 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
                                  not allow, while the sides stay apart
   crosslink:removed:{link}       "client:7" -> JSON: a paired task its side removed (deleted, trashed,
                                  moved out of scope); its counterpart stays, no longer followed
+  crosslink:record:{link}        side -> number of the link's record task in that side's account, where
+                                 the journal's heads are posted (workers.anchors)
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ MARKER_PREFIX = "crosslink"
 def mirror_source_id(link: str, side: str, kind: str, number: int | str) -> str:
     """The sourceObjectId written on the mirror of (side, kind, number)."""
     return str(uuid.uuid5(MIRROR_NAMESPACE, f"{link}:{side}:{kind}:{number}"))
+
+
+def record_source_id(link: str, side: str) -> str:
+    """The sourceObjectId of LINK's record task in SIDE's account (workers.anchors): how it is found
+    again after a lost answer, and told apart from the link's tasks (workers.canonical.in_scope)."""
+    return mirror_source_id(link, side, "record", "journal")
 
 
 def mirror_marker(link: str, side: str, number: int) -> str:
@@ -319,6 +327,14 @@ class LinkState:
     def removed_tasks(self) -> dict[str, dict[str, Any]]:
         raw = self.redis.hgetall(self.key("removed", self.link))
         return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    # --- the record task, where the journal's heads are posted (workers.anchors) ----------
+    def record_task(self, side: str) -> int | None:
+        value = self.redis.hget(self.key("record", self.link), side)
+        return int(value) if value is not None else None
+
+    def keep_record_task(self, side: str, number: int) -> None:
+        self.redis.hset(self.key("record", self.link), side, number)
 
     def mark_synced(self, at: float, into: redis.client.Pipeline | None = None) -> None:
         """Record the link's last finished run (INTO: as part of that transaction)."""

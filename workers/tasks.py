@@ -2,7 +2,8 @@
 
 `sync_task` syncs one task (a burst's, a re-queued run, a replay: workers.runner), `sync_batch` the
 tasks its link side's lone events left waiting (workers.batch), `probe_link` a severed link's
-access (workers.runner.probe). Every task is named explicitly, acks late and returns nothing
+access (workers.runner.probe), `anchor_link_task` a link's journal head posted in both accounts
+(workers.anchors). Every task is named explicitly, acks late and returns nothing
 anyone waits for; the runners it calls are what tests call directly.
 """
 
@@ -17,8 +18,9 @@ import redis
 from celery import Task
 from celery.exceptions import Reject
 
-from crosslink.queue.names import PROBE_LINK, SYNC_BATCH, SYNC_TASK
+from crosslink.queue.names import ANCHOR_LINK, PROBE_LINK, SYNC_BATCH, SYNC_TASK
 from workers import telemetry
+from workers.anchors import anchor_job
 from workers.app import app
 from workers.batch import sync_side
 from workers.hints import Hints
@@ -55,6 +57,13 @@ def sync_batch(self: Task, link_name: str, side: str) -> str:
 def probe_link(self: Task, link_name: str) -> str:
     """Check a severed link's access; when every side answers, resume from the parked events."""
     return probe(link_name)
+
+
+@app.task(name=ANCHOR_LINK, bind=True, acks_late=True, ignore_result=True)
+def anchor_link_task(self: Task, link_name: str | None, reason: str, attempt: int = 0) -> str:
+    """Post LINK_NAME's journal head (None: every link's) in both accounts, for REASON."""
+    with redis_outage_guard({"link": link_name or "*"}):
+        return anchor_job(link_name, reason, attempt)
 
 
 @contextmanager

@@ -60,11 +60,16 @@ class Settings:
     # Where the journal of what crossed is kept (crosslink/journal): an SQLAlchemy URL, e.g.
     # postgresql+psycopg://user@host/db; empty: an SQLite file beside the links file.
     journal_url: str = ""
+    # How often the journal's head is posted in both accounts of every link (workers/anchors.py),
+    # besides at every sever, resume and rule change: a day, as the issue asks at least.
+    anchor_period_s: float = 86400.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.audit_share < self.reconcile_share <= 1:
             raise ValueError("reconciliation shares must be 0 <= CROSSLINK_AUDIT_SHARE < CROSSLINK_RECONCILE_SHARE "
                              f"<= 1 (the audit's is part of it), got {self.audit_share} and {self.reconcile_share}")
+        if not self.anchor_period_s > 0:
+            raise ValueError(f"CROSSLINK_ANCHOR_PERIOD_S must be > 0, got {self.anchor_period_s}")
         if not self.coalesce_max_s >= 0:
             raise ValueError(f"CROSSLINK_COALESCE_MAX_S must be >= 0 (0 turns coalescing off), "
                              f"got {self.coalesce_max_s}")
@@ -99,6 +104,7 @@ class Settings:
             planfix_timeout_s=float(env.get("CROSSLINK_PLANFIX_TIMEOUT_S", "10")),
             coalesce_max_s=float(env.get("CROSSLINK_COALESCE_MAX_S", "30")),
             journal_url=env.get("CROSSLINK_JOURNAL_URL", ""),
+            anchor_period_s=float(env.get("CROSSLINK_ANCHOR_PERIOD_S", "86400")),
         )
 
 

@@ -1,4 +1,5 @@
-"""`crosslink journal`: show a link's record of what crossed, export it, verify an export, audit
+"""`crosslink journal`: show a link's record of what crossed, export it, anchor its head in both
+accounts now, verify an export (offline, or also against the anchors in the live accounts), audit
 it against both accounts.
 
 What the journal is lives in crosslink/journal; the commands parse their options, call
@@ -17,7 +18,16 @@ import click
 
 from crosslink.cli.options import link_named
 from crosslink.journal.bundle import verify_file
-from crosslink.operations.journal import entry_line, export_journal, item_history, open_journal
+from crosslink.operations.journal import (
+    anchor_now,
+    anchoring_lines,
+    entry_line,
+    export_journal,
+    item_history,
+    live_lines,
+    open_journal,
+    verify_live,
+)
 from crosslink.operations.journal_audit import audit_deployment
 from planfix.errors import PlanfixError
 
@@ -64,10 +74,26 @@ def export(link_name: str, out: Path, links_path: str | None) -> None:
                f"{head['hash']}")
 
 
+@journal.command("anchor")
+@click.option("--link", "link_name", required=True)
+@click.option("--config", "links_path", default=None, help="links.yaml (default CROSSLINK_LINKS)")
+def anchor(link_name: str, links_path: str | None) -> None:
+    """Post the journal's head on the link's record task in both accounts now; exit 1 if a side failed."""
+    link = link_named(link_name, links_path)
+    result = anchor_now(link, links_path)
+    for line in anchoring_lines(link, result):
+        click.echo(line)
+    if result.failures:
+        sys.exit(1)
+
+
 @journal.command("verify")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def verify(bundle: Path) -> None:
-    """Check an exported journal offline; exit 1 naming the first entry that fails."""
+@click.option("--live", is_flag=True, help="also check each anchor against its comment in the live accounts")
+@click.option("--config", "links_path", default=None, help="with --live: links.yaml (default CROSSLINK_LINKS)")
+def verify(bundle: Path, live: bool, links_path: str | None) -> None:
+    """Check an exported journal offline; exit 1 naming the first entry that fails. With --live,
+    then read each anchor back from its account: exit 1 naming the side that differs."""
     started = time.monotonic()
     check = verify_file(bundle)
     took = time.monotonic() - started
@@ -77,6 +103,13 @@ def verify(bundle: Path) -> None:
     head = check.chain.head or (0, "-")
     click.echo(f"{bundle}: OK, link {check.link}, {check.chain.entries} entries, head {head[0]} {head[1]}, "
                f"checked in {took:.2f} s")
+    if not live:
+        return
+    sides = verify_live(bundle, link_named(check.link, links_path))
+    for line in live_lines(sides):
+        click.echo(line)
+    if not all(side.ok for side in sides.values()):
+        sys.exit(1)
 
 
 @journal.command("audit")

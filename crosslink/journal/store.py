@@ -23,6 +23,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 
+from crosslink.base.logs import register_secret
 from crosslink.base.settings import Settings
 from crosslink.journal.chain import Anchor, Entry, next_entry
 
@@ -97,6 +98,9 @@ class Journal:
 
     def __init__(self, url: str):
         self.url = sa.engine.make_url(url)
+        # The URL carries the database's password (compose's CROSSLINK_JOURNAL_URL): the log
+        # filter masks it wherever an error message would repeat it.
+        register_secret(self.url.password)
         self.engine = _engine(url)
         self.migrate()
 
@@ -151,9 +155,25 @@ class Journal:
         with self.engine.connect() as connection:
             return [_entry(row) for row in connection.execute(query).mappings()]
 
-    def add_anchor(self, anchor: Anchor) -> None:
+    def latest(self, link: str, kind: str) -> Entry | None:
+        """LINK's last entry of KIND (the rules in force: "mapping version"), or None."""
+        query = (sa.select(entries_table).where(entries_table.c.link == link, entries_table.c.kind == kind)
+                 .order_by(entries_table.c.seq.desc()).limit(1))
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return _entry(row) if row else None
+
+    def add_anchor(self, anchor: Anchor) -> bool:
+        """Store ANCHOR unless the same head is already stored as anchored on its side (a retried
+        anchor job records its comment once); whether it was added."""
+        table = anchors_table
+        same = sa.select(table.c.id).where(table.c.link == anchor.link, table.c.side == anchor.side,
+                                            table.c.seq == anchor.seq, table.c.hash == anchor.hash)
         with self.engine.begin() as connection:
-            connection.execute(anchors_table.insert().values(**anchor.as_dict()))
+            if connection.execute(same).first() is not None:
+                return False
+            connection.execute(table.insert().values(**anchor.as_dict()))
+            return True
 
     def anchors(self, link: str) -> list[Anchor]:
         query = sa.select(anchors_table).where(anchors_table.c.link == link).order_by(anchors_table.c.seq,

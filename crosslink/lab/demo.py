@@ -5,7 +5,10 @@ client's accounts (crosslink/examples/emulator.yaml, Planfix's 1 request/s limit
 producer, and a real Celery worker process, with the scenarios of both accounts calling the
 producer. Then people act in the two accounts' "web UI" and every sync is printed as the worker
 does it. At the end an independent checker (crosslink.operations.check) compares both sides under the
-link's rules; the exit code is 0 only if they match.
+link's rules, and the link's journal (what the worker recorded as it synced) is exported and
+verified offline as either party would check it; the exit code is 0 only if the sides match and
+the journal holds entries and verifies. The export is left in the demo's folder to be checked
+again with `crosslink journal verify`; everything else the demo made is removed.
 """
 
 from __future__ import annotations
@@ -23,16 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy.exc import SQLAlchemyError
 
+from crosslink.journal.bundle import verify_file
 from crosslink.lab.embedded_redis import redis_url_or_embedded
 from crosslink.lab.stack import LocalStack
 from crosslink.operations.check import check_link
+from crosslink.operations.journal import export_journal
 
 # One step of the story may wait this long for its sync (1 request/s per account is slow).
 STEP_TIMEOUT_S = 90.0
 # Back-off and probe delays are shrunk so the demo never sits in a retry for long.
 DEMO_TIME_SCALE = 0.05
 LINK = "demo"
+# The journal's export, kept in the demo's folder when the rest of it is removed.
+JOURNAL_EXPORT = "demo-journal.json"
 # People of the example accounts (crosslink/examples/emulator.yaml).
 MARAT, IRINA_CLIENT = 6, 5            # client account
 PAVEL, OLGA, IRINA_PARTNER = 2, 3, 4  # partner account
@@ -130,6 +138,54 @@ class Story:
                   lambda: (self.task("partner", mirror).get("status") or {}).get("id") == 4)
 
 
+def journal_verdict(stack: LocalStack, out: Path, say: Callable[[str], None]) -> bool:
+    """Export the demo link's journal to OUT and verify the file offline, as either party would;
+    False when it cannot be exported, holds no entry (the worker recorded nothing that crossed)
+    or does not verify."""
+    try:
+        store = stack.journal()
+        try:
+            manifest = export_journal(store, LINK, out)
+        finally:
+            store.close()
+    except (OSError, SQLAlchemyError) as exc:
+        say(f"journal: not exported: {type(exc).__name__}: {exc}")
+        return False
+    check = verify_file(out)
+    if not check.ok:
+        say(f"journal: {manifest['entries']} entries exported to {out}, verification FAILED at {check.first}")
+        return False
+    if check.chain.head is None:
+        say(f"journal: no entries exported to {out}: the worker recorded nothing that crossed")
+        return False
+    seq, digest = check.chain.head
+    say(f"journal: {check.chain.entries} entries, head #{seq} {digest[:12]}, exported to {out}, verified OK")
+    say(f"  check it again: crosslink journal verify {out}")
+    return True
+
+
+def verdict(stack: LocalStack, workdir: Path, say: Callable[[str], None]) -> bool:
+    """Both sides checked under the link's rules, each account's requests against its limit, and
+    the journal exported and verified: True when all hold."""
+    result = check_link(stack.config.links[0], stack.dumps(LINK))
+    say("")
+    say(f"Check: {result.pairs} task pairs, {result.comments} comments mirrored, "
+        f"{result.lost} lost, {result.duplicates} duplicated")
+    for problem in result.problems:
+        say(f"  ✗ {problem}")
+    for account in ("partner", "client"):
+        say(f"  {account}: {len(stack.world.requests(account))} API requests, at most "
+            f"{stack.world.max_requests_in_window(account)} in any second, "
+            f"{len(stack.world.violations(account))} over the limit")
+    violations = sum(len(stack.world.violations(account)) for account in ("partner", "client"))
+    journal_ok = journal_verdict(stack, workdir / JOURNAL_EXPORT, say)
+    matched = result.ok and violations == 0
+    say("Both sides match." if matched else "The sides do NOT match.")
+    if not journal_ok:
+        say("The journal does NOT hold a verified record of what crossed.")
+    return matched and journal_ok
+
+
 def run_demo(verbose: bool = True) -> int:
     say = print if verbose else (lambda _: None)
     redis_url, embedded = redis_url_or_embedded()
@@ -151,7 +207,7 @@ def run_demo(verbose: bool = True) -> int:
     say("Crosslink demo: partner and client accounts on the Planfix emulator (1 request/s each)")
     say(f"Redis: {'embedded at ' + redis_url if embedded else redis_url}")
     stack = LocalStack(example("emulator.yaml"), example("links.yaml"), redis_url=redis_url,
-                       workdir=workdir, time_scale=DEMO_TIME_SCALE, on_line=narrate)
+                       workdir=workdir / "stack", time_scale=DEMO_TIME_SCALE, on_line=narrate)
     try:
         stack.start()
         say(f"Emulator {stack.emulator.url}, producer {stack.producer.url}, 1 Celery worker")
@@ -160,21 +216,7 @@ def run_demo(verbose: bool = True) -> int:
         if not stack.wait_quiet(STEP_TIMEOUT_S * 2):
             raise TimeoutError("the backfill did not finish")
         Story(stack, say).play()
-        result = check_link(stack.config.links[0], stack.dumps(LINK))
-        say("")
-        say(f"Check: {result.pairs} task pairs, {result.comments} comments mirrored, "
-            f"{result.lost} lost, {result.duplicates} duplicated")
-        for problem in result.problems:
-            say(f"  ✗ {problem}")
-        for side, account in (("partner", "partner"), ("client", "client")):
-            log = stack.world.requests(account)
-            say(f"  {account}: {len(log)} API requests, at most "
-                f"{stack.world.max_requests_in_window(account)} in any second, "
-                f"{len(stack.world.violations(account))} over the limit")
-        violations = sum(len(stack.world.violations(a)) for a in ("partner", "client"))
-        ok = result.ok and violations == 0
-        say("Both sides match." if ok else "The sides do NOT match.")
-        return 0 if ok else 1
+        return 0 if verdict(stack, workdir, say) else 1
     except (TimeoutError, RuntimeError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
@@ -182,7 +224,10 @@ def run_demo(verbose: bool = True) -> int:
         stack.stop()
         if embedded is not None:
             embedded.cleanup()
-        shutil.rmtree(workdir, ignore_errors=True)
+        # The stack's files go (its journal among them); the export stays, if there is one.
+        shutil.rmtree(workdir / "stack", ignore_errors=True)
+        if not (workdir / JOURNAL_EXPORT).exists():
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ The demo, the end-to-end tests (and later the chaos suite and the benchmark) all
 thing, so it is built here once: an emulated Planfix with the given accounts, the links pointed at
 it, each side's token and a fresh webhook secret in the environment (never in a file), the
 scenarios each side needs pointed at the producer, and worker OS processes reading the same
-links file.
+links file and writing one journal, an SQLite file in the stack's folder.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ from typing import Any
 import redis
 import yaml
 
+from crosslink.base.settings import Settings
+from crosslink.journal.store import SQLITE_FILE, Journal
 from crosslink.lab.embedded_redis import free_port
 from crosslink.lab.services import ProducerProcess, ProducerServer, WorkerProcess
 from crosslink.operations.backfill import BackfillReport, run_backfill
+from crosslink.operations.journal import open_journal
 from crosslink.queue.enqueue import Enqueuer
 from crosslink.queue.inspect import work_waiting
 from planfix.client import PlanfixClient
@@ -97,6 +100,9 @@ class LocalStack:
             **env,
             "REDIS_URL": self.redis_url,
             "CROSSLINK_LINKS": str(links_path),
+            # Its own journal, named even where it is the default: the workers inherit this
+            # process's environment, and a stack must never append to a deployment's journal.
+            "CROSSLINK_JOURNAL_URL": f"sqlite:///{self.workdir.resolve() / SQLITE_FILE}",
             "CROSSLINK_TIME_SCALE": str(self.time_scale),
             "CROSSLINK_RATE_PER_S": str(rate),
             "CROSSLINK_LOG_JSON": "1",
@@ -177,6 +183,10 @@ class LocalStack:
             store.close()
 
     # --- observing ----------------------------------------------------------------------
+    def journal(self) -> Journal:
+        """The journal the stack's workers write (the caller closes it)."""
+        return open_journal(settings=Settings.from_env(self.env))
+
     def busy(self) -> bool:
         """Anything still to do: scenario requests in flight, jobs queued, waiting or running."""
         assert self.world is not None

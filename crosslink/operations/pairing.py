@@ -129,5 +129,5 @@ def write_marker(link: Link, sides: tuple[str, str], numbers: tuple[int, int], m
     origin_number = numbers[sides.index(origin)]
     clients[marker_on].update_task(number, {
         "sourceObjectId": mirror_source_id(link.name, origin, "task", origin_number),
-        "sourceDataVersion": mirror_marker(link.name, origin, origin_number)}, silent=True)
+        "sourceDataVersion": mirror_marker(link.name, origin, origin_number)})
 

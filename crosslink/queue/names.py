@@ -18,6 +18,9 @@ from typing import Any
 SYNC_TASK = "crosslink.sync.task"
 SYNC_BATCH = "crosslink.sync.batch"
 PROBE_LINK = "crosslink.link.probe"
+# Post a link's journal head in both accounts (workers/anchors.py): daily from beat, at every
+# sever, resume and rule change.
+ANCHOR_LINK = "crosslink.link.anchor"
 SYNC_QUEUE = "crosslink.sync"
 # Celery's message has no publish time, so every job carries one (unix seconds) in this header:
 # `crosslink health worker` reads the oldest queued message's to tell how long it has waited.

@@ -131,8 +131,12 @@ class CommentMirror:
 
     def _crossed(self, kind: str, comment_id: int, counterpart: int, mirror: int, versions: list[dict[str, Any]],
                  author: str, when: str) -> None:
-        """Record in the journal a comment's version (its number, its text's hash) crossing."""
+        """Record in the journal a comment's version (its number, its text's hash) crossing. A
+        first version carried by an update is the comment itself: the run that made its mirror
+        lost the answer, and recorded nothing."""
         version = len(versions)
+        if kind == "comment version" and version == 1:
+            kind = "comment"
         self.ctx.crossed(kind, source={"task": self.number, "comment": comment_id, "version": version},
                          target={"task": counterpart, "comment": mirror},
                          content={"author": author, "when": when, "text": versions[-1]["text"]},

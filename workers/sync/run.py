@@ -230,6 +230,7 @@ class TaskSync:
             target_agreed = self.state.snapshot(other, counterpart)
             pair.target_snapshot = agreed_with_echoes(target_agreed, pair.target_now, target_expected)
             pair.landing = still_to_land(target_expected, pair.target_now, target_agreed)
+            self.writer.record_landed(counterpart, target_expected, pair.target_now, target_agreed)
             # Writes Planfix queued and not landed yet stay expected, whatever this run writes.
             self.writer.expected = entries_of(target_expected, pair.landing)
         return pair

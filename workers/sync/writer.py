@@ -18,7 +18,7 @@ from typing import Any
 from crosslink.journal.chain import content_hash
 from planfix.client import Applied, PartiallyApplied, Queued
 from planfix.errors import TransientError
-from workers.field_diff import with_queued, without_entries
+from workers.field_diff import ALTERNATIVES, QUEUED, changed_fields, with_queued, without_entries
 from workers.idempotency import WriteOnce
 from workers.state import mirror_marker, mirror_source_id
 from workers.sync.context import RunContext
@@ -27,7 +27,7 @@ from workers.sync.views import expected_view
 
 log = logging.getLogger("crosslink.sync")
 
-# The update keys that carry people: an assignee change is an entry of its own in the journal.
+# The canonical keys that carry people: an assignee change is an entry of its own in the journal.
 ASSIGNEE_KEYS = frozenset({"assignees"})
 
 
@@ -85,8 +85,9 @@ class TaskWriter:
                       target_now: Mapping[str, Any] | None) -> dict[str, Any]:
         """Write BODY (the source's FIELDS) to the counterpart, which showed TARGET_NOW; the
         target values it gave, when Planfix applied it (else none: queued, or refused)."""
-        outcome = self.write_update(self.ctx.other, counterpart, body, expected_view(target_now, body))
-        self._crossed_fields(counterpart, body, outcome)
+        values = expected_view(target_now, body)
+        outcome = self.write_update(self.ctx.other, counterpart, body, values)
+        self._crossed(self.ctx.other, counterpart, _taken(values, outcome), _receipt(outcome))
         if isinstance(outcome, Queued):
             self.unconfirmed.update(fields)
             self.expected = with_queued(self.expected, expected_view(target_now, body))
@@ -96,18 +97,30 @@ class TaskWriter:
             return written
         return {}
 
-    def _crossed_fields(self, counterpart: int, body: Mapping[str, Any], outcome: Any) -> None:
-        """Record the fields an update carried to COUNTERPART (assignees on their own): those
-        Planfix took, applied or queued; a field it refused did not cross."""
-        refused = {failure.field for failure in outcome.failures} if isinstance(outcome, PartiallyApplied) else set()
-        taken = {key: value for key, value in body.items() if key not in refused}
-        for kind, keys in (("field change", sorted(set(taken) - ASSIGNEE_KEYS)),
-                           ("assignee", sorted(set(taken) & ASSIGNEE_KEYS))):
-            if keys:
-                carried = {key: taken[key] for key in keys}
-                self.ctx.crossed(kind, source={"task": self.ctx.number, "version": self.ctx.version, "fields": keys},
-                                 target={"task": counterpart}, content=carried,
-                                 key=f"{self.ctx.side}:{self.ctx.number}:{self.ctx.version}:{content_hash(carried)}")
+    def record_landed(self, counterpart: int, expected: Mapping[str, Any], target_now: Mapping[str, Any] | None,
+                      agreed: Mapping[str, Any] | None) -> None:
+        """Record the writes of ours that COUNTERPART shows (TARGET_NOW) though nothing agreed on
+        them yet (EXPECTED, AGREED): a run before this one sent them and lost the answer, so it
+        recorded nothing. Once each: the key is the one the answer would have recorded them by."""
+        if target_now is None:
+            return
+        landed = {key: value for key, value in expected.items()
+                  if not key.startswith((QUEUED, ALTERNATIVES)) and key in target_now
+                  and not changed_fields({key: value}, {key: target_now[key]})
+                  and changed_fields({key: value}, {key: (agreed or {}).get(key)})}
+        self._crossed(self.ctx.other, counterpart, landed, "found applied")
+
+    def _crossed(self, side: str, number: int, values: Mapping[str, Any], receipt: str) -> None:
+        """Record each of VALUES (canonical, by key) that crossed to SIDE's task NUMBER: a status
+        (the run's counterpart's, or the run's own task's moved as the other side's change
+        calls for), an assignee change, any other field; RECEIPT says how Planfix took it."""
+        ctx = self.ctx
+        origin = ctx.side if side == ctx.other else ctx.other
+        for key, value in values.items():
+            kind = "status" if key == "status" else "assignee" if key in ASSIGNEE_KEYS else "field change"
+            ctx.crossed(kind, side=origin, source={"task": ctx.number, "version": ctx.version, "field": key},
+                        target={"task": number, "outcome": receipt}, content={key: value},
+                        key=f"{ctx.side}:{ctx.number}:{ctx.version}:{side}:{number}:{key}:{content_hash(value)}")
 
     def write_update(self, side: str, number: int, body: dict[str, Any], values: Mapping[str, Any]) -> Any:
         outcome = self._update(side, number, body, values)
@@ -126,7 +139,7 @@ class TaskWriter:
         """True when the move is seen applied. A queued (202) move is not: the next step of a
         path depends on it, and the read-back run plans the rest from what Planfix then shows."""
         outcome = self._update(side, number, {"status": {"id": status}}, {"status": status})
-        self._crossed_status(side, number, status, outcome)
+        self._crossed(side, number, _taken({"status": status}, outcome), _receipt(outcome))
         if not isinstance(outcome, Applied):
             self.read_back = True
         if isinstance(outcome, PartiallyApplied):
@@ -143,17 +156,6 @@ class TaskWriter:
         if side == self.ctx.other:
             self.applied({"status": status})
         return isinstance(outcome, (Applied, PartiallyApplied))
-
-    def _crossed_status(self, side: str, number: int, status: int, outcome: Any) -> None:
-        """Record a status move Planfix took (applied or queued) on SIDE's task NUMBER: the run's
-        counterpart, or the run's own task moved as the other side's change calls for."""
-        if isinstance(outcome, PartiallyApplied) and any(f.field == "status" for f in outcome.failures):
-            return
-        ctx = self.ctx
-        origin = ctx.side if side == ctx.other else ctx.other
-        self.ctx.crossed("status", side=origin, source={"task": ctx.number, "version": ctx.version},
-                         target={"task": number, "status": status}, content={"status": status},
-                         key=f"{ctx.side}:{ctx.number}:{ctx.version}:{side}:{number}:{status}")
 
     def applied(self, values: Mapping[str, Any]) -> None:
         """A write of VALUES to the counterpart was applied, not queued: the task was not locked,
@@ -176,3 +178,18 @@ class TaskWriter:
             if not isinstance(failure.error, TransientError):
                 self.ctx.state.withdraw_ahead(side, number, before)
             raise
+
+
+def _taken(values: Mapping[str, Any], outcome: Any) -> dict[str, Any]:
+    """VALUES (canonical, by key) less those of the fields Planfix refused in OUTCOME."""
+    refused = {failure.field for failure in outcome.failures} if isinstance(outcome, PartiallyApplied) else set()
+    return {key: value for key, value in values.items()
+            if key not in refused and key.removeprefix("cf:") not in refused}
+
+
+def _receipt(outcome: Any) -> str:
+    """How Planfix took a write, as its journal entry says: applied, queued (202: it applies it
+    once the task is free), or applied but for some fields."""
+    if isinstance(outcome, Queued):
+        return "queued"
+    return "partly applied" if isinstance(outcome, PartiallyApplied) else "applied"
