@@ -331,6 +331,8 @@ def test_each_crossing_the_log_shows_is_matched_with_its_entry(tmp_path):
 def test_a_crossing_with_no_entry_an_entry_with_no_crossing_and_a_broken_chain_fail_the_check(tmp_path):
     import sqlalchemy as sa
 
+    from crosslink.journal.chain import content_hash
+
     env = journal_world(tmp_path)
     try:
         rest = env.rest
@@ -342,7 +344,10 @@ def test_a_crossing_with_no_entry_an_entry_with_no_crossing_and_a_broken_chain_f
         record(env, "status", "partner", {"task": 1, "version": "v"}, {"task": task, "status": 13})
         check = check_of(env)
         assert check.missing == [f"task created client1 {task}"] and check.extra == [f"comment client1 {task} 99"]
-        assert (check.shown_missing, check.shown_extra) == ([f"status client1 {task} 12"], [f"status client1 {task} 13"])
+        # A status is compared by the hash of what its entry holds, {"status": id}.
+        moved = {status: content_hash({"status": status})[:12] for status in (12, 13)}
+        assert (check.shown_missing, check.shown_extra) == ([f"status client1 {task} {moved[12]}"],
+                                                            [f"status client1 {task} {moved[13]}"])
         assert not check.ok and check.chain_ok
         with env.journal.engine.begin() as connection:
             connection.execute(sa.text("UPDATE journal_entries SET content = 'forged' WHERE seq = 1"))
@@ -351,6 +356,40 @@ def test_a_crossing_with_no_entry_an_entry_with_no_crossing_and_a_broken_chain_f
         report = clean_report(journal=check)
         assert not report.ok and "chain FAILED" in report.table() and report.as_dict()["journal"]["missing"] == 1
         assert "(shown, not judged)" in report.table()
+    finally:
+        env.journal.close()
+        env.world.close()
+
+
+def test_fields_one_entry_each_a_status_by_its_content_and_anchors_are_matched(tmp_path):
+    """Entries as the writer records them now (one per field; a status by the hash of
+    {"status": id}) and the anchors (a record task and its comments, kept as the journal's
+    anchors, not entries) meet their writes."""
+    from crosslink.journal.chain import Anchor, content_hash
+    from workers.state import record_source_id
+
+    env = journal_world(tmp_path)
+    try:
+        rest = env.rest
+        task = rest("client1", "/task/", {"name": "[T1] x", "sourceObjectId": "s",
+                                          "sourceDataVersion": "crosslink:chaos1:partner:1"}).json()["id"]
+        rest("client1", f"/task/{task}", {"name": "[T1] y", "description": "d"})
+        rest("client1", f"/task/{task}", {"status": {"id": 12}})
+        record_task = rest("client1", "/task/", {"name": "Crosslink record: chaos1",
+                                            "sourceObjectId": record_source_id("chaos1", "client")}).json()["id"]
+        posted = rest("client1", f"/task/{record_task}/comments", {"description": "head", "sourceObjectId": "a"}).json()["id"]
+        created = record(env, "task created", "partner", {"task": 1, "version": "v"}, {"task": task})
+        for name, value in (("name", "[T1] y"), ("description", "d")):
+            record(env, "field change", "partner", {"task": 1, "version": "v", "field": name},
+                   {"task": task, "outcome": "applied"}, content={name: value})
+        record(env, "status", "partner", {"task": 1, "version": "v", "field": "status"},
+               {"task": task, "outcome": "applied"}, content={"status": 12})
+        env.journal.add_anchor(Anchor("chaos1", created.seq, created.hash, "now", "client", record_task, posted))
+        check = check_of(env)
+        assert (check.missing, check.extra, check.shown_missing, check.shown_extra) == ([], [], [], []), check.as_dict()
+        assert check.by_family["anchor"]["crossings"] == 2 and check.by_family["field"]["crossings"] == 2
+        assert check.by_family["status"] == {"crossings": 1, "entries": 1, "missing": 0, "extra": 0}
+        assert content_hash({"status": 12}) == env.journal.entries("chaos1")[-1].content
     finally:
         env.journal.close()
         env.world.close()

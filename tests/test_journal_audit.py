@@ -27,6 +27,7 @@ from planfix.client import PlanfixClient
 from planfix.emulator.server import EmulatorServer
 from planfix.emulator.world import World
 from schemas.links import load_links
+from workers.anchors import SETUP, AnchorParts, anchor_link
 from workers.idempotency import WriteOnce
 from workers.record import Recorder
 from workers.state import LinkState, mirror_marker, mirror_source_id
@@ -62,6 +63,7 @@ def linked(redis_client, redis_url, tmp_path, monkeypatch) -> Iterator[SimpleNam
     journal = Journal(f"sqlite:///{tmp_path / SQLITE_FILE}")
     state, writes, recorder = LinkState(redis_client, link.name), WriteOnce(redis_client), Recorder(journal, link)
     env = SimpleNamespace(world=world, link=link, clients=clients, journal=journal, path=str(path),
+                          anchor=lambda: anchor_link(AnchorParts(clients, writes, state, journal), link, SETUP),
                           sync=lambda side, number: TaskSync(link, side, number, clients, state, writes,
                                                              recorder=recorder).run(),
                           note=lambda side, number, text: post_note(
@@ -108,6 +110,8 @@ def kinds(audit) -> list[tuple[str, str, str]]:
 
 def test_what_the_sync_wrote_and_recorded_passes_the_audit(linked):
     synced_pair(linked)
+    # The head posted on the record tasks: the sync's comments, kept as anchors, not entries.
+    assert linked.anchor().posted == ["partner", "client"]
     audit = audit_journal(linked.link, linked.journal, linked.clients)
     assert audit.ok and audit.findings == [], [str(finding) for finding in audit.findings]
     assert (audit.mirror_tasks, audit.mirror_comments, audit.notes, audit.chain) == (1, 2, 1, "ok")

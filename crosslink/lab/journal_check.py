@@ -19,8 +19,9 @@ Families compared, and how a key is made on each side:
 | note | POST /task/N/comments with no mirror marker: the id made | "note" (posted on its own side): target task, comment |
 | file | POST /file whose copy is attached to a task or comment at the end, with its bytes' SHA-256 | "file": target file, content |
 | checklist item | POST /task/N/checklist (the id made) or /checklist/I | "checklist item": target task, item |
-| field | POST /task/N: each field the world did not refuse | "field change" / "assignee": target task, each source field |
-| status | POST /task/N with only a status | "status": target task and status |
+| field | POST /task/N: each field the world did not refuse, by its canonical key | "field change" / "assignee": target task, source field |
+| status | POST /task/N with only a status: the hash of {"status": id} | "status": target task, content |
+| anchor | POST /task with a record task's sourceObjectId, and comments on that task | the journal's anchors: task, comment |
 | deleted | DELETE /comment/C (the sync never deletes) | (none: always missing) |
 
 Fields and status are compared and shown, not judged (JUDGED): a field or status write whose
@@ -42,14 +43,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from crosslink.journal.chain import Entry, check_chain
+from crosslink.journal.chain import Anchor, Entry, check_chain, content_hash
 from schemas.links import Link
 from workers.comment_policy import EARLIER_MARK, WITHDRAWN_MARK
+from workers.state import record_source_id
 
 FAMILIES = ("task created", "comment", "comment version", "note", "file", "checklist item", "field", "status",
-            "deleted", "other")
+            "anchor", "deleted", "other")
 # The families a run fails on (the module docstring says why fields and status are only shown).
-JUDGED = ("task created", "comment", "comment version", "note", "file", "checklist item", "deleted", "other")
+JUDGED = ("task created", "comment", "comment version", "note", "file", "checklist item", "anchor", "deleted",
+          "other")
+# An update's body keys that are not the canonical field they set (workers.canonical).
+CANONICAL_KEYS = {"startDateTime": "start_date", "hasStartDate": "start_date", "endDateTime": "end_date",
+                  "hasEndDate": "end_date"}
 # Entry kinds that name no crossing: the link's own state, not something written to an account.
 NOT_CROSSINGS = ("severed", "resumed", "mapping version", "anchor")
 # A finding list keeps this many in full (all are counted).
@@ -104,11 +110,18 @@ def robot_ids(links: Iterable[Link]) -> dict[str, set[int]]:
     return robots
 
 
+def record_markers(links: Iterable[Link]) -> set[str]:
+    """The sourceObjectIds of every link's record tasks (workers.anchors), on either side."""
+    return {record_source_id(link.name, side) for link in links for side in link.sides}
+
+
 def logged_crossings(account: str, requests: Iterable[Mapping[str, Any]], robots: set[int],
-                     attached: Mapping[int, str]) -> tuple[set[Key], int]:
+                     attached: Mapping[int, str], records: set[str] = frozenset()) -> tuple[set[Key], int]:
     """The crossings ACCOUNT's request log shows the robot (ROBOTS' ids) made, and the uploads
-    attached nowhere. ATTACHED: the account's files attached to a task or comment, id -> SHA-256."""
+    attached nowhere. ATTACHED: the account's files attached to a task or comment, id -> SHA-256;
+    RECORDS: the record tasks' sourceObjectIds (a record task and its comments are anchors)."""
     crossings: set[Key] = set()
+    record_tasks: set[Any] = set()
     unattached = 0
     for entry in requests:
         write = entry.get("write")
@@ -117,7 +130,12 @@ def logged_crossings(account: str, requests: Iterable[Mapping[str, Any]], robots
         key = _write_key(account, entry["method"], entry["path"], write)
         if key is None:
             continue
-        if key[0] == "file":
+        if key[0] == "task created" and (write.get("body") or {}).get("sourceObjectId") in records:
+            record_tasks.add(key[2])
+            key = ("anchor", account, key[2])
+        elif key[0] in ("comment", "note") and key[2] in record_tasks:
+            key = ("anchor", account, key[2], key[3])
+        elif key[0] == "file":
             if key[2] not in attached:
                 unattached += 1
                 continue
@@ -140,8 +158,8 @@ def _write_key(account: str, method: str, path: str, write: Mapping[str, Any]) -
         refused = set(write.get("failures") or ())
         kept = {key: value for key, value in body.items() if key not in refused}
         if set(body) == {"status"}:
-            return ("status", account, _int(parts[1]), _status(body["status"])) if kept else None
-        return ("field", account, _int(parts[1]), tuple(sorted(kept)))
+            return ("status", account, _int(parts[1]), _status_hash(_status(body["status"]))) if kept else None
+        return ("field", account, _int(parts[1]), tuple(sorted(_canonical_keys(kept))))
     if parts[0] == "task" and len(parts) >= 3 and parts[2] == "comments":
         if len(parts) == 3:
             return ("comment" if body.get("sourceDataVersion") else "note", account, _int(parts[1]), made)
@@ -162,10 +180,15 @@ def _field_keys(key: Key) -> list[Key]:
     return [(family, account, task, name) for name in fields]
 
 
-def recorded_crossings(link: Link, entries: Iterable[Entry]) -> set[Key]:
+def recorded_crossings(link: Link, entries: Iterable[Entry], anchors: Iterable[Anchor] = ()) -> set[Key]:
     """The crossings LINK's journal ENTRIES record, as keys the log's are compared with (an entry
-    of the link's own state, a side severed or resumed, records none)."""
-    return {key for entry in entries if entry.kind not in NOT_CROSSINGS for key in _entry_keys(link, entry)}
+    of the link's own state, a side severed or resumed, records none), and its ANCHORS (each a
+    record task and a comment on it)."""
+    keys = {key for entry in entries if entry.kind not in NOT_CROSSINGS for key in _entry_keys(link, entry)}
+    for anchor in anchors:
+        account = link.sides[anchor.side].account
+        keys |= {("anchor", account, anchor.task), ("anchor", account, anchor.task, anchor.comment)}
+    return keys
 
 
 def _entry_keys(link: Link, entry: Entry) -> list[Key]:
@@ -185,9 +208,13 @@ def _entry_keys(link: Link, entry: Entry) -> list[Key]:
     if entry.kind == "checklist item":
         return [("checklist item", account, task, _int(target.get("item")))]
     if entry.kind in ("field change", "assignee"):
-        return [("field", account, task, name) for name in source.get("fields") or ()]
+        # One field an entry (source "field"), or, as recorded before, the update's ("fields").
+        names = [source["field"]] if source.get("field") else source.get("fields") or ()
+        return [("field", account, task, name) for name in names]
     if entry.kind == "status":
-        return [("status", account, task, _int(target.get("status")))]
+        # The status's hash (content), or, as recorded before, the status the target names.
+        moved = _status_hash(_int(target["status"])) if "status" in target else entry.content
+        return [("status", account, task, moved[:12])]
     return [("other", account, entry.kind, task)]
 
 
@@ -223,17 +250,18 @@ def journal_check(links: list[Link], requests: Mapping[str, list[Mapping[str, An
     """The whole check: REQUESTS and ATTACHED per account (the emulator's log and final files),
     JOURNALS per link (its entries and anchors)."""
     check = JournalCheck()
-    robots = robot_ids(links)
+    robots, records = robot_ids(links), record_markers(links)
     crossings: set[Key] = set()
     for account, logged in requests.items():
         found, unattached = logged_crossings(account, logged, robots.get(account, set()),
-                                             attached.get(account, {}))
+                                             attached.get(account, {}), records)
         crossings |= found
         check.unattached_uploads += unattached
     recorded: set[Key] = set()
     for link in links:
-        recorded |= recorded_crossings(link, journals[link.name][0])
-        check.entries += len(journals[link.name][0])
+        entries, anchors = journals[link.name]
+        recorded |= recorded_crossings(link, entries, anchors)
+        check.entries += len(entries)
     compare(crossings, recorded, check)
     check_chains(links, journals, check)
     return check
@@ -252,3 +280,20 @@ def _int(value: Any) -> int | None:
 
 def _status(value: Any) -> int | None:
     return _int(value.get("id")) if isinstance(value, Mapping) else _int(value)
+
+
+def _status_hash(status: int | None) -> str:
+    """What a status entry holds of a move to STATUS: the hash of its content (its first 12)."""
+    return content_hash({"status": status})[:12]
+
+
+def _canonical_keys(body: Mapping[str, Any]) -> set[str]:
+    """The canonical fields (workers.canonical) an update's BODY sets: a custom field by its id."""
+    keys: set[str] = set()
+    for key, value in body.items():
+        if key == "customFieldData":
+            keys |= {f"cf:{item['field']['id']}" for item in value or ()
+                     if isinstance(item, Mapping) and isinstance(item.get("field"), Mapping)}
+        else:
+            keys.add(CANONICAL_KEYS.get(key, key))
+    return keys
