@@ -91,9 +91,12 @@ class CommentMirror:
                     self._create_comment_mirror(counterpart, comment, author, when)
                     self.report.comments_created += 1
             elif deleted:
-                versions = self._versions(comment_id, text, keep=False)
+                # The text it was deleted with, above what crossed before: an edit no run saw
+                # before the deletion (its webhook dropped) was shown nowhere else.
+                versions = self._versions(comment_id, text)
                 html = render_withdrawn(link, side, self._render(author, when, versions), when)
                 self.gateway.call(other, "update_comment", counterpart, mirror, {"description": html})
+                self.state.save_comment_versions(side, comment_id, versions)
                 self._crossed("withdrawn", comment_id, counterpart, mirror, versions, author, when)
                 self.report.comments_withdrawn += 1
             else:
@@ -104,7 +107,7 @@ class CommentMirror:
         """The comment now reads TEXT: its mirror shows it above the versions it crossed with
         before, unless it shows it already (its versions end with TEXT: the run that wrote it
         saved them only once Planfix took it)."""
-        versions = self._versions(comment_id, text, keep=True)
+        versions = self._versions(comment_id, text)
         if versions == self.state.comment_versions(self.side, comment_id):
             return
         html = self._render(author, when, versions)
@@ -113,14 +116,13 @@ class CommentMirror:
         self._crossed("comment version", comment_id, counterpart, mirror, versions, author, when)
         self.report.comments_updated += 1
 
-    def _versions(self, comment_id: int, text: str, *, keep: bool) -> list[dict[str, Any]]:
-        """The comment's versions as mirrored, oldest first, with TEXT as the last: an edit (KEEP)
-        adds it; a deletion keeps what was mirrored. A comment mirrored before versions were kept
-        starts its list here."""
+    def _versions(self, comment_id: int, text: str) -> list[dict[str, Any]]:
+        """The comment's versions as mirrored, oldest first, with TEXT (as edited, or as deleted)
+        as the last. A comment mirrored before versions were kept starts its list here."""
         versions = self.state.comment_versions(self.side, comment_id)
-        if keep and (not versions or versions[-1]["text"] != text):
+        if not versions or versions[-1]["text"] != text:
             versions.append({"text": text, "at": utc_now()})
-        return versions or [{"text": text, "at": utc_now()}]
+        return versions
 
     def _render(self, author: str, when: str, versions: list[dict[str, Any]]) -> str:
         """The mirror's HTML: the last version, the earlier ones folded below it, each with the
