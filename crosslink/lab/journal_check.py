@@ -24,10 +24,13 @@ Families compared, and how a key is made on each side:
 | anchor | POST /task with a record task's sourceObjectId, and comments on that task | the journal's anchors: task, comment |
 | deleted | DELETE /comment/C (the sync never deletes) | (none: always missing) |
 
-Fields and status are compared and shown, not judged (JUDGED): a field or status write whose
-answer was lost is not written again when the next run finds it landed (plan.differs), and no run
-records it then, so such a crossing has no entry though nothing is wrong with the chain of what
-the sync knew. The families judged are matched exactly by the ids the world made.
+Fields and status are compared and shown, not judged (JUDGED). A field or status write whose
+answer was lost is not written again when the next run finds it landed (plan.differs); the
+writer's next run records it then (TaskWriter.record_landed), but only while nobody agreed on it,
+and a run of the other side that takes the landed value for its echo first agrees on it without
+recording it (quick chaos seed 1: a description written under a closed connection, no entry).
+Until that is recorded too, a run would fail on the sync's bookkeeping, not on anything a person
+lost. The families judged are matched exactly by the ids the world made.
 
 A comment's versions are compared by their number, not their text: a retried edit whose text or
 time stamp differs is the same version crossing again. Fields are compared per (task, field), not
