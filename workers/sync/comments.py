@@ -106,9 +106,12 @@ class CommentMirror:
     def _carry_edit(self, counterpart: int, comment_id: int, mirror: int, text: str, author: str, when: str) -> None:
         """The comment now reads TEXT: its mirror shows it above the versions it crossed with
         before, unless it shows it already (its versions end with TEXT: the run that wrote it
-        saved them only once Planfix took it)."""
+        saved them only once Planfix took it, or, for the first, before it made the mirror it
+        then paired). Shown already, it is recorded all the same, once by its key: the run that
+        wrote it may have been killed before it recorded it (quick chaos seed 1)."""
         versions = self._versions(comment_id, text)
         if versions == self.state.comment_versions(self.side, comment_id):
+            self._crossed("comment version", comment_id, counterpart, mirror, versions, author, when)
             return
         html = self._render(author, when, versions)
         self.gateway.call(self.other, "update_comment", counterpart, mirror, {"description": html})
@@ -207,11 +210,11 @@ class CommentMirror:
         if mirror is None:
             mirror = self._find_comment(counterpart, mirror_source_id(link.name, side, "comment", comment_id))
         if mirror is not None:
-            self.state.pair("comment", side, comment_id, other, mirror)
-            self.state.mark_mirror("comment", other, mirror)
             made = self.state.comment_versions(side, comment_id)[:1] or [{"text": text, "at": utc_now()}]
             self.state.save_comment_versions(side, comment_id, made)
             self._crossed("comment", comment_id, counterpart, mirror, made, author, when)
+            self.state.pair("comment", side, comment_id, other, mirror)
+            self.state.mark_mirror("comment", other, mirror)
         return mirror
 
     def _create_comment_mirror(self, counterpart: int, comment: Mapping[str, Any], author: str,
@@ -238,9 +241,10 @@ class CommentMirror:
             write=lambda: self.gateway.call(other, "create_comment", counterpart, body),
             find_existing=lambda: self._find_comment(counterpart, source_id),
         )
+        # Recorded before it is paired (TaskWriter.create_counterpart says why).
+        self._crossed("comment", comment_id, counterpart, mirror, versions, author, when)
         self.state.pair("comment", side, comment_id, other, mirror)
         self.state.mark_mirror("comment", other, mirror)
-        self._crossed("comment", comment_id, counterpart, mirror, versions, author, when)
 
     def _find_comment(self, counterpart: int, source_id: str) -> int | None:
         """The comment on the counterpart marked SOURCE_ID (only after a lost answer: one list)."""
