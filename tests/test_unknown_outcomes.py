@@ -594,3 +594,33 @@ def test_a_comment_mirror_whose_run_was_killed_before_recording_it_is_recorded_b
     assert len([entry for entry in pair.world.requests("client") if entry["write"]]) == writes_before
     pair.sync("partner", number)
     assert len(pair.recorded("comment")) == 1
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_a_mirror_paired_by_its_own_run_after_a_lost_create_is_recorded_once(pair, fault):
+    """The create's answer lost, the mirror's own run pairs it by its marker before the
+    original's run looks again (quick chaos seed 1): its creation is recorded all the same."""
+    number = partner_task(pair, "Paired from the mirror")
+    pair.transports["client"].arm(fault, "POST", r"/task/$")
+    with pytest.raises(SideFailure):
+        pair.sync("partner", number)
+    [copy_] = pair.client_tasks("Paired from the mirror")
+    pair.sync("client", copy_["id"])
+    pair.sync("partner", number)
+    assert pair.recorded("task created") == [{"task": copy_["id"]}]
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_a_note_whose_answer_was_lost_is_recorded_though_the_retry_no_longer_calls_for_it(pair, fault):
+    """The partner owns the name: its run writes over the client's edit and tells the client in
+    a note. That note's answer is lost; the retry finds the name written and agreed, no contest
+    left to tell of (quick chaos seed 1). The note is found and recorded, once."""
+    number, copy_ = mirrored(pair, "Contested")
+    pair.world.update_task("client", copy_, {"name": "The client's name"}, author=MARAT)
+    pair.world.update_task("partner", number, {"name": "The partner's name"}, author=PAVEL)
+    pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}/comments/$", "partner", number)
+    notes = [comment for comment in pair.comments("client", copy_) if "client's name" in comment["description"]]
+    assert len(notes) == 1
+    assert pair.recorded("note") == [{"task": copy_, "comment": notes[0]["id"]}]
+    pair.sync("partner", number)
+    assert len(pair.recorded("note")) == 1 and pair.state.unsettled_notes([("client", copy_)]) == {}
