@@ -23,6 +23,7 @@ from crosslink.lab.chaos import (
     build_configs,
     client_account,
 )
+from crosslink.lab.journal_check import JournalCheck
 from planfix.emulator.world import World
 from schemas.links import parse_links
 
@@ -121,7 +122,8 @@ def test_hits_and_shares_are_counted_from_the_request_log(tmp_path):
 
 def clean_report(**changes) -> ChaosReport:
     report = ChaosReport(links=1, min_hits=3, converged=True,
-                         fault_shares={"error_500_after_commit": 0.3, "timeout": 0.3})
+                         fault_shares={"error_500_after_commit": 0.3, "timeout": 0.3},
+                         journal=JournalCheck(chains={"chaos1": "ok"}))
     report.fault_hits.update({kind: 3 for kind in EMULATOR_FAULTS})
     for name, value in changes.items():
         setattr(report, name, value)
@@ -136,7 +138,8 @@ def test_a_run_fails_on_a_fault_kind_hit_too_rarely_or_too_thinly():
     assert "SHORT" in short.table() and short.as_dict()["fault_hits_short"] == {"connection_closed": 2}
     thin = clean_report(fault_shares={"error_500_after_commit": MIN_SHARE / 2, "timeout": 0.3})
     assert not thin.ok and list(thin.shares_short) == ["error_500_after_commit"]
-    for verdict in ({"lost": 1}, {"duplicates": 1}, {"unexpected": 1}, {"converged": False}):
+    for verdict in ({"lost": 1}, {"duplicates": 1}, {"unexpected": 1}, {"converged": False}, {"journal": None},
+                    {"journal": JournalCheck(missing=["note client1 3 4"], chains={"chaos1": "ok"})}):
         assert not clean_report(**verdict).ok
 
 
@@ -223,3 +226,170 @@ def test_a_finding_names_the_actions_behind_it_and_the_faults_open_around_them(t
     assert found["faults_around"] == ["timeout"]
     whole = run.attributed(oracle.Finding(oracle.LOST, "client", "chaos1 T1", "task", "no copy"))
     assert len(whole["actions"]) == 3 and whole["faults_around"] == ["timeout"]
+
+
+# -- the journal check: entries against the crossings the emulator's log shows ------------------
+
+def journal_world(tmp_path):
+    """A chaos link's world behind the emulator's app, a journal, and the robot's REST calls."""
+    from starlette.testclient import TestClient
+
+    from crosslink.journal.store import Journal
+    from crosslink.lab.stack import integration_token
+    from planfix.emulator.app import create_app
+
+    plan = ChaosPlan(links=1, events=0, worker_kills=0, redis_restarts=0)
+    emulator, _ = build_configs(plan.links)
+    stack, world = fake_stack(plan)
+    client = TestClient(create_app(world))
+    tokens = {account: integration_token(emulator, account, "user:1") for account in ("partner", "client1")}
+
+    def rest(account, path, body=None, files=None):
+        headers = {"Authorization": f"Bearer {tokens[account]}"}
+        if files is not None:
+            return client.post(f"/{account}/rest{path}", files=files, headers=headers)
+        return client.post(f"/{account}/rest{path}", json=body or {}, headers=headers)
+
+    return SimpleNamespace(world=world, link=stack.config.links[0], rest=rest, client=client,
+                           journal=Journal(f"sqlite:///{tmp_path / 'journal.sqlite3'}"))
+
+
+def check_of(env):
+    from crosslink.lab.journal_check import journal_check
+
+    run = SimpleNamespace(stack=SimpleNamespace(world=env.world))
+    attached = {account: Chaos.attached_files(run, account) for account in ("partner", "client1")}
+    requests = {account: env.world.requests(account) for account in ("partner", "client1")}
+    journals = {env.link.name: (env.journal.entries(env.link.name), env.journal.anchors(env.link.name))}
+    return journal_check([env.link], requests, attached, journals)
+
+
+def record(env, kind, side, source, target, content="x"):
+    from crosslink.journal.chain import content_hash
+
+    return env.journal.append(env.link.name, kind=kind, side=side, source=source, target=target,
+                              content=content if kind == "file" else content_hash(content), rules="r")
+
+
+def test_each_crossing_the_log_shows_is_matched_with_its_entry(tmp_path):
+    """A create applied under a 500 after commit, a comment edit sent twice after a lost answer, a
+    note, a file (its first upload lost and attached nowhere), a checklist item, a status and a
+    field: each one entry, each one crossing; the writes the world refused count for nothing."""
+    import hashlib
+
+    from workers.comment_policy import EARLIER_MARK
+
+    env = journal_world(tmp_path)
+    try:
+        world, rest = env.world, env.rest
+        world.set_faults("client1", error_500_after_commit=1.0)
+        assert rest("client1", "/task/", {"name": "[T1] x", "sourceObjectId": "s",
+                                          "sourceDataVersion": "crosslink:chaos1:partner:1"}).status_code == 500
+        world.set_faults("client1", error_500=1.0)
+        rest("client1", "/task/", {"name": "[T1] never", "sourceObjectId": "s"})  # applied nothing
+        world.set_faults("client1")
+        task = max(world.account("client1").tasks)
+        mirror = rest("client1", f"/task/{task}/comments", {"description": "m", "sourceObjectId": "c",
+                                                            "sourceDataVersion": "crosslink:chaos1:partner:5"}).json()["id"]
+        edit = {"description": f"m2<br><br>{EARLIER_MARK}<i>earlier</i><blockquote>m</blockquote>"}
+        rest("client1", f"/task/{task}/comments/{mirror}", edit)
+        rest("client1", f"/task/{task}/comments/{mirror}", edit)  # the same version again: one crossing
+        world.create_task("partner", {"name": "[T1] x", "project": {"id": 100}}, author=2)  # by a person
+        note = rest("partner", "/task/1/comments", {"description": "note", "sourceObjectId": "n"})
+        lost_copy = rest("client1", "/file", files={"file": ("F1-a.txt", b"bytes")}).json()["id"]
+        copy_id = rest("client1", "/file", files={"file": ("F1-a.txt", b"bytes")}).json()["id"]
+        env.client.post(f"/client1/rest/file/{copy_id}/attach/task?id={task}",
+                        headers={"Authorization": "Bearer chaos-client1-sync"})
+        item = rest("client1", f"/task/{task}/checklist", {"name": "[K1] i"}).json()["id"]
+        rest("client1", f"/task/{task}", {"description": "d", "name": "[T1] y"})
+
+        record(env, "task created", "partner", {"task": 1, "version": "v"}, {"task": task})
+        record(env, "comment", "partner", {"task": 1, "comment": 5, "version": 1}, {"task": task, "comment": mirror})
+        record(env, "comment version", "partner", {"task": 1, "comment": 5, "version": 2},
+               {"task": task, "comment": mirror})
+        record(env, "note", "partner", {"task": 1, "occasion": "o"}, {"task": 1, "comment": note.json()["id"]})
+        record(env, "file", "partner", {"task": 1, "file": 3, "name": "F1-a.txt"}, {"file": copy_id},
+               content=hashlib.sha256(b"bytes").hexdigest())
+        record(env, "checklist item", "partner", {"task": 1, "item": 2, "version": "v"}, {"task": task, "item": item})
+        record(env, "field change", "partner", {"task": 1, "version": "v", "fields": ["description", "name"]},
+               {"task": task})
+        record(env, "severed", "client", {"side": "client"}, {})
+
+        check = check_of(env)
+        assert (check.missing, check.extra, check.chain_ok, check.ok) == ([], [], True, True), check.as_dict()
+        assert check.entries == 8 and check.unattached_uploads == 1 and lost_copy != copy_id
+        assert check.crossings == 6  # task, comment, version, note, file, item (fields: shown, not judged)
+        assert check.by_family["field"] == {"crossings": 2, "entries": 2, "missing": 0, "extra": 0}
+        assert check.line() == "journal: 8 entries, 6 crossings, missing 0, extra 0, chain ok"
+        assert set(check.by_family) == {"task created", "comment", "comment version", "note", "file",
+                                        "checklist item", "field"}
+    finally:
+        env.journal.close()
+        env.world.close()
+
+
+def test_a_crossing_with_no_entry_an_entry_with_no_crossing_and_a_broken_chain_fail_the_check(tmp_path):
+    import sqlalchemy as sa
+
+    from crosslink.journal.chain import content_hash
+
+    env = journal_world(tmp_path)
+    try:
+        rest = env.rest
+        task = rest("client1", "/task/", {"name": "[T1] x", "sourceObjectId": "s",
+                                          "sourceDataVersion": "crosslink:chaos1:partner:1"}).json()["id"]
+        rest("client1", f"/task/{task}", {"status": {"id": 12}})
+        # Recorded, never written: a comment, and a status the task never was moved to.
+        record(env, "comment", "partner", {"task": 1, "comment": 5, "version": 1}, {"task": task, "comment": 99})
+        record(env, "status", "partner", {"task": 1, "version": "v"}, {"task": task, "status": 13})
+        check = check_of(env)
+        assert check.missing == [f"task created client1 {task}"] and check.extra == [f"comment client1 {task} 99"]
+        # A status is compared by the hash of what its entry holds, {"status": id}.
+        moved = {status: content_hash({"status": status})[:12] for status in (12, 13)}
+        assert (check.shown_missing, check.shown_extra) == ([f"status client1 {task} {moved[12]}"],
+                                                            [f"status client1 {task} {moved[13]}"])
+        assert not check.ok and check.chain_ok
+        with env.journal.engine.begin() as connection:
+            connection.execute(sa.text("UPDATE journal_entries SET content = 'forged' WHERE seq = 1"))
+        check = check_of(env)
+        assert not check.chain_ok and "edited" in check.chains["chaos1"]
+        report = clean_report(journal=check)
+        assert not report.ok and "chain FAILED" in report.table() and report.as_dict()["journal"]["missing"] == 1
+        assert "(shown, not judged)" in report.table()
+    finally:
+        env.journal.close()
+        env.world.close()
+
+
+def test_fields_one_entry_each_a_status_by_its_content_and_anchors_are_matched(tmp_path):
+    """Entries as the writer records them now (one per field; a status by the hash of
+    {"status": id}) and the anchors (a record task and its comments, kept as the journal's
+    anchors, not entries) meet their writes."""
+    from crosslink.journal.chain import Anchor, content_hash
+    from workers.state import record_source_id
+
+    env = journal_world(tmp_path)
+    try:
+        rest = env.rest
+        task = rest("client1", "/task/", {"name": "[T1] x", "sourceObjectId": "s",
+                                          "sourceDataVersion": "crosslink:chaos1:partner:1"}).json()["id"]
+        rest("client1", f"/task/{task}", {"name": "[T1] y", "description": "d"})
+        rest("client1", f"/task/{task}", {"status": {"id": 12}})
+        record_task = rest("client1", "/task/", {"name": "Crosslink record: chaos1",
+                                            "sourceObjectId": record_source_id("chaos1", "client")}).json()["id"]
+        posted = rest("client1", f"/task/{record_task}/comments", {"description": "head", "sourceObjectId": "a"}).json()["id"]
+        created = record(env, "task created", "partner", {"task": 1, "version": "v"}, {"task": task})
+        for name, value in (("name", "[T1] y"), ("description", "d")):
+            record(env, "field change", "partner", {"task": 1, "version": "v", "field": name},
+                   {"task": task, "outcome": "applied"}, content={name: value})
+        record(env, "status", "partner", {"task": 1, "version": "v", "field": "status"},
+               {"task": task, "outcome": "applied"}, content={"status": 12})
+        env.journal.add_anchor(Anchor("chaos1", created.seq, created.hash, "now", "client", record_task, posted))
+        check = check_of(env)
+        assert (check.missing, check.extra, check.shown_missing, check.shown_extra) == ([], [], [], []), check.as_dict()
+        assert check.by_family["anchor"]["crossings"] == 2 and check.by_family["field"]["crossings"] == 2
+        assert check.by_family["status"] == {"crossings": 1, "entries": 1, "missing": 0, "extra": 0}
+        assert content_hash({"status": 12}) == env.journal.entries("chaos1")[-1].content
+    finally:
+        env.journal.close()
+        env.world.close()

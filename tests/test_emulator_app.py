@@ -391,6 +391,57 @@ def test_jitter_delays_every_answer_by_at_most_its_bound(emulator_app_client, em
     assert all(entry["fault"] is None for entry in emulator_world.requests("partner"))
 
 
+# -- what each write did, in the request log (a chaos run's journal check reads it) -------------
+
+def _writes(world):
+    return [(entry["path"], entry["fault"], entry["write"]) for entry in world.requests("partner")]
+
+
+def test_the_log_says_which_writes_were_applied_whatever_their_answer(emulator_app_client, emulator_world):
+    """A 500 after commit applied its write, with the id its answer never carried; a plain 500 and
+    a refusal applied nothing; a read is no write."""
+    emulator_world.set_faults("partner", error_500_after_commit=1.0)
+    post(emulator_app_client, "/task/", {"name": "made", "sourceObjectId": "x"})
+    emulator_world.set_faults("partner", error_500=1.0)
+    post(emulator_app_client, "/task/", {"name": "never"})
+    emulator_world.set_faults("partner")
+    post(emulator_app_client, "/task/999/comments/", {"description": "on no task"})
+    post(emulator_app_client, "/task/1", {"name": "renamed", "status": {"id": 77}})
+    emulator_app_client.get(REST + "/task/1", headers=SYNC)
+    logged = _writes(emulator_world)
+    assert logged[0] == ("/task/", "error_500_after_commit", {
+        "body": {"name": "made", "sourceObjectId": "x"}, "applied": True, "queued": None, "id": 2, "failures": []})
+    assert logged[1][2]["applied"] is False and logged[1][2]["id"] is None
+    assert logged[2][2]["applied"] is False
+    assert (logged[3][2]["applied"], logged[3][2]["failures"]) == (True, ["status"])
+    assert logged[4][2] is None
+    assert [task["name"] for task in emulator_world.dump_tasks("partner")] == ["renamed", "made"]
+
+
+def test_a_timed_out_write_is_logged_applied(emulator_app_client, emulator_world):
+    emulator_world.set_faults("partner", timeout=1.0, timeout_s=0.05)
+    post(emulator_app_client, "/task/1/comments/", {"description": "held"})
+    emulator_world.set_faults("partner")
+    assert _writes(emulator_world)[0][2] | {"body": None} == {
+        "body": None, "applied": True, "queued": None, "id": 1, "failures": []}
+
+
+def test_a_202_is_logged_applied_only_once_it_lands(emulator_app_client, emulator_world):
+    emulator_world.set_faults("partner", lost_202=1.0)
+    post(emulator_app_client, "/task/1", {"name": "dropped"})
+    emulator_world.set_faults("partner", busy_202=1.0, busy_delay_s=0.2)
+    post(emulator_app_client, "/task/1", {"name": "queued"})
+    emulator_world.set_faults("partner")
+    lost, late = (write for _, _, write in _writes(emulator_world))
+    assert (lost["applied"], lost["queued"]) == (False, None)
+    assert (late["applied"], late["queued"]) == (False, "busy_202")
+    deadline = time.monotonic() + 3
+    while not _writes(emulator_world)[1][2]["applied"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _writes(emulator_world)[1][2]["applied"] is True
+    assert emulator_world.get_task("partner", 1, "name")["name"] == "queued"
+
+
 @pytest.fixture
 def served(emulator_world):
     """The emulator behind a real uvicorn server: what a broken connection looks like depends on it."""

@@ -80,8 +80,10 @@ def perfect_dumps(expected, *, withdrawn_mirror_for_unsynced=True):
             tasks[comment.side]["comments"].append({"description": comment.text, "isDeleted": comment.deleted,
                                                     "owner": {"id": comment.author}})
             if comment.mirrored:
+                # Every version the person wrote crossed: the earlier ones folded below the last.
+                earlier = [(old, f"05-12-2026 10:0{n}") for n, old in enumerate(comment.texts[:-1])]
                 text = render_mirror(LINK, comment.side, NAMES[comment.side][comment.author], "05-12-2026 10:00",
-                                     comment.text)
+                                     comment.text, earlier)
                 if comment.deleted:
                     if not withdrawn_mirror_for_unsynced:
                         continue
@@ -270,6 +272,50 @@ def mirror_of(dumps, key):
 def test_every_way_a_comment_can_be_wrong_is_seen(mutate, found):
     verdict = verdict_of(COMMENTED, mutate=mutate)
     assert kinds(verdict) == sorted(found), [str(finding) for finding in verdict.findings]
+
+
+EDITED = [create(1, "partner", "T1"),
+          act(2, "client", COMMENT, "T1", comment="C1", text="[C1] first"),
+          act(3, "client", COMMENT_EDIT, "T1", comment="C1", text="[C1] second"),
+          act(4, "client", COMMENT_EDIT, "T1", comment="C1", text="[C1] third"),
+          act(5, "client", COMMENT_EDIT, "T1", comment="C1", text="[C1] final")]
+
+
+def with_versions(current, *earlier):
+    """A dump mutation: C1's mirror showing CURRENT, with EARLIER folded below it (oldest first)."""
+    def mutate(dumps):
+        mirror_of(dumps, "C1")["description"] = render_mirror(
+            LINK, "client", "Marat Analyst", "05-12-2026 10:00", current,
+            [(text, f"05-12-2026 10:0{n}") for n, text in enumerate(earlier)])
+    return mutate
+
+
+@pytest.mark.parametrize("current, earlier", [
+    ("[C1] final", ["[C1] first", "[C1] second", "[C1] third"]),  # every version
+    ("[C1] final", ["[C1] first", "[C1] third"]),                 # one the sync never saw
+    ("[C1] final", ["[C1] second"]),
+    ("[C1] final", []),                                           # only ever saw the last
+])
+def test_a_mirror_may_fold_any_earlier_versions_in_the_order_they_were_written(current, earlier):
+    verdict = verdict_of(EDITED, mutate=with_versions(current, *earlier))
+    assert verdict.ok, [str(finding) for finding in verdict.findings]
+
+
+@pytest.mark.parametrize("current, earlier, found", [
+    # out of order: the newer folded deeper than the older
+    ("[C1] final", ["[C1] third", "[C1] first"], [(LOST, "partner", "mirror of C1")]),
+    # one version twice
+    ("[C1] final", ["[C1] first", "[C1] first"], [(LOST, "partner", "mirror of C1")]),
+    # the final text folded as an earlier version of itself
+    ("[C1] final", ["[C1] second", "[C1] final"], [(LOST, "partner", "mirror of C1")]),
+    # the final text only below, an older one on top
+    ("[C1] third", ["[C1] first", "[C1] final"], [(LOST, "partner", "mirror of C1")]),
+    # a version no person wrote
+    ("[C1] final", ["[C1] first", "[C1] made up"], [(UNEXPECTED, "partner", "mirror of C1")]),
+])
+def test_a_mirror_whose_earlier_versions_are_invented_or_out_of_order_is_judged(current, earlier, found):
+    verdict = verdict_of(EDITED, mutate=with_versions(current, *earlier))
+    assert kinds(verdict) == found, [str(finding) for finding in verdict.findings]
 
 
 def test_a_mirror_on_a_duplicate_task_counts_the_task_twice_and_the_mirror_as_misplaced():

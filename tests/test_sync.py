@@ -22,6 +22,7 @@ from planfix.emulator.world import World
 from planfix.errors import AccessDenied, InvalidRequest, RateLimited, TransientError
 from schemas.links import load_links
 from workers.canonical import canonical_task, task_fields
+from workers.comment_policy import EARLIER_MARK, WITHDRAWN_MARK
 from workers.field_diff import QUEUED
 from workers.hints import Hints
 from workers.idempotency import WriteOnce
@@ -297,6 +298,22 @@ def test_a_comment_event_reads_that_comment_and_writes_its_mirror(pair):
     comment = pair.world.add_comment("partner", number, {"description": "<p>hello</p>"}, author=PAVEL)
     report, calls = spent(pair, lambda: pair.sync("partner", number, Hints(full=False, comments=(comment,))))
     assert report.comments_created == 1 and calls == 2
+
+
+def test_a_comment_edited_then_deleted_before_any_run_saw_the_edit_is_withdrawn_with_its_last_text(pair):
+    """Its webhooks dropped, a person edits a comment and deletes it: the withdrawn mirror says
+    what the comment said when it was deleted, above the version that crossed before (the
+    chaos oracle found a mirror withdrawn with a text its author had replaced)."""
+    number, copy_ = mirrored_task(pair, "Edited then deleted")
+    comment = pair.world.add_comment("partner", number, {"description": "<p>first</p>"}, author=PAVEL)
+    pair.sync("partner", number)
+    pair.world.update_comment("partner", comment, {"description": "<p>last</p>"}, author=PAVEL)
+    pair.world.delete_comment("partner", comment, author=PAVEL)
+    assert pair.sync("partner", number).comments_withdrawn == 1
+    [mirror] = pair.world.list_task_comments("client", copy_, {"fields": "description"})
+    current, earlier = mirror["description"].split(EARLIER_MARK)
+    assert WITHDRAWN_MARK in current and "<p>last</p>" in current and "<p>first</p>" in earlier
+    assert pair.sync("partner", number).outcome == "noop"
 
 
 def test_a_field_edit_reads_no_comments_but_an_unexplained_event_does(pair):

@@ -351,6 +351,26 @@ class LinkState:
     def mark_governed(self, side: str, comment: int) -> None:
         self.redis.sadd(self.key("governed", self.link, side), comment)
 
+    def hold_note(self, side: str, number: int, note: Mapping[str, Any]) -> None:
+        """NOTE (its text and occasion) was sent to SIDE's task NUMBER and its answer lost: kept
+        until a run of the task's pair settles it (workers.sync.notices.settle_notes)."""
+        held = self.unsettled_notes([(side, number)]).get((side, number), [])
+        if dict(note) not in held:
+            self.redis.hset(self.key("unsettled-notes", self.link), f"{side}:{number}",
+                            json.dumps([*held, dict(note)], sort_keys=True))
+
+    def unsettled_notes(self, places: list[tuple[str, int]]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+        """The notes held (hold_note) on each of PLACES, (side, task) pairs, in one read."""
+        values = self.redis.hmget(self.key("unsettled-notes", self.link), [f"{side}:{number}" for side, number in places])
+        return {place: json.loads(value) for place, value in zip(places, values) if value}
+
+    def settle_note(self, side: str, number: int, note: Mapping[str, Any]) -> None:
+        held = [each for each in self.unsettled_notes([(side, number)]).get((side, number), []) if each != dict(note)]
+        if held:
+            self.redis.hset(self.key("unsettled-notes", self.link), f"{side}:{number}", json.dumps(held, sort_keys=True))
+        else:
+            self.redis.hdel(self.key("unsettled-notes", self.link), f"{side}:{number}")
+
     def record_task(self, side: str) -> int | None:
         value = self.redis.hget(self.key("record", self.link), side)
         return int(value) if value is not None else None

@@ -1,8 +1,10 @@
 """`crosslink journal`: show a link's record of what crossed, export it, anchor its head in both
-accounts now, verify an export (offline, or also against the anchors in the live accounts).
+accounts now, verify an export (offline, or also against the anchors in the live accounts), audit
+it against both accounts.
 
 What the journal is lives in crosslink/journal; the commands parse their options, call
-crosslink/operations/journal.py (verify: crosslink.journal.bundle, offline) and print.
+crosslink/operations/journal.py (verify: crosslink.journal.bundle, offline; audit:
+crosslink/operations/journal_audit.py) and print.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from crosslink.operations.journal import (
     open_journal,
     verify_live,
 )
+from crosslink.operations.journal_audit import audit_deployment
+from planfix.errors import PlanfixError
 
 
 @click.group("journal")
@@ -109,3 +113,24 @@ def verify(bundle: Path, live: bool, links_path: str | None) -> None:
         click.echo(line)
     if not all(side.ok for side in sides.values()):
         sys.exit(1)
+
+
+@journal.command("audit")
+@click.option("--link", "link_name", required=True)
+@click.option("--config", "links_path", default=None, help="links.yaml (default CROSSLINK_LINKS)")
+@click.option("--json", "as_json", is_flag=True, help="the report as one JSON object")
+def audit(link_name: str, links_path: str | None, as_json: bool) -> None:
+    """Hold the journal against both accounts: exit 1 when a mirror or note has no entry, an
+    entry's target is not there, or the chain is broken (targets people deleted are listed apart)."""
+    link = link_named(link_name, links_path)
+    try:
+        report = audit_deployment(link, links_path)
+    except PlanfixError as exc:
+        raise click.ClickException(f"reading Planfix failed: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
+    else:
+        for finding in report.findings:
+            click.echo(str(finding))
+        click.echo(report.summary())
+    sys.exit(0 if report.ok else 1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import random
 import tempfile
@@ -39,9 +40,13 @@ from typing import Any, Callable
 import httpx
 import redis
 
+from crosslink.base.settings import Settings
+from crosslink.journal.store import Journal, journal_url
 from crosslink.lab import oracle
 from crosslink.lab.demo import example
 from crosslink.lab.embedded_redis import EmbeddedRedis, free_port
+from crosslink.lab.journal_check import JUDGED as JOURNAL_JUDGED
+from crosslink.lab.journal_check import JournalCheck, journal_check
 from crosslink.lab.services import ProducerServer
 from crosslink.lab.stack import LocalStack
 from crosslink.queue.dead_letters import all_letters
@@ -191,6 +196,8 @@ class ChaosReport:
     findings: list[dict[str, Any]] = field(default_factory=list)
     # Why a run did not converge: what was still queued, unacknowledged, dead-lettered, severed.
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    # The journal's entries against the crossings the emulator's request log shows (journal_check).
+    journal: JournalCheck | None = None
 
     @property
     def hits_short(self) -> dict[str, int]:
@@ -206,7 +213,7 @@ class ChaosReport:
     @property
     def ok(self) -> bool:
         return (self.lost == 0 and self.duplicates == 0 and self.unexpected == 0 and self.converged
-                and not self.hits_short and not self.shares_short)
+                and not self.hits_short and not self.shares_short and self.journal is not None and self.journal.ok)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -223,6 +230,7 @@ class ChaosReport:
             "convergence_s": None if self.convergence_s is None else round(self.convergence_s, 2),
             "duration_s": round(self.duration_s, 2), "ok": self.ok, "problems": self.problems[:50],
             "findings": self.findings[:REPORTED_FINDINGS], "diagnostics": self.diagnostics,
+            "journal": None if self.journal is None else self.journal.as_dict(),
         }
 
     def table(self) -> str:
@@ -241,10 +249,28 @@ class ChaosReport:
         rows += [(f"expected {what}", count) for what, count in self.expected.items()]
         rows += [("lost", self.lost), ("duplicates", self.duplicates), ("unexpected", self.unexpected),
                  ("converged", "yes" if self.converged else "NO"),
-                 ("convergence s", "-" if self.convergence_s is None else f"{self.convergence_s:.1f}"),
-                 ("duration s", f"{self.duration_s:.1f}"), ("verdict", "PASS" if self.ok else "FAIL")]
+                 ("convergence s", "-" if self.convergence_s is None else f"{self.convergence_s:.1f}")]
+        rows += self._journal_rows()
+        rows += [("duration s", f"{self.duration_s:.1f}"), ("verdict", "PASS" if self.ok else "FAIL")]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+    def _journal_rows(self) -> list[tuple[str, Any]]:
+        """The journal check's line, then each family compared: crossings, entries, what differs."""
+        if self.journal is None:
+            return [("journal", "NOT CHECKED")]
+        rows: list[tuple[str, Any]] = [("journal", self.journal.line().removeprefix("journal: "))]
+        for family, row in self.journal.by_family.items():
+            rows.append((f"  {family}", f"{row['crossings']} crossings, {row['entries']} entries"
+                         + (f", missing {row['missing']}" if row["missing"] else "")
+                         + (f", extra {row['extra']}" if row["extra"] else "")
+                         + ("" if family in JOURNAL_JUDGED else "  (shown, not judged)")))
+        if self.journal.unattached_uploads:
+            rows.append(("  unattached uploads", f"{self.journal.unattached_uploads} (answers lost; seen by no one)"))
+        rows += [(f"  missing {key}", "") for key in self.journal.missing[:10]]
+        rows += [(f"  extra {key}", "") for key in self.journal.extra[:10]]
+        rows += [(f"  chain {link}", state) for link, state in self.journal.chains.items() if state != "ok"]
+        return rows
 
 
 # --- the seed ---------------------------------------------------------------------------------
@@ -885,6 +911,39 @@ class Chaos:
                 if not entry["delivered"]:
                     self.report.fault_hits["webhook_failed_delivery"] += 1
 
+    # -- the journal against the writes -------------------------------------------------------
+    def check_journal(self) -> None:
+        """Every link's journal against the crossings the emulator's request log shows
+        (crosslink.lab.journal_check), and each chain checked."""
+        world = self.stack.world
+        requests = {account: world.requests(account) for account in self.accounts()}
+        attached = {account: self.attached_files(account) for account in self.accounts()}
+        settings = Settings.from_env(self.stack.env)
+        store = Journal(journal_url(settings, settings.links_path))
+        try:
+            journals = {link.name: (store.entries(link.name), store.anchors(link.name))
+                        for link in self.stack.config.links}
+        finally:
+            store.close()
+        self.report.journal = journal_check(list(self.stack.config.links), requests, attached, journals)
+        if not self.report.journal.ok:
+            self.report.problems.append(self.report.journal.line())
+            # What the check compared, to find the write behind a finding: every write, every entry.
+            evidence = {"writes": {account: [entry for entry in logged if entry.get("write")]
+                                   for account, logged in requests.items()},
+                        "entries": {name: [entry.as_dict() for entry in entries] for name, (entries, _) in journals.items()}}
+            (self.workdir / "journal-check.json").write_text(json.dumps(evidence, default=str), encoding="utf-8")
+
+    def attached_files(self, account: str) -> dict[int, str]:
+        """ACCOUNT's files attached to a task card or a comment: id -> SHA-256 of the bytes."""
+        world = self.stack.world
+        with world.lock:
+            stored = world.account(account)
+            ids = {file_id for task in stored.tasks.values() for file_id in task["files"]}
+            ids |= {file_id for comment in stored.comments.values() for file_id in comment["files"]}
+            return {file_id: hashlib.sha256(stored.files[file_id]["content"]).hexdigest()
+                    for file_id in ids if file_id in stored.files}
+
     # -- the oracle's verdict -----------------------------------------------------------------
     def people_names(self) -> dict[str, dict[str, str]]:
         """Each side's "user:N" -> display name, as the emulator's seed has them."""
@@ -986,6 +1045,7 @@ class Chaos:
             self.clear_faults()
             self.converge()
             self.count_hits()
+            self.check_journal()
             self.diagnose()
             self.save_record()
         finally:
@@ -996,8 +1056,6 @@ class Chaos:
 
     def save_record(self) -> None:
         """The record the oracle judged by (workdir/actions.json), to replay a verdict."""
-        import json
-
         record = {link_name(index): [action.as_dict() for action in actions] for index, actions in self.actions.items()}
         (self.workdir / "actions.json").write_text(json.dumps(record, default=sorted), encoding="utf-8")
 

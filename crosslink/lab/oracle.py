@@ -7,12 +7,14 @@ action (who, which side, when, what) as it does it, and from that record alone t
 the final state of BOTH accounts under the link's rules, then judges the two full dumps against it:
 
 - lost: an expected task, field value, comment (or its mirror), checklist item or card file that is
-  absent or different;
+  absent or different; a mirror whose current text (above its folded earlier versions) is not the
+  person's final one, or whose earlier versions are not in the order the person wrote them;
 - duplicates: more than one copy of one original, found by content (a key the generator writes into
   every name, comment text, item name and file name), never by the product's sourceObjectId or
   sourceDataVersion markers;
 - unexpected: something no person's action explains (a task with no known key, a comment the policy
-  keeps private that crossed anyway, a mirror echoed back to its own side).
+  keeps private that crossed anyway, a mirror echoed back to its own side, an earlier version of a
+  mirror that the person never wrote).
 
 The link's rules are the product's own pure decision functions where they ARE the rule (the status
 map and its paths, the owner rule, delegation, the comment policy and how a mirror reads); state,
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.links import Link
-from workers.comment_policy import MIRROR_MARK, WITHDRAWN_MARK, should_mirror
+from workers.comment_policy import EARLIER_MARK, MIRROR_MARK, WITHDRAWN_MARK, should_mirror
 from workers.conflict import resolve
 from workers.delegation import delegate, stand_in_for
 from workers.status_map import MAX_RULE_ROUNDS, rule_moves
@@ -93,6 +95,9 @@ class ExpectedComment:
     text: str
     deleted: bool = False
     mirrored: bool = True  # whether the comment policy sends it across
+    # Every text the person gave it, oldest first (the last is TEXT): what a mirror's folded
+    # earlier versions may show.
+    texts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -202,7 +207,8 @@ def expect(link: Link, actions: Iterable[Action]) -> dict[str, ExpectedTask]:
                 raise Ambiguous(f"comment {key} written twice")
             comment_task[key] = action.task
             task.comments[key] = ExpectedComment(key, action.side, action.author, values["text"],
-                                                 mirrored=should_mirror(link, action.side, values["text"]))
+                                                 mirrored=should_mirror(link, action.side, values["text"]),
+                                                 texts=[values["text"]])
         elif action.kind in (COMMENT_EDIT, COMMENT_DELETE):
             comment = task.comments.get(values["comment"])
             if comment is None or comment.side != action.side or comment.deleted:
@@ -214,6 +220,7 @@ def expect(link: Link, actions: Iterable[Action]) -> dict[str, ExpectedTask]:
                 if should_mirror(link, action.side, values["text"]) != comment.mirrored:
                     raise Ambiguous(f"edit of comment {comment.key} moves it across the comment policy")
                 comment.text = values["text"]
+                comment.texts.append(values["text"])
         elif action.kind == CHECKLIST_ADD:
             key = values["item"]
             if key in item_task:
@@ -402,8 +409,15 @@ def _judge_comments(link: Link, verdict: Verdict, key: str, want: ExpectedTask,
             problems.append("its original was deleted, yet the mirror is not marked withdrawn")
         if not comment.deleted and WITHDRAWN_MARK in text:
             problems.append("marked withdrawn, yet its original stands")
-        if comment.text not in text:
+        current, earlier = mirror_versions(text)
+        if comment.text not in current:
             problems.append(f"does not carry the final text {comment.text!r}")
+        invented = [version for version in earlier if version not in comment.texts]
+        for version in invented:
+            verdict.add(UNEXPECTED, other, key, what, f"an earlier version no person wrote: {version!r}", [number])
+        if not invented and not in_order(earlier, comment.texts[:-1]):
+            problems.append(f"its earlier versions {earlier!r} are not the order they were written in "
+                            f"({comment.texts[:-1]!r}), oldest first")
         if html_lib.escape(author) not in text:
             problems.append(f"does not name its author {author!r}")
         primary = min(int(task["id"]) for task in copies[other].get(key, []) or [{"id": number}])
@@ -411,6 +425,24 @@ def _judge_comments(link: Link, verdict: Verdict, key: str, want: ExpectedTask,
             problems.append(f"on #{number}, not on the task's copy #{primary}")
         if problems:
             verdict.add(LOST, other, key, what, "; ".join(problems) + f": {text[:200]!r}", [number])
+
+
+def mirror_versions(html: str) -> tuple[str, list[str]]:
+    """A mirror's current part (everything before the first folded earlier version) and its
+    earlier versions' texts, oldest first (the mirror folds them newest first)."""
+    current, *folded = html.split(EARLIER_MARK)
+    earlier = []
+    for part in folded:
+        start, end = part.find("<blockquote>"), part.rfind("</blockquote>")
+        earlier.append(part[start + len("<blockquote>"):end] if 0 <= start < end else part)
+    return current, earlier[::-1]
+
+
+def in_order(versions: list[str], written: list[str]) -> bool:
+    """Whether VERSIONS (oldest first) are texts of WRITTEN in the order they were written, each
+    once; versions left out in between are allowed (a sync need not have seen every text)."""
+    remaining = iter(written)
+    return all(any(version == text for text in remaining) for version in versions)
 
 
 def _judge_lists(verdict: Verdict, key: str, want: ExpectedTask,

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from planfix.emulator.world import ApiError, World
+from planfix.emulator.written import queued, took, write_record
 
 USER_HEADER = "X-Emulator-User"
 
@@ -75,6 +76,8 @@ class Call:
     body: Any
     request: Request
     silent: bool
+    # What a write did, for the request log (planfix.emulator.written); None for a read.
+    written: dict[str, Any] | None = None
 
 
 Handler = Callable[[Call], Awaitable[Response] | Response]
@@ -311,6 +314,7 @@ async def rest(request: Request) -> Response:
     fault: str | None = None
     over_limit = False
     headers: dict[str, str] = {}
+    written: dict[str, Any] | None = None
     try:
         matched = _match(request.method, path)
         rejection, headers = world.admit(account)
@@ -323,7 +327,8 @@ async def rest(request: Request) -> Response:
         user = world.authenticate(account, _token(request), scope)
         body = await _json_body(request) if body_kind == "json" else None
         silent = request.query_params.get("silent", "false").lower() == "true"
-        call = Call(world, account, user, params, dict(request.query_params), body, request, silent)
+        written = write_record(scope, body)
+        call = Call(world, account, user, params, dict(request.query_params), body, request, silent, written)
         response, fault = await _faulted(world, account, handler, call,
                                          task_update=handler in (update_task, update_checklist_item))
     except _FaultAnswer as answer:
@@ -340,7 +345,7 @@ async def rest(request: Request) -> Response:
     if jitter:
         await asyncio.sleep(jitter)
     world.log_request(account, t=started, method=request.method, path=path, status=response.status_code,
-                      user=user, over_limit=over_limit, fault=fault, jitter_s=jitter)
+                      user=user, over_limit=over_limit, fault=fault, jitter_s=jitter, write=written)
     return response
 
 
@@ -379,9 +384,11 @@ async def _faulted(world: World, account: str, handler: Handler, call: Call, *,
         if fault == "lost_202":
             return Response(status_code=202), fault
         delay_s = float(faults["slow_202_delay_s" if fault == "slow_202" else "busy_delay_s"])
-        world.queue_update(account, number, lambda: _apply_later(apply), delay_s, fault)
+        landed = queued(call.written, fault, apply)
+        world.queue_update(account, number, lambda: _apply_later(landed), delay_s, fault)
         return Response(status_code=202), fault
     response = await _run(handler, call)
+    took(call.written, response)  # applied, whatever the fault then makes of its answer
     if fault == "error_500_after_commit":
         raise _FaultAnswer(fault, ApiError(500, 0, "Internal server error"))
     if fault == "timeout":

@@ -166,8 +166,9 @@ def _mirror_item(ctx: RunContext, counterpart: int, item: Mapping[str, Any], vie
             return again
         return adoptable(view["name"], gateway.call(other, "list_checklist", counterpart), is_paired)
 
-    mirror = writes.run(f"{link.name}:checklist:{side}:{item_id}", write=create,
-                        find_existing=find_existing)
+    key = f"{link.name}:checklist:{side}:{item_id}"
+    begun = writes.started(key)
+    mirror = writes.run(key, write=create, find_existing=find_existing)
     ctx.state.pair(CHECKLIST, side, item_id, other, mirror)
     if adopted is None or mirror != adopted:
         ctx.state.mark_mirror(CHECKLIST, other, mirror)
@@ -177,6 +178,14 @@ def _mirror_item(ctx: RunContext, counterpart: int, item: Mapping[str, Any], vie
         return mirror, dict(view)
     # Adopted: make its done state agree with the source's, and nothing else.
     there = next((entry for entry in target_items if int(entry["id"]) == mirror), None)
+    if begun and there is not None:
+        # An earlier run of this item began its mirror (its answer lost, or its worker killed
+        # before it paired them): the item of its name found unpaired is that mirror, made as
+        # it shows now. That creation crossed; the journal holds it once (the caller's key).
+        made = item_view(there)
+        ctx.crossed("checklist item", source={"task": ctx.number, "item": item_id, "version": ctx.version},
+                    target={"task": counterpart, "item": mirror}, content=made,
+                    key=f"{side}:{item_id}:{ctx.version}:{content_hash(made)}")
     written = item_changes(view, item_view(there) if there else None)
     if written and not _update_item(ctx, counterpart, mirror, written, gateway=gateway):
         written = {}

@@ -81,38 +81,51 @@ class CommentMirror:
             print_ = comment_fingerprint(text, deleted)
             if seen.get(comment_id) == print_:
                 continue
-            mirror = self.state.counterpart("comment", side, comment_id)
-            if mirror is None and self.writes.started(self._comment_write_key(comment_id)):
-                mirror = self._begun_comment_mirror(counterpart, comment_id)
             author = (comment.get("owner") or {}).get("name") or (comment.get("owner") or {}).get("id", "?")
             when = timepoint_text(comment.get("dateTime"))
+            mirror = self.state.counterpart("comment", side, comment_id)
+            if mirror is None and self.writes.started(self._comment_write_key(comment_id)):
+                mirror = self._begun_comment_mirror(counterpart, comment_id, text, author, when)
             if mirror is None:
                 if not deleted and should_mirror(link, side, text):
                     self._create_comment_mirror(counterpart, comment, author, when)
                     self.report.comments_created += 1
             elif deleted:
-                versions = self._versions(comment_id, text, keep=False)
+                # The text it was deleted with, above what crossed before: an edit no run saw
+                # before the deletion (its webhook dropped) was shown nowhere else.
+                versions = self._versions(comment_id, text)
                 html = render_withdrawn(link, side, self._render(author, when, versions), when)
                 self.gateway.call(other, "update_comment", counterpart, mirror, {"description": html})
+                self.state.save_comment_versions(side, comment_id, versions)
                 self._crossed("withdrawn", comment_id, counterpart, mirror, versions, author, when)
                 self.report.comments_withdrawn += 1
             else:
-                versions = self._versions(comment_id, text, keep=True)
-                html = self._render(author, when, versions)
-                self.gateway.call(other, "update_comment", counterpart, mirror, {"description": html})
-                self.state.save_comment_versions(side, comment_id, versions)
-                self._crossed("comment version", comment_id, counterpart, mirror, versions, author, when)
-                self.report.comments_updated += 1
+                self._carry_edit(counterpart, comment_id, mirror, text, author, when)
             self.state.save_comment_fingerprint(side, self.number, comment_id, print_)
 
-    def _versions(self, comment_id: int, text: str, *, keep: bool) -> list[dict[str, Any]]:
-        """The comment's versions as mirrored, oldest first, with TEXT as the last: an edit (KEEP)
-        adds it; a deletion keeps what was mirrored. A comment mirrored before versions were kept
-        starts its list here."""
+    def _carry_edit(self, counterpart: int, comment_id: int, mirror: int, text: str, author: str, when: str) -> None:
+        """The comment now reads TEXT: its mirror shows it above the versions it crossed with
+        before, unless it shows it already (its versions end with TEXT: the run that wrote it
+        saved them only once Planfix took it, or, for the first, before it made the mirror it
+        then paired). Shown already, it is recorded all the same, once by its key: the run that
+        wrote it may have been killed before it recorded it (quick chaos seed 1)."""
+        versions = self._versions(comment_id, text)
+        if versions == self.state.comment_versions(self.side, comment_id):
+            self._crossed("comment version", comment_id, counterpart, mirror, versions, author, when)
+            return
+        html = self._render(author, when, versions)
+        self.gateway.call(self.other, "update_comment", counterpart, mirror, {"description": html})
+        self.state.save_comment_versions(self.side, comment_id, versions)
+        self._crossed("comment version", comment_id, counterpart, mirror, versions, author, when)
+        self.report.comments_updated += 1
+
+    def _versions(self, comment_id: int, text: str) -> list[dict[str, Any]]:
+        """The comment's versions as mirrored, oldest first, with TEXT (as edited, or as deleted)
+        as the last. A comment mirrored before versions were kept starts its list here."""
         versions = self.state.comment_versions(self.side, comment_id)
-        if keep and (not versions or versions[-1]["text"] != text):
+        if not versions or versions[-1]["text"] != text:
             versions.append({"text": text, "at": utc_now()})
-        return versions or [{"text": text, "at": utc_now()}]
+        return versions
 
     def _render(self, author: str, when: str, versions: list[dict[str, Any]]) -> str:
         """The mirror's HTML: the last version, the earlier ones folded below it, each with the
@@ -184,16 +197,22 @@ class CommentMirror:
     def _comment_write_key(self, comment_id: int) -> str:
         return f"{self.link.name}:comment:{self.side}:{comment_id}"
 
-    def _begun_comment_mirror(self, counterpart: int, comment_id: int) -> int | None:
+    def _begun_comment_mirror(self, counterpart: int, comment_id: int, text: str, author: str,
+                              when: str) -> int | None:
         """The mirror of COMMENT_ID an earlier run began and did not pair (its answer lost, its
-        worker killed), now paired; None when that write never landed. Without it, a deletion
-        or edit since found no mirror to carry to (the quick chaos run kept a deleted comment's
-        mirror unwithdrawn so), and an edit was mirrored by adopting the mirror's older text."""
+        worker killed), now paired, and recorded as the crossing it was; None when that write
+        never landed. Without it, a deletion or edit since found no mirror to carry to (the
+        quick chaos run kept a deleted comment's mirror unwithdrawn so), and an edit was
+        mirrored by adopting the mirror's older text. The text it was made with is the one saved
+        before it was sent (else TEXT: a mirror begun before versions were kept)."""
         link, side, other = self.link, self.side, self.other
         mirror = self.writes.done(self._comment_write_key(comment_id))
         if mirror is None:
             mirror = self._find_comment(counterpart, mirror_source_id(link.name, side, "comment", comment_id))
         if mirror is not None:
+            made = self.state.comment_versions(side, comment_id)[:1] or [{"text": text, "at": utc_now()}]
+            self.state.save_comment_versions(side, comment_id, made)
+            self._crossed("comment", comment_id, counterpart, mirror, made, author, when)
             self.state.pair("comment", side, comment_id, other, mirror)
             self.state.mark_mirror("comment", other, mirror)
         return mirror
@@ -213,16 +232,19 @@ class CommentMirror:
         if files:
             body["files"] = [{"id": file_id} for file_id in files]
 
+        # The text it is made with, kept before it is sent: should the answer be lost, the run
+        # that finds the mirror knows what crossed (_begun_comment_mirror).
+        versions = [{"text": comment.get("description") or "", "at": utc_now()}]
+        self.state.save_comment_versions(side, comment_id, versions)
         mirror = self.writes.run(
             self._comment_write_key(comment_id),
             write=lambda: self.gateway.call(other, "create_comment", counterpart, body),
             find_existing=lambda: self._find_comment(counterpart, source_id),
         )
+        # Recorded before it is paired (TaskWriter.create_counterpart says why).
+        self._crossed("comment", comment_id, counterpart, mirror, versions, author, when)
         self.state.pair("comment", side, comment_id, other, mirror)
         self.state.mark_mirror("comment", other, mirror)
-        versions = [{"text": comment.get("description") or "", "at": utc_now()}]
-        self.state.save_comment_versions(side, comment_id, versions)
-        self._crossed("comment", comment_id, counterpart, mirror, versions, author, when)
 
     def _find_comment(self, counterpart: int, source_id: str) -> int | None:
         """The comment on the counterpart marked SOURCE_ID (only after a lost answer: one list)."""

@@ -69,10 +69,17 @@ def counterpart_to_follow(ctx: RunContext, source_raw: Mapping[str, Any], *, gat
 
 
 def adopt_marked(ctx: RunContext, source_raw: Mapping[str, Any]) -> int | None:
-    """A task whose marker says it mirrors one of ours is paired again, never re-mirrored."""
+    """A task whose marker says it mirrors one of ours is paired again, never re-mirrored. Its
+    creation crossed: recorded under the key its create records by (TaskWriter.create_counterpart),
+    so once, whichever run pairs it. The quick chaos run lost a create's answer and the mirror's
+    own run paired it first; the original's run then found a counterpart, and nothing recorded it.
+    What its create carried is not known here: the entry's content is the marker it bears."""
     marker = parse_marker(source_raw.get("sourceDataVersion"))
     if marker and marker[0] == ctx.link.name and marker[1] == ctx.other:
         # This task is the mirror; its original is marker[2] on the other side.
+        ctx.crossed("task created", side=ctx.other, source={"task": marker[2], "found": "by its marker"},
+                    target={"task": ctx.number}, content=source_raw.get("sourceDataVersion"),
+                    key=f"{ctx.link.name}:task:{ctx.other}:{marker[2]}")
         ctx.state.pair("task", ctx.side, ctx.number, ctx.other, marker[2])
         ctx.state.mark_mirror("task", ctx.side, ctx.number)
         return marker[2]

@@ -19,7 +19,7 @@ from typing import Any
 from crosslink.journal.chain import GENESIS
 from crosslink.queue.names import change_stamp
 from schemas.links import Link
-from workers.idempotency import WriteOnce
+from workers.idempotency import WriteOnce, maybe_applied
 from workers.notes import head_text, note, rule_text
 from workers.plan import SyncPlan
 from workers.record import Recorder
@@ -61,9 +61,27 @@ def post_note(call: Callable[..., Any], writes: WriteOnce, link: Link, side: str
 
 def leave_note(ctx: RunContext, side: str, number: int, text: str, occasion: str, *, gateway: Gateway,
                writes: WriteOnce) -> None:
-    """post_note on SIDE's task NUMBER of the run's link, its requests made through GATEWAY."""
-    post_note(lambda method, *args, **kwargs: gateway.call(side, method, *args, **kwargs), writes,
-              ctx.link, side, number, text, occasion, ctx.recorder)
+    """post_note on SIDE's task NUMBER of the run's link, its requests made through GATEWAY. A
+    note whose answer is lost is held until a run of the pair settles it (settle_notes): the run
+    that retries this one need not call for it again (the quick chaos run lost a note's answer,
+    and the retry, its edit no longer contested, posted none and recorded none)."""
+    try:
+        post_note(lambda method, *args, **kwargs: gateway.call(side, method, *args, **kwargs), writes,
+                  ctx.link, side, number, text, occasion, ctx.recorder)
+    except BaseException as exc:
+        if maybe_applied(exc):
+            ctx.state.hold_note(side, number, {"text": text, "occasion": occasion})
+        raise
+
+
+def settle_notes(ctx: RunContext, counterpart: int | None, *, gateway: Gateway, writes: WriteOnce) -> None:
+    """The notes held on the run's task or its COUNTERPART (leave_note): each is found where its
+    lost answer left it and recorded, or, never taken, posted now; once either way (its key)."""
+    places = [(ctx.side, ctx.number)] + ([(ctx.other, counterpart)] if counterpart is not None else [])
+    for (side, number), notes in ctx.state.unsettled_notes(places).items():
+        for held in notes:
+            leave_note(ctx, side, number, held["text"], held["occasion"], gateway=gateway, writes=writes)
+            ctx.state.settle_note(side, number, held)
 
 
 def tell_of_removal(ctx: RunContext, how: str, counterpart: int, source_raw: Mapping[str, Any] | None, *,

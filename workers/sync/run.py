@@ -50,7 +50,7 @@ from workers.sync.context import RunContext, SyncReport
 from workers.sync.files import sync_task_files
 from workers.sync.follow import counterpart_to_follow, read_source
 from workers.sync.gateway import Gateway
-from workers.sync.notices import leave_note, tell_of_held_status, tell_of_lost_edits
+from workers.sync.notices import leave_note, settle_notes, tell_of_held_status, tell_of_lost_edits
 from workers.sync.views import expected_view, people_names
 from workers.sync.writer import TaskWriter
 
@@ -302,7 +302,9 @@ class TaskSync:
 
     def _tell(self, plan: SyncPlan, pair: PairView, counterpart: int | None, source_now: Mapping[str, Any],
               written: Mapping[str, Any]) -> None:
-        """The notes PLAN calls for: edits that lost, a status move held back, a delegation."""
+        """The notes PLAN calls for: edits that lost, a status move held back, a delegation; and
+        first those an earlier run sent without learning whether Planfix took them."""
+        settle_notes(self.ctx, counterpart, gateway=self.gateway, writes=self.writes)
         tell_of_lost_edits(self.ctx, plan, counterpart, gateway=self.gateway, writes=self.writes)
         tell_of_held_status(self.ctx, plan, counterpart, pair.source_raw, source_now,
                             written.get("status", (pair.target_now or {}).get("status")),

@@ -67,9 +67,12 @@ class TaskWriter:
 
         key = f"{link.name}:task:{side}:{number}"
         counterpart = self.writes.run(key, write=create, find_existing=find_existing)
-        self._paired(counterpart)
+        # Recorded before it is paired: a run killed in between leaves the pair to its retry,
+        # whose create finds the mirror done and records it again, once by the key. Paired
+        # first, the retry found a counterpart, created nothing and recorded nothing.
         self.ctx.crossed("task created", source={"task": number, "version": self.ctx.version},
                          target={"task": counterpart}, content=body, key=key)
+        self._paired(counterpart)
         return counterpart, bool(made)
 
     def _paired(self, counterpart: int) -> None:

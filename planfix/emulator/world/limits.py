@@ -69,14 +69,16 @@ class LimitsMixin(WorldCore):
 
     def log_request(self, account_name: str, *, t: float, method: str, path: str, status: int,
                     user: int | None, over_limit: bool, fault: str | None = None,
-                    jitter_s: float = 0.0) -> None:
+                    jitter_s: float = 0.0, write: dict[str, Any] | None = None) -> None:
         """One request as answered; FAULT names the fault kind it was answered with (None: a
-        plain answer), so a chaos run counts the faults that met a request where they happened."""
+        plain answer), so a chaos run counts the faults that met a request where they happened.
+        WRITE, for a write request, says what it did to the world (planfix.emulator.written): a
+        202's record is completed when its change lands, so it is kept as given, not copied."""
         with self.lock:
             account = self.account(account_name)
             account.request_log.append({
                 "t": t, "method": method, "path": path, "status": status, "user": user,
-                "over_limit": over_limit, "fault": fault, "jitter_s": round(jitter_s, 4),
+                "over_limit": over_limit, "fault": fault, "jitter_s": round(jitter_s, 4), "write": write,
             })
             if fault:
                 account.fault_hits[fault] += 1
@@ -91,7 +93,8 @@ class LimitsMixin(WorldCore):
 
     def requests(self, account_name: str) -> list[dict[str, Any]]:
         with self.lock:
-            return [dict(entry) for entry in self.account(account_name).request_log]
+            return [{**entry, "write": dict(entry["write"]) if entry.get("write") else None}
+                    for entry in self.account(account_name).request_log]
 
     def violations(self, account_name: str) -> list[dict[str, Any]]:
         """Requests that arrived over the rate limit (each was answered 429)."""
