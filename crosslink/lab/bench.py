@@ -224,6 +224,9 @@ SPARE_SHARE = 0.25
 # real second stays about the same whatever the number of links (200 links: 30 minutes).
 SCALE_DAY_MIN_S = 600.0
 SCALE_DAY_S_PER_LINK = 9.0
+# How long the workers may take to set the links up (a record task and an anchor per side, at
+# the accounts' 1 request/s, 50 links sharing the partner's) before a quiet day is measured.
+SET_UP_TIMEOUT_S = 180.0
 # After the day, with nothing changing: this long (simulated) measures the quiet overhead.
 SCALE_QUIET_S = 2 * 3600.0
 SCALE_WORKERS = 2
@@ -1172,6 +1175,22 @@ class Bench:
         if beat:
             self.stack.start_beat(self.poller.floor_s)
 
+    def wait_set_up(self, timeout: float = SET_UP_TIMEOUT_S) -> None:
+        """Wait until the workers have set every link up (workers.anchors: its record tasks made
+        and its first head anchored in both accounts): a link pays that once, not every day, so
+        a quiet day is measured after it (its daily anchor is counted like any request)."""
+        deadline = time.monotonic() + timeout
+        journal = self.stack.journal()
+        try:
+            while time.monotonic() < deadline:
+                if all({anchor.side for anchor in journal.anchors(link.name)} >= set(link.sides)
+                       for link in self.stack.config.links):
+                    return
+                time.sleep(0.2)
+        finally:
+            journal.close()
+        raise RuntimeError(f"the links were not set up (record tasks, first anchors) within {timeout:.0f} s")
+
     def serve_tapped(self) -> WireTap:
         """Serve the stack's world again behind a wire tap, on the same port: the links file
         names that port, and nothing has asked the emulator anything yet (a worker connects
@@ -1992,6 +2011,7 @@ def quiet_overhead(plan: BenchPlan, links: int, workdir: Path, log: Callable[[st
     bench = Bench(plan, workdir, log, links=links)
     try:
         bench.start(workers=1, beat=True)
+        bench.wait_set_up()
         since = bench.stack.world.now()
         bench.wait_poll_cycles(WARM_UP_CYCLES + QUIET_CYCLES, since)
         gap = bench.poller.cycle_gap_s
@@ -2050,6 +2070,7 @@ def run_scale(plan: BenchPlan, links: int, workdir: Path, log: Callable[[str], N
     bench.sync_work_only = True
     try:
         bench.start(workers=SCALE_WORKERS, beat=True, time_scale=scale)
+        bench.wait_set_up()
         since = bench.stack.world.now()
         pairs = bench.create_pairs([(link, SCALE_TASKS_PER_LINK) for link in range(links)])
         made = bench.stack.world.now()
