@@ -39,6 +39,7 @@ from crosslink.queue.names import (
     lock_key,
     pending_key,
     pending_since_key,
+    record_synced_stamp,
     resume_key,
 )
 from planfix.errors import PlanfixError, Queued, RateLimited, TransientError
@@ -59,6 +60,8 @@ from workers.sync import ADMISSION_LIMIT_WAIT_S, SideFailure, TaskSync, call_key
 log = logging.getLogger("crosslink.worker")
 
 
+# What a record task's run reads of the task itself: its change stamp (crosslink.queue.names).
+RECORD_STAMP_FIELDS = "id,dateOfLastUpdate,dateOfLastComment"
 # A waiting run's kept reads outlive any turn it can be given (the retry policy caps a rate
 # wait well below this); after it they are simply read again.
 RESUME_TTL_S = 600
@@ -262,7 +265,7 @@ def finish(begun: Begun, prefetched: dict | None = None) -> str:
     rt = runtime()
     link, side, number = begun.link, begun.side, begun.number
     if number == begun.state.record_task(side):
-        return _govern(begun)
+        return _govern(begun, prefetched)
     clients = {name: rt.client(link, name) for name in link.sides}
     run = TaskSync(link, side, number, clients, begun.state, rt.writes, begun.hints,
                    kept_reads=begun.kept_reads, prefetched=prefetched, guard=begun.lock.hold,
@@ -495,10 +498,12 @@ def _dead_letter(link_name: str, side: str, number: int, reason: str, kind: str,
               extra={"link": link_name, "side": side, "task": number})
 
 
-def _govern(begun: Begun) -> str:
-    """The run of a side's record task: its people's commands applied (workers.governance)."""
+def _govern(begun: Begun, prefetched: dict | None = None) -> str:
+    """The run of a side's record task: its people's commands applied (workers.governance), and
+    the task's change stamp recorded as seen, read before its comments (PREFETCHED: a batch read
+    it), so the poller looks at it again only once it changes again (an anchor, a command)."""
     rt = runtime()
-    link, side = begun.link, begun.side
+    link, side, number = begun.link, begun.side, begun.number
     client = rt.client(link, side)
 
     def tell(on: str, task: int, text: str, occasion: str) -> None:
@@ -516,14 +521,17 @@ def _govern(begun: Begun) -> str:
                 tell(on, record, note(link, on, "in_force", version=number), f"in-force:{number}")
 
     hands = Hands(begun.state, rt.recorder(link), rt.versions, tell, lambda: replay_parked(link.name), in_force)
+    read = (prefetched or {}).get(call_key(side, "get_task", number, fields=task_fields(link, side)))
     try:
-        applied = govern(link, side, begun.number, hands=hands,
+        task = read or client.get_task(number, fields=RECORD_STAMP_FIELDS)
+        applied = govern(link, side, number, hands=hands,
                          call=lambda method, *args, **kwargs: _listed(getattr(client, method)(*args, **kwargs)))
     except PlanfixError as exc:
-        _again(link.name, side, begun.number, decide(exc, begun.attempt, rt.settings.time_scale), begun.hints)
+        _again(link.name, side, number, decide(exc, begun.attempt, rt.settings.time_scale), begun.hints)
         return "retrying"
     finally:
         begun.lock.release()
+    record_synced_stamp(rt.redis, link.name, side, number, task)
     return "governed" if applied else "noop"
 
 
