@@ -276,7 +276,10 @@ def test_a_revoked_side_keeps_the_other_copy_whole_and_resumes(stack):
         stack.world.add_comment("partner", number, {"description": "<p>during the cut</p>"}, author=PAVEL)
         eventually(lambda: link_status(stack.env["CROSSLINK_LINKS"], stack.redis_url)[0]["severed"],
                    what="the link to be severed")
-        row = link_status(stack.env["CROSSLINK_LINKS"], stack.redis_url)[0]
+        # The comment's run is parked a moment after the sever shows (its job may wait behind
+        # the sever's anchor and probe jobs).
+        row = eventually(lambda: (lambda row: row if row["parked_events"] >= 1 else None)(
+            link_status(stack.env["CROSSLINK_LINKS"], stack.redis_url)[0]), what="an event parked")
         assert "client" in row["severed"] and row["parked_events"] >= 1
         # Nothing was deleted on either side.
         assert task(stack, "client", copy)["name"] == "Revocation"
