@@ -55,7 +55,7 @@ from workers.notes import note
 from workers.retry import POLICY, Action, Decision, FailureKind, decide
 from workers.runtime import IN_FORCE_TTL_S, runtime
 from workers.state import LinkState, RunState
-from workers.sync import ADMISSION_LIMIT_WAIT_S, SideFailure, TaskSync, call_key, post_note
+from workers.sync import ADMISSION_LIMIT_WAIT_S, FOLLOW_UP_LIMIT_WAIT_S, SideFailure, TaskSync, call_key, post_note
 
 log = logging.getLogger("crosslink.worker")
 
@@ -442,6 +442,9 @@ def _tell_of_cut(link: Link, side: str, number: int, severed: Mapping[str, Mappi
         text = (note(link, side, "resumed", other=other) if resumed
                 else note(link, side, "cut", other=other, reason=info.get("reason")))
         client = rt.client(link, side)
+        # The note may wait up to a turn of the account's limiter: the cut's anchor and the
+        # record task's run share it now, and a note dropped here is not posted again.
+        client.max_limit_sleep_s = FOLLOW_UP_LIMIT_WAIT_S
         post_note(lambda method, *args, **kwargs: _listed(getattr(client, method)(*args, **kwargs)), rt.writes,
                   link, side, number, text, f"{'resumed' if resumed else 'cut'}:{other}:{info.get('at')}",
                   rt.recorder(link))
@@ -472,13 +475,16 @@ def _handle_failure(link_name: str, side: str, number: int, attempt: int, failur
         return "retrying"
     if decision.action is Action.PARK:
         severed_at = time.time()
-        if state.sever(failure.side, decision.reason, severed_at):
-            _record_access(link_name, "severed", failure.side, {"reason": decision.reason, "at": severed_at})
+        severed_now = state.sever(failure.side, decision.reason, severed_at)
+        if severed_now:
+            # The probe first: nothing after it may keep the link from resuming.
+            app.send_task(PROBE_LINK, args=[link_name], queue=SYNC_QUEUE, countdown=decision.delay_s)
             log.error("link side %s severed: %s; events are parked, nothing is deleted",
                       failure.side, decision.reason, extra=context)
-            app.send_task(PROBE_LINK, args=[link_name], queue=SYNC_QUEUE, countdown=decision.delay_s)
-            send_anchor(link_name, SEVERED)  # the journal's head, posted where access remains
         state.park({"link": link_name, "side": side, "task": number, "at": time.time()})
+        if severed_now:
+            _record_access(link_name, "severed", failure.side, {"reason": decision.reason, "at": severed_at})
+            send_anchor(link_name, SEVERED)  # the journal's head, posted where access remains
         if failure.side != side:
             _tell_of_cut(runtime().link(link_name), side, number, state.severed(), resumed=False)
         return "parked"
@@ -551,8 +557,12 @@ def _record_access(link_name: str, kind: str, side: str, what: Mapping[str, Any]
     says why and when; the time it was severed names the occasion, so a retry records it once."""
     rt = runtime()
     at = what["at"] if kind == "severed" else what["severed"].get("at")
-    rt.recorder(rt.link(link_name)).crossed(kind, side, source={"side": side}, target={}, content=what,
-                                            key=f"{side}:{at}")
+    try:
+        rt.recorder(rt.link(link_name)).crossed(kind, side, source={"side": side}, target={}, content=what,
+                                                key=f"{side}:{at}")
+    except Exception as exc:  # noqa: BLE001 - the probe and the replay must go on whatever the journal does
+        log.error("the journal did not record the %s side %s: %s", side, kind, exc,
+                  extra={"link": link_name, "side": side})
 
 
 def probe(link_name: str) -> str:
@@ -575,10 +585,12 @@ def probe(link_name: str) -> str:
                           countdown=POLICY.severed.probe_after_s * rt.settings.time_scale)
             return "severed"
         state.restore(side)
-        _record_access(link_name, "resumed", side, {"severed": severed[side], "at": time.time()})
-    send_anchor(link_name, RESUMED)  # the journal's head, posted in both accounts again
     for side, number in state.take_noted_cut():
-        _tell_of_cut(link, side, number, severed, resumed=True)
+        _tell_of_cut(link, side, number, severed, resumed=True)   # best effort: it never raises
+    # The parked events before the journal: nothing after the restore may keep them waiting.
     replayed = replay_parked(link_name)
     log.info("link access restored: replaying %d parked tasks", replayed, extra={"link": link_name})
+    for side in severed:
+        _record_access(link_name, "resumed", side, {"severed": severed[side], "at": time.time()})
+    send_anchor(link_name, RESUMED)  # the journal's head, posted in both accounts again
     return "restored"

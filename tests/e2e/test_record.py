@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from crosslink.journal.bundle import verify_file
+from crosslink.journal.chain import check_chain, content_hash
 from crosslink.journal.versions import MappingVersions
 from crosslink.operations.journal import export_journal, open_journal
 from crosslink.operations.status import link_status
@@ -223,6 +224,43 @@ def test_a_pause_from_the_clients_own_account_holds_what_it_sends_until_it_resum
     finally:
         journal.close()
     assert kinds == [("paused", "client"), ("unpaused", "client")]   # the non-approver's "pause" was no command
+
+
+# Before the rules change below: the mirror's labels are version 1's.
+def test_a_comment_edited_three_times_keeps_every_version_on_the_other_side_and_in_the_journal(stack):
+    number = stack.world.create_task("client", {"name": "Versions", "processId": 3, "project": {"id": 20}, "assignees": {"users": [{"id": f"user:{IRINA_C}"}]}}, author=MARAT)
+    copy = eventually(lambda: stack.mirror_of(LINK, "client", number), what="the task mirrored")["id"]
+    texts = ["<p>Price: 100</p>", "<p>Price: 120</p>", "<p>Price: 150</p>", "<p>Price: 150, due Friday</p>"]
+    comment = stack.world.add_comment("client", number, {"description": texts[0]}, author=MARAT)
+    eventually(lambda: people_said(stack, "partner", copy), what="the comment mirrored")
+    for text in texts[1:]:
+        settle(stack)
+        stack.world.update_comment("client", comment, {"description": text}, author=MARAT)
+        eventually(lambda text=text: text in people_said(stack, "partner", copy)[0]["description"],
+                   what="the edit mirrored")
+    settle(stack)
+    [shown] = people_said(stack, "partner", copy)
+    html = shown["description"]
+    # The current text first, then every earlier one, newest first, each folded under its label.
+    positions = [html.index(text) for text in reversed(texts)]
+    assert positions == sorted(positions), html
+    assert html.count("Earlier version, as Client Co had it until") == 3
+
+    # The journal holds the four versions, each with the hash of what the person wrote.
+    when = stack.world.get_comment("client", comment, "dateTime")["dateTime"]
+    shown_when = f"{when['date']} {when['time']}".strip()
+    journal = open_journal(stack.env["CROSSLINK_LINKS"])
+    try:
+        versions = [entry for entry in journal.entries(LINK, side="client", task=number)
+                    if entry.source.get("comment") == comment]
+        assert check_chain(LINK, journal.entries(LINK)).ok
+    finally:
+        journal.close()
+    assert [(entry.kind, entry.source["version"]) for entry in versions] == [
+        ("comment", 1), ("comment version", 2), ("comment version", 3), ("comment version", 4)]
+    assert [entry.content for entry in versions] == [
+        content_hash({"author": "Marat Analyst", "when": shown_when, "text": text}) for text in texts]
+    assert {entry.target["comment"] for entry in versions} == {shown["id"]}
 
 
 def crosslink(stack, *args):
