@@ -10,7 +10,7 @@ force, a pending proposal, or a change nobody has proposed yet.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from crosslink.journal.approvals import ACTIVE, PROPOSED
@@ -160,7 +160,7 @@ def propose(journal: Journal, link: Link, by: str = "operator",
             text = note(link, side, "proposal", version=version.number, diff="<br>" + "<br>".join(lines) + "<br>",
                         needs=", ".join(label(link, needed) for needed in sorted(version.needs)))
             client = session.clients[side]
-            post_note(lambda method, *args, client=client, **kwargs: _listed(getattr(client, method)(*args, **kwargs)),
+            post_note(lambda method, *args, client=client, **kwargs: getattr(client, method)(*args, **kwargs),
                       writes, link, side, record, text, f"proposal:{version.number}:{version.rules_hash}", recorder)
             told[side] = record
     return version, told
@@ -170,6 +170,3 @@ def withdraw(journal: Journal, link_name: str, number: int, by: str = "operator"
     """End the proposal NUMBER of LINK_NAME's rules (VersionRefused when it no longer waits)."""
     return MappingVersions(journal).withdraw(link_name, number, by=by)
 
-
-def _listed(result: Any) -> Any:
-    return list(result) if isinstance(result, Iterator) else result
