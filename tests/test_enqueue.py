@@ -3,6 +3,7 @@ hints beside it, lone events batched per link side, bursts coalesced."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -12,7 +13,11 @@ import pytest
 from crosslink.queue.claims import Claim, claim_batch, settle_batch
 from crosslink.queue.enqueue import COALESCE_DELAY_S, HOT_WINDOW_MS, Enqueuer
 from crosslink.queue.names import (
+    ANCHOR_LINK,
     FULL_HINT,
+    PROBE_LINK,
+    RECONCILE_POLL,
+    RECONCILE_TICK,
     SYNC_BATCH,
     SYNC_QUEUE,
     SYNC_TASK,
@@ -20,6 +25,7 @@ from crosslink.queue.names import (
     claims_key,
     dirty_key,
     hints_key,
+    job_label,
     pending_key,
     pending_since_key,
 )
@@ -41,9 +47,10 @@ def queued_jobs(redis_client) -> list[dict]:
 
 
 def job(message: dict) -> tuple[str, list, str | None]:
-    """(task name, args, eta) of a queued Celery message."""
+    """(task name, args, eta) of a queued Celery message (its args from the body: argsrepr is a label)."""
     headers = message["headers"]
-    return headers["task"], json.loads(headers["argsrepr"].replace("'", '"')), headers.get("eta")
+    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    return headers["task"], args, headers.get("eta")
 
 
 def test_events_while_a_run_waits_join_it_with_their_hints(enqueuer, redis_client):
@@ -330,3 +337,32 @@ def test_a_flag_gone_without_its_job_beginning_is_forgotten(enqueuer, redis_clie
     time.sleep(0.1)
     assert enqueuer.recover_pending("demo", "client", stale_s=0.05) == []
     assert not redis_client.exists(pending_since_key("demo", "client"))
+
+
+# --- what a job is called where people watch it (Flower's args column) -------------------------
+
+
+def test_every_job_is_labelled_with_its_link_side_and_task(enqueuer, redis_client):
+    """Flower's tasks page shows a message's argsrepr: a sync job's reads "link · side · #task",
+    a batch job's "link · side · batch"; the worker still gets the JSON args."""
+    batch = enqueuer.queue("partner-client", "client", 123, "task_changed")   # a lone event: the side's batch job
+    claim_batch(redis_client, "partner-client", "client", batch, TTL_MS)
+    take_hints(redis_client, "partner-client", "client", 123)
+    enqueuer.queue("partner-client", "client", 123, "task_changed")          # a burst: the task's own job
+    labels = [(message["headers"]["argsrepr"], job(message)[1]) for message in queued_jobs(redis_client)]
+    assert labels == [("partner-client · client · batch", ["partner-client", "client"]),
+                      ("partner-client · client · #123", ["partner-client", "client", 123])]
+
+
+@pytest.mark.parametrize("name, args, label", [
+    (SYNC_TASK, ["acme", "partner", 7], "acme · partner · #7"),
+    (SYNC_BATCH, ["acme", "client"], "acme · client · batch"),
+    (PROBE_LINK, ["acme"], "acme · probe"),
+    (ANCHOR_LINK, [None, "daily"], "every link · anchor: daily"),
+    (ANCHOR_LINK, ["acme", "severed"], "acme · anchor: severed"),
+    (RECONCILE_POLL, ["partner", 60.0], "partner · poll"),
+    (RECONCILE_TICK, [60.0, 60.0], None),       # Celery's own repr
+    (SYNC_TASK, ["acme"], None),                # not the shape a sync job is sent with
+])
+def test_job_labels(name, args, label):
+    assert job_label(name, args) == label

@@ -6,7 +6,8 @@ workers share is spelled here and nowhere else (tests/test_layers.py checks the 
 pending flag, hints, dirty set, batch flag, claims, stamps, the registry the poller reads. The one
 header every job message carries beyond Celery's own (its publish time) is named here too, as
 both sides of the queue use it, and so is the list of rejected events, which the producer and the
-worker both add to.
+worker both add to. So is what a job is called where people watch (job_label): Flower and Celery
+show a message's `argsrepr`, and every publisher writes it from here.
 """
 
 import hashlib
@@ -250,15 +251,51 @@ def event_hint(event: str, comment: int | None = None) -> str:
     return FULL_HINT
 
 
-def stamp_enqueue_time(headers: dict | None = None, **_: object) -> None:
-    """Celery's before_task_publish receiver: write the publish time into the message headers.
+# Between the parts of a job's label: "partner-client · client · #123".
+LABEL_SEPARATOR = " · "
+
+
+def job_label(name: str, args: Any) -> str | None:
+    """What job NAME with ARGS (its positional arguments as sent) is called in Flower's args
+    column and on its detail page: the link, the side and the task a sync job serves ("acme ·
+    client · #123"), "batch" for a side's batch job (the tasks it synced are in its result:
+    workers.batch), the link of a probe or an anchor, the account of a poll. None for any other
+    job, or arguments of another shape (Celery then shows their repr, as it does by default).
+
+    The label is the message's argsrepr, never its arguments: the worker still receives the JSON
+    args. The task name stays the type (crosslink.sync.task), so Flower's filters and Celery's
+    per-name counts keep a handful of names (a shadow name per task would make thousands)."""
+    parts = list(args) if isinstance(args, (list, tuple)) else []
+    if name == SYNC_TASK and len(parts) >= 3:
+        return LABEL_SEPARATOR.join((str(parts[0]), str(parts[1]), f"#{parts[2]}"))
+    if name == SYNC_BATCH and len(parts) >= 2:
+        return LABEL_SEPARATOR.join((str(parts[0]), str(parts[1]), "batch"))
+    if name == PROBE_LINK and parts:
+        return LABEL_SEPARATOR.join((str(parts[0]), "probe"))
+    if name == ANCHOR_LINK and len(parts) >= 2:
+        return LABEL_SEPARATOR.join((str(parts[0]) if parts[0] else "every link", f"anchor: {parts[1]}"))
+    if name == RECONCILE_POLL and parts:
+        return LABEL_SEPARATOR.join((str(parts[0]), "poll"))
+    return None
+
+
+def stamp_enqueue_time(sender: str | None = None, body: Any = None, headers: dict | None = None,
+                       **_: object) -> None:
+    """Celery's before_task_publish receiver: write the publish time into the message headers,
+    and the job's label (job_label) as its argsrepr.
 
     Connected (with STAMP_RECEIVER_UID, so only once) by every process that publishes jobs: the
-    producer's Enqueuer, the worker app (retries, probes, polls) and the CLI through the Enqueuer's
-    Celery app.
+    producer's Enqueuer, the worker app (retries, probes, polls, beat's schedule) and the CLI
+    through the Enqueuer's Celery app. Labelling here rather than at each send_task keeps a new
+    call site from showing a bare repr. BODY is protocol 2's (args, kwargs, embed).
     """
-    if headers is not None:
-        headers[ENQUEUED_AT_HEADER] = time.time()
+    if headers is None:
+        return
+    headers[ENQUEUED_AT_HEADER] = time.time()
+    args = body[0] if isinstance(body, (list, tuple)) and body else None
+    label = job_label(str(sender or headers.get("task") or ""), args)
+    if label is not None:
+        headers["argsrepr"] = label
 
 
 STAMP_RECEIVER_UID = "crosslink.stamp_enqueue_time"
