@@ -151,7 +151,7 @@ def sides(redis_client, redis_url, config, monkeypatch):
                          base_hold_s=HOLD_BASE_S)
     enqueuer = Enqueuer(redis_url, holds=holds)
     due: list[tuple[float, str]] = []
-    monkeypatch.setattr(enqueuer, "_send_batch_job", lambda link, side, job_id, countdown_s=0.0: due.append(
+    monkeypatch.setattr(enqueuer, "_send_batch_job", lambda link, side, job_id, countdown_s=0.0, retries=0: due.append(
         (time.monotonic() + (countdown_s or 0.0), job_id)))
     runs: list[tuple[int, list[str]]] = []
 

@@ -122,7 +122,7 @@ def test_runs_waiting_for_their_accounts_turn_cost_one_job_per_turn_not_a_requeu
     monkeypatch.setattr(gateway, "FOLLOW_UP_LIMIT_WAIT_S", 0.0)
     due: list[tuple[float, str, str]] = []     # (when, side, job id) of the batch jobs sent
     monkeypatch.setattr(rt.enqueuer, "_send_batch_job",
-                        lambda link_, side, job_id, countdown_s=0.0: due.append((time.monotonic() + countdown_s, side, job_id)))
+                        lambda link_, side, job_id, countdown_s=0.0, retries=0: due.append((time.monotonic() + countdown_s, side, job_id)))
     numbers = [world.create_task("partner", {"name": f"Wait {n}", "processId": 1, "project": {"id": 10}},
                                  author=PAVEL) for n in range(5)]
     for number in numbers:
@@ -166,7 +166,7 @@ def test_a_backlog_on_a_slow_account_begins_only_the_runs_its_slots_allow(runtim
     monkeypatch.setattr(telemetry, "count_run", lambda _link, _side, result: outcomes.update([result]))
     due: list[tuple[float, str, str]] = []     # (when, side, job id) of the batch jobs sent
     monkeypatch.setattr(rt.enqueuer, "_send_batch_job",
-                        lambda link_, side, job_id, countdown_s=0.0: due.append((time.monotonic() + countdown_s, side, job_id)))
+                        lambda link_, side, job_id, countdown_s=0.0, retries=0: due.append((time.monotonic() + countdown_s, side, job_id)))
     for number in numbers:
         world.update_task("partner", number, {"name": f"Backlog {number}, renamed"}, author=PAVEL)
         rt.enqueuer.sync(link.name, "partner", number, "task_changed")

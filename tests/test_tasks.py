@@ -147,7 +147,7 @@ def test_links_sharing_an_account_take_turns_and_no_run_waits(redis_client, redi
     limiter = AccountLimiter(redis_client, rate_per_s=10.0, daily_quota=0)
     enqueuer = Enqueuer(redis_url)
     due: list[tuple[float, str, str]] = []          # (when, link, job id) of the batch jobs sent
-    monkeypatch.setattr(enqueuer, "_send_batch_job", lambda link, side, job_id, countdown_s=0.0: due.append(
+    monkeypatch.setattr(enqueuer, "_send_batch_job", lambda link, side, job_id, countdown_s=0.0, retries=0: due.append(
         (time.monotonic() + (countdown_s or 0.0), link, job_id)))
 
     def link_named(name: str) -> SimpleNamespace:

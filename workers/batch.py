@@ -9,7 +9,8 @@ their source tasks with one request, and then finishes each run as a single job 
 ones as their slots come (await_turn, within the turn); then it looks and claims again, until
 none waits. When its link's slot is not near, it begins nothing: it holds that slot for its
 link's lane (the limiter's reservation, which lanes take in turn) and hands its side on to a job
-due then, so a waiting backlog costs one job per turn and no run is begun only to be put back. A
+due then, so a waiting backlog costs one job per turn and no run is begun only to be put back;
+a job that only waited is that next job itself (workers.continuation: one row in Flower). A
 job whose turn is over while slots are free hands its side to a new job at the back of the
 queue, so that one busy link side does not keep a worker slot from the others; with a full batch
 more waiting and slots for it, a helper job takes one batch in another slot. A run that must
@@ -33,9 +34,11 @@ from typing import NamedTuple
 import redis
 
 from crosslink.queue.claims import BATCH_MAX, CLAIM_TTL_MS, MIN_CLAIM_TTL_MS, claim_batch, settle_batch
+from crosslink.queue.names import SYNC_BATCH
 from planfix.limiter import AccountLimiter, Outlook
 from schemas.links import Link
 from workers import telemetry
+from workers.continuation import as_itself
 from workers.idempotency import scaled_ttl_ms
 from workers.retry import POLICY
 from workers.runner import Begun, begin_runs, finish, read_sources
@@ -61,6 +64,9 @@ TURN_LEAD_S = ADMISSION_LIMIT_WAIT_S / 2
 
 
 TURN_SLACK_S = 0.25
+# A batch job's result names the tasks it synced, up to this many (Flower's result column is one
+# line; the worker's log has every run).
+SHOWN_TASKS = 12
 
 
 class Turn(NamedTuple):
@@ -152,12 +158,12 @@ def sync_side(link_name: str, side: str, job_id: str) -> str:
     then the side's flag passes to a job due at the slot its link now holds, or, when the slots
     are free, at the back of the queue (other sides' jobs go first). Nothing is begun that would
     only be put back. A helper (a job that does not hold the side) goes on only while a full
-    batch more waits."""
+    batch more waits. What it returns names the tasks it synced (Flower's result column)."""
     rt = runtime()
     link = rt.link(link_name)
     ttl_ms = scaled_ttl_ms(CLAIM_TTL_MS, MIN_CLAIM_TTL_MS, rt.settings.time_scale)
     turn_ends = time.monotonic() + BATCH_TURN_S
-    synced = 0
+    synced: list[int] = []
     while True:
         turn = turn_outlook(rt.limiter, link, side)
         over = time.monotonic() >= turn_ends
@@ -165,13 +171,13 @@ def sync_side(link_name: str, side: str, job_id: str) -> str:
         if not claim.tasks:
             if claim.owner and claim.left:
                 due_s = 0.0 if turn.runs else reserve_turn(rt.limiter, link, turn)
-                rt.enqueuer.hand_off_batch(link_name, side, job_id, max(0.0, due_s - TURN_LEAD_S))
-                return f"synced {synced} in batches; the rest wait {due_s:.2f}s for their turn"
+                hand_on(link_name, side, job_id, max(0.0, due_s - TURN_LEAD_S), waited_only=not synced)
+                return f"{synced_text(synced)}; the rest wait {due_s:.2f}s for their turn"
             if claim.owner and claim.held_s is not None:
                 # Only held tasks wait: the side's next job is due when the first hold ends (no
                 # slot is reserved for it meanwhile; that job looks at its turn then).
-                rt.enqueuer.hand_off_batch(link_name, side, job_id, claim.held_s)
-                return f"synced {synced} in batches; the rest are held {claim.held_s:.2f}s to coalesce"
+                hand_on(link_name, side, job_id, claim.held_s, waited_only=not synced)
+                return f"{synced_text(synced)}; the rest are held {claim.held_s:.2f}s to coalesce"
             break
         if claim.owner and claim.left >= BATCH_MAX and turn.runs >= BATCH_MAX:
             # A full batch more waits and the slots allow it: a helper job syncs it in another
@@ -183,16 +189,38 @@ def sync_side(link_name: str, side: str, job_id: str) -> str:
                 log.warning("no helper job sent (%s)", type(exc).__name__, extra={"link": link_name, "side": side})
         limited = any(outlook.interval_s for outlook in turn.accounts.values())
         waits_s = sync_claimed(link, side, job_id, claim.tasks, paced_until=turn_ends if limited else None)
-        synced += len(claim.tasks)
+        synced += claim.tasks
         if waits_s is not None:
             # Runs wait for their account's turn after all: the side's next job is due then, not
             # now (a helper leaves that to the side's own job).
             if claim.owner:
-                rt.enqueuer.hand_off_batch(link_name, side, job_id, max(0.0, waits_s - TURN_LEAD_S))
+                hand_on(link_name, side, job_id, max(0.0, waits_s - TURN_LEAD_S), waited_only=False)
             break
         if not claim.owner and claim.left < BATCH_MAX:
             break  # a helper helps while a full batch more waits; the side's own job does the rest
-    return f"synced {synced} in batches"
+    return synced_text(synced)
+
+
+def hand_on(link_name: str, side: str, job_id: str, countdown_s: float, waited_only: bool) -> None:
+    """Pass the side's batch flag from JOB_ID to the side's next job, due COUNTDOWN_S from now. A
+    job that WAITED_ONLY (it began no run: its link's slot was not near, or only held tasks
+    wait) is that next job itself (workers.continuation): a backlog waiting its turns is then one
+    job per slice of work in Flower, not one more per wait."""
+    again = as_itself(SYNC_BATCH, link_name, side) if waited_only else None
+    if again is None or again.job_id != job_id:
+        runtime().enqueuer.hand_off_batch(link_name, side, job_id, countdown_s)
+    elif runtime().enqueuer.hand_off_batch(link_name, side, job_id, countdown_s, next_id=job_id,
+                                           retries=again.retries + 1):
+        again.mark(countdown_s)
+
+
+def synced_text(numbers: list[int]) -> str:
+    """What a batch job says it synced: its tasks by number, the first SHOWN_TASKS of them."""
+    if not numbers:
+        return "synced none"
+    shown = " ".join(f"#{number}" for number in numbers[:SHOWN_TASKS])
+    more = f" and {len(numbers) - SHOWN_TASKS} more" if len(numbers) > SHOWN_TASKS else ""
+    return f"synced {shown}{more}"
 
 
 def sync_claimed(link: Link, side: str, job_id: str, numbers: list[int],

@@ -4,7 +4,9 @@
 tasks its link side's lone events left waiting (workers.batch), `probe_link` a severed link's
 access (workers.runner.probe), `anchor_link_task` a link's journal head posted in both accounts
 (workers.anchors). Every task is named explicitly, acks late and returns nothing
-anyone waits for; the runners it calls are what tests call directly.
+anyone waits for; the runners it calls are what tests call directly. A job whose runner sent its
+own next run (it waits: workers.continuation) ends in Celery's RETRY state, so that it stays one
+job, one row in Flower.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from workers import telemetry
 from workers.anchors import anchor_job
 from workers.app import app
 from workers.batch import sync_side
+from workers.continuation import finish_job
 from workers.hints import Hints
 from workers.runner import probe, sync_one
 from workers.runtime import runtime
@@ -35,28 +38,35 @@ REDIS_OUTAGE_WAIT_S = 30.0
 REDIS_PING_EVERY_S = 0.5
 
 
-@app.task(name=SYNC_TASK, bind=True, acks_late=True, ignore_result=True)
+# Celery's own retry limit (3 by default) does not apply: our runners decide when a job gives up
+# (workers.retry), and a job that waits for its turn may continue as itself many times.
+@app.task(name=SYNC_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def sync_task(self: Task, link_name: str, side: str, number: int, attempt: int = 0,
               hints: list[str] | None = None) -> str:
     carried = Hints.parse(hints) if hints else None
-    with redis_outage_guard({"link": link_name, "side": side, "task": number}):
-        with telemetry.sync_run(link_name, side, number):
-            return sync_one(link_name, side, number, attempt, carried)
+
+    def run() -> str:
+        with redis_outage_guard({"link": link_name, "side": side, "task": number}):
+            with telemetry.sync_run(link_name, side, number):
+                return sync_one(link_name, side, number, attempt, carried)
+    return finish_job(self, run)
 
 
-@app.task(name=SYNC_BATCH, bind=True, acks_late=True, ignore_result=True)
+@app.task(name=SYNC_BATCH, bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def sync_batch(self: Task, link_name: str, side: str) -> str:
     """Sync the tasks waiting in SIDE's dirty set (workers.batch). Runs this job had begun when
     Redis went away keep their claims, which lapse, and the next batch job takes them up with a
     full look."""
-    with redis_outage_guard({"link": link_name, "side": side}):
-        return sync_side(link_name, side, self.request.id or "")
+    def run() -> str:
+        with redis_outage_guard({"link": link_name, "side": side}):
+            return sync_side(link_name, side, self.request.id or "")
+    return finish_job(self, run)
 
 
-@app.task(name=PROBE_LINK, bind=True, acks_late=True, ignore_result=True)
+@app.task(name=PROBE_LINK, bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def probe_link(self: Task, link_name: str) -> str:
     """Check a severed link's access; when every side answers, resume from the parked events."""
-    return probe(link_name)
+    return finish_job(self, lambda: probe(link_name))
 
 
 @app.task(name=ANCHOR_LINK, bind=True, acks_late=True, ignore_result=True)

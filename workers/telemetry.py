@@ -39,6 +39,7 @@ from typing import Any
 
 from celery import states
 from celery._state import get_current_task
+from celery.exceptions import Retry
 from celery.signals import celeryd_init, task_postrun, task_prerun, worker_ready, worker_shutdown
 from prometheus_client import start_http_server
 
@@ -133,6 +134,9 @@ def _job_finished(task_id: str | None = None, task: Any = None, args: Any = None
         return
     started = _started.pop(task_id or "", None)
     link, side = (list(args or ()) + ["", ""])[:2]
+    if state == states.RETRY and isinstance(retval, Retry) and isinstance(retval.message, str):
+        # The job sent its own next run (workers.continuation): its result is the Retry's message.
+        retval, state = retval.message, states.SUCCESS
     if state != states.SUCCESS or not isinstance(retval, str):
         metrics.SYNC_RUNS.labels(link=str(link), side=str(side), kind=str(state or "unknown").lower(),
                                  outcome="error").inc()

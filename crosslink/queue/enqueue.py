@@ -306,25 +306,28 @@ class Enqueuer:
             self._send_holding_flag(link, side, next_job, wait_s)
         return answer == WAIT_HAND_OFF
 
-    def hand_off_batch(self, link: str, side: str, job_id: str, countdown_s: float = 0.0) -> str | None:
+    def hand_off_batch(self, link: str, side: str, job_id: str, countdown_s: float = 0.0,
+                       next_id: str | None = None, retries: int = 0) -> str | None:
         """The running batch job JOB_ID ends its turn with tasks still waiting: the side's batch
         flag passes to a new job at the back of the queue, so other sides' jobs get their turns,
         or, when its link's slot is not near (or its runs had to wait for their account's turn),
         to a job due COUNTDOWN_S from now, at the slot its link holds (its id; None when JOB_ID no
-        longer held the flag, and no job was sent)."""
-        new_id = str(uuid.uuid4())
+        longer held the flag, and no job was sent). NEXT_ID: the next job's id (JOB_ID itself when
+        a job that only waited continues as itself: workers.continuation), its RETRIES those
+        it continued so far."""
+        new_id = next_id or str(uuid.uuid4())
         if not self._hand_off(keys=[batch_key(link, side), batch_due_key(link, side)],
                               args=[job_id, new_id, PENDING_TTL_S, int(countdown_s * 1000)]):
             return None
-        self._send_holding_flag(link, side, new_id, countdown_s)
+        self._send_holding_flag(link, side, new_id, countdown_s, retries)
         return new_id
 
-    def _send_holding_flag(self, link: str, side: str, job_id: str, countdown_s: float) -> None:
+    def _send_holding_flag(self, link: str, side: str, job_id: str, countdown_s: float, retries: int = 0) -> None:
         """Send the batch job JOB_ID, to which the side's batch flag was just given. If it cannot
         be sent, no job is due: the flag is dropped, so the side's next event (or the tick's
         send_batch, the poller's meanwhile) sends one."""
         try:
-            self._send_batch_job(link, side, job_id, countdown_s)
+            self._send_batch_job(link, side, job_id, countdown_s, retries)
         except Exception:
             try:
                 self.redis.delete(batch_key(link, side))
@@ -339,9 +342,9 @@ class Enqueuer:
         self._send_batch_job(link, side, job_id)
         return job_id
 
-    def _send_batch_job(self, link: str, side: str, job_id: str, countdown_s: float = 0.0) -> None:
+    def _send_batch_job(self, link: str, side: str, job_id: str, countdown_s: float = 0.0, retries: int = 0) -> None:
         self.celery.send_task(SYNC_BATCH, args=[link, side], queue=SYNC_QUEUE, task_id=job_id,
-                              countdown=countdown_s or None)
+                              countdown=countdown_s or None, retries=retries)
 
     def close(self) -> None:
         self.redis.close()
