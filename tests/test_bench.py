@@ -379,14 +379,15 @@ def line(msg: str, **extra: object) -> str:
 
 def test_worker_lines_count_celery_executions_and_finished_runs():
     lines = [
-        line("Task crosslink.sync.batch[026c] received"),
+        line("job crosslink.sync.batch received"),
         line("synced: chaos1 client#1 -> #1: created"),
         line("synced: chaos1 client#2 -> #2: updated"),
-        line("Task crosslink.sync.batch[026c] succeeded in 0.16s: 'synced 2 in batches'"),
-        line("Task crosslink.sync.task[9] retry: Retry in 1s"),
-        line("Task crosslink.reconcile.tick[4a] succeeded in 0.06s: 3"),
+        line("job crosslink.sync.batch succeeded in 0.160s: synced #1 #2", job="026c"),
+        line("job crosslink.sync.task waits in 0.010s: lease-busy, again in 1s"),
+        line("job crosslink.reconcile.tick succeeded in 0.060s: 3"),
         "celery beat v5.6.3 (recovery) is starting.",
-        line("Task crosslink.sync.task[10] raised unexpected: ValueError()"),
+        line("Task crosslink.sync.task[10] raised unexpected: ValueError()"),   # Celery's, beside ours
+        line("job crosslink.sync.task failed in 0.002s: ValueError: "),
     ]
     executions, synced = worker_counts(lines)
     assert synced == 2

@@ -14,8 +14,13 @@ anchor finds the head posted already.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from celery import Celery
-from celery.signals import before_task_publish, setup_logging
+from celery import __version__ as celery_version
+from celery.apps import worker as celery_worker_app
+from celery.signals import before_task_publish, celeryd_after_setup, celeryd_init, setup_logging
 
 from crosslink.base.logs import configure
 from crosslink.base.settings import get_settings
@@ -24,6 +29,8 @@ from workers import (
     heartbeat,  # noqa: F401 - its signal receivers record the worker's heartbeat
     telemetry,  # noqa: F401 - its receivers serve /metrics and count sync runs
 )
+
+log = logging.getLogger("crosslink.worker")
 
 # Celery redelivers an unacked message after this; every countdown we use stays well under it.
 VISIBILITY_TIMEOUT_S = 3600
@@ -94,6 +101,39 @@ app = make_app(get_settings().redis_url, get_settings().reconcile_period_s,
 
 @setup_logging.connect
 def _setup_logging(**_: object) -> None:
-    """Replace Celery's log setup with ours: JSON lines, secrets redacted, as the producer."""
+    """Replace Celery's log setup with ours: JSON lines, secrets redacted, as the producer. Celery's
+    per-job lines give way to the worker's own, which name the link, side and task
+    (workers.telemetry)."""
     settings = get_settings()
     configure(settings.log_level, settings.log_json)
+    telemetry.quiet_celery_job_lines()
+
+
+@celeryd_init.connect
+def _early_logging(**_: object) -> None:
+    """A worker warns before it sets its logging up (running as root: a SecurityWarning, printed
+    by Python in its own format): our setup, with Python's warnings logged, from its first
+    moment on."""
+    _setup_logging()
+    logging.captureWarnings(True)
+
+
+@celeryd_after_setup.connect
+def _worker_banner(sender: str | None = None, instance: Any = None, **_: object) -> None:
+    """With JSON logs, everything a worker prints is a JSON line: its banner (printed to stdout
+    just after this signal unless the worker is quiet) gives way to one log line with what an
+    operator reads there, and the few messages Celery prints rather than logs (warm or cold
+    shutdown, "Hitting Ctrl+C again") are logged instead (celery.apps.worker prints them through
+    its module's safe_say, which is replaced). Text logs keep Celery's banner."""
+    if instance is None or not get_settings().log_json:
+        return
+    instance.quiet = True
+    celery_worker_app.safe_say = _say
+    queues = sorted(instance.app.amqp.queues.consume_from or ())
+    log.info("worker %s starting: celery %s, %s pool of %s, queues %s", sender, celery_version,
+             getattr(instance.pool_cls, "__module__", instance.pool_cls), instance.concurrency,
+             ", ".join(queues))
+
+
+def _say(message: str, *_: object, **__: object) -> None:
+    log.info(message.strip())

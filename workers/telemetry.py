@@ -22,7 +22,9 @@ worker container. What keeps that robust:
 
 Logs. A logging context provider names the Celery job running in this process, and for a sync job
 its link, side and task, in every line logged while it runs (crosslink.base.logs.add_context), however
-deep in the code the line comes from.
+deep in the code the line comes from. Celery's own per-job lines carry none of that, so they are
+kept to warnings and each job gets lines of ours instead: one as it is received, one as it ends
+(its state, runtime and result), both with the job's id, link, side and task.
 """
 
 from __future__ import annotations
@@ -40,13 +42,13 @@ from typing import Any
 from celery import states
 from celery._state import get_current_task
 from celery.exceptions import Retry
-from celery.signals import celeryd_init, task_postrun, task_prerun, worker_ready, worker_shutdown
+from celery.signals import celeryd_init, task_postrun, task_prerun, task_received, worker_ready, worker_shutdown
 from prometheus_client import start_http_server
 
 from crosslink.base import metrics
 from crosslink.base.logs import add_context
 from crosslink.base.settings import get_settings
-from crosslink.queue.names import SYNC_BATCH, SYNC_TASK
+from crosslink.queue.names import ANCHOR_LINK, PROBE_LINK, RECONCILE_POLL, SYNC_BATCH, SYNC_TASK
 
 log = logging.getLogger("crosslink.worker")
 
@@ -91,21 +93,30 @@ def sync_run(link: str, side: str, number: int) -> Iterator[None]:
         _run.clear()
 
 
+def job_fields(name: str, args: Any) -> dict[str, Any]:
+    """The link, side and task (or account) a job NAME with ARGS serves, as log line fields."""
+    parts = list(args or ()) if isinstance(args, (list, tuple)) else []
+    fields: dict[str, Any] = {}
+    if name in SYNC_JOBS and len(parts) >= 2:
+        fields.update(link=parts[0], side=parts[1])
+    if name == SYNC_TASK and len(parts) >= 3:
+        fields["task"] = parts[2]
+    if name in (PROBE_LINK, ANCHOR_LINK) and parts and parts[0]:
+        fields["link"] = parts[0]
+    if name == RECONCILE_POLL and parts:
+        fields["account"] = parts[0]
+    return fields
+
+
 def job_context() -> dict[str, Any]:
-    """The running Celery job's id, a sync job's link and side, and the task its run is on;
-    {} outside a job."""
+    """The running Celery job's id, the link, side and task (or account) it serves, and the task
+    a batch job's run is on; {} outside a job."""
     task = get_current_task()
     request = getattr(task, "request", None)
     job = getattr(request, "id", None)
     if not job:
         return {}
-    context: dict[str, Any] = {"job": job}
-    args = list(getattr(request, "args", None) or ())
-    if task.name in SYNC_JOBS and len(args) >= 2:
-        context.update(link=args[0], side=args[1])
-    if task.name == SYNC_TASK and len(args) >= 3:
-        context["task"] = args[2]
-    return {**context, **_run}
+    return {"job": job, **job_fields(task.name, getattr(request, "args", None)), **_run}
 
 
 add_context(job_context)
@@ -119,20 +130,70 @@ def count_run(link: str, side: str, result: str) -> None:
                              outcome=RUN_OUTCOMES.get(result, "other")).inc()
 
 
+# --- the job lines -------------------------------------------------------------------------------
+
+# Celery's own per-job lines ("Task ... received", "... succeeded in ...s: ...", "... retry: ...")
+# name the task type and its id only, and the child that logs "succeeded" has let go of the job
+# by then: no link, side or task. These loggers are kept to warnings (failures and rejections
+# still come from Celery, with their tracebacks), and the worker logs its own line per job
+# instead: job_received and the end line below, each with the job's id, link, side and task.
+CELERY_JOB_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+# The end line says what state the job ended in, as Celery's words for them.
+JOB_ENDS = {states.SUCCESS: "succeeded", states.RETRY: "waits", states.FAILURE: "failed",
+            states.REJECTED: "rejected", states.IGNORED: "ignored"}
+# A result longer than this is cut in the job's line (a batch job names its tasks).
+RESULT_CHARS = 200
+
+
+def quiet_celery_job_lines() -> None:
+    """Keep Celery's per-job lines to warnings (called as the worker sets up its logging,
+    before its strategy and tracer decide once whether to log them at all)."""
+    for name in CELERY_JOB_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@task_received.connect
+def _job_received(request: Any = None, **_: Any) -> None:
+    """The worker's main process took a job from the queue (for an ETA job: long before it runs)."""
+    if request is None:
+        return
+    eta = getattr(request, "eta", None)
+    log.info("job %s received%s", request.name, f", due {eta.isoformat()}" if eta else "",
+             extra={"job": request.id, **job_fields(request.name, getattr(request, "args", None))})
+
+
+def job_end_line(name: str, state: str | None, retval: Any, runtime_s: float | None) -> str:
+    """The message of a job's end line: "job NAME succeeded in 0.012s: noop"."""
+    word = JOB_ENDS.get(state or "", str(state or "ended").lower())
+    if isinstance(retval, Retry):
+        what = f"{retval.message}, again {retval.humanize()}"
+    elif isinstance(retval, BaseException):
+        what = f"{type(retval).__name__}: {retval}"
+    else:
+        what = str(retval)
+    took = f" in {runtime_s:.3f}s" if runtime_s is not None else ""
+    return f"job {name} {word}{took}: {what[:RESULT_CHARS]}"
+
+
 @task_prerun.connect
 def _job_started(task_id: str | None = None, task: Any = None, **_: Any) -> None:
-    if task is not None and task.name in SYNC_JOBS and task_id:
+    if task is not None and task_id:
         _started[task_id] = time.monotonic()
 
 
 @task_postrun.connect
 def _job_finished(task_id: str | None = None, task: Any = None, args: Any = None, retval: Any = None,
                   state: str | None = None, **_: Any) -> None:
-    """Time a finished sync job; count a single task's run (a batch job counts each of its
-    runs itself), or any sync job that raised."""
-    if task is None or task.name not in SYNC_JOBS:
+    """Log the job's end line; time a finished sync job; count a single task's run (a batch job
+    counts each of its runs itself), or any sync job that raised."""
+    if task is None:
         return
     started = _started.pop(task_id or "", None)
+    runtime_s = time.monotonic() - started if started is not None else None
+    # Still inside the job: the context provider adds its id, link, side and task.
+    log.info(job_end_line(task.name, state, retval, runtime_s))
+    if task.name not in SYNC_JOBS:
+        return
     link, side = (list(args or ()) + ["", ""])[:2]
     if state == states.RETRY and isinstance(retval, Retry) and isinstance(retval.message, str):
         # The job sent its own next run (workers.continuation): its result is the Retry's message.
@@ -142,8 +203,8 @@ def _job_finished(task_id: str | None = None, task: Any = None, args: Any = None
                                  outcome="error").inc()
     elif task.name == SYNC_TASK:
         count_run(str(link), str(side), retval)
-    if started is not None:
-        metrics.SYNC_RUN_SECONDS.labels(link=str(link)).observe(time.monotonic() - started)
+    if runtime_s is not None:
+        metrics.SYNC_RUN_SECONDS.labels(link=str(link)).observe(runtime_s)
 
 
 # --- the metrics server ---------------------------------------------------------------------------

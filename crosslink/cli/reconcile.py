@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from crosslink.base.settings import get_settings
 from crosslink.cli.options import link_named
 from crosslink.operations.reconcile import (
     REPAIR_WAIT_S,
@@ -85,7 +86,9 @@ def beat(schedule_path: str | None) -> None:
     CROSSLINK_RECONCILE_PERIOD_S) has run out. Several replicas are safe: each poll takes its
     account's turn in Redis, so extra ticks do nothing (producers/tasks.py).
     """
-    argv = ["beat", "--loglevel", "INFO"]
+    # With JSON logs, beat's banner (printed, not logged) would be the one line that is not
+    # JSON: quiet leaves its log lines only ("beat: Starting...", each tick sent).
+    argv = (["--quiet"] if get_settings().log_json else []) + ["beat", "--loglevel", "INFO"]
     if schedule_path:
         argv += ["--schedule", schedule_path]
     app.start(argv)

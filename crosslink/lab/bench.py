@@ -127,6 +127,7 @@ from planfix.limiter import AccountLimiter
 from producers.reconcile import AUDIT_COMMENT_FIELDS, STAMP_SETTLE_S
 from producers.scenarios import hook_path, request_auth, scenarios_for_side
 from workers.state import parse_marker
+from workers.telemetry import JOB_ENDS
 
 # Planfix's documented limit (API-NOTES section 1), for the limited phases.
 PLANFIX_RATE_PER_S = 1.0
@@ -201,8 +202,9 @@ TASK_NUMBER_FILTER = 57
 POLL = "poll"
 # An event's content as the bench writes it into a task: "[e<stream>.<seq>]".
 EVENT_TOKEN = re.compile(r"\[e(\d+)\.(\d+)\]")
-# What Celery's trace logs when a job ends, and what a finished sync run logs (workers/tasks.py).
-CELERY_END = re.compile(r"^Task (crosslink\.[\w.]+)\[[^\]]+\] (succeeded|raised|retry|ignored|rejected)")
+# The line a worker logs when a job ends (workers.telemetry.job_end_line: Celery's own gave way to
+# it), and what a finished sync run logs (workers/tasks.py).
+CELERY_END = re.compile(r"^job (crosslink\.[\w.]+) (" + "|".join(JOB_ENDS.values()) + r")\b")
 SYNCED = "synced: "
 SYNC_JOB_PREFIX = "crosslink.sync."
 # The scale phase (issue 18): a simulated working day on one partner account.

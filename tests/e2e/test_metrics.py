@@ -107,10 +107,12 @@ def test_a_sync_runs_log_lines_carry_link_side_task_and_the_job_id_and_no_token(
     uuid.UUID(run[0]["job"])  # the Celery job's id, not a placeholder
 
     # Every line logged while the producer's job ran carries its id, link and side, and every
-    # line of the task's run its task; Celery's own lines (no `extra=` of ours) too. (A lone
-    # event's job is its side's batch job: its lines outside a run name no task.)
+    # line of the task's run its task; the job's received and end lines (in place of Celery's,
+    # which named neither) too. (A lone event's job is its side's batch job: its lines outside a
+    # run name no task.)
     of_job = [line for line in lines if line.get("job") == accepted[0].job]
-    assert any(line["logger"].startswith("celery.") for line in of_job), of_job
+    assert any(line["msg"].startswith("job crosslink.sync.batch received") for line in of_job), of_job
+    assert any(line["msg"].startswith("job crosslink.sync.batch succeeded") for line in of_job), of_job
     assert all((line["link"], line["side"]) == (LINK, "client") for line in of_job)
     assert all(line["task"] == number for line in of_job if "task" in line)
     assert run[0]["job"] == accepted[0].job
