@@ -27,7 +27,7 @@ from crosslink.cli.mapping import mapping
 from crosslink.cli.options import link_named
 from crosslink.cli.reconcile import acknowledge, beat, reconcile
 from crosslink.lab.demo import run_demo
-from crosslink.lab.services import run_services, serve_producer
+from crosslink.lab.services import run_flower, run_services, serve_producer
 from crosslink.operations.backfill import BackfillBusy, BackfillReport, backfill_link
 from crosslink.operations.decisions import DecisionRefused, mirror_task, pair_tasks
 from crosslink.operations.relink import relink as rebuild_registry
@@ -104,6 +104,16 @@ def worker(ctx: click.Context, concurrency: int) -> None:
     """Run a Celery worker for the sync queue (extra arguments go to celery)."""
     app.worker_main(["worker", "-Q", SYNC_QUEUE, "-c", str(concurrency), "--loglevel", "INFO",
                      *ctx.args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--port", default=5555, show_default=True, type=int)
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.pass_context
+def flower(ctx: click.Context, port: int, address: str) -> None:
+    """Run Flower on the workers' jobs: each row names the job's link, side and task, a batch
+    job's result the tasks it synced (extra arguments go to Flower, e.g. --basic-auth=user:password)."""
+    run_flower(port, address, list(ctx.args))
 
 
 @main.command()

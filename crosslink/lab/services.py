@@ -1,8 +1,10 @@
-"""Starting Crosslink's own processes: the producer and Celery workers.
+"""Starting Crosslink's own processes: the producer, Celery workers and Flower.
 
 `crosslink run` uses it for real accounts; the demo and the end-to-end tests use the same code
 so that what they prove is what production runs: the producer as a uvicorn server and each
-worker as a separate `celery worker` OS process.
+worker as a separate `celery worker` OS process. Every one logs through crosslink.base.logs (JSON
+lines when CROSSLINK_LOG_JSON is on): uvicorn gets no log setup of its own, and Flower's tornado
+none either.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from crosslink.lab.embedded_redis import free_port
 from crosslink.queue.names import SYNC_QUEUE
 from producers.receiver import create_app
 from schemas.links import load_links
+
+# Flower's tasks page: a job's label (crosslink.queue.names.job_label: link, side, task) is its
+# args column, and what a job did (a batch job's tasks) its result column. Flower's own default
+# shows neither.
+FLOWER_COLUMNS = "name,uuid,state,args,result,received,started,runtime,worker"
 
 # A worker that has not said "ready" by then did not start (imports, Redis unreachable).
 WORKER_START_TIMEOUT_S = 60.0
@@ -115,8 +122,9 @@ class ProducerServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> "ProducerServer":
+        # log_config=None: uvicorn's lines go through this process's own log setup.
         config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning",
-                                lifespan="on")
+                                lifespan="on", log_config=None)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
@@ -145,16 +153,23 @@ class ProducerProcess:
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    # Where its stdout and stderr go (None: nowhere).
+    log_path: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> "ProducerProcess":
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "crosslink.cli", "producer", "--host", self.host, "--port", str(self.port)],
-            env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "crosslink.cli", "producer", "--host", self.host, "--port", str(self.port)],
+                env={**os.environ, **self.env}, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        finally:
+            if self.log_path:
+                output.close()
         deadline = time.monotonic() + PRODUCER_START_TIMEOUT_S
         try:
             while time.monotonic() < deadline and self.process.poll() is None:
@@ -212,5 +227,18 @@ def serve_producer(links_path: str | None = None, host: str | None = None, port:
     file, host and port default to the settings'."""
     settings = get_settings()
     app = create_app(load_links(links_path or settings.links_path), settings.redis_url, os.environ)
+    # log_config=None: uvicorn's error lines go through ours (JSON when JSON logs are on), not
+    # through a text format of its own.
     uvicorn.run(app, host=host or settings.producer_host, port=port or settings.producer_port,
-                log_level="warning")
+                log_level="warning", log_config=None)
+
+
+def run_flower(port: int, address: str, flower_args: list[str]) -> None:
+    """`crosslink flower`: Flower on the workers' task events, until stopped, its tasks page
+    showing each job's link, side and task (FLOWER_COLUMNS) and its lines logged through ours
+    (--logging=none keeps tornado's text format off). FLOWER_ARGS (any of Flower's options)
+    come last, so they win."""
+    from workers.app import app
+
+    app.start(["flower", f"--port={port}", f"--address={address}", f"--tasks_columns={FLOWER_COLUMNS}",
+               "--logging=none", *flower_args])

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 import yaml
 
@@ -41,9 +42,23 @@ from producers.scenarios import scenarios_for_side
 from schemas.links import Link, LinksConfig, load_links
 from workers.state import parse_marker, record_source_id
 
+# Flower imports the app and connects to Redis before it answers; a few seconds on this machine.
+FLOWER_START_TIMEOUT_S = 30.0
 # How often the quiet check looks, and how many looks in a row must find nothing to do.
 QUIET_POLL_S = 0.2
 QUIET_LOOKS = 3
+
+
+def _stop_group(process: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM PROCESS's session (it was started in one of its own), SIGKILL once TIMEOUT passed."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def without_record_tasks(tasks: list[dict[str, Any]], links: Iterable[Link], side: str) -> list[dict[str, Any]]:
@@ -83,6 +98,8 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)
     config: LinksConfig | None = None
     beat_process: subprocess.Popen | None = None
+    flower_process: subprocess.Popen | None = None
+    flower_port: int | None = None
 
     def start(self) -> "LocalStack":
         self.world = World.from_config(copy.deepcopy(self.emulator_config))
@@ -116,7 +133,7 @@ class LocalStack:
             **self.extra_env,
         }
         if self.producer_process:
-            self.producer = ProducerProcess(self.env).start()
+            self.producer = ProducerProcess(self.env, log_path=self.workdir / "producer.log").start()
         else:
             self.producer = ProducerServer(create_app(self.config, self.redis_url, self.env)).start()
         self.point_scenarios_at(self.producer.url)
@@ -157,14 +174,34 @@ class LocalStack:
 
     def stop_beat(self, timeout: float = 10.0) -> None:
         process, self.beat_process = self.beat_process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        _stop_group(process, timeout)
+
+    def start_flower(self, port: int | None = None) -> str:
+        """Run `crosslink flower` on PORT (a free one by default) on loopback, its log in
+        workdir/flower.log; the URL of its tasks page once it answers. It turns the workers' task
+        events on within seconds of starting (and of a worker's start): jobs before that show
+        only in part."""
+        assert not self.flower_process, "Flower is already running"
+        self.flower_port = port or free_port()
+        log = open(self.workdir / "flower.log", "ab")
+        self.flower_process = subprocess.Popen(
+            [sys.executable, "-m", "crosslink.cli", "flower", "--port", str(self.flower_port)],
+            env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        url = f"http://127.0.0.1:{self.flower_port}/tasks"
+        deadline = time.monotonic() + FLOWER_START_TIMEOUT_S
+        while time.monotonic() < deadline and self.flower_process.poll() is None:
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop_flower()
+        raise RuntimeError("Flower did not start:\n" + (self.workdir / "flower.log").read_text(errors="replace")[-2000:])
+
+    def stop_flower(self, timeout: float = 10.0) -> None:
+        process, self.flower_process = self.flower_process, None
+        _stop_group(process, timeout)
 
     def backfill(self, link_name: str, max_items: int | None = None,
                  dry_run: bool = False) -> BackfillReport:
@@ -231,6 +268,7 @@ class LocalStack:
         return found[0] if len(found) == 1 else None
 
     def stop(self) -> None:
+        self.stop_flower()
         self.stop_beat()
         for worker in self.worker_processes:
             worker.stop()
