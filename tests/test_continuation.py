@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 from celery import Task
@@ -65,11 +66,20 @@ def test_another_tasks_run_or_code_outside_a_worker_sends_a_job_of_its_own(sent)
         assert as_itself(SYNC_TASK, "demo", "client", 5) is None
 
 
-def test_a_probe_of_a_link_still_severed_continues_as_itself(sent):
+def test_a_probe_of_a_link_still_severed_continues_as_itself(sent, monkeypatch):
+    class Severed:
+        def ping(self):
+            raise ConnectionError("still no access")
+
+    monkeypatch.setattr(runner, "runtime", lambda: SimpleNamespace(
+        link=lambda name: SimpleNamespace(name=name), settings=SimpleNamespace(time_scale=1.0),
+        state=lambda name: SimpleNamespace(severed=lambda: {"client": {"reason": "token revoked"}}),
+        client=lambda link, side: Severed()))
     with running(PROBE_LINK, "probe-1", ["demo"]) as task:
-        with pytest.raises(Retry):
-            finish_job(task, lambda: (runner._probe_again("demo", 30.0), "severed")[1])
+        with pytest.raises(Retry) as raised:
+            finish_job(task, lambda: runner.probe("demo"))
     assert [(name, options["task_id"]) for name, _, options in sent] == [(PROBE_LINK, "probe-1")]
+    assert raised.value.message == "severed"
 
 
 def test_a_batch_job_that_only_waits_hands_its_side_to_itself(redis_client, sides):  # noqa: F811

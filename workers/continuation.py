@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from celery import Task
+from celery import Celery, Task
 from celery._state import get_current_task
 from celery.exceptions import Retry
 
@@ -61,6 +61,17 @@ def as_itself(name: str, *args: Any) -> Again | None:
     if list(request.args or ())[:len(args)] != list(args):
         return None
     return Again(str(request.id), int(request.retries or 0))
+
+
+def send(app: Celery, name: str, args: list, delay_s: float, *, itself: bool = False, **options: Any) -> None:
+    """Send job NAME with ARGS (and send_task OPTIONS), due DELAY_S from now. ITSELF: as the
+    running job's own next run when that job is NAME with these ARGS (as_itself); else, and
+    outside a worker, as a job of its own."""
+    again = as_itself(name, *args) if itself else None
+    delay_s = max(0.0, delay_s)
+    app.send_task(name, args=args, countdown=delay_s, **options, **(again.options() if again else {}))
+    if again is not None:
+        again.mark(delay_s)
 
 
 def finish_job(task: Task, run: Callable[[], str]) -> str:

@@ -44,11 +44,10 @@ from crosslink.queue.names import (
 )
 from planfix.errors import PlanfixError, Queued, RateLimited, TransientError
 from schemas.links import Link
-from workers import telemetry
+from workers import continuation, telemetry
 from workers.anchors import RESUMED, RULES_CHECK, SEVERED, send_anchor
 from workers.app import app
 from workers.canonical import task_fields
-from workers.continuation import Again, as_itself
 from workers.governance import Hands, govern, is_paused
 from workers.hints import RESUME, Hints
 from workers.idempotency import MIN_TASK_LOCK_TTL_MS, TASK_LOCK_TTL_MS, LeaseBusy, LockLost, TaskLock, scaled_ttl_ms
@@ -134,17 +133,13 @@ def pair_lock(store: redis.Redis, link: Link, side: str, number: int, counterpar
 
 
 def requeue(link: str, side: str, number: int, delay_s: float, attempt: int = 0,
-            hints: Hints | None = None, again: Again | None = None) -> None:
+            hints: Hints | None = None, itself: bool = False) -> None:
     """Queue the task's sync again; HINTS (what its events were) travel along, none = full look.
-    AGAIN: the running job is this task's own, and this is its next run (workers.continuation)."""
+    ITSELF: as the running job's next run if it is the task's own (workers.continuation)."""
     kwargs: dict = {"attempt": attempt}
     if hints is not None:
         kwargs["hints"] = hints.encode()
-    delay_s = max(0.0, delay_s)
-    app.send_task(SYNC_TASK, args=[link, side, number], kwargs=kwargs,
-                  queue=SYNC_QUEUE, countdown=delay_s, **(again.options() if again else {}))
-    if again is not None:
-        again.mark(delay_s)
+    continuation.send(app, SYNC_TASK, [link, side, number], delay_s, itself=itself, kwargs=kwargs, queue=SYNC_QUEUE)
 
 
 def keep_reads(store: redis.Redis, link: str, side: str, number: int, reads: dict) -> None:
@@ -429,11 +424,9 @@ def wait_for_turn(link_name: str, side: str, number: int, hints: Hints, wait_s: 
 
 
 def _again(link_name: str, side: str, number: int, decision: Decision, hints: Hints | None) -> None:
-    """The task's run goes again after DECISION's delay: as the running job's own next run when
-    that job is the task's own (one job that waits, not a new one per wait), else as a job of its
-    own (a run of a batch job)."""
-    requeue(link_name, side, number, decision.delay_s, decision.attempt, hints,
-            again=as_itself(SYNC_TASK, link_name, side, number))
+    """The task's run goes again after DECISION's delay: the running job's next run if that is the
+    task's own job (one job that waits: workers.continuation), else a job of its own."""
+    requeue(link_name, side, number, decision.delay_s, decision.attempt, hints, itself=True)
 
 
 def _tell_of_cut(link: Link, side: str, number: int, severed: Mapping[str, Mapping[str, Any]], *,
@@ -550,16 +543,6 @@ def _govern(begun: Begun, prefetched: dict | None = None) -> str:
     return "governed" if applied else "noop"
 
 
-def _probe_again(link_name: str, delay_s: float) -> None:
-    """The link is still severed: probe again after DELAY_S, as the running probe job's own next
-    run (a cut of hours is one job that waits, not a new one per probe)."""
-    again = as_itself(PROBE_LINK, link_name)
-    app.send_task(PROBE_LINK, args=[link_name], queue=SYNC_QUEUE, countdown=delay_s,
-                  **(again.options() if again else {}))
-    if again is not None:
-        again.mark(delay_s)
-
-
 def replay_parked(link_name: str) -> int:
     """Queue the link's parked events again, oldest first, once per task; how many tasks."""
     replayed = set()
@@ -596,11 +579,13 @@ def probe(link_name: str) -> str:
         try:
             rt.client(link, side).ping()
         except RateLimited as exc:
-            _probe_again(link_name, exc.retry_after_ms / 1000)
+            continuation.send(app, PROBE_LINK, [link_name], exc.retry_after_ms / 1000, itself=True, queue=SYNC_QUEUE)
             return "rate-limited"
         except Exception as exc:  # noqa: BLE001 - any failure means access is still lost
             log.info("link side %s still severed: %s", side, exc, extra={"link": link_name, "side": side})
-            _probe_again(link_name, POLICY.severed.probe_after_s * rt.settings.time_scale)
+            # Probing again as the same job: a cut of hours is one job that waits (workers.continuation).
+            continuation.send(app, PROBE_LINK, [link_name], POLICY.severed.probe_after_s * rt.settings.time_scale,
+                              itself=True, queue=SYNC_QUEUE)
             return "severed"
         state.restore(side)
     for side, number in state.take_noted_cut():
