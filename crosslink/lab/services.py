@@ -28,6 +28,7 @@ from crosslink.lab.embedded_redis import free_port
 from crosslink.queue.names import SYNC_QUEUE
 from producers.receiver import create_app
 from schemas.links import load_links
+from workers.app import app
 
 # Flower's tasks page: a job's label (crosslink.queue.names.job_label: link, side, task) is its
 # args column, and what a job did (a batch job's tasks) its result column. Flower's own default
@@ -238,7 +239,5 @@ def run_flower(port: int, address: str, flower_args: list[str]) -> None:
     showing each job's link, side and task (FLOWER_COLUMNS) and its lines logged through ours
     (--logging=none keeps tornado's text format off). FLOWER_ARGS (any of Flower's options)
     come last, so they win."""
-    from workers.app import app
-
     app.start(["flower", f"--port={port}", f"--address={address}", f"--tasks_columns={FLOWER_COLUMNS}",
                "--logging=none", *flower_args])
