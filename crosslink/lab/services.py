@@ -31,9 +31,9 @@ from schemas.links import load_links
 from workers.app import app
 
 # Flower's tasks page: a job's label (crosslink.queue.names.job_label: link, side, task) is its
-# args column, and what a job did (a batch job's tasks) its result column. Flower's own default
-# shows neither.
-FLOWER_COLUMNS = "name,uuid,state,args,result,received,started,runtime,worker"
+# args column, and what a job did (a batch job's tasks) its result column; Flower's own default
+# shows neither. The job's id comes last: it is long, and the name links to the job's page anyway.
+FLOWER_COLUMNS = "name,state,args,result,received,started,runtime,worker,uuid"
 
 # A worker that has not said "ready" by then did not start (imports, Redis unreachable).
 WORKER_START_TIMEOUT_S = 60.0
