@@ -64,6 +64,9 @@ RECORD_TASK = f"Crosslink record: {LINK}"
 NOTE_PREFIX = "Crosslink: "
 # The workers' log of what the sides decide on their record tasks (workers.governance).
 GOVERNANCE_LOG = "crosslink.governance"
+# Python's warnings, logged by the worker (Celery's "running as root" on a demo machine): not part
+# of the story; they stay in the worker's log.
+PYTHON_WARNINGS_LOG = "py.warnings"
 
 
 def example(name: str) -> dict[str, Any]:
@@ -331,7 +334,7 @@ def run_demo(verbose: bool = True) -> int:
             say("  ↻ " + message[len("synced: "):])
         elif record.get("logger") == GOVERNANCE_LOG:
             say(f"  ✓ {message}")   # a side's word on its link, logged as a warning to stand out
-        elif record.get("level") in ("warning", "error"):
+        elif record.get("level") in ("warning", "error") and record.get("logger") != PYTHON_WARNINGS_LOG:
             say(f"  ! {message}")
 
     # The producer runs in this process; its per-request lines would drown the story.
