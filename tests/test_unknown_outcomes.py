@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from crosslink.journal.chain import check_chain
+from crosslink.journal.chain import check_chain, content_hash
 from crosslink.journal.store import Journal
 from crosslink.lab.demo import example
 from crosslink.lab.stack import integration_token
@@ -212,6 +212,26 @@ def test_status_move(pair, fault):
     pair.world.update_task("partner", number, {"status": {"id": 2}}, author=PAVEL)
     pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}$", "partner", number)
     assert pair.world.get_task("client", copy_, "status")["status"]["id"] == 12
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+@pytest.mark.parametrize(("kind", "change", "landed"), [
+    ("field change", {"name": "Found by the copy v2"}, {"name": "Found by the copy v2"}),
+    ("status", {"status": {"id": 2}}, {"status": 12})])
+def test_a_write_whose_answer_was_lost_is_recorded_by_whichever_run_finds_it(pair, fault, kind, change, landed):
+    """The copy's own run reads the landed value first and takes it for an echo of ours: the
+    crossing is recorded there, as Planfix took it, and the writer's next run records it no more."""
+    number, copy_ = mirrored(pair, "Found by the copy")
+    pair.world.update_task("partner", number, change, author=PAVEL)
+    pair.transports["client"].arm(fault, "POST", rf"/task/{copy_}$")
+    with pytest.raises(SideFailure):
+        pair.sync("partner", number)
+    pair.sync("client", copy_)
+    pair.sync("partner", number)
+    [entry] = pair.entries(kind)
+    assert (entry.side, entry.source["task"], entry.target) == ("partner", number, {"task": copy_, "outcome": "found applied"})
+    assert entry.content == content_hash(landed)
+    assert not pair.state.held_crossings("client", copy_)
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
