@@ -616,6 +616,37 @@ def test_a_comment_mirror_whose_run_was_killed_before_recording_it_is_recorded_b
     assert len(pair.recorded("comment")) == 1
 
 
+def test_a_file_whose_run_was_killed_before_recording_it_is_recorded_with_the_copy_people_see(pair, monkeypatch):
+    """Killed between the upload and its entry, the run leaves an upload it never attached;
+    the retry uploads again, attaches that copy and records it, by its bytes, once."""
+    number, copy_ = mirrored(pair, "Killed before recording the file")
+    file_id = pair.world.upload_file("partner", "scope.pdf", b"%PDF scope", author=PAVEL)
+    pair.world.attach_file_to_task("partner", file_id, number, author=PAVEL)
+    revive = killed_at(pair, monkeypatch, "file")
+    with pytest.raises(SystemExit):
+        pair.sync("partner", number)
+    revive()
+    pair.sync("partner", number)
+    pair.sync("partner", number)
+    [seen] = pair.world.task_files("client", copy_)
+    [entry] = pair.entries("file")
+    assert entry.target == {"file": seen["id"]} and entry.content == content_hash(b"%PDF scope")
+
+
+@pytest.mark.parametrize("first", ["client", "partner"])
+def test_a_field_write_whose_run_was_killed_before_recording_it_is_recorded_by_the_next_run(pair, monkeypatch, first):
+    number, copy_ = mirrored(pair, "Killed before recording the name")
+    pair.world.update_task("partner", number, {"name": "Renamed before the kill"}, author=PAVEL)
+    revive = killed_at(pair, monkeypatch, "field change")
+    with pytest.raises(SystemExit):
+        pair.sync("partner", number)
+    revive()
+    for side, task in ((first, copy_ if first == "client" else number), ("partner", number), ("client", copy_)):
+        pair.sync(side, task)
+    [entry] = pair.entries("field change")
+    assert entry.target == {"task": copy_, "outcome": "found applied"} and entry.source["field"] == "name"
+
+
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
 def test_a_mirror_paired_by_its_own_run_after_a_lost_create_is_recorded_once(pair, fault):
     """The create's answer lost, the mirror's own run pairs it by its marker before the
