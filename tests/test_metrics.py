@@ -280,6 +280,20 @@ def test_planfix_requests_are_counted_by_account_and_status_and_no_secret_is_exp
         assert secret not in after
 
 
+def test_planfix_requests_are_counted_by_the_link_the_client_serves(emulator_server):
+    def by_link(link: str) -> float:
+        return REGISTRY.get_sample_value("crosslink_link_planfix_requests_total",
+                                         {"link": link, "account": "partner"}) or 0
+
+    before = {link: by_link(link) for link in ("alpha", "")}
+    with PlanfixClient(emulator_server.base_url("partner"), PARTNER_TOKEN, account="partner", link="alpha") as mine:
+        mine.ping()
+        mine.get_task(1)
+    with PlanfixClient(emulator_server.base_url("partner"), PARTNER_TOKEN, account="partner") as nobodys:
+        nobodys.ping()  # the poller's: one poll serves every link of its account
+    assert (by_link("alpha") - before["alpha"], by_link("") - before[""]) == (2, 1)
+
+
 def test_limiter_waits_are_counted_where_the_client_is_told_to_wait(redis_url, emulator_server):
     labels = {"account": "partner", "reason": "rate"}
     waits_before = REGISTRY.get_sample_value("crosslink_limiter_waits_total", labels) or 0
