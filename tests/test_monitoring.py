@@ -38,6 +38,7 @@ GRAFANA = MONITORING / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "crosslink.json"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "crosslink.yml"
+GUIDE = ROOT / "docs" / "monitoring.md"
 PROMTOOL = shutil.which("promtool")
 # promtool reads a few small files; this only stops a hang.
 PROMTOOL_TIMEOUT_S = 60
@@ -189,6 +190,15 @@ def test_each_alert_reads_only_what_the_producer_alone_serves(exposition):
     for rule in alert_rules():
         assert metric_names(rule["expr"]) <= gauges, rule["alert"]
         assert not re.search(r"\b(?:max|min|sum|avg)\s*(?:by|without)?\s*\(", rule["expr"]), rule["alert"]
+
+
+def test_the_monitoring_guide_names_every_alert_and_only_metrics_crosslink_exposes(exposition):
+    guide = GUIDE.read_text(encoding="utf-8")
+    assert {rule["alert"] for rule in alert_rules()} == set(re.findall(r"^\| `(Crosslink\w+)` \|", guide, re.MULTILINE))
+    named = {name for expr in re.findall(r"`([^`]*crosslink_[^`]*)`", guide) for name in metric_names(expr)
+             if name.startswith("crosslink_")}
+    assert {"crosslink_side_severed", "crosslink_workers_beating"} <= named, "the scan finds no metrics"
+    assert sorted(named - exposed_names(exposition)) == []
 
 
 # --- what compose runs ------------------------------------------------------------------------
