@@ -50,7 +50,7 @@ from typing import Any
 import redis
 
 from crosslink.queue.dead_letters import DeadLetters
-from crosslink.queue.names import LAST_SYNC_KEY, comment_prints_key, parked_key, pending_key, registry_key
+from crosslink.queue.names import LAST_SYNC_KEY, comment_prints_key, parked_key, pending_key, registry_key, severed_key
 from workers.field_diff import with_sent
 
 PREFIX = "crosslink"
@@ -214,12 +214,12 @@ class LinkState:
         """Mark SIDE severed; True when it was not severed before."""
         return bool(
             self.redis.hsetnx(
-                self.key("severed", self.link), side, json.dumps({"reason": reason, "at": at})
+                severed_key(self.link), side, json.dumps({"reason": reason, "at": at})
             )
         )
 
     def severed(self) -> dict[str, dict[str, Any]]:
-        raw = self.redis.hgetall(self.key("severed", self.link))
+        raw = self.redis.hgetall(severed_key(self.link))
         return {_text(k): json.loads(v) for k, v in raw.items()}
 
     def noted_cut(self, side: str, number: int) -> None:
@@ -237,7 +237,7 @@ class LinkState:
         return sorted((side, int(number)) for side, number in (_text(item).split(":") for item in raw))
 
     def restore(self, side: str) -> None:
-        self.redis.hdel(self.key("severed", self.link), side)
+        self.redis.hdel(severed_key(self.link), side)
 
     def park(self, event: dict[str, Any]) -> None:
         self.redis.rpush(parked_key(self.link), json.dumps(event, sort_keys=True))
