@@ -6,10 +6,12 @@ must stay on 127.0.0.1 unless the operator's .env says otherwise, and only the h
 Caddy listens on every interface, passing on nothing but the webhook paths.
 
 The file states the Compose release it needs (v2.3.0, the first to read the top-level `name:`).
-No Compose that old runs here, so the statement is kept true another way: every key the file uses
-must be one Compose v2.3.0 already knew. A key outside the list below fails this test; look up
-the Compose release that brought it, raise the stated minimum in docker-compose.yml's header and
-the README if it is newer, then add the key here.
+When that was written, the file passed the JSON schema compose-go v1.1.0 carries (the one Compose
+v2.3.0 validates with), and v1.0.9's (Compose v2.2.3) refused only `name`. No Compose that old runs
+here, so the statement is kept true another way: every key the file uses must be one Compose
+v2.3.0 already knew. A key outside the list below fails this test: look up the Compose release
+that brought it, raise the stated minimum in docker-compose.yml's header and the README if it is
+newer, then add the key here.
 """
 
 from __future__ import annotations
@@ -148,6 +150,48 @@ def test_the_emulators_host_port_comes_from_env_and_stays_on_loopback():
 
 def test_a_bare_port_would_count_as_every_interface():
     assert published("8080:8080")[0] == "" and published("${X:-5555}:5555")[0] == ""
+
+
+# --- the https profile --------------------------------------------------------------------------
+
+def caddy() -> dict[str, Any]:
+    return services()["caddy"]
+
+
+def test_the_public_services_run_only_in_their_profile():
+    for name, profile in PUBLIC.items():
+        assert services()[name]["profiles"] == [profile]
+
+
+def test_caddy_answers_on_80_and_443_of_every_interface():
+    mappings = {published(mapping) for mapping in ports("caddy")}
+    assert {("", "80", "80"), ("", "443", "443")} <= mappings
+
+
+def test_caddy_reads_the_repositorys_caddyfile_and_keeps_its_certificates():
+    image, _, tag = caddy()["image"].partition(":")
+    assert (image, tag) == ("caddy", "2"), "pin the major: the Caddyfile is written for Caddy 2"
+    mounts = [interpolate(volume).split(":") for volume in caddy()["volumes"]]
+    assert ["./deploy/caddy/Caddyfile", "/etc/caddy/Caddyfile", "ro"] in mounts
+    assert CADDYFILE.exists()
+    assert ["caddy-data", "/data"] in [mount[:2] for mount in mounts], "certificates on a throwaway layer"
+    assert "caddy-data" in compose()["volumes"]
+
+
+def test_the_caddyfile_gets_every_variable_it_reads_from_env():
+    read = set(re.findall(r"\{\$([A-Z_][A-Z0-9_]*)", CADDYFILE.read_text(encoding="utf-8")))
+    assert read == {"CROSSLINK_DOMAIN", "CROSSLINK_TLS_EMAIL"}
+    given = caddy()["environment"]
+    assert read <= set(given) and read <= documented()
+    for name in read:
+        assert re.fullmatch(r"\$\{" + name + r"(:-)?\}", given[name]), f"{name} is passed on as set in .env"
+
+
+def test_the_caddyfile_proxies_to_the_port_the_producer_listens_on():
+    port = option_value(argv(services()["producer"]["command"]), "--port")
+    upstreams = re.findall(r"reverse_proxy\s+(\S+)", CADDYFILE.read_text(encoding="utf-8"))
+    assert upstreams == [f"producer:{port}"]
+    assert caddy()["depends_on"]["producer"] == {"condition": "service_healthy"}
 
 
 @pytest.mark.parametrize("text", ["8080", "127.0.0.1:8080:8080/udp"])
