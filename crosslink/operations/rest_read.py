@@ -7,9 +7,9 @@ and an operator who sees nothing for minutes cannot tell a slow read from a hung
 will end, and loses everything with a Ctrl-C. So the read here:
 
 - lists both sides first (a page of 100 tasks is one request), then reads each task's details;
-- tells, at each list and before each task's details, how many requests it made and how many
-  the rest needs, and so how long the rest takes at each account's rate (the shared limiter's
-  spacing, `ReadProgress`). Before a side is listed its tasks are assumed as many as the
+- tells, at each list and before each request for a task's details, how many requests it made
+  and how many the rest needs, and so how long the rest takes at each account's rate (the shared
+  limiter's spacing, `ReadProgress`). Before a side is listed its tasks are assumed as many as the
   registry's pairs, or as the other side listed (a link mirrors each task once), and the
   estimate is corrected once it is;
 - keeps what it read, so a run that is stopped still judges it (`RestRead.partial_check`): once
@@ -87,7 +87,7 @@ def list_pages(tasks: int) -> int:
 class RestRead:
     """A read of LINK's sides through CLIENTS (one per side), each request spaced by
     SECONDS_PER_REQUEST of its side's account. EXPECTED_TASKS: how many tasks a side is assumed
-    to hold before it is listed. ON_PROGRESS hears of each step: a side listed, a task's details."""
+    to hold before it is listed. ON_PROGRESS hears of each step: a side listed, each request of a task's details."""
 
     link: Link
     clients: Mapping[str, Any]
@@ -151,13 +151,16 @@ class RestRead:
         where the link carries them."""
         link, client = self.link, self.clients[side]
         for number, task in sorted(self.listed[side].items()):
-            self._tell(f"{side}: details of #{number}")
+            doing = f"{side}: details of #{number}"
+            self._tell(doing)
             task["comments"] = list(client.list_task_comments(number, fields=COMMENT_FIELDS, type_list="All"))
             self.requests[side] += 1
             if link.fields.checklist.direction != "none":
+                self._tell(doing)
                 task["checklist"] = list(client.list_checklist(number, fields=CHECKLIST_FIELDS))
                 self.requests[side] += 1
             if link.fields.files.direction != "none":
+                self._tell(doing)
                 task["files"] = client.list_task_files(number, only_description=True)
                 self.requests[side] += 1
             else:
