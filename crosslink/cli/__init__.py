@@ -169,10 +169,10 @@ def relink(link_name: str, links_path: str | None) -> None:
 @click.option("--link", "link_name", required=True)
 @click.option("--config", "links_path", default=None)
 @click.option("--dry-run", is_flag=True, help="list what would be linked, created and ambiguous; write nothing")
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help="follow the mirroring until the workers are done with every task queued (--no-wait: "
-                   "return once queued; the workers mirror them all the same)")
-def backfill(link_name: str, links_path: str | None, dry_run: bool, wait: bool) -> None:
+@click.option("--no-wait", is_flag=True,
+              help="return once the tasks are queued, without following the mirroring (the workers "
+                   "mirror them all the same)")
+def backfill(link_name: str, links_path: str | None, dry_run: bool, no_wait: bool) -> None:
     """Bring the tasks already in the link's scope in: pair those copied by hand (same name),
     queue the rest to be mirrored, then follow the workers' mirroring to the end (a second
     progress bar: tasks mirrored of tasks queued). Resumable: a rerun continues an interrupted
@@ -206,7 +206,7 @@ def backfill(link_name: str, links_path: str | None, dry_run: bool, wait: bool) 
         bar.update(max(0, progress.mirrored - bar.pos))
 
     try:
-        report = backfill_link(link_name, links_path, dry_run=dry_run, wait=wait, on_plan=on_plan,
+        report = backfill_link(link_name, links_path, dry_run=dry_run, wait=not no_wait, on_plan=on_plan,
                                on_item=on_item, on_mirror=on_mirror)
     except BackfillBusy as exc:
         raise click.ClickException(str(exc)) from exc
