@@ -1,7 +1,8 @@
 """Read-only looks at the queue for people and probes: is work left, how old is the oldest job.
 
-`crosslink status`, `crosslink health`, the producer's metrics and the lab's waits ask these; they
-read the keys the protocol spells in crosslink.queue.names and write nothing.
+`crosslink status`, `crosslink health`, the producer's metrics, the lab's waits and `crosslink
+backfill`'s wait for its mirroring ask these; they read the keys the protocol spells in
+crosslink.queue.names and write nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from crosslink.queue.names import (
     UNACKED_KEY,
     claims_key,
     dirty_key,
+    lock_key,
     pending_key,
     severed_key,
 )
@@ -30,6 +32,28 @@ def work_waiting(client: redis.Redis, link: str = "*") -> bool:
         return True
     return any(next(client.scan_iter(pattern, count=1000), None) is not None
                for pattern in (pending_key(link, "*", "*"), claims_key(link, "*")))
+
+
+def runs_in_flight(client: redis.Redis, link: str, tasks: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Which of LINK's TASKS ((side, number), each queued for a sync run) still have their run
+    ahead or under way: the pending flag stands (from the event until its run begins, as the
+    begin step takes the lock and clears the flag in one step), the task waits in its side's
+    dirty set or is claimed by a batch job, or its run holds its lock. A task in none of these
+    has had its run since it was queued.
+
+    Assumes nothing else queued it again by a plain job with no flag: a run's retry after a
+    transient failure, or a follow-up run, waits in the Celery queue unseen here
+    (work_waiting sees it, for the link as a whole)."""
+    tasks = list(tasks)
+    pipe = client.pipeline(transaction=False)
+    for side, number in tasks:
+        pipe.exists(pending_key(link, side, number))
+        pipe.zscore(dirty_key(link, side), number)
+        pipe.hexists(claims_key(link, side), number)
+        pipe.exists(lock_key(link, side, number))
+    looks = pipe.execute()
+    return {task for index, task in enumerate(tasks)
+            if any(value not in (0, None, False) for value in looks[index * 4:index * 4 + 4])}
 
 
 def oldest_job_age(client: redis.Redis, now: float, queue: str = SYNC_QUEUE) -> tuple[int, float | None]:
