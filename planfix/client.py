@@ -12,8 +12,9 @@ Why a client of our own rather than ad-hoc HTTP calls in the workers:
   gets TransientError(maybe_applied=True) and checks before writing again;
 - the token travels only in the Authorization header; it never appears in a log record, an
   exception message or repr();
-- every request sent and every wait the limiter names is counted here, once, by account
-  (crosslink.base.metrics), whichever process the client lives in.
+- every request sent and every wait the limiter names is counted here, once, by account (and
+  each request by the link the client serves: `link`), whichever process the client lives in
+  (crosslink.base.metrics).
 
 Paths are written exactly as the spec writes them, trailing slashes on creates included.
 """
@@ -122,7 +123,7 @@ class PlanfixClient:
                  limiter: AccountLimiter | None = None, http: Http | None = None,
                  timeout: float = 10.0, read_retries: int = 3, sleep_on_limit: bool = False,
                  max_limit_sleep_s: float = MAX_LIMIT_SLEEP_S, source_id: str | None = None,
-                 lane: str = DEFAULT_LANE):
+                 lane: str = DEFAULT_LANE, link: str = ""):
         if not token:
             raise ValueError("a Planfix API token is required")
         if read_retries < 0:
@@ -133,6 +134,9 @@ class PlanfixClient:
         # Whose turn this client's requests take in the account's budget (one lane per link:
         # planfix.limiter shares an account's slots between lanes round-robin).
         self.lane = lane
+        # The link this client's requests serve, for crosslink_link_planfix_requests ("": none
+        # or several). A name from links.yaml, never from a message: it becomes a label value.
+        self.link = link
         self.limiter = limiter
         self.read_retries = read_retries
         self.sleep_on_limit = sleep_on_limit
@@ -223,21 +227,21 @@ class PlanfixClient:
         except ConnectFailed as exc:
             # Nothing reached Planfix: even a write is known not to be applied (and nothing
             # arrived there to count against the rate).
-            metrics.planfix_request(self.account, metrics.UNREACHABLE, started)
+            metrics.planfix_request(self.account, metrics.UNREACHABLE, started, self.link)
             raise TransientError(f"{operation}: {exc}", operation=operation, maybe_applied=False) from None
         except TimedOut as exc:
             if granted:
                 self._answered(operation)
-            metrics.planfix_request(self.account, metrics.TIMEOUT, started)
+            metrics.planfix_request(self.account, metrics.TIMEOUT, started, self.link)
             raise TransientError(f"{operation}: {exc}", operation=operation, maybe_applied=is_write) from None
         except ConnectionBroken as exc:
             if granted:
                 self._answered(operation)
-            metrics.planfix_request(self.account, metrics.TRANSPORT_ERROR, started)
+            metrics.planfix_request(self.account, metrics.TRANSPORT_ERROR, started, self.link)
             raise TransientError(f"{operation}: {exc}", operation=operation, maybe_applied=is_write) from None
         if granted:
             self._answered(operation)
-        metrics.planfix_request(self.account, response.status_code, started)
+        metrics.planfix_request(self.account, response.status_code, started, self.link)
         elapsed_ms = (time.monotonic() - started) * 1000
         log.debug("planfix %s -> %d in %.0f ms", operation, response.status_code, elapsed_ms,
                   extra={"account": self.account})

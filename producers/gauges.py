@@ -1,8 +1,11 @@
 """The pipeline's shared state as Prometheus gauges, read from Redis at scrape time.
 
-The queue, dead letters, parked events, each link's lag, and each Planfix account's capacity
-(producers.capacity) describe the shared pipeline, not one process, so only the producer serves
-them (crosslink.base.metrics says why): every deployment runs exactly one, while workers scale.
+The queue, dead letters, parked events, each link's lag and waiting changes, each link side's
+severance, the workers' heartbeats, and each Planfix account's capacity (producers.capacity)
+describe the shared pipeline, not one process, so only the producer serves them
+(crosslink.base.metrics says why): every deployment runs exactly one, while workers scale. So an
+alert on any of them (deploy/monitoring/alerts.yml) gives one series per link, side or account
+with no `max by`, and "no worker beats" can be told by a process that is not a worker.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from prometheus_client.registry import Collector
 
 from crosslink.base.settings import Settings
 from crosslink.queue.dead_letters import DeadLetters
-from crosslink.queue.inspect import oldest_job_age
-from crosslink.queue.names import LAST_SYNC_KEY, SYNC_QUEUE, parked_key
+from crosslink.queue.inspect import last_beats, oldest_change_age, oldest_job_age, severed_sides
+from crosslink.queue.names import HEARTBEAT_MAX_AGE_S, LAST_SYNC_KEY, SYNC_QUEUE, parked_key
 from producers.capacity import account_capacity
 from schemas.links import LinksConfig
 
@@ -39,7 +42,7 @@ class StateCollector(Collector):
         self._client = client
         self._config = config
         self._settings = settings
-        self._links = [link.name for link in config.links]
+        self._links = [(link.name, list(link.sides)) for link in config.links]
         self._now = now
 
     def collect(self) -> Iterator[Metric]:
@@ -71,14 +74,41 @@ class StateCollector(Collector):
         lag = GaugeMetricFamily("crosslink_link_lag_seconds", "Seconds since the link's last "
                                 "finished sync run (also grows while the link is quiet); absent "
                                 "until its first run.", labels=["link"])
-        for link in self._links:
+        changes = GaugeMetricFamily("crosslink_link_oldest_change_age_seconds", "How long the "
+                                    "oldest change waiting among the link's tasks has been due with no "
+                                    "run taking it up; 0 when none waits (stays 0 while the link is quiet).",
+                                    labels=["link"])
+        severed = GaugeMetricFamily("crosslink_side_severed", "1 while the link side's access is lost "
+                                    "(a revoked token or scope: its events are parked until a probe sees "
+                                    "access again), else 0.", labels=["link", "side"])
+        for link, sides in self._links:
             dead.add_metric([link], DeadLetters(self._client, link).count())
             parked.add_metric([link], int(self._client.llen(parked_key(link))))
             last = self._client.hget(LAST_SYNC_KEY, link)
             if last is not None:
                 lag.add_metric([link], max(0.0, now - float(last)))
-        yield from (depth, oldest, dead, parked, lag)
+            changes.add_metric([link], oldest_change_age(self._client, link, sides, now))
+            cut = severed_sides(self._client, link)
+            for side in sides:
+                severed.add_metric([link, side], 1 if side in cut else 0)
+        yield from (depth, oldest, dead, parked, lag, changes, severed)
+        yield from self._workers(now)
         yield from self._accounts()
+
+    def _workers(self, now: float) -> Iterator[Metric]:
+        """The workers' heartbeats (workers.heartbeat), as counts and an age: node names change
+        with every deploy, so none becomes a label value."""
+        beats = last_beats(self._client)
+        beating = GaugeMetricFamily("crosslink_workers_beating", "Celery workers whose latest "
+                                    f"heartbeat is at most {HEARTBEAT_MAX_AGE_S:g} s old (the bound "
+                                    "`crosslink health worker` holds them to).")
+        beating.add_metric([], sum(1 for at in beats.values() if now - at <= HEARTBEAT_MAX_AGE_S))
+        age = GaugeMetricFamily("crosslink_worker_heartbeat_age_seconds", "Seconds since the latest "
+                                "heartbeat of any worker; absent when no worker has one (none ever "
+                                "started, or every one shut down).")
+        if beats:
+            age.add_metric([], max(0.0, now - max(beats.values())))
+        yield from (beating, age)
 
     def _accounts(self) -> Iterator[Metric]:
         """Each Planfix account's capacity (producers.capacity.account_capacity), once however

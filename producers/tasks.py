@@ -84,7 +84,8 @@ class Poller:
     clients: dict[str, PlanfixClient] = field(default_factory=dict)
 
     def client(self, group: PollAccount) -> PlanfixClient:
-        """GROUP's client: the first member's base URL and token, in the poll's limiter lane."""
+        """GROUP's client: the first member's base URL and token, in the poll's limiter lane. A
+        poll serves every link of its account, so its requests name no link (metrics)."""
         if group.key not in self.clients:
             conf = group.first.conf
             token = conf.token(os.environ)

@@ -48,6 +48,16 @@ def test_lint_config_names_an_unknown_key(tmp_path):
     assert result.exit_code == 1 and "on_forbiden" in result.output and "on_forbidden" in result.output
 
 
+def test_lint_config_reports_schema_and_semantic_problems_in_one_run(tmp_path):
+    path = tmp_path / "links.yaml"
+    path.write_text(EXAMPLE.read_text(encoding="utf-8").replace("on_forbidden: path", "on_forbiden: path")
+                    .replace("partner_to_client: {1: 11, 2: 12, 3: 13, 4: 14}",
+                             "partner_to_client: {1: 11, 2: 12, 3: 13, 4: 99}"), encoding="utf-8")
+    result = run("lint-config", str(path))
+    assert result.exit_code == 1
+    assert "unknown key 'on_forbiden'" in result.output and "client status 99 is a target" in result.output
+
+
 def test_lint_config_on_a_missing_file():
     result = run("lint-config", "/nonexistent/links.yaml")
     assert result.exit_code != 0 and "no such file" in result.output

@@ -389,7 +389,8 @@ def test_demo_env_holds_the_seeds_tokens_and_secrets():
 
 # --- Docker itself, where there is one ----------------------------------------------------------
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "demo"]], ids=["default", "demo"])
+@pytest.mark.parametrize("profile", [[], ["--profile", "demo"], ["--profile", "https"]],
+                         ids=["default", "demo", "https"])
 def test_docker_compose_accepts_the_file(profile):
     docker = shutil.which("docker")
     if docker is None:

@@ -31,7 +31,8 @@ SETUP = ROOT / "docs" / "planfix-setup.md"
 JOURNAL = ROOT / "docs" / "journal.md"
 MAPPING = ROOT / "docs" / "mapping.md"
 EXAMPLE = ROOT / "crosslink" / "examples" / "links.yaml"
-DOCS = [ROOT / "README.md", SETUP, ROOT / "docs" / "architecture.md", JOURNAL, MAPPING]
+DOCS = [ROOT / "README.md", SETUP, ROOT / "docs" / "architecture.md", JOURNAL, MAPPING,
+        ROOT / "docs" / "monitoring.md", ROOT / "docs" / "planfix.md"]
 _BLOCK = re.compile(r"```(?P<lang>\w*)\n(?P<body>.*?)```", re.DOTALL)
 # A repository path in backticks: `crosslink/queue/enqueue.py`, `deploy/demo/`, `docker-compose.yml`.
 _PATH = re.compile(r"`([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]*)*)`")

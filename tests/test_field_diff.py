@@ -19,6 +19,7 @@ from workers.field_diff import (
     echoes,
     entries_of,
     flows,
+    landed_unagreed,
     settled,
     still_to_land,
     with_queued,
@@ -120,6 +121,18 @@ def test_any_value_sent_is_an_echo_and_landing_settles_the_key(steps, now):
     assert (echoes({"status": now}, sent) == {"status": now}) == (now in steps)
     left = settled(sent, {"status": now})
     assert left == ({} if now in steps else sent)
+
+
+@given(agreed=st.one_of(st.none(), st.dictionaries(ECHO_KEYS, ECHO_VALUES)),
+       now=st.dictionaries(ECHO_KEYS, ECHO_VALUES), expected=st.dictionaries(ECHO_KEYS, ECHO_VALUES))
+def test_a_write_found_landed_is_an_echo_no_run_agreed_on(agreed, now, expected):
+    landed = landed_unagreed(expected, now, agreed)
+    assert landed.items() <= echoes(now, expected).items()
+    for key in echoes(now, expected):
+        # Found landed exactly while the task's snapshot does not hold that value yet.
+        assert (key in landed) == bool(changed_fields({key: now[key]}, {key: (agreed or {}).get(key)}))
+    # Once a run agreed on what it found (agreed_with_echoes), nothing is found again.
+    assert landed_unagreed(expected, now, agreed_with_echoes(agreed or {}, now, expected)) == {}
 
 
 # -- writes Planfix queued (202), still to land ------------------------------------------------

@@ -27,7 +27,7 @@ MAX_FUNCTION_LINES = 60
 # The queue protocol's keys, each spelled only in crosslink/queue/names.py.
 QUEUE_KEY_PREFIXES = ("crosslink:pending:", "crosslink:pending-since:", "crosslink:hints:", "crosslink:dirty:",
                       "crosslink:batch:", "crosslink:claims:", "crosslink:batch-due:", "crosslink:recent:",
-                      "crosslink:resume:", "crosslink:lock:")
+                      "crosslink:resume:", "crosslink:lock:", "crosslink:severed:", "crosslink:workers:heartbeat")
 QUEUE_NAMES = ROOT / "crosslink" / "queue" / "names.py"
 LINT_IMPORTS = ("import sys; from importlinter.cli import lint_imports; "
                 "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))")

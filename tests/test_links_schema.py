@@ -269,3 +269,51 @@ def test_any_misspelt_key_is_reported_on_its_own_line(line_index, suffix):
     # A misspelt schema key is "unknown"; a misspelt side name under transitions is not a side.
     assert any(issue.line == line_index + 1 and ("unknown key" in issue.message or "Must be one of" in issue.message)
                for issue in issues), issues
+
+
+# --- lint: schema and semantic problems in one pass ------------------------------------------
+
+def test_schema_errors_do_not_hide_the_semantic_ones():
+    """A file with both kinds reports both at once: the links the schema rejects are checked on
+    the parts that parsed (an unknown key in statuses, a bad language, a malformed role), so the
+    map that does not round-trip and the regex that does not compile show now, not on the next run."""
+    text = (TEXT.replace("on_forbidden: path", "on_forbiden: path")
+                .replace("language: en ", "language: xx ")
+                .replace('partner_lead: {side: partner, user: "user:2"}',
+                         'partner_lead: {side: partner, user: "user:2"}\n        bad: {side: nowhere, user: "user:3"}')
+                .replace("{1: 11, 2: 12, 3: 13, 4: 14}", "{1: 11, 2: 12, 3: 13, 4: 99}")
+                .replace('exclude: "^#internal"', 'exclude: "(unclosed"'))
+    found = {(issue.line, words) for issue in issues_of(text)
+             for words in ("on_forbidden", "Must be one of: en, ru", "Must be one of: partner, client",
+                           "99 is a target", "does not compile")
+             if words in f"{issue.message} {issue.fix}"}
+    assert found == {(line_of(text, "on_forbiden"), "on_forbidden"),
+                     (line_of(text, "language: xx"), "Must be one of: en, ru"),
+                     (line_of(text, "bad: {side: nowhere"), "Must be one of: partner, client"),
+                     (line_of(text, "partner_to_client:"), "99 is a target"),
+                     (line_of(text, "exclude: \"(unclosed"), "does not compile")}
+
+
+def test_a_check_is_not_run_on_a_part_the_schema_rejected():
+    """partner status 4's entry holds a string: the schema says so, and the round-trip check,
+    which would miss the entry and claim client_to_partner's 14 -> 4 is never mapped back, stays
+    silent (it would report what the file never said)."""
+    issues = issues_of(TEXT.replace("{1: 11, 2: 12, 3: 13, 4: 14}", "{1: 11, 2: 12, 3: 13, 4: delivered}"))
+    assert [issue.path for issue in issues] == ["links[0].statuses.partner_to_client[4]"], issues
+
+
+def test_a_link_missing_a_required_section_is_still_checked_elsewhere():
+    """No statuses at all, and a bad token variable name: placeholders stand in for both, and
+    the people and comments are checked as the file has them."""
+    text = TEXT.replace("token_env: CROSSLINK_DEMO_CLIENT_TOKEN", "token_env: lower_case") \
+               .replace('"role:partner_lead"', '"role:boss"').replace('exclude: "^#internal"', 'exclude: "(["')
+    start, end = text.index("    statuses:\n"), text.index("    people:\n")
+    text = text[:start] + text[end:]
+    messages = [f"{issue.path}: {issue.message}" for issue in issues_of(text)]
+    assert any("links[0].statuses: required key is missing" in m for m in messages), messages
+    assert any("token_env" in m and "UPPER_SNAKE" in m for m in messages), messages
+    assert any("unknown role 'boss'" in m for m in messages), messages
+    assert any("comments.exclude: regex does not compile" in m for m in messages), messages
+    # Nothing about the placeholders themselves (their statuses, their account, their variables).
+    assert not any("status" in m and "statuses: required" not in m for m in messages), messages
+    assert not any("LINT_PLACEHOLDER" in m or "invalid" in m for m in messages), messages

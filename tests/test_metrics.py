@@ -26,12 +26,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from crosslink.lab.embedded_redis import free_port
+from crosslink.queue.names import HEARTBEAT_KEY, HEARTBEAT_MAX_AGE_S, dirty_key
 from planfix.client import PlanfixClient
 from planfix.errors import AuthError, RateLimited
 from planfix.limiter import DAY_S, FORECAST_MIN_WINDOW_S, AccountLimiter
 from producers.receiver import create_app
 from producers.scenarios import hook_path
 from tests.test_receiver import ENV, SECRETS, auth_headers, client, config, post  # noqa: F401 - fixtures too
+from workers.heartbeat import record_beat
 from workers.state import LinkState
 from workers.telemetry import RUN_OUTCOMES, fresh_directory, job_context, serve_pool_metrics
 
@@ -135,6 +137,57 @@ def test_queue_depth_age_dead_letters_and_lag_are_read_from_redis_at_scrape(prod
     assert 120 <= value(scrape(producer), "crosslink_link_lag_seconds", link="alpha") < 150
 
 
+def test_each_link_sides_severance_is_a_gauge_of_every_configured_side(producer, redis_client):
+    """1 while a side's access is lost, 0 otherwise, for every side links.yaml names and no other."""
+    LinkState(redis_client, "alpha").sever("client", "HTTP 401: access withdrawn", time.time())
+    LinkState(redis_client, "ghost").sever("client", "not a configured link", time.time())
+    text = scrape(producer)
+    served = {(sample.labels["link"], sample.labels["side"]): sample.value
+              for family in text_string_to_metric_families(text) for sample in family.samples
+              if sample.name == "crosslink_side_severed"}
+    assert served == {("alpha", "partner"): 0, ("alpha", "client"): 1, ("beta", "partner"): 0,
+                      ("beta", "client"): 0}
+    assert "ghost" not in text and "withdrawn" not in text  # the reason is no label value
+
+    LinkState(redis_client, "alpha").restore("client")
+    assert value(scrape(producer), "crosslink_side_severed", link="alpha", side="client") == 0
+
+
+def test_a_links_oldest_waiting_change_ages_while_a_quiet_link_stays_at_zero(producer, redis_client):
+    """Unlike the lag since the last run, this stays 0 for a link that merely has nothing to do."""
+    text = scrape(producer)
+    assert (value(text, "crosslink_link_oldest_change_age_seconds", link="alpha"),
+            value(text, "crosslink_link_oldest_change_age_seconds", link="beta")) == (0, 0)
+    assert post(producer, "alpha", "client", event("task_changed", 7)).status_code == 200  # a lone change
+    time.sleep(0.5)
+    text = scrape(producer)
+    assert 0.4 <= value(text, "crosslink_link_oldest_change_age_seconds", link="alpha") < 30
+    assert value(text, "crosslink_link_oldest_change_age_seconds", link="beta") == 0
+
+    # A task held for coalescing (due later, crosslink.queue.coalesce) is not late before it is due.
+    redis_client.zadd(dirty_key("beta", "partner"), {"8": (time.time() + 60) * 1000})
+    assert value(scrape(producer), "crosslink_link_oldest_change_age_seconds", link="beta") == 0
+
+
+def test_worker_heartbeats_are_counted_and_aged_by_the_producer_without_node_labels(producer, redis_client):
+    text = scrape(producer)
+    assert value(text, "crosslink_workers_beating") == 0
+    assert value(text, "crosslink_worker_heartbeat_age_seconds") is None  # no worker ever beat
+
+    now = time.time()
+    record_beat(redis_client, "celery@fresh", now - 5)
+    record_beat(redis_client, "celery@hung", now - HEARTBEAT_MAX_AGE_S - 60)
+    text = scrape(producer)
+    assert value(text, "crosslink_workers_beating") == 1
+    assert 5 <= value(text, "crosslink_worker_heartbeat_age_seconds") < 35
+    assert "celery@" not in text
+
+    redis_client.zrem(HEARTBEAT_KEY, "celery@fresh")  # its clean shutdown
+    text = scrape(producer)
+    assert value(text, "crosslink_workers_beating") == 0
+    assert value(text, "crosslink_worker_heartbeat_age_seconds") >= HEARTBEAT_MAX_AGE_S + 60
+
+
 # The accounts of tests/test_receiver.py's links: derived from each side's base_url.
 ACCOUNTS = ["alpha-partner.planfix.com", "alpha-client.planfix.com", "beta-partner.planfix.com",
             "beta-client.planfix.com"]
@@ -225,6 +278,20 @@ def test_planfix_requests_are_counted_by_account_and_status_and_no_secret_is_exp
     assert value(after, "crosslink_planfix_request_duration_seconds_count", account="partner") >= 3
     for secret in [*SECRETS.values(), PARTNER_TOKEN, WRONG_TOKEN]:
         assert secret not in after
+
+
+def test_planfix_requests_are_counted_by_the_link_the_client_serves(emulator_server):
+    def by_link(link: str) -> float:
+        return REGISTRY.get_sample_value("crosslink_link_planfix_requests_total",
+                                         {"link": link, "account": "partner"}) or 0
+
+    before = {link: by_link(link) for link in ("alpha", "")}
+    with PlanfixClient(emulator_server.base_url("partner"), PARTNER_TOKEN, account="partner", link="alpha") as mine:
+        mine.ping()
+        mine.get_task(1)
+    with PlanfixClient(emulator_server.base_url("partner"), PARTNER_TOKEN, account="partner") as nobodys:
+        nobodys.ping()  # the poller's: one poll serves every link of its account
+    assert (by_link("alpha") - before["alpha"], by_link("") - before[""]) == (2, 1)
 
 
 def test_limiter_waits_are_counted_where_the_client_is_told_to_wait(redis_url, emulator_server):

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 from crosslink.base.settings import Settings
 from crosslink.lab.demo import example
@@ -237,3 +238,21 @@ def test_a_run_records_the_stamp_it_looked_at_whole_and_only_that(runtime):
     assert synced_stamp(store, link.name, "partner", number) == now_stamp().text
     assert reconcile.classify(now_stamp(), now_stamp().text, None).kind == reconcile.SKIP
 
+
+
+def test_a_runs_planfix_requests_are_counted_under_its_link(runtime):
+    """Requests by link (crosslink_link_planfix_requests_total) are counted where a run's client
+    is made for its link (workers.runtime), on both sides' accounts."""
+    world, link = runtime.world, runtime.link
+    accounts = {side: conf.account for side, conf in link.sides.items()}
+
+    def counted() -> dict[str, float]:
+        return {side: REGISTRY.get_sample_value("crosslink_link_planfix_requests_total",
+                                                {"link": link.name, "account": account}) or 0
+                for side, account in accounts.items()}
+
+    before = counted()
+    number = world.create_task("partner", {"name": "Counted", "processId": 1, "project": {"id": 10}}, author=PAVEL)
+    assert runner.sync_one(link.name, "partner", number, 0, None) == "created"
+    after = counted()
+    assert all(after[side] > before[side] for side in accounts), (before, after)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from crosslink.journal.chain import check_chain
+from crosslink.journal.chain import check_chain, content_hash
 from crosslink.journal.store import Journal
 from crosslink.lab.demo import example
 from crosslink.lab.stack import integration_token
@@ -212,6 +212,26 @@ def test_status_move(pair, fault):
     pair.world.update_task("partner", number, {"status": {"id": 2}}, author=PAVEL)
     pair.sync_losing(fault, "client", "POST", rf"/task/{copy_}$", "partner", number)
     assert pair.world.get_task("client", copy_, "status")["status"]["id"] == 12
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+@pytest.mark.parametrize(("kind", "change", "landed"), [
+    ("field change", {"name": "Found by the copy v2"}, {"name": "Found by the copy v2"}),
+    ("status", {"status": {"id": 2}}, {"status": 12})])
+def test_a_write_whose_answer_was_lost_is_recorded_by_whichever_run_finds_it(pair, fault, kind, change, landed):
+    """The copy's own run reads the landed value first and takes it for an echo of ours: the
+    crossing is recorded there, as Planfix took it, and the writer's next run records it no more."""
+    number, copy_ = mirrored(pair, "Found by the copy")
+    pair.world.update_task("partner", number, change, author=PAVEL)
+    pair.transports["client"].arm(fault, "POST", rf"/task/{copy_}$")
+    with pytest.raises(SideFailure):
+        pair.sync("partner", number)
+    pair.sync("client", copy_)
+    pair.sync("partner", number)
+    [entry] = pair.entries(kind)
+    assert (entry.side, entry.source["task"], entry.target) == ("partner", number, {"task": copy_, "outcome": "found applied"})
+    assert entry.content == content_hash(landed)
+    assert not pair.state.held_crossings("client", copy_)
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
@@ -594,6 +614,37 @@ def test_a_comment_mirror_whose_run_was_killed_before_recording_it_is_recorded_b
     assert len([entry for entry in pair.world.requests("client") if entry["write"]]) == writes_before
     pair.sync("partner", number)
     assert len(pair.recorded("comment")) == 1
+
+
+def test_a_file_whose_run_was_killed_before_recording_it_is_recorded_with_the_copy_people_see(pair, monkeypatch):
+    """Killed between the upload and its entry, the run leaves an upload it never attached;
+    the retry uploads again, attaches that copy and records it, by its bytes, once."""
+    number, copy_ = mirrored(pair, "Killed before recording the file")
+    file_id = pair.world.upload_file("partner", "scope.pdf", b"%PDF scope", author=PAVEL)
+    pair.world.attach_file_to_task("partner", file_id, number, author=PAVEL)
+    revive = killed_at(pair, monkeypatch, "file")
+    with pytest.raises(SystemExit):
+        pair.sync("partner", number)
+    revive()
+    pair.sync("partner", number)
+    pair.sync("partner", number)
+    [seen] = pair.world.task_files("client", copy_)
+    [entry] = pair.entries("file")
+    assert entry.target == {"file": seen["id"]} and entry.content == content_hash(b"%PDF scope")
+
+
+@pytest.mark.parametrize("first", ["client", "partner"])
+def test_a_field_write_whose_run_was_killed_before_recording_it_is_recorded_by_the_next_run(pair, monkeypatch, first):
+    number, copy_ = mirrored(pair, "Killed before recording the name")
+    pair.world.update_task("partner", number, {"name": "Renamed before the kill"}, author=PAVEL)
+    revive = killed_at(pair, monkeypatch, "field change")
+    with pytest.raises(SystemExit):
+        pair.sync("partner", number)
+    revive()
+    for side, task in ((first, copy_ if first == "client" else number), ("partner", number), ("client", copy_)):
+        pair.sync(side, task)
+    [entry] = pair.entries("field change")
+    assert entry.target == {"task": copy_, "outcome": "found applied"} and entry.source["field"] == "name"
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)

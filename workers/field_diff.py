@@ -67,6 +67,15 @@ def echoes(now: Mapping[str, Any], expected: Mapping[str, Any]) -> dict[str, Any
     return found
 
 
+def landed_unagreed(expected: Mapping[str, Any], now: Mapping[str, Any],
+                    agreed: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The echoes in NOW of the sync's own unagreed writes (EXPECTED) that no run agreed on
+    yet (AGREED: the task's snapshot, None before any): what a write whose answer was lost, or
+    whose run was killed, gave the task, found by the first run that reads it."""
+    return {key: value for key, value in echoes(now, expected).items()
+            if changed_fields({key: value}, {key: (agreed or {}).get(key)})}
+
+
 def agreed_with_echoes(snapshot: Mapping[str, Any] | None, now: Mapping[str, Any],
                        expected: Mapping[str, Any]) -> dict[str, Any] | None:
     """SNAPSHOT, with every key whose value NOW is an echo of the sync's own writes (echoes)

@@ -8,6 +8,10 @@ time in one sorted set: one ZADD and one prune per beat, nothing else. `worker_r
 first beat at once; a clean shutdown removes the worker's entry, so a stopped worker is missed at
 once, and a killed one ages out.
 
+The key is the queue contract's (crosslink.queue.names.HEARTBEAT_KEY), read by
+crosslink.queue.inspect.last_beats: the health check and the producer's metrics read it without
+importing the worker.
+
 Assumption: the worker and the health check read the same clock (one host, or NTP-synced
 hosts); ages are time.time() differences.
 """
@@ -22,11 +26,10 @@ import redis
 from celery.signals import heartbeat_sent, worker_ready, worker_shutdown
 
 from crosslink.base.settings import get_settings
+from crosslink.queue.names import HEARTBEAT_KEY
 
 log = logging.getLogger("crosslink.worker")
 
-# Sorted set: worker node name ("w1@host") -> unix time of its latest beat.
-HEARTBEAT_KEY = "crosslink:workers:heartbeat"
 # Entries of workers gone this long are dropped: container hostnames change with every deploy.
 FORGET_AFTER_S = 86_400
 # A beat is written from the worker's event loop: a slow or dead Redis must not hold it long.
@@ -42,12 +45,6 @@ def record_beat(client: redis.Redis, node: str, now: float | None = None) -> Non
     pipe.zadd(HEARTBEAT_KEY, {node: now})
     pipe.zremrangebyscore(HEARTBEAT_KEY, "-inf", now - FORGET_AFTER_S)
     pipe.execute()
-
-
-def last_beats(client: redis.Redis) -> dict[str, float]:
-    """Every worker's latest beat: node name -> unix time."""
-    return {(node.decode() if isinstance(node, bytes) else node): float(at)
-            for node, at in client.zrange(HEARTBEAT_KEY, 0, -1, withscores=True)}
 
 
 def _redis() -> redis.Redis:

@@ -41,6 +41,7 @@ from crosslink.queue.names import (
     pending_since_key,
     record_synced_stamp,
     resume_key,
+    severed_key,
 )
 from planfix.errors import PlanfixError, Queued, RateLimited, TransientError
 from schemas.links import Link
@@ -369,8 +370,8 @@ def take_batch(store: redis.Redis, link: Link, side: str, numbers: list[int], to
     """Lock the pairs of SIDE's tasks NUMBERS with TOKEN and take their events (_BEGIN_LUA); None
     when a side of the link is severed (nothing was touched)."""
     dead = DeadLetters(store, link.name)
-    keys = [LinkState(store, link.name).key(*parts) for parts in
-            (("severed", link.name), ("reg", link.name, "task"), ("snap", link.name), ("queued", link.name))]
+    keys = [severed_key(link.name), *(LinkState(store, link.name).key(*parts) for parts in
+                                      (("reg", link.name, "task"), ("snap", link.name), ("queued", link.name)))]
     # Key patterns of this link for string.format in Lua (link names are [a-z0-9-]: no "%").
     patterns = [key_of(link.name, "%s", "%s") for key_of in (lock_key, pending_key, hints_key, resume_key)]
     answer = store.eval(_BEGIN_LUA, 6, *keys, dead.blocked_key, pending_since_key(link.name, side), side,

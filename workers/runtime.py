@@ -120,7 +120,7 @@ class Runtime:
             self._clients[key] = PlanfixClient(
                 conf.base_url, token, account=conf.account, limiter=self.limiter, http=self.http,
                 timeout=self.settings.planfix_timeout_s, sleep_on_limit=True, max_limit_sleep_s=ADMISSION_LIMIT_WAIT_S,
-                lane=link.name,
+                lane=link.name, link=link.name,
             )
         return self._clients[key]
 

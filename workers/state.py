@@ -33,6 +33,9 @@ Key layout (one hash per link and kind, so a link's state can be listed and drop
   crosslink:governed:{link}:{side}   comment ids of the side's record task already read as commands
   crosslink:record:{link}        side -> number of the link's record task in that side's account, where
                                  the journal's heads are posted (workers.anchors)
+  crosslink:crossing:{link}:{side}:{task}   journal entry key -> JSON entry: a write sent to that task
+                                 whose answer is not in (lost, or its run killed), recorded by the run
+                                 that finds it landed (workers.sync.writer)
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from typing import Any
 import redis
 
 from crosslink.queue.dead_letters import DeadLetters
-from crosslink.queue.names import LAST_SYNC_KEY, comment_prints_key, parked_key, pending_key, registry_key
+from crosslink.queue.names import LAST_SYNC_KEY, comment_prints_key, parked_key, pending_key, registry_key, severed_key
 from workers.field_diff import with_sent
 
 PREFIX = "crosslink"
@@ -55,6 +58,9 @@ PREFIX = "crosslink"
 # mirror can be recognised in Planfix even when Redis lost the registry.
 MIRROR_NAMESPACE = uuid.UUID("7d3c5a4e-2f7b-4e55-9b7e-c1a55e11a0c5")
 MARKER_PREFIX = "crosslink"
+# How long a write whose answer never came waits to be found landed by a run of its pair: the
+# next run finds it within minutes, but a side severed or paused may hold the pair's runs for weeks.
+CROSSING_HOLD_S = 60 * 86400
 
 
 def mirror_source_id(link: str, side: str, kind: str, number: int | str) -> str:
@@ -208,12 +214,12 @@ class LinkState:
         """Mark SIDE severed; True when it was not severed before."""
         return bool(
             self.redis.hsetnx(
-                self.key("severed", self.link), side, json.dumps({"reason": reason, "at": at})
+                severed_key(self.link), side, json.dumps({"reason": reason, "at": at})
             )
         )
 
     def severed(self) -> dict[str, dict[str, Any]]:
-        raw = self.redis.hgetall(self.key("severed", self.link))
+        raw = self.redis.hgetall(severed_key(self.link))
         return {_text(k): json.loads(v) for k, v in raw.items()}
 
     def noted_cut(self, side: str, number: int) -> None:
@@ -231,7 +237,7 @@ class LinkState:
         return sorted((side, int(number)) for side, number in (_text(item).split(":") for item in raw))
 
     def restore(self, side: str) -> None:
-        self.redis.hdel(self.key("severed", self.link), side)
+        self.redis.hdel(severed_key(self.link), side)
 
     def park(self, event: dict[str, Any]) -> None:
         self.redis.rpush(parked_key(self.link), json.dumps(event, sort_keys=True))
@@ -370,6 +376,26 @@ class LinkState:
             self.redis.hset(self.key("unsettled-notes", self.link), f"{side}:{number}", json.dumps(held, sort_keys=True))
         else:
             self.redis.hdel(self.key("unsettled-notes", self.link), f"{side}:{number}")
+
+    def hold_crossings(self, side: str, number: int, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        """ENTRIES, the journal entries (by key) of a write about to be sent to SIDE's task NUMBER:
+        kept until its answer records them (release_crossings), or, the answer lost, until a run
+        of the pair finds what it wrote there (workers.sync.writer.TaskWriter.find_landed)."""
+        if entries:
+            key = self.key("crossing", self.link, side, str(number))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(key, mapping={each: json.dumps(entry, sort_keys=True) for each, entry in entries.items()})
+            pipe.expire(key, CROSSING_HOLD_S)
+            pipe.execute()
+
+    def held_crossings(self, side: str, number: int) -> dict[str, dict[str, Any]]:
+        raw = self.redis.hgetall(self.key("crossing", self.link, side, str(number)))
+        return {_text(each): json.loads(entry) for each, entry in raw.items()}
+
+    def release_crossings(self, side: str, number: int, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if keys:
+            self.redis.hdel(self.key("crossing", self.link, side, str(number)), *keys)
 
     def record_task(self, side: str) -> int | None:
         value = self.redis.hget(self.key("record", self.link), side)

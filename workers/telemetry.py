@@ -15,7 +15,7 @@ worker container. What keeps that robust:
 - only counters and histograms live in the files; a child that died (a crash, a kill,
   max-tasks-per-child) keeps its file, so its counts stay in the sum, as a counter's must. No
   gauge lives in a file (those would need mark_process_dead). The gauges read from Redis
-  (crosslink.base.metrics.StateCollector) are not served here at all but by the producer: they
+  (producers.gauges.StateCollector) are not served here at all but by the producer: they
   describe the shared pipeline, and N workers serving them too would give N+1 copies of each;
 - the server starts once the pool has forked (worker_ready); a port already taken is logged and
   the worker runs on without metrics rather than not at all.

@@ -6,9 +6,11 @@ makes each account wait, how deep and how old the queue is, and how far behind e
 kinds live here:
 
 - counters and histograms that the code moves as things happen (webhooks in the producer, sync
-  runs in the workers, Planfix requests and limiter waits wherever a PlanfixClient is used);
+  runs in the workers, Planfix requests (by account and status, and by the link they served) and
+  limiter waits wherever a PlanfixClient is used);
 - gauges read from Redis at scrape time (producers.gauges, not here): the queue, dead letters, parked
-  events, each link's lag, and each Planfix account's capacity (requests today, its daily quota,
+  events, each link's lag and oldest waiting change, each link side's severance, the workers'
+  heartbeats, and each Planfix account's capacity (requests today, its daily quota,
   the day's forecast at the pace so far, the share the reconciliation may spend, the hold of
   each task's run while the quota would not last the day). They describe
   the shared pipeline, not one process, and nothing has to be kept up to date between scrapes.
@@ -61,6 +63,12 @@ PLANFIX_REQUESTS = Counter(
     "crosslink_planfix_requests", "Requests sent to a Planfix account, by account and HTTP status "
     "(unreachable, timeout or transport_error when no answer came).",
     ["account", "status"])
+LINK_PLANFIX_REQUESTS = Counter(
+    "crosslink_link_planfix_requests", "Requests sent to a Planfix account, by the link they served "
+    "and account: a link's runs, probes and anchors, and operator commands on one link; link empty "
+    "for the reconciliation poller (one poll serves every link of its account) and clients that "
+    "name no link. Answered or not, as crosslink_planfix_requests counts them.",
+    ["link", "account"])
 PLANFIX_REQUEST_SECONDS = Histogram(
     "crosslink_planfix_request_duration_seconds", "How long a Planfix request took, by account.",
     ["account"], buckets=PLANFIX_REQUEST_BUCKETS_S)
@@ -90,10 +98,12 @@ def _not_recorded(exc: OSError) -> None:
         log.warning("metrics not recorded in this process: %s", exc)
 
 
-def planfix_request(account: str, status: int | str, started: float) -> None:
-    """Count one request to ACCOUNT answered with STATUS, sent at monotonic time STARTED."""
+def planfix_request(account: str, status: int | str, started: float, link: str = "") -> None:
+    """Count one request to ACCOUNT for LINK ("" for none) answered with STATUS, sent at monotonic
+    time STARTED."""
     try:
         PLANFIX_REQUESTS.labels(account=account, status=str(status)).inc()
+        LINK_PLANFIX_REQUESTS.labels(link=link, account=account).inc()
         PLANFIX_REQUEST_SECONDS.labels(account=account).observe(max(0.0, time.monotonic() - started))
     except OSError as exc:
         _not_recorded(exc)

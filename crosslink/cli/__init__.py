@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -29,6 +30,8 @@ from crosslink.cli.reconcile import acknowledge, beat, reconcile
 from crosslink.lab.demo import run_demo
 from crosslink.lab.services import run_flower, run_services, serve_producer
 from crosslink.operations.backfill import BackfillBusy, BackfillReport, backfill_link
+from crosslink.operations.backfill_watch import MirrorProgress, mirroring_summary
+from crosslink.operations.backfill_watch import exit_status as mirroring_exit_status
 from crosslink.operations.decisions import DecisionRefused, mirror_task, pair_tasks
 from crosslink.operations.relink import relink as rebuild_registry
 from crosslink.operations.rules_check import WARNINGS as RULE_WARNINGS
@@ -176,10 +179,17 @@ def relink(link_name: str, links_path: str | None) -> None:
 @click.option("--link", "link_name", required=True)
 @click.option("--config", "links_path", default=None)
 @click.option("--dry-run", is_flag=True, help="list what would be linked, created and ambiguous; write nothing")
-def backfill(link_name: str, links_path: str | None, dry_run: bool) -> None:
+@click.option("--no-wait", is_flag=True,
+              help="return once the tasks are queued, without following the mirroring (the workers "
+                   "mirror them all the same)")
+def backfill(link_name: str, links_path: str | None, dry_run: bool, no_wait: bool) -> None:
     """Bring the tasks already in the link's scope in: pair those copied by hand (same name),
-    queue the rest to be mirrored. Resumable: a rerun continues an interrupted one."""
-    bar: list = []
+    queue the rest to be mirrored, then follow the workers' mirroring to the end (a second
+    progress bar: tasks mirrored of tasks queued). Resumable: a rerun continues an interrupted
+    one. Exit 0 when every task queued was mirrored; 1 when some ended otherwise (dead letters,
+    a side cut: listed in the JSON report's "mirroring") or nothing moved for 5 minutes (no
+    worker running?); 130 or 143 when stopped while waiting, the jobs staying queued."""
+    bars: dict[str, Any] = {}
 
     def on_plan(report: BackfillReport) -> None:
         est = report.estimate
@@ -190,22 +200,45 @@ def backfill(link_name: str, links_path: str | None, dry_run: bool) -> None:
                    + f"{report.total} items to handle; {per_account}: about {est.seconds:.0f} s "
                    "at the accounts' rate (comments add one write each)", err=True)
         if not dry_run and report.total:
-            bar.append(click.progressbar(length=report.total, label="backfill", file=sys.stderr,
-                                         show_eta=True, show_pos=True))
-            bar[0].__enter__()
+            bars["queue"] = _open_bar(report.total, "queueing")
 
     def on_item(report: BackfillReport) -> None:
-        if bar:
-            bar[0].update(1)
+        if "queue" in bars:
+            bars["queue"].update(1)
+
+    def on_mirror(progress: MirrorProgress) -> None:
+        if "mirror" not in bars:
+            _close_bar(bars.pop("queue", None))
+            if not progress.queued:
+                return
+            bars["mirror"] = _open_bar(progress.queued, "mirrored")
+        bar = bars["mirror"]
+        bar.update(max(0, progress.mirrored - bar.pos))
 
     try:
-        report = backfill_link(link_name, links_path, dry_run=dry_run, on_plan=on_plan, on_item=on_item)
+        report = backfill_link(link_name, links_path, dry_run=dry_run, wait=not no_wait, on_plan=on_plan,
+                               on_item=on_item, on_mirror=on_mirror)
     except BackfillBusy as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
-        if bar:
-            bar[0].__exit__(None, None, None)
+        for bar in bars.values():
+            _close_bar(bar)
+    if report.mirroring is not None:
+        click.echo(mirroring_summary(report.link, report.mirroring), err=True)
     click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
+    if report.mirroring is not None:
+        sys.exit(mirroring_exit_status(report.mirroring))
+
+
+def _open_bar(length: int, label: str) -> Any:
+    bar = click.progressbar(length=length, label=label, file=sys.stderr, show_eta=True, show_pos=True)
+    bar.__enter__()
+    return bar
+
+
+def _close_bar(bar: Any) -> None:
+    if bar is not None:
+        bar.__exit__(None, None, None)
 
 
 @main.command("pair")

@@ -2,7 +2,9 @@
 
 The compare, the repair and the acknowledgements are crosslink/operations/reconcile.py; a
 command here parses its options, prints what the run says as it goes, writes the --json report
-and exits by the verdict: 0 when no drift remains, 1 when some does, 3 when a side cannot be read.
+and exits by the verdict: 0 when no drift remains, 1 when some does, 3 when a side cannot be read,
+130 (SIGINT) or 143 (SIGTERM) when stopped, after a partial report. The read's progress goes to
+stderr, the report to stdout.
 `crosslink beat` runs the scheduler that ticks the periodic poller (producers/reconcile).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +25,43 @@ from crosslink.operations.reconcile import (
     REPAIR_WAIT_S,
     BadTaskRef,
     NoDrift,
+    ReadProgress,
     SideUnreadable,
     acknowledge_drift,
     reconcile_link,
 )
+from crosslink.operations.rest_read import progress_text
 from planfix.errors import PlanfixError
 from workers.app import app
+
+# Off a terminal (a log, a pipe) the progress is a line this often, not one per request.
+PROGRESS_LINE_EVERY_S = 10.0
+
+
+class _ProgressLine:
+    """The read's progress on stderr: one line redrawn in place on a terminal; elsewhere a line
+    at each milestone (the start, each side listed or read: the estimate is corrected there) and
+    between them every PROGRESS_LINE_EVERY_S."""
+
+    def __init__(self) -> None:
+        self.terminal = sys.stderr.isatty()
+        self.last_line = float("-inf")
+        self.width = 0
+
+    def __call__(self, step: ReadProgress) -> None:
+        text = progress_text(step)
+        if self.terminal:
+            click.echo("\r" + text.ljust(self.width), err=True, nl=False)
+            self.width = len(text)
+        elif step.milestone or time.monotonic() - self.last_line >= PROGRESS_LINE_EVERY_S:
+            click.echo(text, err=True)
+            self.last_line = time.monotonic()
+
+    def end(self) -> None:
+        """Leave the line before the report is printed."""
+        if self.terminal and self.width:
+            click.echo(err=True)
+            self.width = 0
 
 
 def _write_report(json_path: str | None, report: dict[str, Any]) -> None:
@@ -45,12 +79,22 @@ def _write_report(json_path: str | None, report: dict[str, Any]) -> None:
               help="with --repair: the longest wait for the workers, seconds")
 def reconcile(link_name: str, repair: bool, json_path: str | None, links_path: str | None,
               wait_s: float) -> None:
-    """Compare both sides of a link over REST and print the drift by task."""
+    """Compare both sides of a link over REST and print the drift by task. Progress (requests made
+    and the time the rest needs at the accounts' rates) goes to stderr; Ctrl-C or SIGTERM stops it
+    with a partial report of what it found so far (exit 130 or 143)."""
     link = link_named(link_name, links_path)
+    progress = _ProgressLine()
+
+    def say(text: str, err: bool = False) -> None:
+        progress.end()
+        click.echo(text, err=err)
+
     try:
-        report, status = reconcile_link(link, repair=repair, wait_s=wait_s, say=click.echo)
+        report, status = reconcile_link(link, repair=repair, wait_s=wait_s, say=say, progress=progress)
     except PlanfixError as exc:
         raise click.ClickException(f"reading Planfix failed: {exc}") from None
+    finally:
+        progress.end()
     _write_report(json_path, report)
     sys.exit(status)
 

@@ -45,7 +45,6 @@ from crosslink.journal.store import Journal, journal_url
 from crosslink.lab import oracle
 from crosslink.lab.demo import example
 from crosslink.lab.embedded_redis import EmbeddedRedis, free_port
-from crosslink.lab.journal_check import JUDGED as JOURNAL_JUDGED
 from crosslink.lab.journal_check import JournalCheck, journal_check
 from crosslink.lab.services import ProducerServer
 from crosslink.lab.stack import LocalStack
@@ -263,8 +262,7 @@ class ChaosReport:
         for family, row in self.journal.by_family.items():
             rows.append((f"  {family}", f"{row['crossings']} crossings, {row['entries']} entries"
                          + (f", missing {row['missing']}" if row["missing"] else "")
-                         + (f", extra {row['extra']}" if row["extra"] else "")
-                         + ("" if family in JOURNAL_JUDGED else "  (shown, not judged)")))
+                         + (f", extra {row['extra']}" if row["extra"] else "")))
         if self.journal.unattached_uploads:
             rows.append(("  unattached uploads", f"{self.journal.unattached_uploads} (answers lost; seen by no one)"))
         rows += [(f"  missing {key}", "") for key in self.journal.missing[:10]]

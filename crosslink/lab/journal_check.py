@@ -24,13 +24,10 @@ Families compared, and how a key is made on each side:
 | anchor | POST /task with a record task's sourceObjectId, and comments on that task | the journal's anchors: task, comment |
 | deleted | DELETE /comment/C (the sync never deletes) | (none: always missing) |
 
-Fields and status are compared and shown, not judged (JUDGED). A field or status write whose
-answer was lost is not written again when the next run finds it landed (plan.differs); the
-writer's next run records it then (TaskWriter.record_landed), but only while nobody agreed on it,
-and a run of the other side that takes the landed value for its echo first agrees on it without
-recording it (quick chaos seed 1: a description written under a closed connection, no entry).
-Until that is recorded too, a run would fail on the sync's bookkeeping, not on anything a person
-lost. The families judged are matched exactly by the ids the world made.
+Every family is judged. A field or status write whose answer was lost, or whose run was killed,
+is not written again when the next run finds it landed (plan.differs): its entries, held as it
+was sent, are recorded by whichever run of the pair reads the value there first
+(TaskWriter.find_landed), so those families too are matched exactly.
 
 A comment's versions are compared by their number, not their text: a retried edit whose text or
 time stamp differs is the same version crossing again. Fields are compared per (task, field), not
@@ -53,9 +50,6 @@ from workers.state import record_source_id
 
 FAMILIES = ("task created", "comment", "comment version", "note", "file", "checklist item", "field", "status",
             "anchor", "deleted", "other")
-# The families a run fails on (the module docstring says why fields and status are only shown).
-JUDGED = ("task created", "comment", "comment version", "note", "file", "checklist item", "anchor", "deleted",
-          "other")
 # An update's body keys that are not the canonical field they set (workers.canonical).
 CANONICAL_KEYS = {"startDateTime": "start_date", "hasStartDate": "start_date", "endDateTime": "end_date",
                   "hasEndDate": "end_date"}
@@ -75,9 +69,6 @@ class JournalCheck:
     crossings: int = 0  # in the families judged
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
-    # Fields and status: compared and shown, not judged.
-    shown_missing: list[str] = field(default_factory=list)
-    shown_extra: list[str] = field(default_factory=list)
     chains: dict[str, str] = field(default_factory=dict)  # link -> "ok" or the first failure
     by_family: dict[str, dict[str, int]] = field(default_factory=dict)
     unattached_uploads: int = 0
@@ -98,9 +89,8 @@ class JournalCheck:
     def as_dict(self) -> dict[str, Any]:
         return {"entries": self.entries, "crossings": self.crossings, "missing": len(self.missing),
                 "extra": len(self.extra), "chain_ok": self.chain_ok, "chains": self.chains,
-                "judged": list(JUDGED), "families": self.by_family, "unattached_uploads": self.unattached_uploads,
+                "families": self.by_family, "unattached_uploads": self.unattached_uploads,
                 "missing_keys": self.missing[:SHOWN], "extra_keys": self.extra[:SHOWN],
-                "shown_missing_keys": self.shown_missing[:SHOWN], "shown_extra_keys": self.shown_extra[:SHOWN],
                 "ok": self.ok}
 
 
@@ -224,12 +214,10 @@ def _entry_keys(link: Link, entry: Entry) -> list[Key]:
 def compare(crossings: set[Key], recorded: set[Key], check: JournalCheck) -> None:
     """Fill CHECK with what CROSSINGS (from the log) and RECORDED (from the journal) do not share,
     by family."""
-    check.crossings += sum(1 for key in crossings if key[0] in JUDGED)
+    check.crossings += len(crossings)
     missing, extra = sorted(crossings - recorded, key=repr), sorted(recorded - crossings, key=repr)
-    check.missing += [_shown(key) for key in missing if key[0] in JUDGED]
-    check.extra += [_shown(key) for key in extra if key[0] in JUDGED]
-    check.shown_missing += [_shown(key) for key in missing if key[0] not in JUDGED]
-    check.shown_extra += [_shown(key) for key in extra if key[0] not in JUDGED]
+    check.missing += [_shown(key) for key in missing]
+    check.extra += [_shown(key) for key in extra]
     counts = {"crossings": Counter(key[0] for key in crossings), "entries": Counter(key[0] for key in recorded),
               "missing": Counter(key[0] for key in missing), "extra": Counter(key[0] for key in extra)}
     for family in FAMILIES:

@@ -214,7 +214,7 @@ class LocalStack:
         rate = float(self.env["CROSSLINK_RATE_PER_S"])
         limiter = AccountLimiter(store, rate_per_s=rate)
         clients = {side: PlanfixClient(conf.base_url, conf.token(self.env), account=conf.account,
-                                       limiter=limiter, sleep_on_limit=True)
+                                       limiter=limiter, sleep_on_limit=True, link=link.name)
                    for side, conf in link.sides.items()}
         try:
             return run_backfill(link, clients, store, enqueuer, dry_run=dry_run, max_items=max_items,

@@ -17,6 +17,10 @@ So a backfill is match-then-link:
 3. queue a sync of both sides of every pair (their comments still have to be mirrored) and of
    every task left unmatched (which creates its mirror).
 
+Once queued, `crosslink backfill` follows the mirroring to its end, unless told not to wait:
+how many of the tasks it queued the workers have synced, and how each ended
+(crosslink/operations/backfill_watch.py).
+
 Progress is kept in Redis per link (:class:`BackfillProgress`), so a backfill stopped half way
 continues where it stopped: pairs are never made twice (the registry excludes them from the next
 matching) and a task already queued is not queued again. The record is dropped once a run
@@ -62,6 +66,7 @@ from crosslink.operations.backfill_plan import (
     scope_filters,
     seed_snapshots,
 )
+from crosslink.operations.backfill_watch import MirrorProgress, follow_mirroring
 from crosslink.operations.decisions import DecisionRefused, mirror_by_decision, pair_by_decision
 from crosslink.operations.pairing import (
     MARKED,
@@ -116,6 +121,10 @@ class BackfillReport:
     # Tasks older than the link that sync runs left for a person (LinkState.awaiting), by
     # "side:number"; the ambiguous ones join them once a backfill that writes has run.
     awaiting: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every task this run queued a sync of (both of a pair's), in order; and, where the command
+    # waited for the workers, how far their mirroring got (backfill_watch).
+    queued: list[tuple[str, int]] = field(default_factory=list)
+    mirroring: MirrorProgress | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"link": self.link, "dry_run": self.dry_run, "listed": self.listed, "pages": self.pages,
@@ -126,7 +135,9 @@ class BackfillReport:
                 "resumed": self.resumed, "complete": self.complete, "handled": self.handled,
                 "total": self.total, "awaiting_decision": self.awaiting,
                 "estimate": (None if self.estimate is None else
-                             {"requests": self.estimate.requests, "seconds": round(self.estimate.seconds, 1)})}
+                             {"requests": self.estimate.requests, "seconds": round(self.estimate.seconds, 1)}),
+                "queued": len(self.queued),
+                **({} if self.mirroring is None else {"mirroring": self.mirroring.as_dict()})}
 
 
 def list_scope(link: Link, side: str, client: PlanfixClient) -> tuple[list[dict[str, Any]], int]:
@@ -261,7 +272,8 @@ class _Run:
         self.report.awaiting = self.state.awaiting()
 
     def finish_leftover(self, item: str, stage: str) -> None:
-        _finish_leftover(self.link, item, stage, self.listings, self.clients, self.progress, self.enqueuer)
+        self.report.queued += _finish_leftover(self.link, item, stage, self.listings, self.clients, self.progress,
+                                               self.enqueuer)
 
     def pair(self, pair: PairPlan, stage: str | None) -> None:
         if stage is None:
@@ -277,6 +289,7 @@ class _Run:
             self.progress.set_stage(pair.item, MARKED)
         for side, number in zip(pair.sides, pair.numbers):
             self.enqueuer.sync(self.link.name, side, number)
+            self.report.queued.append((side, number))
         self.progress.set_stage(pair.item, QUEUED)
         self.report.pairs.append(pair_view(pair))
 
@@ -284,6 +297,7 @@ class _Run:
         # Matched by no hand copy: backfill decides it gets a mirror.
         self.state.decide_mirror(side, number, by="backfill", at=self.clock())
         self.enqueuer.sync(self.link.name, side, number)
+        self.report.queued.append((side, number))
         self.progress.set_stage(f"queue:{side}:{number}", QUEUED)
         self.report.create.append((side, number))
 
@@ -294,10 +308,10 @@ def raw_name(tasks: Sequence[Mapping[str, Any]], number: int) -> str:
 
 def _finish_leftover(link: Link, item: str, stage: str, listings: Mapping[str, list[dict[str, Any]]],
                      clients: Mapping[str, PlanfixClient], progress: BackfillProgress,
-                     enqueuer: Enqueuer) -> None:
+                     enqueuer: Enqueuer) -> list[tuple[str, int]]:
     """Finish a pair an interrupted run made (stage paired or marked): the marker, if its task
     is still free of integration data (the interrupted run may have written it already), then
-    the queueing."""
+    the queueing. The tasks queued."""
     _, side_a, number_a, side_b, number_b = item.split(":")
     sides, numbers = (side_a, side_b), (int(number_a), int(number_b))
     if stage == PAIRED:
@@ -313,15 +327,20 @@ def _finish_leftover(link: Link, item: str, stage: str, listings: Mapping[str, l
     for side, number in zip(sides, numbers):
         enqueuer.sync(link.name, side, number)
     progress.set_stage(item, QUEUED)
+    return list(zip(sides, numbers))
 
 
 def backfill_link(link_name: str, links_path: str | None = None, *, dry_run: bool = False,
+                  wait: bool = False,
                   on_plan: Callable[[BackfillReport], None] | None = None,
-                  on_item: Callable[[BackfillReport], None] | None = None) -> BackfillReport:
+                  on_item: Callable[[BackfillReport], None] | None = None,
+                  on_mirror: Callable[[MirrorProgress], None] | None = None) -> BackfillReport:
     """`crosslink backfill`: run_backfill on the link LINK_NAME of LINKS_PATH (else the
     settings'), with the configured Redis, a client per side that sleeps for the accounts' shared
-    limiter, and the estimate at the accounts' current rates. KeyError for an unknown link,
-    BackfillBusy when a sync run held a pair's tasks too long (a rerun resumes)."""
+    limiter, and the estimate at the accounts' current rates; with WAIT, then follow the
+    mirroring of every task it queued until the workers are done with them (report.mirroring,
+    ON_MIRROR hearing of every look). KeyError for an unknown link, BackfillBusy when a sync run
+    held a pair's tasks too long (a rerun resumes)."""
     settings = get_settings()
     link = find_link(load_links(links_path or settings.links_path), link_name)
     store = redis.Redis.from_url(settings.redis_url)
@@ -330,8 +349,11 @@ def backfill_link(link_name: str, links_path: str | None = None, *, dry_run: boo
     enqueuer = None if dry_run else Enqueuer(settings.redis_url)
     clients = {side: cli_client(link, side, limiter) for side in link.sides}
     try:
-        return run_backfill(link, clients, store, enqueuer, dry_run=dry_run, rate_per_s=rates,
-                            on_plan=on_plan, on_item=on_item)
+        report = run_backfill(link, clients, store, enqueuer, dry_run=dry_run, rate_per_s=rates,
+                              on_plan=on_plan, on_item=on_item)
+        if wait and not dry_run:
+            report.mirroring = follow_mirroring(store, link.name, report.queued, on_progress=on_mirror)
+        return report
     finally:
         for client in clients.values():
             client.close()

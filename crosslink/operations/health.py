@@ -23,13 +23,9 @@ import redis
 
 from crosslink.base.settings import get_settings
 from crosslink.queue.enqueue import PENDING_TTL_S
-from crosslink.queue.inspect import oldest_job_age
-from crosslink.queue.names import SYNC_QUEUE
-from workers.heartbeat import last_beats
+from crosslink.queue.inspect import last_beats, oldest_job_age
+from crosslink.queue.names import HEARTBEAT_MAX_AGE_S, SYNC_QUEUE
 
-# Workers beat every 2 s; 30 s is 15 missed beats: a slow Redis or a long pause rides it out,
-# and a hung worker is still caught within a minute of compose's checks.
-HEARTBEAT_MAX_AGE_S = 30.0
 # A job waiting longer than its task's pending flag lives has lost its coalescing (new events
 # for the task queue again): no worker is taking jobs, or far too few.
 OLDEST_JOB_MAX_AGE_S = float(PENDING_TTL_S)

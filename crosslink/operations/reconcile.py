@@ -19,29 +19,31 @@ nothing until it changes (its details differ from what was acknowledged).
 
 A full compare costs about one request per task per side for comments, plus one each for the
 checklist and the card files where the link carries them, plus the list pages: at Planfix's
-1 request/s a 500-task link takes roughly 17-50 minutes. It is meant for an operator, not a loop.
+1 request/s a 500-task link takes roughly 17-50 minutes. It is meant for an operator, not a loop,
+so it tells how far it is as it goes (crosslink/operations/rest_read.py: requests made, and the
+time the rest needs at the accounts' rates), and a run stopped by Ctrl-C or SIGTERM says what it
+found so far, marked partial, and exits EXIT_INTERRUPTED (143 for SIGTERM).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import redis
 
-from crosslink.operations.check import check_link
+from crosslink.operations.rest_read import ReadProgress, RestRead, SideUnreadable
 from crosslink.operations.session import OperatorSession, operator_session
 from crosslink.queue.enqueue import Enqueuer
 from crosslink.queue.inspect import work_waiting
-from planfix.client import CHECKLIST_FIELDS, COMMENT_FIELDS
-from planfix.errors import AccessDenied, AuthError, ScopeDenied
-from producers.reconcile import poll_filter_sets
+from planfix.limiter import AccountLimiter
 from schemas.links import Link
-from workers.canonical import in_scope, task_fields
-from workers.state import parse_marker
+from workers.state import LinkState, parse_marker
 
 # How often the repair looks at the queue, and how many quiet looks in a row mean it is done.
 QUIET_POLL_S = 0.5
@@ -50,55 +52,18 @@ QUIET_LOOKS = 3
 REPAIR_WAIT_S = 600.0
 
 
-def rest_dump(link: Any, side: str, client: Any) -> list[dict[str, Any]]:
-    """SIDE's tasks in scope and the mirrors we made there, read over REST in the shape
-    crosslink.operations.check expects (the emulator's dump_tasks): task fields, comments (deleted ones
-    included), and checklist and card files where the link carries them."""
-    conf = link.sides[side]
-    other = link.other(side)
-    tasks: dict[int, dict[str, Any]] = {}
-    for filters in poll_filter_sets(conf):
-        for task in client.list_tasks(filters=filters, fields=task_fields(link, side)):
-            marker = parse_marker(task.get("sourceDataVersion"))
-            ours = marker is not None and marker[0] == link.name and marker[1] == other
-            if ours or in_scope(link, side, task):
-                tasks[int(task["id"])] = dict(task)
-    for number, task in sorted(tasks.items()):
-        task["comments"] = list(client.list_task_comments(number, fields=COMMENT_FIELDS, type_list="All"))
-        if link.fields.checklist.direction != "none":
-            task["checklist"] = list(client.list_checklist(number, fields=CHECKLIST_FIELDS))
-        if link.fields.files.direction != "none":
-            task["files"] = client.list_task_files(number, only_description=True)
-        else:
-            task.pop("files", None)
-    return [tasks[number] for number in sorted(tasks)]
-
-
 # The exit status when a side cannot be read at all (its access is cut).
 EXIT_UNREADABLE = 3
+# The exit status of a run stopped by Ctrl-C, as a shell reports a process SIGINT ended (128 + 2);
+# one stopped by SIGTERM exits 143 (128 + 15), as crosslink.cli's handler has it.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 ACK_KEY = "crosslink:ack:{link}"
 
 
-class SideUnreadable(Exception):
-    """Some side of the link cannot be read (access cut); DUMPS holds the sides that could."""
-
-    def __init__(self, errors: Mapping[str, str], dumps: Mapping[str, list[dict[str, Any]]]):
-        super().__init__("; ".join(f"{side}: {error}" for side, error in errors.items()))
-        self.errors, self.dumps = dict(errors), dict(dumps)
-
-
 def compare_over_rest(link: Any, clients: Mapping[str, Any]) -> Any:
-    """Both sides of LINK read over REST and judged by the independent checker; SideUnreadable
-    when a side's access is cut (each side is read all the same)."""
-    dumps, errors = {}, {}
-    for side in link.sides:
-        try:
-            dumps[side] = rest_dump(link, side, clients[side])
-        except (AuthError, ScopeDenied, AccessDenied) as exc:
-            errors[side] = f"{type(exc).__name__}: {exc}"
-    if errors:
-        raise SideUnreadable(errors, dumps)
-    return check_link(link, dumps)
+    """Both sides of LINK read over REST and judged by the independent checker (RestRead, with
+    no one to tell its progress); SideUnreadable when a side's access is cut."""
+    return RestRead(link, clients, {}).run()
 
 
 def drift_print(item: Any) -> str:
@@ -202,23 +167,70 @@ def queue_repairs(redis_url: str, link_name: str, jobs: Iterable[tuple[str, int]
         enqueuer.close()
 
 
+Progress = Callable[[ReadProgress], None]
+
+
+class Interrupted(Exception):
+    """The run was stopped (STOP: the KeyboardInterrupt or SystemExit) while it was at STAGE
+    ("compare" or "repair"); READ: what the compare had read by then, if it was reading."""
+
+    def __init__(self, stop: BaseException, stage: str, read: RestRead | None):
+        super().__init__(stage)
+        self.stop, self.stage, self.read = stop, stage, read
+
+    @property
+    def signal_name(self) -> str:
+        code = getattr(self.stop, "code", None)
+        if isinstance(code, int) and code > 128:
+            try:
+                return signal.Signals(code - 128).name
+            except ValueError:
+                pass
+        return "SIGINT" if isinstance(self.stop, KeyboardInterrupt) else "exit"
+
+    @property
+    def exit_status(self) -> int:
+        code = getattr(self.stop, "code", None)
+        return code if isinstance(code, int) and code else EXIT_INTERRUPTED
+
+
+def _reader(link: Link, session: OperatorSession, title: str, progress: Progress | None) -> RestRead:
+    """A read of LINK's sides for SESSION, its estimate at each account's rate (the shared
+    limiter's spacing) from as many tasks per side as the registry holds pairs; PROGRESS hears
+    what it does under TITLE."""
+    limiter = AccountLimiter(session.store, rate_per_s=session.settings.rate_per_s)
+    spacing = {side: limiter.interval_s(conf.account) for side, conf in link.sides.items()}
+    pairs = len(LinkState(session.store, link.name).pairs("task")) // 2
+    told = None if progress is None else (lambda step: progress(replace(step, doing=f"{title}: {step.doing}")))
+    return RestRead(link, session.clients, spacing, expected_tasks=pairs, on_progress=told)
+
+
 def compare_and_repair(link: Link, session: OperatorSession, report: dict[str, Any], *, repair: bool,
-                       wait_s: float, say: Say) -> list[Any]:
+                       wait_s: float, say: Say, progress: Progress | None = None) -> list[Any]:
     """Compare LINK once and SAY the drift; with REPAIR and drift found, queue its syncs, wait up
-    to WAIT_S for the workers and compare again. The drift that remains; REPORT gets the rest."""
-    before = compare_over_rest(link, session.clients)
+    to WAIT_S for the workers and compare again. The drift that remains; REPORT gets the rest.
+    PROGRESS hears of each step of the compares. Interrupted when stopped (Ctrl-C, SIGTERM)."""
+    read = _reader(link, session, "compare", progress)
+    try:
+        before = read.run()
+    except (KeyboardInterrupt, SystemExit) as stop:
+        raise Interrupted(stop, "compare", read) from None
     report["drift"] = [item.as_dict() for item in before.drift]
     say(render(link.name, before.drift, "before" if repair else "drift"))
     if not (repair and before.drift):
         return before.drift
     jobs = repair_jobs(link, before.drift)
-    queued = queue_repairs(session.settings.redis_url, link.name, jobs)
-    say(f"repair: {len(jobs)} sync job(s) asked for, {queued} queued "
-        f"({len(jobs) - queued} already waiting); waiting for the workers")
-    settled = wait_quiet(session.settings.redis_url, link.name, wait_s)
-    after = compare_over_rest(link, session.clients)
-    report["repair"] = {"jobs": [list(job) for job in jobs], "queued": queued,
-                        "settled": settled, "after": [item.as_dict() for item in after.drift]}
+    report["repair"] = {"jobs": [list(job) for job in jobs]}
+    try:
+        queued = queue_repairs(session.settings.redis_url, link.name, jobs)
+        report["repair"]["queued"] = queued
+        say(f"repair: {len(jobs)} sync job(s) asked for, {queued} queued "
+            f"({len(jobs) - queued} already waiting); waiting for the workers")
+        settled = wait_quiet(session.settings.redis_url, link.name, wait_s)
+        after = _reader(link, session, "after repair", progress).run()
+    except (KeyboardInterrupt, SystemExit) as stop:
+        raise Interrupted(stop, "repair", None) from None
+    report["repair"].update({"settled": settled, "after": [item.as_dict() for item in after.drift]})
     if not settled:
         say(f"repair: the queue was still busy after {wait_s:.0f} s", err=True)
     say(render(link.name, after.drift, "after"))
@@ -236,20 +248,57 @@ def report_cut(link: Link, cut: SideUnreadable, report: dict[str, Any], say: Say
             f"{held['mirrors']} of them mirrors, with {held['comments']} comment(s)")
 
 
+def report_interrupted(link: Link, stopped: Interrupted, report: dict[str, Any], say: Say) -> None:
+    """SAY what a stopped run found so far, marked partial; REPORT gets it (`partial`, the
+    signal, what was read, and the drift the read so far shows)."""
+    report["partial"] = True
+    report["interrupted"] = stopped.signal_name
+    if stopped.stage == "repair":
+        # The drift before the repair was found whole and is in REPORT already.
+        report["repair"]["interrupted"] = True
+        say(f"partial: link {link.name}: interrupted ({stopped.signal_name}) during the repair; the drift "
+            "above was found before it, and the syncs queued stay queued for the workers")
+        return
+    read = stopped.read
+    assert read is not None
+    made = sum(read.requests.values())
+    left = sum(read.requests_left(side) for side in link.sides)
+    report["read"] = read.summary()
+    say(f"partial: link {link.name}: interrupted ({stopped.signal_name}) after {made} of about "
+        f"{made + left} requests; what was read so far:")
+    for side, held in report["read"].items():
+        listed = f"{held['tasks']} task(s) listed" if held["listed"] else "its task list not read to the end"
+        say(f"  {side}: {listed}, details of {held['details_read']} read")
+    found = read.partial_check()
+    if found is None:
+        say("  nothing compared: both sides' task lists are needed first")
+        return
+    report["drift"] = [item.as_dict() for item in found.drift]
+    say(render(link.name, found.drift, "partial drift")
+        + f"\n  (mirrors and task fields of every task listed; comments, checklists and files of the "
+        f"{read.pairs_detailed()} pair(s) whose details were read on both sides)")
+
+
 def reconcile_link(link: Link, *, repair: bool = False, wait_s: float = REPAIR_WAIT_S,
-                   say: Say) -> tuple[dict[str, Any], int]:
+                   say: Say, progress: Progress | None = None) -> tuple[dict[str, Any], int]:
     """Compare both sides of LINK over REST and SAY the drift by task; with REPAIR, repair it
     and compare again (compare_and_repair). The JSON report and the exit status: 0 when no drift
     fails, 1 when some does (acknowledged drift, as it still is, fails nothing), EXIT_UNREADABLE
-    when a side cannot be read. A PlanfixError other than a cut access propagates."""
+    when a side cannot be read. PROGRESS hears of each step with the time the rest needs.
+    Stopped (Ctrl-C, SIGTERM), it SAYs a partial report of what it found so far and returns with
+    EXIT_INTERRUPTED (143 for SIGTERM). A PlanfixError other than a cut access propagates."""
     report: dict[str, Any] = {"link": link.name}
     with operator_session(link) as session:
         acks = acknowledged(session.store, link.name)
         try:
-            remaining = compare_and_repair(link, session, report, repair=repair, wait_s=wait_s, say=say)
+            remaining = compare_and_repair(link, session, report, repair=repair, wait_s=wait_s, say=say,
+                                           progress=progress)
         except SideUnreadable as cut:
             report_cut(link, cut, report, say)
             return report, EXIT_UNREADABLE
+        except Interrupted as stopped:
+            report_interrupted(link, stopped, report, say)
+            return report, stopped.exit_status
     failing, accepted = standing(remaining, acks)
     if accepted:
         say(f"acknowledged, as it still is ({len(accepted)}): "

@@ -29,7 +29,7 @@ def cli_client(link: Link, side: str, limiter: AccountLimiter,
     token = conf.token(os.environ if env is None else env)
     register_secret(token)
     return PlanfixClient(conf.base_url, token, account=conf.account, limiter=limiter,
-                         sleep_on_limit=True)
+                         sleep_on_limit=True, link=link.name)
 
 
 @dataclass

@@ -362,3 +362,20 @@ def parked_key(link: str) -> str:
 
 # link -> when its last sync run finished (workers.state); the producer's metrics show the lag.
 LAST_SYNC_KEY = "crosslink:last-sync"
+
+# The sides of a link whose access is lost (a revoked token, a lost scope): side -> JSON reason
+# and time, set by the run that met the loss and removed by the probe that sees access again
+# (workers.state); a run of the link reads it first, and the producer's metrics show it.
+SEVERED_KEY = "crosslink:severed:{link}"
+
+
+def severed_key(link: str) -> str:
+    return SEVERED_KEY.format(link=link)
+
+
+# Every Celery worker's latest heartbeat (workers.heartbeat): a sorted set, node name ("w1@host")
+# -> unix time of its beat. `crosslink health worker` and the producer's metrics read it.
+HEARTBEAT_KEY = "crosslink:workers:heartbeat"
+# Workers beat every 2 s; 30 s is 15 missed beats: a slow Redis or a long pause rides it out,
+# and a hung worker is still caught within a minute. The health check and the metrics share it.
+HEARTBEAT_MAX_AGE_S = 30.0

@@ -5,10 +5,17 @@ fields in somebody else's account. So the file is checked completely, and every 
 reported at once with its line and a fix, the way JBI's ``jbi lint`` does. Marshmallow checks
 shapes and types; the checks here catch what types cannot (maps that don't round-trip,
 unreachable statuses, people used twice, ...). YAML's own nodes give each key its line.
+
+"At once" includes a file with both kinds: a schema error does not hide the semantic ones, or an
+operator would fix the types only to meet a second round of problems. Each link the schema
+rejects is salvaged (``_salvage``): the keys it complained about are cut out (a required one
+gives way to a placeholder), the rest is built, and every check runs on it that reads nothing
+that was cut, since a check of a placeholder or a default would report what the file never said.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from collections import deque
@@ -21,7 +28,7 @@ import yaml
 from marshmallow import Schema, ValidationError, fields
 
 from schemas.links.model import SIDES, TEMPLATE_KEYS, Link, LinksConfig, Role
-from schemas.links.schema import LinksConfigSchema
+from schemas.links.schema import LinkSchema, LinksConfigSchema
 
 # "did you mean" only offers names this similar; lower cut-offs suggest nonsense.
 SUGGEST_CUTOFF = 0.6
@@ -344,41 +351,138 @@ def _comment_templates_format(link: Link) -> Iterator[Finding]:
                    f"use only {{{'}, {'.join(TEMPLATE_KEYS)}}} and double any literal braces")
 
 
-# Every check of one link, in the order its findings are reported.
-_LINK_CHECKS: tuple[Callable[[Link], Iterable[Finding]], ...] = (
-    _sides_use_own_accounts,
-    _status_maps_round_trip,
-    _status_rules_use_mapped_statuses,
-    _status_targets_reachable,
-    _people_paired_once,
-    _stand_ins_can_act,
-    _custom_fields_mapped_once_and_reversible,
-    _side_note_field_and_create_fit,
-    _comment_regexes_compile,
-    _send_controls_fit,
-    _approvers_are_people_of_the_side,
-    _comment_mode_has_include,
-    _comment_templates_format,
+# Every check of one link, in the order its findings are reported, with the parts of the link it
+# reads (paths below the link): on a salvaged link a check runs only if none of them was cut.
+_STATUS_MAPS = (("statuses", "partner_to_client"), ("statuses", "client_to_partner"))
+
+
+def _on_sides(*keys: str) -> tuple[PathKey, ...]:
+    return tuple(("sides", side, key) for side in SIDES for key in keys)
+
+
+_LINK_CHECKS: tuple[tuple[Callable[[Link], Iterable[Finding]], tuple[PathKey, ...]], ...] = (
+    (_sides_use_own_accounts, _on_sides("account", "base_url")),
+    (_status_maps_round_trip, _STATUS_MAPS),
+    (_status_rules_use_mapped_statuses, (*_STATUS_MAPS, ("statuses", "rules"))),
+    (_status_targets_reachable, (("statuses",), *_on_sides("create"))),
+    (_people_paired_once, (("people", "pairs"),)),
+    (_stand_ins_can_act, (("people",),)),
+    (_custom_fields_mapped_once_and_reversible, (("fields", "custom"),)),
+    (_side_note_field_and_create_fit, (*_on_sides("assignee_note_field", "scope", "create"), ("fields", "custom"))),
+    (_comment_regexes_compile, (("comments", "include"), ("comments", "exclude"))),
+    (_send_controls_fit, _on_sides("send", "scope")),
+    (_approvers_are_people_of_the_side, _on_sides("approvers", "integration_user")),
+    (_comment_mode_has_include, (("comments", "mode"), ("comments", "include"))),
+    (_comment_templates_format, (("comments", "header"), ("comments", "withdrawn"))),
 )
 
 
-def _check_link(link: Link, at: PathKey, out: list[tuple[PathKey, str, str]]) -> None:
-    for check in _LINK_CHECKS:
+def _overlaps(a: PathKey, b: PathKey) -> bool:
+    """Whether one of the paths A and B lies within the other."""
+    return a[:len(b)] == b or b[:len(a)] == a
+
+
+def _check_link(link: Link, at: PathKey, out: list[tuple[PathKey, str, str]], cut: Iterable[PathKey] = ()) -> None:
+    cut = list(cut)
+    for check, reads in _LINK_CHECKS:
+        if any(_overlaps(read, gone) for read in reads for gone in cut):
+            continue  # it would judge a placeholder or a default, not the file
         for rel, message, fix in check(link):
             out.append(((*at, *rel), message, fix))
 
 
-def _semantic_issues(config: LinksConfig, index: Mapping[PathKey, int]) -> list[LintIssue]:
+def _semantic_issues(links: Iterable[tuple[int, Link, list[PathKey]]], index: Mapping[PathKey, int]) -> list[LintIssue]:
+    """The checks' findings on LINKS: (position in the file, the link, the paths cut out of it)."""
     found: list[tuple[PathKey, str, str]] = []
     first: dict[str, int] = {}
-    for number, link in enumerate(config.links):
+    for number, link, cut in links:
         at = ("links", str(number))
-        if link.name in first:
-            found.append(((*at, "name"), f"duplicate link name {link.name!r} (also links[{first[link.name]}])",
-                          "give every link a unique name"))
-        first.setdefault(link.name, number)
-        _check_link(link, at, found)
+        if not any(_overlaps(("name",), gone) for gone in cut):
+            if link.name in first:
+                found.append(((*at, "name"), f"duplicate link name {link.name!r} (also links[{first[link.name]}])",
+                              "give every link a unique name"))
+            first.setdefault(link.name, number)
+        _check_link(link, at, found, cut)
     return [LintIssue(_line_for(index, path), _render_path(path), message, fix) for path, message, fix in found]
+
+
+# --------------------------------------------------------------------------------------------
+# Salvage: the parts of a link the schema rejected cut out, so the checks can look at the rest
+
+# A cut that leaves a required key missing climbs one level a round: the schema nests no deeper
+# than this below a link (sides.partner.send.exclude_tasks[0].tag.field is 6).
+MAX_SALVAGE_ROUNDS = 8
+
+
+def _placeholder_side(side: str) -> dict[str, Any]:
+    return {"base_url": f"http://{side}.invalid/rest", "token_env": "LINT_PLACEHOLDER",
+            "webhook_secret_env": "LINT_PLACEHOLDER", "integration_user": "user:0", "scope": {"project": 0}}
+
+
+# What stands in for a required part of a link once it is cut: valid, and never judged (every
+# check reading it is skipped).
+_PLACEHOLDERS: dict[PathKey, Callable[[], Any]] = {
+    ("name",): lambda: "lint-placeholder",
+    ("sides",): lambda: {side: _placeholder_side(side) for side in SIDES},
+    **{("sides", side): (lambda side=side: _placeholder_side(side)) for side in SIDES},
+    ("statuses",): lambda: {"partner_to_client": {}, "client_to_partner": {}},
+    ("statuses", "partner_to_client"): dict,
+    ("statuses", "client_to_partner"): dict,
+    # A required key of a side alone, so one bad value does not take the whole side.
+    **{("sides", side, key): (lambda side=side, key=key: _placeholder_side(side)[key])
+       for side in SIDES for key in _placeholder_side(side)},
+}
+
+
+def _cut(data: Any, path: PathKey) -> PathKey:
+    """Remove PATH from DATA (a placeholder where a required part must stay) and return what was
+    cut: an item of a list takes its whole list (removing it would renumber the items after it,
+    whose own problems are reported by their numbers)."""
+    parent = data
+    for depth, part in enumerate(path[:-1]):
+        child = _child(parent, part)
+        if isinstance(child, list):
+            return _cut(data, path[:depth + 1])
+        if child is None:
+            return path[:depth + 1]  # already gone with an earlier cut
+        parent = child
+    if not isinstance(parent, dict):
+        return path
+    if path in _PLACEHOLDERS:
+        parent[path[-1]] = _PLACEHOLDERS[path]()
+    else:
+        for key in [key for key in parent if str(key) == path[-1]]:
+            del parent[key]
+    return path
+
+
+def _child(container: Any, part: str) -> Any:
+    if isinstance(container, dict):
+        return next((value for key, value in container.items() if str(key) == part), None)
+    return None
+
+
+def _salvage(raw: Any) -> tuple[Link, list[PathKey]] | None:
+    """RAW (one link as the file has it) built with what the schema rejected cut out, and the
+    paths cut; None when nothing of it can be built (not a mapping, or no cut makes it load)."""
+    if not isinstance(raw, dict):
+        return None
+    data, cut = copy.deepcopy(raw), []
+    for _ in range(MAX_SALVAGE_ROUNDS):
+        try:
+            return LinkSchema().load(data), cut
+        except ValidationError as exc:
+            flat: list[tuple[PathKey, str]] = []
+            # Flattened as the file's first link, so the schema walk knows its Dict fields.
+            _flatten(exc.messages, ("links", "0"), flat)
+        for path, _message in ((path[2:], message) for path, message in flat):
+            # A part cut before and wanted again (a required key) goes with its parent.
+            while path and any(path[:len(gone)] == gone for gone in cut) and path not in _PLACEHOLDERS:
+                path = path[:-1]
+            if not path or path in cut:
+                return None
+            cut.append(_cut(data, path))
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,10 +512,18 @@ def lint_text(text: str, source_name: str) -> tuple[LinksConfig | None, list[Lin
     except ValidationError as exc:
         flat: list[tuple[PathKey, str]] = []
         _flatten(exc.messages, (), flat)
-        return None, issues + [_issue_for(path, message, index) for path, message in flat]
+        issues += [_issue_for(path, message, index) for path, message in flat]
+        raw_links = data.get("links") if isinstance(data.get("links"), list) else []
+        salvaged = [(number, *found) for number, found in enumerate(map(_salvage, raw_links)) if found]
+        issues += _semantic_issues(salvaged, index)
+        return None, _in_file_order(issues)
     loaded = LinksConfig(tuple(config["links"]), source_name)
-    issues += _semantic_issues(loaded, index)
-    return loaded, sorted(issues, key=lambda issue: (issue.line or 0, issue.path))
+    issues += _semantic_issues(((number, link, []) for number, link in enumerate(loaded.links)), index)
+    return loaded, _in_file_order(issues)
+
+
+def _in_file_order(issues: list[LintIssue]) -> list[LintIssue]:
+    return sorted(issues, key=lambda issue: (issue.line or 0, issue.path))
 
 
 def lint_file(path: str | Path) -> list[LintIssue]:

@@ -72,6 +72,9 @@ def test_the_worker_counts_the_run_and_its_requests_and_the_producer_shows_queue
     # It read the client's task and wrote the partner's: both accounts' requests, by status.
     assert moved("crosslink_planfix_requests_total", account="client", status="200") >= 1
     assert moved("crosslink_planfix_requests_total", account="partner", status="201") >= 1
+    # And by the link they served, on both accounts.
+    assert moved("crosslink_link_planfix_requests_total", link=LINK, account="client") >= 1
+    assert moved("crosslink_link_planfix_requests_total", link=LINK, account="partner") >= 1
     # Read from Redis when the producer is scraped: the queue is empty again, the link was synced
     # moments ago, and both accounts' requests today include the run's.
     state = scrape_producer(stack)
@@ -80,6 +83,9 @@ def test_the_worker_counts_the_run_and_its_requests_and_the_producer_shows_queue
     assert value(state, "crosslink_queue_oldest_job_age_seconds", queue="crosslink.sync") == 0
     assert 0 <= value(state, "crosslink_link_lag_seconds", link=LINK) < WAIT_S
     assert value(state, "crosslink_dead_letters", link=LINK) == 0
+    assert value(state, "crosslink_link_oldest_change_age_seconds", link=LINK) == 0  # nothing waits now
+    assert [value(state, "crosslink_side_severed", link=LINK, side=side) for side in ("partner", "client")] == [0, 0]
+    assert value(state, "crosslink_workers_beating") >= 1  # the worker's heartbeat, told by the producer
     link = next(link for link in stack.config.links if link.name == LINK)
     for side in link.sides.values():
         assert value(state, "crosslink_account_requests_today", account=side.account) >= 1

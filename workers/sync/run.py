@@ -210,9 +210,12 @@ class TaskSync:
         if counterpart_pending:
             self.gateway.forget_resumed(other)
         source_now = canonical_task(source_raw, link, side)
-        # Values our own unagreed writes put there are no one's change (field_diff).
-        source_snapshot = agreed_with_echoes(self.state.snapshot(side, self.number), source_now,
-                                             self.state.queued_expectations(side, self.number))
+        # Values our own unagreed writes put there are no one's change (field_diff); found there
+        # first by this run, they are recorded now.
+        source_expected = self.state.queued_expectations(side, self.number)
+        source_agreed = self.state.snapshot(side, self.number)
+        self.writer.find_landed(side, self.number, source_expected, source_now, source_agreed)
+        source_snapshot = agreed_with_echoes(source_agreed, source_now, source_expected)
         if (counterpart is not None and source_snapshot is None and self.state.snapshot(other, counterpart) is None
                 and self.state.is_mirror("task", side, self.number)):
             # This task is a mirror no run agreed on yet (its creating run died, its answer
@@ -230,7 +233,7 @@ class TaskSync:
             target_agreed = self.state.snapshot(other, counterpart)
             pair.target_snapshot = agreed_with_echoes(target_agreed, pair.target_now, target_expected)
             pair.landing = still_to_land(target_expected, pair.target_now, target_agreed)
-            self.writer.record_landed(counterpart, target_expected, pair.target_now, target_agreed)
+            self.writer.find_landed(other, counterpart, target_expected, pair.target_now, target_agreed)
             # Writes Planfix queued and not landed yet stay expected, whatever this run writes.
             self.writer.expected = entries_of(target_expected, pair.landing)
         return pair

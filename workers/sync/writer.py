@@ -18,7 +18,7 @@ from typing import Any
 from crosslink.journal.chain import content_hash
 from planfix.client import Applied, PartiallyApplied, Queued
 from planfix.errors import TransientError
-from workers.field_diff import ALTERNATIVES, QUEUED, changed_fields, with_queued, without_entries
+from workers.field_diff import changed_fields, landed_unagreed, with_queued, without_entries
 from workers.idempotency import WriteOnce
 from workers.state import mirror_marker, mirror_source_id
 from workers.sync.context import RunContext
@@ -90,7 +90,6 @@ class TaskWriter:
         target values it gave, when Planfix applied it (else none: queued, or refused)."""
         values = expected_view(target_now, body)
         outcome = self.write_update(self.ctx.other, counterpart, body, values)
-        self._crossed(self.ctx.other, counterpart, _taken(values, outcome), _receipt(outcome))
         if isinstance(outcome, Queued):
             self.unconfirmed.update(fields)
             self.expected = with_queued(self.expected, expected_view(target_now, body))
@@ -100,33 +99,62 @@ class TaskWriter:
             return written
         return {}
 
-    def record_landed(self, counterpart: int, expected: Mapping[str, Any], target_now: Mapping[str, Any] | None,
-                      agreed: Mapping[str, Any] | None) -> None:
-        """Record the writes of ours that COUNTERPART shows (TARGET_NOW) though nothing agreed on
-        them yet (EXPECTED, AGREED): a run before this one sent them and lost the answer, so it
-        recorded nothing. Once each: the key is the one the answer would have recorded them by."""
-        if target_now is None:
+    def find_landed(self, side: str, number: int, expected: Mapping[str, Any], now: Mapping[str, Any] | None,
+                    agreed: Mapping[str, Any] | None) -> None:
+        """Record the writes of ours that SIDE's task NUMBER shows (NOW) though no run agreed on
+        them yet (EXPECTED, AGREED): a run before this one sent them and lost the answer, or was
+        killed, so it recorded nothing. Whichever run of the pair reads the task first records
+        them, as the answer would have (their entries were held as the write was sent), once.
+        (Only the writer's next run did: the other side's run, taking the value for an echo of
+        ours, agreed on it first, and the crossing went unrecorded.)"""
+        if now is None:
             return
-        landed = {key: value for key, value in expected.items()
-                  if not key.startswith((QUEUED, ALTERNATIVES)) and key in target_now
-                  and not changed_fields({key: value}, {key: target_now[key]})
-                  and changed_fields({key: value}, {key: (agreed or {}).get(key)})}
-        self._crossed(self.ctx.other, counterpart, landed, "found applied")
+        landed = landed_unagreed(expected, now, agreed)
+        if not landed:
+            return
+        found = []
+        for each, entry in self.ctx.state.held_crossings(side, number).items():
+            name = entry["field"]
+            if name in landed and not changed_fields({name: entry["value"]}, {name: landed[name]}):
+                self._record(entry, "found applied")
+                found.append(each)
+        self.ctx.state.release_crossings(side, number, found)
 
-    def _crossed(self, side: str, number: int, values: Mapping[str, Any], receipt: str) -> None:
-        """Record each of VALUES (canonical, by key) that crossed to SIDE's task NUMBER: a status
-        (the run's counterpart's, or the run's own task's moved as the other side's change
-        calls for), an assignee change, any other field; RECEIPT says how Planfix took it."""
+    def _entries(self, side: str, number: int, values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """The journal entries, by key, of a write of VALUES (canonical, by key) to SIDE's task
+        NUMBER: a status (the run's counterpart's, or the run's own task's moved as the other
+        side's change calls for), an assignee change, any other field; each to be recorded with
+        how Planfix took it."""
         ctx = self.ctx
         origin = ctx.side if side == ctx.other else ctx.other
-        for key, value in values.items():
-            kind = "status" if key == "status" else "assignee" if key in ASSIGNEE_KEYS else "field change"
-            ctx.crossed(kind, side=origin, source={"task": ctx.number, "version": ctx.version, "field": key},
-                        target={"task": number, "outcome": receipt}, content={key: value},
-                        key=f"{ctx.side}:{ctx.number}:{ctx.version}:{side}:{number}:{key}:{content_hash(value)}")
+        entries = {}
+        for name, value in values.items():
+            kind = "status" if name == "status" else "assignee" if name in ASSIGNEE_KEYS else "field change"
+            key = f"{ctx.side}:{ctx.number}:{ctx.version}:{side}:{number}:{name}:{content_hash(value)}"
+            entries[f"{kind}:{key}"] = {
+                "kind": kind, "side": origin, "key": key, "field": name, "value": value,
+                "source": {"task": ctx.number, "version": ctx.version, "field": name},
+                "target": {"task": number}, "content": {name: value}}
+        return entries
+
+    def _record(self, entry: Mapping[str, Any], receipt: str) -> None:
+        """Record ENTRY (_entries) as taken by Planfix as RECEIPT says."""
+        self.ctx.crossed(entry["kind"], side=entry["side"], source=entry["source"],
+                         target={**entry["target"], "outcome": receipt}, content=entry["content"], key=entry["key"])
+
+    def _answered(self, side: str, number: int, values: Mapping[str, Any], outcome: Any) -> None:
+        """Record each of VALUES that Planfix took (OUTCOME) on SIDE's task NUMBER, saying how,
+        and let go of the entries held for the write (hold_crossings)."""
+        taken = _taken(values, outcome)
+        held = self._entries(side, number, values)
+        for entry in held.values():
+            if entry["field"] in taken:
+                self._record(entry, _receipt(outcome))
+        self.ctx.state.release_crossings(side, number, held)
 
     def write_update(self, side: str, number: int, body: dict[str, Any], values: Mapping[str, Any]) -> Any:
         outcome = self._update(side, number, body, values)
+        self._answered(side, number, values, outcome)
         if not isinstance(outcome, Applied):
             self.read_back = True
         if isinstance(outcome, PartiallyApplied):
@@ -142,7 +170,7 @@ class TaskWriter:
         """True when the move is seen applied. A queued (202) move is not: the next step of a
         path depends on it, and the read-back run plans the rest from what Planfix then shows."""
         outcome = self._update(side, number, {"status": {"id": status}}, {"status": status})
-        self._crossed(side, number, _taken({"status": status}, outcome), _receipt(outcome))
+        self._answered(side, number, {"status": status}, outcome)
         if not isinstance(outcome, Applied):
             self.read_back = True
         if isinstance(outcome, PartiallyApplied):
@@ -173,13 +201,18 @@ class TaskWriter:
         killed run's write, taken for a client's change, rolled the partner's newer edit back on
         both sides in the quick chaos run.) A run that finishes replaces them with what it agreed
         on; a write surely not applied (refused before it was sent: our limiter, Planfix's rate or
-        quota; or for good) is withdrawn at once, as it would only cost the next runs reads."""
+        quota; or for good) is withdrawn at once, as it would only cost the next runs reads.
+        Its journal entries are held the same way, until its answer or a run that finds it
+        landed records them (find_landed)."""
         before = self.ctx.state.expect_ahead(side, number, values)
+        entries = self._entries(side, number, values)
+        self.ctx.state.hold_crossings(side, number, entries)
         try:
             return self.gateway.call(side, "update_task", number, body)
         except SideFailure as failure:
             if not isinstance(failure.error, TransientError):
                 self.ctx.state.withdraw_ahead(side, number, before)
+                self.ctx.state.release_crossings(side, number, entries)
             raise
 
 
