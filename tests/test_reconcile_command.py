@@ -81,8 +81,12 @@ def fifty_a_side(tmp_path: Path, redis_url: str) -> Iterator[dict[str, str]]:
 
 
 def start_reconcile(env: dict[str, str], report: Path) -> subprocess.Popen:
+    """The command as an operator starts it from a terminal. SIGINT is put back to its default
+    first: a shell ignores it in the commands it starts in the background (CI's run may be one),
+    and Python then leaves Ctrl-C ignored rather than raising KeyboardInterrupt."""
     return subprocess.Popen([sys.executable, "-m", "crosslink.cli", "reconcile", "--link", LINK, "--json", str(report)],
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 PROGRESS = re.compile(r"\] (\d+)/(\d+) requests \| about (?:(\d+) min )?(\d+) s left|\| (\d+) requests \| estimating")
