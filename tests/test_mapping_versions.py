@@ -274,3 +274,30 @@ def test_journal_show_names_the_version_each_entry_crossed_under(mapping_env):
     shown = run("journal", "show", "--link", "demo", "--config", str(links), "--json").splitlines()
     assert [json.loads(line)["version"] for line in shown] == [1, 1, 2, None, 3]
     assert all(json.loads(line)["rules"] for line in shown)
+
+
+def test_operator_commands_take_the_rules_in_force_not_the_files(tmp_path):
+    """reconcile, backfill, pair and mirror compare and queue by the rules the workers run: the
+    file's rules while the link has no version, the version in force once it has one, however
+    the file was edited meanwhile; a link with no journal yet gets none made."""
+    from crosslink.base.settings import Settings
+    from crosslink.journal.store import SQLITE_FILE
+    from crosslink.operations.session import link_in_force
+
+    links = tmp_path / "links.yaml"
+    links.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    settings = Settings.from_env({})
+    assert link_in_force("demo", str(links), settings) == LINK
+    journal_file = tmp_path / SQLITE_FILE   # beside links.yaml, where the workers keep it
+    assert not journal_file.exists()
+    journal = Journal(f"sqlite:///{journal_file}")
+    governed(MappingVersions(journal))
+    journal.close()
+    # The file edited (status 2 now maps to 13) and not proposed: version 2's rules stay in force.
+    edited = EXAMPLE.read_text(encoding="utf-8")
+    assert edited.count("2: 12") == 1
+    links.write_text(edited.replace("2: 12", "2: 13"), encoding="utf-8")
+    assert load_links(links).links[0].statuses == remapped(LINK, 13).statuses
+    assert link_in_force("demo", str(links), settings) == GOVERNED
+    with pytest.raises(KeyError):
+        link_in_force("nowhere", str(links), settings)

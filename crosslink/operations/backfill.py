@@ -79,11 +79,11 @@ from crosslink.operations.pairing import (
     pair_view,
     write_marker,
 )
-from crosslink.operations.session import cli_client
+from crosslink.operations.session import cli_client, link_in_force
 from crosslink.queue.enqueue import Enqueuer
 from planfix.client import MAX_PAGE_SIZE, PlanfixClient
 from planfix.limiter import AccountLimiter
-from schemas.links import Link, find_link, load_links
+from schemas.links import Link
 from workers.canonical import task_fields
 from workers.state import LinkState, parse_marker
 
@@ -339,10 +339,11 @@ def backfill_link(link_name: str, links_path: str | None = None, *, dry_run: boo
     settings'), with the configured Redis, a client per side that sleeps for the accounts' shared
     limiter, and the estimate at the accounts' current rates; with WAIT, then follow the
     mirroring of every task it queued until the workers are done with them (report.mirroring,
-    ON_MIRROR hearing of every look). KeyError for an unknown link, BackfillBusy when a sync run
+    ON_MIRROR hearing of every look); under the rules in force, as the workers run them. KeyError
+    for an unknown link, BackfillBusy when a sync run
     held a pair's tasks too long (a rerun resumes)."""
     settings = get_settings()
-    link = find_link(load_links(links_path or settings.links_path), link_name)
+    link = link_in_force(link_name, links_path, settings)
     store = redis.Redis.from_url(settings.redis_url)
     limiter = AccountLimiter(store, rate_per_s=settings.rate_per_s)
     rates = {conf.account: 1.0 / max(limiter.interval_s(conf.account), 1e-9) for conf in link.sides.values()}

@@ -3,7 +3,8 @@
 An operator's command (reconcile, acknowledge, pair, mirror, doctor, relink) runs beside live
 workers, so its Planfix calls go through the accounts' shared limiter in Redis, and unlike a
 worker it may simply sleep for its turn. Building that session once here keeps every command
-closing what it opened the same way.
+closing what it opened the same way. Its link is the one the workers run: links.yaml's deployment
+under the rules in force (link_in_force).
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
+import sqlalchemy as sa
 
 from crosslink.base.logs import register_secret
 from crosslink.base.settings import Settings, get_settings
+from crosslink.journal.rules import link_from_rules
+from crosslink.journal.store import Journal, journal_url
+from crosslink.journal.versions import MappingVersions
 from planfix.client import PlanfixClient
 from planfix.limiter import AccountLimiter
 from schemas.links import Link, find_link, load_links
@@ -46,6 +52,26 @@ class OperatorSession:
 def load_link(link_name: str, links_path: str | None = None) -> Link:
     """The link named LINK_NAME in LINKS_PATH (else the settings'); KeyError naming the known ones."""
     return find_link(load_links(links_path or get_settings().links_path), link_name)
+
+
+def link_in_force(link_name: str, links_path: str | None = None, settings: Settings | None = None) -> Link:
+    """The link LINK_NAME as the workers run it (workers.runtime.Runtime.link): links.yaml's
+    deployment with the rules of the version in force (crosslink.journal.versions), or the file's
+    rules while the link has none yet (its first run records them as version 1). An operator's
+    compare or repair under rules nobody approved yet would report drift the workers never make,
+    and queue syncs by rules they do not run. A journal that does not exist yet (no SQLite file
+    beside links.yaml) holds no version, and is not made here."""
+    settings = settings or get_settings()
+    in_file = load_link(link_name, links_path)
+    url = sa.engine.make_url(journal_url(settings, links_path))
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
+        return in_file
+    journal = Journal(str(url))
+    try:
+        version = MappingVersions(journal).active(link_name)
+    finally:
+        journal.close()
+    return link_from_rules(version.rules, in_file) if version is not None else in_file
 
 
 @contextmanager
