@@ -25,6 +25,7 @@ from crosslink.queue.names import (
     claims_key,
     dirty_key,
     hints_key,
+    job_fields,
     job_label,
     pending_key,
     pending_since_key,
@@ -366,3 +367,16 @@ def test_every_job_is_labelled_with_its_link_side_and_task(enqueuer, redis_clien
 ])
 def test_job_labels(name, args, label):
     assert job_label(name, args) == label
+
+
+@pytest.mark.parametrize("name, args, fields", [
+    (SYNC_TASK, ["acme", "partner", 7], {"link": "acme", "side": "partner", "task": 7}),
+    (SYNC_BATCH, ["acme", "client"], {"link": "acme", "side": "client"}),
+    (PROBE_LINK, ["acme"], {"link": "acme"}),
+    (ANCHOR_LINK, [None, "daily"], {}),
+    (RECONCILE_POLL, ["partner", 60.0], {"account": "partner"}),
+    (RECONCILE_TICK, [60.0, 60.0], {}),
+    (SYNC_TASK, "acme", {}),
+])
+def test_job_fields_name_what_a_job_serves_for_its_log_lines(name, args, fields):
+    assert job_fields(name, args) == fields

@@ -48,7 +48,7 @@ from prometheus_client import start_http_server
 from crosslink.base import metrics
 from crosslink.base.logs import add_context
 from crosslink.base.settings import get_settings
-from crosslink.queue.names import ANCHOR_LINK, PROBE_LINK, RECONCILE_POLL, SYNC_BATCH, SYNC_TASK
+from crosslink.queue.names import SYNC_BATCH, SYNC_TASK, job_fields
 
 log = logging.getLogger("crosslink.worker")
 
@@ -91,21 +91,6 @@ def sync_run(link: str, side: str, number: int) -> Iterator[None]:
         yield
     finally:
         _run.clear()
-
-
-def job_fields(name: str, args: Any) -> dict[str, Any]:
-    """The link, side and task (or account) a job NAME with ARGS serves, as log line fields."""
-    parts = list(args or ()) if isinstance(args, (list, tuple)) else []
-    fields: dict[str, Any] = {}
-    if name in SYNC_JOBS and len(parts) >= 2:
-        fields.update(link=parts[0], side=parts[1])
-    if name == SYNC_TASK and len(parts) >= 3:
-        fields["task"] = parts[2]
-    if name in (PROBE_LINK, ANCHOR_LINK) and parts and parts[0]:
-        fields["link"] = parts[0]
-    if name == RECONCILE_POLL and parts:
-        fields["account"] = parts[0]
-    return fields
 
 
 def job_context() -> dict[str, Any]:

@@ -255,28 +255,44 @@ def event_hint(event: str, comment: int | None = None) -> str:
 LABEL_SEPARATOR = " · "
 
 
+def job_fields(name: str, args: Any) -> dict[str, Any]:
+    """The link, side and task (or account) job NAME with ARGS (its positional arguments as sent)
+    serves: its log lines' fields (workers.telemetry) and its label's parts (job_label); {} for
+    any other job, or arguments of another shape."""
+    parts = list(args) if isinstance(args, (list, tuple)) else []
+    if name in (SYNC_TASK, SYNC_BATCH) and len(parts) >= 2:
+        fields = {"link": parts[0], "side": parts[1]}
+        return {**fields, "task": parts[2]} if name == SYNC_TASK and len(parts) >= 3 else fields
+    if name in (PROBE_LINK, ANCHOR_LINK) and parts and parts[0]:
+        return {"link": parts[0]}
+    if name == RECONCILE_POLL and parts:
+        return {"account": parts[0]}
+    return {}
+
+
 def job_label(name: str, args: Any) -> str | None:
-    """What job NAME with ARGS (its positional arguments as sent) is called in Flower's args
-    column and on its detail page: the link, the side and the task a sync job serves ("acme ·
-    client · #123"), "batch" for a side's batch job (the tasks it synced are in its result:
-    workers.batch), the link of a probe or an anchor, the account of a poll. None for any other
-    job, or arguments of another shape (Celery then shows their repr, as it does by default).
+    """What job NAME with ARGS is called in Flower's args column and on its detail page: the
+    link, the side and the task a sync job serves ("acme · client · #123"), "batch" for a side's
+    batch job (the tasks it synced are in its result: workers.batch), the link of a probe or an
+    anchor, the account of a poll (job_fields). None for any other job, or arguments of another
+    shape (Celery then shows their repr, as it does by default).
 
     The label is the message's argsrepr, never its arguments: the worker still receives the JSON
     args. The task name stays the type (crosslink.sync.task), so Flower's filters and Celery's
     per-name counts keep a handful of names (a shadow name per task would make thousands)."""
-    parts = list(args) if isinstance(args, (list, tuple)) else []
-    if name == SYNC_TASK and len(parts) >= 3:
-        return LABEL_SEPARATOR.join((str(parts[0]), str(parts[1]), f"#{parts[2]}"))
-    if name == SYNC_BATCH and len(parts) >= 2:
-        return LABEL_SEPARATOR.join((str(parts[0]), str(parts[1]), "batch"))
-    if name == PROBE_LINK and parts:
-        return LABEL_SEPARATOR.join((str(parts[0]), "probe"))
-    if name == ANCHOR_LINK and len(parts) >= 2:
-        return LABEL_SEPARATOR.join((str(parts[0]) if parts[0] else "every link", f"anchor: {parts[1]}"))
-    if name == RECONCILE_POLL and parts:
-        return LABEL_SEPARATOR.join((str(parts[0]), "poll"))
-    return None
+    fields = job_fields(name, args)
+    words = {SYNC_BATCH: "batch", PROBE_LINK: "probe", RECONCILE_POLL: "poll"}
+    if name == SYNC_TASK and "task" in fields:
+        parts = (fields["link"], fields["side"], f"#{fields['task']}")
+    elif name == SYNC_BATCH and fields:
+        parts = (fields["link"], fields["side"], words[name])
+    elif name in (PROBE_LINK, RECONCILE_POLL) and fields:
+        parts = (fields.get("link", fields.get("account")), words[name])
+    elif name == ANCHOR_LINK and isinstance(args, (list, tuple)) and len(args) >= 2:
+        parts = (fields.get("link", "every link"), f"anchor: {args[1]}")
+    else:
+        return None
+    return LABEL_SEPARATOR.join(str(part) for part in parts)
 
 
 def stamp_enqueue_time(sender: str | None = None, body: Any = None, headers: dict | None = None,
