@@ -240,3 +240,12 @@ def test_a_runs_pair_is_looked_up_as_removed_in_one_read(redis_client):
     state.mark_removed("client", 7, {"how": "trashed"})
     assert state.removed_among([("partner", 5), ("client", 7)]) == {("client", 7)}
     assert state.removed_among([("partner", 5)]) == set()
+
+
+def test_mirrored_from_names_the_original_only_for_this_links_mirrors_of_that_side():
+    from workers.state import mirrored_from
+
+    assert mirrored_from(mirror_marker("acme", "partner", 7), "acme", "partner") == 7
+    assert mirrored_from(mirror_marker("acme", "partner", 7), "acme", "client") is None
+    assert mirrored_from(mirror_marker("other", "partner", 7), "acme", "partner") is None
+    assert mirrored_from(None, "acme", "partner") is None and mirrored_from("a person's", "acme", "partner") is None

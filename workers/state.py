@@ -89,6 +89,14 @@ def parse_marker(marker: str | None) -> tuple[str, str, int] | None:
     return parts[1], parts[2], int(parts[3])
 
 
+def mirrored_from(marker: str | None, link: str, origin: str) -> int | None:
+    """The number of ORIGIN side's object that the mirror marked MARKER (its sourceDataVersion)
+    copies, when LINK made it; None for anything else (a person's object, another link's mirror,
+    a mirror of the other side's)."""
+    parsed = parse_marker(marker)
+    return parsed[2] if parsed is not None and parsed[:2] == (link, origin) else None
+
+
 @dataclass
 class LinkState:
     """Registry and snapshots of one link."""

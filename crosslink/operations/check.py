@@ -25,7 +25,7 @@ from schemas.links import Link
 from workers.canonical import canonical_task, in_scope
 from workers.comment_policy import MIRROR_MARK, WITHDRAWN_MARK, should_mirror
 from workers.delegation import delegate
-from workers.state import parse_marker
+from workers.state import mirrored_from, parse_marker
 from workers.status_map import equivalent
 from workers.sync.attachments import flows, item_view
 
@@ -200,9 +200,9 @@ def _compare_comments(link: Link, side: str, task: Mapping[str, Any], mirror_tas
     integration = link.sides[side].integration_user
     mirrors: dict[int, list[Mapping[str, Any]]] = {}
     for comment in mirror_task.get("comments") or []:
-        marker = parse_marker(comment.get("sourceDataVersion"))
-        if marker and marker[0] == link.name and marker[1] == side:
-            mirrors.setdefault(marker[2], []).append(comment)
+        original = mirrored_from(comment.get("sourceDataVersion"), link.name, side)
+        if original is not None:
+            mirrors.setdefault(original, []).append(comment)
     for comment in task.get("comments") or []:
         text = comment.get("description") or ""
         if (comment.get("owner") or {}).get("id") == integration or MIRROR_MARK in text:

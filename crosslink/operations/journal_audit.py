@@ -36,7 +36,7 @@ from producers.reconcile import poll_filter_sets
 from schemas.links import Link
 from workers.canonical import in_scope, task_fields
 from workers.comment_policy import WITHDRAWN_MARK
-from workers.state import parse_marker
+from workers.state import mirrored_from, parse_marker
 
 UNRECORDED, UNFOUNDED, GONE = "unrecorded", "unfounded", "gone"
 AUDIT_COMMENT_FIELDS = "id,task,owner,isDeleted,description,sourceObjectId,sourceDataVersion"
@@ -136,8 +136,7 @@ def read_side(link: Link, side: str, client: Any, wanted: Iterable[int] = ()) ->
     fields = list(dict.fromkeys([*task_fields(link, side), "sourceDataVersion", "isDeleted"]))
     for filters in filter_sets:
         for task in client.list_tasks(filters=filters, fields=fields):
-            marker = parse_marker(task.get("sourceDataVersion"))
-            if (marker is not None and marker[:2] == (link.name, other)) or in_scope(link, side, task):
+            if mirrored_from(task.get("sourceDataVersion"), link.name, other) is not None or in_scope(link, side, task):
                 view.tasks[int(task["id"])] = task
     for number in sorted(set(wanted) - set(view.tasks)):
         try:
@@ -182,13 +181,13 @@ def _crossings_without_entries(link: Link, view: SideView, by_target: Mapping[tu
     side, other = view.side, link.other(view.side)
     robot = str(link.sides[side].integration_user).removeprefix("user:")
     for number, task in sorted(view.tasks.items()):
-        marker = parse_marker(task.get("sourceDataVersion"))
-        if marker is None or marker[:2] != (link.name, other):
+        original = mirrored_from(task.get("sourceDataVersion"), link.name, other)
+        if original is None:
             continue
         result.mirror_tasks += 1
         if ("task created", side, number) not in by_target:
             result.findings.append(Finding(UNRECORDED, side, f"task #{number}",
-                                           f"mirrors {other} #{marker[2]}, and no \"task created\" entry names it"))
+                                           f"mirrors {other} #{original}, and no \"task created\" entry names it"))
     for comment_id, comment in sorted(view.comments.items()):
         marker = parse_marker(comment.get("sourceDataVersion"))
         on = f"comment {comment_id} on task #{_ref(comment.get('task'))}"

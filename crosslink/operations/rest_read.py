@@ -32,7 +32,7 @@ from planfix.errors import AccessDenied, AuthError, ScopeDenied
 from producers.reconcile import poll_filter_sets
 from schemas.links import Link
 from workers.canonical import in_scope, task_fields
-from workers.state import parse_marker
+from workers.state import mirrored_from
 
 # What a task's details hold, besides its fields: kept apart so a partial compare can leave out
 # the details of a pair it has not read on both sides.
@@ -138,8 +138,7 @@ class RestRead:
             found = 0
             for task in client.list_tasks(filters=filters, fields=task_fields(link, side)):
                 found += 1
-                marker = parse_marker(task.get("sourceDataVersion"))
-                ours = marker is not None and marker[0] == link.name and marker[1] == other
+                ours = mirrored_from(task.get("sourceDataVersion"), link.name, other) is not None
                 if ours or in_scope(link, side, task):
                     tasks[int(task["id"])] = dict(task)
             self.requests[side] += list_pages(found)
@@ -248,8 +247,8 @@ def _pairs_by_marker(link: Link, dumps: Mapping[str, list[dict[str, Any]]]) -> d
     pairs: dict[tuple[str, int], tuple[str, int]] = {}
     for side, tasks in dumps.items():
         for task in tasks:
-            marker = parse_marker(task.get("sourceDataVersion"))
-            if marker and marker[0] == link.name and marker[1] == link.other(side):
-                mirror, original = (side, int(task["id"])), (marker[1], marker[2])
+            number = mirrored_from(task.get("sourceDataVersion"), link.name, link.other(side))
+            if number is not None:
+                mirror, original = (side, int(task["id"])), (link.other(side), number)
                 pairs[mirror], pairs[original] = original, mirror
     return pairs
