@@ -572,8 +572,9 @@ def test_a_checklist_write_whose_answer_was_lost_is_not_carried_back_after_the_s
     assert checklists(pair, number, copy_) == {side: [("Sign the act", False)] for side in ("partner", "client")}
 
 
-def killed_at(pair, monkeypatch, kind: str):
-    """The run's journal entry of KIND never written: its worker is killed as it records it."""
+def sync_killed_at(pair, monkeypatch, kind: str, side: str, number: int) -> None:
+    """A run of SIDE's task NUMBER whose journal entry of KIND is never written: its worker is
+    killed as it records it. Later runs record as usual."""
     recorded = pair.recorder.crossed
 
     def killed(entry_kind, *args, **kwargs):
@@ -582,15 +583,14 @@ def killed_at(pair, monkeypatch, kind: str):
         return recorded(entry_kind, *args, **kwargs)
 
     monkeypatch.setattr(pair.recorder, "crossed", killed)
-    return lambda: monkeypatch.setattr(pair.recorder, "crossed", recorded)
+    with pytest.raises(SystemExit):
+        pair.sync(side, number)
+    monkeypatch.setattr(pair.recorder, "crossed", recorded)
 
 
 def test_a_mirror_task_whose_run_was_killed_before_recording_it_is_recorded_by_the_retry(pair, monkeypatch):
     number = partner_task(pair, "Killed before recording the task")
-    revive = killed_at(pair, monkeypatch, "task created")
-    with pytest.raises(SystemExit):
-        pair.sync("partner", number)
-    revive()
+    sync_killed_at(pair, monkeypatch, "task created", "partner", number)
     pair.sync("partner", number)
     [copy_] = pair.client_tasks("Killed before recording the task")
     assert pair.recorded("task created") == [{"task": copy_["id"]}]
@@ -603,10 +603,7 @@ def test_a_comment_mirror_whose_run_was_killed_before_recording_it_is_recorded_b
     paired only once recorded; one paired but not recorded is recorded as it stands)."""
     number, copy_ = mirrored(pair, "Killed before recording")
     pair.world.add_comment("partner", number, {"description": "said once"}, author=PAVEL)
-    revive = killed_at(pair, monkeypatch, "comment")
-    with pytest.raises(SystemExit):
-        pair.sync("partner", number)
-    revive()
+    sync_killed_at(pair, monkeypatch, "comment", "partner", number)
     writes_before = len([entry for entry in pair.world.requests("client") if entry["write"]])
     pair.sync("partner", number)
     [mirror] = pair.comments("client", copy_)
@@ -622,10 +619,7 @@ def test_a_file_whose_run_was_killed_before_recording_it_is_recorded_with_the_co
     number, copy_ = mirrored(pair, "Killed before recording the file")
     file_id = pair.world.upload_file("partner", "scope.pdf", b"%PDF scope", author=PAVEL)
     pair.world.attach_file_to_task("partner", file_id, number, author=PAVEL)
-    revive = killed_at(pair, monkeypatch, "file")
-    with pytest.raises(SystemExit):
-        pair.sync("partner", number)
-    revive()
+    sync_killed_at(pair, monkeypatch, "file", "partner", number)
     pair.sync("partner", number)
     pair.sync("partner", number)
     [seen] = pair.world.task_files("client", copy_)
@@ -637,10 +631,7 @@ def test_a_file_whose_run_was_killed_before_recording_it_is_recorded_with_the_co
 def test_a_field_write_whose_run_was_killed_before_recording_it_is_recorded_by_the_next_run(pair, monkeypatch, first):
     number, copy_ = mirrored(pair, "Killed before recording the name")
     pair.world.update_task("partner", number, {"name": "Renamed before the kill"}, author=PAVEL)
-    revive = killed_at(pair, monkeypatch, "field change")
-    with pytest.raises(SystemExit):
-        pair.sync("partner", number)
-    revive()
+    sync_killed_at(pair, monkeypatch, "field change", "partner", number)
     for side, task in ((first, copy_ if first == "client" else number), ("partner", number), ("client", copy_)):
         pair.sync(side, task)
     [entry] = pair.entries("field change")
