@@ -115,3 +115,11 @@ def test_a_dead_letter_fails_the_command(store):
     done = follow_mirroring(store, LINK, [("partner", 1)], poll_s=0, sleep=lambda _: None)
     assert done.settled and done.ended[DEAD_LETTER] == ["partner:1"] and exit_status(done) == 1
     assert "crosslink dlq" in mirroring_summary(LINK, done)
+
+
+def test_the_stopping_signal_is_read_alike_for_every_operator_command():
+    from crosslink.operations.session import stopping_signal
+
+    assert stopping_signal(KeyboardInterrupt()) == "SIGINT"
+    assert stopping_signal(SystemExit(143)) == "SIGTERM"
+    assert stopping_signal(SystemExit(1)) == "exit"

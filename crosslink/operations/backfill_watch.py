@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from crosslink.operations.session import stopping_signal
 from crosslink.queue.dead_letters import DeadLetters
 from crosslink.queue.inspect import runs_in_flight, work_waiting
 from workers.state import LinkState
@@ -108,21 +109,9 @@ def follow_mirroring(store: redis.Redis, link_name: str, queued: Sequence[tuple[
                 return progress
             sleep(poll_s)
     except (KeyboardInterrupt, SystemExit) as stop:
-        progress.interrupted = _signal_name(stop)
+        progress.interrupted = stopping_signal(stop)
         progress.waited_s = clock() - started
         return progress
-
-
-def _signal_name(stop: BaseException) -> str:
-    """The signal STOP stands for: a KeyboardInterrupt is SIGINT; crosslink.cli ends a command
-    SIGNUM stopped with SystemExit(128 + SIGNUM)."""
-    code = getattr(stop, "code", None)
-    if isinstance(code, int) and code > 128:
-        try:
-            return signal.Signals(code - 128).name
-        except ValueError:
-            pass
-    return "SIGINT"
 
 
 def mirroring_summary(link_name: str, progress: MirrorProgress) -> str:
@@ -144,6 +133,6 @@ def mirroring_summary(link_name: str, progress: MirrorProgress) -> str:
 def exit_status(progress: MirrorProgress) -> int:
     """How `crosslink backfill` ends after waiting: 0 when every task it queued was mirrored,
     1 when some ended otherwise or the wait gave up, 128 + the signal when it was stopped."""
-    if progress.interrupted:
+    if progress.interrupted in signal.Signals.__members__:
         return 128 + signal.Signals[progress.interrupted].value
     return 0 if progress.settled and progress.mirrored == progress.queued else 1

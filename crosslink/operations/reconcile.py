@@ -38,7 +38,7 @@ from typing import Any
 import redis
 
 from crosslink.operations.rest_read import ReadProgress, RestRead, SideUnreadable
-from crosslink.operations.session import OperatorSession, operator_session
+from crosslink.operations.session import OperatorSession, operator_session, stopping_signal
 from crosslink.queue.enqueue import Enqueuer
 from crosslink.queue.inspect import work_waiting
 from planfix.limiter import AccountLimiter
@@ -180,13 +180,7 @@ class Interrupted(Exception):
 
     @property
     def signal_name(self) -> str:
-        code = getattr(self.stop, "code", None)
-        if isinstance(code, int) and code > 128:
-            try:
-                return signal.Signals(code - 128).name
-            except ValueError:
-                pass
-        return "SIGINT" if isinstance(self.stop, KeyboardInterrupt) else "exit"
+        return stopping_signal(self.stop)
 
     @property
     def exit_status(self) -> int:

@@ -10,6 +10,7 @@ under the rules in force (link_in_force).
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +53,19 @@ class OperatorSession:
 def load_link(link_name: str, links_path: str | None = None) -> Link:
     """The link named LINK_NAME in LINKS_PATH (else the settings'); KeyError naming the known ones."""
     return find_link(load_links(links_path or get_settings().links_path), link_name)
+
+
+def stopping_signal(stop: BaseException) -> str:
+    """The signal that stopped an operator's command, from what it raised (STOP): a
+    KeyboardInterrupt is SIGINT, and crosslink.cli ends a command SIGNUM stopped with
+    SystemExit(128 + SIGNUM); "exit" for any other SystemExit."""
+    code = getattr(stop, "code", None)
+    if isinstance(code, int) and code > 128:
+        try:
+            return signal.Signals(code - 128).name
+        except ValueError:
+            pass
+    return "SIGINT" if isinstance(stop, KeyboardInterrupt) else "exit"
 
 
 def link_in_force(link_name: str, links_path: str | None = None, settings: Settings | None = None) -> Link:
